@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* connect() and bind() as the caller sees them: the errno it got, including
+ * failures that happen before any port search (ENETUNREACH and the like). */
+#ifndef PORTTRACE_SYSCALLS_H
+#define PORTTRACE_SYSCALLS_H
+
+struct connect_args {
+	__u64 ts_ns;
+	__u64 sk;          /* struct sock *, as a number: read again at exit */
+	__u8 addr[16];     /* destination for connect(), local for bind() */
+	__u8 saddr[16];    /* connect(): source chosen before the port search */
+	__u16 family;
+	__u16 port;
+	__u8 have_saddr;
+	__u8 _pad[3];
+};
+
+/* Keyed by thread id. LRU: a thread killed inside the syscall never reaches
+ * the exit tracepoint, and its entry must not stay forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct connect_args);
+} connects SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct connect_args);
+} binds SEC(".maps");
+
+/* The TCP socket behind fd in the current task, or NULL. */
+static __always_inline struct sock *fd_tcp_sock(long fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(so, sk);
+	if (!sk || !sk_is_tcp(sk))
+		return NULL;
+	return sk;
+}
+
+/* Copies the user's sockaddr_in / sockaddr_in6 into a. */
+static __always_inline int read_sockaddr(struct connect_args *a, const void *uaddr, long len)
+{
+	struct sockaddr_in6 sa = {};
+	long n = len >= (long)sizeof(struct sockaddr_in6) ? sizeof(struct sockaddr_in6)
+							    : sizeof(struct sockaddr_in);
+	if (len < (long)sizeof(struct sockaddr_in) || bpf_probe_read_user(&sa, n, uaddr))
+		return -1;
+	a->family = sa.sin6_family;
+	a->port = bpf_ntohs(sa.sin6_port);
+	if (a->family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+		*(__u32 *)a->addr = s4->sin_addr.s_addr;
+	} else if (a->family == AF_INET6 && n == sizeof(struct sockaddr_in6)) {
+		__builtin_memcpy(a->addr, &sa.sin6_addr, 16);
+	} else {
+		return -1; /* AF_UNSPEC disconnects, nothing to trace */
+	}
+	return 0;
+}
+
+static __always_inline int enter_sockcall(void *map, struct trace_event_raw_sys_enter *ctx,
+					  int ephemeral_only)
+{
+	struct sock *sk = fd_tcp_sock(ctx->args[0]);
+	if (!sk)
+		return 0;
+	struct connect_args a = {};
+	if (read_sockaddr(&a, (const void *)ctx->args[1], ctx->args[2]))
+		return 0;
+	if (ephemeral_only && a.port != 0)
+		return 0;
+	a.ts_ns = bpf_ktime_get_ns();
+	a.sk = (__u64)sk;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(map, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+/* Called from the SYN_SENT transition, which runs inside connect(): keep the
+ * source address, because a failed port search resets it before connect()
+ * returns. */
+static __always_inline void note_connect_source(const struct sock *sk)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct connect_args *a = bpf_map_lookup_elem(&connects, &tid);
+	if (!a)
+		return;
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6)
+		BPF_CORE_READ_INTO(&a->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+	else
+		BPF_CORE_READ_INTO((__u32 *)a->saddr, sk, __sk_common.skc_rcv_saddr);
+	a->have_saddr = 1;
+}
+
+static __always_inline struct connect_args *take_args(void *map, __u32 *tid)
+{
+	*tid = (__u32)bpf_get_current_pid_tgid();
+	return bpf_map_lookup_elem(map, tid);
+}
+
+static __always_inline void exit_connect(long ret)
+{
+	__u32 tid;
+	struct connect_args *a = take_args(&connects, &tid);
+	if (!a)
+		return;
+	struct event *e = reserve();
+	if (e) {
+		const struct sock *sk = (const struct sock *)a->sk;
+		e->kind = EV_CONNECT;
+		e->ret = ret;
+		e->latency_ns = e->ts_ns - a->ts_ns;
+		fill_sock(e, sk);
+		e->cookie = sk_cookie_field(sk);
+		/* What the caller asked for, not what is left on the socket
+		 * after a failure reset it. */
+		e->dport = a->port;
+		__builtin_memcpy(e->daddr, a->addr, 16);
+		if (a->have_saddr)
+			__builtin_memcpy(e->saddr, a->saddr, 16);
+		fill_current(e);
+		submit(e);
+	}
+	bpf_map_delete_elem(&connects, &tid);
+}
+
+/* bind() with port 0: the tracepoint backend's view of the port search that
+ * inet_csk_get_port does. The syscall brackets it: approximate latency. */
+static __always_inline void exit_bind(long ret)
+{
+	__u32 tid;
+	struct connect_args *a = take_args(&binds, &tid);
+	if (!a)
+		return;
+	const struct sock *sk = (const struct sock *)a->sk;
+	/* IP_BIND_ADDRESS_NO_PORT defers the port to connect(): nothing was
+	 * allocated here. */
+	if (ret == 0 && BPF_CORE_READ(sk, __sk_common.skc_num) == 0)
+		goto out;
+	struct event *e = reserve();
+	if (e) {
+		e->kind = EV_BIND;
+		e->ret = ret;
+		e->latency_ns = e->ts_ns - a->ts_ns;
+		e->flags = FLAG_LATENCY_APPROX;
+		fill_sock(e, sk);
+		e->cookie = sk_cookie_field(sk);
+		__builtin_memcpy(e->saddr, a->addr, 16);
+		fill_current(e);
+		submit(e);
+	}
+out:
+	bpf_map_delete_elem(&binds, &tid);
+}
+
+#endif

@@ -1,0 +1,128 @@
+// Package event defines what porttrace observes, as plain Go values. The
+// tracer produces these from the kernel; captures store and replay them; the
+// aggregator consumes them without knowing where they came from.
+package event
+
+import (
+	"fmt"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// Kind says what happened.
+type Kind uint8
+
+const (
+	// Connect is a connect() call returning, with the errno the caller saw.
+	Connect Kind = 1
+	// Alloc is the kernel's search for a source port inside connect().
+	Alloc Kind = 2
+	// Bind is an ephemeral port taken by bind() (port 0), before connect().
+	Bind Kind = 3
+	// State is a TCP state change of a client socket.
+	State Kind = 4
+	// TimeWait is a client socket's port entering TIME_WAIT.
+	TimeWait Kind = 5
+)
+
+var kindNames = [...]string{Connect: "connect", Alloc: "alloc", Bind: "bind", State: "state", TimeWait: "time_wait"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// ParseKind is the inverse of Kind.String.
+func ParseKind(s string) (Kind, error) {
+	for k, n := range kindNames {
+		if n != "" && n == s {
+			return Kind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown event kind %q", s)
+}
+
+// Flags qualify an event's figures.
+type Flags uint8
+
+const (
+	// LatencyApprox: Latency brackets the port search from neighbouring
+	// hooks (tracepoint backend) instead of timing it exactly.
+	LatencyApprox Flags = 1
+	// OwnerFromSocket: the process was recorded when the socket connected,
+	// because the event itself ran in softirq context.
+	OwnerFromSocket Flags = 2
+)
+
+// TCPState is a kernel TCP state (include/net/tcp_states.h).
+type TCPState uint8
+
+var stateNames = [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
+	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
+
+const (
+	Established TCPState = 1
+	SynSent     TCPState = 2
+	FinWait1    TCPState = 4
+	FinWait2    TCPState = 5
+	Close       TCPState = 7
+	Closing     TCPState = 11
+)
+
+func (s TCPState) String() string {
+	if int(s) < len(stateNames) && stateNames[s] != "" {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("STATE(%d)", uint8(s))
+}
+
+// Comm is a task name as the kernel keeps it: at most 15 bytes, NUL padded.
+// A fixed array, so that decoding an event allocates nothing.
+type Comm [16]byte
+
+func (c Comm) String() string {
+	for i, b := range c {
+		if b == 0 {
+			return string(c[:i])
+		}
+	}
+	return string(c[:])
+}
+
+// MakeComm truncates s the way the kernel does.
+func MakeComm(s string) Comm {
+	var c Comm
+	copy(c[:15], s)
+	return c
+}
+
+// Event is one observation. Addresses are IPv4 for IPv4 and v4-mapped IPv6
+// sockets alike (Family tells them apart): both draw on the same port space.
+type Event struct {
+	Time     time.Time // wall clock
+	Kind     Kind
+	Flags    Flags
+	OldState TCPState // State events
+	NewState TCPState
+	// Errno is the failure (0 on success): the connect()/bind() result, or
+	// the port search's result.
+	Errno syscall.Errno
+	// Latency is the port search's duration for Alloc and Bind, and the
+	// syscall's duration for Connect.
+	Latency  time.Duration
+	Cookie   uint64 // the socket's cookie: same for all events of one socket
+	CgroupID uint64
+	Netns    uint32 // network namespace inode
+	PID      uint32 // thread id
+	TGID     uint32 // process id
+	Family   uint16 // AF_INET or AF_INET6
+	Comm     Comm
+	Src      netip.AddrPort
+	Dst      netip.AddrPort
+}
+
+// Failed reports whether the event records a failure.
+func (e *Event) Failed() bool { return e.Errno != 0 && e.Errno != syscall.EINPROGRESS }

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# kernel.sh CACHE_DIR
+#
+# Makes sure CACHE_DIR/vmlinuz holds Debian 12's stock 6.1 cloud kernel
+# (linux-image-6.1.0-*-cloud-amd64-unsigned). The host kernel refuses
+# fentry/fexit and has no kprobes, so the VM tests need a kernel that has
+# both; a distribution kernel is what users run, so it is the honest target.
+#
+# Cached: once CACHE_DIR/vmlinuz and CACHE_DIR/kernel-version exist nothing is
+# downloaded. Delete them (or set VM_KERNEL_REFRESH=1) to pick up a newer ABI.
+#
+# Also writes CACHE_DIR/kernel-config (the package's /boot/config-*) and, when
+# some option the tests rely on is built as a module, copies that module into
+# CACHE_DIR/modules/ and lists it (in load order) in CACHE_DIR/modules.list
+# for run.sh to put into the initramfs and insmod before the tests.
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+	echo "usage: $0 CACHE_DIR" >&2
+	exit 2
+fi
+cache=$1
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+
+if [ "${VM_KERNEL_REFRESH:-0}" != 1 ] && [ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-version" ] &&
+	[ -f "$cache/modules.list" ]; then
+	exit 0
+fi
+
+# Newest ABI that has an installable candidate. apt-cache pkgnames also lists
+# names that are only referenced (old ABIs whose Packages entry is gone), so
+# each name is checked for a real Version before it is accepted.
+pick_package() {
+	local p v
+	for p in $(apt-cache pkgnames linux-image-6.1.0- 2>/dev/null |
+		grep -E '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' | sort -rV); do
+		v=$(apt-cache show --no-all-versions "$p" 2>/dev/null | awk '/^Version:/ {print $2; exit}')
+		if [ -n "$v" ]; then
+			echo "$p $v"
+			return 0
+		fi
+	done
+	return 1
+}
+
+if ! found=$(pick_package); then
+	# Fresh machines have no package lists; only pay for an update then.
+	echo "kernel.sh: no cloud kernel package known to apt, running apt-get update" >&2
+	apt-get update -qq >&2
+	if ! found=$(pick_package); then
+		echo "kernel.sh: no linux-image-6.1.0-*-cloud-amd64-unsigned package available" >&2
+		exit 1
+	fi
+fi
+pkg=${found% *}
+ver=${found#* }
+echo "kernel.sh: using $pkg $ver" >&2
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# apt-get download writes to the current directory and, as root, drops
+# privileges to _apt, which must be able to write there.
+chmod 0777 "$work"
+if ! (cd "$work" && apt-get download -qq "$pkg=$ver" >&2); then
+	# Stale package lists name an ABI the mirror has already dropped:
+	# refresh once and take whatever is newest now.
+	echo "kernel.sh: download failed, running apt-get update and retrying" >&2
+	apt-get update -qq >&2
+	found=$(pick_package) || {
+		echo "kernel.sh: no linux-image-6.1.0-*-cloud-amd64-unsigned package available" >&2
+		exit 1
+	}
+	pkg=${found% *}
+	ver=${found#* }
+	echo "kernel.sh: using $pkg $ver" >&2
+	(cd "$work" && apt-get download -qq "$pkg=$ver" >&2)
+fi
+debs=("$work"/*.deb)
+dpkg -x "${debs[0]}" "$work/root"
+
+images=("$work"/root/boot/vmlinuz-*)
+configs=("$work"/root/boot/config-*)
+vmlinuz=${images[0]}
+config=${configs[0]}
+if [ ! -f "$vmlinuz" ] || [ ! -f "$config" ]; then
+	echo "kernel.sh: $pkg has no boot/vmlinuz-* or boot/config-*" >&2
+	exit 1
+fi
+kver=${vmlinuz##*/vmlinuz-}
+
+# Options the VM run depends on. "y" is what we want; "m" means the module
+# must ride along in the initramfs; anything else is fatal.
+# Order matters for the module list: dependencies first.
+needed="CONFIG_DEBUG_INFO_BTF CONFIG_BPF_SYSCALL CONFIG_BPF_JIT CONFIG_BPF_EVENTS
+CONFIG_KPROBES CONFIG_KPROBE_EVENTS CONFIG_FUNCTION_TRACER CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS
+CONFIG_FTRACE_SYSCALLS CONFIG_TRACING CONFIG_NET_NS CONFIG_IPV6 CONFIG_CGROUPS CONFIG_CGROUP_BPF
+CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP CONFIG_SERIAL_8250 CONFIG_SERIAL_8250_CONSOLE
+CONFIG_VIRTIO_CONSOLE CONFIG_UNIX CONFIG_INET CONFIG_DEBUG_FS CONFIG_VETH"
+missing=""
+modules_needed=""
+for opt in $needed; do
+	val=$(grep -E "^$opt=" "$config" | cut -d= -f2 || true)
+	case "$val" in
+	y) ;;
+	m)
+		echo "kernel.sh: $opt=m (module)" >&2
+		modules_needed="$modules_needed $opt"
+		;;
+	*)
+		echo "kernel.sh: $opt is not set" >&2
+		missing="$missing $opt"
+		;;
+	esac
+done
+
+# Modules to carry, by config option. Only options whose module the harness
+# knows are handled; the rest are fatal below. VIRTIO_CONSOLE is reported but
+# not carried: the console is the 8250 UART (ttyS0), which is built in.
+# Debian ships no modules.dep in the package (depmod runs at install time), so
+# dependencies come from each module's own .modinfo "depends=" field.
+# From here the cache is being rewritten: drop the completeness marker first
+# so an interrupted run is redone rather than trusted.
+rm -f "$cache/kernel-version"
+rm -rf "$cache/modules"
+mkdir -p "$cache/modules"
+: >"$cache/modules.list.tmp"
+modroot="$work/root/lib/modules/$kver"
+add_module() { # add_module NAME: NAME's dependencies first, then NAME
+	local name=$1 src dep
+	if grep -qx "$name.ko" "$cache/modules.list.tmp"; then
+		return 0
+	fi
+	src=$(find "$modroot" \( -name "$name.ko" -o -name "$name.ko.xz" \
+		-o -name "${name//_/-}.ko" -o -name "${name//_/-}.ko.xz" \) | head -n1)
+	if [ -z "$src" ]; then
+		echo "kernel.sh: module $name not found in package" >&2
+		return 1
+	fi
+	# busybox insmod cannot read compressed modules, so store them plain.
+	case "$src" in
+	*.xz) xz -dc "$src" >"$cache/modules/$name.ko" ;;
+	*) cp "$src" "$cache/modules/$name.ko" ;;
+	esac
+	for dep in $(tr '\0' '\n' <"$cache/modules/$name.ko" | sed -n 's/^depends=//p' | tr ',' ' '); do
+		add_module "$dep" || return 1
+	done
+	echo "$name.ko" >>"$cache/modules.list.tmp"
+}
+for opt in $modules_needed; do
+	case "$opt" in
+	CONFIG_IPV6) mod=ipv6 ;;
+	CONFIG_VETH) mod=veth ;;
+	CONFIG_VIRTIO_CONSOLE) continue ;;
+	*)
+		echo "kernel.sh: $opt is a module and kernel.sh does not know which" >&2
+		missing="$missing $opt"
+		continue
+		;;
+	esac
+	add_module "$mod" || missing="$missing $opt"
+done
+
+# Tracing without these is no use; refuse rather than fail obscurely in the VM.
+# Console options are advisory.
+fatal=""
+for opt in $missing; do
+	case "$opt" in
+	CONFIG_VIRTIO_CONSOLE | CONFIG_VETH | CONFIG_DEBUG_FS | CONFIG_KPROBE_EVENTS) ;;
+	*) fatal="$fatal $opt" ;;
+	esac
+done
+if [ -n "$fatal" ]; then
+	echo "kernel.sh: $pkg lacks:$fatal" >&2
+	exit 1
+fi
+
+cp "$config" "$cache/kernel-config.tmp"
+cp "$vmlinuz" "$cache/vmlinuz.tmp"
+mv "$cache/kernel-config.tmp" "$cache/kernel-config"
+mv "$cache/modules.list.tmp" "$cache/modules.list"
+mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+# Written last: its presence means the cache is complete.
+echo "$kver $pkg $ver" >"$cache/kernel-version"
+echo "kernel.sh: cached $kver in $cache" >&2

@@ -1,0 +1,102 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/event"
+)
+
+// Run reads events until ctx is cancelled, calling fn for each in order. The
+// event passed to fn is reused: copy it to keep it. On cancellation Run
+// delivers what is still in the ring buffer before returning nil.
+func (t *Tracer) Run(ctx context.Context, fn func(*event.Event)) error {
+	var rec ringbuf.Record
+	var ev event.Event
+	for {
+		done := ctx.Err() != nil
+		deadline := time.Now().Add(t.poll)
+		if done {
+			deadline = time.Now()
+		}
+		t.reader.SetDeadline(deadline)
+		for {
+			err := t.reader.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read ring buffer: %w", err)
+			}
+			if err := t.decode(rec.RawSample, &ev); err != nil {
+				return err
+			}
+			fn(&ev)
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+var eventSize = int(unsafe.Sizeof(bpfEvent{}))
+
+// decode converts the kernel's record without allocating: it runs for every
+// event.
+func (t *Tracer) decode(raw []byte, ev *event.Event) error {
+	if len(raw) < eventSize {
+		return fmt.Errorf("ring buffer record of %d bytes, want %d: BPF object and tracer disagree", len(raw), eventSize)
+	}
+	k := (*bpfEvent)(unsafe.Pointer(&raw[0]))
+	*ev = event.Event{
+		Time:     t.clock.wall(k.TsNs),
+		Kind:     event.Kind(k.Kind),
+		Flags:    event.Flags(k.Flags),
+		OldState: event.TCPState(k.OldState),
+		NewState: event.TCPState(k.NewState),
+		Errno:    syscall.Errno(-k.Ret),
+		Latency:  time.Duration(k.LatencyNs),
+		Cookie:   k.Cookie,
+		CgroupID: k.CgroupId,
+		Netns:    k.Netns,
+		PID:      k.Pid,
+		TGID:     k.Tgid,
+		Family:   k.Family,
+		Comm:     *(*event.Comm)(unsafe.Pointer(&k.Comm)),
+		Src:      netip.AddrPortFrom(addr(k.Family, &k.Saddr), k.Sport),
+		Dst:      netip.AddrPortFrom(addr(k.Family, &k.Daddr), k.Dport),
+	}
+	if k.Ret > 0 {
+		ev.Errno = 0
+	}
+	return nil
+}
+
+// addr reads a kernel address; a v4-mapped IPv6 address is the IPv4 address
+// it maps, since it competes for the same ports.
+func addr(family uint16, b *[16]uint8) netip.Addr {
+	if family == unix.AF_INET {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(*b).Unmap()
+}
+
+// clock turns bpf_ktime_get_ns (CLOCK_MONOTONIC) into wall time.
+type clock struct{ offset int64 }
+
+func newClock() clock {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return clock{offset: time.Now().UnixNano() - ts.Nano()}
+}
+
+func (c clock) wall(mono uint64) time.Time { return time.Unix(0, int64(mono)+c.offset) }
