@@ -245,18 +245,21 @@ qemu_rc=${status[0]}
 elapsed=$(($(date +%s) - start))
 
 fail() {
-	echo "run.sh: FAIL: $* (after ${elapsed}s; console log $log)" >&2
+	local oops
+	# An oops or a BUG often explains a hang or a dead test; name the first.
+	case "$*" in
+	"kernel panic"*) oops="" ;;
+	*) oops=$(grep -a -m1 -E 'BUG:|Oops|WARNING: CPU' "$log" || true) ;;
+	esac
+	echo "run.sh: FAIL: $*${oops:+; kernel said: ${oops#*] }} (after ${elapsed}s; console log $log)" >&2
 	exit 1
 }
-
-clean=$work/console.txt
-tr -d '\r' <"$log" >"$clean"
 
 failed=""
 missing=""
 for backend in $backends; do
 	# Not anchored: a kernel message can land in front of it on the line.
-	line=$(grep -aoE "PORTTRACE-VM-RESULT $backend [0-9]+\$" "$clean" | tail -n1 || true)
+	line=$(grep -aoE "PORTTRACE-VM-RESULT $backend [0-9]+\$" "$log" | tail -n1 || true)
 	if [ -z "$line" ]; then
 		missing="$missing $backend"
 	else
@@ -273,10 +276,10 @@ fi
 if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
 	fail "timeout after ${vm_timeout}s (VM_TIMEOUT); no result for:$missing"
 fi
-if panic=$(grep -a -m1 'Kernel panic' "$clean"); then
+if panic=$(grep -a -m1 'Kernel panic' "$log"); then
 	fail "kernel panic: ${panic#*] }; no result for:$missing"
 fi
-if ! grep -aq 'PORTTRACE-VM-BOOTED' "$clean"; then
+if ! grep -aq 'PORTTRACE-VM-BOOTED' "$log"; then
 	fail "the VM never reached the init script (qemu exit $qemu_rc)"
 fi
 fail "the VM stopped without a result line for:$missing (qemu exit $qemu_rc)"

@@ -1,0 +1,267 @@
+package tracer_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/tracer"
+)
+
+func TestMain(m *testing.M) {
+	testnet.RunHelper()
+	os.Exit(m.Run())
+}
+
+// backendUnderTest is PORTTRACE_BACKEND (set by the VM run for fentry and
+// kprobe), or the automatic choice.
+func backendUnderTest(t *testing.T) tracer.Backend {
+	b, err := tracer.ParseBackend(os.Getenv("PORTTRACE_BACKEND"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (r *recorder) add(e *event.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, *e)
+	r.mu.Unlock()
+}
+
+// in returns the events of one network namespace.
+func (r *recorder) in(netns uint32) []event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []event.Event
+	for _, e := range r.events {
+		if e.Netns == netns {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r *recorder) naming(tgid uint32) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return count(r.events, func(e *event.Event) bool { return e.TGID == tgid })
+}
+
+// trace starts the tracer; the returned function stops it after draining
+// the ring buffer and returns the number of lost events.
+func trace(t *testing.T) (*tracer.Tracer, *recorder, func() uint64) {
+	testnet.RequireRoot(t)
+	tr, err := tracer.Open(tracer.Options{Backend: backendUnderTest(t)})
+	if err != nil {
+		t.Fatalf("open tracer: %v", err)
+	}
+	t.Logf("backend %s", tr.Backend())
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx, rec.add) }()
+	stopped := false
+	stop := func() uint64 {
+		if !stopped {
+			// Let the last events reach the ring before draining it.
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+			stopped = true
+		}
+		lost, err := tr.Lost()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lost
+	}
+	t.Cleanup(func() { stop(); tr.Close() })
+	return tr, rec, stop
+}
+
+// settleTimeWait waits until ss shows want sockets in TIME_WAIT toward dst,
+// or gives up after a few seconds and returns what it sees.
+func settleTimeWait(t *testing.T, ns *testnet.Netns, dst netip.AddrPort, want int) int {
+	var n int
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if n = ns.TimeWait(t, dst); n >= want {
+			break
+		}
+	}
+	return n
+}
+
+func count(evs []event.Event, match func(*event.Event) bool) int {
+	n := 0
+	for i := range evs {
+		if match(&evs[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+func sameDst(e *event.Event, dst netip.AddrPort) bool {
+	return e.Dst.Addr().Unmap() == dst.Addr().Unmap() && e.Dst.Port() == dst.Port()
+}
+
+// TestKernelExhaustion drives a real exhaustion: ten ports, a client that
+// connects and actively closes fifteen times, a server that closes only after
+// the client has exited (so every TIME_WAIT transition runs in softirq with
+// some other task current). porttrace must agree with the client and ss.
+func TestKernelExhaustion(t *testing.T) {
+	for _, tc := range []struct{ name, listen string }{
+		{"ipv4", "127.0.0.1:8080"},
+		{"ipv6", "[::1]:8080"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { exhaust(t, tc.listen) })
+	}
+}
+
+func exhaust(t *testing.T, listen string) {
+	tr, rec, stop := trace(t)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, listen, 300*time.Millisecond)
+	bystander := testnet.StartBystander(t)
+
+	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 15, Close: churn.CloseFin})
+	res := cl.Wait(t)
+	failures := res.Failures[testnet.EADDRNOTAVAIL]
+	if res.Connected != 10 || failures != 5 {
+		t.Fatalf("test setup: client connected %d times and saw %d EADDRNOTAVAIL, want 10 and 5 (%+v)", res.Connected, failures, res)
+	}
+	tw := settleTimeWait(t, ns, dst, res.Connected)
+	if lost := stop(); lost != 0 {
+		t.Errorf("lost %d events", lost)
+	}
+
+	evs := rec.in(ns.Inode)
+	pid := uint32(cl.Cmd.Process.Pid)
+	self, _ := os.Executable()
+	comm := testnet.Comm(self)
+	client := func(e *event.Event) bool { return e.TGID == pid && e.Comm.String() == comm && sameDst(e, dst) }
+	is := func(k event.Kind, errno syscall.Errno) func(*event.Event) bool {
+		return func(e *event.Event) bool { return e.Kind == k && e.Errno == errno }
+	}
+
+	for _, c := range []struct {
+		what      string
+		match     func(*event.Event) bool
+		want      int
+		wantTruth string
+	}{
+		{"connect EADDRNOTAVAIL", is(event.Connect, syscall.EADDRNOTAVAIL), failures, "client's failures"},
+		{"connect ok", is(event.Connect, 0), res.Connected, "client's connections"},
+		{"port search failed", is(event.Alloc, syscall.EADDRNOTAVAIL), failures, "client's failures"},
+		{"port search ok", is(event.Alloc, 0), res.Connected, "client's connections"},
+		{"TIME_WAIT", is(event.TimeWait, 0), tw, "ss -tan state time-wait"},
+	} {
+		all := count(evs, c.match)
+		mine := count(evs, func(e *event.Event) bool { return c.match(e) && client(e) })
+		if all != c.want || mine != c.want {
+			t.Errorf("%s: %d events (%d naming client pid %d, %s, %s), want %d (%s)", c.what, all, mine, pid, comm, dst, c.want, c.wantTruth)
+		}
+	}
+	if tw != res.Connected {
+		t.Errorf("ss shows %d in TIME_WAIT, client connected %d times", tw, res.Connected)
+	}
+	checkPorts(t, evs, res)
+	checkLatency(t, tr.Backend(), evs)
+
+	// Attribution: the server's sockets are not traced at all, so only the
+	// client connects or closes here. (The test process does bind() port
+	// 0: Go probes IPv6 support that way on its first listen.) The
+	// bystander never appears anywhere.
+	for _, e := range evs {
+		if e.Kind != event.Bind && e.TGID != pid {
+			t.Errorf("event names pid %d (%s), only the client %d may appear (test %d, bystander %d): %+v",
+				e.TGID, e.Comm, pid, os.Getpid(), bystander.Process.Pid, e)
+		}
+	}
+	if n := rec.naming(uint32(bystander.Process.Pid)); n > 0 {
+		t.Errorf("%d events name the bystander, which never touches the network", n)
+	}
+	closes := count(evs, func(e *event.Event) bool {
+		return e.Kind == event.State && e.OldState == event.FinWait2 && e.NewState == event.Close &&
+			e.Flags&event.OwnerFromSocket != 0 && client(e)
+	})
+	if closes != tw {
+		t.Errorf("FIN_WAIT2 -> CLOSE after the client exited: %d attributed to it, want %d", closes, tw)
+	}
+}
+
+// checkPorts compares the ports porttrace saw assigned with the ones the
+// client got from getsockname().
+func checkPorts(t *testing.T, evs []event.Event, res churn.Result) {
+	got := map[int]bool{}
+	for _, e := range evs {
+		if e.Kind == event.Alloc && e.Errno == 0 {
+			got[int(e.Src.Port())] = true
+		}
+	}
+	for _, p := range res.Ports {
+		if !got[p] {
+			t.Errorf("client got source port %d, porttrace saw no allocation of it (saw %v)", p, got)
+		}
+	}
+}
+
+func checkLatency(t *testing.T, b tracer.Backend, evs []event.Event) {
+	for _, e := range evs {
+		if e.Kind != event.Alloc {
+			continue
+		}
+		if e.Latency <= 0 || e.Latency > time.Second {
+			t.Errorf("port search latency %v out of range: %+v", e.Latency, e)
+		}
+		if approx := e.Flags&event.LatencyApprox != 0; approx == b.ExactLatency() {
+			t.Errorf("backend %s marks latency approximate=%v", b, approx)
+		}
+	}
+}
+
+// TestKernelBindExhaustion: a proxy that binds before connecting takes its
+// port in bind() and fails there with EADDRINUSE.
+func TestKernelBindExhaustion(t *testing.T) {
+	_, rec, stop := trace(t)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 14, Close: churn.CloseFin, BindFirst: true})
+	res := cl.Wait(t)
+	inUse := res.Failures["EADDRINUSE"]
+	if res.Connected != 10 || inUse != 4 {
+		t.Fatalf("test setup: client connected %d times, bind() failed %d times, want 10 and 4 (%+v)", res.Connected, inUse, res)
+	}
+	if lost := stop(); lost != 0 {
+		t.Errorf("lost %d events", lost)
+	}
+	evs := rec.in(ns.Inode)
+	pid := uint32(cl.Cmd.Process.Pid)
+	ok := count(evs, func(e *event.Event) bool { return e.Kind == event.Bind && e.Errno == 0 && e.TGID == pid })
+	failed := count(evs, func(e *event.Event) bool {
+		return e.Kind == event.Bind && e.Errno == syscall.EADDRINUSE && e.TGID == pid
+	})
+	if ok != res.Connected || failed != inUse {
+		t.Errorf("bind events: %d ok, %d EADDRINUSE; client: %d bound, %d EADDRINUSE", ok, failed, res.Connected, inUse)
+	}
+	for _, e := range evs {
+		if e.Kind == event.Bind && e.Errno == 0 && (e.Src.Port() < 40000 || e.Src.Port() > 40009) {
+			t.Errorf("bind took port %d, outside the namespace's range", e.Src.Port())
+		}
+	}
+}
