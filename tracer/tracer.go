@@ -140,7 +140,9 @@ func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 func explain(b Backend, err error) error {
 	switch {
 	case b == Fentry && errors.Is(err, unix.EPERM):
-		return fmt.Errorf("the kernel refuses fentry/fexit programs (BPF trampolines disabled or locked down): %w", err)
+		// cilium/ebpf's hint about MEMLOCK does not apply: the limit is
+		// lifted in Open.
+		return fmt.Errorf("the kernel refuses to load fentry/fexit programs (BPF trampolines disabled or locked down): %w", unix.EPERM)
 	case b == Kprobe && !kprobesAvailable():
 		return fmt.Errorf("the kernel has no kprobes (CONFIG_KPROBES off): %w", err)
 	case errors.Is(err, os.ErrNotExist):

@@ -1,0 +1,41 @@
+// Command porttrace shows who is exhausting ephemeral ports, toward which
+// upstream, and how fast.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/porttrace/porttrace/tracer"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "porttrace:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+func exitCode(err error) int {
+	if errors.Is(err, tracer.ErrPrivileges) {
+		return 77 // EX_NOPERM
+	}
+	return 1
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "porttrace",
+		Short: "See which process and upstream exhaust ephemeral ports",
+		Long: `porttrace watches the kernel's ephemeral port allocation with eBPF: every
+connect() and its errno, the port search and its latency, each TIME_WAIT
+entry, attributed to the process that made the connection.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newTrace(), newDoctor())
+	return root
+}

@@ -1,0 +1,79 @@
+package event
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func sample() Event {
+	return Event{
+		Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Kind: Connect, Errno: syscall.EADDRNOTAVAIL,
+		Latency: 2700 * time.Microsecond, TGID: 812, PID: 813, Comm: MakeComm("nginx"), Netns: 4026531840,
+		Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"),
+	}
+}
+
+func TestJSON(t *testing.T) {
+	e := sample()
+	b, err := json.Marshal(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j JSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.Event != "connect" || j.Errno != "EADDRNOTAVAIL" || j.PID != 812 || j.TID != 813 || j.Comm != "nginx" ||
+		j.Dst != "127.0.0.1:8080" || j.LatencyNS != 2700000 || j.OldState != "" {
+		t.Errorf("json %s", b)
+	}
+}
+
+func TestText(t *testing.T) {
+	e := sample()
+	line := e.Text()
+	for _, want := range []string{"connect", "812", "nginx", "127.0.0.1:8080", "EADDRNOTAVAIL", "2.7ms"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%q lacks %q", line, want)
+		}
+	}
+	e.Kind, e.Errno, e.OldState, e.NewState = State, 0, FinWait2, Close
+	if line := e.Text(); !strings.HasSuffix(line, "FIN_WAIT2 -> CLOSE") {
+		t.Errorf("state line %q", line)
+	}
+}
+
+func TestFilter(t *testing.T) {
+	e := sample()
+	for _, c := range []struct {
+		f    Filter
+		want bool
+	}{
+		{Filter{}, true},
+		{Filter{PID: 812}, true},
+		{Filter{PID: 813}, false},
+		{Filter{Comm: "nginx"}, true},
+		{Filter{Comm: "ngin"}, false},
+		{Filter{DPort: 8080}, true},
+		{Filter{DPort: 80}, false},
+		{Filter{FailuresOnly: true}, true},
+	} {
+		if got := c.f.Match(&e); got != c.want {
+			t.Errorf("%+v: %v", c.f, got)
+		}
+	}
+	e.Errno = syscall.EINPROGRESS
+	if (Filter{FailuresOnly: true}).Match(&e) {
+		t.Error("EINPROGRESS is not a failure")
+	}
+}
+
+func TestComm(t *testing.T) {
+	if c := MakeComm("a-very-long-process-name"); c.String() != "a-very-long-pro" {
+		t.Errorf("%q", c.String())
+	}
+}

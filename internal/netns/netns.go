@@ -1,0 +1,157 @@
+// Package netns reads the per-namespace settings that decide how many
+// ephemeral ports a port space has and how fast TIME_WAIT gives them back.
+package netns
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Settings are one namespace's sysctls that matter for port exhaustion.
+type Settings struct {
+	Inode        uint32   `json:"netns"`
+	Names        []string `json:"names"` // how to find it: "host", /run/netns/NAME, pid N
+	PortLow      int      `json:"port_low"`
+	PortHigh     int      `json:"port_high"`
+	Reserved     string   `json:"reserved_ports"` // as written in ip_local_reserved_ports
+	TWReuse      int      `json:"tcp_tw_reuse"`
+	FinTimeout   int      `json:"tcp_fin_timeout"`
+	MaxTWBuckets int      `json:"tcp_max_tw_buckets"`
+}
+
+// Usable is the number of ports connect() may pick: the range minus
+// reserved ports inside it.
+func (s Settings) Usable() int {
+	n := s.PortHigh - s.PortLow + 1
+	for _, r := range parseRanges(s.Reserved) {
+		lo, hi := max(r[0], s.PortLow), min(r[1], s.PortHigh)
+		if hi >= lo {
+			n -= hi - lo + 1
+		}
+	}
+	return max(n, 0)
+}
+
+func parseRanges(s string) [][2]int {
+	var out [][2]int
+	for _, part := range strings.Split(strings.TrimSpace(s), ",") {
+		a, b, isRange := strings.Cut(part, "-")
+		lo, err1 := strconv.Atoi(a)
+		hi, err2 := strconv.Atoi(b)
+		if !isRange {
+			hi, err2 = lo, err1
+		}
+		if err1 == nil && err2 == nil {
+			out = append(out, [2]int{lo, hi})
+		}
+	}
+	return out
+}
+
+// parse reads the sysctls from a /proc/sys as seen from one namespace.
+func parse(read func(string) (string, error)) (Settings, error) {
+	var s Settings
+	r, err := read("net/ipv4/ip_local_port_range")
+	if err != nil {
+		return s, err
+	}
+	if _, err := fmt.Sscan(r, &s.PortLow, &s.PortHigh); err != nil {
+		return s, fmt.Errorf("ip_local_port_range %q: %w", r, err)
+	}
+	s.Reserved, _ = read("net/ipv4/ip_local_reserved_ports")
+	for key, dst := range map[string]*int{"tcp_tw_reuse": &s.TWReuse, "tcp_fin_timeout": &s.FinTimeout, "tcp_max_tw_buckets": &s.MaxTWBuckets} {
+		if v, err := read("net/ipv4/" + key); err == nil {
+			*dst, _ = strconv.Atoi(v)
+		}
+	}
+	return s, nil
+}
+
+// Read returns the settings of the namespace at path (a /proc/PID/ns/net or
+// /run/netns/NAME), read from a thread that enters it.
+func Read(path string) (Settings, error) {
+	var s Settings
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never unlocked: a thread that could not return to its own
+		// namespace must exit with this goroutine.
+		runtime.LockOSThread()
+		f, e := os.Open(path)
+		if e != nil {
+			err = e
+			return
+		}
+		defer f.Close()
+		if e := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); e != nil {
+			err = fmt.Errorf("enter network namespace %s: %w", path, e)
+			return
+		}
+		s, err = parse(func(key string) (string, error) {
+			b, err := os.ReadFile("/proc/sys/" + key)
+			return strings.TrimSpace(string(b)), err
+		})
+	}()
+	<-done
+	var st unix.Stat_t
+	if e := unix.Stat(path, &st); e == nil {
+		s.Inode = uint32(st.Ino)
+	}
+	return s, err
+}
+
+// All returns the settings of every network namespace in use: the host's (or
+// porttrace's own),
+// those named under /run/netns, and those only processes hold.
+func All() ([]Settings, error) {
+	paths := map[uint32][]string{}
+	first := map[uint32]string{}
+	add := func(path, name string) {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil {
+			return
+		}
+		ino := uint32(st.Ino)
+		if _, ok := first[ino]; !ok {
+			first[ino] = path
+		}
+		if len(paths[ino]) < 4 {
+			paths[ino] = append(paths[ino], name)
+		}
+	}
+	add("/proc/1/ns/net", "host")
+	add("/proc/self/ns/net", "current") // where /proc/1 is hidden (containers)
+	named, _ := filepath.Glob("/run/netns/*")
+	for _, p := range named {
+		add(p, p)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, p := range procs {
+		add(p, "pid "+strings.Split(p, "/")[2])
+	}
+	var out []Settings
+	for ino, path := range first {
+		s, err := Read(path)
+		if err != nil {
+			return nil, err
+		}
+		s.Inode, s.Names = ino, paths[ino]
+		out = append(out, s)
+	}
+	var st unix.Stat_t
+	unix.Stat("/proc/self/ns/net", &st)
+	self := uint32(st.Ino)
+	// The namespace porttrace runs in first, then by inode.
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Inode == self || (out[j].Inode != self && out[i].Inode < out[j].Inode)
+	})
+	return out, nil
+}
