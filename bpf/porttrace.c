@@ -105,10 +105,13 @@ int BPF_PROG(pt_fexit_get_port, struct sock *sk, unsigned short snum, int ret)
 	return 0;
 }
 
+/* An orphaned socket whose FIN was acked becomes a time-wait socket at once,
+ * in substate FIN_WAIT2 (tcp_rcv_state_process); its peer's FIN later moves it
+ * to TIME_WAIT without passing here again. Both hold the port. */
 SEC("fentry/tcp_time_wait")
 int BPF_PROG(pt_fentry_time_wait, struct sock *sk, int state, int timeo)
 {
-	if (state == TCP_TIME_WAIT)
+	if (state == TCP_TIME_WAIT || state == TCP_FIN_WAIT2)
 		emit_time_wait(sk, sk_cookie_field(sk));
 	return 0;
 }
@@ -161,7 +164,7 @@ int BPF_KRETPROBE(pt_kretprobe_get_port, int ret)
 SEC("kprobe/tcp_time_wait")
 int BPF_KPROBE(pt_kprobe_time_wait, struct sock *sk, int state)
 {
-	if (state == TCP_TIME_WAIT)
+	if (state == TCP_TIME_WAIT || state == TCP_FIN_WAIT2)
 		emit_time_wait(sk, sk_cookie_field(sk));
 	return 0;
 }

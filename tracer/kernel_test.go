@@ -76,8 +76,10 @@ func trace(t *testing.T) (*tracer.Tracer, *recorder, func() uint64) {
 	stopped := false
 	stop := func() uint64 {
 		if !stopped {
-			// Let the last events reach the ring before draining it.
-			time.Sleep(50 * time.Millisecond)
+			// ss sees a time-wait socket a moment before its owner's
+			// CLOSE transition runs (more under qemu's emulation): let
+			// the last events reach the ring before draining it.
+			time.Sleep(300 * time.Millisecond)
 			cancel()
 			if err := <-done; err != nil {
 				t.Errorf("run: %v", err)
@@ -202,6 +204,11 @@ func exhaust(t *testing.T, listen string) {
 	})
 	if closes != tw {
 		t.Errorf("FIN_WAIT2 -> CLOSE after the client exited: %d attributed to it, want %d", closes, tw)
+	}
+	if t.Failed() {
+		for _, e := range evs {
+			t.Logf("%s flags %d", e.Text(), e.Flags)
+		}
 	}
 }
 

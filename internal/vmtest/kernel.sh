@@ -14,6 +14,9 @@
 # CACHE_DIR/modules/ and lists it (in load order) in CACHE_DIR/modules.list
 # for run.sh to put into the initramfs and insmod before the tests.
 set -euo pipefail
+# The whole script is one brace group, so bash reads all of it before running
+# any: editing the file while a long VM run is going cannot corrupt that run.
+{
 
 if [ $# -ne 1 ]; then
 	echo "usage: $0 CACHE_DIR" >&2
@@ -183,3 +186,5 @@ mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
 # Written last: its presence means the cache is complete.
 echo "$kver $pkg $ver" >"$cache/kernel-version"
 echo "kernel.sh: cached $kver in $cache" >&2
+exit
+}

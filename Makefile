@@ -1,0 +1,37 @@
+# porttrace. `make help` lists the targets.
+GO        ?= go
+BIN       := bin/porttrace
+VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
+ARGS      ?= trace
+
+.PHONY: help deps build run generate test test-unit test-vm clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: ## install what a fresh Debian 12 machine lacks (apt packages, Go modules)
+	sh .ci/deps
+
+build: ## build bin/porttrace (no clang needed: BPF objects are committed)
+	$(GO) build -o $(BIN) ./cmd/porttrace
+
+run: deps build ## set up, build and run porttrace (ARGS=trace by default)
+	./$(BIN) $(ARGS)
+
+generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go output
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
+	$(GO) generate ./tracer
+
+test: deps test-unit test-vm ## every test: unit, kernel (this kernel), and kernel in the Debian 6.1 VM
+
+test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 turns their skip into a failure)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 10m ./...
+
+test-vm: ## the kernel tests under qemu on Debian's 6.1 kernel, for the fentry and kprobe backends
+	mkdir -p $(VM_CACHE)
+	$(GO) test -c -o $(VM_CACHE)/tracer.test ./tracer
+	internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE) -test.run '^TestKernel'
+
+clean: ## remove build output
+	rm -rf bin
