@@ -49,6 +49,7 @@ vm_timeout=${VM_TIMEOUT:-900}
 test_timeout=${VM_TEST_TIMEOUT:-600s}
 mem=${VM_MEM:-2048}
 smp=${VM_SMP:-2}
+accel=${VM_ACCEL:-tcg}
 
 for tool in qemu-system-x86_64 busybox cpio gzip ldd timeout; do
 	command -v "$tool" >/dev/null || {
@@ -245,7 +246,7 @@ lockup_args="softlockup_panic=1 watchdog_thresh=20 hung_task_panic=1"
 # mode and read the qemu monitor escape (^A) from it.
 set +e
 timeout --foreground -k 10 "$vm_timeout" \
-	qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp" \
+	qemu-system-x86_64 -accel "$accel" -cpu max -m "$mem" -smp "$smp" \
 	-nographic -no-reboot -nic none \
 	-kernel "$cache/vmlinuz" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 quiet rdinit=/init $lockup_args ${VM_APPEND:-}" \
@@ -297,11 +298,11 @@ if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
 	fail "timeout after ${vm_timeout}s (VM_TIMEOUT); no result for:$missing"
 fi
 if panic=$(grep -a -m1 'Kernel panic' "$log"); then
-	# The first RIP after the panic line is where the panicking CPU was
-	# (for a soft lockup: the code it was stuck in).
-	rip=$(sed -n '/Kernel panic/,$p' "$log" | grep -a -m1 -o 'RIP: [0-9a-f]*:[^ ]*' || true)
+	# The first kernel-mode RIP (segment 0010) in the log is where the first
+	# report (soft lockup, oops) caught the CPU: usually the culprit.
+	rip=$(grep -a -m1 -o 'RIP: 0010:[^ ]*' "$log" || true)
 	lockup=$(grep -a -m1 -o 'soft lockup - .*' "$log" || true)
-	fail "kernel panic: ${panic#*] }${lockup:+ ($lockup)}${rip:+ at ${rip#RIP: *:}}; no result for:$missing"
+	fail "kernel panic: ${panic#*] }${lockup:+ ($lockup)}${rip:+ at ${rip#RIP: 0010:}}; no result for:$missing"
 fi
 if ! grep -aq 'PORTTRACE-VM-BOOTED' "$log"; then
 	fail "the VM never reached the init script (qemu exit $qemu_rc)"
