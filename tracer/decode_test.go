@@ -1,0 +1,58 @@
+package tracer
+
+import (
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/porttrace/porttrace/internal/event"
+)
+
+func raw(k *bpfEvent) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k))
+}
+
+func TestDecode(t *testing.T) {
+	tr := &Tracer{clock: clock{offset: 1_000_000_000}}
+	k := bpfEvent{TsNs: 5, Kind: uint8(bpfEventKindEV_CONNECT), Ret: -int32(syscall.EADDRNOTAVAIL),
+		LatencyNs: 2500, Pid: 11, Tgid: 10, Netns: 42, Family: syscall.AF_INET6, Sport: 0, Dport: 8080,
+		Flags: uint8(bpfEventFlagFLAG_LATENCY_APPROX)}
+	// A v4-mapped destination on an AF_INET6 socket is the IPv4 address.
+	copy(k.Daddr[:], netip.MustParseAddr("::ffff:127.0.0.1").AsSlice())
+	copy(k.Comm[:], []int8{'n', 'g', 'i', 'n', 'x'})
+	var ev event.Event
+	if err := tr.decode(raw(&k), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Kind != event.Connect || ev.Errno != syscall.EADDRNOTAVAIL || ev.Latency != 2500 || ev.TGID != 10 ||
+		ev.PID != 11 || ev.Comm.String() != "nginx" || ev.Dst != netip.MustParseAddrPort("127.0.0.1:8080") ||
+		ev.Flags != event.LatencyApprox || !ev.Time.Equal(time.Unix(1, 5)) {
+		t.Errorf("decoded %+v", ev)
+	}
+
+	k.Family = syscall.AF_INET
+	k.Saddr = [16]uint8{10, 0, 0, 1, 0xff}
+	k.Sport, k.Ret = 40000, 0
+	if err := tr.decode(raw(&k), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Src != netip.MustParseAddrPort("10.0.0.1:40000") || ev.Errno != 0 {
+		t.Errorf("IPv4 source %v errno %v", ev.Src, ev.Errno)
+	}
+	if err := tr.decode(raw(&k)[:20], &ev); err == nil {
+		t.Error("a short record decoded")
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	tr := &Tracer{}
+	k := bpfEvent{Kind: uint8(bpfEventKindEV_STATE), Family: syscall.AF_INET}
+	r := raw(&k)
+	var ev event.Event
+	b.ReportAllocs()
+	for b.Loop() {
+		tr.decode(r, &ev)
+	}
+}
