@@ -78,34 +78,52 @@ func parse(read func(string) (string, error)) (Settings, error) {
 // /run/netns/NAME), read from a thread that enters it.
 func Read(path string) (Settings, error) {
 	var s Settings
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// Never unlocked: a thread that could not return to its own
-		// namespace must exit with this goroutine.
-		runtime.LockOSThread()
-		f, e := os.Open(path)
-		if e != nil {
-			err = e
-			return
-		}
-		defer f.Close()
-		if e := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); e != nil {
-			err = fmt.Errorf("enter network namespace %s: %w", path, e)
-			return
-		}
-		s, err = parse(func(key string) (string, error) {
+	var readErr error
+	err := Within(path, func() {
+		s, readErr = parse(func(key string) (string, error) {
 			b, err := os.ReadFile("/proc/sys/" + key)
 			return strings.TrimSpace(string(b)), err
 		})
-	}()
-	<-done
+	})
+	if err == nil {
+		err = readErr
+	}
 	var st unix.Stat_t
 	if e := unix.Stat(path, &st); e == nil {
 		s.Inode = uint32(st.Ino)
 	}
 	return s, err
+}
+
+// Within runs fn on the calling goroutine's OS thread after moving that
+// thread into the network namespace at path, then moves it back. Sockets fn
+// creates stay in the namespace. If the thread cannot return it stays locked,
+// so that it exits with the goroutine instead of serving others (or, as the
+// main thread, becoming the template of new threads) in the wrong namespace.
+func Within(path string, fn func()) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open(path)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter network namespace %s: %w", path, err)
+	}
+	fn()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("return from network namespace %s: %w", path, err)
+	}
+	runtime.UnlockOSThread()
+	return nil
 }
 
 // All returns the settings of every network namespace in use: the host's (or

@@ -22,11 +22,11 @@ func TestUsable(t *testing.T) {
 
 func TestParse(t *testing.T) {
 	vals := map[string]string{
-		"net/ipv4/ip_local_port_range":    "40000\t40099",
+		"net/ipv4/ip_local_port_range":     "40000\t40099",
 		"net/ipv4/ip_local_reserved_ports": "40000",
-		"net/ipv4/tcp_tw_reuse":           "2",
-		"net/ipv4/tcp_fin_timeout":        "60",
-		"net/ipv4/tcp_max_tw_buckets":     "262144",
+		"net/ipv4/tcp_tw_reuse":            "2",
+		"net/ipv4/tcp_fin_timeout":         "60",
+		"net/ipv4/tcp_max_tw_buckets":      "262144",
 	}
 	s, err := parse(func(k string) (string, error) { return vals[k], nil })
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/netns"
 )
 
 // RequireRoot skips a test that needs root and BPF, with a message, unless
@@ -75,25 +75,7 @@ func run(t testing.TB, name string, args ...string) string {
 // there stay in it; /proc/sys/net shows its settings.
 func (n *Netns) Do(t testing.TB, fn func()) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		// The thread is never unlocked: if returning to the original
-		// namespace failed it must die with this goroutine.
-		runtime.LockOSThread()
-		ns, err := os.Open("/run/netns/" + n.Name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		fn()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+	if err := netns.Within("/run/netns/"+n.Name, fn); err != nil {
 		t.Fatal(err)
 	}
 }
