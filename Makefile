@@ -31,8 +31,9 @@ test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 tur
 test-vm: ## the kernel tests under qemu on Debian's 6.1 kernel, for the fentry and kprobe backends
 	mkdir -p $(VM_CACHE)
 	$(GO) test -c -o $(VM_CACHE)/tracer.test ./tracer
-	# One vCPU: with two, TCG guests here sometimes lock up (both CPUs stuck in
-	# kernel code while probes attach and detach).
+	# One vCPU and single-threaded TCG (run.sh's default): multi-threaded TCG
+	# sometimes locks up while the kernel live-patches static keys as probes
+	# attach and detach.
 	VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE) -test.run '^TestKernel'
 
 clean: ## remove build output
