@@ -19,8 +19,8 @@
 
 #include "porttrace.h"
 #include "sock.h"
-#include "state.h"
 #include "syscalls.h"
+#include "state.h"
 #include "alloc.h"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -4,9 +4,6 @@
 #ifndef PORTTRACE_STATE_H
 #define PORTTRACE_STATE_H
 
-struct connect_args;
-static __always_inline void note_connect_source(const struct sock *sk);
-
 /* Only sockets that enter SYN_SENT are tracked: they are the ones that take
  * an ephemeral port. A listener's children never do, and filtering them here
  * halves the events (DESIGN.md: 5 transitions per side per connection). */

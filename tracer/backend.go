@@ -74,8 +74,8 @@ func tracepoint(prog, group, name string) hook {
 func kprobe(prog, symbol string, ret bool) hook {
 	return hook{prog: prog, attach: func(p *ebpf.Program) (link.Link, error) {
 		if ret {
-			// The search does not sleep, so one instance per CPU plus a
-			// margin is enough; a miss leaves an LRU entry behind, no leak.
+			// A missed return (maxactive exceeded) leaves an entry in
+			// an LRU map: no event for that search, and no leak.
 			return link.Kretprobe(symbol, p, nil)
 		}
 		return link.Kprobe(symbol, p, nil)
