@@ -18,6 +18,7 @@ import (
 type Settings struct {
 	Inode        uint32   `json:"netns"`
 	Names        []string `json:"names"` // how to find it: "host", /run/netns/NAME, pid N
+	Path         string   `json:"-"`     // a path that opens it, for setns
 	PortLow      int      `json:"port_low"`
 	PortHigh     int      `json:"port_high"`
 	Reserved     string   `json:"reserved_ports"` // as written in ip_local_reserved_ports
@@ -161,7 +162,7 @@ func All() ([]Settings, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.Inode, s.Names = ino, paths[ino]
+		s.Inode, s.Names, s.Path = ino, paths[ino], path
 		out = append(out, s)
 	}
 	var st unix.Stat_t

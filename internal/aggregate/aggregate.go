@@ -1,0 +1,325 @@
+// Package aggregate turns porttrace's event stream into per-port-space and
+// per-process figures: rates over rolling windows, occupancy, time to
+// exhaustion, port search latency and connection lifetimes. It is fed plain
+// events, live or from a capture, and kernel socket snapshots that seed and
+// correct the occupancy; it is not safe for concurrent use.
+package aggregate
+
+import (
+	"slices"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/sockdiag"
+)
+
+// Limits bound the memory an aggregator may use whatever the traffic. Keys
+// beyond a limit are counted in an "other" row; each second, if a table is
+// full, its coldest sixteenth is folded into "other" to make room.
+type Limits struct {
+	Spaces    int // port spaces
+	Processes int
+	Sockets   int // open sockets followed for lifetime and occupancy
+}
+
+// DefaultLimits hold a large proxy's upstreams with room to spare, in well
+// under 100 MiB.
+var DefaultLimits = Limits{Spaces: 1024, Processes: 1024, Sockets: 1 << 20}
+
+// sock is an open socket that holds a port.
+type sock struct {
+	space       SpaceKey
+	start       time.Time // zero if known only from a snapshot
+	established bool
+}
+
+// Aggregator accumulates events. Its clock is the events' own: seconds since
+// Start.
+type Aggregator struct {
+	limits    Limits
+	container func(tgid uint32) string
+	start     time.Time
+	now       int64
+	spaces    map[SpaceKey]*space
+	procs     map[ProcKey]*proc
+	other     *space
+	otherProc *proc
+	socks     map[uint64]*sock
+	netns     map[uint32]netns.Settings
+	synced    map[uint32]time.Time // last snapshot per netns
+	lost      uint64
+	untracked uint64 // sockets beyond Limits.Sockets
+}
+
+// New returns an aggregator whose first second begins at start. container,
+// if not nil, names the container a process runs in ("" for none).
+func New(start time.Time, limits Limits, container func(tgid uint32) string) *Aggregator {
+	return &Aggregator{
+		limits: limits, container: container, start: start,
+		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
+		other:     newSpace(SpaceKey{}),
+		otherProc: newProc(ProcKey{}, ""),
+		socks:     map[uint64]*sock{}, netns: map[uint32]netns.Settings{}, synced: map[uint32]time.Time{},
+	}
+}
+
+func (a *Aggregator) second(t time.Time) int64 {
+	return max(int64(t.Sub(a.start)/time.Second), 0)
+}
+
+// SetNetns records the sysctls of the network namespaces, which decide each
+// port space's size.
+func (a *Aggregator) SetNetns(all []netns.Settings) {
+	for _, s := range all {
+		a.netns[s.Inode] = s
+	}
+}
+
+// SetLost records the tracer's count of events it could not deliver.
+func (a *Aggregator) SetLost(n uint64) { a.lost = n }
+
+func (a *Aggregator) space(k SpaceKey, sec int64) *space {
+	s := a.spaces[k]
+	if s == nil {
+		if len(a.spaces) >= a.limits.Spaces {
+			s = a.other
+		} else {
+			s = newSpace(k)
+			a.spaces[k] = s
+		}
+	}
+	s.active = sec
+	return s
+}
+
+func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
+	p := a.procs[k]
+	if p == nil {
+		if len(a.procs) >= a.limits.Processes {
+			p = a.otherProc
+		} else {
+			c := ""
+			if a.container != nil {
+				c = a.container(k.TGID)
+			}
+			p = newProc(k, c)
+			a.procs[k] = p
+		}
+	}
+	p.active = sec
+	return p
+}
+
+// Add accounts for one event.
+func (a *Aggregator) Add(e *event.Event) {
+	sec := a.second(e.Time)
+	a.now = max(a.now, sec)
+	k := spaceOf(e)
+	switch e.Kind {
+	case event.State:
+		a.state(e, sec, k)
+	case event.Connect, event.Bind:
+		if e.Kind == event.Bind && e.Errno == 0 {
+			a.space(k, sec).conns.Add(sec, 1)
+			a.proc(procOf(e), sec).connect(sec, k)
+		}
+		if e.Kind == event.Bind {
+			a.space(k, sec).latency.Add(sec, e.Latency)
+		}
+		if e.Failed() {
+			a.space(k, sec).fail(sec, e.Errno)
+			a.proc(procOf(e), sec).fail(sec, e.Errno)
+		}
+	case event.Alloc:
+		a.space(k, sec).latency.Add(sec, e.Latency)
+	case event.TimeWait:
+		s := a.space(k, sec)
+		s.twIn.Add(sec, 1)
+		a.proc(procOf(e), sec).twIn.Add(sec, 1)
+		// A snapshot taken after this event already counted the socket.
+		if e.Time.After(a.synced[e.Netns]) {
+			s.tw.Add(a.now, a.second(e.Time.Add(TimeWaitLen*time.Second)), 1)
+		}
+	}
+}
+
+func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey) {
+	switch e.NewState {
+	case event.SynSent:
+		s := a.space(k, sec)
+		s.conns.Add(sec, 1)
+		s.attribute(sec, procOf(e))
+		a.proc(procOf(e), sec).connect(sec, k)
+		if o := a.socks[e.Cookie]; o != nil { // already counted by a snapshot
+			o.start = e.Time
+			return
+		}
+		if len(a.socks) >= a.limits.Sockets {
+			a.untracked++
+			return
+		}
+		a.socks[e.Cookie] = &sock{space: k, start: e.Time}
+		s.live++
+	case event.Established:
+		if o := a.socks[e.Cookie]; o != nil {
+			o.established = true
+		}
+	case event.Close:
+		o := a.socks[e.Cookie]
+		if o == nil {
+			return
+		}
+		delete(a.socks, e.Cookie)
+		s := a.lookup(o.space)
+		s.live--
+		if o.established && !o.start.IsZero() {
+			life := e.Time.Sub(o.start)
+			s.closed.Add(sec, 1)
+			if life < time.Second {
+				s.short.Add(sec, 1)
+			}
+			s.lifetime.Add(sec, life)
+		}
+	}
+}
+
+// Snapshot is one network namespace's socket table at a moment.
+type Snapshot struct {
+	Netns   uint32
+	Time    time.Time // when the dump began
+	Sockets []sockdiag.Socket
+}
+
+// Sync replaces the occupancy of each namespace in snaps by what the kernel
+// reported: TIME_WAIT populations are rebuilt, sockets porttrace missed
+// (older than it, or lost) are added, and those gone are dropped.
+func (a *Aggregator) Sync(snaps []Snapshot) {
+	if len(snaps) == 0 {
+		return
+	}
+	present := map[uint64]bool{}
+	synced := map[uint32]time.Time{}
+	for _, sn := range snaps {
+		synced[sn.Netns] = sn.Time
+		a.synced[sn.Netns] = sn.Time
+		a.resetTimeWait(sn.Netns)
+		for i := range sn.Sockets {
+			a.syncSocket(sn, &sn.Sockets[i], present)
+		}
+	}
+	for cookie, o := range a.socks {
+		t, ok := synced[o.space.Netns]
+		if ok && !present[cookie] && o.start.Before(t) {
+			delete(a.socks, cookie)
+		}
+	}
+	a.recount()
+}
+
+// recount derives each space's live sockets from the sockets followed, so
+// that drift from lost events or evictions ends at every snapshot.
+func (a *Aggregator) recount() {
+	for _, s := range a.spaces {
+		s.live = 0
+	}
+	a.other.live = 0
+	for _, o := range a.socks {
+		a.lookup(o.space).live++
+	}
+}
+
+// lookup is the space a key's figures go to: its own, or "other" if it was
+// evicted or never admitted.
+func (a *Aggregator) lookup(k SpaceKey) *space {
+	if s := a.spaces[k]; s != nil {
+		return s
+	}
+	return a.other
+}
+
+func (a *Aggregator) resetTimeWait(ino uint32) {
+	for k, s := range a.spaces {
+		if k.Netns == ino {
+			s.tw.Reset()
+		}
+	}
+}
+
+func (a *Aggregator) syncSocket(sn Snapshot, so *sockdiag.Socket, present map[uint64]bool) {
+	if !so.TimeWait {
+		present[so.Cookie] = true
+	}
+	ns, ok := a.netns[sn.Netns]
+	port := int(so.Src.Port())
+	if !ok || port < ns.PortLow || port > ns.PortHigh {
+		return // not an ephemeral port: a server's side, or a fixed bind
+	}
+	k := SpaceKey{Netns: sn.Netns, Src: so.Src.Addr(), Dst: so.Dst}
+	if so.TimeWait {
+		a.spaceQuiet(k).tw.Add(a.now, a.second(sn.Time.Add(so.Expires)), 1)
+		return
+	}
+	if a.socks[so.Cookie] == nil && len(a.socks) < a.limits.Sockets {
+		a.socks[so.Cookie] = &sock{space: k}
+		a.spaceQuiet(k) // live is recounted after the sync
+	}
+}
+
+// spaceQuiet finds or makes a space without marking it active: a snapshot
+// is not activity.
+func (a *Aggregator) spaceQuiet(k SpaceKey) *space {
+	if s := a.spaces[k]; s != nil {
+		return s
+	}
+	return a.space(k, a.now)
+}
+
+// Tick moves the aggregator's clock to t: TIME_WAIT ports due by then return,
+// occupancy is sampled, and full tables make room.
+func (a *Aggregator) Tick(t time.Time) {
+	a.now = max(a.now, a.second(t))
+	for _, s := range a.spaces {
+		s.tick(a.now)
+	}
+	a.other.tick(a.now)
+	for _, p := range a.procs {
+		p.tick(a.now)
+	}
+	a.evict()
+}
+
+// evict folds the coldest sixteenth of a full table into "other".
+func (a *Aggregator) evict() {
+	if n := len(a.spaces); n >= a.limits.Spaces && n > 0 {
+		keys := coldest(a.spaces, func(s *space) int64 { return s.active }, max(n/16, 1))
+		for _, k := range keys {
+			a.other.merge(a.spaces[k], a.now)
+			delete(a.spaces, k)
+		}
+	}
+	if n := len(a.procs); n >= a.limits.Processes && n > 0 {
+		keys := coldest(a.procs, func(p *proc) int64 { return p.active }, max(n/16, 1))
+		for _, k := range keys {
+			a.otherProc.merge(a.procs[k], a.now)
+			delete(a.procs, k)
+		}
+	}
+}
+
+func coldest[K comparable, V any](m map[K]V, active func(V) int64, n int) []K {
+	type kv struct {
+		k K
+		t int64
+	}
+	all := make([]kv, 0, len(m))
+	for k, v := range m {
+		all = append(all, kv{k, active(v)})
+	}
+	slices.SortFunc(all, func(x, y kv) int { return int(x.t - y.t) })
+	out := make([]K, 0, n)
+	for _, e := range all[:n] {
+		out = append(out, e.k)
+	}
+	return out
+}

@@ -1,0 +1,67 @@
+package aggregate
+
+import (
+	"syscall"
+
+	"github.com/porttrace/porttrace/internal/window"
+)
+
+// maxSpacesPerProc bounds the port spaces remembered per process.
+const maxSpacesPerProc = 8
+
+// proc is the state of one process.
+type proc struct {
+	key       ProcKey
+	container string
+	conns     window.Counter
+	fails     map[syscall.Errno]*window.Counter
+	twIn      window.Counter
+	spaces    map[SpaceKey]*window.Counter
+	active    int64
+}
+
+func newProc(k ProcKey, container string) *proc {
+	return &proc{key: k, container: container, fails: map[syscall.Errno]*window.Counter{}, spaces: map[SpaceKey]*window.Counter{}}
+}
+
+func (p *proc) fail(sec int64, errno syscall.Errno) {
+	c := p.fails[errno]
+	if c == nil {
+		c = &window.Counter{}
+		p.fails[errno] = c
+	}
+	c.Add(sec, 1)
+}
+
+func (p *proc) connect(sec int64, k SpaceKey) {
+	p.conns.Add(sec, 1)
+	c := p.spaces[k]
+	if c == nil {
+		if len(p.spaces) >= maxSpacesPerProc {
+			return
+		}
+		c = &window.Counter{}
+		p.spaces[k] = c
+	}
+	c.Add(sec, 1)
+}
+
+func (p *proc) tick(sec int64) {
+	for k, c := range p.spaces {
+		if c.Sum(sec, window.Span) == 0 {
+			delete(p.spaces, k)
+		}
+	}
+}
+
+func (p *proc) merge(o *proc, sec int64) {
+	p.conns.Merge(&o.conns, sec)
+	for errno, c := range o.fails {
+		if p.fails[errno] == nil {
+			p.fails[errno] = &window.Counter{}
+		}
+		p.fails[errno].Merge(c, sec)
+	}
+	p.twIn.Merge(&o.twIn, sec)
+	p.active = max(p.active, o.active)
+}

@@ -1,0 +1,308 @@
+package aggregate
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/window"
+)
+
+// Windows are the spans every rate is given over, in seconds.
+var Windows = [3]int{1, 10, 60}
+
+// Rates is a count per second over each of Windows, in complete seconds.
+type Rates struct {
+	S1  float64 `json:"1s"`
+	S10 float64 `json:"10s"`
+	S60 float64 `json:"60s"`
+}
+
+func rates(c *window.Counter, now int64) Rates {
+	return Rates{c.Rate(now, 1), c.Rate(now, 10), c.Rate(now, 60)}
+}
+
+// Failure is a count of one errno.
+type Failure struct {
+	Errno string `json:"errno"`
+	Rates Rates  `json:"per_second"`
+	Last  uint64 `json:"last_60s"`
+	Total uint64 `json:"total"`
+}
+
+func failures(m map[syscall.Errno]*window.Counter, now int64) []Failure {
+	var out []Failure
+	for errno, c := range m {
+		out = append(out, Failure{Errno: event.ErrnoName(errno), Rates: rates(c, now), Last: c.Sum(now, 60), Total: c.Total})
+	}
+	// EADDRNOTAVAIL first: it is what port exhaustion looks like.
+	slices.SortFunc(out, func(x, y Failure) int {
+		if (x.Errno == "EADDRNOTAVAIL") != (y.Errno == "EADDRNOTAVAIL") {
+			if x.Errno == "EADDRNOTAVAIL" {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(y.Total, x.Total), cmp.Compare(x.Errno, y.Errno))
+	})
+	return out
+}
+
+// ProcRef names a process in a port space's row.
+type ProcRef struct {
+	PID       uint32 `json:"pid"`
+	Comm      string `json:"comm"`
+	Container string `json:"container,omitempty"`
+	Conns60   uint64 `json:"connections_60s"`
+}
+
+// SpaceReport is one port space.
+type SpaceReport struct {
+	Key       SpaceKey  `json:"-"`
+	Other     bool      `json:"other,omitempty"` // keys beyond the limits, together
+	Netns     uint32    `json:"netns"`
+	Src       string    `json:"src"`
+	Dst       string    `json:"dst"` // "" for a bind() pool
+	Processes []ProcRef `json:"processes"`
+
+	Conns     Rates     `json:"connections_per_second"`
+	Failures  []Failure `json:"failures"`
+	TWIn      Rates     `json:"time_wait_entries_per_second"`
+	Released  Rates     `json:"time_wait_released_per_second"`
+	TimeWait  int       `json:"time_wait"`
+	Live      int       `json:"live"`
+	Used      int       `json:"used"`
+	Usable    int       `json:"usable"` // 0 when the namespace's settings are unknown
+	UsedPct   float64   `json:"used_percent"`
+	FillRate  float64   `json:"fill_per_second"` // net change of Used over 10 s
+	ETA       *float64  `json:"eta_seconds"`     // nil: not filling
+	Exhausted bool      `json:"exhausted"`
+
+	AllocLatency Summary `json:"alloc_latency"`
+	Lifetime     Summary `json:"lifetime"`
+	Closed60     uint64  `json:"closed_60s"`
+	ShortPct     float64 `json:"short_lived_percent"` // of Closed60, under 1 s
+
+	TotalConns    uint64 `json:"total_connections"`
+	TotalFailures uint64 `json:"total_failures"`
+	TotalTWIn     uint64 `json:"total_time_wait_entries"`
+}
+
+// FailRate is the failures per second over 10 s, all errnos.
+func (r *SpaceReport) FailRate() float64 {
+	var f float64
+	for _, x := range r.Failures {
+		f += x.Rates.S10
+	}
+	return f
+}
+
+// Failed60 is the failures of the last minute, all errnos.
+func (r *SpaceReport) Failed60() uint64 {
+	var n uint64
+	for _, x := range r.Failures {
+		n += x.Last
+	}
+	return n
+}
+
+// Errno is the failures of one errno over the last minute.
+func (r *SpaceReport) Errno(name string) uint64 {
+	for _, x := range r.Failures {
+		if x.Errno == name {
+			return x.Last
+		}
+	}
+	return 0
+}
+
+// ExhaustionErrno is the errno a caller sees when the space has no port
+// left: connect() fails with EADDRNOTAVAIL, bind() with EADDRINUSE.
+func (r *SpaceReport) ExhaustionErrno() string {
+	if r.Dst == "" && !r.Other {
+		return "EADDRINUSE"
+	}
+	return "EADDRNOTAVAIL"
+}
+
+// exhaustionFailures is the rate of ExhaustionErrno over the last 10 s.
+func (r *SpaceReport) exhaustionFailures() float64 {
+	for _, x := range r.Failures {
+		if x.Errno == r.ExhaustionErrno() {
+			return x.Rates.S10
+		}
+	}
+	return 0
+}
+
+// ProcessReport is one process.
+type ProcessReport struct {
+	PID       uint32    `json:"pid"`
+	Comm      string    `json:"comm"`
+	CgroupID  uint64    `json:"cgroup_id"`
+	Container string    `json:"container,omitempty"`
+	Other     bool      `json:"other,omitempty"`
+	Conns     Rates     `json:"connections_per_second"`
+	Failures  []Failure `json:"failures"`
+	TWIn      Rates     `json:"time_wait_entries_per_second"`
+	Spaces    []string  `json:"port_spaces"`
+	Total     uint64    `json:"total_connections"`
+}
+
+// Report is everything the aggregator knows at one moment.
+type Report struct {
+	Time      time.Time       `json:"time"`
+	Seconds   int64           `json:"seconds"` // complete seconds observed
+	Netns     []NetnsReport   `json:"netns"`
+	Lost      uint64          `json:"lost_events"`
+	Untracked uint64          `json:"untracked_sockets"`
+	Spaces    []SpaceReport   `json:"port_spaces"`
+	Processes []ProcessReport `json:"processes"`
+}
+
+// NetnsReport is a network namespace's settings and its ports per space.
+type NetnsReport struct {
+	netns.Settings
+	Usable int `json:"usable_ports"`
+}
+
+// Report ages everything to t and summarises it, port spaces by urgency
+// and processes by churn.
+func (a *Aggregator) Report(t time.Time) *Report {
+	a.Tick(t)
+	r := &Report{Time: t, Seconds: a.now, Lost: a.lost, Untracked: a.untracked}
+	for _, ns := range a.netns {
+		r.Netns = append(r.Netns, NetnsReport{ns, ns.Usable()})
+	}
+	slices.SortFunc(r.Netns, func(x, y NetnsReport) int { return cmp.Compare(x.Inode, y.Inode) })
+	for _, s := range a.spaces {
+		r.Spaces = append(r.Spaces, a.spaceReport(s, false))
+	}
+	if a.other.conns.Total > 0 || a.other.live > 0 || a.other.tw.Size() > 0 {
+		r.Spaces = append(r.Spaces, a.spaceReport(a.other, true))
+	}
+	slices.SortFunc(r.Spaces, ByUrgency)
+	for _, p := range a.procs {
+		r.Processes = append(r.Processes, a.procReport(p, false))
+	}
+	if a.otherProc.conns.Total > 0 {
+		r.Processes = append(r.Processes, a.procReport(a.otherProc, true))
+	}
+	slices.SortFunc(r.Processes, func(x, y ProcessReport) int {
+		return cmp.Or(cmp.Compare(y.Conns.S10, x.Conns.S10), cmp.Compare(y.Total, x.Total), cmp.Compare(x.PID, y.PID))
+	})
+	return r
+}
+
+// ByUrgency orders port spaces as an operator would look at them: failing
+// now, then soonest to run out, then fullest, then busiest.
+func ByUrgency(x, y SpaceReport) int {
+	eta := func(r SpaceReport) float64 {
+		if r.ETA == nil {
+			return math.Inf(1)
+		}
+		return *r.ETA
+	}
+	return cmp.Or(
+		cmp.Compare(y.FailRate(), x.FailRate()),
+		cmp.Compare(eta(x), eta(y)),
+		cmp.Compare(y.UsedPct, x.UsedPct),
+		cmp.Compare(y.Conns.S10, x.Conns.S10),
+		cmp.Compare(x.Src+x.Dst, y.Src+y.Dst),
+	)
+}
+
+func (a *Aggregator) spaceReport(s *space, other bool) SpaceReport {
+	now := a.now
+	r := SpaceReport{
+		Key: s.key, Other: other, Netns: s.key.Netns,
+		Conns: rates(&s.conns, now), Failures: failures(s.fails, now),
+		TWIn: rates(&s.twIn, now), Released: rates(&s.tw.Released, now),
+		TimeWait: s.tw.Size(), Live: max(s.live, 0),
+		AllocLatency: s.latency.Summary(now), Lifetime: s.lifetime.Summary(now),
+		Closed60:   s.closed.Sum(now, 60),
+		TotalConns: s.conns.Total, TotalTWIn: s.twIn.Total,
+	}
+	if !other {
+		r.Src = s.key.Src.String()
+		if !s.key.IsBindPool() {
+			r.Dst = s.key.Dst.String()
+		}
+	}
+	for _, f := range s.fails {
+		r.TotalFailures += f.Total
+	}
+	r.Used = r.Live + r.TimeWait
+	if r.Closed60 > 0 {
+		r.ShortPct = 100 * float64(s.short.Sum(now, 60)) / float64(r.Closed60)
+	}
+	a.headroom(s, &r)
+	r.Processes = a.procRefs(s)
+	return r
+}
+
+// headroom fills in the space's size, how full it is, and when it runs out
+// at the rate it filled over the last 10 s.
+func (a *Aggregator) headroom(s *space, r *SpaceReport) {
+	ns, ok := a.netns[s.key.Netns]
+	if !ok || r.Other {
+		return
+	}
+	r.Usable = ns.Usable()
+	if r.Usable == 0 {
+		return
+	}
+	r.UsedPct = 100 * float64(r.Used) / float64(r.Usable)
+	r.Exhausted = r.Used >= r.Usable || r.exhaustionFailures() > 0
+	if r.Exhausted {
+		zero := 0.0
+		r.ETA = &zero
+		return
+	}
+	if slope, ok := s.used.Slope(a.now, 10); ok {
+		r.FillRate = slope
+		if slope > 0 {
+			eta := float64(r.Usable-r.Used) / slope
+			r.ETA = &eta
+		}
+	}
+}
+
+func (a *Aggregator) procRefs(s *space) []ProcRef {
+	var out []ProcRef
+	for k, c := range s.procs {
+		ref := ProcRef{PID: k.TGID, Comm: k.Comm.String(), Conns60: c.Sum(a.now, 60)}
+		if p := a.procs[k]; p != nil {
+			ref.Container = p.container
+		}
+		out = append(out, ref)
+	}
+	slices.SortFunc(out, func(x, y ProcRef) int {
+		return cmp.Or(cmp.Compare(y.Conns60, x.Conns60), cmp.Compare(x.PID, y.PID))
+	})
+	return out
+}
+
+func (a *Aggregator) procReport(p *proc, other bool) ProcessReport {
+	r := ProcessReport{
+		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, Container: p.container, Other: other,
+		Conns: rates(&p.conns, a.now), Failures: failures(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total,
+	}
+	type kc struct {
+		k SpaceKey
+		n uint64
+	}
+	var sp []kc
+	for k, c := range p.spaces {
+		sp = append(sp, kc{k, c.Sum(a.now, 60)})
+	}
+	slices.SortFunc(sp, func(x, y kc) int { return cmp.Compare(y.n, x.n) })
+	for _, s := range sp {
+		r.Spaces = append(r.Spaces, s.k.String())
+	}
+	return r
+}

@@ -1,0 +1,93 @@
+package aggregate
+
+import (
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+)
+
+// Durations over the last minute go into six 10-second sketches, so old
+// values age out in steps without keeping every sample.
+const (
+	sketchSlots   = 6
+	sketchSlotLen = 10 // seconds
+	// 1% relative error is finer than anything an operator acts on; the
+	// bin cap bounds memory (8 KiB per sketch at most) whatever the values.
+	sketchAccuracy = 0.01
+	sketchMaxBins  = 1024
+)
+
+// durations is a streaming histogram of durations over a rolling minute.
+type durations struct {
+	slots [sketchSlots]*ddsketch.DDSketch
+	max   [sketchSlots]time.Duration
+	epoch [sketchSlots]int64 // which 10 s period each slot holds
+}
+
+func newSketch() *ddsketch.DDSketch {
+	s, err := ddsketch.LogCollapsingLowestDenseDDSketch(sketchAccuracy, sketchMaxBins)
+	if err != nil {
+		panic(err) // constant arguments: cannot fail
+	}
+	return s
+}
+
+func (d *durations) Add(sec int64, v time.Duration) {
+	epoch := sec / sketchSlotLen
+	i := epoch % sketchSlots
+	if d.slots[i] == nil {
+		d.slots[i] = newSketch()
+	}
+	if d.epoch[i] != epoch {
+		d.slots[i].Clear()
+		d.max[i], d.epoch[i] = 0, epoch
+	}
+	d.slots[i].Add(float64(max(v, 0)))
+	d.max[i] = max(d.max[i], v)
+}
+
+// Summary is a distribution reduced to what a table shows.
+type Summary struct {
+	Count uint64        `json:"count"`
+	P50   time.Duration `json:"p50_ns"`
+	P99   time.Duration `json:"p99_ns"`
+	Max   time.Duration `json:"max_ns"`
+}
+
+// Summary merges the slots of the last minute as seen at sec.
+func (d *durations) Summary(sec int64) Summary {
+	var s Summary
+	merged := newSketch()
+	epoch := sec / sketchSlotLen
+	for i, sk := range d.slots {
+		if sk == nil || d.epoch[i] <= epoch-sketchSlots || d.epoch[i] > epoch {
+			continue
+		}
+		merged.MergeWith(sk)
+		s.Max = max(s.Max, d.max[i])
+	}
+	s.Count = uint64(merged.GetCount())
+	if s.Count == 0 {
+		return Summary{}
+	}
+	q, _ := merged.GetValuesAtQuantiles([]float64{0.5, 0.99})
+	s.P50, s.P99 = time.Duration(q[0]), min(time.Duration(q[1]), s.Max)
+	return s
+}
+
+// Merge adds o's slots into d (eviction into "other").
+func (d *durations) Merge(o *durations) {
+	for i, sk := range o.slots {
+		if sk == nil {
+			continue
+		}
+		if d.slots[i] == nil || d.epoch[i] < o.epoch[i] {
+			d.slots[i], d.max[i], d.epoch[i] = sk.Copy(), o.max[i], o.epoch[i]
+			continue
+		}
+		if d.epoch[i] == o.epoch[i] {
+			d.slots[i].MergeWith(sk)
+			d.max[i] = max(d.max[i], o.max[i])
+		}
+	}
+}

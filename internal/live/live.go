@@ -1,0 +1,133 @@
+// Package live runs the aggregator against the running kernel: events from
+// a source (the tracer), and on a timer the namespaces' settings and their
+// socket tables, which seed the aggregator at start and correct it after.
+package live
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
+	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/sockdiag"
+)
+
+// Source delivers events until its context ends; the tracer is one.
+type Source interface {
+	Run(ctx context.Context, fn func(*event.Event)) error
+	Lost() (uint64, error)
+}
+
+// Resync is how often socket tables are read again. A dump costs about a
+// millisecond per 10,000 sockets.
+const Resync = 5 * time.Second
+
+// Monitor owns an aggregator and feeds it. Its methods are safe for
+// concurrent use.
+type Monitor struct {
+	src   Source
+	mu    sync.Mutex
+	agg   *aggregate.Aggregator
+	warn  error // the last sync's trouble, shown until a sync succeeds
+	start time.Time
+}
+
+// New seeds an aggregator from the socket tables of every namespace, so a
+// running incident shows from the first report.
+func New(src Source, limits aggregate.Limits) (*Monitor, error) {
+	m := &Monitor{src: src, start: time.Now()}
+	m.agg = aggregate.New(m.start, limits, cgroup.Container)
+	if err := m.sync(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Run feeds events and resyncs until ctx ends, then returns the source's
+// error, if any.
+func (m *Monitor) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(Resync)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				m.sync()
+			}
+		}
+	}()
+	err := m.src.Run(ctx, func(e *event.Event) {
+		m.mu.Lock()
+		m.agg.Add(e)
+		m.mu.Unlock()
+	})
+	<-done
+	return err
+}
+
+// sync reads every namespace's settings and sockets. Namespaces that vanish
+// meanwhile are skipped; any other trouble is kept for the header.
+func (m *Monitor) sync() error {
+	all, err := netns.All()
+	if err != nil {
+		return m.setWarn(fmt.Errorf("read network namespaces: %w", err))
+	}
+	var snaps []aggregate.Snapshot
+	var errs []error
+	for _, ns := range all {
+		t := time.Now()
+		socks, err := sockdiag.Snapshot(ns.Path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		snaps = append(snaps, aggregate.Snapshot{Netns: ns.Inode, Time: t, Sockets: socks})
+	}
+	m.mu.Lock()
+	m.agg.SetNetns(all)
+	m.agg.Sync(snaps)
+	m.mu.Unlock()
+	if len(snaps) == 0 {
+		return m.setWarn(errors.Join(errs...))
+	}
+	return m.setWarn(nil)
+}
+
+func (m *Monitor) setWarn(err error) error {
+	m.mu.Lock()
+	m.warn = err
+	m.mu.Unlock()
+	return err
+}
+
+// Snapshot is what a view shows at one moment.
+type Snapshot struct {
+	*aggregate.Report
+	Findings []diagnose.Finding `json:"diagnosis"`
+	Warning  string             `json:"warning,omitempty"`
+}
+
+// Snapshot reports the aggregator's state now.
+func (m *Monitor) Snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if lost, err := m.src.Lost(); err == nil {
+		m.agg.SetLost(lost)
+	}
+	r := m.agg.Report(time.Now())
+	s := Snapshot{Report: r, Findings: diagnose.Diagnose(r)}
+	if m.warn != nil {
+		s.Warning = m.warn.Error()
+	}
+	return s
+}

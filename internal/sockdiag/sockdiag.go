@@ -1,0 +1,109 @@
+// Package sockdiag counts the TCP sockets that hold ephemeral ports, from the
+// kernel's own socket tables (netlink sock_diag, what `ss` reads). It seeds
+// the aggregator when porttrace starts in the middle of an incident, and
+// corrects it periodically for whatever events cannot show: sockets older
+// than porttrace, and TIME_WAIT sockets reused or killed early.
+package sockdiag
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Socket is one TCP socket as the kernel's table shows it.
+type Socket struct {
+	Src, Dst netip.AddrPort
+	State    uint8 // kernel TCP state; a time-wait socket reports its substate
+	// TimeWait marks a time-wait socket (the kernel's lightweight
+	// replacement for a closed socket), whatever its substate.
+	TimeWait bool
+	// Expires is when a time-wait socket's timer fires and frees the port.
+	Expires time.Duration
+	Cookie  uint64
+}
+
+const (
+	tcpListen = 10
+	timerTW   = 3 // idiag_timer of a time-wait socket
+)
+
+// Snapshot lists the TCP sockets, IPv4 and IPv6, of the network namespace
+// at path ("" for porttrace's own), listeners excluded. A dump the kernel
+// interrupted (the table changed under it) is retried, then reported.
+func Snapshot(path string) ([]Socket, error) {
+	h, err := handle(path)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	var out []Socket
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		var socks []*netlink.Socket
+		for try := 0; try < 3; try++ {
+			socks, err = h.SocketDiagTCP(family)
+			if !errors.Is(err, netlink.ErrDumpInterrupted) {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag dump of %s: %w", describe(path), err)
+		}
+		for _, s := range socks {
+			if s.State != tcpListen {
+				out = append(out, convert(s))
+			}
+		}
+	}
+	return out, nil
+}
+
+func handle(path string) (*netlink.Handle, error) {
+	if path == "" {
+		return netlink.NewHandle(unix.NETLINK_INET_DIAG)
+	}
+	ns, err := vnetns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket in %s: %w", path, err)
+	}
+	return h, nil
+}
+
+func describe(path string) string {
+	if path == "" {
+		return "this network namespace"
+	}
+	return path
+}
+
+func convert(s *netlink.Socket) Socket {
+	out := Socket{
+		Src:      netip.AddrPortFrom(addr(s.ID.Source), s.ID.SourcePort),
+		Dst:      netip.AddrPortFrom(addr(s.ID.Destination), s.ID.DestinationPort),
+		State:    s.State,
+		TimeWait: s.Timer == timerTW,
+		Cookie:   uint64(s.ID.Cookie[0]) | uint64(s.ID.Cookie[1])<<32,
+	}
+	if out.TimeWait {
+		out.Expires = time.Duration(s.Expires) * time.Millisecond
+	}
+	return out
+}
+
+// addr unmaps v4-mapped IPv6 addresses: such sockets draw on the IPv4 port
+// space, and porttrace's events name them the same way.
+func addr(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}

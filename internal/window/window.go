@@ -1,0 +1,155 @@
+// Package window holds the rolling per-second counts behind every rate
+// porttrace shows. Time is a second index (seconds since the aggregator
+// started), so a replayed capture and a live run compute the same figures.
+package window
+
+// Span is how far back any window reaches: the longest window is 60 s.
+const Span = 60
+
+// slots holds Span complete seconds plus the one still filling.
+const slots = Span + 1
+
+// Counter counts occurrences per second over the last Span seconds.
+type Counter struct {
+	buckets [slots]uint32
+	head    int64 // the newest second held; older ones are at head-1 ...
+	Total   uint64
+}
+
+// advance moves the head to sec, zeroing the seconds it passes over.
+func (c *Counter) advance(sec int64) {
+	if sec <= c.head {
+		return
+	}
+	if sec-c.head >= slots {
+		c.buckets = [slots]uint32{}
+	} else {
+		for s := c.head + 1; s <= sec; s++ {
+			c.buckets[s%slots] = 0
+		}
+	}
+	c.head = sec
+}
+
+// Add counts n occurrences in second sec. Seconds older than the window
+// still count toward Total.
+func (c *Counter) Add(sec int64, n uint32) {
+	c.Total += uint64(n)
+	c.advance(sec)
+	if sec > c.head-slots {
+		c.buckets[sec%slots] += n
+	}
+}
+
+// Sum is the count over the w complete seconds before now (now itself is
+// still filling and not included).
+func (c *Counter) Sum(now int64, w int) uint64 {
+	c.advance(now)
+	var n uint64
+	for s := now - int64(min(w, Span)); s < now; s++ {
+		if s >= 0 {
+			n += uint64(c.buckets[s%slots])
+		}
+	}
+	return n
+}
+
+// Rate is Sum per second. Before w seconds have passed since the start it
+// divides by the seconds there were, so the first figures are not diluted.
+func (c *Counter) Rate(now int64, w int) float64 {
+	d := min(int64(w), now)
+	if d <= 0 {
+		return 0
+	}
+	return float64(c.Sum(now, w)) / float64(d)
+}
+
+// Merge adds o's counts into c, as when an evicted key folds into "other".
+func (c *Counter) Merge(o *Counter, now int64) {
+	c.advance(now)
+	o.advance(now)
+	for i := range c.buckets {
+		c.buckets[i] += o.buckets[i]
+	}
+	c.Total += o.Total
+}
+
+// Expiry tracks a population whose members leave at a known second: ports
+// in TIME_WAIT, each due to return to the pool when its timer fires.
+type Expiry struct {
+	buckets [expirySlots]uint32 // by due second; TIME_WAIT lasts 60 s
+	next    int64            // the first second not yet expired
+	size    int
+	// Released counts members per second as they expire: the drain rate.
+	Released Counter
+}
+
+const expirySlots = Span + 4
+
+// Advance expires every member due at or before now.
+func (e *Expiry) Advance(now int64) {
+	for ; e.next <= now; e.next++ {
+		i := e.next % expirySlots
+		if n := e.buckets[i]; n > 0 {
+			e.size -= int(n)
+			e.Released.Add(e.next, n)
+			e.buckets[i] = 0
+		}
+	}
+}
+
+// Add records n members due at second due, as seen at now. A due second
+// already past is ignored; one beyond the span is held at the span's end.
+func (e *Expiry) Add(now, due int64, n uint32) {
+	e.Advance(now)
+	if due < e.next {
+		return
+	}
+	due = min(due, e.next+expirySlots-1)
+	e.buckets[due%expirySlots] += n
+	e.size += int(n)
+}
+
+// Size is the population at the last Advance or Add.
+func (e *Expiry) Size() int { return e.size }
+
+// Reset forgets the population (not Released), before it is rebuilt from a
+// fresh count of the real sockets.
+func (e *Expiry) Reset() {
+	e.buckets = [expirySlots]uint32{}
+	e.size = 0
+}
+
+// Merge moves o's members into e.
+func (e *Expiry) Merge(o *Expiry, now int64) {
+	e.Advance(now)
+	o.Advance(now)
+	for s := o.next; s < o.next+expirySlots; s++ {
+		if n := o.buckets[s%expirySlots]; n > 0 {
+			e.Add(now, s, n)
+		}
+	}
+	e.Released.Merge(&o.Released, now)
+}
+
+// Gauge keeps a value sampled once per second, to measure its trend.
+type Gauge struct {
+	samples [Span]int32
+	seen    [Span]int64 // second+1 at which each slot was written, 0 if never
+}
+
+// Set records the value at second sec.
+func (g *Gauge) Set(sec int64, v int) {
+	g.samples[sec%Span] = int32(v)
+	g.seen[sec%Span] = sec + 1
+}
+
+// Slope is the value's change per second from w seconds ago to now, and
+// false when either end was not sampled.
+func (g *Gauge) Slope(now int64, w int) (float64, bool) {
+	then := now - int64(w)
+	if w <= 0 || w >= Span || then < 0 || g.seen[now%Span] != now+1 || g.seen[then%Span] != then+1 {
+		return 0, false
+	}
+	return float64(g.samples[now%Span]-g.samples[then%Span]) / float64(w), true
+}
