@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/view"
+	"github.com/porttrace/porttrace/tracer"
+)
+
+func newTop() *cobra.Command {
+	var tf tracerFlags
+	var once, asJSON bool
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "top",
+		Short: "Live view: which port spaces fill up, who fills them, and what to do",
+		Long: `Show every port space (netns, source address, destination address and port)
+with its connection and failure rates, TIME_WAIT population, how full it is,
+when it runs out, the port search latency, and the processes behind it; then
+the fixes the evidence supports.
+
+On a terminal it refreshes every --interval until q or Ctrl-C. With --once or
+--json, or when stdout is not a terminal, it watches for --interval, prints
+the figures once (as text or JSON) and exits. TIME_WAIT and open sockets are
+read from the kernel's socket tables at start, so a running incident shows
+at once; rates need at least one second.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if interval < time.Second {
+				return fmt.Errorf("--interval must be at least 1s: rates are per complete second")
+			}
+			return runTop(cmd, &tf, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
+		},
+	}
+	tf.register(cmd)
+	cmd.Flags().BoolVar(&once, "once", false, "watch for --interval, print the figures as text and exit")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "like --once, as one JSON object")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "refresh period; with --once or --json, how long to watch")
+	return cmd
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func runTop(cmd *cobra.Command, tf *tracerFlags, once, asJSON bool, interval time.Duration) error {
+	t, err := tf.open(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	mon, err := live.New(t, aggregate.DefaultLimits)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	info := view.Info{Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend())}
+	ctx, cancel := signalContext()
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		done <- mon.Run(ctx)
+	}()
+	if once {
+		err = printOnce(ctx, cmd.OutOrStdout(), mon, info, asJSON, interval)
+		cancel()
+		return errors.Join(err, <-done)
+	}
+	return runView(ctx, cancel, done, mon, info, interval)
+}
+
+// printOnce waits for interval (or a signal) and prints what it saw.
+func printOnce(ctx context.Context, w io.Writer, mon *live.Monitor, info view.Info, asJSON bool, interval time.Duration) error {
+	select {
+	case <-ctx.Done():
+	case <-time.After(interval):
+	}
+	snap := mon.Snapshot()
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(snap)
+	}
+	_, err := io.WriteString(w, view.Text(&snap, info, view.Options{Window: 10}))
+	return err
+}
+
+// runView runs the terminal view until q, a signal, or the end of the event
+// source. bubbletea restores the terminal when its loop ends or panics; if
+// the source fails or panics (on its own goroutine), the view is killed so
+// the terminal is restored before the error is printed.
+func runView(ctx context.Context, cancel context.CancelFunc, done chan error, mon *live.Monitor, info view.Info, interval time.Duration) error {
+	p := tea.NewProgram(view.NewModel(mon, info, interval), tea.WithAltScreen(), tea.WithContext(ctx))
+	srcErr := make(chan error, 1)
+	go func() {
+		err := <-done
+		srcErr <- err
+		p.Kill()
+	}()
+	_, err := p.Run()
+	cancel()
+	if err2 := <-srcErr; err2 != nil {
+		return err2
+	}
+	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
+		return nil // SIGTERM or SIGINT: a normal way to stop
+	}
+	return err
+}

@@ -1,0 +1,295 @@
+// Package view shows a snapshot of the aggregator: as plain text tables for
+// scripts and logs, and as the live terminal view of `porttrace top`. Both
+// draw the same rows, so what a script reads is what an operator sees.
+package view
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/live"
+)
+
+// Info is what the header says about where porttrace runs.
+type Info struct {
+	Host, Kernel, Backend string
+}
+
+// Options choose what the tables show.
+type Options struct {
+	Window int    // rate window in seconds: 1, 10 or 60
+	Sort   Sort   // row order of the port spaces
+	Filter string // rows must contain it (case-insensitive); "" for all
+}
+
+// Sort is a port space order.
+type Sort int
+
+const (
+	ByUrgency Sort = iota
+	ByConns
+	ByFailures
+	ByTimeWait
+	ByUsed
+	sorts
+)
+
+var sortNames = [...]string{"urgency", "conn/s", "fail/s", "TIME_WAIT", "used %"}
+
+func (s Sort) String() string { return sortNames[s] }
+
+// Next is the following order, cycling.
+func (s Sort) Next() Sort { return (s + 1) % sorts }
+
+func pick(r aggregate.Rates, w int) float64 {
+	switch w {
+	case 1:
+		return r.S1
+	case 60:
+		return r.S60
+	}
+	return r.S10
+}
+
+func failRate(s *aggregate.SpaceReport, w int) float64 {
+	var f float64
+	for _, x := range s.Failures {
+		f += pick(x.Rates, w)
+	}
+	return f
+}
+
+// Header is the lines above the tables.
+func Header(s *live.Snapshot, info Info, o Options) []string {
+	var conns, fails float64
+	var tw int
+	for i := range s.Spaces {
+		conns += pick(s.Spaces[i].Conns, o.Window)
+		fails += failRate(&s.Spaces[i], o.Window)
+		tw += s.Spaces[i].TimeWait
+	}
+	lines := []string{
+		fmt.Sprintf("porttrace top  host %s  kernel %s  backend %s  observed %ds  lost events %d",
+			info.Host, info.Kernel, info.Backend, s.Seconds, s.Lost),
+		fmt.Sprintf("totals (%ds): %s conn/s  %s fail/s  %s in TIME_WAIT  %d port spaces  %d processes",
+			o.Window, rate(conns), rate(fails), count(tw), len(s.Spaces), len(s.Processes)),
+	}
+	shown := 0
+	for _, ns := range s.Netns {
+		if !slices.ContainsFunc(s.Spaces, func(sp aggregate.SpaceReport) bool { return sp.Netns == ns.Inode }) && len(s.Netns) > 1 {
+			continue
+		}
+		if shown == 3 {
+			lines = append(lines, "  ... more namespaces: see porttrace doctor")
+			break
+		}
+		shown++
+		lines = append(lines, fmt.Sprintf("netns %d (%s): ports %d-%d, %s usable, tcp_tw_reuse %d",
+			ns.Inode, strings.Join(ns.Names, ", "), ns.PortLow, ns.PortHigh, count(ns.Usable), ns.TWReuse))
+	}
+	if s.Untracked > 0 {
+		lines = append(lines, fmt.Sprintf("%d sockets beyond the tracking limit: occupancy is corrected at each socket table read", s.Untracked))
+	}
+	if s.Warning != "" {
+		lines = append(lines, "warning: "+s.Warning)
+	}
+	return lines
+}
+
+// SpaceHeader is the port space table's column header.
+const SpaceHeader = "PORT SPACE                                   NETNS       PROCESS             CONN/S   FAIL/S    TIME_WAIT  USED/USABLE        USED%  ETA       ALLOC p50/p99"
+
+// Spaces is the port space table's rows, sorted and filtered.
+func Spaces(s *live.Snapshot, o Options) []string {
+	rows := slices.Clone(s.Spaces)
+	slices.SortStableFunc(rows, func(x, y aggregate.SpaceReport) int {
+		switch o.Sort {
+		case ByConns:
+			return cmp.Compare(pick(y.Conns, o.Window), pick(x.Conns, o.Window))
+		case ByFailures:
+			return cmp.Compare(failRate(&y, o.Window), failRate(&x, o.Window))
+		case ByTimeWait:
+			return cmp.Compare(y.TimeWait, x.TimeWait)
+		case ByUsed:
+			return cmp.Compare(y.UsedPct, x.UsedPct)
+		}
+		return aggregate.ByUrgency(x, y)
+	})
+	var out []string
+	for i := range rows {
+		line := spaceRow(&rows[i], o.Window)
+		if matches(line, o.Filter) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func spaceRow(r *aggregate.SpaceReport, w int) string {
+	name := r.Key.String()
+	if r.Other {
+		name = "(other port spaces)"
+	}
+	usable, pct, eta := "?", "?", "-"
+	if r.Usable > 0 {
+		usable, pct = count(r.Usable), fmt.Sprintf("%.1f%%", r.UsedPct)
+	}
+	switch {
+	case r.Exhausted:
+		eta = "EXHAUSTED"
+	case r.ETA != nil:
+		eta = duration(*r.ETA)
+	}
+	lat := "-"
+	if r.AllocLatency.Count > 0 {
+		lat = micros(r.AllocLatency.P50) + "/" + micros(r.AllocLatency.P99)
+	}
+	return fmt.Sprintf("%-44s %-11d %-19s %-8s %-9s %-10s %-18s %-6s %-9s %s",
+		clip(name, 44), r.Netns, clip(procNames(r.Processes), 19), rate(pick(r.Conns, w)), rate(failRate(r, w)),
+		count(r.TimeWait), count(r.Used)+"/"+usable, pct, eta, lat)
+}
+
+// ProcessHeader is the process table's column header.
+const ProcessHeader = "PID      COMM             CONTAINER     CONN/S   FAIL/S    TW/S     TOTAL      PORT SPACES"
+
+// Processes is the process table's rows, busiest first, filtered.
+func Processes(s *live.Snapshot, o Options) []string {
+	var out []string
+	for _, p := range s.Processes {
+		var fails float64
+		for _, f := range p.Failures {
+			fails += pick(f.Rates, o.Window)
+		}
+		pid, comm := fmt.Sprint(p.PID), p.Comm
+		if p.Other {
+			pid, comm = "-", "(other)"
+		}
+		line := fmt.Sprintf("%-8s %-16s %-13s %-8s %-9s %-8s %-10s %s", pid, comm, or(p.Container, "-"),
+			rate(pick(p.Conns, o.Window)), rate(fails), rate(pick(p.TWIn, o.Window)), count(int(p.Total)), strings.Join(p.Spaces, "; "))
+		if matches(line, o.Filter) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// Diagnosis is the findings as paragraphs, or a line saying there are none.
+func Diagnosis(s *live.Snapshot) []string {
+	if len(s.Findings) == 0 {
+		return []string{"No port space is under pressure: nothing to fix."}
+	}
+	var out []string
+	for _, f := range s.Findings {
+		out = append(out, "* "+f.String())
+	}
+	return out
+}
+
+// maxTextProcesses keeps --once output readable when every request is a
+// process of its own (curl in a loop).
+const maxTextProcesses = 20
+
+// Text is the whole snapshot as `top --once` prints it.
+func Text(s *live.Snapshot, info Info, o Options) string {
+	var b strings.Builder
+	for _, l := range Header(s, info, o) {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("\n" + SpaceHeader + "\n")
+	for _, l := range Spaces(s, o) {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("\n" + ProcessHeader + "\n")
+	procs := Processes(s, o)
+	for i, l := range procs {
+		if i == maxTextProcesses {
+			fmt.Fprintf(&b, "... %d more processes (--json lists them all)\n", len(procs)-i)
+			break
+		}
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("\nDIAGNOSIS\n")
+	for _, l := range Diagnosis(s) {
+		b.WriteString(l + "\n")
+	}
+	return b.String()
+}
+
+func matches(line, filter string) bool {
+	return filter == "" || strings.Contains(strings.ToLower(line), strings.ToLower(filter))
+}
+
+func procNames(refs []aggregate.ProcRef) string {
+	if len(refs) == 0 {
+		return "-"
+	}
+	n := map[string]int{}
+	var order []string
+	for _, p := range refs {
+		if n[p.Comm] == 0 {
+			order = append(order, p.Comm)
+		}
+		n[p.Comm]++
+	}
+	var parts []string
+	for _, c := range order {
+		if n[c] > 1 {
+			c = fmt.Sprintf("%s(%d)", c, n[c])
+		} else {
+			c = fmt.Sprintf("%s[%d]", c, refs[slices.IndexFunc(refs, func(p aggregate.ProcRef) bool { return p.Comm == c })].PID)
+		}
+		parts = append(parts, c)
+	}
+	return strings.Join(parts, ",")
+}
+
+func rate(f float64) string {
+	if f >= 100 || f == 0 {
+		return count(int(f + 0.5))
+	}
+	return fmt.Sprintf("%.1f", f)
+}
+
+func count(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func duration(sec float64) string {
+	d := time.Duration(sec * float64(time.Second))
+	switch {
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < 24*time.Hour:
+		return d.Round(time.Minute).String()
+	}
+	return ">1d"
+}
+
+func micros(d time.Duration) string {
+	if d >= time.Millisecond {
+		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%dus", d.Microseconds())
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "~"
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
