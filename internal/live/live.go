@@ -55,14 +55,22 @@ func (m *Monitor) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(Resync)
-		defer t.Stop()
+		resync := time.NewTicker(Resync)
+		defer resync.Stop()
+		// Occupancy is sampled every second for the fill rate, whatever
+		// the view's refresh.
+		second := time.NewTicker(time.Second)
+		defer second.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-resync.C:
 				m.sync()
+			case now := <-second.C:
+				m.mu.Lock()
+				m.agg.Tick(now)
+				m.mu.Unlock()
 			}
 		}
 	}()

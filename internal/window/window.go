@@ -144,12 +144,51 @@ func (g *Gauge) Set(sec int64, v int) {
 	g.seen[sec%Span] = sec + 1
 }
 
-// Slope is the value's change per second from w seconds ago to now, and
-// false when either end was not sampled.
+// Slope is the value's change per second over about w seconds up to now:
+// from the newest sample at or before now-w (at most 5 s older), or failing
+// that the oldest since, to the newest at or before now. False when the
+// samples span less than minSpan seconds.
 func (g *Gauge) Slope(now int64, w int) (float64, bool) {
-	then := now - int64(w)
-	if w <= 0 || w >= Span || then < 0 || g.seen[now%Span] != now+1 || g.seen[then%Span] != then+1 {
+	if w <= 0 || w+gaugeSlack >= Span {
 		return 0, false
 	}
-	return float64(g.samples[now%Span]-g.samples[then%Span]) / float64(w), true
+	end, ok := g.latest(now, now-int64(w)+1)
+	if !ok {
+		return 0, false
+	}
+	begin, ok := g.latest(now-int64(w), now-int64(w)-gaugeSlack)
+	if !ok { // younger than w: use what there is, if it spans enough
+		begin, ok = g.earliest(now-int64(w)+1, end-minSpan)
+	}
+	if !ok {
+		return 0, false
+	}
+	return float64(g.samples[end%Span]-g.samples[begin%Span]) / float64(end-begin), true
+}
+
+// gaugeSlack is how far a sample may stray from where Slope wants it, for
+// samples taken by a caller that ticks late now and then.
+const gaugeSlack = 5
+
+// minSpan is the shortest history a slope is computed from.
+const minSpan = 3
+
+// earliest is the oldest sampled second in [from, to].
+func (g *Gauge) earliest(from, to int64) (int64, bool) {
+	for s := max(from, 0); s <= to; s++ {
+		if g.seen[s%Span] == s+1 {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// latest is the newest sampled second in [from, to], from >= to.
+func (g *Gauge) latest(from, to int64) (int64, bool) {
+	for s := from; s >= max(to, 0); s-- {
+		if g.seen[s%Span] == s+1 {
+			return s, true
+		}
+	}
+	return 0, false
 }

@@ -1,0 +1,272 @@
+package aggregate
+
+import (
+	"math"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/sockdiag"
+)
+
+func near(t *testing.T, what string, got, want, tol float64) {
+	t.Helper()
+	if math.Abs(got-want) > tol {
+		t.Errorf("%s = %v, want %v (±%v)", what, got, want, tol)
+	}
+}
+
+func TestRatesRollOver(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.churn(nginx1, upstream, 10, 0, 10, 100*time.Millisecond)
+
+	r := s.space(s.report(10), upstream)
+	if r.Conns != (Rates{10, 10, 10}) || r.TotalConns != 100 {
+		t.Errorf("at 10 s: conns %+v total %d, want 10/s in every window, 100", r.Conns, r.TotalConns)
+	}
+	if r.TWIn != (Rates{10, 10, 10}) {
+		t.Errorf("TIME_WAIT entries %+v, want 10/s", r.TWIn)
+	}
+	r = s.space(s.report(30), upstream)
+	near(t, "conns 60 s window at 30 s", r.Conns.S60, 100.0/30, 1e-9)
+	if r.Conns.S1 != 0 || r.Conns.S10 != 0 {
+		t.Errorf("at 30 s: %+v, want nothing in the 1 s and 10 s windows", r.Conns)
+	}
+	r = s.space(s.report(75), upstream)
+	if r.Conns.S60 != 0 || r.TotalConns != 100 {
+		t.Errorf("at 75 s: %+v total %d: the minute has rolled over, the total stays", r.Conns, r.TotalConns)
+	}
+}
+
+func TestFailuresByErrno(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	for i := 0; i < 30; i++ {
+		s.fail(at(1+float64(i)/10), nginx1, upstream, syscall.ECONNREFUSED)
+	}
+	for i := 0; i < 20; i++ {
+		s.fail(at(2+float64(i)/10), nginx1, upstream, syscall.EADDRNOTAVAIL)
+	}
+	r := s.space(s.report(5), upstream)
+	if len(r.Failures) != 2 || r.Failures[0].Errno != "EADDRNOTAVAIL" || r.Failures[0].Total != 20 || r.Failures[1].Total != 30 {
+		t.Fatalf("failures %+v, want EADDRNOTAVAIL (20) first, then ECONNREFUSED (30)", r.Failures)
+	}
+	near(t, "fail/s over 10 s", r.FailRate(), 50.0/5, 1e-9)
+	if !r.Exhausted || r.ETA == nil || *r.ETA != 0 {
+		t.Errorf("EADDRNOTAVAIL in the last 10 s must read as exhausted, got %v %v", r.Exhausted, r.ETA)
+	}
+	if r.Live != 0 {
+		t.Errorf("failed connects hold no port, live = %d", r.Live)
+	}
+	if s.space(s.report(20), upstream).Exhausted {
+		t.Errorf("still exhausted 15 s after the last failure")
+	}
+	p := s.report(5).Processes[0]
+	if p.PID != 812 || len(p.Failures) != 2 || p.Failures[0].Total != 20 {
+		t.Errorf("process %+v: the failures belong to pid 812", p)
+	}
+}
+
+func TestTimeWaitPopulationAndDrain(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.churn(curl, upstream, 20, 5, 6, 10*time.Millisecond) // 20 ports into TIME_WAIT at 5 s
+	var open []uint64
+	for i := 0; i < 5; i++ {
+		open = append(open, s.open(at(6), curl, upstream, time.Microsecond))
+	}
+	for _, tc := range []struct {
+		sec        float64
+		tw, live   int
+		released60 float64
+	}{{6, 20, 5, 0}, {64, 20, 5, 0}, {65.5, 0, 5, 0}, {66, 0, 5, 20.0 / 60}, {80, 0, 5, 20.0 / 60}} {
+		r := s.space(s.report(tc.sec), upstream)
+		if r.TimeWait != tc.tw || r.Live != tc.live || r.Used != tc.tw+tc.live {
+			t.Errorf("at %v s: TIME_WAIT %d live %d used %d, want %d %d", tc.sec, r.TimeWait, r.Live, r.Used, tc.tw, tc.live)
+		}
+		near(t, "released/s over 60 s", r.Released.S60, tc.released60, 1e-9)
+		near(t, "used %", r.UsedPct, float64(tc.tw+tc.live), 1e-9) // 100 usable ports
+	}
+	s.state(at(81), curl, open[0], upstream, event_Established, event_Close)
+	if r := s.space(s.report(82), upstream); r.Live != 4 {
+		t.Errorf("after one close: live %d, want 4", r.Live)
+	}
+}
+
+func TestETA(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	// 5 new ports a second, none returning for 60 s: 100 ports last 20 s.
+	s.a.Tick(at(0))
+	for sec := 0; sec < 10; sec++ {
+		s.churn(curl, upstream, 5, float64(sec), float64(sec+1), 10*time.Millisecond)
+		s.a.Tick(at(float64(sec + 1)))
+	}
+	r := s.space(s.report(10), upstream)
+	if r.Used != 50 || r.ETA == nil {
+		t.Fatalf("used %d, ETA %v: want 50 and an estimate", r.Used, r.ETA)
+	}
+	near(t, "fill/s", r.FillRate, 5, 1e-9)
+	near(t, "ETA", *r.ETA, 10, 1e-9)
+	// Filling stops: no estimate, and no exhaustion.
+	for sec := 11; sec <= 21; sec++ {
+		s.a.Tick(at(float64(sec)))
+	}
+	if r := s.space(s.report(21), upstream); r.ETA != nil || r.Exhausted || r.FillRate != 0 {
+		t.Errorf("idle: ETA %v exhausted %v fill %v, want none", r.ETA, r.Exhausted, r.FillRate)
+	}
+}
+
+func TestExhaustedWhenFull(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	for i := 0; i < 100; i++ {
+		s.open(at(1), curl, upstream, time.Microsecond)
+	}
+	r := s.space(s.report(2), upstream)
+	if !r.Exhausted || r.UsedPct != 100 {
+		t.Errorf("100 of 100 ports in use: exhausted %v, %v%%", r.Exhausted, r.UsedPct)
+	}
+}
+
+func TestAllocLatency(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	for i := 1; i <= 1000; i++ {
+		c := s.open(at(1+float64(i)/1000), curl, upstream, time.Duration(i)*time.Microsecond)
+		s.state(at(2), curl, c, upstream, event_Established, event_Close)
+	}
+	l := s.space(s.report(3), upstream).AllocLatency
+	if l.Count != 1000 || l.Max != time.Millisecond {
+		t.Errorf("latency %+v: want 1000 samples, max 1ms", l)
+	}
+	near(t, "p50 µs", float64(l.P50.Microseconds()), 500, 500*0.02)
+	near(t, "p99 µs", float64(l.P99.Microseconds()), 990, 990*0.02)
+	if l := s.space(s.report(75), upstream).AllocLatency; l.Count != 0 {
+		t.Errorf("latency a minute later: %+v, want aged out", l)
+	}
+}
+
+func TestLifetime(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.churn(nginx1, upstream, 30, 0, 1, 100*time.Millisecond)
+	s.churn(nginx1, upstream, 10, 0, 1, 5*time.Second)
+	r := s.space(s.report(7), upstream)
+	if r.Closed60 != 40 {
+		t.Fatalf("closed %d, want 40", r.Closed60)
+	}
+	near(t, "short-lived %", r.ShortPct, 75, 1e-9)
+	near(t, "median lifetime ms", float64(r.Lifetime.P50.Milliseconds()), 100, 2)
+	if r.Lifetime.Max != 5*time.Second {
+		t.Errorf("max lifetime %v, want 5s", r.Lifetime.Max)
+	}
+}
+
+func TestProcesses(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.churn(nginx1, upstream, 6, 0, 2, time.Millisecond)
+	s.churn(nginx2, upstream, 4, 0, 2, time.Millisecond)
+	other := netip.MustParseAddrPort("10.0.0.7:5432")
+	s.churn(curl, other, 1, 0, 2, time.Millisecond)
+	rep := s.report(2)
+	r := s.space(rep, upstream)
+	if len(r.Processes) != 2 || r.Processes[0].PID != 812 || r.Processes[0].Conns60 != 12 || r.Processes[1].PID != 813 {
+		t.Errorf("processes of %s: %+v, want 812 (12) then 813 (8)", upstream, r.Processes)
+	}
+	if len(rep.Processes) != 3 || rep.Processes[0].PID != 812 || rep.Processes[0].Conns.S10 != 6 || rep.Processes[2].Spaces[0] != "127.0.0.1 -> 10.0.0.7:5432" {
+		t.Errorf("process table %+v", rep.Processes)
+	}
+}
+
+func TestSnapshotSeedsAndReconciles(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	tw := func(port uint16, expires time.Duration) sockdiag.Socket {
+		return sockdiag.Socket{Src: netip.AddrPortFrom(src, port), Dst: upstream, State: 6, TimeWait: true, Expires: expires}
+	}
+	var socks []sockdiag.Socket
+	for i := 0; i < 30; i++ {
+		socks = append(socks, tw(40000+uint16(i), 20*time.Second))
+	}
+	for i := 0; i < 5; i++ {
+		socks = append(socks, sockdiag.Socket{Src: netip.AddrPortFrom(src, 40050+uint16(i)), Dst: upstream, State: 1, Cookie: 50 + uint64(i)})
+	}
+	// Not ephemeral: a server's accepted socket and a fixed bind.
+	socks = append(socks, sockdiag.Socket{Src: upstream, Dst: netip.AddrPortFrom(src, 40070), State: 1, Cookie: 90},
+		sockdiag.Socket{Src: netip.AddrPortFrom(src, 999), Dst: upstream, State: 1, Cookie: 91})
+	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1), Sockets: socks}})
+
+	r := s.space(s.report(1), upstream)
+	if r.TimeWait != 30 || r.Live != 5 || len(s.report(1).Spaces) != 1 {
+		t.Fatalf("seeded: TIME_WAIT %d live %d spaces %d, want 30, 5, 1", r.TimeWait, r.Live, len(s.report(1).Spaces))
+	}
+	if r := s.space(s.report(21.5), upstream); r.TimeWait != 0 {
+		t.Errorf("TIME_WAIT from the snapshot must expire on its own timer (20 s): %d left", r.TimeWait)
+	}
+	// A TIME_WAIT entry the snapshot already counted, then a new one.
+	s.add(s.ev(at(0.9), curl, event_TimeWait, 7, upstream))
+	s.add(s.ev(at(22), curl, event_TimeWait, 8, upstream))
+	// A socket of the snapshot closes: porttrace saw its close.
+	s.state(at(22), curl, 50, upstream, event_Established, event_Close)
+	r = s.space(s.report(23), upstream)
+	if r.TimeWait != 1 || r.Live != 4 || r.TotalTWIn != 2 {
+		t.Errorf("after events: TIME_WAIT %d live %d entries %d, want 1, 4, 2", r.TimeWait, r.Live, r.TotalTWIn)
+	}
+	// A followed socket whose close was lost, and one opened after the
+	// next snapshot began: only the first is dropped.
+	lost := s.open(at(24), curl, upstream, time.Microsecond)
+	late := s.open(at(26), curl, upstream, time.Microsecond)
+	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(25), Sockets: socks[31:35]}})
+	r = s.space(s.report(27), upstream)
+	if r.Live != 5 || r.TimeWait != 0 {
+		t.Errorf("after resync: live %d TIME_WAIT %d, want 4 from the snapshot + 1 newer, 0", r.Live, r.TimeWait)
+	}
+	if s.a.socks[lost] != nil || s.a.socks[late] == nil {
+		t.Errorf("resync dropped the wrong socket")
+	}
+}
+
+func TestEvictionBoundsMemory(t *testing.T) {
+	s := newStream(t, Limits{Spaces: 16, Processes: 4, Sockets: 50})
+	var total uint64
+	for i := 0; i < 40; i++ {
+		dst := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i))
+		s.churn(who{uint32(100 + i), "client"}, dst, 1, float64(i), float64(i+1), time.Millisecond)
+		s.a.Tick(at(float64(i) + 0.5))
+		total++
+	}
+	r := s.report(41)
+	if len(s.a.spaces) > 16 || len(s.a.procs) > 4 {
+		t.Fatalf("tables grew past their limits: %d spaces, %d processes", len(s.a.spaces), len(s.a.procs))
+	}
+	var sum uint64
+	var other *SpaceReport
+	for i := range r.Spaces {
+		sum += r.Spaces[i].TotalConns
+		if r.Spaces[i].Other {
+			other = &r.Spaces[i]
+		}
+	}
+	if sum != total || other == nil || other.TotalConns == 0 {
+		t.Errorf("connections across rows %d, want %d, with an 'other' row (%v)", sum, total, other)
+	}
+	// The newest (hottest) destination keeps its own row.
+	s.space(r, netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), 1039))
+	for i := 0; i < 100; i++ {
+		s.open(at(42), curl, upstream, time.Microsecond)
+	}
+	if len(s.a.socks) > 50 || s.report(43).Untracked != 50 {
+		t.Errorf("followed sockets %d (limit 50), untracked %d", len(s.a.socks), s.report(43).Untracked)
+	}
+}
+
+func TestBindPool(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	for i := 0; i < 10; i++ {
+		e := s.ev(at(1), nginx1, event_Bind, uint64(i), netip.AddrPort{})
+		e.Latency = 20 * time.Microsecond
+		if i >= 6 {
+			e.Errno = syscall.EADDRINUSE
+		}
+		s.add(e)
+	}
+	r := s.report(2).Spaces[0]
+	if r.Dst != "" || r.TotalConns != 6 || r.Errno("EADDRINUSE") != 4 || !r.Exhausted || r.ExhaustionErrno() != "EADDRINUSE" {
+		t.Errorf("bind pool %+v: want 6 binds, 4 EADDRINUSE, exhausted", r)
+	}
+}

@@ -1,0 +1,122 @@
+package aggregate
+
+import (
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+// A synthetic event stream, shaped as the tracer delivers it.
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.Second))) }
+
+const testNetns = 4026532177
+
+var (
+	src      = netip.MustParseAddr("127.0.0.1")
+	upstream = netip.MustParseAddrPort("127.0.0.1:8080")
+)
+
+type stream struct {
+	t      *testing.T
+	a      *Aggregator
+	cookie uint64
+	port   uint16
+}
+
+func newStream(t *testing.T, limits Limits) *stream {
+	a := New(t0, limits, func(uint32) string { return "" })
+	a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, TWReuse: 0}})
+	return &stream{t: t, a: a, cookie: 1000, port: 40000}
+}
+
+type who struct {
+	pid  uint32
+	comm string
+}
+
+var nginx1, nginx2, curl = who{812, "nginx"}, who{813, "nginx"}, who{900, "curl"}
+
+func (s *stream) ev(t time.Time, w who, kind event.Kind, cookie uint64, dst netip.AddrPort) event.Event {
+	return event.Event{Time: t, Kind: kind, Cookie: cookie, Netns: testNetns, PID: w.pid, TGID: w.pid,
+		Comm: event.MakeComm(w.comm), Family: syscall.AF_INET, Src: netip.AddrPortFrom(src, s.port), Dst: dst}
+}
+
+func (s *stream) add(e event.Event) { s.a.Add(&e) }
+
+func (s *stream) state(t time.Time, w who, cookie uint64, dst netip.AddrPort, from, to event.TCPState) {
+	e := s.ev(t, w, event.State, cookie, dst)
+	e.OldState, e.NewState = from, to
+	s.add(e)
+}
+
+// open is a successful connect(): it returns the socket's cookie.
+func (s *stream) open(t time.Time, w who, dst netip.AddrPort, latency time.Duration) uint64 {
+	s.cookie++
+	s.port++
+	s.state(t, w, s.cookie, dst, event.Close, event.SynSent)
+	alloc := s.ev(t, w, event.Alloc, s.cookie, dst)
+	alloc.Latency = latency
+	s.add(alloc)
+	conn := s.ev(t, w, event.Connect, s.cookie, dst)
+	conn.Errno = syscall.EINPROGRESS
+	s.add(conn)
+	s.state(t, w, s.cookie, dst, event.SynSent, event.Established)
+	return s.cookie
+}
+
+// closeTW is an active close whose port goes to TIME_WAIT.
+func (s *stream) closeTW(t time.Time, w who, cookie uint64, dst netip.AddrPort) {
+	s.state(t, w, cookie, dst, event.Established, event.FinWait1)
+	s.add(s.ev(t, w, event.TimeWait, cookie, dst))
+	s.state(t, w, cookie, dst, event.FinWait2, event.Close)
+}
+
+// fail is a connect() that found no port.
+func (s *stream) fail(t time.Time, w who, dst netip.AddrPort, errno syscall.Errno) {
+	s.cookie++
+	s.state(t, w, s.cookie, dst, event.Close, event.SynSent)
+	s.state(t, w, s.cookie, dst, event.SynSent, event.Close)
+	e := s.ev(t, w, event.Connect, s.cookie, dst)
+	e.Errno = errno
+	s.add(e)
+}
+
+// churn opens and closes n connections per second from w to dst over
+// seconds [from, to), each living `life`.
+func (s *stream) churn(w who, dst netip.AddrPort, perSec int, from, to float64, life time.Duration) {
+	for sec := from; sec < to; sec++ {
+		for i := 0; i < perSec; i++ {
+			start := at(sec + float64(i)/float64(perSec)/2)
+			c := s.open(start, w, dst, 10*time.Microsecond)
+			s.closeTW(start.Add(life), w, c, dst)
+		}
+	}
+}
+
+func (s *stream) report(sec float64) *Report { return s.a.Report(at(sec)) }
+
+func (s *stream) space(r *Report, dst netip.AddrPort) *SpaceReport {
+	s.t.Helper()
+	for i := range r.Spaces {
+		if r.Spaces[i].Key.Dst == dst && !r.Spaces[i].Other {
+			return &r.Spaces[i]
+		}
+	}
+	s.t.Fatalf("no port space toward %s in %+v", dst, r.Spaces)
+	return nil
+}
+
+// Short names for the event constants the tests use most.
+const (
+	event_Established = event.Established
+	event_Close       = event.Close
+	event_TimeWait    = event.TimeWait
+	event_Bind        = event.Bind
+)
