@@ -1,0 +1,206 @@
+package diagnose
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+const ino = 4026532177
+
+// incident is the seed articles' case: nginx churning toward a localhost
+// upstream, 28,232 ports nearly all in TIME_WAIT, connect() failing.
+func incident() *aggregate.SpaceReport {
+	return &aggregate.SpaceReport{
+		Key:       aggregate.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
+		Netns:     ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
+		Processes: []aggregate.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
+		Conns:     aggregate.Rates{S1: 1950, S10: 1950, S60: 1900},
+		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Rates: aggregate.Rates{S10: 30}, Last: 312, Total: 312}},
+		TimeWait:  27610, Live: 90, Used: 27700, Usable: 28232, UsedPct: 98.1,
+		Closed60: 100000, ShortPct: 98,
+	}
+}
+
+func settings(twReuse int) []aggregate.NetnsReport {
+	s := netns.Settings{Inode: ino, PortLow: 32768, PortHigh: 60999, TWReuse: twReuse}
+	return []aggregate.NetnsReport{{Settings: s, Usable: s.Usable()}}
+}
+
+func ruleNames(fs []Finding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Rule)
+	}
+	return out
+}
+
+func find(fs []Finding, rule string) *Finding {
+	for i := range fs {
+		if fs[i].Rule == rule {
+			return &fs[i]
+		}
+	}
+	return nil
+}
+
+func diagnose(twReuse int, spaces ...*aggregate.SpaceReport) []Finding {
+	r := &aggregate.Report{Netns: settings(twReuse)}
+	for _, s := range spaces {
+		r.Spaces = append(r.Spaces, *s)
+	}
+	return Diagnose(r)
+}
+
+func TestIncident(t *testing.T) {
+	fs := diagnose(0, incident())
+	want := "keepalive tcp_tw_reuse more_destinations unix_socket port_range"
+	if got := strings.Join(ruleNames(fs), " "); got != want {
+		t.Fatalf("rules %q, want %q", got, want)
+	}
+	k := find(fs, "keepalive")
+	for _, s := range []string{"nginx (pids 812, 813)", "1,950 connections/s to 127.0.0.1:8080", "98% lived under 1 s",
+		"27,700 of 28,232 ports in use (27,610 in TIME_WAIT)", "312 EADDRNOTAVAIL", "sustains 470/s"} {
+		if !strings.Contains(k.Evidence, s) {
+			t.Errorf("keepalive evidence %q lacks %q", k.Evidence, s)
+		}
+	}
+	if !strings.Contains(k.Fix, "keepalive 32;") || !strings.Contains(k.Fix, "proxy_http_version 1.1") {
+		t.Errorf("nginx fix: %q", k.Fix)
+	}
+	if f := find(fs, "more_destinations"); !strings.Contains(f.Fix, "127.0.0.2:8080 and 127.0.0.3:8080") || !strings.Contains(f.Fix, "84,696 ports") {
+		t.Errorf("more destinations: %q", f.Fix)
+	}
+	if f := find(fs, "port_range"); !strings.Contains(f.Fix, "64,512 ports, 1,075 connections/s") {
+		t.Errorf("port range: %q", f.Fix)
+	}
+	if f := find(fs, "tcp_tw_reuse"); !strings.Contains(f.Evidence, "tcp_tw_reuse is 0") {
+		t.Errorf("tw_reuse: %q", f.Evidence)
+	}
+}
+
+func TestKeepaliveConfigured(t *testing.T) {
+	// The same space a few seconds after keepalive: few new connections,
+	// TIME_WAIT still draining.
+	s := incident()
+	s.Conns = aggregate.Rates{S1: 0, S10: 0.4, S60: 1200}
+	if f := find(diagnose(0, s), "keepalive"); f != nil {
+		t.Errorf("keepalive advised without churn: %v", f)
+	}
+	// Churn, but long-lived connections: not a keepalive problem.
+	s = incident()
+	s.ShortPct = 10
+	if f := find(diagnose(0, s), "keepalive"); f != nil {
+		t.Errorf("keepalive advised for long-lived connections: %v", f)
+	}
+	// Generic client: generic advice.
+	s = incident()
+	s.Processes = []aggregate.ProcRef{{PID: 900, Comm: "python3"}}
+	if f := find(diagnose(0, s), "keepalive"); f == nil || strings.Contains(f.Fix, "proxy_http_version") || !strings.Contains(f.Evidence, "python3 (pid 900)") {
+		t.Errorf("generic keepalive: %v", f)
+	}
+}
+
+func TestHealthy(t *testing.T) {
+	s := incident()
+	s.Failures, s.TimeWait, s.Used, s.UsedPct, s.Conns = nil, 900, 1000, 3.5, aggregate.Rates{S10: 15}
+	if fs := diagnose(0, s); len(fs) != 0 {
+		t.Errorf("advice for a healthy space: %v", fs)
+	}
+	// Filling, and soon full: pressure without failures yet.
+	eta := (4 * time.Minute).Seconds()
+	s.ETA = &eta
+	if fs := diagnose(0, s); find(fs, "more_destinations") == nil || !strings.Contains(fs[0].Evidence, "full in 4m0s") {
+		t.Errorf("a space full in 4 minutes: %v", fs)
+	}
+}
+
+func TestTWReuse(t *testing.T) {
+	if f := find(diagnose(1, incident()), "tcp_tw_reuse"); f != nil {
+		t.Errorf("tcp_tw_reuse advised where it is 1: %v", f)
+	}
+	// 2 reuses on loopback only.
+	if f := find(diagnose(2, incident()), "tcp_tw_reuse"); f != nil {
+		t.Errorf("tcp_tw_reuse advised toward loopback where it is 2: %v", f)
+	}
+	s := remote()
+	if f := find(diagnose(2, s), "tcp_tw_reuse"); f == nil {
+		t.Error("tcp_tw_reuse=2 does not help a remote upstream: want the advice")
+	}
+	s.TimeWait, s.Live = 100, 27600
+	if f := find(diagnose(0, s), "tcp_tw_reuse"); f != nil {
+		t.Errorf("tcp_tw_reuse advised when TIME_WAIT holds few ports: %v", f)
+	}
+}
+
+func remote() *aggregate.SpaceReport {
+	s := incident()
+	s.Key.Src, s.Key.Dst = netip.MustParseAddr("10.0.0.5"), netip.MustParseAddrPort("10.0.0.9:5432")
+	s.Src, s.Dst = "10.0.0.5", "10.0.0.9:5432"
+	return s
+}
+
+func TestRemoteUpstream(t *testing.T) {
+	fs := diagnose(0, remote())
+	if find(fs, "unix_socket") != nil || find(fs, "source_addresses") == nil {
+		t.Errorf("remote upstream: %v", ruleNames(fs))
+	}
+	if f := find(fs, "more_destinations"); f == nil || strings.Contains(f.Fix, "127.0.0") {
+		t.Errorf("remote more destinations: %v", f)
+	}
+}
+
+func TestWideRangeNoRangeAdvice(t *testing.T) {
+	r := &aggregate.Report{Spaces: []aggregate.SpaceReport{*incident()}}
+	s := netns.Settings{Inode: ino, PortLow: 1024, PortHigh: 65535}
+	r.Netns = []aggregate.NetnsReport{{Settings: s, Usable: s.Usable()}}
+	if f := find(Diagnose(r), "port_range"); f != nil {
+		t.Errorf("range advice for the widest range: %v", f)
+	}
+}
+
+func TestBindNoPort(t *testing.T) {
+	s := incident()
+	s.Key.Dst, s.Dst = netip.AddrPort{}, ""
+	s.Failures = []aggregate.Failure{{Errno: "EADDRINUSE", Last: 40, Total: 40}}
+	fs := diagnose(0, s)
+	if f := find(fs, "bind_no_port"); f == nil || !strings.Contains(f.Fix, "IP_BIND_ADDRESS_NO_PORT") || !strings.Contains(f.Evidence, "40 EADDRINUSE") {
+		t.Errorf("bind pool: %v", fs)
+	}
+	if find(fs, "keepalive") != nil || find(fs, "tcp_tw_reuse") != nil {
+		t.Errorf("connect() advice for a bind() pool: %v", ruleNames(fs))
+	}
+	if f := find(diagnose(0, incident()), "bind_no_port"); f != nil {
+		t.Errorf("bind advice without bind(): %v", f)
+	}
+}
+
+func TestSlowPortSearch(t *testing.T) {
+	s := incident()
+	s.AllocLatency = aggregate.Summary{Count: 500, P50: 1340 * time.Microsecond, P99: 2700 * time.Microsecond, Max: 3 * time.Millisecond}
+	if f := find(diagnose(0, s), "slow_port_search"); f == nil || !strings.Contains(f.Evidence, "2.7ms at p99") {
+		t.Errorf("slow search: %v", f)
+	}
+	s.AllocLatency.P99 = 20 * time.Microsecond
+	if f := find(diagnose(0, s), "slow_port_search"); f != nil {
+		t.Errorf("fast search flagged: %v", f)
+	}
+	s.AllocLatency = aggregate.Summary{Count: 3, P99: time.Second}
+	if f := find(diagnose(0, s), "slow_port_search"); f != nil {
+		t.Errorf("flagged from 3 searches: %v", f)
+	}
+}
+
+func TestUnknownNamespaceAndOther(t *testing.T) {
+	s := incident()
+	s.Netns, s.Key.Netns = 1, 1
+	o := incident()
+	o.Other = true
+	if fs := diagnose(0, s, o); len(fs) != 0 {
+		t.Errorf("advice without the namespace's settings or for 'other': %v", fs)
+	}
+}
