@@ -37,6 +37,21 @@ func RequireRoot(t testing.TB) {
 	t.Skip("kernel test needs root: run `sudo go test ./...` (skipped)")
 }
 
+// RequireTool returns the path of a program a test drives (nginx, wrk,
+// tmux). .ci/deps installs them, so in CI their absence is a failure.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("PORTTRACE_REQUIRE_BPF") == "1" {
+		t.Fatalf("%s is missing (sh .ci/deps installs it): %v", name, err)
+	}
+	t.Skipf("%s is missing: run sh .ci/deps (skipped)", name)
+	return ""
+}
+
 // Netns is a network namespace made for one test and removed after it.
 type Netns struct {
 	Name  string
