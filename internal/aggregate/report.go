@@ -63,6 +63,7 @@ type ProcRef struct {
 // SpaceReport is one port space.
 type SpaceReport struct {
 	Key       SpaceKey  `json:"-"`
+	Name      string    `json:"name"`            // as diagnosis findings name it
 	Other     bool      `json:"other,omitempty"` // keys beyond the limits, together
 	Netns     uint32    `json:"netns"`
 	Src       string    `json:"src"`
@@ -227,7 +228,9 @@ func (a *Aggregator) spaceReport(s *space, other bool) SpaceReport {
 		Closed60:   s.closed.Sum(now, 60),
 		TotalConns: s.conns.Total, TotalTWIn: s.twIn.Total,
 	}
+	r.Name = "(other port spaces)"
 	if !other {
+		r.Name = s.key.String()
 		r.Src = s.key.Src.String()
 		if !s.key.IsBindPool() {
 			r.Dst = s.key.Dst.String()

@@ -70,7 +70,7 @@ func Diagnose(r *aggregate.Report) []Finding {
 		c := check{s: s, ns: ns}
 		for _, rule := range rules {
 			if f, ok := rule(&c); ok {
-				f.Space = s.Key.String()
+				f.Space = s.Name
 				out = append(out, f)
 			}
 		}
@@ -95,6 +95,13 @@ func (c *check) pressure() bool {
 
 // perSecond is what a space of n ports sustains without reuse.
 func perSecond(n int) float64 { return float64(n) / aggregate.TimeWaitLen }
+
+func perSecondText(n int) string {
+	if f := perSecond(n); f < 10 {
+		return fmt.Sprintf("%.1f", f)
+	}
+	return num(int(perSecond(n)))
+}
 
 func (c *check) loopback() bool {
 	return c.s.Key.Dst.Addr().IsLoopback()
@@ -123,11 +130,12 @@ func keepalive(c *check) (Finding, bool) {
 	if s.Closed60 > 0 {
 		lived = fmt.Sprintf(", %.0f%% lived under 1 s", s.ShortPct)
 	}
-	ev := fmt.Sprintf("%s opened %s connections/s to %s%s; %s; %s sustains %s/s without reuse",
-		who, num(int(s.Conns.S10+0.5)), s.Dst, lived, c.situation(), num(s.Usable), num(int(perSecond(s.Usable))))
+	ev := fmt.Sprintf("%s opened %s connections/s to %s%s; %s; %s ports sustain %s connections/s without reuse",
+		who, num(int(s.Conns.S10+0.5)), s.Dst, lived, c.situation(), num(s.Usable), perSecondText(s.Usable))
 	fix := fmt.Sprintf("reuse connections to %s (HTTP keep-alive or a connection pool)", s.Dst)
 	if slices.ContainsFunc(s.Processes, func(p aggregate.ProcRef) bool { return p.Comm == "nginx" }) {
-		fix = `enable upstream keepalive: "keepalive 32;" in the upstream block, and "proxy_http_version 1.1;" and "proxy_set_header Connection "";" where it is proxied`
+		fix = `enable upstream keepalive: "keepalive 32;" in the upstream block, and "proxy_http_version 1.1;" and "proxy_set_header Connection "";" where it is proxied ` +
+			`(where it is already on, raise keepalive_requests, 1000 by default: each connection closes after that many requests)`
 	}
 	return Finding{Rule: "keepalive", Evidence: ev, Fix: fix}, true
 }
@@ -152,13 +160,13 @@ func moreDestinations(c *check) (Finding, bool) {
 		return Finding{}, false
 	}
 	ev := fmt.Sprintf("%s; one destination address and port is one space of %s ports, %s connections/s",
-		c.situation(), num(s.Usable), num(int(perSecond(s.Usable))))
+		c.situation(), num(s.Usable), perSecondText(s.Usable))
 	dst := s.Key.Dst
 	if c.loopback() && dst.Addr().Is4() {
 		a2, a3 := dst.Addr().Next(), dst.Addr().Next().Next()
 		return Finding{Rule: "more_destinations", Evidence: ev, Fix: fmt.Sprintf(
 			"adding %s and %s as upstream addresses (any 127.0.0.0/8 address reaches the same listener) triples this port space to %s ports, %s connections/s",
-			netip.AddrPortFrom(a2, dst.Port()), netip.AddrPortFrom(a3, dst.Port()), num(3*s.Usable), num(int(perSecond(3*s.Usable))))}, true
+			netip.AddrPortFrom(a2, dst.Port()), netip.AddrPortFrom(a3, dst.Port()), num(3*s.Usable), perSecondText(3*s.Usable))}, true
 	}
 	return Finding{Rule: "more_destinations", Evidence: ev, Fix: fmt.Sprintf(
 		"each more upstream address or port is another %s ports: spread the load over several", num(s.Usable))}, true
@@ -181,9 +189,9 @@ func portRange(c *check) (Finding, bool) {
 	return Finding{
 		Rule: "port_range",
 		Evidence: fmt.Sprintf("%s; ip_local_port_range is %d-%d in netns %d: %s usable ports, %s connections/s per destination",
-			c.situation(), c.ns.PortLow, c.ns.PortHigh, c.ns.Inode, num(c.s.Usable), num(int(perSecond(c.s.Usable)))),
+			c.situation(), c.ns.PortLow, c.ns.PortHigh, c.ns.Inode, num(c.s.Usable), perSecondText(c.s.Usable)),
 		Fix: fmt.Sprintf(`widen it: sysctl -w net.ipv4.ip_local_port_range="%d %d" gives %s ports, %s connections/s (list listening ports in that range in ip_local_reserved_ports)`,
-			widestLow, widestHigh, num(wide), num(int(perSecond(wide)))),
+			widestLow, widestHigh, num(wide), perSecondText(wide)),
 	}, true
 }
 

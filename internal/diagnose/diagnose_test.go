@@ -16,8 +16,9 @@ const ino = 4026532177
 // upstream, 28,232 ports nearly all in TIME_WAIT, connect() failing.
 func incident() *aggregate.SpaceReport {
 	return &aggregate.SpaceReport{
-		Key:       aggregate.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
-		Netns:     ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
+		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
+		Name:  "127.0.0.1 -> 127.0.0.1:8080",
+		Netns: ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
 		Processes: []aggregate.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
 		Conns:     aggregate.Rates{S1: 1950, S10: 1950, S60: 1900},
 		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Rates: aggregate.Rates{S10: 30}, Last: 312, Total: 312}},
@@ -64,7 +65,7 @@ func TestIncident(t *testing.T) {
 	}
 	k := find(fs, "keepalive")
 	for _, s := range []string{"nginx (pids 812, 813)", "1,950 connections/s to 127.0.0.1:8080", "98% lived under 1 s",
-		"27,700 of 28,232 ports in use (27,610 in TIME_WAIT)", "312 EADDRNOTAVAIL", "sustains 470/s"} {
+		"27,700 of 28,232 ports in use (27,610 in TIME_WAIT)", "312 EADDRNOTAVAIL", "28,232 ports sustain 470 connections/s"} {
 		if !strings.Contains(k.Evidence, s) {
 			t.Errorf("keepalive evidence %q lacks %q", k.Evidence, s)
 		}

@@ -130,10 +130,7 @@ func Spaces(s *live.Snapshot, o Options) []string {
 }
 
 func spaceRow(r *aggregate.SpaceReport, w int) string {
-	name := r.Key.String()
-	if r.Other {
-		name = "(other port spaces)"
-	}
+	name := r.Name
 	usable, pct, eta := "?", "?", "-"
 	if r.Usable > 0 {
 		usable, pct = count(r.Usable), fmt.Sprintf("%.1f%%", r.UsedPct)

@@ -78,7 +78,7 @@ func (c *Counter) Merge(o *Counter, now int64) {
 // in TIME_WAIT, each due to return to the pool when its timer fires.
 type Expiry struct {
 	buckets [expirySlots]uint32 // by due second; TIME_WAIT lasts 60 s
-	next    int64            // the first second not yet expired
+	next    int64               // the first second not yet expired
 	size    int
 	// Released counts members per second as they expire: the drain rate.
 	Released Counter
