@@ -152,7 +152,7 @@ func countLines(t *testing.T, path, substr string) int {
 // finding is the advice of one rule about the port space sp.
 func finding(s live.Snapshot, rule string, sp aggregate.SpaceReport) *diagnose.Finding {
 	for i := range s.Findings {
-		if s.Findings[i].Rule == rule && s.Findings[i].Space == sp.Name {
+		if s.Findings[i].Rule == rule && s.Findings[i].Space == sp.Where() {
 			return &s.Findings[i]
 		}
 	}

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"slices"
 	"syscall"
@@ -91,6 +92,12 @@ type SpaceReport struct {
 	TotalConns    uint64 `json:"total_connections"`
 	TotalFailures uint64 `json:"total_failures"`
 	TotalTWIn     uint64 `json:"total_time_wait_entries"`
+}
+
+// Where names the space uniquely: the same addresses may exist in several
+// namespaces.
+func (r *SpaceReport) Where() string {
+	return fmt.Sprintf("%s (netns %d)", r.Name, r.Netns)
 }
 
 // FailRate is the failures per second over 10 s, all errnos.

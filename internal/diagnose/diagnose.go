@@ -18,17 +18,25 @@ import (
 
 // Finding is one piece of advice about one port space.
 type Finding struct {
-	Rule     string `json:"rule"`
-	Space    string `json:"port_space"`
-	Evidence string `json:"evidence"`
-	Fix      string `json:"fix"`
+	Rule  string `json:"rule"`
+	Space string `json:"port_space"`
+	// Situation is the space's state, common to its findings; Evidence
+	// is what this rule saw in particular.
+	Situation string `json:"situation"`
+	Evidence  string `json:"evidence"`
+	Fix       string `json:"fix"`
+}
+
+// Advice is the rule's own evidence and fix, without the situation.
+func (f Finding) Advice() string {
+	if f.Fix == "" {
+		return f.Evidence + "."
+	}
+	return f.Evidence + ": " + f.Fix + "."
 }
 
 func (f Finding) String() string {
-	if f.Fix == "" {
-		return fmt.Sprintf("%s: %s.", f.Space, f.Evidence)
-	}
-	return fmt.Sprintf("%s: %s: %s.", f.Space, f.Evidence, f.Fix)
+	return fmt.Sprintf("%s: %s; %s", f.Space, f.Situation, f.Advice())
 }
 
 // Thresholds, each chosen to stay quiet on a healthy machine.
@@ -70,7 +78,7 @@ func Diagnose(r *aggregate.Report) []Finding {
 		c := check{s: s, ns: ns}
 		for _, rule := range rules {
 			if f, ok := rule(&c); ok {
-				f.Space = s.Name
+				f.Space, f.Situation = s.Where(), c.situation()
 				out = append(out, f)
 			}
 		}
@@ -130,8 +138,8 @@ func keepalive(c *check) (Finding, bool) {
 	if s.Closed60 > 0 {
 		lived = fmt.Sprintf(", %.0f%% lived under 1 s", s.ShortPct)
 	}
-	ev := fmt.Sprintf("%s opened %s connections/s to %s%s; %s; %s ports sustain %s connections/s without reuse",
-		who, num(int(s.Conns.S10+0.5)), s.Dst, lived, c.situation(), num(s.Usable), perSecondText(s.Usable))
+	ev := fmt.Sprintf("%s opened %s connections/s to %s%s; %s ports sustain %s connections/s without reuse",
+		who, num(int(s.Conns.S10+0.5)), s.Dst, lived, num(s.Usable), perSecondText(s.Usable))
 	fix := fmt.Sprintf("reuse connections to %s (HTTP keep-alive or a connection pool)", s.Dst)
 	if slices.ContainsFunc(s.Processes, func(p aggregate.ProcRef) bool { return p.Comm == "nginx" }) {
 		fix = `enable upstream keepalive: "keepalive 32;" in the upstream block, and "proxy_http_version 1.1;" and "proxy_set_header Connection "";" where it is proxied ` +
@@ -148,7 +156,7 @@ func twReuse(c *check) (Finding, bool) {
 	}
 	return Finding{
 		Rule:     "tcp_tw_reuse",
-		Evidence: fmt.Sprintf("%s; tcp_tw_reuse is %d in netns %d", c.situation(), c.ns.TWReuse, c.ns.Inode),
+		Evidence: fmt.Sprintf("tcp_tw_reuse is %d in netns %d", c.ns.TWReuse, c.ns.Inode),
 		Fix: fmt.Sprintf("set net.ipv4.tcp_tw_reuse=1 in that namespace: connect() may then take a TIME_WAIT port after 1 s "+
 			"(with TCP timestamps), which frees up to the %s ports now in TIME_WAIT", num(s.TimeWait)),
 	}, true
@@ -159,8 +167,8 @@ func moreDestinations(c *check) (Finding, bool) {
 	if s.Key.IsBindPool() || !c.pressure() {
 		return Finding{}, false
 	}
-	ev := fmt.Sprintf("%s; one destination address and port is one space of %s ports, %s connections/s",
-		c.situation(), num(s.Usable), perSecondText(s.Usable))
+	ev := fmt.Sprintf("one destination address and port is one space of %s ports, %s connections/s",
+		num(s.Usable), perSecondText(s.Usable))
 	dst := s.Key.Dst
 	if c.loopback() && dst.Addr().Is4() {
 		a2, a3 := dst.Addr().Next(), dst.Addr().Next().Next()
@@ -188,8 +196,8 @@ func portRange(c *check) (Finding, bool) {
 	wide := netns.Settings{PortLow: widestLow, PortHigh: widestHigh, Reserved: c.ns.Reserved}.Usable()
 	return Finding{
 		Rule: "port_range",
-		Evidence: fmt.Sprintf("%s; ip_local_port_range is %d-%d in netns %d: %s usable ports, %s connections/s per destination",
-			c.situation(), c.ns.PortLow, c.ns.PortHigh, c.ns.Inode, num(c.s.Usable), perSecondText(c.s.Usable)),
+		Evidence: fmt.Sprintf("ip_local_port_range is %d-%d in netns %d: %s usable ports, %s connections/s per destination",
+			c.ns.PortLow, c.ns.PortHigh, c.ns.Inode, num(c.s.Usable), perSecondText(c.s.Usable)),
 		Fix: fmt.Sprintf(`widen it: sysctl -w net.ipv4.ip_local_port_range="%d %d" gives %s ports, %s connections/s (list listening ports in that range in ip_local_reserved_ports)`,
 			widestLow, widestHigh, num(wide), perSecondText(wide)),
 	}, true
@@ -199,7 +207,7 @@ func sourceAddresses(c *check) (Finding, bool) {
 	if c.s.Key.IsBindPool() || c.loopback() || !c.pressure() {
 		return Finding{}, false
 	}
-	return Finding{Rule: "source_addresses", Evidence: fmt.Sprintf("%s, all from source address %s", c.situation(), c.s.Src),
+	return Finding{Rule: "source_addresses", Evidence: fmt.Sprintf("every connection comes from source address %s", c.s.Src),
 		Fix: fmt.Sprintf("each more local source address is another %s ports toward %s (nginx: proxy_bind with split_clients)", num(c.s.Usable), c.s.Dst)}, true
 }
 
@@ -209,7 +217,7 @@ func bindNoPort(c *check) (Finding, bool) {
 		return Finding{}, false
 	}
 	return Finding{Rule: "bind_no_port",
-		Evidence: fmt.Sprintf("%s opened %s bind()s/s; %s", processes(s.Processes), num(int(s.Conns.S10+0.5)), c.situation()),
+		Evidence: fmt.Sprintf("%s made %s bind()s/s", processes(s.Processes), num(int(s.Conns.S10+0.5))),
 		Fix: fmt.Sprintf("bind() before connect() takes its port from one pool per source address (%s) shared by every destination: "+
 			"set IP_BIND_ADDRESS_NO_PORT before bind() so that connect() picks the port per destination", s.Src)}, true
 }
@@ -223,6 +231,9 @@ func slowPortSearch(c *check) (Finding, bool) {
 		"port search took %s at p99 (p50 %s, max %s) over %s searches: the kernel scans past taken ports, the early sign of exhaustion",
 		l.P99.Round(time.Microsecond), l.P50.Round(time.Microsecond), l.Max.Round(time.Microsecond), num(int(l.Count)))}, true
 }
+
+// maxPids is how many pids a finding names per process name.
+const maxPids = 4
 
 // processes names the processes behind a space as "nginx (pids 812, 813)".
 func processes(refs []aggregate.ProcRef) string {
@@ -243,6 +254,9 @@ func processes(refs []aggregate.ProcRef) string {
 		word := "pid"
 		if len(pids) > 1 {
 			word = "pids"
+		}
+		if len(pids) > maxPids {
+			pids = append(pids[:maxPids:maxPids], fmt.Sprintf("and %d more", len(pids)-maxPids))
 		}
 		out = append(out, fmt.Sprintf("%s (%s %s)", comm, word, strings.Join(pids, ", ")))
 	}

@@ -64,10 +64,10 @@ func TestIncident(t *testing.T) {
 		t.Fatalf("rules %q, want %q", got, want)
 	}
 	k := find(fs, "keepalive")
-	for _, s := range []string{"nginx (pids 812, 813)", "1,950 connections/s to 127.0.0.1:8080", "98% lived under 1 s",
+	for _, s := range []string{k.Situation + "; nginx (pids 812, 813)", "1,950 connections/s to 127.0.0.1:8080", "98% lived under 1 s",
 		"27,700 of 28,232 ports in use (27,610 in TIME_WAIT)", "312 EADDRNOTAVAIL", "28,232 ports sustain 470 connections/s"} {
-		if !strings.Contains(k.Evidence, s) {
-			t.Errorf("keepalive evidence %q lacks %q", k.Evidence, s)
+		if !strings.Contains(k.String(), s) {
+			t.Errorf("keepalive finding %q lacks %q", k, s)
 		}
 	}
 	if !strings.Contains(k.Fix, "keepalive 32;") || !strings.Contains(k.Fix, "proxy_http_version 1.1") {
@@ -115,7 +115,7 @@ func TestHealthy(t *testing.T) {
 	// Filling, and soon full: pressure without failures yet.
 	eta := (4 * time.Minute).Seconds()
 	s.ETA = &eta
-	if fs := diagnose(0, s); find(fs, "more_destinations") == nil || !strings.Contains(fs[0].Evidence, "full in 4m0s") {
+	if fs := diagnose(0, s); find(fs, "more_destinations") == nil || !strings.Contains(fs[0].Situation, "full in 4m0s") {
 		t.Errorf("a space full in 4 minutes: %v", fs)
 	}
 }
@@ -169,7 +169,7 @@ func TestBindNoPort(t *testing.T) {
 	s.Key.Dst, s.Dst = netip.AddrPort{}, ""
 	s.Failures = []aggregate.Failure{{Errno: "EADDRINUSE", Last: 40, Total: 40}}
 	fs := diagnose(0, s)
-	if f := find(fs, "bind_no_port"); f == nil || !strings.Contains(f.Fix, "IP_BIND_ADDRESS_NO_PORT") || !strings.Contains(f.Evidence, "40 EADDRINUSE") {
+	if f := find(fs, "bind_no_port"); f == nil || !strings.Contains(f.Fix, "IP_BIND_ADDRESS_NO_PORT") || !strings.Contains(f.Situation, "40 EADDRINUSE") {
 		t.Errorf("bind pool: %v", fs)
 	}
 	if find(fs, "keepalive") != nil || find(fs, "tcp_tw_reuse") != nil {

@@ -179,9 +179,17 @@ func Diagnosis(s *live.Snapshot) []string {
 	if len(s.Findings) == 0 {
 		return []string{"No port space is under pressure: nothing to fix."}
 	}
+	// One paragraph per port space, its situation once, then each fix.
 	var out []string
+	space := ""
+	n := 0
 	for _, f := range s.Findings {
-		out = append(out, "* "+f.String())
+		if f.Space != space {
+			space, n = f.Space, 0
+			out = append(out, f.Space+": "+f.Situation)
+		}
+		n++
+		out = append(out, fmt.Sprintf("  %d. %s", n, f.Advice()))
 	}
 	return out
 }

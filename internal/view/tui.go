@@ -55,6 +55,19 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 	case tea.KeyMsg:
+		// Keys typed faster than a read arrive as one message of several
+		// runes (and so do keys sent by tmux): take them one at a time.
+		if msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && !msg.Paste {
+			var cmd tea.Cmd
+			var model tea.Model = m
+			for _, r := range msg.Runes {
+				model, cmd = model.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
+				if cmd != nil {
+					return model, cmd
+				}
+			}
+			return model, nil
+		}
 		if m.editing {
 			return m.editFilter(msg), nil
 		}
@@ -201,21 +214,24 @@ func (m Model) pad(s string) string {
 	return s
 }
 
-// wrap breaks each paragraph at the width, continuation lines indented.
+// wrap breaks each paragraph at the width, keeping its indentation and
+// indenting continuation lines a little further.
 func (m Model) wrap(paras []string) []string {
 	var out []string
 	w := max(m.width, 40)
 	for _, p := range paras {
-		line := ""
+		indent := p[:len(p)-len(strings.TrimLeft(p, " "))]
+		line, cont := "", indent+"   "
 		for _, word := range strings.Fields(p) {
-			if line != "" && len(line)+1+len(word) > w {
+			switch {
+			case line == "":
+				line = indent + word
+			case len(line)+1+len(word) > w:
 				out = append(out, line)
-				line = "  "
+				line = cont + word
+			default:
+				line += " " + word
 			}
-			if line != "" && line != "  " {
-				line += " "
-			}
-			line += word
 		}
 		out = append(out, line)
 	}
