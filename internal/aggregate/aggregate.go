@@ -23,14 +23,16 @@ type Limits struct {
 	Sockets   int // open sockets followed for lifetime and occupancy
 }
 
-// DefaultLimits hold a large proxy's upstreams with room to spare, in well
-// under 100 MiB.
+// DefaultLimits hold a large proxy's upstreams with room to spare. Filled
+// to the brim with the widest spread of values, they take about 135 MiB
+// (TestMemoryBound); a real incident, a few MiB.
 var DefaultLimits = Limits{Spaces: 1024, Processes: 1024, Sockets: 1 << 20}
 
-// sock is an open socket that holds a port.
+// sock is an open socket that holds a port. Kept small: there may be a
+// million of them.
 type sock struct {
-	space       SpaceKey
-	start       time.Time // zero if known only from a snapshot
+	space       *space // "other" once its own was evicted
+	start       int64  // UnixNano; 0 if known only from a snapshot
 	established bool
 }
 
@@ -45,7 +47,7 @@ type Aggregator struct {
 	procs     map[ProcKey]*proc
 	other     *space
 	otherProc *proc
-	socks     map[uint64]*sock
+	socks     map[uint64]sock
 	netns     map[uint32]netns.Settings
 	synced    map[uint32]time.Time // last snapshot per netns
 	lost      uint64
@@ -60,7 +62,7 @@ func New(start time.Time, limits Limits, container func(tgid uint32) string) *Ag
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
 		other:     newSpace(SpaceKey{}),
 		otherProc: newProc(ProcKey{}, ""),
-		socks:     map[uint64]*sock{}, netns: map[uint32]netns.Settings{}, synced: map[uint32]time.Time{},
+		socks:     map[uint64]sock{}, netns: map[uint32]netns.Settings{}, synced: map[uint32]time.Time{},
 	}
 }
 
@@ -151,30 +153,32 @@ func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey) {
 		s.conns.Add(sec, 1)
 		s.attribute(sec, procOf(e))
 		a.proc(procOf(e), sec).connect(sec, k)
-		if o := a.socks[e.Cookie]; o != nil { // already counted by a snapshot
-			o.start = e.Time
+		if o, ok := a.socks[e.Cookie]; ok { // already counted by a snapshot
+			o.start = e.Time.UnixNano()
+			a.socks[e.Cookie] = o
 			return
 		}
 		if len(a.socks) >= a.limits.Sockets {
 			a.untracked++
 			return
 		}
-		a.socks[e.Cookie] = &sock{space: k, start: e.Time}
+		a.socks[e.Cookie] = sock{space: s, start: e.Time.UnixNano()}
 		s.live++
 	case event.Established:
-		if o := a.socks[e.Cookie]; o != nil {
+		if o, ok := a.socks[e.Cookie]; ok {
 			o.established = true
+			a.socks[e.Cookie] = o
 		}
 	case event.Close:
-		o := a.socks[e.Cookie]
-		if o == nil {
+		o, ok := a.socks[e.Cookie]
+		if !ok {
 			return
 		}
 		delete(a.socks, e.Cookie)
-		s := a.lookup(o.space)
+		s := o.space
 		s.live--
-		if o.established && !o.start.IsZero() {
-			life := e.Time.Sub(o.start)
+		if o.established && o.start != 0 {
+			life := e.Time.Sub(time.Unix(0, o.start))
 			s.closed.Add(sec, 1)
 			if life < time.Second {
 				s.short.Add(sec, 1)
@@ -209,8 +213,8 @@ func (a *Aggregator) Sync(snaps []Snapshot) {
 		}
 	}
 	for cookie, o := range a.socks {
-		t, ok := synced[o.space.Netns]
-		if ok && !present[cookie] && o.start.Before(t) {
+		t, ok := synced[o.space.key.Netns]
+		if ok && !present[cookie] && o.start < t.UnixNano() {
 			delete(a.socks, cookie)
 		}
 	}
@@ -225,17 +229,8 @@ func (a *Aggregator) recount() {
 	}
 	a.other.live = 0
 	for _, o := range a.socks {
-		a.lookup(o.space).live++
+		o.space.live++
 	}
-}
-
-// lookup is the space a key's figures go to: its own, or "other" if it was
-// evicted or never admitted.
-func (a *Aggregator) lookup(k SpaceKey) *space {
-	if s := a.spaces[k]; s != nil {
-		return s
-	}
-	return a.other
 }
 
 func (a *Aggregator) resetTimeWait(ino uint32) {
@@ -260,9 +255,8 @@ func (a *Aggregator) syncSocket(sn Snapshot, so *sockdiag.Socket, present map[ui
 		a.spaceQuiet(k).tw.Add(a.now, a.second(sn.Time.Add(so.Expires)), 1)
 		return
 	}
-	if a.socks[so.Cookie] == nil && len(a.socks) < a.limits.Sockets {
-		a.socks[so.Cookie] = &sock{space: k}
-		a.spaceQuiet(k) // live is recounted after the sync
+	if _, ok := a.socks[so.Cookie]; !ok && len(a.socks) < a.limits.Sockets {
+		a.socks[so.Cookie] = sock{space: a.spaceQuiet(k)} // live is recounted after the sync
 	}
 }
 
@@ -293,9 +287,17 @@ func (a *Aggregator) Tick(t time.Time) {
 func (a *Aggregator) evict() {
 	if n := len(a.spaces); n >= a.limits.Spaces && n > 0 {
 		keys := coldest(a.spaces, func(s *space) int64 { return s.active }, max(n/16, 1))
+		gone := map[*space]bool{}
 		for _, k := range keys {
+			gone[a.spaces[k]] = true
 			a.other.merge(a.spaces[k], a.now)
 			delete(a.spaces, k)
+		}
+		for cookie, o := range a.socks {
+			if gone[o.space] {
+				o.space = a.other
+				a.socks[cookie] = o
+			}
 		}
 	}
 	if n := len(a.procs); n >= a.limits.Processes && n > 0 {

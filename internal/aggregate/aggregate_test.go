@@ -216,7 +216,9 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	if r.Live != 5 || r.TimeWait != 0 {
 		t.Errorf("after resync: live %d TIME_WAIT %d, want 4 from the snapshot + 1 newer, 0", r.Live, r.TimeWait)
 	}
-	if s.a.socks[lost] != nil || s.a.socks[late] == nil {
+	_, lostKept := s.a.socks[lost]
+	_, lateKept := s.a.socks[late]
+	if lostKept || !lateKept {
 		t.Errorf("resync dropped the wrong socket")
 	}
 }

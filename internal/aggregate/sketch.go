@@ -11,10 +11,11 @@ import (
 const (
 	sketchSlots   = 6
 	sketchSlotLen = 10 // seconds
-	// 1% relative error is finer than anything an operator acts on; the
-	// bin cap bounds memory (8 KiB per sketch at most) whatever the values.
-	sketchAccuracy = 0.01
-	sketchMaxBins  = 1024
+	// 2% relative error is finer than anything an operator acts on; the
+	// bin cap bounds memory (4 KiB per sketch at most) whatever the values:
+	// 512 bins at 2% span a ratio of 10^9 (1 µs to 15 minutes).
+	sketchAccuracy = 0.02
+	sketchMaxBins  = 512
 )
 
 // durations is a streaming histogram of durations over a rolling minute.
