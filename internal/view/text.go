@@ -253,7 +253,7 @@ func procNames(refs []aggregate.ProcRef) string {
 }
 
 func rate(f float64) string {
-	if f >= 100 || f == 0 {
+	if f >= 10 || f == 0 {
 		return count(int(f + 0.5))
 	}
 	return fmt.Sprintf("%.1f", f)
@@ -270,7 +270,7 @@ func count(n int) string {
 func duration(sec float64) string {
 	d := time.Duration(sec * float64(time.Second))
 	switch {
-	case d < time.Minute:
+	case d < time.Hour:
 		return d.Round(time.Second).String()
 	case d < 24*time.Hour:
 		return d.Round(time.Minute).String()
