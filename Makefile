@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
-ARGS      ?= trace
+ARGS      ?= top
 
 .PHONY: help deps build run generate test test-unit test-vm clean
 
@@ -15,7 +15,7 @@ deps: ## install what a fresh Debian 12 machine lacks (apt packages, Go modules)
 build: ## build bin/porttrace (no clang needed: BPF objects are committed)
 	$(GO) build -o $(BIN) ./cmd/porttrace
 
-run: deps build ## set up, build and run porttrace (ARGS=trace by default)
+run: deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
 	./$(BIN) $(ARGS)
 
 generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go output
