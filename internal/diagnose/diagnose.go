@@ -51,6 +51,7 @@ const (
 	// period, mostly from short connections, is missing connection reuse.
 	churnShare = 0.5
 	shortPct   = 50.0
+	minClosed  = 10 // connections closed in the last minute
 	// TIME_WAIT is what holds the ports when it is this share of them.
 	timeWaitShare = 0.5
 	// Port search slower than this at p99 means long scans past taken ports.
@@ -130,16 +131,14 @@ func (c *check) situation() string {
 func keepalive(c *check) (Finding, bool) {
 	s := c.s
 	churn := s.Conns.S10 * aggregate.TimeWaitLen
-	if s.Key.IsBindPool() || !c.pressure() || churn < churnShare*float64(s.Usable) || s.Closed60 > 0 && s.ShortPct < shortPct {
+	// Connections still open are being reused: only closed ones, mostly
+	// short, show that reuse is missing.
+	if s.Key.IsBindPool() || !c.pressure() || churn < churnShare*float64(s.Usable) || s.Closed60 < minClosed || s.ShortPct < shortPct {
 		return Finding{}, false
 	}
 	who := processes(s.Processes)
-	lived := ""
-	if s.Closed60 > 0 {
-		lived = fmt.Sprintf(", %.0f%% lived under 1 s", s.ShortPct)
-	}
-	ev := fmt.Sprintf("%s opened %s connections/s to %s%s; %s ports sustain %s connections/s without reuse",
-		who, num(int(s.Conns.S10+0.5)), s.Dst, lived, num(s.Usable), perSecondText(s.Usable))
+	ev := fmt.Sprintf("%s opened %s connections/s to %s, %.0f%% of those closed lived under 1 s; %s ports sustain %s connections/s without reuse",
+		who, num(int(s.Conns.S10+0.5)), s.Dst, s.ShortPct, num(s.Usable), perSecondText(s.Usable))
 	fix := fmt.Sprintf("reuse connections to %s (HTTP keep-alive or a connection pool)", s.Dst)
 	if slices.ContainsFunc(s.Processes, func(p aggregate.ProcRef) bool { return p.Comm == "nginx" }) {
 		fix = `enable upstream keepalive: "keepalive 32;" in the upstream block, and "proxy_http_version 1.1;" and "proxy_set_header Connection "";" where it is proxied ` +

@@ -64,7 +64,7 @@ func TestIncident(t *testing.T) {
 		t.Fatalf("rules %q, want %q", got, want)
 	}
 	k := find(fs, "keepalive")
-	for _, s := range []string{k.Situation + "; nginx (pids 812, 813)", "1,950 connections/s to 127.0.0.1:8080", "98% lived under 1 s",
+	for _, s := range []string{k.Situation + "; nginx (pids 812, 813)", "1,950 connections/s to 127.0.0.1:8080", "98% of those closed lived under 1 s",
 		"27,700 of 28,232 ports in use (27,610 in TIME_WAIT)", "312 EADDRNOTAVAIL", "28,232 ports sustain 470 connections/s"} {
 		if !strings.Contains(k.String(), s) {
 			t.Errorf("keepalive finding %q lacks %q", k, s)
@@ -97,6 +97,12 @@ func TestKeepaliveConfigured(t *testing.T) {
 	s.ShortPct = 10
 	if f := find(diagnose(0, s), "keepalive"); f != nil {
 		t.Errorf("keepalive advised for long-lived connections: %v", f)
+	}
+	// A pool growing: connections open, none closed yet.
+	s = incident()
+	s.Closed60, s.ShortPct = 0, 0
+	if f := find(diagnose(0, s), "keepalive"); f != nil {
+		t.Errorf("keepalive advised while no connection closed: %v", f)
 	}
 	// Generic client: generic advice.
 	s = incident()
