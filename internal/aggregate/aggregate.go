@@ -33,7 +33,16 @@ var DefaultLimits = Limits{Spaces: 1024, Processes: 1024, Sockets: 1 << 20}
 type sock struct {
 	space       *space // "other" once its own was evicted
 	start       int64  // UnixNano; 0 if known only from a snapshot
+	netns       uint32
 	established bool
+}
+
+// pendingTW is a TIME_WAIT entry seen while a snapshot was being taken: the
+// snapshot may or may not include it.
+type pendingTW struct {
+	cookie uint64
+	key    SpaceKey
+	due    int64
 }
 
 // Aggregator accumulates events. Its clock is the events' own: seconds since
@@ -49,9 +58,15 @@ type Aggregator struct {
 	otherProc *proc
 	socks     map[uint64]sock
 	netns     map[uint32]netns.Settings
-	synced    map[uint32]time.Time // last snapshot per netns
 	lost      uint64
-	untracked uint64 // sockets beyond Limits.Sockets
+	// While socket tables are read (BeginSync to Sync), TIME_WAIT entries
+	// and closes are noted, so that Sync neither loses nor doubles them.
+	syncing     bool
+	pending     []pendingTW
+	closedSince map[uint64]bool
+	twSeen      map[uint64]bool // TIME_WAIT sockets of the last snapshot
+	evictedAt   int64
+	untracked   uint64 // sockets beyond Limits.Sockets
 }
 
 // New returns an aggregator whose first second begins at start. container,
@@ -62,7 +77,7 @@ func New(start time.Time, limits Limits, container func(tgid uint32) string) *Ag
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
 		other:     newSpace(SpaceKey{}),
 		otherProc: newProc(ProcKey{}, ""),
-		socks:     map[uint64]sock{}, netns: map[uint32]netns.Settings{}, synced: map[uint32]time.Time{},
+		socks:     map[uint64]sock{}, netns: map[uint32]netns.Settings{},
 	}
 }
 
@@ -139,9 +154,12 @@ func (a *Aggregator) Add(e *event.Event) {
 		s := a.space(k, sec)
 		s.twIn.Add(sec, 1)
 		a.proc(procOf(e), sec).twIn.Add(sec, 1)
-		// A snapshot taken after this event already counted the socket.
-		if e.Time.After(a.synced[e.Netns]) {
-			s.tw.Add(a.now, a.second(e.Time.Add(TimeWaitLen*time.Second)), 1)
+		due := a.second(e.Time.Add(TimeWaitLen * time.Second))
+		if !a.twSeen[e.Cookie] { // else the last snapshot counted it
+			s.tw.Add(a.now, due, 1)
+		}
+		if a.syncing {
+			a.pending = append(a.pending, pendingTW{e.Cookie, k, due})
 		}
 	}
 }
@@ -162,7 +180,7 @@ func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey) {
 			a.untracked++
 			return
 		}
-		a.socks[e.Cookie] = sock{space: s, start: e.Time.UnixNano()}
+		a.socks[e.Cookie] = sock{space: s, start: e.Time.UnixNano(), netns: e.Netns}
 		s.live++
 	case event.Established:
 		if o, ok := a.socks[e.Cookie]; ok {
@@ -170,6 +188,9 @@ func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey) {
 			a.socks[e.Cookie] = o
 		}
 	case event.Close:
+		if a.syncing {
+			a.closedSince[e.Cookie] = true
+		}
 		o, ok := a.socks[e.Cookie]
 		if !ok {
 			return
@@ -195,29 +216,45 @@ type Snapshot struct {
 	Sockets []sockdiag.Socket
 }
 
+// BeginSync marks the start of reading the socket tables that the next
+// Sync applies; call it before the first dump begins.
+func (a *Aggregator) BeginSync() {
+	a.syncing, a.pending, a.closedSince = true, nil, map[uint64]bool{}
+}
+
 // Sync replaces the occupancy of each namespace in snaps by what the kernel
 // reported: TIME_WAIT populations are rebuilt, sockets porttrace missed
-// (older than it, or lost) are added, and those gone are dropped.
+// (older than it, or lost) are added, and those gone are dropped. snaps
+// should cover every namespace: "other" is rebuilt from them.
 func (a *Aggregator) Sync(snaps []Snapshot) {
 	if len(snaps) == 0 {
+		a.syncing = false
 		return
 	}
-	present := map[uint64]bool{}
 	synced := map[uint32]time.Time{}
 	for _, sn := range snaps {
 		synced[sn.Netns] = sn.Time
-		a.synced[sn.Netns] = sn.Time
-		a.resetTimeWait(sn.Netns)
+	}
+	a.resetTimeWait(synced)
+	present, twSeen := map[uint64]bool{}, map[uint64]bool{}
+	for _, sn := range snaps {
 		for i := range sn.Sockets {
-			a.syncSocket(sn, &sn.Sockets[i], present)
+			a.syncSocket(sn, &sn.Sockets[i], present, twSeen)
+		}
+	}
+	// TIME_WAIT entries seen during the dump that it missed.
+	for _, p := range a.pending {
+		if _, ok := synced[p.key.Netns]; ok && !twSeen[p.cookie] {
+			a.lookup(p.key).tw.Add(a.now, p.due, 1)
 		}
 	}
 	for cookie, o := range a.socks {
-		t, ok := synced[o.space.key.Netns]
+		t, ok := synced[o.netns]
 		if ok && !present[cookie] && o.start < t.UnixNano() {
 			delete(a.socks, cookie)
 		}
 	}
+	a.twSeen, a.syncing, a.pending, a.closedSince = twSeen, false, nil, nil
 	a.recount()
 }
 
@@ -233,16 +270,27 @@ func (a *Aggregator) recount() {
 	}
 }
 
-func (a *Aggregator) resetTimeWait(ino uint32) {
+func (a *Aggregator) resetTimeWait(synced map[uint32]time.Time) {
 	for k, s := range a.spaces {
-		if k.Netns == ino {
+		if _, ok := synced[k.Netns]; ok {
 			s.tw.Reset()
 		}
 	}
+	a.other.tw.Reset()
 }
 
-func (a *Aggregator) syncSocket(sn Snapshot, so *sockdiag.Socket, present map[uint64]bool) {
-	if !so.TimeWait {
+// lookup is the space a key's figures go to: its own, or "other".
+func (a *Aggregator) lookup(k SpaceKey) *space {
+	if s := a.spaces[k]; s != nil {
+		return s
+	}
+	return a.other
+}
+
+func (a *Aggregator) syncSocket(sn Snapshot, so *sockdiag.Socket, present, twSeen map[uint64]bool) {
+	if so.TimeWait {
+		twSeen[so.Cookie] = true
+	} else {
 		present[so.Cookie] = true
 	}
 	ns, ok := a.netns[sn.Netns]
@@ -255,18 +303,26 @@ func (a *Aggregator) syncSocket(sn Snapshot, so *sockdiag.Socket, present map[ui
 		a.spaceQuiet(k).tw.Add(a.now, a.second(sn.Time.Add(so.Expires)), 1)
 		return
 	}
-	if _, ok := a.socks[so.Cookie]; !ok && len(a.socks) < a.limits.Sockets {
-		a.socks[so.Cookie] = sock{space: a.spaceQuiet(k)} // live is recounted after the sync
+	_, followed := a.socks[so.Cookie]
+	if !followed && !a.closedSince[so.Cookie] && len(a.socks) < a.limits.Sockets {
+		// live is recounted after the sync
+		a.socks[so.Cookie] = sock{space: a.spaceQuiet(k), netns: sn.Netns}
 	}
 }
 
 // spaceQuiet finds or makes a space without marking it active: a snapshot
-// is not activity.
+// is not activity, and a space only a snapshot knows is the first to go
+// when the table is full.
 func (a *Aggregator) spaceQuiet(k SpaceKey) *space {
 	if s := a.spaces[k]; s != nil {
 		return s
 	}
-	return a.space(k, a.now)
+	if len(a.spaces) >= a.limits.Spaces {
+		return a.other
+	}
+	s := newSpace(k)
+	a.spaces[k] = s
+	return s
 }
 
 // Tick moves the aggregator's clock to t: TIME_WAIT ports due by then return,
@@ -283,8 +339,13 @@ func (a *Aggregator) Tick(t time.Time) {
 	a.evict()
 }
 
-// evict folds the coldest sixteenth of a full table into "other".
+// evict folds the coldest sixteenth of a full table into "other", once a
+// second at most.
 func (a *Aggregator) evict() {
+	if a.evictedAt == a.now {
+		return
+	}
+	a.evictedAt = a.now
 	if n := len(a.spaces); n >= a.limits.Spaces && n > 0 {
 		keys := coldest(a.spaces, func(s *space) int64 { return s.active }, max(n/16, 1))
 		gone := map[*space]bool{}

@@ -177,7 +177,7 @@ func TestProcesses(t *testing.T) {
 func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	s := newStream(t, DefaultLimits)
 	tw := func(port uint16, expires time.Duration) sockdiag.Socket {
-		return sockdiag.Socket{Src: netip.AddrPortFrom(src, port), Dst: upstream, State: 6, TimeWait: true, Expires: expires}
+		return sockdiag.Socket{Src: netip.AddrPortFrom(src, port), Dst: upstream, State: 6, TimeWait: true, Expires: expires, Cookie: uint64(port)}
 	}
 	var socks []sockdiag.Socket
 	for i := 0; i < 30; i++ {
@@ -189,6 +189,7 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	// Not ephemeral: a server's accepted socket and a fixed bind.
 	socks = append(socks, sockdiag.Socket{Src: upstream, Dst: netip.AddrPortFrom(src, 40070), State: 1, Cookie: 90},
 		sockdiag.Socket{Src: netip.AddrPortFrom(src, 999), Dst: upstream, State: 1, Cookie: 91})
+	s.a.BeginSync()
 	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1), Sockets: socks}})
 
 	r := s.space(s.report(1), upstream)
@@ -199,7 +200,7 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 		t.Errorf("TIME_WAIT from the snapshot must expire on its own timer (20 s): %d left", r.TimeWait)
 	}
 	// A TIME_WAIT entry the snapshot already counted, then a new one.
-	s.add(s.ev(at(0.9), curl, event_TimeWait, 7, upstream))
+	s.add(s.ev(at(0.9), curl, event_TimeWait, 40007, upstream))
 	s.add(s.ev(at(22), curl, event_TimeWait, 8, upstream))
 	// A socket of the snapshot closes: porttrace saw its close.
 	s.state(at(22), curl, 50, upstream, event_Established, event_Close)
@@ -211,6 +212,7 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	// next snapshot began: only the first is dropped.
 	lost := s.open(at(24), curl, upstream, time.Microsecond)
 	late := s.open(at(26), curl, upstream, time.Microsecond)
+	s.a.BeginSync()
 	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(25), Sockets: socks[31:35]}})
 	r = s.space(s.report(27), upstream)
 	if r.Live != 5 || r.TimeWait != 0 {
@@ -270,5 +272,64 @@ func TestBindPool(t *testing.T) {
 	r := s.report(2).Spaces[0]
 	if r.Dst != "" || r.TotalConns != 6 || r.Errno("EADDRINUSE") != 4 || !r.Exhausted || r.ExhaustionErrno() != "EADDRINUSE" {
 		t.Errorf("bind pool %+v: want 6 binds, 4 EADDRINUSE, exhausted", r)
+	}
+}
+
+// TestSyncDuringEvents: events that arrive while the tables are read are
+// neither lost nor doubled, whether or not the dump saw them.
+func TestSyncDuringEvents(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	a := s.open(at(1), curl, upstream, time.Microsecond)
+	b := s.open(at(1), curl, upstream, time.Microsecond)
+	s.a.BeginSync()
+	s.closeTW(at(2), curl, a, upstream) // the dump saw a in TIME_WAIT
+	s.closeTW(at(2), curl, b, upstream) // the dump saw b still open
+	c := s.open(at(2), curl, upstream, time.Microsecond)
+	s.state(at(2.1), curl, c, upstream, event_Established, event_Close) // the dump saw c open
+	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1.5), Sockets: []sockdiag.Socket{
+		{Src: netip.AddrPortFrom(src, 40001), Dst: upstream, State: 6, TimeWait: true, Expires: 59 * time.Second, Cookie: a},
+		{Src: netip.AddrPortFrom(src, 40002), Dst: upstream, State: 1, Cookie: b},
+		{Src: netip.AddrPortFrom(src, 40003), Dst: upstream, State: 1, Cookie: c},
+	}}})
+	r := s.space(s.report(3), upstream)
+	if r.TimeWait != 2 || r.Live != 0 {
+		t.Errorf("TIME_WAIT %d live %d, want 2 (a and b) and 0", r.TimeWait, r.Live)
+	}
+	// a's TIME_WAIT event again (a late duplicate) changes nothing.
+	s.add(s.ev(at(3), curl, event_TimeWait, a, upstream))
+	if r := s.space(s.report(3), upstream); r.TimeWait != 2 {
+		t.Errorf("TIME_WAIT %d after a duplicate, want 2", r.TimeWait)
+	}
+}
+
+// TestOtherIsReconciled: with the space table full, the "other" row neither
+// grows with each snapshot nor keeps sockets that are gone.
+func TestOtherIsReconciled(t *testing.T) {
+	s := newStream(t, Limits{Spaces: 1, Processes: 16, Sockets: 100})
+	s.open(at(1), curl, upstream, time.Microsecond) // fills the table
+	far := netip.MustParseAddrPort("10.0.0.9:443")
+	snap := []sockdiag.Socket{
+		{Src: netip.AddrPortFrom(src, 40010), Dst: far, State: 6, TimeWait: true, Expires: 50 * time.Second, Cookie: 10},
+		{Src: netip.AddrPortFrom(src, 40011), Dst: far, State: 1, Cookie: 11},
+	}
+	other := func(r *Report) *SpaceReport {
+		for i := range r.Spaces {
+			if r.Spaces[i].Other {
+				return &r.Spaces[i]
+			}
+		}
+		return &SpaceReport{}
+	}
+	for i := 0; i < 3; i++ {
+		s.a.BeginSync()
+		s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(2 + float64(i)), Sockets: snap}})
+	}
+	if o := other(s.report(5)); o.TimeWait != 1 || o.Live != 1 {
+		t.Errorf("other after 3 snapshots: TIME_WAIT %d live %d, want 1 and 1", o.TimeWait, o.Live)
+	}
+	s.a.BeginSync()
+	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(6), Sockets: nil}})
+	if o := other(s.report(7)); o.TimeWait != 0 || o.Live != 0 {
+		t.Errorf("other after its sockets went: TIME_WAIT %d live %d, want 0", o.TimeWait, o.Live)
 	}
 }

@@ -39,6 +39,9 @@ func (d *durations) Add(sec int64, v time.Duration) {
 	if d.slots[i] == nil {
 		d.slots[i] = newSketch()
 	}
+	if d.epoch[i] > epoch {
+		return // a minute late: its slot holds newer values
+	}
 	if d.epoch[i] != epoch {
 		d.slots[i].Clear()
 		d.max[i], d.epoch[i] = 0, epoch

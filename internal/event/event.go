@@ -4,10 +4,13 @@
 package event
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // Kind says what happened.
@@ -83,13 +86,22 @@ func (s TCPState) String() string {
 // A fixed array, so that decoding an event allocates nothing.
 type Comm [16]byte
 
+// String is the name as text safe to print: any process may name itself
+// with escape sequences (prctl PR_SET_NAME), and porttrace prints names to
+// an operator's terminal as root. Control characters and invalid UTF-8
+// become '?'.
 func (c Comm) String() string {
-	for i, b := range c {
-		if b == 0 {
-			return string(c[:i])
-		}
+	n := bytes.IndexByte(c[:], 0)
+	if n < 0 {
+		n = len(c)
 	}
-	return string(c[:])
+	s := strings.ToValidUTF8(string(c[:n]), "?")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // MakeComm truncates s the way the kernel does.

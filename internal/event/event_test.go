@@ -77,3 +77,18 @@ func TestComm(t *testing.T) {
 		t.Errorf("%q", c.String())
 	}
 }
+
+func TestCommIsSafeToPrint(t *testing.T) {
+	for in, want := range map[string]string{
+		"nginx":              "nginx",
+		"\x1b]0;pwned\x07":   "?]0;pwned?",
+		"a\xffb":             "a?b",
+		"caf\u00e9":          "caf\u00e9",
+		"\u009b31m":          "?31m",
+		"exactly15chars!!!!": "exactly15chars!",
+	} {
+		if got := MakeComm(in).String(); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}

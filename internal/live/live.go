@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -43,60 +45,86 @@ type Monitor struct {
 func New(src Source, limits aggregate.Limits) (*Monitor, error) {
 	m := &Monitor{src: src, start: time.Now()}
 	m.agg = aggregate.New(m.start, limits, cgroup.Container)
-	if err := m.sync(); err != nil {
+	// Partial trouble is shown in the header; nothing read at all is fatal.
+	if n, err := m.sync(); n == 0 {
 		return nil, err
 	}
 	return m, nil
 }
 
-// Run feeds events and resyncs until ctx ends, then returns the source's
-// error, if any.
+// Run feeds events and resyncs until ctx ends or the source fails, then
+// returns the source's error, if any. A panic in either of its goroutines
+// ends both and comes back as an error, so that the caller can restore the
+// terminal before reporting it.
 func (m *Monitor) Run(ctx context.Context) error {
-	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bg := make(chan error, 1)
 	go func() {
-		defer close(done)
-		resync := time.NewTicker(Resync)
-		defer resync.Stop()
-		// Occupancy is sampled every second for the fill rate, whatever
-		// the view's refresh.
-		second := time.NewTicker(time.Second)
-		defer second.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-resync.C:
-				m.sync()
-			case now := <-second.C:
-				m.mu.Lock()
-				m.agg.Tick(now)
-				m.mu.Unlock()
-			}
-		}
+		bg <- guard(func() error { m.background(ctx); return nil })
+		cancel()
 	}()
-	err := m.src.Run(ctx, func(e *event.Event) {
-		m.mu.Lock()
-		m.agg.Add(e)
-		m.mu.Unlock()
+	err := guard(func() error {
+		return m.src.Run(ctx, func(e *event.Event) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			m.agg.Add(e)
+		})
 	})
-	<-done
-	return err
+	cancel()
+	return errors.Join(err, <-bg)
 }
 
-// sync reads every namespace's settings and sockets. Namespaces that vanish
-// meanwhile are skipped; any other trouble is kept for the header.
-func (m *Monitor) sync() error {
+// background samples occupancy every second, whatever the view's refresh,
+// and resyncs every Resync.
+func (m *Monitor) background(ctx context.Context) {
+	resync := time.NewTicker(Resync)
+	defer resync.Stop()
+	second := time.NewTicker(time.Second)
+	defer second.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-resync.C:
+			m.sync()
+		case now := <-second.C:
+			m.mu.Lock()
+			m.agg.Tick(now)
+			m.mu.Unlock()
+		}
+	}
+}
+
+func guard(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return fn()
+}
+
+// sync reads every namespace's settings and sockets, and returns how many
+// tables it read. Namespaces that vanish meanwhile are skipped; any other
+// trouble is kept for the header.
+func (m *Monitor) sync() (int, error) {
 	all, err := netns.All()
 	if err != nil {
-		return m.setWarn(fmt.Errorf("read network namespaces: %w", err))
+		return 0, m.setWarn(fmt.Errorf("read network namespaces: %w", err))
 	}
+	m.mu.Lock()
+	m.agg.BeginSync()
+	m.mu.Unlock()
 	var snaps []aggregate.Snapshot
 	var errs []error
 	for _, ns := range all {
 		t := time.Now()
 		socks, err := sockdiag.Snapshot(ns.Path)
 		if err != nil {
-			errs = append(errs, err)
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		snaps = append(snaps, aggregate.Snapshot{Netns: ns.Inode, Time: t, Sockets: socks})
@@ -105,10 +133,10 @@ func (m *Monitor) sync() error {
 	m.agg.SetNetns(all)
 	m.agg.Sync(snaps)
 	m.mu.Unlock()
-	if len(snaps) == 0 {
-		return m.setWarn(errors.Join(errs...))
+	if len(snaps) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no network namespace could be read"))
 	}
-	return m.setWarn(nil)
+	return len(snaps), m.setWarn(errors.Join(errs...))
 }
 
 func (m *Monitor) setWarn(err error) error {

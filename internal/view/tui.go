@@ -28,6 +28,7 @@ type Model struct {
 	paused   bool
 	help     bool
 	editing  bool // typing a filter
+	quit     bool
 	width    int
 	height   int
 }
@@ -69,7 +70,10 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return model, nil
 		}
 		if m.editing {
-			return m.editFilter(msg), nil
+			if m = m.editFilter(msg); m.quit {
+				return m, tea.Quit
+			}
+			return m, nil
 		}
 		return m.key(msg)
 	}
@@ -78,6 +82,8 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 func (m Model) editFilter(k tea.KeyMsg) Model {
 	switch k.Type {
+	case tea.KeyCtrlC:
+		m.quit = true
 	case tea.KeyEnter:
 		m.editing = false
 	case tea.KeyEsc:

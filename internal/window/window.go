@@ -157,7 +157,7 @@ func (g *Gauge) Slope(now int64, w int) (float64, bool) {
 		return 0, false
 	}
 	begin, ok := g.latest(now-int64(w), now-int64(w)-gaugeSlack)
-	if !ok { // younger than w: use what there is, if it spans enough
+	if !ok || end-begin < minSpan { // younger than w: use what there is
 		begin, ok = g.earliest(now-int64(w)+1, end-minSpan)
 	}
 	if !ok {

@@ -1,0 +1,65 @@
+package live
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/testnet"
+)
+
+// source is an event source that fails or panics after its events.
+type source struct {
+	events []event.Event
+	err    error
+	panic  bool
+}
+
+func (s *source) Run(ctx context.Context, fn func(*event.Event)) error {
+	for i := range s.events {
+		fn(&s.events[i])
+	}
+	if s.panic {
+		var m map[string]int
+		m["x"]++ // a real runtime panic, as a bug would cause
+	}
+	return s.err
+}
+
+func (s *source) Lost() (uint64, error) { return 7, nil }
+
+func run(t *testing.T, src Source) error {
+	t.Helper()
+	m, err := New(src, aggregate.DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if snap := m.Snapshot(); snap.Lost != 7 { // the lock was released
+			t.Errorf("lost %d", snap.Lost)
+		}
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its source ended")
+		return nil
+	}
+}
+
+func TestRunEndsWithItsSource(t *testing.T) {
+	testnet.RequireRoot(t) // reading every namespace's socket table
+	boom := errors.New("ring buffer gone")
+	if err := run(t, &source{err: boom}); !errors.Is(err, boom) {
+		t.Errorf("Run returned %v, want the source's error", err)
+	}
+	e := event.Event{Time: time.Now(), Kind: event.State, NewState: event.SynSent}
+	if err := run(t, &source{events: []event.Event{e}, panic: true}); err == nil || !strings.Contains(err.Error(), "panic: assignment to entry in nil map") {
+		t.Errorf("Run returned %v, want the panic as an error", err)
+	}
+}
