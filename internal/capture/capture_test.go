@@ -1,0 +1,248 @@
+package capture
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/sockdiag"
+)
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func sample(i int) event.Event {
+	e := event.Event{
+		Time: t0.Add(time.Duration(i) * time.Millisecond), Kind: event.Kind(1 + i%5), Flags: event.LatencyApprox,
+		OldState: event.SynSent, NewState: event.Close, Errno: syscall.EADDRNOTAVAIL, Latency: time.Duration(i) * time.Microsecond,
+		Cookie: uint64(1000 + i), CgroupID: 77, Netns: 4026532177, PID: 812, TGID: 811, Family: syscall.AF_INET,
+		Comm: event.MakeComm("nginx"),
+		Src:  netip.MustParseAddrPort("127.0.0.1:40000"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"),
+	}
+	if i%3 == 1 {
+		e.Family = syscall.AF_INET6
+		e.Src, e.Dst = netip.MustParseAddrPort("[::1]:40001"), netip.MustParseAddrPort("[2001:db8::1]:443")
+	}
+	if i%7 == 2 {
+		e.Src = netip.AddrPort{}
+	}
+	return e
+}
+
+// write makes a capture of n events with a snapshot in the middle, and
+// returns it with the offsets where blocks end.
+func write(t *testing.T, n int, trailer bool) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, Header{Host: "h", Kernel: "6.1", Backend: "fentry", Start: t0,
+		Netns: []netns.Settings{{Inode: 4026532177, PortLow: 40000, PortHigh: 40099}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		e := sample(i)
+		if err := w.Event(&e); err != nil {
+			t.Fatal(err)
+		}
+		if i == n/2 {
+			w.Snapshot(Snapshot{Netns: 4026532177, Time: t0, Sockets: []sockdiag.Socket{{Src: netip.MustParseAddrPort("127.0.0.1:40005"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"), TimeWait: true, Expires: time.Second, Cookie: 9}}})
+		}
+		if i%100 == 99 {
+			w.Flush()
+		}
+	}
+	if trailer {
+		if err := w.Close(Trailer{End: t0.Add(time.Minute), Lost: 3, Reason: "duration"}); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		w.Flush()
+	}
+	return buf.Bytes()
+}
+
+// readAll returns the events and snapshots read, and the error that ended
+// the read (nil for a clean end).
+func readAll(data []byte) (*Reader, []event.Event, int, error) {
+	r, err := NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	var evs []event.Event
+	snaps := 0
+	var ev event.Event
+	for {
+		rec, err := r.Next(&ev)
+		if err == io.EOF {
+			return r, evs, snaps, nil
+		}
+		if err != nil {
+			return r, evs, snaps, err
+		}
+		if rec.Event != nil {
+			evs = append(evs, *rec.Event)
+		} else {
+			snaps++
+		}
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	data := write(t, 1000, true)
+	r, evs, snaps, err := readAll(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1000 || snaps != 1 || r.Trailer == nil || r.Trailer.Events != 1000 || r.Trailer.Lost != 3 {
+		t.Fatalf("%d events, %d snapshots, trailer %+v", len(evs), snaps, r.Trailer)
+	}
+	if r.Header.Backend != "fentry" || r.Header.Netns[0].PortHigh != 40099 {
+		t.Errorf("header %+v", r.Header)
+	}
+	for i, got := range evs {
+		if want := sample(i); got != want {
+			t.Fatalf("event %d:\n got %+v\nwant %+v", i, got, want)
+		}
+	}
+	t.Logf("1000 events: %d bytes (%.1f per event)", len(data), float64(len(data))/1000)
+}
+
+// TestTruncatedAnywhere cuts the file at every length: each read returns
+// a prefix of the events and either ends cleanly at a block boundary or
+// says where the file was cut. Never a panic, never an invented event.
+func TestTruncatedAnywhere(t *testing.T) {
+	data := write(t, 300, true)
+	for n := 0; n < len(data); n++ {
+		r, evs, _, err := readAll(data[:n])
+		if r == nil {
+			if err == nil {
+				t.Fatalf("cut at %d: no reader, no error", n)
+			}
+			continue // the header is cut: an error, nothing to read
+		}
+		for i, e := range evs {
+			if e != sample(i) {
+				t.Fatalf("cut at %d: event %d differs", n, i)
+			}
+		}
+		var be *BlockError
+		if err != nil && (!errors.As(err, &be) || !errors.Is(err, ErrTruncated)) {
+			t.Fatalf("cut at %d: %v, want a truncation at a block", n, err)
+		}
+		if r.Trailer != nil {
+			t.Fatalf("cut at %d: a trailer", n)
+		}
+	}
+}
+
+func TestCorruptBlock(t *testing.T) {
+	data := write(t, 300, true)
+	bad := bytes.Clone(data)
+	bad[len(bad)/2] ^= 0x40
+	_, evs, _, err := readAll(bad)
+	var be *BlockError
+	if !errors.As(err, &be) || !errors.Is(err, ErrCorrupt) || be.Index == 0 {
+		t.Fatalf("flipped bit: %v", err)
+	}
+	if len(evs) == 0 || len(evs) >= 300 {
+		t.Errorf("%d events before the bad block", len(evs))
+	}
+	t.Logf("%v (after %d events)", err, len(evs))
+}
+
+func TestNotACapture(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"empty":   nil,
+		"text":    []byte("hello world\n"),
+		"random":  randomBytes(4096),
+		"version": []byte(magic + "\x09"),
+	} {
+		_, _, _, err := readAll(data)
+		if err == nil {
+			t.Errorf("%s: no error", name)
+			continue
+		}
+		if name == "version" && !strings.Contains(err.Error(), "version 9") {
+			t.Errorf("version: %v", err)
+		}
+	}
+}
+
+func randomBytes(n int) []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// failAfter is a disk that fills after n bytes.
+type failAfter struct {
+	buf bytes.Buffer
+	n   int
+}
+
+func (f *failAfter) Write(b []byte) (int, error) {
+	room := f.n - f.buf.Len()
+	if len(b) > room {
+		f.buf.Write(b[:max(room, 0)])
+		return max(room, 0), syscall.ENOSPC
+	}
+	return f.buf.Write(b)
+}
+
+func TestDiskFull(t *testing.T) {
+	full := write(t, 2000, true)
+	disk := &failAfter{n: len(full) / 2}
+	w, err := NewWriter(disk, Header{Start: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	for i := 0; i < 2000 && werr == nil; i++ {
+		e := sample(i)
+		werr = w.Event(&e)
+		if werr == nil && i%100 == 99 {
+			werr = w.Flush()
+		}
+	}
+	if !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("write error %v, want ENOSPC", werr)
+	}
+	_, evs, _, err := readAll(disk.buf.Bytes())
+	if !errors.Is(err, ErrTruncated) || len(evs) == 0 || len(evs)%100 != 0 {
+		t.Errorf("after a full disk: %d events, %v; want the flushed blocks, then a truncation", len(evs), err)
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	var buf bytes.Buffer
+	w, _ := NewWriter(&buf, Header{Start: t0})
+	for i := 0; i < 5; i++ {
+		e := sample(i)
+		w.Event(&e)
+	}
+	w.Close(Trailer{})
+	f.Add(buf.Bytes())
+	f.Add([]byte(magic + "\x01"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := NewReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var ev event.Event
+		for i := 0; i < 1<<16; i++ {
+			if _, err := r.Next(&ev); err != nil {
+				return
+			}
+		}
+	})
+}

@@ -1,0 +1,174 @@
+// Package capture is porttrace's file format for incidents: a versioned
+// header, then the event stream and socket snapshots in independently
+// compressed, checksummed blocks, then a trailer of counters. A block is
+// complete on disk before the next begins, so a capture cut off by SIGKILL,
+// a full disk or a power loss reads up to its last complete block, and a
+// damaged block is reported where it is, never read past silently.
+//
+// Layout:
+//
+//	magic "porttrace-capture\n", version (1 byte)
+//	block*: kind (1 byte), raw length (u32), stored length (u32),
+//	        CRC-32C of the stored bytes (u32), stored bytes (zstd frame)
+//
+// The first block is the header (JSON), then events and snapshots in time
+// order, and, if recording ended cleanly, a trailer (JSON).
+package capture
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/sockdiag"
+)
+
+const (
+	magic   = "porttrace-capture\n"
+	Version = 1
+)
+
+// Block kinds.
+const (
+	kindHeader   = 1
+	kindEvents   = 2
+	kindSnapshot = 3
+	kindTrailer  = 4
+)
+
+const blockHeaderLen = 1 + 4 + 4 + 4
+
+// maxBlock bounds a block's raw size, so that a damaged length cannot make
+// the reader allocate without end.
+const maxBlock = 16 << 20
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Header describes where and how a capture was made.
+type Header struct {
+	Host    string           `json:"host"`
+	Kernel  string           `json:"kernel"`
+	Backend string           `json:"backend"`
+	Start   time.Time        `json:"start"`
+	Netns   []netns.Settings `json:"netns"`
+	Command string           `json:"command"`
+}
+
+// Trailer is written when recording ends cleanly.
+type Trailer struct {
+	End     time.Time `json:"end"`
+	Events  uint64    `json:"events"`
+	Lost    uint64    `json:"lost_events"` // the ring buffer could not take them
+	Dropped uint64    `json:"dropped"`     // pre-trigger events that aged out unwritten
+	Reason  string    `json:"reason"`      // why recording stopped
+}
+
+// Snapshot is one namespace's socket table, as the aggregator takes it.
+type Snapshot struct {
+	Netns   uint32            `json:"netns"`
+	Time    time.Time         `json:"time"`
+	Sockets []sockdiag.Socket `json:"sockets"`
+}
+
+// ErrCorrupt marks data that is not what porttrace wrote: a bad checksum,
+// length or encoding.
+var ErrCorrupt = errors.New("corrupt capture")
+
+// ErrTruncated marks a capture that ends inside a block: everything before
+// that block was read.
+var ErrTruncated = errors.New("truncated capture")
+
+// BlockError says which block of a capture is bad, and where.
+type BlockError struct {
+	Index  int   // 0 is the header
+	Offset int64 // of the block's start in the file
+	Err    error
+}
+
+func (e *BlockError) Error() string {
+	return fmt.Sprintf("block %d at byte %d: %v", e.Index, e.Offset, e.Err)
+}
+
+func (e *BlockError) Unwrap() error { return e.Err }
+
+// eventLen is an event's encoded size.
+const eventLen = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2
+
+// Address flags in an encoded event.
+const (
+	srcValid = 1 << iota
+	src4
+	dstValid
+	dst4
+)
+
+func putEvent(b []byte, e *event.Event) {
+	le := binary.LittleEndian
+	le.PutUint64(b[0:], uint64(e.Time.UnixNano()))
+	b[8], b[9], b[10], b[11] = byte(e.Kind), byte(e.Flags), byte(e.OldState), byte(e.NewState)
+	le.PutUint16(b[12:], uint16(e.Errno))
+	le.PutUint16(b[14:], e.Family)
+	le.PutUint64(b[16:], uint64(e.Latency))
+	le.PutUint64(b[24:], e.Cookie)
+	le.PutUint64(b[32:], e.CgroupID)
+	le.PutUint32(b[40:], e.Netns)
+	le.PutUint32(b[44:], e.PID)
+	le.PutUint32(b[48:], e.TGID)
+	copy(b[52:68], e.Comm[:])
+	var flags byte
+	if e.Src.Addr().IsValid() {
+		flags |= srcValid
+		if e.Src.Addr().Is4() {
+			flags |= src4
+		}
+	}
+	if e.Dst.Addr().IsValid() {
+		flags |= dstValid
+		if e.Dst.Addr().Is4() {
+			flags |= dst4
+		}
+	}
+	b[68] = flags
+	a := e.Src.Addr().As16()
+	copy(b[69:85], a[:])
+	le.PutUint16(b[85:], e.Src.Port())
+	a = e.Dst.Addr().As16()
+	copy(b[87:103], a[:])
+	le.PutUint16(b[103:], e.Dst.Port())
+}
+
+func getEvent(b []byte, e *event.Event) error {
+	le := binary.LittleEndian
+	*e = event.Event{
+		Time: time.Unix(0, int64(le.Uint64(b[0:]))).UTC(),
+		Kind: event.Kind(b[8]), Flags: event.Flags(b[9]),
+		OldState: event.TCPState(b[10]), NewState: event.TCPState(b[11]),
+		Errno: syscall.Errno(le.Uint16(b[12:])), Family: le.Uint16(b[14:]),
+		Latency: time.Duration(le.Uint64(b[16:])), Cookie: le.Uint64(b[24:]), CgroupID: le.Uint64(b[32:]),
+		Netns: le.Uint32(b[40:]), PID: le.Uint32(b[44:]), TGID: le.Uint32(b[48:]),
+	}
+	if e.Kind < event.Connect || e.Kind > event.TimeWait {
+		return fmt.Errorf("%w: event kind %d", ErrCorrupt, b[8])
+	}
+	copy(e.Comm[:], b[52:68])
+	e.Src = addrPort(b[68]&srcValid != 0, b[68]&src4 != 0, b[69:85], le.Uint16(b[85:]))
+	e.Dst = addrPort(b[68]&dstValid != 0, b[68]&dst4 != 0, b[87:103], le.Uint16(b[103:]))
+	return nil
+}
+
+func addrPort(valid, is4 bool, b []byte, port uint16) netip.AddrPort {
+	if !valid {
+		return netip.AddrPort{}
+	}
+	a := netip.AddrFrom16([16]byte(b))
+	if is4 {
+		a = a.Unmap()
+	}
+	return netip.AddrPortFrom(a, port)
+}

@@ -1,0 +1,148 @@
+package capture
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/porttrace/porttrace/internal/event"
+)
+
+// blockTarget is when buffered events are written as a block without
+// waiting for the next Flush.
+const blockTarget = 1 << 20
+
+// Writer writes a capture. Events are buffered until Flush (the recorder
+// calls it every second) or until a block's worth has gathered; each block
+// is written whole and synced, so what was flushed survives a crash.
+type Writer struct {
+	w       io.Writer
+	sync    func() error // fsync, when w is a file
+	enc     *zstd.Encoder
+	buf     []byte // encoded events not yet written
+	scratch []byte
+	written int64 // bytes in the file
+	events  uint64
+	err     error // the first write error: the file ends before it
+}
+
+// NewWriter writes the magic and the header block to w.
+func NewWriter(w io.Writer, h Header) (*Writer, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	cw := &Writer{w: w, enc: enc, sync: func() error { return nil }}
+	if f, ok := w.(*os.File); ok {
+		cw.sync = f.Sync
+	}
+	if err := cw.raw([]byte(magic + string(rune(Version)))); err != nil {
+		return nil, err
+	}
+	hb, _ := json.Marshal(h)
+	if err := cw.block(kindHeader, hb); err != nil {
+		return nil, err
+	}
+	return cw, cw.syncNow()
+}
+
+// Size is the bytes written so far, buffered events excluded.
+func (c *Writer) Size() int64 { return c.written }
+
+// Buffered is the bytes of events not yet written.
+func (c *Writer) Buffered() int { return len(c.buf) }
+
+// Events is the number of events taken so far.
+func (c *Writer) Events() uint64 { return c.events }
+
+// Event buffers one event.
+func (c *Writer) Event(e *event.Event) error {
+	if c.err != nil {
+		return c.err
+	}
+	n := len(c.buf)
+	c.buf = append(c.buf, make([]byte, eventLen)...)
+	putEvent(c.buf[n:], e)
+	c.events++
+	if len(c.buf) >= blockTarget {
+		return c.flushEvents()
+	}
+	return nil
+}
+
+// Snapshot writes a socket table, after the events buffered before it.
+func (c *Writer) Snapshot(s Snapshot) error {
+	if err := c.flushEvents(); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(s)
+	return c.block(kindSnapshot, b)
+}
+
+// Flush writes the buffered events as a block and syncs the file.
+func (c *Writer) Flush() error {
+	if err := c.flushEvents(); err != nil {
+		return err
+	}
+	return c.syncNow()
+}
+
+// Close flushes, writes the trailer and syncs. It does not close w.
+func (c *Writer) Close(t Trailer) error {
+	if err := c.flushEvents(); err != nil {
+		return err
+	}
+	t.Events = c.events
+	b, _ := json.Marshal(t)
+	if err := c.block(kindTrailer, b); err != nil {
+		return err
+	}
+	return c.syncNow()
+}
+
+func (c *Writer) flushEvents() error {
+	if len(c.buf) == 0 || c.err != nil {
+		return c.err
+	}
+	err := c.block(kindEvents, c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+func (c *Writer) syncNow() error {
+	if c.err == nil {
+		if err := c.sync(); err != nil {
+			c.err = fmt.Errorf("sync capture: %w", err)
+		}
+	}
+	return c.err
+}
+
+func (c *Writer) block(kind byte, raw []byte) error {
+	if c.err != nil {
+		return c.err
+	}
+	c.scratch = c.enc.EncodeAll(raw, c.scratch[:0])
+	var h [blockHeaderLen]byte
+	h[0] = kind
+	binary.LittleEndian.PutUint32(h[1:], uint32(len(raw)))
+	binary.LittleEndian.PutUint32(h[5:], uint32(len(c.scratch)))
+	binary.LittleEndian.PutUint32(h[9:], crc32.Checksum(c.scratch, crcTable))
+	// One write per block: a failed write (a full disk) leaves at most
+	// this block partial, and the reader stops before it.
+	return c.raw(append(h[:], c.scratch...))
+}
+
+func (c *Writer) raw(b []byte) error {
+	n, err := c.w.Write(b)
+	c.written += int64(n)
+	if err != nil {
+		c.err = fmt.Errorf("write capture: %w", err)
+	}
+	return c.err
+}
