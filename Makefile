@@ -27,6 +27,8 @@ test: deps test-unit test-vm ## every test: unit, kernel (this kernel), and kern
 test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 turns their skip into a failure)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
+	# The capture decoder against random input, for a bounded time.
+	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 10s ./internal/capture
 
 test-vm: ## the kernel tests under qemu on Debian's 6.1 kernel, for the fentry and kprobe backends
 	mkdir -p $(VM_CACHE)
