@@ -211,9 +211,9 @@ func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey) {
 
 // Snapshot is one network namespace's socket table at a moment.
 type Snapshot struct {
-	Netns   uint32
-	Time    time.Time // when the dump began
-	Sockets []sockdiag.Socket
+	Netns   uint32            `json:"netns"`
+	Time    time.Time         `json:"time"` // when the dump began
+	Sockets []sockdiag.Socket `json:"sockets"`
 }
 
 // BeginSync marks the start of reading the socket tables that the next

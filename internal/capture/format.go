@@ -24,9 +24,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 const (
@@ -58,6 +58,9 @@ type Header struct {
 	Start   time.Time        `json:"start"`
 	Netns   []netns.Settings `json:"netns"`
 	Command string           `json:"command"`
+	// Tables are the socket tables at the start, so that a report shows
+	// the TIME_WAIT and open sockets that were there before the first event.
+	Tables []Snapshot `json:"tables"`
 }
 
 // Trailer is written when recording ends cleanly.
@@ -70,11 +73,7 @@ type Trailer struct {
 }
 
 // Snapshot is one namespace's socket table, as the aggregator takes it.
-type Snapshot struct {
-	Netns   uint32            `json:"netns"`
-	Time    time.Time         `json:"time"`
-	Sockets []sockdiag.Socket `json:"sockets"`
-}
+type Snapshot = aggregate.Snapshot
 
 // ErrCorrupt marks data that is not what porttrace wrote: a bad checksum,
 // length or encoding.

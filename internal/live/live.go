@@ -106,16 +106,27 @@ func guard(fn func() error) (err error) {
 }
 
 // sync reads every namespace's settings and sockets, and returns how many
-// tables it read. Namespaces that vanish meanwhile are skipped; any other
-// trouble is kept for the header.
+// tables it read; trouble is kept for the header.
 func (m *Monitor) sync() (int, error) {
-	all, err := netns.All()
-	if err != nil {
-		return 0, m.setWarn(fmt.Errorf("read network namespaces: %w", err))
-	}
 	m.mu.Lock()
 	m.agg.BeginSync()
 	m.mu.Unlock()
+	all, snaps, err := ReadTables()
+	m.mu.Lock()
+	m.agg.SetNetns(all)
+	m.agg.Sync(snaps)
+	m.mu.Unlock()
+	return len(snaps), m.setWarn(err)
+}
+
+// ReadTables reads every network namespace's settings and socket table.
+// Namespaces that vanish meanwhile are skipped; the error gathers any
+// other trouble, and says so if no table could be read at all.
+func ReadTables() ([]netns.Settings, []aggregate.Snapshot, error) {
+	all, err := netns.All()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read network namespaces: %w", err)
+	}
 	var snaps []aggregate.Snapshot
 	var errs []error
 	for _, ns := range all {
@@ -129,14 +140,10 @@ func (m *Monitor) sync() (int, error) {
 		}
 		snaps = append(snaps, aggregate.Snapshot{Netns: ns.Inode, Time: t, Sockets: socks})
 	}
-	m.mu.Lock()
-	m.agg.SetNetns(all)
-	m.agg.Sync(snaps)
-	m.mu.Unlock()
 	if len(snaps) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("no network namespace could be read"))
 	}
-	return len(snaps), m.setWarn(errors.Join(errs...))
+	return all, snaps, errors.Join(errs...)
 }
 
 func (m *Monitor) setWarn(err error) error {
