@@ -1,0 +1,144 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/recorder"
+	"github.com/porttrace/porttrace/tracer"
+)
+
+func newRecord() *cobra.Command {
+	var tf tracerFlags
+	var out, maxSize string
+	var o recorder.Options
+	cmd := &cobra.Command{
+		Use:   "record -o FILE",
+		Short: "Capture an incident to a file, to report on later",
+		Long: `Record every event, with the socket tables every 5 s, into a compressed
+capture that 'porttrace report' reads without root. The file is written in
+blocks flushed every second: if porttrace is killed or the disk fills, it is
+readable up to its last block.
+
+Recording stops at the first bound (--duration, --max-size, --max-events) or
+at Ctrl-C/SIGTERM, and ends the file cleanly either way. With
+--until-failures N nothing is written until N connect()/bind() calls have
+failed; the last --pre-trigger of events is kept in memory meanwhile and
+written when the trigger fires, then recording goes on for --duration.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("-o FILE is required: where to write the capture")
+			}
+			size, err := parseSize(maxSize)
+			if err != nil {
+				return fmt.Errorf("--max-size: %w", err)
+			}
+			o.MaxSize = int64(size)
+			return runRecord(cmd, &tf, out, o)
+		},
+	}
+	tf.register(cmd)
+	f := cmd.Flags()
+	f.StringVarP(&out, "output", "o", "", "capture file to write (replaced if it exists)")
+	f.DurationVar(&o.Duration, "duration", 5*time.Minute, "stop after this long (after the trigger, with --until-failures); 0 for no limit")
+	f.StringVar(&maxSize, "max-size", "1G", "stop when the file reaches this size")
+	f.Uint64Var(&o.MaxEvents, "max-events", 50_000_000, "stop after this many events; 0 for no limit")
+	f.Uint64Var(&o.UntilFailures, "until-failures", 0, "write nothing until this many connect()/bind() calls have failed")
+	f.DurationVar(&o.PreTrigger, "pre-trigger", recorder.DefaultPreTrigger, "with --until-failures, how much of the lead-up to keep and write")
+	return cmd
+}
+
+func runRecord(cmd *cobra.Command, tf *tracerFlags, path string, o recorder.Options) error {
+	stderr := cmd.ErrOrStderr()
+	t, err := tf.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	all, tables, err := live.ReadTables()
+	if err != nil && len(tables) == 0 {
+		return err
+	}
+	file, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create capture: %w", err)
+	}
+	defer file.Close()
+	host, _ := os.Hostname()
+	w, err := capture.NewWriter(file, capture.Header{
+		Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend()), Start: time.Now(),
+		Netns: all, Tables: tables, Command: strings.Join(os.Args, " "),
+	})
+	if err != nil {
+		return err
+	}
+	o.Snapshots = func() []capture.Snapshot {
+		_, snaps, _ := live.ReadTables()
+		return snaps
+	}
+	o.Progress = progress(stderr, isTerminal(os.Stderr))
+	ctx, cancel := signalContext()
+	defer cancel()
+	tr, err := recorder.Record(ctx, t, w, o)
+	if isTerminal(os.Stderr) {
+		fmt.Fprintln(stderr)
+	}
+	fmt.Fprintf(stderr, "porttrace: %s events written to %s (%s), %d lost, %d dropped: %s\n",
+		fmtCount(tr.Events), path, fmtBytes(w.Size()), tr.Lost, tr.Dropped, tr.Reason)
+	if err != nil {
+		return fmt.Errorf("%w (the capture is readable up to its last complete block)", err)
+	}
+	return file.Close()
+}
+
+// progress draws one line: rewritten in place on a terminal, a line every
+// 10 s in a log.
+func progress(w io.Writer, terminal bool) func(recorder.Progress) {
+	return func(p recorder.Progress) {
+		if !terminal && p.Elapsed.Round(time.Second)%(10*time.Second) != 0 {
+			return
+		}
+		line := fmt.Sprintf("recording %s: %s events, %s failures, %s", p.Elapsed.Round(time.Second),
+			fmtCount(p.Events), fmtCount(p.Failures), fmtBytes(p.Size))
+		if p.Waiting {
+			line = fmt.Sprintf("waiting %s for the trigger: %s failures so far, %s events held", p.Elapsed.Round(time.Second),
+				fmtCount(p.Failures), fmtCount(uint64(p.Window)))
+		} else if p.Left > 0 {
+			line += fmt.Sprintf(", %s left", p.Left.Round(time.Second))
+		}
+		if terminal {
+			fmt.Fprintf(w, "\r\033[K%s", line)
+		} else {
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+func fmtCount(n uint64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/report"
+	"github.com/porttrace/porttrace/internal/testnet"
+)
+
+// startRecord starts `record` and returns once the probes are attached.
+func startRecord(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"record"}, args...)...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	log := &strings.Builder{}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "tracing with") {
+			go func() {
+				for sc.Scan() {
+					log.WriteString(sc.Text() + "\n")
+				}
+			}()
+			return cmd, log
+		}
+	}
+	t.Fatalf("record did not start:\n%s", log)
+	return nil, nil
+}
+
+func runReport(t *testing.T, file string) *report.Report {
+	t.Helper()
+	out, err := exec.Command(binary, "report", "--json", file).Output()
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	var r report.Report
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("report --json: %v", err)
+	}
+	return &r
+}
+
+// TestRecordReport records a real exhaustion, one already under way when
+// recording starts, and checks the report against the client and ss.
+func TestRecordReport(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	if res := ns.StartClient(t, churn.Config{Target: dst, Count: 8, Close: churn.CloseFin}).Wait(t); res.Connected != 8 {
+		t.Fatalf("setup: %+v", res)
+	}
+	time.Sleep(100 * time.Millisecond)
+	file := filepath.Join(t.TempDir(), "incident.ptcap")
+	rec, log := startRecord(t, "-o", file, "--duration", "3s")
+	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin})
+	res := cl.Wait(t)
+	time.Sleep(200 * time.Millisecond)
+	wantTW := ns.TimeWait(t, dst)
+	if err := rec.Wait(); err != nil {
+		t.Fatalf("record: %v\n%s", err, log)
+	}
+	r := runReport(t, file)
+	sp := spaceToward(t, liveOf(r), ns.Inode, dst)
+	if res.Failures[testnet.EADDRNOTAVAIL] != 18 || wantTW != 20 {
+		t.Fatalf("setup: client %+v, ss %d", res, wantTW)
+	}
+	if got := failures(sp, "EADDRNOTAVAIL"); got != 18 || sp.TotalConns != 30 || sp.TotalTWIn != 12 {
+		t.Errorf("report: %d EADDRNOTAVAIL, %d attempts, %d TIME_WAIT entries; the client saw 18 of 30, 12 connected", got, sp.TotalConns, sp.TotalTWIn)
+	}
+	if sp.TimeWait != wantTW || sp.Usable != 20 {
+		t.Errorf("report: TIME_WAIT %d of %d usable, ss says %d", sp.TimeWait, sp.Usable, wantTW)
+	}
+	if len(sp.Processes) != 1 || sp.Processes[0].PID != uint32(cl.Cmd.Process.Pid) {
+		t.Errorf("processes %+v, want the client %d", sp.Processes, cl.Cmd.Process.Pid)
+	}
+	if r.Trailer == nil || !strings.Contains(r.Trailer.Reason, "--duration") || r.Damage != "" || r.Failures != 18 {
+		t.Errorf("trailer %+v, damage %q, failures %d", r.Trailer, r.Damage, r.Failures)
+	}
+	if r.Header.Backend != "tracepoint" && r.Header.Backend != "fentry" && r.Header.Backend != "kprobe" {
+		t.Errorf("header %+v", r.Header)
+	}
+	text, err := exec.Command(binary, "report", file).Output()
+	if err != nil || !strings.Contains(string(text), "127.0.0.1 -> 127.0.0.1:8080") || !strings.Contains(string(text), "18 EADDRNOTAVAIL") {
+		t.Errorf("text report (%v):\n%s", err, text)
+	}
+	md, err := exec.Command(binary, "report", "--markdown", file).Output()
+	if err != nil || !strings.Contains(string(md), "| PORT SPACE |") {
+		t.Errorf("markdown report (%v):\n%s", err, md)
+	}
+}
+
+// TestRecordKilled: SIGKILL leaves no trailer, and the report has every
+// event flushed before it.
+func TestRecordKilled(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	file := filepath.Join(t.TempDir(), "killed.ptcap")
+	rec, _ := startRecord(t, "-o", file, "--duration", "1m")
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 15, Close: churn.CloseFin}).Wait(t)
+	time.Sleep(2500 * time.Millisecond) // past a flush
+	rec.Process.Signal(syscall.SIGKILL)
+	rec.Wait()
+	r := runReport(t, file)
+	if r.Trailer != nil || r.Failures != uint64(res.Failures[testnet.EADDRNOTAVAIL]) || r.Failures != 5 {
+		t.Errorf("after SIGKILL: trailer %+v, %d failures; the client saw %+v", r.Trailer, r.Failures, res.Failures)
+	}
+}
+
+func liveOf(r *report.Report) live.Snapshot { return live.Snapshot{Report: r.Final} }
