@@ -113,6 +113,7 @@ func Record(ctx context.Context, src Source, w *capture.Writer, o Options) (capt
 	if cerr := w.Close(t); r.err == nil {
 		r.err = cerr
 	}
+	t.Events = w.Events()
 	return t, errors.Join(err, r.err)
 }
 

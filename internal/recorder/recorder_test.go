@@ -89,7 +89,7 @@ func record(t *testing.T, src *source, o Options, w io.Writer, stopAfter time.Du
 
 func TestMaxEvents(t *testing.T) {
 	tr, evs, err := record(t, stream(1000), Options{MaxEvents: 500}, nil, 5*time.Second)
-	if err != nil || len(evs) != 500 || !strings.Contains(tr.Reason, "--max-events") || tr.Lost != 2 {
+	if err != nil || len(evs) != 500 || tr.Events != 500 || !strings.Contains(tr.Reason, "--max-events") || tr.Lost != 2 {
 		t.Errorf("%d events, %+v, %v", len(evs), tr, err)
 	}
 }

@@ -170,6 +170,7 @@ func (p *player) finish(end time.Time) {
 	p.flushSnapshots()
 	p.advance(end)
 	if p.cur.Conns > 0 || p.cur.Failures > 0 {
+		p.next = end // a partial step, up to the end
 		p.closeStep()
 	}
 }

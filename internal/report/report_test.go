@@ -1,0 +1,85 @@
+package report
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+// incident writes 25 s of a client failing from second 12 to 15.
+func incident(t *testing.T, trailer bool) []byte {
+	var buf bytes.Buffer
+	w, err := capture.NewWriter(&buf, capture.Header{Host: "h", Backend: "fentry", Start: t0,
+		Netns: []netns.Settings{{Inode: 7, PortLow: 40000, PortHigh: 40009}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort("127.0.0.1:8080")
+	for i := 0; i < 250; i++ {
+		at := t0.Add(time.Duration(i) * 100 * time.Millisecond)
+		e := event.Event{Time: at, Kind: event.State, OldState: event.Close, NewState: event.SynSent, Cookie: uint64(i + 1),
+			Netns: 7, TGID: 42, PID: 42, Comm: event.MakeComm("client"), Family: syscall.AF_INET,
+			Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: dst}
+		w.Event(&e)
+		if i >= 120 && i < 150 {
+			e.Kind, e.Errno = event.Connect, syscall.EADDRNOTAVAIL
+			w.Event(&e)
+		}
+		w.Flush()
+	}
+	if trailer {
+		w.Close(capture.Trailer{End: t0.Add(25 * time.Second), Reason: "duration"})
+	}
+	return buf.Bytes()
+}
+
+func TestBuild(t *testing.T) {
+	r, err := Build(bytes.NewReader(incident(t, true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Events != 280 || r.Failures != 30 || r.Damage != "" || r.Trailer == nil {
+		t.Fatalf("events %d failures %d damage %q", r.Events, r.Failures, r.Damage)
+	}
+	if len(r.Timeline) != 3 || r.Timeline[1].Failures != 30 || r.Timeline[0].Conns != 100 || r.Timeline[2].Time != t0.Add(25*time.Second) {
+		t.Errorf("timeline %+v", r.Timeline)
+	}
+	if r.Peak == nil || r.Peak.Time != t0.Add(20*time.Second) {
+		t.Errorf("peak at %v, want the step ending at 20 s", r.Peak)
+	}
+	sp := r.Final.Spaces[0]
+	if sp.TotalConns != 250 || sp.TotalFailures != 30 || sp.Usable != 10 {
+		t.Errorf("space %+v", sp)
+	}
+	for _, want := range []string{"250", "30 EADDRNOTAVAIL", "client[42]", "DIAGNOSIS (at 12:00:20"} {
+		if !strings.Contains(r.Text(), want) {
+			t.Errorf("text lacks %q:\n%s", want, r.Text())
+		}
+	}
+	if !strings.Contains(r.Markdown(), "| PORT SPACE | NETNS |") {
+		t.Errorf("markdown:\n%s", r.Markdown())
+	}
+}
+
+func TestBuildCutOff(t *testing.T) {
+	data := incident(t, false)
+	r, err := Build(bytes.NewReader(data[:len(data)-10]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Trailer != nil || !strings.Contains(r.Damage, "truncated") || r.Events < 270 || r.Failures != 30 {
+		t.Errorf("cut off: trailer %v damage %q events %d failures %d", r.Trailer, r.Damage, r.Events, r.Failures)
+	}
+	if !strings.Contains(r.Text(), "without a trailer") {
+		t.Errorf("the text does not say the capture was cut off")
+	}
+}
