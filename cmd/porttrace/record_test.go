@@ -88,7 +88,9 @@ func TestRecordReport(t *testing.T) {
 	if len(sp.Processes) != 1 || sp.Processes[0].PID != uint32(cl.Cmd.Process.Pid) {
 		t.Errorf("processes %+v, want the client %d", sp.Processes, cl.Cmd.Process.Pid)
 	}
-	if r.Trailer == nil || !strings.Contains(r.Trailer.Reason, "--duration") || r.Damage != "" || r.Failures != 18 {
+	// Other tests may churn in their own namespaces meanwhile: the
+	// capture's total is at least this namespace's.
+	if r.Trailer == nil || !strings.Contains(r.Trailer.Reason, "--duration") || r.Damage != "" || r.Failures < 18 {
 		t.Errorf("trailer %+v, damage %q, failures %d", r.Trailer, r.Damage, r.Failures)
 	}
 	if r.Header.Backend != "tracepoint" && r.Header.Backend != "fentry" && r.Header.Backend != "kprobe" {
@@ -117,8 +119,9 @@ func TestRecordKilled(t *testing.T) {
 	rec.Process.Signal(syscall.SIGKILL)
 	rec.Wait()
 	r := runReport(t, file)
-	if r.Trailer != nil || r.Failures != uint64(res.Failures[testnet.EADDRNOTAVAIL]) || r.Failures != 5 {
-		t.Errorf("after SIGKILL: trailer %+v, %d failures; the client saw %+v", r.Trailer, r.Failures, res.Failures)
+	got := failures(spaceToward(t, liveOf(r), ns.Inode, dst), "EADDRNOTAVAIL")
+	if r.Trailer != nil || got != uint64(res.Failures[testnet.EADDRNOTAVAIL]) || got != 5 {
+		t.Errorf("after SIGKILL: trailer %+v, %d failures; the client saw %+v", r.Trailer, got, res.Failures)
 	}
 }
 
