@@ -126,3 +126,26 @@ func TestRecordKilled(t *testing.T) {
 }
 
 func liveOf(r *report.Report) live.Snapshot { return live.Snapshot{Report: r.Final} }
+
+func TestCaptureBadInput(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage")
+	exec.Command("sh", "-c", "head -c 5000 /dev/urandom > "+garbage).Run()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"record"}, "-o FILE is required"},
+		{[]string{"record", "-o", filepath.Join(dir, "x"), "--max-size", "lots"}, "--max-size"},
+		{[]string{"report"}, "accepts 1 arg"},
+		{[]string{"report", filepath.Join(dir, "missing")}, "no such file"},
+		{[]string{"report", garbage}, "not a porttrace capture"},
+		{[]string{"report", "--json", "--markdown", garbage}, "exclude each other"},
+		{[]string{"top", "--replay", garbage, "--json"}, "use porttrace report"},
+	} {
+		out, err := exec.Command(binary, tc.args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("porttrace %s: %v, %q; want an error saying %q", strings.Join(tc.args, " "), err, out, tc.want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/report"
 	"github.com/porttrace/porttrace/internal/view"
 	"github.com/porttrace/porttrace/tracer"
 )
@@ -24,6 +25,8 @@ func newTop() *cobra.Command {
 	var tf tracerFlags
 	var once, asJSON bool
 	var interval time.Duration
+	var replay string
+	var speed float64
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "Live view: which port spaces fill up, who fills them, and what to do",
@@ -42,9 +45,20 @@ at once; rates need at least one second.`,
 			if interval < time.Second {
 				return fmt.Errorf("--interval must be at least 1s: rates are per complete second")
 			}
+			if replay != "" {
+				if once || asJSON || !isTerminal(os.Stdout) {
+					return fmt.Errorf("--replay plays a capture in the live view: for text or JSON, use porttrace report")
+				}
+				if speed <= 0 {
+					return fmt.Errorf("--speed must be more than 0")
+				}
+				return runReplay(replay, speed, interval)
+			}
 			return runTop(cmd, &tf, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
 		},
 	}
+	cmd.Flags().StringVar(&replay, "replay", "", "play a capture made by porttrace record instead of watching the kernel (no root needed)")
+	cmd.Flags().Float64Var(&speed, "speed", 1, "with --replay, how many seconds of the capture to play per second")
 	tf.register(cmd)
 	cmd.Flags().BoolVar(&once, "once", false, "watch for --interval, print the figures as text and exit")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "like --once, as one JSON object")
@@ -123,6 +137,28 @@ func runView(ctx context.Context, cancel context.CancelFunc, done chan error, mo
 	}
 	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
 		return nil // SIGTERM or SIGINT: a normal way to stop
+	}
+	return err
+}
+
+// runReplay plays a capture in the live view.
+func runReplay(path string, speed float64, interval time.Duration) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	p, err := report.NewPlayer(f, speed, time.Now)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	h := p.Header()
+	info := view.Info{Host: h.Host, Kernel: h.Kernel, Backend: fmt.Sprintf("%s (replay of %s at %gx)", h.Backend, path, speed)}
+	ctx, cancel := signalContext()
+	defer cancel()
+	_, err = tea.NewProgram(view.NewModel(p, info, interval), tea.WithAltScreen(), tea.WithContext(ctx)).Run()
+	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
+		return nil
 	}
 	return err
 }

@@ -83,3 +83,28 @@ func TestBuildCutOff(t *testing.T) {
 		t.Errorf("the text does not say the capture was cut off")
 	}
 }
+
+func TestPlayer(t *testing.T) {
+	wall := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return wall }
+	p, err := NewPlayer(bytes.NewReader(incident(t, true)), 2, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Snapshot(); len(s.Spaces) != 1 || s.Spaces[0].TotalConns != 1 || s.Warning != "" {
+		t.Errorf("at the start, only the first event: %+v", s.Spaces)
+	}
+	wall = wall.Add(3 * time.Second) // 6 s of capture at speed 2
+	s := p.Snapshot()
+	if len(s.Spaces) != 1 || s.Spaces[0].TotalConns != 61 || s.Spaces[0].TotalFailures != 0 {
+		t.Fatalf("after 6 s: %+v", s.Spaces)
+	}
+	wall = wall.Add(5 * time.Second) // 16 s: the failures
+	if s := p.Snapshot(); s.Spaces[0].TotalFailures != 30 || len(s.Findings) == 0 {
+		t.Errorf("after 16 s: %d failures, findings %v", s.Spaces[0].TotalFailures, s.Findings)
+	}
+	wall = wall.Add(time.Minute)
+	if s := p.Snapshot(); s.Spaces[0].TotalConns != 250 || s.Warning != "replay: end of the capture" {
+		t.Errorf("at the end: %d, %q", s.Spaces[0].TotalConns, s.Warning)
+	}
+}
