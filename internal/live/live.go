@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -133,7 +132,7 @@ func ReadTables() ([]netns.Settings, []aggregate.Snapshot, error) {
 		t := time.Now()
 		socks, err := sockdiag.Snapshot(ns.Path)
 		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
+			if !errors.Is(err, sockdiag.ErrGone) {
 				errs = append(errs, err)
 			}
 			continue

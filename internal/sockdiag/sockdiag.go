@@ -8,6 +8,7 @@ package sockdiag
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"time"
@@ -16,6 +17,10 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
+
+// ErrGone is a namespace that vanished before it could be read: its last
+// process exited, which is no trouble.
+var ErrGone = errors.New("network namespace gone")
 
 // Socket is one TCP socket as the kernel's table shows it.
 type Socket struct {
@@ -52,6 +57,10 @@ func Snapshot(path string) ([]Socket, error) {
 				break
 			}
 		}
+		if errors.Is(err, unix.ENOENT) {
+			// inet_diag answers ENOENT when tcp_diag is not loaded.
+			return nil, fmt.Errorf("sock_diag dump of %s: %w (is the tcp_diag module loaded?)", describe(path), err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag dump of %s: %w", describe(path), err)
 		}
@@ -69,6 +78,9 @@ func handle(path string) (*netlink.Handle, error) {
 		return netlink.NewHandle(unix.NETLINK_INET_DIAG)
 	}
 	ns, err := vnetns.GetFromPath(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrGone, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
 	}

@@ -26,8 +26,19 @@ cache=$1
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
+# Options the VM run depends on. "y" is what we want; "m" means the module
+# must ride along in the initramfs; anything else is fatal.
+# Order matters for the module list: dependencies first. A cache made for
+# another list is redone.
+needed="CONFIG_DEBUG_INFO_BTF CONFIG_BPF_SYSCALL CONFIG_BPF_JIT CONFIG_BPF_EVENTS
+CONFIG_KPROBES CONFIG_KPROBE_EVENTS CONFIG_FUNCTION_TRACER CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS
+CONFIG_FTRACE_SYSCALLS CONFIG_TRACING CONFIG_NET_NS CONFIG_IPV6 CONFIG_CGROUPS CONFIG_CGROUP_BPF
+CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP CONFIG_SERIAL_8250 CONFIG_SERIAL_8250_CONSOLE
+CONFIG_VIRTIO_CONSOLE CONFIG_UNIX CONFIG_INET CONFIG_DEBUG_FS CONFIG_VETH
+CONFIG_INET_DIAG CONFIG_INET_TCP_DIAG"
+
 if [ "${VM_KERNEL_REFRESH:-0}" != 1 ] && [ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-version" ] &&
-	[ -f "$cache/modules.list" ]; then
+	[ -f "$cache/modules.list" ] && [ "$(cat "$cache/needed" 2>/dev/null)" = "$needed" ]; then
 	exit 0
 fi
 
@@ -92,14 +103,6 @@ if [ ! -f "$vmlinuz" ] || [ ! -f "$config" ]; then
 fi
 kver=${vmlinuz##*/vmlinuz-}
 
-# Options the VM run depends on. "y" is what we want; "m" means the module
-# must ride along in the initramfs; anything else is fatal.
-# Order matters for the module list: dependencies first.
-needed="CONFIG_DEBUG_INFO_BTF CONFIG_BPF_SYSCALL CONFIG_BPF_JIT CONFIG_BPF_EVENTS
-CONFIG_KPROBES CONFIG_KPROBE_EVENTS CONFIG_FUNCTION_TRACER CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS
-CONFIG_FTRACE_SYSCALLS CONFIG_TRACING CONFIG_NET_NS CONFIG_IPV6 CONFIG_CGROUPS CONFIG_CGROUP_BPF
-CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP CONFIG_SERIAL_8250 CONFIG_SERIAL_8250_CONSOLE
-CONFIG_VIRTIO_CONSOLE CONFIG_UNIX CONFIG_INET CONFIG_DEBUG_FS CONFIG_VETH"
 missing=""
 modules_needed=""
 for opt in $needed; do
@@ -154,6 +157,8 @@ for opt in $modules_needed; do
 	case "$opt" in
 	CONFIG_IPV6) mod=ipv6 ;;
 	CONFIG_VETH) mod=veth ;;
+	CONFIG_INET_DIAG) mod=inet_diag ;;
+	CONFIG_INET_TCP_DIAG) mod=tcp_diag ;;
 	CONFIG_VIRTIO_CONSOLE) continue ;;
 	*)
 		echo "kernel.sh: $opt is a module and kernel.sh does not know which" >&2
@@ -183,6 +188,7 @@ cp "$vmlinuz" "$cache/vmlinuz.tmp"
 mv "$cache/kernel-config.tmp" "$cache/kernel-config"
 mv "$cache/modules.list.tmp" "$cache/modules.list"
 mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+echo "$needed" >"$cache/needed"
 # Written last: its presence means the cache is complete.
 echo "$kver $pkg $ver" >"$cache/kernel-version"
 echo "kernel.sh: cached $kver in $cache" >&2
