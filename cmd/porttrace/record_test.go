@@ -158,3 +158,47 @@ func TestCaptureBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordDiskFullAndSIGINT records onto a tiny tmpfs until it fills,
+// then, on a roomy one, stops with SIGINT: each time a clear message and a
+// readable capture.
+func TestRecordDiskFullAndSIGINT(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	mount := func(size string) string {
+		dir := t.TempDir()
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+			t.Fatalf("mount tmpfs: %v %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("umount", dir).Run() })
+		return dir
+	}
+
+	full := filepath.Join(mount("12k"), "full.ptcap")
+	rec, log := startRecord(t, "-o", full, "--duration", "30s")
+	// Enough churn to fill 12 KiB: a failing connect() is ~4 events.
+	ns.StartClient(t, churn.Config{Target: dst, Count: 3000, Close: churn.CloseFin}).Wait(t)
+	err := rec.Wait()
+	time.Sleep(100 * time.Millisecond)
+	if err == nil || !strings.Contains(log.String(), "no space left on device") || !strings.Contains(log.String(), "readable up to its last complete block") {
+		t.Errorf("disk full: %v\n%s", err, log)
+	}
+	if out, err := exec.Command(binary, "report", full).CombinedOutput(); err != nil || !strings.Contains(string(out), "without a trailer") {
+		t.Errorf("report of a capture cut by a full disk (%v):\n%s", err, out)
+	}
+
+	file := filepath.Join(t.TempDir(), "int.ptcap")
+	rec, log = startRecord(t, "-o", file, "--duration", "1m")
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 15, Close: churn.CloseFin}).Wait(t)
+	time.Sleep(200 * time.Millisecond)
+	rec.Process.Signal(syscall.SIGINT)
+	if err := rec.Wait(); err != nil {
+		t.Fatalf("SIGINT: %v\n%s", err, log)
+	}
+	r := runReport(t, file)
+	got := failures(spaceToward(t, liveOf(r), ns.Inode, dst), "EADDRNOTAVAIL")
+	if r.Trailer == nil || r.Trailer.Reason != "interrupted" || got != uint64(res.Failures[testnet.EADDRNOTAVAIL]) {
+		t.Errorf("after SIGINT: trailer %+v, %d failures, client %+v", r.Trailer, got, res.Failures)
+	}
+}
