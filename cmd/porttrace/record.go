@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -64,26 +65,34 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, path string, o recorder.Opti
 		return err
 	}
 	defer t.Close()
+	start := time.Now()
 	all, tables, err := live.ReadTables()
 	if err != nil && len(tables) == 0 {
 		return err
 	}
-	file, err := os.Create(path)
+	file, err := create(path)
 	if err != nil {
-		return fmt.Errorf("create capture: %w", err)
+		return err
 	}
 	defer file.Close()
 	host, _ := os.Hostname()
 	w, err := capture.NewWriter(file, capture.Header{
-		Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend()), Start: time.Now(),
-		Netns: all, Tables: tables, Command: strings.Join(os.Args, " "),
+		Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend()), Start: start,
+		Netns: all, Command: strings.Join(os.Args, " "),
 	})
+	if err == nil {
+		err = w.SyncBegin()
+	}
+	if err == nil {
+		err = w.Round(capture.Round{Time: start, Netns: all, Tables: tables})
+	}
 	if err != nil {
 		return err
 	}
-	o.Snapshots = func() []capture.Snapshot {
-		_, snaps, _ := live.ReadTables()
-		return snaps
+	o.Tables = func() capture.Round {
+		t := time.Now()
+		all, tables, _ := live.ReadTables()
+		return capture.Round{Time: t, Netns: all, Tables: tables}
 	}
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
@@ -98,6 +107,20 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, path string, o recorder.Opti
 		return fmt.Errorf("%w (the capture is readable up to its last complete block)", err)
 	}
 	return file.Close()
+}
+
+// create makes the capture file and syncs its directory, so that the file
+// itself survives a power loss, not only its blocks.
+func create(path string) (*os.File, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create capture: %w", err)
+	}
+	if dir, err := os.Open(filepath.Dir(path)); err == nil {
+		dir.Sync()
+		dir.Close()
+	}
+	return f, nil
 }
 
 // progress draws one line: rewritten in place on a terminal, a line every

@@ -52,7 +52,9 @@ func write(t *testing.T, n int, trailer bool) []byte {
 			t.Fatal(err)
 		}
 		if i == n/2 {
-			w.Snapshot(Snapshot{Netns: 4026532177, Time: t0, Sockets: []sockdiag.Socket{{Src: netip.MustParseAddrPort("127.0.0.1:40005"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"), TimeWait: true, Expires: time.Second, Cookie: 9}}})
+			w.SyncBegin()
+			w.Round(Round{Time: t0, Netns: []netns.Settings{{Inode: 4026532177}}, Tables: []Snapshot{{Netns: 4026532177, Time: t0,
+				Sockets: []sockdiag.Socket{{Src: netip.MustParseAddrPort("127.0.0.1:40005"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"), TimeWait: true, Expires: time.Second, Cookie: 9}}}}})
 		}
 		if i%100 == 99 {
 			w.Flush()
@@ -88,7 +90,7 @@ func readAll(data []byte) (*Reader, []event.Event, int, error) {
 		}
 		if rec.Event != nil {
 			evs = append(evs, *rec.Event)
-		} else {
+		} else if rec.Round != nil {
 			snaps++
 		}
 	}
@@ -245,4 +247,46 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRoundChunks: a round too big for one block is split, and read back
+// whole, empty tables included.
+func TestRoundChunks(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := NewWriter(&buf, Header{Start: t0})
+	big := make([]sockdiag.Socket, 40000)
+	for i := range big {
+		big[i] = sockdiag.Socket{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i)), Cookie: uint64(i)}
+	}
+	round := Round{Time: t0, Netns: []netns.Settings{{Inode: 1}, {Inode: 2}, {Inode: 3}},
+		Tables: []Snapshot{{Netns: 1, Sockets: big[:1000]}, {Netns: 2}, {Netns: 3, Sockets: big}}}
+	if err := w.SyncBegin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Round(round); err != nil {
+		t.Fatal(err)
+	}
+	w.Close(Trailer{})
+	r, err := NewReader(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev event.Event
+	if rec, err := r.Next(&ev); err != nil || !rec.SyncBegin {
+		t.Fatalf("first record %+v %v, want the sync marker", rec, err)
+	}
+	rec, err := r.Next(&ev)
+	if err != nil || rec.Round == nil {
+		t.Fatalf("%+v %v", rec, err)
+	}
+	got := map[uint32]int{}
+	for _, tb := range rec.Round.Tables {
+		got[tb.Netns] += len(tb.Sockets)
+	}
+	if len(rec.Round.Netns) != 3 || got[1] != 1000 || got[3] != 40000 || len(got) != 3 {
+		t.Errorf("round read back: %d namespaces, sockets %v", len(rec.Round.Netns), got)
+	}
+	if r.index != 5 { // header, marker, 3 chunks
+		t.Errorf("%d blocks read, want 5", r.index)
+	}
 }

@@ -11,8 +11,11 @@
 //	block*: kind (1 byte), raw length (u32), stored length (u32),
 //	        CRC-32C of the stored bytes (u32), stored bytes (zstd frame)
 //
-// The first block is the header (JSON), then events and snapshots in time
-// order, and, if recording ended cleanly, a trailer (JSON).
+// The first block is the header (JSON). Then, in the order they happened:
+// events, and rounds of socket tables, the first right after the header.
+// A round is a sync-begin marker written when its dump starts (events that
+// race the dump come between), then its tables in one or more blocks. If
+// recording ended cleanly, a trailer (JSON) comes last.
 package capture
 
 import (
@@ -36,17 +39,25 @@ const (
 
 // Block kinds.
 const (
-	kindHeader   = 1
-	kindEvents   = 2
-	kindSnapshot = 3
-	kindTrailer  = 4
+	kindHeader    = 1
+	kindEvents    = 2
+	kindRound     = 3 // a chunk of a round of socket tables (JSON)
+	kindTrailer   = 4
+	kindSyncBegin = 5 // a round's dump begins
 )
 
 const blockHeaderLen = 1 + 4 + 4 + 4
 
 // maxBlock bounds a block's raw size, so that a damaged length cannot make
-// the reader allocate without end.
-const maxBlock = 16 << 20
+// the reader allocate without end. Event blocks are flushed at 1 MiB; round
+// chunks hold at most chunkSockets sockets (~2 MiB of JSON), and a round at
+// most maxRoundChunks chunks, so that a crafted file cannot make the reader
+// decode more than a few hundred MiB of sockets either.
+const (
+	maxBlock       = 4 << 20
+	chunkSockets   = 16384
+	maxRoundChunks = 128
+)
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -58,9 +69,23 @@ type Header struct {
 	Start   time.Time        `json:"start"`
 	Netns   []netns.Settings `json:"netns"`
 	Command string           `json:"command"`
-	// Tables are the socket tables at the start, so that a report shows
-	// the TIME_WAIT and open sockets that were there before the first event.
-	Tables []Snapshot `json:"tables"`
+}
+
+// Round is every namespace's settings and socket table, read together: the
+// first shows what was there before the first event, the later ones correct
+// what events cannot show.
+type Round struct {
+	Time   time.Time        `json:"time"` // when the dump began
+	Netns  []netns.Settings `json:"netns"`
+	Tables []Snapshot       `json:"tables"`
+}
+
+// chunk is one block of a round.
+type chunk struct {
+	Time   time.Time        `json:"time"`
+	Netns  []netns.Settings `json:"netns,omitempty"` // in the first chunk
+	Tables []Snapshot       `json:"tables"`
+	Last   bool             `json:"last"`
 }
 
 // Trailer is written when recording ends cleanly.

@@ -26,6 +26,8 @@ type Reader struct {
 	stored     []byte
 	events     []byte // undecoded events of the current block
 	lastOffset int64
+	round      *Round // a round whose chunks are still coming
+	chunks     int
 }
 
 // NewReader checks the magic and version and reads the header.
@@ -36,7 +38,11 @@ func NewReader(r io.Reader) (*Reader, error) {
 	}
 	cr := &Reader{r: bufio.NewReaderSize(r, 1<<20), dec: dec}
 	head := make([]byte, len(magic)+1)
-	if _, err := io.ReadFull(cr.r, head); err != nil || string(head[:len(magic)]) != magic {
+	n, err := io.ReadFull(cr.r, head)
+	if n == 0 && err != nil {
+		return nil, errors.New("empty file: not a porttrace capture")
+	}
+	if err != nil || string(head[:len(magic)]) != magic {
 		return nil, errors.New("not a porttrace capture (no capture header)")
 	}
 	if v := head[len(magic)]; v != Version {
@@ -44,6 +50,9 @@ func NewReader(r io.Reader) (*Reader, error) {
 	}
 	cr.offset = int64(len(head))
 	kind, b, err := cr.block()
+	if err == io.EOF {
+		err = &BlockError{0, cr.offset, fmt.Errorf("%w: no header block", ErrTruncated)}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -56,10 +65,12 @@ func NewReader(r io.Reader) (*Reader, error) {
 	return cr, nil
 }
 
-// Record is one item of a capture: an event or a snapshot.
+// Record is one item of a capture: an event, the start of a round's dump,
+// or a round.
 type Record struct {
-	Event    *event.Event // valid until the next call to Next
-	Snapshot *Snapshot
+	Event     *event.Event // valid until the next call to Next
+	SyncBegin bool
+	Round     *Round
 }
 
 // Next returns the next record, io.EOF after the trailer or at a clean end
@@ -68,8 +79,14 @@ type Record struct {
 func (c *Reader) Next(ev *event.Event) (Record, error) {
 	for len(c.events) == 0 {
 		kind, b, err := c.block()
+		if err == io.EOF && c.round != nil {
+			err = c.errHere(fmt.Errorf("%w: inside a round of socket tables", ErrTruncated))
+		}
 		if err != nil {
 			return Record{}, err
+		}
+		if c.round != nil && kind != kindRound {
+			return Record{}, c.errHere(fmt.Errorf("%w: a round of socket tables is cut short", ErrCorrupt))
 		}
 		switch kind {
 		case kindEvents:
@@ -77,12 +94,13 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 				return Record{}, c.errHere(fmt.Errorf("%w: events block of %d bytes", ErrCorrupt, len(b)))
 			}
 			c.events = b
-		case kindSnapshot:
-			var s Snapshot
-			if err := json.Unmarshal(b, &s); err != nil {
-				return Record{}, c.errHere(fmt.Errorf("%w: snapshot: %v", ErrCorrupt, err))
+		case kindSyncBegin:
+			return Record{SyncBegin: true}, nil
+		case kindRound:
+			r, err := c.chunk(b)
+			if err != nil || r != nil {
+				return Record{Round: r}, err
 			}
-			return Record{Snapshot: &s}, nil
 		case kindTrailer:
 			var t Trailer
 			if err := json.Unmarshal(b, &t); err != nil {
@@ -99,6 +117,31 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 	}
 	c.events = c.events[eventLen:]
 	return Record{Event: ev}, nil
+}
+
+// chunk adds a round's chunk, and returns the round once complete.
+func (c *Reader) chunk(b []byte) (*Round, error) {
+	var ch chunk
+	if err := json.Unmarshal(b, &ch); err != nil {
+		return nil, c.errHere(fmt.Errorf("%w: socket tables: %v", ErrCorrupt, err))
+	}
+	n := 0
+	for _, t := range ch.Tables {
+		n += len(t.Sockets)
+	}
+	if c.round == nil {
+		c.round, c.chunks = &Round{Time: ch.Time, Netns: ch.Netns}, 0
+	}
+	if c.chunks++; n > chunkSockets || c.chunks > maxRoundChunks {
+		return nil, c.errHere(fmt.Errorf("%w: a round of socket tables over %d chunks of %d sockets", ErrCorrupt, maxRoundChunks, chunkSockets))
+	}
+	c.round.Tables = append(c.round.Tables, ch.Tables...)
+	if !ch.Last {
+		return nil, nil
+	}
+	r := c.round
+	c.round = nil
+	return r, nil
 }
 
 // errHere blames the block last read.
@@ -120,7 +163,7 @@ func (c *Reader) block() (byte, []byte, error) {
 		return 0, nil, io.EOF
 	}
 	if err != nil {
-		return fail(fmt.Errorf("%w: %d of %d bytes of a block header", ErrTruncated, n, blockHeaderLen))
+		return fail(shortRead(err, fmt.Sprintf("%d of %d bytes of a block header", n, blockHeaderLen)))
 	}
 	rawLen, storedLen := binary.LittleEndian.Uint32(h[1:]), binary.LittleEndian.Uint32(h[5:])
 	if rawLen > maxBlock || storedLen > maxBlock {
@@ -128,7 +171,7 @@ func (c *Reader) block() (byte, []byte, error) {
 	}
 	c.stored = grow(c.stored, int(storedLen))
 	if n, err := io.ReadFull(c.r, c.stored); err != nil {
-		return fail(fmt.Errorf("%w: %d of %d bytes of a block", ErrTruncated, n, storedLen))
+		return fail(shortRead(err, fmt.Sprintf("%d of %d bytes of a block", n, storedLen)))
 	}
 	if crc32.Checksum(c.stored, crcTable) != binary.LittleEndian.Uint32(h[9:]) {
 		return fail(fmt.Errorf("%w: checksum mismatch", ErrCorrupt))
@@ -141,6 +184,14 @@ func (c *Reader) block() (byte, []byte, error) {
 	c.offset += int64(blockHeaderLen) + int64(storedLen)
 	c.index++
 	return h[0], raw, nil
+}
+
+// shortRead is a truncation when the file ends, else the read error.
+func shortRead(err error, what string) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %s", ErrTruncated, what)
+	}
+	return fmt.Errorf("read capture: %w", err)
 }
 
 func grow(b []byte, n int) []byte {

@@ -14,12 +14,13 @@ import (
 )
 
 // blockTarget is when buffered events are written as a block without
-// waiting for the next Flush.
+// waiting for the next Flush: well under maxBlock.
 const blockTarget = 1 << 20
 
 // Writer writes a capture. Events are buffered until Flush (the recorder
 // calls it every second) or until a block's worth has gathered; each block
-// is written whole and synced, so what was flushed survives a crash.
+// is written whole, and Flush syncs the file, so what was flushed survives a
+// crash.
 type Writer struct {
 	w       io.Writer
 	sync    func() error // fsync, when w is a file
@@ -41,11 +42,10 @@ func NewWriter(w io.Writer, h Header) (*Writer, error) {
 	if f, ok := w.(*os.File); ok {
 		cw.sync = f.Sync
 	}
-	if err := cw.raw([]byte(magic + string(rune(Version)))); err != nil {
-		return nil, err
-	}
+	// The magic and the header in one write: a file cut before it is
+	// empty, not a capture without a header.
 	hb, _ := json.Marshal(h)
-	if err := cw.block(kindHeader, hb); err != nil {
+	if err := cw.blockAfter([]byte(magic+string(rune(Version))), kindHeader, hb); err != nil {
 		return nil, err
 	}
 	return cw, cw.syncNow()
@@ -75,13 +75,52 @@ func (c *Writer) Event(e *event.Event) error {
 	return nil
 }
 
-// Snapshot writes a socket table, after the events buffered before it.
-func (c *Writer) Snapshot(s Snapshot) error {
+// SyncBegin marks that a round's dump begins: events after it may or may
+// not be in the round.
+func (c *Writer) SyncBegin() error {
 	if err := c.flushEvents(); err != nil {
 		return err
 	}
-	b, _ := json.Marshal(s)
-	return c.block(kindSnapshot, b)
+	return c.block(kindSyncBegin, nil)
+}
+
+// Round writes a round of socket tables, after the events buffered before
+// it, in chunks of at most chunkSockets sockets.
+func (c *Writer) Round(r Round) error {
+	if err := c.flushEvents(); err != nil {
+		return err
+	}
+	for _, ch := range chunks(r) {
+		b, _ := json.Marshal(ch)
+		if err := c.block(kindRound, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func chunks(r Round) []chunk {
+	out := []chunk{{Time: r.Time, Netns: r.Netns}}
+	n := 0 // sockets in the last chunk
+	for _, t := range r.Tables {
+		socks := t.Sockets
+		for {
+			if n == chunkSockets {
+				out = append(out, chunk{Time: r.Time})
+				n = 0
+			}
+			take := min(len(socks), chunkSockets-n)
+			last := &out[len(out)-1]
+			// A table with no sockets is kept: its namespace was read.
+			last.Tables = append(last.Tables, Snapshot{Netns: t.Netns, Time: t.Time, Sockets: socks[:take]})
+			socks, n = socks[take:], n+take
+			if len(socks) == 0 {
+				break
+			}
+		}
+	}
+	out[len(out)-1].Last = true
+	return out
 }
 
 // Flush writes the buffered events as a block and syncs the file.
@@ -124,7 +163,16 @@ func (c *Writer) syncNow() error {
 }
 
 func (c *Writer) block(kind byte, raw []byte) error {
+	return c.blockAfter(nil, kind, raw)
+}
+
+// blockAfter writes prefix and a block in one write.
+func (c *Writer) blockAfter(prefix []byte, kind byte, raw []byte) error {
 	if c.err != nil {
+		return c.err
+	}
+	if len(raw) > maxBlock {
+		c.err = fmt.Errorf("capture block of %d bytes is over the %d a reader accepts", len(raw), maxBlock)
 		return c.err
 	}
 	c.scratch = c.enc.EncodeAll(raw, c.scratch[:0])
@@ -135,7 +183,7 @@ func (c *Writer) block(kind byte, raw []byte) error {
 	binary.LittleEndian.PutUint32(h[9:], crc32.Checksum(c.scratch, crcTable))
 	// One write per block: a failed write (a full disk) leaves at most
 	// this block partial, and the reader stops before it.
-	return c.raw(append(h[:], c.scratch...))
+	return c.raw(append(append(prefix, h[:]...), c.scratch...))
 }
 
 func (c *Writer) raw(b []byte) error {

@@ -30,22 +30,22 @@ type Options struct {
 	// calls to wait for before writing anything.
 	UntilFailures uint64
 	PreTrigger    time.Duration // kept in memory before the trigger
-	// WindowEvents bounds the pre-trigger window's memory (~120 bytes an
+	// WindowEvents bounds the pre-trigger window's memory (~170 bytes an
 	// event); older events are dropped and counted.
 	WindowEvents int
-	Snapshots    func() []capture.Snapshot // socket tables, every SnapshotEvery
-	Progress     func(Progress)            // every second
+	Tables       func() capture.Round // socket tables, every TablesEvery
+	Progress     func(Progress)       // every second
 }
 
-// Defaults of the pre-trigger window: a minute, and at most a million
-// events (~120 MiB) of it.
+// Defaults of the pre-trigger window: a minute, and at most half a million
+// events (~85 MiB) of it.
 const (
 	DefaultPreTrigger   = time.Minute
-	DefaultWindowEvents = 1 << 20
+	DefaultWindowEvents = 1 << 19
 )
 
-// SnapshotEvery is how often socket tables are written.
-const SnapshotEvery = 5 * time.Second
+// TablesEvery is how often socket tables are written.
+const TablesEvery = 5 * time.Second
 
 // Progress is what the progress line shows.
 type Progress struct {
@@ -57,9 +57,11 @@ type Progress struct {
 	Window           int           // events held for the trigger
 }
 
+// item is what the pre-trigger window holds, in order.
 type item struct {
-	ev   event.Event
-	snap *capture.Snapshot
+	ev        event.Event
+	round     *capture.Round
+	syncBegin bool
 }
 
 type recorder struct {
@@ -73,9 +75,12 @@ type recorder struct {
 	deadline  time.Time
 	failures  uint64
 	triggered bool
-	window    []item
-	seed      *capture.Snapshot // the last snapshot older than the window
+	window    []item // from head on; compacted as it ages
+	head      int
+	held      int            // events in the window
+	seed      *capture.Round // the last round older than the window
 	dropped   uint64
+	full      bool // a bound or a write error was hit
 }
 
 // Record runs until a bound, the trigger's end, ctx's end or a write error,
@@ -101,11 +106,15 @@ func Record(ctx context.Context, src Source, w *capture.Writer, o Options) (capt
 	<-done
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.reason == "" {
+	switch {
+	case r.reason != "":
+	case err != nil:
+		r.reason = "the tracer failed"
+	default:
 		r.reason = "interrupted"
 	}
-	if !r.triggered && len(r.window) > 0 {
-		r.reason += fmt.Sprintf(" before %d failures: the last %s are written", o.UntilFailures, o.PreTrigger)
+	if !r.triggered && r.held > 0 {
+		r.reason += fmt.Sprintf(" before %d failures: the %d events held are written", o.UntilFailures, r.held)
 		r.flushWindow()
 	}
 	t := capture.Trailer{End: time.Now(), Dropped: r.dropped, Reason: r.reason}
@@ -143,8 +152,13 @@ func (r *recorder) event(e *event.Event) {
 	r.write(r.w.Event(e))
 }
 
-// write checks the bounds after a write.
+// write checks the bounds after a write; once one is hit, nothing more is
+// written.
 func (r *recorder) write(err error) {
+	if err != nil || r.o.MaxEvents > 0 && r.w.Events() >= r.o.MaxEvents ||
+		r.o.MaxSize > 0 && r.w.Size()+int64(r.w.Buffered()) >= r.o.MaxSize {
+		r.full = true
+	}
 	switch {
 	case err != nil:
 		r.err = err
@@ -157,27 +171,39 @@ func (r *recorder) write(err error) {
 }
 
 // hold keeps an item in the pre-trigger window, ageing out what is older
-// than PreTrigger or beyond WindowEvents.
+// than PreTrigger or beyond WindowEvents. The front advances by an index
+// and the slice is compacted only once half of it is dead, so holding costs
+// O(1) per event however full the window.
 func (r *recorder) hold(it item) {
 	r.window = append(r.window, it)
+	if it.round == nil && !it.syncBegin {
+		r.held++
+	}
 	now := time.Now()
-	cut := 0
-	for cut < len(r.window) && (len(r.window)-cut > r.o.WindowEvents || r.age(r.window[cut], now) > r.o.PreTrigger) {
-		if s := r.window[cut].snap; s != nil {
-			r.seed = s
-		} else {
+	for r.head < len(r.window) && (r.held > r.o.WindowEvents || r.age(&r.window[r.head], now) > r.o.PreTrigger) {
+		front := &r.window[r.head]
+		switch {
+		case front.round != nil:
+			r.seed = front.round
+		case !front.syncBegin:
+			r.held--
 			r.dropped++
 		}
-		cut++
+		*front = item{}
+		r.head++
 	}
-	if cut > 0 {
-		r.window = append(r.window[:0], r.window[cut:]...)
+	if r.head > len(r.window)/2 {
+		r.window = append(r.window[:0], r.window[r.head:]...)
+		r.head = 0
 	}
 }
 
-func (r *recorder) age(it item, now time.Time) time.Duration {
-	if it.snap != nil {
-		return now.Sub(it.snap.Time)
+func (r *recorder) age(it *item, now time.Time) time.Duration {
+	switch {
+	case it.round != nil:
+		return now.Sub(it.round.Time)
+	case it.syncBegin:
+		return 0 // goes with the round that follows it
 	}
 	return now.Sub(it.ev.Time)
 }
@@ -190,41 +216,39 @@ func (r *recorder) trigger() {
 	r.flushWindow()
 }
 
-// flushWindow writes the window, preceded by the snapshot that seeds it.
+// flushWindow writes the window, preceded by the round that seeds it.
 func (r *recorder) flushWindow() {
 	if r.seed != nil {
-		r.write(r.w.Snapshot(*r.seed))
+		r.write(r.w.SyncBegin())
+		r.write(r.w.Round(*r.seed))
 	}
-	for i := range r.window {
-		if r.reason != "" && r.err != nil {
-			break
-		}
-		if s := r.window[i].snap; s != nil {
-			r.write(r.w.Snapshot(*s))
-		} else {
-			r.write(r.w.Event(&r.window[i].ev))
+	for i := r.head; i < len(r.window) && !r.full; i++ {
+		switch it := &r.window[i]; {
+		case it.round != nil:
+			r.write(r.w.Round(*it.round))
+		case it.syncBegin:
+			r.write(r.w.SyncBegin())
+		default:
+			r.write(r.w.Event(&it.ev))
 		}
 	}
-	r.window, r.seed = nil, nil
+	r.window, r.head, r.held, r.seed = nil, 0, 0, nil
 }
 
-// tick flushes every second, writes snapshots, reports progress and ends
-// the recording when its time is up.
+// tick flushes every second, writes socket tables, reports progress and
+// ends the recording when its time is up.
 func (r *recorder) tick(ctx context.Context) {
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
-	lastSnap := time.Now()
+	lastTables := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-second.C:
-			if r.o.Snapshots != nil && now.Sub(lastSnap) >= SnapshotEvery {
-				lastSnap = now
-				snaps := r.o.Snapshots() // outside the lock: a dump takes time
-				r.mu.Lock()
-				r.addSnapshots(snaps)
-				r.mu.Unlock()
+			if r.o.Tables != nil && now.Sub(lastTables) >= TablesEvery {
+				lastTables = now
+				r.tables()
 			}
 			r.mu.Lock()
 			r.second(now)
@@ -233,13 +257,27 @@ func (r *recorder) tick(ctx context.Context) {
 	}
 }
 
-func (r *recorder) addSnapshots(snaps []capture.Snapshot) {
-	for i := range snaps {
-		if !r.triggered {
-			r.hold(item{snap: &snaps[i]})
-		} else if r.reason == "" {
-			r.write(r.w.Snapshot(snaps[i]))
-		}
+// tables writes a round: the marker first, so that a replay knows which
+// events raced the dump, then the dump, read outside the lock.
+func (r *recorder) tables() {
+	r.mu.Lock()
+	r.add(item{syncBegin: true})
+	r.mu.Unlock()
+	round := r.o.Tables()
+	r.mu.Lock()
+	r.add(item{round: &round})
+	r.mu.Unlock()
+}
+
+func (r *recorder) add(it item) {
+	switch {
+	case r.reason != "":
+	case !r.triggered:
+		r.hold(it)
+	case it.syncBegin:
+		r.write(r.w.SyncBegin())
+	default:
+		r.write(r.w.Round(*it.round))
 	}
 }
 
@@ -249,15 +287,16 @@ func (r *recorder) second(now time.Time) {
 			r.write(err)
 		}
 	}
-	if !r.deadline.IsZero() && !now.Before(r.deadline) {
-		r.finish(fmt.Sprintf("%s after the start (--duration)", r.o.Duration))
+	if !r.deadline.IsZero() && !now.Before(r.deadline) && r.reason == "" {
+		reason := fmt.Sprintf("%s after the start (--duration)", r.o.Duration)
 		if r.o.UntilFailures > 0 {
-			r.reason = fmt.Sprintf("%s after %d failures (--duration)", r.o.Duration, r.o.UntilFailures)
+			reason = fmt.Sprintf("%s after %d failures (--duration)", r.o.Duration, r.o.UntilFailures)
 		}
+		r.finish(reason)
 	}
 	if r.o.Progress != nil {
 		p := Progress{Events: r.w.Events(), Failures: r.failures, Size: r.w.Size(), Elapsed: now.Sub(r.start),
-			Waiting: !r.triggered, Window: len(r.window)}
+			Waiting: !r.triggered, Window: r.held}
 		if !r.deadline.IsZero() {
 			p.Left = max(r.deadline.Sub(now), 0)
 		}

@@ -139,3 +139,10 @@ func TestDiskFullStops(t *testing.T) {
 		t.Errorf("%+v, %v: want ENOSPC and a stop", tr, err)
 	}
 }
+
+func TestWindowFlushKeepsBounds(t *testing.T) {
+	tr, evs, err := record(t, stream(1000, 999), Options{UntilFailures: 1, MaxEvents: 10}, nil, 2*time.Second)
+	if err != nil || len(evs) != 10 || !strings.Contains(tr.Reason, "--max-events") {
+		t.Errorf("%d events written, %+v, %v; want 10", len(evs), tr, err)
+	}
+}

@@ -13,21 +13,24 @@ import (
 )
 
 // Player replays a capture at speed times real time, for the live view:
-// each Snapshot feeds the events up to the capture time that has come.
+// each Snapshot feeds the records up to the capture time that has come,
+// from the first record on.
 type Player struct {
 	r       *capture.Reader
 	agg     *aggregate.Aggregator
 	speed   float64
 	clock   func() time.Time
 	begun   time.Time // wall clock at the first Snapshot
-	start   time.Time // capture time at the start
+	start   time.Time // capture time of the first record
+	last    time.Time // of the last record played
 	ev      event.Event
-	pending *capture.Record // read but not yet due
-	snaps   []aggregate.Snapshot
+	pending capture.Record // read but not yet due
+	have    bool
 	done    string // why playing ended, once it has
 }
 
-// NewPlayer reads the capture's header; clock is time.Now but in tests.
+// NewPlayer reads the capture's header and first record; clock is time.Now
+// but in tests.
 func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, error) {
 	cr, err := capture.NewReader(r)
 	if err != nil {
@@ -36,15 +39,23 @@ func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, err
 	h := cr.Header
 	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
 	agg.SetNetns(h.Netns)
-	agg.BeginSync()
-	agg.Sync(h.Tables)
-	return &Player{r: cr, agg: agg, speed: speed, clock: clock, start: h.Start}, nil
+	p := &Player{r: cr, agg: agg, speed: speed, clock: clock, start: h.Start, last: h.Start}
+	p.read()
+	for p.have && recordTime(p.pending).IsZero() { // a marker first
+		apply(p.agg, p.pending)
+		p.read()
+	}
+	if p.have {
+		p.start = recordTime(p.pending)
+	}
+	return p, nil
 }
 
 // Header is the capture's header.
 func (p *Player) Header() capture.Header { return p.r.Header }
 
-// Snapshot plays up to the capture time that corresponds to now.
+// Snapshot plays up to the capture time that corresponds to now; once the
+// capture is over, time stops at its last record.
 func (p *Player) Snapshot() live.Snapshot {
 	now := p.clock()
 	if p.begun.IsZero() {
@@ -52,8 +63,8 @@ func (p *Player) Snapshot() live.Snapshot {
 	}
 	at := p.start.Add(time.Duration(float64(now.Sub(p.begun)) * p.speed))
 	p.play(at)
-	if p.done != "" && p.r.Trailer != nil && at.After(p.r.Trailer.End) {
-		at = p.r.Trailer.End
+	if p.done != "" && at.After(p.last) {
+		at = p.last
 	}
 	if p.r.Trailer != nil {
 		p.agg.SetLost(p.r.Trailer.Lost)
@@ -66,42 +77,28 @@ func (p *Player) Snapshot() live.Snapshot {
 	return s
 }
 
-func (p *Player) play(until time.Time) {
-	for p.done == "" {
-		if p.pending == nil {
-			rec, err := p.r.Next(&p.ev)
-			switch {
-			case errors.Is(err, io.EOF):
-				p.done = "end of the capture"
-				continue
-			case err != nil:
-				p.done = "the capture stops early: " + err.Error()
-				continue
-			}
-			p.pending = &rec
-		}
-		if s := p.pending.Snapshot; s != nil {
-			if s.Time.After(until) {
-				return
-			}
-			// The namespaces' tables come one after another: one Sync.
-			p.snaps = append(p.snaps, *s)
-		} else {
-			if p.ev.Time.After(until) {
-				return
-			}
-			p.sync()
-			p.agg.Add(&p.ev)
-		}
-		p.pending = nil
+func (p *Player) read() {
+	rec, err := p.r.Next(&p.ev)
+	switch {
+	case errors.Is(err, io.EOF):
+		p.done, p.have = "end of the capture", false
+	case err != nil:
+		p.done, p.have = "the capture stops early: "+err.Error(), false
+	default:
+		p.pending, p.have = rec, true
 	}
-	p.sync()
 }
 
-func (p *Player) sync() {
-	if len(p.snaps) > 0 {
-		p.agg.BeginSync()
-		p.agg.Sync(p.snaps)
-		p.snaps = nil
+func (p *Player) play(until time.Time) {
+	for p.have {
+		t := recordTime(p.pending)
+		if t.After(until) {
+			return
+		}
+		if !t.IsZero() {
+			p.last = t
+		}
+		apply(p.agg, p.pending)
+		p.read()
 	}
 }

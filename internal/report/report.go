@@ -6,6 +6,7 @@ package report
 import (
 	"errors"
 	"io"
+	"math"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
@@ -53,10 +54,8 @@ func Build(r io.Reader) (*Report, error) {
 	h := cr.Header
 	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
 	agg.SetNetns(h.Netns)
-	agg.BeginSync()
-	agg.Sync(h.Tables)
-	rep := &Report{Header: h, Start: h.Start, End: h.Start}
-	p := newPlayer(agg, h.Start, rep)
+	rep := &Report{Header: h}
+	p := &player{agg: agg, rep: rep}
 	var ev event.Event
 	for {
 		rec, err := cr.Next(&ev)
@@ -71,15 +70,16 @@ func Build(r io.Reader) (*Report, error) {
 			rep.Damage = err.Error()
 			break
 		}
-		if rec.Snapshot != nil {
-			p.snapshot(*rec.Snapshot)
-			continue
-		}
-		p.event(&ev)
+		p.record(rec)
 	}
 	rep.Trailer = cr.Trailer
-	if rep.Trailer != nil && rep.Trailer.End.After(rep.End) {
-		rep.End = rep.Trailer.End
+	if rep.Start.IsZero() {
+		rep.Start, rep.End = h.Start, h.Start
+	}
+	// The trailer's end counts unless it is far from the last record (a
+	// clock step, or a damaged file).
+	if t := rep.Trailer; t != nil && t.End.After(rep.End) && t.End.Sub(rep.End) < time.Hour {
+		rep.End = t.End
 	}
 	p.finish(rep.End)
 	agg.SetLost(lostOf(rep.Trailer))
@@ -88,6 +88,7 @@ func Build(r io.Reader) (*Report, error) {
 	// or the end if nothing failed.
 	rep.Findings = diagnose.Diagnose(rep.Final)
 	if rep.Peak != nil {
+		rep.Peak.Lost = rep.Final.Lost
 		rep.Findings = diagnose.Diagnose(rep.Peak)
 	}
 	return rep, nil
@@ -100,28 +101,56 @@ func lostOf(t *capture.Trailer) uint64 {
 	return t.Lost
 }
 
-// player feeds the aggregator in capture order and cuts the timeline.
+// apply feeds one record to an aggregator: what report and Player share.
+func apply(agg *aggregate.Aggregator, rec capture.Record) {
+	switch {
+	case rec.SyncBegin:
+		agg.BeginSync()
+	case rec.Round != nil:
+		agg.SetNetns(rec.Round.Netns)
+		agg.Sync(rec.Round.Tables)
+	case rec.Event != nil:
+		agg.Add(rec.Event)
+	}
+}
+
+// recordTime is when a record happened; zero for a sync marker.
+func recordTime(rec capture.Record) time.Time {
+	switch {
+	case rec.Round != nil:
+		return rec.Round.Time
+	case rec.Event != nil:
+		return rec.Event.Time
+	}
+	return time.Time{}
+}
+
+// player feeds the aggregator in capture order and cuts the timeline into
+// steps from the first record on; steps where nothing happened are skipped.
 type player struct {
 	agg      *aggregate.Aggregator
 	rep      *Report
 	next     time.Time // end of the current step
 	cur      Point
 	peakFail uint64
-	snaps    []aggregate.Snapshot // consecutive snapshots: one Sync
 }
 
-func newPlayer(agg *aggregate.Aggregator, start time.Time, rep *Report) *player {
-	return &player{agg: agg, rep: rep, next: start.Add(Step), cur: Point{Time: start}}
-}
-
-func (p *player) event(e *event.Event) {
-	p.flushSnapshots()
-	p.advance(e.Time)
-	p.agg.Add(e)
-	p.rep.Events++
-	if e.Time.After(p.rep.End) {
-		p.rep.End = e.Time
+func (p *player) record(rec capture.Record) {
+	if t := recordTime(rec); !t.IsZero() {
+		if p.rep.Start.IsZero() {
+			p.rep.Start, p.rep.End, p.next = t, t, t.Add(Step)
+		}
+		p.advance(t)
+		if t.After(p.rep.End) {
+			p.rep.End = t
+		}
 	}
+	apply(p.agg, rec)
+	e := rec.Event
+	if e == nil {
+		return
+	}
+	p.rep.Events++
 	if e.Kind == event.State && e.NewState == event.SynSent {
 		p.cur.Conns++
 	}
@@ -131,21 +160,15 @@ func (p *player) event(e *event.Event) {
 	}
 }
 
-func (p *player) snapshot(s aggregate.Snapshot) {
-	p.snaps = append(p.snaps, s)
-}
-
-func (p *player) flushSnapshots() {
-	if len(p.snaps) > 0 {
-		p.agg.BeginSync()
-		p.agg.Sync(p.snaps)
-		p.snaps = nil
-	}
-}
-
-// advance closes every step that ends before t.
+// advance closes the steps that end by t.
 func (p *player) advance(t time.Time) {
 	for !t.Before(p.next) {
+		if p.cur.Conns == 0 && p.cur.Failures == 0 {
+			// Nothing happened: jump to the step that holds t.
+			k := int64(t.Sub(p.next)/Step) + 1
+			p.next = p.next.Add(time.Duration(min(k, math.MaxInt64/int64(Step))) * Step)
+			return
+		}
 		p.closeStep()
 	}
 }
@@ -167,7 +190,9 @@ func (p *player) closeStep() {
 }
 
 func (p *player) finish(end time.Time) {
-	p.flushSnapshots()
+	if p.next.IsZero() {
+		return
+	}
 	p.advance(end)
 	if p.cur.Conns > 0 || p.cur.Failures > 0 {
 		p.next = end // a partial step, up to the end

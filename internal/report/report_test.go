@@ -11,6 +11,7 @@ import (
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -106,5 +107,29 @@ func TestPlayer(t *testing.T) {
 	wall = wall.Add(time.Minute)
 	if s := p.Snapshot(); s.Spaces[0].TotalConns != 250 || s.Warning != "replay: end of the capture" {
 		t.Errorf("at the end: %d, %q", s.Spaces[0].TotalConns, s.Warning)
+	}
+}
+
+// TestRoundRacingEvents: a socket that closed while the tables were read,
+// and which the dump still saw open, is not brought back.
+func TestRoundRacingEvents(t *testing.T) {
+	var buf bytes.Buffer
+	w, _ := capture.NewWriter(&buf, capture.Header{Start: t0})
+	ns := []netns.Settings{{Inode: 7, PortLow: 40000, PortHigh: 40009}}
+	src, dst := netip.MustParseAddrPort("127.0.0.1:40001"), netip.MustParseAddrPort("127.0.0.1:8080")
+	e := event.Event{Time: t0, Kind: event.State, OldState: event.Close, NewState: event.SynSent, Cookie: 5, Netns: 7, Src: src, Dst: dst}
+	w.Event(&e)
+	w.SyncBegin()
+	e.Time, e.OldState, e.NewState = t0.Add(time.Second), event.Established, event.Close
+	w.Event(&e)
+	w.Round(capture.Round{Time: t0.Add(500 * time.Millisecond), Netns: ns,
+		Tables: []capture.Snapshot{{Netns: 7, Time: t0.Add(500 * time.Millisecond), Sockets: []sockdiag.Socket{{Src: src, Dst: dst, State: 1, Cookie: 5}}}}})
+	w.Close(capture.Trailer{End: t0.Add(2 * time.Second)})
+	r, err := Build(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Final.Spaces) != 1 || r.Final.Spaces[0].Live != 0 {
+		t.Errorf("spaces %+v: the closed socket came back", r.Final.Spaces)
 	}
 }
