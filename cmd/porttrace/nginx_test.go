@@ -98,35 +98,18 @@ func children(pid int) []uint32 {
 // after each response, is the side whose ports go to TIME_WAIT.
 func serveUpstream(t *testing.T, ns *testnet.Netns, addr string) netip.AddrPort {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	ns.Do(t, func() { ln, err = net.Listen("tcp", addr) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return ns.Serve(t, addr, func(c net.Conn) {
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" { // end of a request's headers
-						c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n"))
-					}
-				}
-			}()
+			if line == "\r\n" { // end of a request's headers
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n"))
+			}
 		}
-	}()
-	return netip.MustParseAddrPort(ln.Addr().String())
+	})
 }
 
 // load runs wrk against nginx for d.

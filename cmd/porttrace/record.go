@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/capture"
@@ -102,7 +103,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, path string, o recorder.Opti
 		fmt.Fprintln(stderr)
 	}
 	fmt.Fprintf(stderr, "porttrace: %s events written to %s (%s), %d lost, %d dropped: %s\n",
-		fmtCount(tr.Events), path, fmtBytes(w.Size()), tr.Lost, tr.Dropped, tr.Reason)
+		humanize.Comma(int64(tr.Events)), path, humanize.IBytes(uint64(w.Size())), tr.Lost, tr.Dropped, tr.Reason)
 	if err != nil {
 		return fmt.Errorf("%w (the capture is readable up to its last complete block)", err)
 	}
@@ -131,10 +132,10 @@ func progress(w io.Writer, terminal bool) func(recorder.Progress) {
 			return
 		}
 		line := fmt.Sprintf("recording %s: %s events, %s failures, %s", p.Elapsed.Round(time.Second),
-			fmtCount(p.Events), fmtCount(p.Failures), fmtBytes(p.Size))
+			humanize.Comma(int64(p.Events)), humanize.Comma(int64(p.Failures)), humanize.IBytes(uint64(p.Size)))
 		if p.Waiting {
 			line = fmt.Sprintf("waiting %s for the trigger: %s failures so far, %s events held", p.Elapsed.Round(time.Second),
-				fmtCount(p.Failures), fmtCount(uint64(p.Window)))
+				humanize.Comma(int64(p.Failures)), humanize.Comma(int64(p.Window)))
 		} else if p.Left > 0 {
 			line += fmt.Sprintf(", %s left", p.Left.Round(time.Second))
 		}
@@ -144,24 +145,4 @@ func progress(w io.Writer, terminal bool) func(recorder.Progress) {
 			fmt.Fprintln(w, line)
 		}
 	}
-}
-
-func fmtCount(n uint64) string {
-	s := fmt.Sprint(n)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
-
-func fmtBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }

@@ -145,8 +145,8 @@ func (a *Aggregator) Add(e *event.Event) {
 			a.space(k, sec).latency.Add(sec, e.Latency)
 		}
 		if e.Failed() {
-			a.space(k, sec).fail(sec, e.Errno)
-			a.proc(procOf(e), sec).fail(sec, e.Errno)
+			a.space(k, sec).fails.add(sec, e.Errno)
+			a.proc(procOf(e), sec).fails.add(sec, e.Errno)
 		}
 	case event.Alloc:
 		a.space(k, sec).latency.Add(sec, e.Latency)

@@ -1,8 +1,6 @@
 package aggregate
 
 import (
-	"syscall"
-
 	"github.com/porttrace/porttrace/internal/window"
 )
 
@@ -14,23 +12,14 @@ type proc struct {
 	key       ProcKey
 	container string
 	conns     window.Counter
-	fails     map[syscall.Errno]*window.Counter
+	fails     errnos
 	twIn      window.Counter
 	spaces    map[SpaceKey]*window.Counter
 	active    int64
 }
 
 func newProc(k ProcKey, container string) *proc {
-	return &proc{key: k, container: container, fails: map[syscall.Errno]*window.Counter{}, spaces: map[SpaceKey]*window.Counter{}}
-}
-
-func (p *proc) fail(sec int64, errno syscall.Errno) {
-	c := p.fails[errno]
-	if c == nil {
-		c = &window.Counter{}
-		p.fails[errno] = c
-	}
-	c.Add(sec, 1)
+	return &proc{key: k, container: container, fails: errnos{}, spaces: map[SpaceKey]*window.Counter{}}
 }
 
 func (p *proc) connect(sec int64, k SpaceKey) {
@@ -56,12 +45,7 @@ func (p *proc) tick(sec int64) {
 
 func (p *proc) merge(o *proc, sec int64) {
 	p.conns.Merge(&o.conns, sec)
-	for errno, c := range o.fails {
-		if p.fails[errno] == nil {
-			p.fails[errno] = &window.Counter{}
-		}
-		p.fails[errno].Merge(c, sec)
-	}
+	p.fails.merge(o.fails, sec)
 	p.twIn.Merge(&o.twIn, sec)
 	p.active = max(p.active, o.active)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
@@ -35,7 +34,7 @@ type Failure struct {
 	Total uint64 `json:"total"`
 }
 
-func failures(m map[syscall.Errno]*window.Counter, now int64) []Failure {
+func failures(m errnos, now int64) []Failure {
 	var out []Failure
 	for errno, c := range m {
 		out = append(out, Failure{Errno: event.ErrnoName(errno), Rates: rates(c, now), Last: c.Sum(now, 60), Total: c.Total})

@@ -14,11 +14,32 @@ const TimeWaitLen = 60
 // shared by more shows the busiest and a count of the rest.
 const maxProcsPerSpace = 8
 
+// errnos counts failures by errno.
+type errnos map[syscall.Errno]*window.Counter
+
+func (m errnos) add(sec int64, errno syscall.Errno) {
+	c := m[errno]
+	if c == nil {
+		c = &window.Counter{}
+		m[errno] = c
+	}
+	c.Add(sec, 1)
+}
+
+func (m errnos) merge(o errnos, sec int64) {
+	for errno, c := range o {
+		if m[errno] == nil {
+			m[errno] = &window.Counter{}
+		}
+		m[errno].Merge(c, sec)
+	}
+}
+
 // space is the state of one port space.
 type space struct {
 	key      SpaceKey
 	conns    window.Counter // connection attempts (sockets entering SYN_SENT, or bind())
-	fails    map[syscall.Errno]*window.Counter
+	fails    errnos
 	twIn     window.Counter // ports entering TIME_WAIT
 	tw       window.Expiry  // ports in TIME_WAIT, by the second they return
 	live     int            // sockets holding a port, TIME_WAIT aside
@@ -32,16 +53,7 @@ type space struct {
 }
 
 func newSpace(k SpaceKey) *space {
-	return &space{key: k, fails: map[syscall.Errno]*window.Counter{}, procs: map[ProcKey]*window.Counter{}}
-}
-
-func (s *space) fail(sec int64, errno syscall.Errno) {
-	c := s.fails[errno]
-	if c == nil {
-		c = &window.Counter{}
-		s.fails[errno] = c
-	}
-	c.Add(sec, 1)
+	return &space{key: k, fails: errnos{}, procs: map[ProcKey]*window.Counter{}}
 }
 
 // attribute counts a connection to a process; past the bound the busiest
@@ -72,12 +84,7 @@ func (s *space) tick(sec int64) {
 // merge folds o into s: an evicted space's figures go to "other".
 func (s *space) merge(o *space, sec int64) {
 	s.conns.Merge(&o.conns, sec)
-	for errno, c := range o.fails {
-		if s.fails[errno] == nil {
-			s.fails[errno] = &window.Counter{}
-		}
-		s.fails[errno].Merge(c, sec)
-	}
+	s.fails.merge(o.fails, sec)
 	s.twIn.Merge(&o.twIn, sec)
 	s.tw.Merge(&o.tw, sec)
 	s.live += o.live

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -33,6 +35,22 @@ func (f Finding) Advice() string {
 		return f.Evidence + "."
 	}
 	return f.Evidence + ": " + f.Fix + "."
+}
+
+// Paragraphs lays findings out for reading: each port space's situation
+// once, then its fixes numbered under it.
+func Paragraphs(fs []Finding) []string {
+	var out []string
+	space, n := "", 0
+	for _, f := range fs {
+		if f.Space != space {
+			space, n = f.Space, 0
+			out = append(out, f.Space+": "+f.Situation)
+		}
+		n++
+		out = append(out, fmt.Sprintf("  %d. %s", n, f.Advice()))
+	}
+	return out
 }
 
 func (f Finding) String() string {
@@ -263,13 +281,4 @@ func processes(refs []aggregate.ProcRef) string {
 }
 
 // num writes n with thousands separators, as operators read them.
-func num(n int) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return "-" + num(-n)
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
+func num(n int) string { return humanize.Comma(int64(n)) }

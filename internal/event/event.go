@@ -5,6 +5,7 @@ package event
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -138,3 +139,10 @@ type Event struct {
 
 // Failed reports whether the event records a failure.
 func (e *Event) Failed() bool { return e.Errno != 0 && e.Errno != syscall.EINPROGRESS }
+
+// Source delivers events to fn until ctx ends, and counts those it could not
+// deliver. The tracer is one; tests feed synthetic ones.
+type Source interface {
+	Run(ctx context.Context, fn func(*Event)) error
+	Lost() (uint64, error)
+}

@@ -106,7 +106,7 @@ func (f Filter) Match(e *Event) bool {
 	switch {
 	case f.PID != 0 && e.TGID != f.PID:
 		return false
-	case f.Comm != "" && e.Comm.String() != f.Comm:
+	case f.Comm != "" && e.Comm != MakeComm(f.Comm): // no allocation per event
 		return false
 	case f.DPort != 0 && e.Dst.Port() != f.DPort:
 		return false

@@ -19,12 +19,6 @@ import (
 	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
-// Source delivers events until its context ends; the tracer is one.
-type Source interface {
-	Run(ctx context.Context, fn func(*event.Event)) error
-	Lost() (uint64, error)
-}
-
 // Resync is how often socket tables are read again. A dump costs about a
 // millisecond per 10,000 sockets.
 const Resync = 5 * time.Second
@@ -32,7 +26,7 @@ const Resync = 5 * time.Second
 // Monitor owns an aggregator and feeds it. Its methods are safe for
 // concurrent use.
 type Monitor struct {
-	src   Source
+	src   event.Source
 	mu    sync.Mutex
 	agg   *aggregate.Aggregator
 	warn  error // the last sync's trouble, shown until a sync succeeds
@@ -41,7 +35,7 @@ type Monitor struct {
 
 // New seeds an aggregator from the socket tables of every namespace, so a
 // running incident shows from the first report.
-func New(src Source, limits aggregate.Limits) (*Monitor, error) {
+func New(src event.Source, limits aggregate.Limits) (*Monitor, error) {
 	m := &Monitor{src: src, start: time.Now()}
 	m.agg = aggregate.New(m.start, limits, cgroup.Container)
 	// Partial trouble is shown in the header; nothing read at all is fatal.

@@ -32,7 +32,7 @@ func (s *source) Run(ctx context.Context, fn func(*event.Event)) error {
 
 func (s *source) Lost() (uint64, error) { return 7, nil }
 
-func run(t *testing.T, src Source) error {
+func run(t *testing.T, src event.Source) error {
 	t.Helper()
 	m, err := New(src, aggregate.DefaultLimits)
 	if err != nil {

@@ -15,12 +15,6 @@ import (
 	"github.com/porttrace/porttrace/internal/event"
 )
 
-// Source delivers events until its context ends; the tracer is one.
-type Source interface {
-	Run(ctx context.Context, fn func(*event.Event)) error
-	Lost() (uint64, error)
-}
-
 // Options bound a recording. Zero means no bound, but for the window.
 type Options struct {
 	Duration  time.Duration // after the trigger, if any
@@ -86,7 +80,7 @@ type recorder struct {
 // Record runs until a bound, the trigger's end, ctx's end or a write error,
 // then closes the capture with its trailer. The error is the first write
 // or source error; the capture is readable up to it.
-func Record(ctx context.Context, src Source, w *capture.Writer, o Options) (capture.Trailer, error) {
+func Record(ctx context.Context, src event.Source, w *capture.Writer, o Options) (capture.Trailer, error) {
 	if o.PreTrigger <= 0 {
 		o.PreTrigger = DefaultPreTrigger
 	}

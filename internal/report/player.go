@@ -37,9 +37,7 @@ func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, err
 		return nil, err
 	}
 	h := cr.Header
-	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
-	agg.SetNetns(h.Netns)
-	p := &Player{r: cr, agg: agg, speed: speed, clock: clock, start: h.Start, last: h.Start}
+	p := &Player{r: cr, agg: newAggregator(h), speed: speed, clock: clock, start: h.Start, last: h.Start}
 	p.read()
 	for p.have && recordTime(p.pending).IsZero() { // a marker first
 		apply(p.agg, p.pending)

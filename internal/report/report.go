@@ -52,8 +52,7 @@ func Build(r io.Reader) (*Report, error) {
 		return nil, err
 	}
 	h := cr.Header
-	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
-	agg.SetNetns(h.Netns)
+	agg := newAggregator(h)
 	rep := &Report{Header: h}
 	p := &player{agg: agg, rep: rep}
 	var ev event.Event
@@ -99,6 +98,15 @@ func lostOf(t *capture.Trailer) uint64 {
 		return 0
 	}
 	return t.Lost
+}
+
+// newAggregator is an aggregator for a capture: its clock starts with the
+// recording; the settings are the header's until a round brings newer.
+// Processes have no container: /proc is of this machine, not the capture's.
+func newAggregator(h capture.Header) *aggregate.Aggregator {
+	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
+	agg.SetNetns(h.Netns)
+	return agg
 }
 
 // apply feeds one record to an aggregator: what report and Player share.

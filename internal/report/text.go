@@ -5,7 +5,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/diagnose"
 )
 
 // table is rows of cells, drawn as aligned text or as Markdown.
@@ -113,17 +116,7 @@ func (r *Report) diagnosis() []string {
 	if len(r.Findings) == 0 {
 		return []string{"No port space was under pressure: nothing to fix."}
 	}
-	var out []string
-	space, n := "", 0
-	for _, f := range r.Findings {
-		if f.Space != space {
-			space, n = f.Space, 0
-			out = append(out, f.Space+": "+f.Situation)
-		}
-		n++
-		out = append(out, fmt.Sprintf("  %d. %s", n, f.Advice()))
-	}
-	return out
+	return diagnose.Paragraphs(r.Findings)
 }
 
 // Text is the report for a terminal.
@@ -185,13 +178,7 @@ func procs(refs []aggregate.ProcRef) string {
 	return or(strings.Join(parts, " "), "-")
 }
 
-func count(n uint64) string {
-	s := fmt.Sprint(n)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
+func count(n uint64) string { return humanize.Comma(int64(n)) }
 
 func or(s, alt string) string {
 	if s == "" {

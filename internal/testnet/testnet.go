@@ -110,6 +110,16 @@ func (n *Netns) Sysctl(t testing.TB, key, value string) {
 // is the active closer and its ports go to TIME_WAIT.
 func (n *Netns) Listen(t testing.TB, addr string, closeDelay time.Duration) netip.AddrPort {
 	t.Helper()
+	return n.Serve(t, addr, func(c net.Conn) {
+		io.Copy(io.Discard, c)
+		time.Sleep(closeDelay)
+	})
+}
+
+// Serve accepts connections at addr inside the namespace and runs handle on
+// each, closing the connection when it returns.
+func (n *Netns) Serve(t testing.TB, addr string, handle func(net.Conn)) netip.AddrPort {
+	t.Helper()
 	var ln net.Listener
 	var err error
 	n.Do(t, func() { ln, err = net.Listen("tcp", addr) })
@@ -124,9 +134,8 @@ func (n *Netns) Listen(t testing.TB, addr string, closeDelay time.Duration) neti
 				return
 			}
 			go func() {
-				io.Copy(io.Discard, c)
-				time.Sleep(closeDelay)
-				c.Close()
+				defer c.Close()
+				handle(c)
 			}()
 		}
 	}()

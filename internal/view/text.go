@@ -10,7 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/live"
 )
 
@@ -179,19 +182,7 @@ func Diagnosis(s *live.Snapshot) []string {
 	if len(s.Findings) == 0 {
 		return []string{"No port space is under pressure: nothing to fix."}
 	}
-	// One paragraph per port space, its situation once, then each fix.
-	var out []string
-	space := ""
-	n := 0
-	for _, f := range s.Findings {
-		if f.Space != space {
-			space, n = f.Space, 0
-			out = append(out, f.Space+": "+f.Situation)
-		}
-		n++
-		out = append(out, fmt.Sprintf("  %d. %s", n, f.Advice()))
-	}
-	return out
+	return diagnose.Paragraphs(s.Findings)
 }
 
 // maxTextProcesses keeps --once output readable when every request is a
@@ -259,13 +250,7 @@ func rate(f float64) string {
 	return fmt.Sprintf("%.1f", f)
 }
 
-func count(n int) string {
-	s := fmt.Sprint(n)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
+func count(n int) string { return humanize.Comma(int64(n)) }
 
 func duration(sec float64) string {
 	d := time.Duration(sec * float64(time.Second))
