@@ -132,7 +132,7 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 func (a *Aggregator) Add(e *event.Event) {
 	sec := a.second(e.Time)
 	a.now = max(a.now, sec)
-	k := spaceOf(e)
+	k := SpaceOf(e)
 	switch e.Kind {
 	case event.State:
 		a.state(e, sec, k)

@@ -31,8 +31,8 @@ func (k SpaceKey) String() string {
 	return fmt.Sprintf("%s -> %s", src, k.Dst)
 }
 
-// spaceOf is the port space an event draws on.
-func spaceOf(e *event.Event) SpaceKey {
+// SpaceOf is the port space an event draws on.
+func SpaceOf(e *event.Event) SpaceKey {
 	k := SpaceKey{Netns: e.Netns, Src: e.Src.Addr()}
 	if e.Kind != event.Bind {
 		k.Dst = e.Dst

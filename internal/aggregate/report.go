@@ -158,6 +158,7 @@ type ProcessReport struct {
 	TWIn      Rates     `json:"time_wait_entries_per_second"`
 	Spaces    []string  `json:"port_spaces"`
 	Total     uint64    `json:"total_connections"`
+	TotalTWIn uint64    `json:"total_time_wait_entries"`
 }
 
 // Report is everything the aggregator knows at one moment.
@@ -299,7 +300,7 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 func (a *Aggregator) procReport(p *proc, other bool) ProcessReport {
 	r := ProcessReport{
 		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, Container: p.container, Other: other,
-		Conns: rates(&p.conns, a.now), Failures: failures(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total,
+		Conns: rates(&p.conns, a.now), Failures: failures(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
 	}
 	type kc struct {
 		k SpaceKey

@@ -1,0 +1,229 @@
+// Package export sends porttrace's figures over OTLP with the OpenTelemetry
+// Go SDK: the aggregator's report as metrics at every collection, port
+// search latency as a histogram, and connect failures as log records. It
+// never blocks the event reader: metrics are read from the aggregator on the
+// SDK's own schedule, histogram recording only takes an in-memory lock, and
+// log records are rate-limited before they reach the SDK's bounded queue.
+package export
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+)
+
+// DefaultInterval is the metric export period when neither the caller nor
+// OTEL_METRIC_EXPORT_INTERVAL sets one. The SDK's own default, 60 s, is
+// longer than the time a busy upstream takes to run out of ports.
+const DefaultInterval = 10 * time.Second
+
+// Protocols are the OTLP transports the Go SDK implements.
+var Protocols = []string{"grpc", "http/protobuf"}
+
+// Options configure an Exporter. Empty fields leave the choice to the
+// standard OTEL_* variables, then to the OpenTelemetry defaults.
+type Options struct {
+	// Endpoint is the collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT:
+	// http://host:4317 for gRPC, http://host:4318 for HTTP (which appends
+	// /v1/metrics and /v1/logs). The scheme decides TLS.
+	Endpoint string
+	Protocol string
+	Interval time.Duration
+	// Limits are the aggregator's: they bound the series the histogram
+	// keeps as they bound every other metric's.
+	Limits aggregate.Limits
+	// Timeout bounds one export, retries included; 0 is 30 s.
+	Timeout time.Duration
+	Version string
+	// Warn gets a line when an export starts failing and when it recovers.
+	Warn io.Writer
+}
+
+// Exporter owns the SDK's meter and logger providers.
+type Exporter struct {
+	mp      *sdkmetric.MeterProvider
+	lp      *sdklog.LoggerProvider
+	health  *health
+	latency *latencyRecorder
+	logs    *failureLogs
+	desc    string
+}
+
+// New starts exporting. report is called at every metric collection, from
+// the SDK's goroutine, and must be safe for that. A collector that cannot
+// be reached is not an error: the exporters retry and count what they drop.
+func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Exporter, error) {
+	proto, err := protocol(o.Protocol)
+	if err != nil {
+		return nil, err
+	}
+	base, err := endpoint(o.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName("porttrace"), semconv.ServiceVersion(o.Version)),
+		resource.WithHost(), resource.WithTelemetrySDK(),
+		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win
+	)
+	if err != nil {
+		return nil, fmt.Errorf("OpenTelemetry resource: %w", err)
+	}
+	h := newHealth(o.Warn)
+	otel.SetErrorHandler(h)
+	mexp, lexp, err := exporters(ctx, proto, base)
+	if err != nil {
+		return nil, err
+	}
+	o.Timeout = cmp.Or(o.Timeout, 30*time.Second)
+	x := &Exporter{health: h, desc: describe(proto, base)}
+	x.lp = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(
+		sdklog.NewBatchProcessor(&logExporter{lexp, h},
+			// Set, not left to OTEL_BLRP_*: failureLogs' rate limit keeps
+			// this queue from overflowing, which is the only loss the
+			// SDK would not let us count.
+			sdklog.WithMaxQueueSize(queueSize(o.Timeout)), sdklog.WithExportTimeout(o.Timeout))))
+	x.logs = &failureLogs{logger: x.lp.Logger(scope)}
+	x.mp = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res),
+		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(&metricExporter{mexp, h}, readerOptions(o)...)),
+		sdkmetric.WithView(sdkmetric.NewView(
+			sdkmetric.Instrument{Name: latencyName},
+			sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20}},
+		)))
+	if x.latency, err = register(x.mp.Meter(scope), o.Limits, report, x); err != nil {
+		return nil, errors.Join(err, x.Shutdown(ctx))
+	}
+	return x, nil
+}
+
+const scope = "github.com/porttrace/porttrace"
+
+// queueSize holds the records that LogRate lets through while one export
+// is outstanding (at most timeout, retries included) twice over: the batch
+// processor exports one batch at a time.
+func queueSize(timeout time.Duration) int {
+	return max(2048, 2*LogRate*int(timeout/time.Second+1))
+}
+
+func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
+	opts := []sdkmetric.PeriodicReaderOption{
+		sdkmetric.WithTimeout(o.Timeout),
+		// Every other instrument is bounded by the aggregator's report. The
+		// histogram is recorded as events come and keeps a series for every
+		// space it has seen, so it gets its own bound.
+		sdkmetric.WithCardinalityLimitSelector(func(k sdkmetric.InstrumentKind) (int, bool) {
+			if k == sdkmetric.InstrumentKindHistogram {
+				return 4*o.Limits.Spaces + 1, false
+			}
+			return 0, true
+		}),
+	}
+	if o.Interval > 0 {
+		opts = append(opts, sdkmetric.WithInterval(o.Interval))
+	} else if os.Getenv("OTEL_METRIC_EXPORT_INTERVAL") == "" {
+		opts = append(opts, sdkmetric.WithInterval(DefaultInterval))
+	}
+	return opts
+}
+
+// protocol is the transport: the option, else the standard variables, else
+// http/protobuf as the specification says.
+func protocol(p string) (string, error) {
+	switch p = cmp.Or(p, os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "http/protobuf"); p {
+	case "grpc", "http/protobuf":
+		return p, nil
+	case "http/json":
+		return "", fmt.Errorf("OTLP protocol http/json is not implemented by the OpenTelemetry Go SDK: use grpc or http/protobuf")
+	}
+	return "", fmt.Errorf("unknown OTLP protocol %q: use grpc or http/protobuf", p)
+}
+
+// endpoint checks a base URL; "" leaves it to the environment.
+func endpoint(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("OTLP endpoint %q: want a URL such as http://collector:4318 (https:// for TLS)", s)
+	}
+	return u, nil
+}
+
+// signalURL is base with a signal's path appended, as the specification
+// derives OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT from OTEL_EXPORTER_OTLP_ENDPOINT.
+func signalURL(base *url.URL, signal string) string {
+	u := *base
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/" + signal
+	return u.String()
+}
+
+func exporters(ctx context.Context, proto string, base *url.URL) (sdkmetric.Exporter, sdklog.Exporter, error) {
+	var m sdkmetric.Exporter
+	var l sdklog.Exporter
+	var err, err2 error
+	if proto == "grpc" {
+		// gRPC backs off up to 2 minutes between reconnections by default;
+		// a collector that comes back should get figures sooner.
+		reconnect := grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}})
+		mo := []otlpmetricgrpc.Option{otlpmetricgrpc.WithDialOption(reconnect)}
+		lo := []otlploggrpc.Option{otlploggrpc.WithDialOption(reconnect)}
+		if base != nil {
+			mo = append(mo, otlpmetricgrpc.WithEndpointURL(base.String()))
+			lo = append(lo, otlploggrpc.WithEndpointURL(base.String()))
+		}
+		m, err = otlpmetricgrpc.New(ctx, mo...)
+		l, err2 = otlploggrpc.New(ctx, lo...)
+	} else {
+		var mo []otlpmetrichttp.Option
+		var lo []otlploghttp.Option
+		if base != nil {
+			mo = append(mo, otlpmetrichttp.WithEndpointURL(signalURL(base, "metrics")))
+			lo = append(lo, otlploghttp.WithEndpointURL(signalURL(base, "logs")))
+		}
+		m, err = otlpmetrichttp.New(ctx, mo...)
+		l, err2 = otlploghttp.New(ctx, lo...)
+	}
+	if err = errors.Join(err, err2); err != nil {
+		return nil, nil, fmt.Errorf("OTLP exporter: %w", err)
+	}
+	return m, l, nil
+}
+
+func describe(proto string, base *url.URL) string {
+	where := "the endpoint in OTEL_EXPORTER_OTLP_* (or the default)"
+	if base != nil {
+		where = base.String()
+	}
+	return fmt.Sprintf("OTLP %s to %s", proto, where)
+}
+
+// String says where the figures go.
+func (x *Exporter) String() string { return x.desc }
+
+// Shutdown exports what is left and stops. A collector that is down is
+// given until ctx ends, then what could not be sent is dropped.
+func (x *Exporter) Shutdown(ctx context.Context) error {
+	return errors.Join(x.mp.Shutdown(ctx), x.lp.Shutdown(ctx))
+}
