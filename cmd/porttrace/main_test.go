@@ -160,6 +160,11 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"trace", "--nope"}, "unknown flag: --nope"},
 		{[]string{"trace", "extra"}, "unknown command"},
 		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"agent", "--otlp-protocol", "http/json"}, "use grpc or http/protobuf"},
+		{[]string{"agent", "--otlp-protocol", "udp"}, `unknown OTLP protocol "udp"`},
+		{[]string{"agent", "--otlp-endpoint", "collector:4317"}, "want a URL such as http://collector:4318"},
+		{[]string{"top", "--otlp-endpoint", "ftp://x"}, "want a URL"},
+		{[]string{"record", "-o", "/dev/null", "--export-interval", "-1s"}, "must be positive"},
 	} {
 		code, stderr := run(t, nil, c.args...)
 		if code != 1 {

@@ -12,7 +12,9 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/recorder"
 	"github.com/porttrace/porttrace/tracer"
@@ -20,6 +22,7 @@ import (
 
 func newRecord() *cobra.Command {
 	var tf tracerFlags
+	var of otlpFlags
 	var out, maxSize string
 	var o recorder.Options
 	cmd := &cobra.Command{
@@ -40,15 +43,19 @@ written when the trigger fires, then recording goes on for --duration.`,
 			if out == "" {
 				return errors.New("-o FILE is required: where to write the capture")
 			}
+			if err := of.check(); err != nil {
+				return err
+			}
 			size, err := parseSize(maxSize)
 			if err != nil {
 				return fmt.Errorf("--max-size: %w", err)
 			}
 			o.MaxSize = int64(size)
-			return runRecord(cmd, &tf, out, o)
+			return runRecord(cmd, &tf, &of, out, o)
 		},
 	}
 	tf.register(cmd)
+	of.register(cmd, "also export over OTLP to this collector while recording, as porttrace agent does")
 	f := cmd.Flags()
 	f.StringVarP(&out, "output", "o", "", "capture file to write (replaced if it exists)")
 	f.DurationVar(&o.Duration, "duration", 5*time.Minute, "stop after this long (after the trigger, with --until-failures); 0 for no limit")
@@ -59,7 +66,7 @@ written when the trigger fires, then recording goes on for --duration.`,
 	return cmd
 }
 
-func runRecord(cmd *cobra.Command, tf *tracerFlags, path string, o recorder.Options) error {
+func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, o recorder.Options) error {
 	stderr := cmd.ErrOrStderr()
 	t, err := tf.open(stderr)
 	if err != nil {
@@ -98,7 +105,21 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, path string, o recorder.Opti
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()
-	tr, err := recorder.Record(ctx, t, w, o)
+	var src event.Source = t
+	if of.endpoint != "" {
+		mon, err := live.New(t, aggregate.DefaultLimits)
+		if err != nil {
+			return err
+		}
+		x, err := of.start(stderr, mon)
+		if err != nil {
+			return err
+		}
+		defer stop(x, stderr)
+		go mon.Background(ctx)
+		src = event.Tee(t, mon.Add)
+	}
+	tr, err := recorder.Record(ctx, src, w, o)
 	if isTerminal(os.Stderr) {
 		fmt.Fprintln(stderr)
 	}

@@ -23,6 +23,7 @@ import (
 
 func newTop() *cobra.Command {
 	var tf tracerFlags
+	var of otlpFlags
 	var once, asJSON bool
 	var interval time.Duration
 	var replay string
@@ -42,6 +43,9 @@ read from the kernel's socket tables at start, so a running incident shows
 at once; rates need at least one second.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := of.check(); err != nil {
+				return err
+			}
 			if interval < time.Second {
 				return fmt.Errorf("--interval must be at least 1s: rates are per complete second")
 			}
@@ -49,17 +53,21 @@ at once; rates need at least one second.`,
 				if once || asJSON || !isTerminal(os.Stdout) {
 					return fmt.Errorf("--replay plays a capture in the live view: for text or JSON, use porttrace report")
 				}
+				if of.endpoint != "" {
+					return fmt.Errorf("--otlp-endpoint exports what the kernel shows now, not a replay")
+				}
 				if speed <= 0 {
 					return fmt.Errorf("--speed must be more than 0")
 				}
 				return runReplay(replay, speed, interval)
 			}
-			return runTop(cmd, &tf, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
+			return runTop(cmd, &tf, &of, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
 		},
 	}
 	cmd.Flags().StringVar(&replay, "replay", "", "play a capture made by porttrace record instead of watching the kernel (no root needed)")
 	cmd.Flags().Float64Var(&speed, "speed", 1, "with --replay, how many seconds of the capture to play per second")
 	tf.register(cmd)
+	of.register(cmd, "also export over OTLP to this collector, as porttrace agent does, e.g. http://localhost:4318")
 	cmd.Flags().BoolVar(&once, "once", false, "watch for --interval, print the figures as text and exit")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "like --once, as one JSON object")
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "refresh period; with --once or --json, how long to watch")
@@ -71,8 +79,9 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-func runTop(cmd *cobra.Command, tf *tracerFlags, once, asJSON bool, interval time.Duration) error {
-	t, err := tf.open(cmd.ErrOrStderr())
+func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, once, asJSON bool, interval time.Duration) error {
+	stderr := cmd.ErrOrStderr()
+	t, err := tf.open(stderr)
 	if err != nil {
 		return err
 	}
@@ -80,6 +89,21 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, once, asJSON bool, interval tim
 	mon, err := live.New(t, aggregate.DefaultLimits)
 	if err != nil {
 		return err
+	}
+	if of.endpoint != "" {
+		// Export trouble would garble the live view: it is held and
+		// printed when the view ends.
+		warn := stderr
+		if !once {
+			held := &syncBuffer{}
+			defer func() { io.Copy(stderr, held) }()
+			warn = held
+		}
+		x, err := of.start(warn, mon)
+		if err != nil {
+			return err
+		}
+		defer stop(x, stderr)
 	}
 	host, _ := os.Hostname()
 	info := view.Info{Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend())}

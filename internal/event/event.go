@@ -146,3 +146,19 @@ type Source interface {
 	Run(ctx context.Context, fn func(*Event)) error
 	Lost() (uint64, error)
 }
+
+// Tee is src with fn called for every event before the consumer's own
+// function, on the same goroutine.
+func Tee(src Source, fn func(*Event)) Source { return tee{src, fn} }
+
+type tee struct {
+	Source
+	fn func(*Event)
+}
+
+func (t tee) Run(ctx context.Context, fn func(*Event)) error {
+	return t.Source.Run(ctx, func(e *Event) {
+		t.fn(e)
+		fn(e)
+	})
+}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,7 +53,8 @@ type Options struct {
 	// Limits are the aggregator's: they bound the series the histogram
 	// keeps as they bound every other metric's.
 	Limits aggregate.Limits
-	// Timeout bounds one export, retries included; 0 is 30 s.
+	// Timeout bounds one export, retries included; 0 leaves it to
+	// OTEL_METRIC_EXPORT_TIMEOUT and OTEL_BLRP_EXPORT_TIMEOUT, else 30 s.
 	Timeout time.Duration
 	Version string
 	// Warn gets a line when an export starts failing and when it recovers.
@@ -73,11 +75,7 @@ type Exporter struct {
 // the SDK's goroutine, and must be safe for that. A collector that cannot
 // be reached is not an error: the exporters retry and count what they drop.
 func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Exporter, error) {
-	proto, err := protocol(o.Protocol)
-	if err != nil {
-		return nil, err
-	}
-	base, err := endpoint(o.Endpoint)
+	proto, base, err := o.parse()
 	if err != nil {
 		return nil, err
 	}
@@ -95,14 +93,14 @@ func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Expo
 	if err != nil {
 		return nil, err
 	}
-	o.Timeout = cmp.Or(o.Timeout, 30*time.Second)
+	logTimeout := cmp.Or(o.Timeout, envMillis("OTEL_BLRP_EXPORT_TIMEOUT"), 30*time.Second)
 	x := &Exporter{health: h, desc: describe(proto, base)}
 	x.lp = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(
 		sdklog.NewBatchProcessor(&logExporter{lexp, h},
 			// Set, not left to OTEL_BLRP_*: failureLogs' rate limit keeps
 			// this queue from overflowing, which is the only loss the
 			// SDK would not let us count.
-			sdklog.WithMaxQueueSize(queueSize(o.Timeout)), sdklog.WithExportTimeout(o.Timeout))))
+			sdklog.WithMaxQueueSize(queueSize(logTimeout)), sdklog.WithExportTimeout(logTimeout))))
 	x.logs = &failureLogs{logger: x.lp.Logger(scope)}
 	x.mp = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res),
 		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(&metricExporter{mexp, h}, readerOptions(o)...)),
@@ -127,7 +125,6 @@ func queueSize(timeout time.Duration) int {
 
 func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 	opts := []sdkmetric.PeriodicReaderOption{
-		sdkmetric.WithTimeout(o.Timeout),
 		// Every other instrument is bounded by the aggregator's report. The
 		// histogram is recorded as events come and keeps a series for every
 		// space it has seen, so it gets its own bound.
@@ -138,12 +135,44 @@ func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 			return 0, true
 		}),
 	}
+	if o.Timeout > 0 {
+		opts = append(opts, sdkmetric.WithTimeout(o.Timeout))
+	}
 	if o.Interval > 0 {
 		opts = append(opts, sdkmetric.WithInterval(o.Interval))
 	} else if os.Getenv("OTEL_METRIC_EXPORT_INTERVAL") == "" {
 		opts = append(opts, sdkmetric.WithInterval(DefaultInterval))
 	}
 	return opts
+}
+
+// Check reports options that New would refuse, so that a command can
+// refuse them before it attaches probes.
+func (o Options) Check() error {
+	_, _, err := o.parse()
+	return err
+}
+
+func (o Options) parse() (string, *url.URL, error) {
+	if o.Interval < 0 || o.Timeout < 0 {
+		return "", nil, errors.New("OTLP export interval and timeout must be positive")
+	}
+	proto, err := protocol(o.Protocol)
+	if err != nil {
+		return "", nil, err
+	}
+	base, err := endpoint(o.Endpoint)
+	return proto, base, err
+}
+
+// envMillis reads a duration in milliseconds, as the OTEL_* variables
+// give them; 0 if unset or invalid.
+func envMillis(name string) time.Duration {
+	n, err := strconv.Atoi(os.Getenv(name))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Millisecond
 }
 
 // protocol is the transport: the option, else the standard variables, else

@@ -42,10 +42,10 @@ func (h *health) result(signal string, err error, lost int) {
 	switch {
 	case err != nil && !was:
 		h.failing[signal] = time.Now()
-		fmt.Fprintf(h.warn, "otlp: %s export failed, retrying at every export; porttrace goes on and counts what it drops: %v\n", signal, err)
+		fmt.Fprintf(h.warn, "porttrace: OTLP %s export failed; retrying at each export, counting what is dropped, tracing goes on: %v\n", signal, err)
 	case err == nil && was:
 		delete(h.failing, signal)
-		fmt.Fprintf(h.warn, "otlp: %s export resumed after %s down; %d log records dropped so far\n",
+		fmt.Fprintf(h.warn, "porttrace: OTLP %s export resumed after %s down; %d log records dropped so far\n",
 			signal, time.Since(since).Round(time.Second), h.logsDropped.Load())
 	}
 	if err == nil {
@@ -69,7 +69,7 @@ func (h *health) Handle(err error) {
 		return
 	}
 	h.other = time.Now()
-	fmt.Fprintf(h.warn, "otlp: %v\n", err)
+	fmt.Fprintf(h.warn, "porttrace: OTLP: %v\n", err)
 }
 
 // metricExporter notes the outcome of each metric export. Counters are

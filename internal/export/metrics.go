@@ -12,11 +12,11 @@ import (
 
 // Attribute keys of porttrace's own, where no semantic convention exists.
 const (
-	netnsKey      = attribute.Key("porttrace.netns")            // the namespace's inode
-	spaceKindKey  = attribute.Key("porttrace.port_space.kind")  // connect, bind or other
-	otherProcKey  = attribute.Key("porttrace.process.other")    // processes beyond the limit, together
-	signalKey     = attribute.Key("porttrace.signal")           // metrics or logs
-	suppressedKey = attribute.Key("porttrace.suppressed")       // failures not logged since the last record
+	netnsKey      = attribute.Key("porttrace.netns")           // the namespace's inode
+	spaceKindKey  = attribute.Key("porttrace.port_space.kind") // connect, bind or other
+	otherProcKey  = attribute.Key("porttrace.process.other")   // processes beyond the limit, together
+	signalKey     = attribute.Key("porttrace.signal")          // metrics or logs
+	suppressedKey = attribute.Key("porttrace.suppressed")      // failures not logged since the last record
 	latencyName   = "porttrace.port_alloc.duration"
 )
 

@@ -26,8 +26,9 @@ const Resync = 5 * time.Second
 // Monitor owns an aggregator and feeds it. Its methods are safe for
 // concurrent use.
 type Monitor struct {
-	src   event.Source
-	mu    sync.Mutex
+	src     event.Source
+	observe func(*event.Event)
+	mu      sync.Mutex
 	agg   *aggregate.Aggregator
 	warn  error // the last sync's trouble, shown until a sync succeeds
 	start time.Time
@@ -54,23 +55,33 @@ func (m *Monitor) Run(ctx context.Context) error {
 	defer cancel()
 	bg := make(chan error, 1)
 	go func() {
-		bg <- guard(func() error { m.background(ctx); return nil })
+		bg <- guard(func() error { m.Background(ctx); return nil })
 		cancel()
 	}()
-	err := guard(func() error {
-		return m.src.Run(ctx, func(e *event.Event) {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			m.agg.Add(e)
-		})
-	})
+	err := guard(func() error { return m.src.Run(ctx, m.Add) })
 	cancel()
 	return errors.Join(err, <-bg)
 }
 
-// background samples occupancy every second, whatever the view's refresh,
-// and resyncs every Resync.
-func (m *Monitor) background(ctx context.Context) {
+// Observe has fn called with every event after the aggregator took it, on
+// the event reader's goroutine: fn must not block. Call it before Run.
+func (m *Monitor) Observe(fn func(*event.Event)) { m.observe = fn }
+
+// Add accounts for one event. Run calls it for every event of its source;
+// a caller that reads the source itself (porttrace record) calls it and
+// runs Background.
+func (m *Monitor) Add(e *event.Event) {
+	m.mu.Lock()
+	m.agg.Add(e)
+	m.mu.Unlock()
+	if m.observe != nil {
+		m.observe(e)
+	}
+}
+
+// Background samples occupancy every second, whatever the view's refresh,
+// and resyncs every Resync, until ctx ends.
+func (m *Monitor) Background(ctx context.Context) {
 	resync := time.NewTicker(Resync)
 	defer resync.Stop()
 	second := time.NewTicker(time.Second)
@@ -139,6 +150,16 @@ func ReadTables() ([]netns.Settings, []aggregate.Snapshot, error) {
 	return all, snaps, errors.Join(errs...)
 }
 
+// Report is the aggregator's report now.
+func (m *Monitor) Report() *aggregate.Report {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if lost, err := m.src.Lost(); err == nil {
+		m.agg.SetLost(lost)
+	}
+	return m.agg.Report(time.Now())
+}
+
 func (m *Monitor) setWarn(err error) error {
 	m.mu.Lock()
 	m.warn = err
@@ -153,14 +174,11 @@ type Snapshot struct {
 	Warning  string             `json:"warning,omitempty"`
 }
 
-// Snapshot reports the aggregator's state now.
+// Snapshot reports the aggregator's state now, with the diagnosis.
 func (m *Monitor) Snapshot() Snapshot {
+	r := m.Report()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if lost, err := m.src.Lost(); err == nil {
-		m.agg.SetLost(lost)
-	}
-	r := m.agg.Report(time.Now())
 	s := Snapshot{Report: r, Findings: diagnose.Diagnose(r)}
 	if m.warn != nil {
 		s.Warning = m.warn.Error()

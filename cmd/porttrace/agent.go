@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/export"
+	"github.com/porttrace/porttrace/internal/live"
+)
+
+// otlpFlags are shared by the commands that can export.
+type otlpFlags struct {
+	endpoint string
+	protocol string
+	interval time.Duration
+}
+
+func (f *otlpFlags) register(cmd *cobra.Command, what string) {
+	cmd.Flags().StringVar(&f.endpoint, "otlp-endpoint", "", what)
+	cmd.Flags().StringVar(&f.protocol, "otlp-protocol", "", "grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
+	cmd.Flags().DurationVar(&f.interval, "export-interval", 0, fmt.Sprintf("metric export period (default: $OTEL_METRIC_EXPORT_INTERVAL, else %s)", export.DefaultInterval))
+}
+
+func (f *otlpFlags) options(w io.Writer) export.Options {
+	return export.Options{
+		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
+		Limits: aggregate.DefaultLimits, Version: version(), Warn: w,
+	}
+}
+
+// check refuses bad values before probes are attached.
+func (f *otlpFlags) check() error { return f.options(nil).Check() }
+
+// start exports mon's figures and events; warnings go to w.
+func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, error) {
+	x, err := export.New(context.Background(), f.options(w), mon.Report)
+	if err != nil {
+		return nil, err
+	}
+	mon.Observe(x.Observe)
+	fmt.Fprintf(w, "porttrace: exporting %s\n", x)
+	return x, nil
+}
+
+// stop flushes what is left, giving a collector that is down a few seconds.
+func stop(x *export.Exporter, w io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := x.Shutdown(ctx); err != nil {
+		fmt.Fprintf(w, "porttrace: last export: %v\n", err)
+	}
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Main.Version
+	}
+	return "unknown"
+}
+
+func newAgent() *cobra.Command {
+	var tf tracerFlags
+	var of otlpFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run headless and export metrics and failure logs over OTLP",
+		Long: `Run until SIGINT or SIGTERM, exporting over OTLP (gRPC or HTTP/protobuf)
+what 'porttrace top' shows: per port space and per process counters,
+occupancy gauges, time to exhaustion, a port search latency histogram, and
+one log record per failed connect() (at most 10 a second; the rest are
+counted). The standard OTEL_EXPORTER_OTLP_* and OTEL_RESOURCE_ATTRIBUTES
+variables apply; --otlp-endpoint overrides OTEL_EXPORTER_OTLP_ENDPOINT.
+
+A collector that is down or slow does not stop porttrace: exports are
+retried with backoff, what had to be dropped is counted, and the counts are
+exported when the collector is back.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := of.check(); err != nil {
+				return err
+			}
+			return runAgent(cmd.ErrOrStderr(), &tf, &of)
+		},
+	}
+	tf.register(cmd)
+	of.register(cmd, "collector base URL, e.g. http://localhost:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else the OTLP default for the protocol)")
+	return cmd
+}
+
+func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags) error {
+	t, err := tf.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	mon, err := live.New(t, aggregate.DefaultLimits)
+	if err != nil {
+		return err
+	}
+	x, err := of.start(stderr, mon)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	err = mon.Run(ctx)
+	stop(x, stderr)
+	return err
+}
+
+// syncBuffer holds lines written from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Read(p)
+}

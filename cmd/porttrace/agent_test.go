@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/otlptest"
+	"github.com/porttrace/porttrace/internal/testnet"
+)
+
+// agentRun is porttrace exporting in the background: agent, or top or
+// record with --otlp-endpoint.
+type agentRun struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  []string
+	done chan struct{}
+}
+
+// startAgent starts the agent with args and returns once its probes are
+// attached and the socket tables read. env is added to its environment.
+func startAgent(t *testing.T, env []string, args ...string) *agentRun {
+	t.Helper()
+	return startExporting(t, env, append([]string{"agent"}, args...)...)
+}
+
+// startExporting starts porttrace with args and returns once it exports.
+func startExporting(t *testing.T, env []string, args ...string) *agentRun {
+	t.Helper()
+	a := &agentRun{cmd: exec.Command(binary, args...), done: make(chan struct{})}
+	a.cmd.Env = append(os.Environ(), env...)
+	stderr, _ := a.cmd.StderrPipe()
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.cmd.Process.Kill(); a.cmd.Wait() })
+	go func() {
+		defer close(a.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			a.mu.Lock()
+			a.log = append(a.log, sc.Text())
+			a.mu.Unlock()
+		}
+	}()
+	a.waitLine(t, "porttrace: exporting")
+	time.Sleep(300 * time.Millisecond) // the seeding snapshot follows
+	return a
+}
+
+func (a *agentRun) waitLine(t *testing.T, s string) {
+	t.Helper()
+	err := otlptest.Eventually(30*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return strings.Contains(strings.Join(a.log, "\n"), s)
+	})
+	if err != nil {
+		t.Fatalf("%s never said %q:\n%s", a.cmd.Args, s, a.stderr())
+	}
+}
+
+func (a *agentRun) stderr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return strings.Join(a.log, "\n")
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (a *agentRun) stop(t *testing.T) {
+	t.Helper()
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	<-a.done
+	if err := a.cmd.Wait(); err != nil {
+		t.Fatalf("%s after SIGTERM: %v\n%s", a.cmd.Args, err, a.stderr())
+	}
+}
+
+// rss is the agent's resident memory in KiB.
+func (a *agentRun) rss(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+func waitPoints(t *testing.T, rcv *otlptest.Receiver, what string, cond func() bool) {
+	t.Helper()
+	if err := otlptest.Eventually(30*time.Second, cond); err != nil {
+		t.Fatalf("%s: never received", what)
+	}
+}
+
+// pointOf is the point of metric name whose attributes include want, or
+// fails the test.
+func pointOf(t *testing.T, rcv *otlptest.Receiver, name string, want map[string]string) otlptest.Point {
+	t.Helper()
+	var found []otlptest.Point
+	for _, p := range rcv.Last(name) {
+		if matches(p.Attrs, want) {
+			found = append(found, p)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s: %d points with %v, want 1: %+v", name, len(found), want, rcv.Last(name))
+	}
+	return found[0]
+}
+
+func matches(attrs, want map[string]string) bool {
+	for k, v := range want {
+		if attrs[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestAgentExports: `porttrace agent` while a client exhausts a 20-port
+// space (8 ports in TIME_WAIT from before the agent started); what a real
+// OTLP receiver gets over each transport must match the client's own
+// counts, ss, and the client's pid.
+func TestAgentExports(t *testing.T) {
+	testnet.RequireRoot(t)
+	for _, proto := range []string{"grpc", "http/protobuf"} {
+		t.Run(proto, func(t *testing.T) { testAgentExports(t, proto) })
+	}
+}
+
+func testAgentExports(t *testing.T, proto string) {
+	rcv := otlptest.Start(t)
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	if r := ns.StartClient(t, churn.Config{Target: dst, Count: 8, Close: churn.CloseFin}).Wait(t); r.Connected != 8 {
+		t.Fatalf("setup: %+v", r)
+	}
+	endpoint := rcv.HTTP()
+	if proto == "grpc" {
+		endpoint = rcv.GRPC()
+	}
+	agent := startAgent(t, nil, "--otlp-endpoint", endpoint, "--otlp-protocol", proto, "--export-interval", "1s")
+	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin})
+	res := cl.Wait(t)
+	time.Sleep(200 * time.Millisecond)
+	wantTW := ns.TimeWait(t, dst)
+	if res.Connected != 12 || res.Failures[testnet.EADDRNOTAVAIL] != 18 || wantTW != 20 {
+		t.Fatalf("setup: client %+v, ss TIME_WAIT %d; want 12 connected, 18 EADDRNOTAVAIL, 20", res, wantTW)
+	}
+	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "network.local.address": "127.0.0.1",
+		"porttrace.netns": fmt.Sprint(ns.Inode)}
+	waitPoints(t, rcv, "all attempts", func() bool {
+		for _, p := range rcv.Last("porttrace.connect.attempts") {
+			if matches(p.Attrs, space) && p.Value == float64(res.Attempts) {
+				return true
+			}
+		}
+		return false
+	})
+	for name, want := range map[string]float64{
+		"porttrace.connect.failures":     18,
+		"porttrace.time_wait.entries":    12,
+		"porttrace.time_wait.sockets":    float64(wantTW),
+		"porttrace.ports.used":           float64(wantTW),
+		"porttrace.ports.usable":         20,
+		"porttrace.ports.utilization":    1,
+		"porttrace.ports.exhaustion.eta": 0,
+	} {
+		if p := pointOf(t, rcv, name, space); p.Value != want {
+			t.Errorf("%s = %v, want %v", name, p.Value, want)
+		}
+	}
+	if p := pointOf(t, rcv, "porttrace.connect.failures", space); p.Attrs["error.type"] != "EADDRNOTAVAIL" {
+		t.Errorf("failures carry error.type %q", p.Attrs["error.type"])
+	}
+	// Every attempt searched for a port: the 12 that found one and the
+	// 18 that searched the whole range in vain.
+	if h := pointOf(t, rcv, "porttrace.port_alloc.duration", space); h.Count != uint64(res.Attempts) || h.Kind != "exponential_histogram" || h.Max <= 0 {
+		t.Errorf("port search latency %+v, want an exponential histogram of %d searches", h, res.Attempts)
+	}
+	pid := fmt.Sprint(cl.Cmd.Process.Pid)
+	proc := map[string]string{"process.pid": pid, "process.executable.name": testnet.Comm(os.Args[0])}
+	if p := pointOf(t, rcv, "porttrace.process.connect.attempts", proc); p.Value != float64(res.Attempts) {
+		t.Errorf("client's attempts %v, want %d", p.Value, res.Attempts)
+	}
+	if p := pointOf(t, rcv, "porttrace.process.connect.failures", proc); p.Value != 18 {
+		t.Errorf("client's failures %v, want 18", p.Value)
+	}
+	if p := pointOf(t, rcv, "porttrace.events.lost", nil); p.Value != 0 {
+		t.Errorf("%v events lost", p.Value)
+	}
+	if res := rcv.Last("porttrace.connect.attempts")[0].Resource; res["host.name"] == "" || res["service.name"] != "porttrace" {
+		t.Errorf("resource %v: want host.name and service.name porttrace", res)
+	}
+	checkFailureRecords(t, rcv, 18, pid, space)
+	agent.stop(t)
+}
+
+// checkFailureRecords: a log record per failure, but for those the rate
+// limit suppressed, each with the client's pid and the upstream.
+func checkFailureRecords(t *testing.T, rcv *otlptest.Receiver, failures int, pid string, space map[string]string) {
+	t.Helper()
+	var logs []otlptest.Log
+	waitPoints(t, rcv, "failure records", func() bool {
+		logs = rcv.Logs()
+		sup := rcv.Last("porttrace.logs.suppressed")
+		return len(sup) == 1 && len(logs)+int(sup[0].Value) == failures
+	})
+	for _, l := range logs {
+		if !matches(l.Attrs, space) || l.Attrs["process.pid"] != pid || l.Attrs["error.type"] != "EADDRNOTAVAIL" {
+			t.Errorf("log record %+v: want pid %s, EADDRNOTAVAIL and %v", l, pid, space)
+		}
+	}
+}
+
+// TestAgentCollectorDown: the receiver stops while clients keep failing,
+// then comes back. The agent must go on, stay within its memory, say what
+// happens, resume, and account for every failure the clients saw: received
+// as a log record, counted as dropped, or counted as suppressed.
+func TestAgentCollectorDown(t *testing.T) {
+	testnet.RequireRoot(t)
+	rcv := otlptest.Start(t)
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	// Short export timeouts, through the standard variables, so that
+	// failed exports are counted within seconds.
+	env := []string{"OTEL_METRIC_EXPORT_TIMEOUT=1500", "OTEL_BLRP_EXPORT_TIMEOUT=1500"}
+	agent := startAgent(t, env, "--otlp-endpoint", rcv.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s")
+	waitPoints(t, rcv, "a first export", func() bool { return rcv.Last("porttrace.events.lost") != nil })
+
+	rcv.Stop()
+	before := agent.rss(t)
+	attempts, failed := 0, 0
+	for range 5 { // five bursts a second apart: each logs up to 10 records
+		res := ns.StartClient(t, churn.Config{Target: dst, Count: 400, Close: churn.CloseFin}).Wait(t)
+		attempts += res.Attempts
+		failed += res.Failed()
+		time.Sleep(time.Second)
+	}
+	agent.waitLine(t, "logs export failed")
+	agent.waitLine(t, "metrics export failed")
+	if grown := agent.rss(t) - before; grown > 32<<10 {
+		t.Errorf("RSS grew by %d MiB while the collector was down", grown>>10)
+	}
+
+	rcv.Restart(t)
+	agent.waitLine(t, "export resumed")
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t)
+	attempts += res.Attempts
+	failed += res.Failed()
+	waitPoints(t, rcv, "log records after the outage", func() bool { return len(rcv.Logs()) > 0 })
+	var got string
+	waitPoints(t, rcv, "every failure accounted for", func() bool {
+		logs := len(rcv.Logs())
+		dropped := sum(rcv.Last("porttrace.export.dropped"))
+		suppressed := sum(rcv.Last("porttrace.logs.suppressed"))
+		got = fmt.Sprintf("%d received + %d dropped + %d suppressed, of %d failures", logs, dropped, suppressed, failed)
+		return logs+dropped+suppressed == failed
+	})
+	t.Logf("%s\n%s", got, agent.stderr())
+	if sum(rcv.Last("porttrace.export.dropped")) == 0 {
+		t.Errorf("no log record counted as dropped: %s", got)
+	}
+	if p := pointOf(t, rcv, "porttrace.export.failures", map[string]string{"porttrace.signal": "metrics"}); p.Value == 0 {
+		t.Error("no failed metric export counted")
+	}
+	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "porttrace.netns": fmt.Sprint(ns.Inode)}
+	if p := pointOf(t, rcv, "porttrace.connect.attempts", space); p.Value != float64(attempts) {
+		t.Errorf("attempts %v after the outage, the clients made %d", p.Value, attempts)
+	}
+	agent.stop(t)
+}
+
+func sum(pts []otlptest.Point) int {
+	n := 0
+	for _, p := range pts {
+		n += int(p.Value)
+	}
+	return n
+}
+
+// TestTopAndRecordExport: top and record export as the agent does, at the
+// same time as they show or record.
+func TestTopAndRecordExport(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	forTop, forRecord := otlptest.Start(t), otlptest.Start(t)
+	file := filepath.Join(t.TempDir(), "capture.ptr")
+	top := startExporting(t, nil, "top", "--json", "--interval", "1m", "--otlp-endpoint", forTop.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s")
+	rec := startExporting(t, nil, "record", "-o", file, "--otlp-endpoint", forRecord.HTTP(), "--export-interval", "1s")
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin}).Wait(t)
+	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "porttrace.netns": fmt.Sprint(ns.Inode)}
+	for name, rcv := range map[string]*otlptest.Receiver{"top": forTop, "record": forRecord} {
+		waitPoints(t, rcv, name+"'s attempts", func() bool {
+			for _, p := range rcv.Last("porttrace.connect.attempts") {
+				if matches(p.Attrs, space) && p.Value == float64(res.Attempts) {
+					return true
+				}
+			}
+			return false
+		})
+		if p := pointOf(t, rcv, "porttrace.connect.failures", space); p.Value != float64(res.Failed()) {
+			t.Errorf("%s exported %v failures, the client saw %d", name, p.Value, res.Failed())
+		}
+	}
+	top.stop(t)
+	rec.stop(t)
+	sp := spaceToward(t, liveOf(runReport(t, file)), ns.Inode, dst)
+	if sp.TotalConns != uint64(res.Attempts) {
+		t.Errorf("the capture recorded while exporting has %d attempts, the client made %d", sp.TotalConns, res.Attempts)
+	}
+}
