@@ -29,9 +29,9 @@ type Monitor struct {
 	src     event.Source
 	observe func(*event.Event)
 	mu      sync.Mutex
-	agg   *aggregate.Aggregator
-	warn  error // the last sync's trouble, shown until a sync succeeds
-	start time.Time
+	agg     *aggregate.Aggregator
+	warn    error // the last sync's trouble, shown until a sync succeeds
+	start   time.Time
 }
 
 // New seeds an aggregator from the socket tables of every namespace, so a
