@@ -37,11 +37,12 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 kernel, for the fentry a
 	# sometimes locks up while the kernel live-patches static keys as probes
 	# attach and detach.
 	VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE) -test.run '^TestKernel'
-	# A capture recorded with the fentry backend, reported and checked.
+	# A capture recorded with the fentry backend, reported and checked; and
+	# the agent's export, where port search latency is exact.
 	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
 	VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
-		internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE) -test.run '^TestRecordReport$$'
+		internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE) -test.run '^(TestRecordReport|TestAgentExports)$$'
 
 clean: ## remove build output
 	rm -rf bin

@@ -37,6 +37,10 @@ func startAgent(t *testing.T, env []string, args ...string) *agentRun {
 // startExporting starts porttrace with args and returns once it exports.
 func startExporting(t *testing.T, env []string, args ...string) *agentRun {
 	t.Helper()
+	// In the VM, each run names the backend under test.
+	if b := os.Getenv("PORTTRACE_BACKEND"); b != "" {
+		args = append(args, "--backend", b)
+	}
 	a := &agentRun{cmd: exec.Command(binary, args...), done: make(chan struct{})}
 	a.cmd.Env = append(os.Environ(), env...)
 	stderr, _ := a.cmd.StderrPipe()
