@@ -4,7 +4,7 @@ BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
 
-.PHONY: help deps build run generate test test-unit test-vm clean
+.PHONY: help deps build run generate test test-unit test-vm bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,14 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 kernel, for the fentry a
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
 	VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
 		internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE) -test.run '^(TestRecordReport|TestAgentExports)$$'
+
+bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates and bpftrace (root, about 8 minutes)
+	$(GO) build -o bin/porttrace ./cmd/porttrace
+	$(GO) build -o bin/churn ./cmd/churn
+	$(GO) build -o bin/portbench ./cmd/portbench
+	# The decode + aggregate path, fed from a capture, on one core.
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./internal/report
+	./bin/portbench --bcc-kernel-source "$$(sh .ci/bench-deps | sed -n 's/^BCC_KERNEL_SOURCE=//p')" $(BENCH_ARGS)
 
 clean: ## remove build output
 	rm -rf bin

@@ -59,6 +59,7 @@ type Aggregator struct {
 	socks     map[uint64]sock
 	netns     map[uint32]netns.Settings
 	lost      uint64
+	events    uint64
 	// While socket tables are read (BeginSync to Sync), TIME_WAIT entries
 	// and closes are noted, so that Sync neither loses nor doubles them.
 	syncing     bool
@@ -130,6 +131,7 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 
 // Add accounts for one event.
 func (a *Aggregator) Add(e *event.Event) {
+	a.events++
 	sec := a.second(e.Time)
 	a.now = max(a.now, sec)
 	k := SpaceOf(e)

@@ -166,6 +166,7 @@ type Report struct {
 	Time      time.Time       `json:"time"`
 	Seconds   int64           `json:"seconds"` // complete seconds observed
 	Netns     []NetnsReport   `json:"netns"`
+	Events    uint64          `json:"events"`
 	Lost      uint64          `json:"lost_events"`
 	Untracked uint64          `json:"untracked_sockets"`
 	Spaces    []SpaceReport   `json:"port_spaces"`
@@ -182,7 +183,7 @@ type NetnsReport struct {
 // and processes by churn.
 func (a *Aggregator) Report(t time.Time) *Report {
 	a.Tick(t)
-	r := &Report{Time: t, Seconds: a.now, Lost: a.lost, Untracked: a.untracked}
+	r := &Report{Time: t, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked}
 	for _, ns := range a.netns {
 		r.Netns = append(r.Netns, NetnsReport{ns, ns.Usable()})
 	}

@@ -4,8 +4,13 @@
 package churn
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
+	"runtime"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,6 +40,13 @@ type Config struct {
 	// before connecting, as proxies with a source address do (nginx
 	// proxy_bind, Envoy upstream bind): the port is taken by bind().
 	BindFirst bool
+	// Threads run the loop in parallel, each on its own OS thread; the
+	// bounds apply to each. 0 is 1.
+	Threads int
+	// Spaces, if more than 1, spreads the attempts over that many
+	// destinations, so as many port spaces: ports Target.Port to
+	// Target.Port+999 of Target's IPv4 address, then of the next ones.
+	Spaces int
 }
 
 // Result is what the client saw. Failures count both bind() and connect()
@@ -45,6 +57,17 @@ type Result struct {
 	Failures  map[string]int `json:"failures"` // by errno name, e.g. EADDRNOTAVAIL
 	Elapsed   time.Duration  `json:"elapsed_ns"`
 	Ports     []int          `json:"ports,omitempty"` // source ports of the first connections
+	// Latency of connect() calls, from a sample of at most 1M per thread.
+	P50 time.Duration `json:"connect_p50_ns"`
+	P99 time.Duration `json:"connect_p99_ns"`
+}
+
+// Rate is attempts per second.
+func (r Result) Rate() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Attempts) / r.Elapsed.Seconds()
 }
 
 // Failed is the total of failed connect() calls.
@@ -61,14 +84,56 @@ func Run(c Config) (Result, error) {
 	if c.Count == 0 && c.Duration == 0 {
 		return Result{}, fmt.Errorf("churn needs a count or a duration")
 	}
+	if c.Spaces > 1 && !c.Target.Addr().Is4() {
+		return Result{}, fmt.Errorf("churn spreads over port spaces on IPv4 only")
+	}
+	threads := max(c.Threads, 1)
+	results := make([]Result, threads)
+	samples := make([][]uint32, threads)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range threads {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			results[i], samples[i] = loop(c, i)
+		})
+	}
+	wg.Wait()
+	res := Result{Failures: map[string]int{}, Elapsed: time.Since(start)}
+	for _, r := range results {
+		res.Attempts += r.Attempts
+		res.Connected += r.Connected
+		for k, v := range r.Failures {
+			res.Failures[k] += v
+		}
+		res.Ports = append(res.Ports, r.Ports[:min(len(r.Ports), 1024-len(res.Ports))]...)
+	}
+	res.P50, res.P99 = percentiles(slices.Concat(samples...))
+	return res, nil
+}
+
+// sampleCap bounds the latency sample of one thread (4 MiB).
+const sampleCap = 1 << 20
+
+// loop is one thread's run; the sample holds connect() latencies in ns.
+func loop(c Config, thread int) (Result, []uint32) {
 	res := Result{Failures: map[string]int{}}
+	sample := make([]uint32, 0, sampleCap)
 	start := time.Now()
 	for c.Count == 0 || res.Attempts < c.Count {
 		if c.Duration > 0 && res.Attempts%64 == 0 && time.Since(start) > c.Duration {
 			break
 		}
+		target := c.Target
+		if c.Spaces > 1 {
+			target = spread(c.Target, (thread*c.Count+res.Attempts)%c.Spaces)
+		}
 		res.Attempts++
-		port, err := once(c.Target, c.Close, c.BindFirst)
+		t := time.Now()
+		port, err := once(target, c.Close, c.BindFirst)
+		if len(sample) < sampleCap {
+			sample = append(sample, uint32(min(time.Since(t), math.MaxUint32)))
+		}
 		if err != nil {
 			res.Failures[ErrnoName(err)]++
 			if c.StopAfterFailures > 0 && res.Failed() >= c.StopAfterFailures {
@@ -82,7 +147,25 @@ func Run(c Config) (Result, error) {
 		}
 	}
 	res.Elapsed = time.Since(start)
-	return res, nil
+	return res, sample
+}
+
+// spread is the k-th destination: 1000 ports per address, then the next
+// address.
+func spread(base netip.AddrPort, k int) netip.AddrPort {
+	a := base.Addr().As4()
+	n := binary.BigEndian.Uint32(a[:]) + uint32(k/1000)
+	binary.BigEndian.PutUint32(a[:], n)
+	return netip.AddrPortFrom(netip.AddrFrom4(a), base.Port()+uint16(k%1000))
+}
+
+func percentiles(ns []uint32) (p50, p99 time.Duration) {
+	if len(ns) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ns)
+	at := func(q float64) time.Duration { return time.Duration(ns[int(q*float64(len(ns)-1))]) }
+	return at(0.50), at(0.99)
 }
 
 // once connects and closes one socket; the error is bind()'s or connect()'s

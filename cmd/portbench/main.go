@@ -1,0 +1,77 @@
+// Command portbench measures what porttrace costs the machine it traces,
+// side by side with the tracers people use today (BCC's tcpstates and
+// bpftrace), in one run: it alternates the conditions over several rounds
+// of connection churn and reports medians and ratios against no tracer.
+// `make bench` runs it as root; see README.md, Performance.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"time"
+)
+
+type options struct {
+	porttrace, churn string
+	rounds           int
+	duration         time.Duration
+	bccSource        string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.porttrace, "porttrace", "bin/porttrace", "the porttrace binary")
+	flag.StringVar(&o.churn, "churn", "bin/churn", "the churn load generator")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of every condition, alternated")
+	flag.DurationVar(&o.duration, "duration", 8*time.Second, "churn per measurement")
+	flag.StringVar(&o.bccSource, "bcc-kernel-source", os.Getenv("BCC_KERNEL_SOURCE"), "kernel headers for BCC, when this kernel has none")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "portbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: tracers attach BPF programs and churn makes a network namespace")
+	}
+	for _, p := range []string{o.porttrace, o.churn} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w (make bench builds it)", err)
+		}
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("portbench: host %s, kernel %s, %d CPUs; %d rounds of %s per condition, alternated; medians\n\n",
+		host, kernelRelease(), runtime.NumCPU(), o.rounds, o.duration)
+	conds, notes := conditions(o)
+	for _, n := range notes {
+		fmt.Println(n)
+	}
+	b := &bench{o: o, conds: conds}
+	for _, mode := range []string{"reset", "fin"} {
+		if err := b.compare(mode, conds); err != nil {
+			return err
+		}
+	}
+	if err := b.maxChurn(conds); err != nil {
+		return err
+	}
+	if err := b.spaces(conds); err != nil {
+		return err
+	}
+	b.verdicts()
+	return nil
+}
+
+func kernelRelease() string {
+	out, err := exec.Command("uname", "-r").Output()
+	if err != nil {
+		return "?"
+	}
+	return string(out[:len(out)-1])
+}

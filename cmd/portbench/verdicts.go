@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// verdicts compares the run with the targets of README.md, Performance.
+func (b *bench) verdicts() {
+	fmt.Println("Targets:")
+	for _, mode := range []string{"reset", "fin"} {
+		base := b.results[mode]["no tracer"]
+		baseRate := median(column(base, func(s sample) float64 { return s.churn.Rate }))
+		baseP50 := median(column(base, func(s sample) time.Duration { return s.churn.P50 }))
+		for _, c := range b.conds {
+			if !c.porttrace {
+				continue
+			}
+			name, ss := c.name, b.results[mode][c.name]
+			rate := median(column(ss, func(s sample) float64 { return s.churn.Rate })) / baseRate
+			p50 := float64(median(column(ss, func(s sample) time.Duration { return s.churn.P50 }))) / float64(baseP50)
+			var lost uint64
+			for _, s := range ss {
+				lost += s.stats.Lost
+			}
+			if mode == "reset" {
+				verdict(rate >= 0.97, "%s, reset close: connects/s at least 0.97x of no tracer: %.2fx", name, rate)
+			} else {
+				verdict(lost == 0, "%s, TIME_WAIT close: 0 lost events: %d", name, lost)
+				verdict(p50 <= 1.10, "%s, TIME_WAIT close: connect() p50 within 10%% of no tracer: %.2fx", name, p50)
+			}
+		}
+	}
+	verdict(b.max.lost == 0, "0 lost events at the highest churn (%s events/s): %d", fmt.Sprintf("%.0f", b.max.eventsPerSec), b.max.lost)
+	verdict(b.spacesRSS < 100<<10 && b.spacesLost == 0, "peak RSS under 100 MiB with 100,000 port spaces: %d MiB", b.spacesRSS>>10)
+	fmt.Println()
+}
+
+func verdict(ok bool, format string, args ...any) {
+	mark := "met   "
+	if !ok {
+		mark = "MISSED"
+	}
+	fmt.Printf("  %s %s\n", mark, fmt.Sprintf(format, args...))
+}
