@@ -164,7 +164,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"agent", "--otlp-protocol", "udp"}, `unknown OTLP protocol "udp"`},
 		{[]string{"agent", "--otlp-endpoint", "collector:4317"}, "want a URL such as http://collector:4318"},
 		{[]string{"top", "--otlp-endpoint", "ftp://x"}, "want a URL"},
-		{[]string{"record", "-o", "/dev/null", "--export-interval", "-1s"}, "must be positive"},
+		{[]string{"record", "-o", "/dev/null", "--export-interval", "-1s"}, "--export-interval must not be negative"},
 	} {
 		code, stderr := run(t, nil, c.args...)
 		if code != 1 {

@@ -84,10 +84,13 @@ func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Expo
 		resource.WithHost(), resource.WithTelemetrySDK(),
 		resource.WithFromEnv(), // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win
 	)
-	if err != nil {
+	h := newHealth(o.Warn)
+	if errors.Is(err, resource.ErrPartialResource) {
+		// As the specification asks: keep what could be read, say what not.
+		fmt.Fprintf(h.warn, "porttrace: OTLP resource: %v (ignored)\n", err)
+	} else if err != nil {
 		return nil, fmt.Errorf("OpenTelemetry resource: %w", err)
 	}
-	h := newHealth(o.Warn)
 	otel.SetErrorHandler(h)
 	mexp, lexp, err := exporters(ctx, proto, base)
 	if err != nil {
@@ -125,14 +128,16 @@ func queueSize(timeout time.Duration) int {
 
 func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 	opts := []sdkmetric.PeriodicReaderOption{
-		// Every other instrument is bounded by the aggregator's report. The
-		// histogram is recorded as events come and keeps a series for every
-		// space it has seen, so it gets its own bound.
+		// The observable instruments are bounded by the aggregator's
+		// report, rows × errnos: no limit of the SDK's (2,000 by default)
+		// must fold some of them away. The histogram is recorded as events
+		// come and keeps a series for every space it has seen, so it gets
+		// a bound of its own.
 		sdkmetric.WithCardinalityLimitSelector(func(k sdkmetric.InstrumentKind) (int, bool) {
 			if k == sdkmetric.InstrumentKindHistogram {
 				return 4*o.Limits.Spaces + 1, false
 			}
-			return 0, true
+			return 0, false
 		}),
 	}
 	if o.Timeout > 0 {
@@ -154,8 +159,11 @@ func (o Options) Check() error {
 }
 
 func (o Options) parse() (string, *url.URL, error) {
-	if o.Interval < 0 || o.Timeout < 0 {
-		return "", nil, errors.New("OTLP export interval and timeout must be positive")
+	if o.Interval < 0 {
+		return "", nil, errors.New("--export-interval must not be negative (0 for the default)")
+	}
+	if o.Limits.Spaces < 1 || o.Limits.Processes < 1 {
+		return "", nil, errors.New("export needs the aggregator's limits")
 	}
 	proto, err := protocol(o.Protocol)
 	if err != nil {
@@ -252,7 +260,15 @@ func describe(proto string, base *url.URL) string {
 func (x *Exporter) String() string { return x.desc }
 
 // Shutdown exports what is left and stops. A collector that is down is
-// given until ctx ends, then what could not be sent is dropped.
+// given until ctx ends, half for the log records, then half for the last
+// metrics, which carry the count of records that could not be sent.
 func (x *Exporter) Shutdown(ctx context.Context) error {
-	return errors.Join(x.mp.Shutdown(ctx), x.lp.Shutdown(ctx))
+	logs := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		logs, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)/2))
+		defer cancel()
+	}
+	errLogs := x.lp.Shutdown(logs)
+	return errors.Join(errLogs, x.mp.Shutdown(ctx))
 }

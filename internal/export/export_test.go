@@ -253,3 +253,23 @@ func checkFailureLogs(t *testing.T, rcv *otlptest.Receiver, failures int) {
 		t.Errorf("records tell of %d suppressed, the counter of %d", suppressed, total)
 	}
 }
+
+// TestEveryRowExported: a thousand port spaces failing with three errnos
+// each are 3,000 series of one instrument; the aggregator bounds them, and
+// none may be folded into the SDK's overflow series.
+func TestEveryRowExported(t *testing.T) {
+	rcv := otlptest.Start(t)
+	f := newFixture(t, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Limits: aggregate.DefaultLimits})
+	for i := range 1000 {
+		dst := netip.AddrPortFrom(upstream.Addr(), uint16(10000+i))
+		for _, errno := range []syscall.Errno{syscall.EADDRNOTAVAIL, syscall.ECONNREFUSED, syscall.ETIMEDOUT} {
+			f.attempt(curl, dst, time.Microsecond, errno)
+		}
+	}
+	waitFor(t, "3,000 failure series", func() bool { return len(rcv.Last("porttrace.connect.failures")) >= 3000 })
+	for _, p := range rcv.Last("porttrace.connect.failures") {
+		if p.Attrs["otel.metric.overflow"] != "" || p.Value != 1 {
+			t.Fatalf("point %+v: want one failure per series and no overflow", p)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ type health struct {
 
 	mu      sync.Mutex
 	failing map[string]time.Time // signal → since when
+	lastErr map[string]string    // signal → its last export error
 	other   time.Time            // last SDK error printed
 
 	metricFailures, logFailures atomic.Uint64
@@ -31,7 +33,7 @@ func newHealth(w io.Writer) *health {
 	if w == nil {
 		w = io.Discard
 	}
-	return &health{warn: w, failing: map[string]time.Time{}}
+	return &health{warn: w, failing: map[string]time.Time{}, lastErr: map[string]string{}}
 }
 
 // result notes an export's outcome; lost is what a failure took with it.
@@ -51,6 +53,7 @@ func (h *health) result(signal string, err error, lost int) {
 	if err == nil {
 		return
 	}
+	h.lastErr[signal] = err.Error()
 	if signal == "logs" {
 		h.logFailures.Add(1)
 		h.logsDropped.Add(uint64(lost))
@@ -60,12 +63,17 @@ func (h *health) result(signal string, err error, lost int) {
 }
 
 // Handle takes the SDK's own errors, which it would otherwise log on every
-// retry. Those of a failing export were already reported by result; others
+// retry. A failed export's error was already reported by result; others
 // are printed at most once a minute.
 func (h *health) Handle(err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.failing) > 0 || time.Since(h.other) < time.Minute {
+	for _, e := range h.lastErr {
+		if strings.Contains(err.Error(), e) {
+			return
+		}
+	}
+	if time.Since(h.other) < time.Minute {
 		return
 	}
 	h.other = time.Now()

@@ -70,7 +70,10 @@ func (l *latencyRecorder) record(e *event.Event) {
 }
 
 // keep forgets the spaces the aggregator no longer reports (it folded them
-// into "other"), so that new ones get series of their own.
+// into "other"), so that new ones get series of their own, up to the
+// histogram's own cardinality limit (readerOptions): the SDK keeps every
+// series it has seen, and beyond that folds new ones into its overflow
+// series.
 func (l *latencyRecorder) keep(r *aggregate.Report) {
 	live := make(map[aggregate.SpaceKey]bool, len(r.Spaces))
 	for _, s := range r.Spaces {
