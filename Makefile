@@ -49,7 +49,7 @@ bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates 
 	$(GO) build -o bin/churn ./cmd/churn
 	$(GO) build -o bin/portbench ./cmd/portbench
 	# The decode + aggregate path, fed from a capture, on one core.
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./internal/report
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./internal/aggregate ./internal/report
 	./bin/portbench --bcc-kernel-source "$$(sh .ci/bench-deps | sed -n 's/^BCC_KERNEL_SOURCE=//p')" $(BENCH_ARGS)
 
 clean: ## remove build output

@@ -64,6 +64,9 @@ func run(o options) error {
 	if err := b.spaces(conds); err != nil {
 		return err
 	}
+	if err := b.bpfCost(conds); err != nil {
+		return err
+	}
 	b.verdicts()
 	return nil
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+)
+
+// bpfProg is what `bpftool prog show -j` says of a program once
+// kernel.bpf_stats_enabled is on.
+type bpfProg struct {
+	Name      string `json:"name"`
+	RunTimeNs uint64 `json:"run_time_ns"`
+	RunCnt    uint64 `json:"run_cnt"`
+}
+
+const statsSysctl = "/proc/sys/kernel/bpf_stats_enabled"
+
+// bpfCost runs reset churn once more with the kernel's BPF statistics on
+// (they cost a little themselves, so the ratio runs go without) and prints
+// what each porttrace program costs per connection: this is where the
+// traced machine's time goes.
+func (b *bench) bpfCost(conds []condition) error {
+	c, _ := best(conds)
+	old, err := os.ReadFile(statsSysctl)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(statsSysctl, []byte("1"), 0o644); err != nil {
+		return err
+	}
+	defer os.WriteFile(statsSysctl, old, 0o644)
+	t, err := start(c)
+	if err != nil {
+		return err
+	}
+	r, err := b.churn("--mode", "reset", "--duration", b.o.duration.String())
+	progs, err2 := porttracePrograms()
+	_, err3 := t.stop()
+	if err = cmpErr(cmpErr(err, err2), err3); err != nil {
+		return err
+	}
+	conns := float64(r.Attempts)
+	perConn := 1e9 / r.Rate
+	fmt.Printf("Where the traced machine's time goes (reset close, %s, kernel BPF statistics on):\n", c.name)
+	fmt.Printf("  %-18s %10s %10s %12s\n", "program", "runs/conn", "ns/run", "ns/conn")
+	var total float64
+	for _, p := range progs {
+		ns := float64(p.RunTimeNs) / conns
+		total += ns
+		fmt.Printf("  %-18s %10.2f %10.0f %12.0f\n", p.Name, float64(p.RunCnt)/conns, float64(p.RunTimeNs)/float64(max(p.RunCnt, 1)), ns)
+	}
+	fmt.Printf("  %-18s %10s %10s %12.0f  (%.1f%% of the %.1f µs each connection took)\n\n", "total", "", "", total, 100*total/perConn, perConn/1e3)
+	return nil
+}
+
+// porttracePrograms are the loaded programs whose names porttrace gives.
+func porttracePrograms() ([]bpfProg, error) {
+	out, err := exec.Command("bpftool", "prog", "show", "-j").Output()
+	if err != nil {
+		return nil, fmt.Errorf("bpftool prog show: %w", err)
+	}
+	var all []bpfProg
+	if err := json.Unmarshal(out, &all); err != nil {
+		return nil, fmt.Errorf("bpftool prog show: %w", err)
+	}
+	progs := slices.DeleteFunc(all, func(p bpfProg) bool { return !strings.HasPrefix(p.Name, "pt_") || p.RunCnt == 0 })
+	slices.SortFunc(progs, func(x, y bpfProg) int { return int(y.RunTimeNs) - int(x.RunTimeNs) })
+	return progs, nil
+}
