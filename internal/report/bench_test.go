@@ -2,8 +2,8 @@ package report
 
 import (
 	"bytes"
-	"runtime"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
