@@ -194,8 +194,7 @@ func (t *tracer) stop() (Stats, error) {
 		st.Events, st.Lost = r.Events, r.Lost
 		return st, nil
 	}
-	if ctx.Err() != nil {
-		return st, fmt.Errorf("%s did not stop on SIGINT", t.c.name)
-	}
+	// A peer still printing its backlog after 30 s was killed: its counts
+	// are what it had printed.
 	return st, nil
 }
