@@ -100,9 +100,9 @@ func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Expo
 	x := &Exporter{health: h, desc: describe(proto, base)}
 	x.lp = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(
 		sdklog.NewBatchProcessor(&logExporter{lexp, h},
-			// Set, not left to OTEL_BLRP_*: failureLogs' rate limit keeps
-			// this queue from overflowing, which is the only loss the
-			// SDK would not let us count.
+			// The queue's size is set, not left to OTEL_BLRP_MAX_QUEUE_SIZE:
+			// with failureLogs' rate limit it cannot overflow, which is
+			// the only loss the SDK would not let us count.
 			sdklog.WithMaxQueueSize(queueSize(logTimeout)), sdklog.WithExportTimeout(logTimeout))))
 	x.logs = &failureLogs{logger: x.lp.Logger(scope)}
 	x.mp = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res),
