@@ -103,7 +103,7 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, once, asJSON boo
 		if err != nil {
 			return err
 		}
-		defer stop(x, stderr)
+		defer stop(x, warn) // after the view, in order with the held lines
 	}
 	host, _ := os.Hostname()
 	info := view.Info{Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend())}
