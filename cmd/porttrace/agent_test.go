@@ -107,38 +107,6 @@ func (a *agentRun) rss(t *testing.T) int {
 	return 0
 }
 
-func waitPoints(t *testing.T, rcv *otlptest.Receiver, what string, cond func() bool) {
-	t.Helper()
-	if err := otlptest.Eventually(30*time.Second, cond); err != nil {
-		t.Fatalf("%s: never received", what)
-	}
-}
-
-// pointOf is the point of metric name whose attributes include want, or
-// fails the test.
-func pointOf(t *testing.T, rcv *otlptest.Receiver, name string, want map[string]string) otlptest.Point {
-	t.Helper()
-	var found []otlptest.Point
-	for _, p := range rcv.Last(name) {
-		if matches(p.Attrs, want) {
-			found = append(found, p)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%s: %d points with %v, want 1: %+v", name, len(found), want, rcv.Last(name))
-	}
-	return found[0]
-}
-
-func matches(attrs, want map[string]string) bool {
-	for k, v := range want {
-		if attrs[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // TestAgentExports: `porttrace agent` while a client exhausts a 20-port
 // space (8 ports in TIME_WAIT from before the agent started); what a real
 // OTLP receiver gets over each transport must match the client's own
@@ -171,9 +139,9 @@ func testAgentExports(t *testing.T, proto string) {
 	}
 	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "network.local.address": "127.0.0.1",
 		"porttrace.netns": fmt.Sprint(ns.Inode)}
-	waitPoints(t, rcv, "all attempts", func() bool {
+	otlptest.Wait(t, "all attempts", func() bool {
 		for _, p := range rcv.Last("porttrace.connect.attempts") {
-			if matches(p.Attrs, space) && p.Value == float64(res.Attempts) {
+			if otlptest.Includes(p.Attrs, space) && p.Value == float64(res.Attempts) {
 				return true
 			}
 		}
@@ -188,27 +156,30 @@ func testAgentExports(t *testing.T, proto string) {
 		"porttrace.ports.utilization":    1,
 		"porttrace.ports.exhaustion.eta": 0,
 	} {
-		if p := pointOf(t, rcv, name, space); p.Value != want {
+		if p := otlptest.One(t, rcv.Last(name), space); p.Value != want {
 			t.Errorf("%s = %v, want %v", name, p.Value, want)
 		}
 	}
-	if p := pointOf(t, rcv, "porttrace.connect.failures", space); p.Attrs["error.type"] != "EADDRNOTAVAIL" {
+	if p := otlptest.One(t, rcv.Last("porttrace.connect.failures"), space); p.Attrs["error.type"] != "EADDRNOTAVAIL" {
 		t.Errorf("failures carry error.type %q", p.Attrs["error.type"])
 	}
 	// Every attempt searched for a port: the 12 that found one and the
 	// 18 that searched the whole range in vain.
-	if h := pointOf(t, rcv, "porttrace.port_alloc.duration", space); h.Count != uint64(res.Attempts) || h.Kind != "exponential_histogram" || h.Max <= 0 {
+	if h := otlptest.One(t, rcv.Last("porttrace.port_alloc.duration"), space); h.Count != uint64(res.Attempts) || h.Kind != "exponential_histogram" || h.Max <= 0 {
 		t.Errorf("port search latency %+v, want an exponential histogram of %d searches", h, res.Attempts)
 	}
 	pid := fmt.Sprint(cl.Cmd.Process.Pid)
 	proc := map[string]string{"process.pid": pid, "process.executable.name": testnet.Comm(os.Args[0])}
-	if p := pointOf(t, rcv, "porttrace.process.connect.attempts", proc); p.Value != float64(res.Attempts) {
+	if p := otlptest.One(t, rcv.Last("porttrace.process.connect.attempts"), proc); p.Value != float64(res.Attempts) {
 		t.Errorf("client's attempts %v, want %d", p.Value, res.Attempts)
 	}
-	if p := pointOf(t, rcv, "porttrace.process.connect.failures", proc); p.Value != 18 {
+	if p := otlptest.One(t, rcv.Last("porttrace.process.connect.failures"), proc); p.Value != 18 {
 		t.Errorf("client's failures %v, want 18", p.Value)
 	}
-	if p := pointOf(t, rcv, "porttrace.events.lost", nil); p.Value != 0 {
+	if p := otlptest.One(t, rcv.Last("porttrace.process.time_wait.entries"), proc); p.Value != 12 {
+		t.Errorf("client's TIME_WAIT entries %v, want its 12 connections", p.Value)
+	}
+	if p := otlptest.One(t, rcv.Last("porttrace.events.lost"), nil); p.Value != 0 {
 		t.Errorf("%v events lost", p.Value)
 	}
 	if res := rcv.Last("porttrace.connect.attempts")[0].Resource; res["host.name"] == "" || res["service.name"] != "porttrace" {
@@ -223,13 +194,13 @@ func testAgentExports(t *testing.T, proto string) {
 func checkFailureRecords(t *testing.T, rcv *otlptest.Receiver, failures int, pid string, space map[string]string) {
 	t.Helper()
 	var logs []otlptest.Log
-	waitPoints(t, rcv, "failure records", func() bool {
+	otlptest.Wait(t, "failure records", func() bool {
 		logs = rcv.Logs()
 		sup := rcv.Last("porttrace.logs.suppressed")
 		return len(sup) == 1 && len(logs)+int(sup[0].Value) == failures
 	})
 	for _, l := range logs {
-		if !matches(l.Attrs, space) || l.Attrs["process.pid"] != pid || l.Attrs["error.type"] != "EADDRNOTAVAIL" {
+		if !otlptest.Includes(l.Attrs, space) || l.Attrs["process.pid"] != pid || l.Attrs["error.type"] != "EADDRNOTAVAIL" {
 			t.Errorf("log record %+v: want pid %s, EADDRNOTAVAIL and %v", l, pid, space)
 		}
 	}
@@ -248,7 +219,7 @@ func TestAgentCollectorDown(t *testing.T) {
 	// failed exports are counted within seconds.
 	env := []string{"OTEL_METRIC_EXPORT_TIMEOUT=1500", "OTEL_BLRP_EXPORT_TIMEOUT=1500"}
 	agent := startAgent(t, env, "--otlp-endpoint", rcv.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s")
-	waitPoints(t, rcv, "a first export", func() bool { return rcv.Last("porttrace.events.lost") != nil })
+	otlptest.Wait(t, "a first export", func() bool { return rcv.Last("porttrace.events.lost") != nil })
 
 	rcv.Stop()
 	before := agent.rss(t)
@@ -270,35 +241,27 @@ func TestAgentCollectorDown(t *testing.T) {
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t)
 	attempts += res.Attempts
 	failed += res.Failed()
-	waitPoints(t, rcv, "log records after the outage", func() bool { return len(rcv.Logs()) > 0 })
+	otlptest.Wait(t, "log records after the outage", func() bool { return len(rcv.Logs()) > 0 })
 	var got string
-	waitPoints(t, rcv, "every failure accounted for", func() bool {
+	otlptest.Wait(t, "every failure accounted for", func() bool {
 		logs := len(rcv.Logs())
-		dropped := sum(rcv.Last("porttrace.export.dropped"))
-		suppressed := sum(rcv.Last("porttrace.logs.suppressed"))
+		dropped := otlptest.Sum(rcv.Last("porttrace.export.dropped"))
+		suppressed := otlptest.Sum(rcv.Last("porttrace.logs.suppressed"))
 		got = fmt.Sprintf("%d received + %d dropped + %d suppressed, of %d failures", logs, dropped, suppressed, failed)
 		return logs+dropped+suppressed == failed
 	})
 	t.Logf("%s\n%s", got, agent.stderr())
-	if sum(rcv.Last("porttrace.export.dropped")) == 0 {
+	if otlptest.Sum(rcv.Last("porttrace.export.dropped")) == 0 {
 		t.Errorf("no log record counted as dropped: %s", got)
 	}
-	if p := pointOf(t, rcv, "porttrace.export.failures", map[string]string{"porttrace.signal": "metrics"}); p.Value == 0 {
+	if p := otlptest.One(t, rcv.Last("porttrace.export.failures"), map[string]string{"porttrace.signal": "metrics"}); p.Value == 0 {
 		t.Error("no failed metric export counted")
 	}
 	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "porttrace.netns": fmt.Sprint(ns.Inode)}
-	if p := pointOf(t, rcv, "porttrace.connect.attempts", space); p.Value != float64(attempts) {
+	if p := otlptest.One(t, rcv.Last("porttrace.connect.attempts"), space); p.Value != float64(attempts) {
 		t.Errorf("attempts %v after the outage, the clients made %d", p.Value, attempts)
 	}
 	agent.stop(t)
-}
-
-func sum(pts []otlptest.Point) int {
-	n := 0
-	for _, p := range pts {
-		n += int(p.Value)
-	}
-	return n
 }
 
 // TestTopAndRecordExport: top and record export as the agent does, at the
@@ -314,15 +277,15 @@ func TestTopAndRecordExport(t *testing.T) {
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin}).Wait(t)
 	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "porttrace.netns": fmt.Sprint(ns.Inode)}
 	for name, rcv := range map[string]*otlptest.Receiver{"top": forTop, "record": forRecord} {
-		waitPoints(t, rcv, name+"'s attempts", func() bool {
+		otlptest.Wait(t, name+"'s attempts", func() bool {
 			for _, p := range rcv.Last("porttrace.connect.attempts") {
-				if matches(p.Attrs, space) && p.Value == float64(res.Attempts) {
+				if otlptest.Includes(p.Attrs, space) && p.Value == float64(res.Attempts) {
 					return true
 				}
 			}
 			return false
 		})
-		if p := pointOf(t, rcv, "porttrace.connect.failures", space); p.Value != float64(res.Failed()) {
+		if p := otlptest.One(t, rcv.Last("porttrace.connect.failures"), space); p.Value != float64(res.Failed()) {
 			t.Errorf("%s exported %v failures, the client saw %d", name, p.Value, res.Failed())
 		}
 	}

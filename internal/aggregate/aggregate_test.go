@@ -21,7 +21,13 @@ func TestRatesRollOver(t *testing.T) {
 	s := newStream(t, DefaultLimits)
 	s.churn(nginx1, upstream, 10, 0, 10, 100*time.Millisecond)
 
-	r := s.space(s.report(10), upstream)
+	rep := s.report(10)
+	// Each connection: SYN_SENT, port search, connect(), ESTABLISHED,
+	// FIN_WAIT1, TIME_WAIT and CLOSE.
+	if rep.Events != 700 || len(rep.Processes) != 1 || rep.Processes[0].TotalTWIn != 100 {
+		t.Errorf("%d events, processes %+v; want 700 events and 100 TIME_WAIT entries of nginx", rep.Events, rep.Processes)
+	}
+	r := s.space(rep, upstream)
 	if r.Conns != (Rates{10, 10, 10}) || r.TotalConns != 100 {
 		t.Errorf("at 10 s: conns %+v total %d, want 10/s in every window, 100", r.Conns, r.TotalConns)
 	}

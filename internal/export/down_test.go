@@ -35,7 +35,7 @@ func testCollectorDown(t *testing.T, proto string) {
 		failures++
 	}
 	fail(upstream)
-	waitFor(t, "first export", func() bool { return len(rcv.Logs()) == 1 })
+	otlptest.Wait(t, "first export", func() bool { return len(rcv.Logs()) == 1 })
 
 	rcv.Stop()
 	heap := heapInUse()
@@ -46,7 +46,7 @@ func testCollectorDown(t *testing.T, proto string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitFor(t, "failed exports of both signals", func() bool {
+	otlptest.Wait(t, "failed exports of both signals", func() bool {
 		return f.x.health.logFailures.Load() > 0 && f.x.health.metricFailures.Load() > 0
 	})
 	grown := heapInUse() - heap
@@ -58,24 +58,24 @@ func testCollectorDown(t *testing.T, proto string) {
 	rcv.Restart(t)
 	// One failure every 300 ms, each in a second of its own for the rate
 	// limit, until log records arrive again.
-	waitFor(t, "log export resumed", func() bool {
+	otlptest.Wait(t, "log export resumed", func() bool {
 		fail(upstream)
 		time.Sleep(300 * time.Millisecond)
 		return len(rcv.Logs()) > 1
 	})
 	var got string
-	waitFor(t, "every failure accounted for", func() bool {
+	otlptest.Wait(t, "every failure accounted for", func() bool {
 		logs := len(rcv.Logs())
-		dropped := value(rcv.Last("porttrace.export.dropped"))
-		suppressed := value(rcv.Last("porttrace.logs.suppressed"))
+		dropped := otlptest.Sum(rcv.Last("porttrace.export.dropped"))
+		suppressed := otlptest.Sum(rcv.Last("porttrace.logs.suppressed"))
 		got = fmt.Sprintf("%d received + %d dropped + %d suppressed, of %d", logs, dropped, suppressed, failures)
 		return logs+dropped+suppressed == failures
 	})
 	t.Log(got)
-	if value(rcv.Last("porttrace.export.dropped")) == 0 {
+	if otlptest.Sum(rcv.Last("porttrace.export.dropped")) == 0 {
 		t.Errorf("no log record counted as dropped: %s", got)
 	}
-	if n := pointsWith(rcv.Last("porttrace.export.failures"), "porttrace.signal", "metrics"); n == 0 {
+	if n := otlptest.Sum(otlptest.With(rcv.Last("porttrace.export.failures"), map[string]string{"porttrace.signal": "metrics"})); n == 0 {
 		t.Errorf("no failed metric export counted")
 	}
 	// The aggregator's limit bounds the histogram's series (see
@@ -83,24 +83,6 @@ func testCollectorDown(t *testing.T, proto string) {
 	if n := len(rcv.Last(latencyName)); n > 4*smallLimits.Spaces+1 {
 		t.Errorf("%d latency series for a limit of %d port spaces", n, smallLimits.Spaces)
 	}
-}
-
-func value(pts []otlptest.Point) int {
-	v := 0
-	for _, p := range pts {
-		v += int(p.Value)
-	}
-	return v
-}
-
-func pointsWith(pts []otlptest.Point, key, val string) int {
-	v := 0
-	for _, p := range pts {
-		if p.Attrs[key] == val {
-			v += int(p.Value)
-		}
-	}
-	return v
 }
 
 func heapInUse() int64 {
@@ -116,7 +98,7 @@ func TestSlowCollector(t *testing.T) {
 	rcv := otlptest.Start(t)
 	rcv.SetDelay(time.Hour)
 	f := newFixture(t, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Limits: smallLimits, Timeout: time.Second})
-	waitFor(t, "an export waiting on the collector", func() bool { return rcv.Requests() > 0 })
+	otlptest.Wait(t, "an export waiting on the collector", func() bool { return rcv.Requests() > 0 })
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

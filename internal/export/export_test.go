@@ -111,37 +111,6 @@ func endpointOf(rcv *otlptest.Receiver, proto string) string {
 	return rcv.HTTP()
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	if err := otlptest.Eventually(20*time.Second, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-// one returns the single point whose attributes include want.
-func one(t *testing.T, pts []otlptest.Point, want map[string]string) otlptest.Point {
-	t.Helper()
-	var found []otlptest.Point
-	for _, p := range pts {
-		if includes(p.Attrs, want) {
-			found = append(found, p)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%d points with %v, want 1, in %+v", len(found), want, pts)
-	}
-	return found[0]
-}
-
-func includes(attrs, want map[string]string) bool {
-	for k, v := range want {
-		if attrs[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // TestExport: twelve connections into TIME_WAIT, then 25 attempts that find
 // no port, from two processes; what the receiver gets must be what the
 // aggregator counted, with the semantic conventions' attributes, over both
@@ -163,7 +132,7 @@ func testExport(t *testing.T, proto string) {
 	}
 	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "network.local.address": "127.0.0.1",
 		"network.type": "ipv4", "porttrace.netns": strconv.Itoa(ino), "porttrace.port_space.kind": "connect"}
-	waitFor(t, "attempts exported", func() bool {
+	otlptest.Wait(t, "attempts exported", func() bool {
 		pts := rcv.Last("porttrace.connect.attempts")
 		return len(pts) == 1 && pts[0].Value == 37
 	})
@@ -180,12 +149,12 @@ func testExport(t *testing.T, proto string) {
 		"porttrace.ports.utilization": 0.6,
 	}
 	for name, v := range want {
-		p := one(t, rcv.Last(name), space)
+		p := otlptest.One(t, rcv.Last(name), space)
 		if p.Value != v {
 			t.Errorf("%s = %v, want %v", name, p.Value, v)
 		}
 	}
-	if p := one(t, rcv.Last("porttrace.connect.failures"), space); p.Attrs["error.type"] != "EADDRNOTAVAIL" || !p.Monotonic {
+	if p := otlptest.One(t, rcv.Last("porttrace.connect.failures"), space); p.Attrs["error.type"] != "EADDRNOTAVAIL" || !p.Monotonic {
 		t.Errorf("failures %+v: want a monotonic sum with error.type EADDRNOTAVAIL", p)
 	}
 	checkProcesses(t, rcv)
@@ -200,14 +169,14 @@ func checkProcesses(t *testing.T, rcv *otlptest.Receiver) {
 		attempts, fails, tws float64
 	}{{nginx, 12, 0, 12}, {curl, 25, 25, 0}} {
 		proc := map[string]string{"process.pid": fmt.Sprint(c.w.pid), "process.executable.name": c.w.comm}
-		if p := one(t, rcv.Last("porttrace.process.connect.attempts"), proc); p.Value != c.attempts {
+		if p := otlptest.One(t, rcv.Last("porttrace.process.connect.attempts"), proc); p.Value != c.attempts {
 			t.Errorf("%s attempts %v, want %v", c.w.comm, p.Value, c.attempts)
 		}
-		if p := one(t, rcv.Last("porttrace.process.time_wait.entries"), proc); p.Value != c.tws {
+		if p := otlptest.One(t, rcv.Last("porttrace.process.time_wait.entries"), proc); p.Value != c.tws {
 			t.Errorf("%s TIME_WAIT entries %v, want %v", c.w.comm, p.Value, c.tws)
 		}
 		if c.fails > 0 {
-			if p := one(t, rcv.Last("porttrace.process.connect.failures"), proc); p.Value != c.fails || p.Attrs["error.type"] != "EADDRNOTAVAIL" {
+			if p := otlptest.One(t, rcv.Last("porttrace.process.connect.failures"), proc); p.Value != c.fails || p.Attrs["error.type"] != "EADDRNOTAVAIL" {
 				t.Errorf("%s failures %+v, want %v EADDRNOTAVAIL", c.w.comm, p, c.fails)
 			}
 		}
@@ -216,7 +185,7 @@ func checkProcesses(t *testing.T, rcv *otlptest.Receiver) {
 
 func checkLatency(t *testing.T, rcv *otlptest.Receiver, space map[string]string) {
 	t.Helper()
-	h := one(t, rcv.Last(latencyName), space)
+	h := otlptest.One(t, rcv.Last(latencyName), space)
 	// 10, 20 … 120 µs, then 25 × 1 ms.
 	wantSum := 780e-6 + 25e-3
 	if h.Kind != "exponential_histogram" || h.Unit != "s" || h.Count != 37 || h.Min != 10e-6 || h.Max != 1e-3 ||
@@ -230,7 +199,7 @@ func checkLatency(t *testing.T, rcv *otlptest.Receiver, space map[string]string)
 func checkFailureLogs(t *testing.T, rcv *otlptest.Receiver, failures int) {
 	t.Helper()
 	var logs []otlptest.Log
-	waitFor(t, "failure logs", func() bool {
+	otlptest.Wait(t, "failure logs", func() bool {
 		logs = rcv.Logs()
 		sup := rcv.Last("porttrace.logs.suppressed")
 		return len(sup) == 1 && len(logs)+int(sup[0].Value) == failures
@@ -242,7 +211,7 @@ func checkFailureLogs(t *testing.T, rcv *otlptest.Receiver, failures int) {
 	for _, l := range logs {
 		want := map[string]string{"error.type": "EADDRNOTAVAIL", "process.pid": "900", "process.executable.name": "curl",
 			"thread.id": "901", "server.address": "127.0.0.1", "server.port": "8080"}
-		if !includes(l.Attrs, want) || l.Event != "porttrace.connect.failure" || l.Severity != "WARN" || l.Body == "" {
+		if !otlptest.Includes(l.Attrs, want) || l.Event != "porttrace.connect.failure" || l.Severity != "WARN" || l.Body == "" {
 			t.Fatalf("log record %+v, want attributes %v", l, want)
 		}
 		n, _ := strconv.Atoi(l.Attrs["porttrace.suppressed"])
@@ -266,7 +235,7 @@ func TestEveryRowExported(t *testing.T) {
 			f.attempt(curl, dst, time.Microsecond, errno)
 		}
 	}
-	waitFor(t, "3,000 failure series", func() bool { return len(rcv.Last("porttrace.connect.failures")) >= 3000 })
+	otlptest.Wait(t, "3,000 failure series", func() bool { return len(rcv.Last("porttrace.connect.failures")) >= 3000 })
 	for _, p := range rcv.Last("porttrace.connect.failures") {
 		if p.Attrs["otel.metric.overflow"] != "" || p.Value != 1 {
 			t.Fatalf("point %+v: want one failure per series and no overflow", p)

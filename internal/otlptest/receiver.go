@@ -347,3 +347,52 @@ func Eventually(timeout time.Duration, cond func() bool) error {
 	}
 	return nil
 }
+
+// With returns the points whose attributes include want.
+func With(pts []Point, want map[string]string) []Point {
+	var out []Point
+	for _, p := range pts {
+		if Includes(p.Attrs, want) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Includes reports whether attrs hold every key of want, with its value.
+func Includes(attrs, want map[string]string) bool {
+	for k, v := range want {
+		if attrs[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// One returns the only point of pts whose attributes include want, or
+// fails the test.
+func One(t testing.TB, pts []Point, want map[string]string) Point {
+	t.Helper()
+	found := With(pts, want)
+	if len(found) != 1 {
+		t.Fatalf("%d points with %v, want 1, in %+v", len(found), want, pts)
+	}
+	return found[0]
+}
+
+// Sum adds up the points' values.
+func Sum(pts []Point) int {
+	n := 0
+	for _, p := range pts {
+		n += int(p.Value)
+	}
+	return n
+}
+
+// Wait polls cond for up to 30 s, and fails the test if it never holds.
+func Wait(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	if err := Eventually(30*time.Second, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
