@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -27,6 +28,7 @@ func (f *otlpFlags) register(cmd *cobra.Command, what string) {
 	cmd.Flags().StringVar(&f.endpoint, "otlp-endpoint", "", what)
 	cmd.Flags().StringVar(&f.protocol, "otlp-protocol", "", "grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
 	cmd.Flags().DurationVar(&f.interval, "export-interval", 0, fmt.Sprintf("metric export period (default: $OTEL_METRIC_EXPORT_INTERVAL, else %s)", export.DefaultInterval))
+	cmd.RegisterFlagCompletionFunc("otlp-protocol", cobra.FixedCompletions(export.Protocols, cobra.ShellCompDirectiveNoFileComp))
 }
 
 func (f *otlpFlags) options(w io.Writer) export.Options {
@@ -36,8 +38,17 @@ func (f *otlpFlags) options(w io.Writer) export.Options {
 	}
 }
 
-// check refuses bad values before probes are attached.
-func (f *otlpFlags) check() error { return f.options(nil).Check() }
+// check refuses bad values, of the flags and of the OTEL_* variables,
+// before probes are attached.
+func (f *otlpFlags) check() error {
+	if err := checkEndpoint("--otlp-endpoint", f.endpoint); err != nil {
+		return err
+	}
+	if err := checkOTELEnv(); err != nil {
+		return err
+	}
+	return f.options(nil).Check()
+}
 
 // start exports mon's figures and events; warnings go to w.
 func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, error) {
@@ -84,7 +95,7 @@ retried with backoff, what had to be dropped is counted, and the counts are
 exported when the collector is back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := of.check(); err != nil {
+			if err := errors.Join(tf.check(), of.check()); err != nil {
 				return err
 			}
 			return runAgent(cmd.ErrOrStderr(), &tf, &of)

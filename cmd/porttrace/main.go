@@ -23,6 +23,9 @@ func exitCode(err error) int {
 	if errors.Is(err, tracer.ErrPrivileges) {
 		return 77 // EX_NOPERM
 	}
+	if errors.As(err, new(errDamaged)) {
+		return 2
+	}
 	return 1
 }
 

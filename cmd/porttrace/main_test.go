@@ -165,6 +165,34 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"agent", "--otlp-endpoint", "collector:4317"}, "want a URL such as http://collector:4318"},
 		{[]string{"top", "--otlp-endpoint", "ftp://x"}, "want a URL"},
 		{[]string{"record", "-o", "/dev/null", "--export-interval", "-1s"}, "--export-interval must not be negative"},
+		// Sizes: spelled as people type them, refused with the limits.
+		{[]string{"record", "-o", "/tmp/x.ptcap", "--max-size", "100"}, "--max-size 100 is 100 B: it must be between 1.0 MiB and"},
+		{[]string{"record", "-o", "/tmp/x.ptcap", "--max-size", "lots"}, `--max-size "lots" is not a size`},
+		{[]string{"trace", "--ring-size", "2GiB"}, "between 4.0 KiB and 1.0 GiB"},
+		// Durations, names and paths, before anything attaches.
+		{[]string{"record", "-o", "/tmp/x.ptcap", "--pre-trigger", "-1s", "--until-failures", "5"}, "--pre-trigger -1s is negative"},
+		{[]string{"record", "-o", "/tmp/x.ptcap", "--pre-trigger", "0s", "--until-failures", "5"}, "--pre-trigger must be more than 0"},
+		{[]string{"record", "-o", "/tmp/x.ptcap", "--duration", "-5m"}, "--duration -5m0s is negative"},
+		{[]string{"trace", "--duration", "-1s"}, "--duration -1s is negative"},
+		{[]string{"record", "-o", "/nonexistent/dir/x.ptcap"}, "-o /nonexistent/dir/x.ptcap: cannot create a file there: no such file or directory"},
+		{[]string{"record", "-o", os.TempDir()}, "is a directory: name a file in it"},
+		{[]string{"trace", "--comm", "a-very-long-process-name"}, "the kernel keeps at most 15 bytes"},
+		{[]string{"top", "--comm", "a-very-long-process-name"}, "the kernel keeps at most 15 bytes"},
+		{[]string{"report", "--comm", "a-very-long-process-name", "x"}, "the kernel keeps at most 15 bytes"},
+		{[]string{"agent", "--otlp-endpoint", "http://localhost:99999"}, `port "99999" is not a number from 1 to 65535`},
+		{[]string{"agent", "--otlp-endpoint", "http://localhost:43x8"}, "--otlp-endpoint"},
+		// Filters.
+		{[]string{"trace", "-4", "-6"}, "-4 and -6 exclude each other"},
+		{[]string{"trace", "--pid", "0"}, "--pid 0 is not a process id"},
+		{[]string{"top", "--dst", "upstream"}, `--dst "upstream" is not an address`},
+		{[]string{"top", "--netns", "no-such-namespace"}, "neither a namespace inode number nor a name under /run/netns"},
+		{[]string{"trace", "--dst", "127.0.0.1:80", "--dport", "81"}, "name different ports"},
+		// Replay: refused before the terminal is touched.
+		{[]string{"top", "--replay", "/nonexistent.ptcap"}, "no such file or directory"},
+		{[]string{"top", "--replay", "/nonexistent.ptcap", "--speed", "0"}, "--speed 0: give how many seconds"},
+		{[]string{"top", "--replay", "/nonexistent.ptcap", "--speed", "-2"}, "--speed -2"},
+		{[]string{"top", "--replay", os.TempDir()}, "is a directory"},
+		{[]string{"report", os.TempDir()}, "is a directory: name one capture file in it"},
 	} {
 		code, stderr := run(t, nil, c.args...)
 		if code != 1 {
@@ -174,15 +202,52 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int{"512K": 512 << 10, "8M": 8 << 20, "1G": 1 << 30, "4096": 4096} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("%s: %d %v", in, got, err)
+// TestBadEnvironment: OTEL_* variables that do not parse are refused up
+// front, in one line, as flags are.
+func TestBadEnvironment(t *testing.T) {
+	for _, c := range []struct{ env, want string }{
+		{"OTEL_METRIC_EXPORT_INTERVAL=10s", `OTEL_METRIC_EXPORT_INTERVAL="10s" is not a positive number of milliseconds`},
+		{"OTEL_BLRP_EXPORT_TIMEOUT=-1", "OTEL_BLRP_EXPORT_TIMEOUT"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318", `OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318" is not a URL`},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:0", "is not a number from 1 to 65535"},
+		{"OTEL_EXPORTER_OTLP_INSECURE=maybe", "is not true or false"},
+		{"OTEL_RESOURCE_ATTRIBUTES=k8s.pod.name", `"k8s.pod.name" is not key=value`},
+		{"OTEL_EXPORTER_OTLP_PROTOCOL=thrift", `unknown OTLP protocol "thrift"`},
+	} {
+		for _, args := range [][]string{{"agent"}, {"top", "--otlp-endpoint", "http://localhost:4318"}} {
+			cmd := exec.Command(binary, args...)
+			cmd.Env = append(os.Environ(), c.env)
+			var errb strings.Builder
+			cmd.Stderr = &errb
+			err := cmd.Run()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Errorf("%s %v: %v", c.env, args, err)
+			}
+			oneClearLine(t, errb.String(), c.want)
 		}
 	}
-	for _, bad := range []string{"", "0", "-1M", "2G", "M"} {
-		if _, err := parseSize(bad); err == nil {
+}
+
+// TestParseSize checks the spellings operators type, with go-humanize's
+// meaning: k, M, MB decimal; KiB, MiB binary; a bare number is bytes.
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]uint64{
+		"512k": 512_000, "512K": 512_000, "512KiB": 512 << 10, "8M": 8_000_000, "8MB": 8_000_000,
+		"8MiB": 8 << 20, "8 MiB": 8 << 20, "1G": 1_000_000_000, "1GiB": 1 << 30, "4096": 4096, "1.5M": 1_500_000,
+	} {
+		if got, err := parseSize("--ring-size", in, minRingSize, maxRingSize); err != nil || got != want {
+			t.Errorf("%s: %d %v, want %d", in, got, err, want)
+		}
+	}
+	if got, err := parseSize("--max-size", "100MB", minCaptureSize, maxCaptureSize); err != nil || got != 100_000_000 {
+		t.Errorf("--max-size 100MB: %d %v", got, err)
+	}
+	for _, bad := range []string{"", "0", "-1M", "2G", "M", "lots", "1e3", "100", "4KB"} {
+		_, err := parseSize("--ring-size", bad, minRingSize, maxRingSize)
+		if err == nil {
 			t.Errorf("%q accepted", bad)
+		} else if !strings.Contains(err.Error(), "4.0 KiB") || !strings.Contains(err.Error(), "1.0 GiB") {
+			t.Errorf("%q: %v does not state the limits", bad, err)
 		}
 	}
 }

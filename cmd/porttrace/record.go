@@ -11,6 +11,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
@@ -43,12 +44,17 @@ written when the trigger fires, then recording goes on for --duration.`,
 			if out == "" {
 				return errors.New("-o FILE is required: where to write the capture")
 			}
-			if err := of.check(); err != nil {
-				return err
-			}
-			size, err := parseSize(maxSize)
-			if err != nil {
-				return fmt.Errorf("--max-size: %w", err)
+			size, err := parseSize("--max-size", maxSize, minCaptureSize, maxCaptureSize)
+			for _, check := range []func() error{
+				func() error { return err },
+				tf.check, of.check,
+				func() error { return checkDuration("--duration", o.Duration, true) },
+				func() error { return checkDuration("--pre-trigger", o.PreTrigger, false) },
+				func() error { return checkOutput(out) },
+			} {
+				if err := check(); err != nil {
+					return err
+				}
 			}
 			o.MaxSize = int64(size)
 			return runRecord(cmd, &tf, &of, out, o)
@@ -59,7 +65,7 @@ written when the trigger fires, then recording goes on for --duration.`,
 	f := cmd.Flags()
 	f.StringVarP(&out, "output", "o", "", "capture file to write (replaced if it exists)")
 	f.DurationVar(&o.Duration, "duration", 5*time.Minute, "stop after this long (after the trigger, with --until-failures); 0 for no limit")
-	f.StringVar(&maxSize, "max-size", "1G", "stop when the file reaches this size")
+	f.StringVar(&maxSize, "max-size", "1GiB", "stop when the file reaches this size: 1MiB or more, e.g. 100MB, 2GiB")
 	f.Uint64Var(&o.MaxEvents, "max-events", 50_000_000, "stop after this many events; 0 for no limit")
 	f.Uint64Var(&o.UntilFailures, "until-failures", 0, "write nothing until this many connect()/bind() calls have failed")
 	f.DurationVar(&o.PreTrigger, "pre-trigger", recorder.DefaultPreTrigger, "with --until-failures, how much of the lead-up to keep and write")
@@ -132,12 +138,14 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 }
 
 // create makes the capture file and syncs its directory, so that the file
-// itself survives a power loss, not only its blocks.
+// itself survives a power loss, not only its blocks. The file stays locked
+// (flock) while it is open, which tells report that it is being written.
 func create(path string) (*os.File, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("create capture: %w", err)
 	}
+	unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	if dir, err := os.Open(filepath.Dir(path)); err == nil {
 		dir.Sync()
 		dir.Close()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime/debug"
 	"time"
@@ -24,6 +25,7 @@ import (
 func newTop() *cobra.Command {
 	var tf tracerFlags
 	var of otlpFlags
+	var ff filterFlags
 	var once, asJSON bool
 	var interval time.Duration
 	var replay string
@@ -43,30 +45,42 @@ read from the kernel's socket tables at start, so a running incident shows
 at once; rates need at least one second.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := of.check(); err != nil {
+			sel, err := ff.selection()
+			if err != nil {
+				return err
+			}
+			if err := errors.Join(tf.check(), of.check()); err != nil {
 				return err
 			}
 			if interval < time.Second {
 				return fmt.Errorf("--interval must be at least 1s: rates are per complete second")
 			}
 			if replay != "" {
-				if once || asJSON || !isTerminal(os.Stdout) {
-					return fmt.Errorf("--replay plays a capture in the live view: for text or JSON, use porttrace report")
+				// Everything that can be refused is, before the terminal
+				// switches to the view.
+				if speed <= 0 || speed > 1e6 || math.IsNaN(speed) {
+					return fmt.Errorf("--speed %g: give how many seconds of the capture to play per second, more than 0 (e.g. 0.5, 1, 60)", speed)
 				}
 				if of.endpoint != "" {
 					return fmt.Errorf("--otlp-endpoint exports what the kernel shows now, not a replay")
 				}
-				if speed <= 0 {
-					return fmt.Errorf("--speed must be more than 0")
+				f, err := openCapture(replay)
+				if err != nil {
+					return err
 				}
-				return runReplay(replay, speed, interval)
+				defer f.Close()
+				if once || asJSON || !isTerminal(os.Stdout) {
+					return fmt.Errorf("--replay plays a capture in the live view: for text or JSON, use porttrace report")
+				}
+				return runReplay(f, speed, interval, sel)
 			}
-			return runTop(cmd, &tf, &of, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
+			return runTop(cmd, &tf, &of, sel, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
 		},
 	}
 	cmd.Flags().StringVar(&replay, "replay", "", "play a capture made by porttrace record instead of watching the kernel (no root needed)")
 	cmd.Flags().Float64Var(&speed, "speed", 1, "with --replay, how many seconds of the capture to play per second")
 	tf.register(cmd)
+	ff.register(cmd, false)
 	of.register(cmd, "also export over OTLP to this collector, as porttrace agent does, e.g. http://localhost:4318")
 	cmd.Flags().BoolVar(&once, "once", false, "watch for --interval, print the figures as text and exit")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "like --once, as one JSON object")
@@ -79,7 +93,7 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, once, asJSON bool, interval time.Duration) error {
+func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, sel view.Select, once, asJSON bool, interval time.Duration) error {
 	stderr := cmd.ErrOrStderr()
 	t, err := tf.open(stderr)
 	if err != nil {
@@ -119,20 +133,20 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, once, asJSON boo
 		done <- mon.Run(ctx)
 	}()
 	if once {
-		err = printOnce(ctx, cmd.OutOrStdout(), mon, info, asJSON, interval)
+		err = printOnce(ctx, cmd.OutOrStdout(), view.Selected{Source: mon, Select: sel}, info, asJSON, interval)
 		cancel()
 		return errors.Join(err, <-done)
 	}
-	return runView(ctx, cancel, done, mon, info, interval)
+	return runView(ctx, cancel, done, view.Selected{Source: mon, Select: sel}, info, interval)
 }
 
 // printOnce waits for interval (or a signal) and prints what it saw.
-func printOnce(ctx context.Context, w io.Writer, mon *live.Monitor, info view.Info, asJSON bool, interval time.Duration) error {
+func printOnce(ctx context.Context, w io.Writer, src view.Source, info view.Info, asJSON bool, interval time.Duration) error {
 	select {
 	case <-ctx.Done():
 	case <-time.After(interval):
 	}
-	snap := mon.Snapshot()
+	snap := src.Snapshot()
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -146,8 +160,8 @@ func printOnce(ctx context.Context, w io.Writer, mon *live.Monitor, info view.In
 // source. bubbletea restores the terminal when its loop ends or panics; if
 // the source fails or panics (on its own goroutine), the view is killed so
 // the terminal is restored before the error is printed.
-func runView(ctx context.Context, cancel context.CancelFunc, done chan error, mon *live.Monitor, info view.Info, interval time.Duration) error {
-	p := tea.NewProgram(view.NewModel(mon, info, interval), tea.WithAltScreen(), tea.WithContext(ctx))
+func runView(ctx context.Context, cancel context.CancelFunc, done chan error, src view.Source, info view.Info, interval time.Duration) error {
+	p := tea.NewProgram(view.NewModel(src, info, interval), tea.WithAltScreen(), tea.WithContext(ctx))
 	srcErr := make(chan error, 1)
 	go func() {
 		err := <-done
@@ -166,21 +180,17 @@ func runView(ctx context.Context, cancel context.CancelFunc, done chan error, mo
 }
 
 // runReplay plays a capture in the live view.
-func runReplay(path string, speed float64, interval time.Duration) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+func runReplay(f *os.File, speed float64, interval time.Duration, sel view.Select) error {
+	path := f.Name()
 	p, err := report.NewPlayer(f, speed, time.Now)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	h := p.Header()
-	info := view.Info{Host: h.Host, Kernel: h.Kernel, Backend: fmt.Sprintf("%s (replay of %s at %gx)", h.Backend, path, speed)}
+	info := view.Info{Host: h.Host, Kernel: h.Kernel, Backend: h.Backend, Replay: fmt.Sprintf("%s at %gx", path, speed)}
 	ctx, cancel := signalContext()
 	defer cancel()
-	_, err = tea.NewProgram(view.NewModel(p, info, interval), tea.WithAltScreen(), tea.WithContext(ctx)).Run()
+	_, err = tea.NewProgram(view.NewModel(view.Selected{Source: p, Select: sel}, info, interval), tea.WithAltScreen(), tea.WithContext(ctx)).Run()
 	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
 		return nil
 	}

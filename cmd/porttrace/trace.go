@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,19 +26,40 @@ type tracerFlags struct {
 
 func (f *tracerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.backend, "backend", "auto", "probe backend: fentry, kprobe, tracepoint, or auto (best that attaches)")
-	cmd.Flags().StringVar(&f.ringSize, "ring-size", "8M", "ring buffer size (rounded up to a power of two), e.g. 512K, 8M, 64M")
+	cmd.Flags().StringVar(&f.ringSize, "ring-size", "8MiB", "ring buffer size, rounded up to a power of two: 4KiB to 1GiB, e.g. 512KiB, 8M, 64MiB")
+	cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions(backendNames(), cobra.ShellCompDirectiveNoFileComp))
+}
+
+func backendNames() []string {
+	names := []string{"auto"}
+	for _, b := range tracer.Backends {
+		names = append(names, string(b))
+	}
+	return names
+}
+
+// options checks the flags' values, before anything attaches.
+func (f *tracerFlags) options() (tracer.Options, error) {
+	b, err := tracer.ParseBackend(f.backend)
+	if err != nil {
+		return tracer.Options{}, err
+	}
+	size, err := parseSize("--ring-size", f.ringSize, minRingSize, maxRingSize)
+	return tracer.Options{Backend: b, RingSize: int(size)}, err
+}
+
+// check refuses bad values before anything attaches.
+func (f *tracerFlags) check() error {
+	_, err := f.options()
+	return err
 }
 
 func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
-	b, err := tracer.ParseBackend(f.backend)
+	o, err := f.options()
 	if err != nil {
 		return nil, err
 	}
-	size, err := parseSize(f.ringSize)
-	if err != nil {
-		return nil, fmt.Errorf("--ring-size: %w", err)
-	}
-	t, err := tracer.Open(tracer.Options{Backend: b, RingSize: size})
+	t, err := tracer.Open(o)
 	if err != nil {
 		return nil, err
 	}
@@ -61,26 +81,6 @@ func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
 	return t, nil
 }
 
-func parseSize(s string) (int, error) {
-	mult := 1
-	switch {
-	case strings.HasSuffix(s, "K"):
-		mult, s = 1<<10, strings.TrimSuffix(s, "K")
-	case strings.HasSuffix(s, "M"):
-		mult, s = 1<<20, strings.TrimSuffix(s, "M")
-	case strings.HasSuffix(s, "G"):
-		mult, s = 1<<30, strings.TrimSuffix(s, "G")
-	}
-	var n int
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q is not a size like 512K or 8M", s)
-	}
-	if n*mult > 1<<30 {
-		return 0, fmt.Errorf("%s is more than 1G", s)
-	}
-	return n * mult, nil
-}
-
 // signalContext is cancelled by SIGINT or SIGTERM, so that commands finish
 // cleanly (drain the ring buffer, report lost events) instead of dying.
 func signalContext() (context.Context, context.CancelFunc) {
@@ -89,9 +89,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func newTrace() *cobra.Command {
 	var tf tracerFlags
-	var f event.Filter
-	var pid int
-	var dport int
+	var ff filterFlags
 	var asJSON bool
 	var duration time.Duration
 	cmd := &cobra.Command{
@@ -103,24 +101,27 @@ and TIME_WAIT entries, each with the process that made the connection.
 Runs until Ctrl-C (or --duration).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if pid < 0 || dport < 0 || dport > 65535 {
-				return fmt.Errorf("--pid and --dport must be a process id and a port number")
+			f, err := ff.events()
+			if err == nil {
+				err = tf.check()
 			}
-			f.PID, f.DPort = uint32(pid), uint16(dport)
+			if err == nil {
+				err = checkDuration("--duration", duration, true)
+			}
+			if err != nil {
+				return err
+			}
 			return runTrace(cmd, &tf, f, asJSON, duration)
 		},
 	}
 	tf.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
-	cmd.Flags().IntVar(&pid, "pid", 0, "only events of this process id")
-	cmd.Flags().StringVar(&f.Comm, "comm", "", "only events of processes with this name (as in ps -o comm)")
-	cmd.Flags().IntVar(&dport, "dport", 0, "only events toward this destination port")
-	cmd.Flags().BoolVar(&f.FailuresOnly, "failures-only", false, "only failed connect(), port searches and bind()")
+	ff.register(cmd, true)
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	return cmd
 }
 
-func runTrace(cmd *cobra.Command, tf *tracerFlags, f event.Filter, asJSON bool, duration time.Duration) error {
+func runTrace(cmd *cobra.Command, tf *tracerFlags, f eventFilter, asJSON bool, duration time.Duration) error {
 	stderr := cmd.ErrOrStderr()
 	t, err := tf.open(stderr)
 	if err != nil {
@@ -140,7 +141,7 @@ func runTrace(cmd *cobra.Command, tf *tracerFlags, f event.Filter, asJSON bool, 
 	}
 	shown := 0
 	err = t.Run(ctx, func(e *event.Event) {
-		if !f.Match(e) {
+		if !f.match(e) {
 			return
 		}
 		shown++

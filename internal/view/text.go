@@ -20,6 +20,8 @@ import (
 // Info is what the header says about where porttrace runs.
 type Info struct {
 	Host, Kernel, Backend string
+	// Replay names the capture being played and its speed; "" when live.
+	Replay string
 }
 
 // Options choose what the tables show.
@@ -75,9 +77,14 @@ func Header(s *live.Snapshot, info Info, o Options) []string {
 		fails += failRate(&s.Spaces[i], o.Window)
 		tw += s.Spaces[i].TimeWait
 	}
+	title := fmt.Sprintf("porttrace top  host %s  observed %ds  lost events %d  backend %s  kernel %s",
+		info.Host, s.Seconds, s.Lost, info.Backend, info.Kernel)
+	if info.Replay != "" {
+		title = fmt.Sprintf("porttrace top  replay of %s  host %s  observed %ds  lost events %d  backend %s  kernel %s",
+			info.Replay, info.Host, s.Seconds, s.Lost, info.Backend, info.Kernel)
+	}
 	lines := []string{
-		fmt.Sprintf("porttrace top  host %s  kernel %s  backend %s  observed %ds  lost events %d",
-			info.Host, info.Kernel, info.Backend, s.Seconds, s.Lost),
+		title,
 		fmt.Sprintf("totals (%ds): %s conn/s  %s fail/s  %s in TIME_WAIT  %d port spaces  %d processes",
 			o.Window, rate(conns), rate(fails), count(tw), len(s.Spaces), len(s.Processes)),
 	}
@@ -108,6 +115,21 @@ const SpaceHeader = "PORT SPACE                                   NETNS       PR
 
 // Spaces is the port space table's rows, sorted and filtered.
 func Spaces(s *live.Snapshot, o Options) []string {
+	var out []string
+	for _, r := range sortedSpaces(s, o) {
+		line := spaceRow(r, o.Window)
+		if matches(line, o.Filter) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// sortedSpaces is the port spaces in the order o asks for.
+func sortedSpaces(s *live.Snapshot, o Options) []*aggregate.SpaceReport {
+	if s.Report == nil {
+		return nil
+	}
 	rows := slices.Clone(s.Spaces)
 	slices.SortStableFunc(rows, func(x, y aggregate.SpaceReport) int {
 		switch o.Sort {
@@ -122,12 +144,9 @@ func Spaces(s *live.Snapshot, o Options) []string {
 		}
 		return aggregate.ByUrgency(x, y)
 	})
-	var out []string
+	out := make([]*aggregate.SpaceReport, len(rows))
 	for i := range rows {
-		line := spaceRow(&rows[i], o.Window)
-		if matches(line, o.Filter) {
-			out = append(out, line)
-		}
+		out[i] = &rows[i]
 	}
 	return out
 }

@@ -1,12 +1,18 @@
 package view
 
 import (
+	"cmp"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/ansi"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/live"
 )
 
@@ -31,11 +37,16 @@ type Model struct {
 	quit     bool
 	width    int
 	height   int
+	trends   trends
+	selected int  // the diagnosis line the arrows move
+	open     bool // the selected finding in full
 }
 
 // NewModel returns the view, refreshing every interval.
 func NewModel(src Source, info Info, interval time.Duration) Model {
-	return Model{src: src, info: info, interval: interval, opts: Options{Window: 10}, snap: src.Snapshot(), width: 160, height: 40}
+	m := Model{src: src, info: info, interval: interval, opts: Options{Window: 10}, snap: src.Snapshot(), width: 80, height: 24, trends: trends{}}
+	m.trends.add(&m.snap)
+	return m
 }
 
 func (m Model) tick() tea.Cmd {
@@ -51,6 +62,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tickMsg:
 		if !m.paused {
 			m.snap = m.src.Snapshot()
+			m.trends.add(&m.snap)
 		}
 		return m, m.tick()
 	case tea.WindowSizeMsg:
@@ -102,12 +114,27 @@ func (m Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	switch k.String() {
 	case "q", "ctrl+c":
 		return m, tea.Quit
+	case "up", "k":
+		m.selected--
+	case "down", "j":
+		m.selected++
+	case "pgup":
+		m.selected -= max(m.diagRoom()-1, 1)
+	case "pgdown":
+		m.selected += max(m.diagRoom()-1, 1)
+	case "home":
+		m.selected = 0
+	case "end":
+		m.selected = len(m.findings()) - 1
+	case "enter":
+		m.open = !m.open
 	case "?", "h":
 		m.help = !m.help
 	case " ", "p":
 		m.paused = !m.paused
 		if !m.paused {
 			m.snap = m.src.Snapshot()
+			m.trends.add(&m.snap)
 		}
 	case "tab":
 		m.procs = !m.procs
@@ -118,8 +145,9 @@ func (m Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case "/":
 		m.editing = true
 	case "esc":
-		m.opts.Filter, m.help = "", false
+		m.opts.Filter, m.help, m.open = "", false, false
 	}
+	m.selected = min(max(m.selected, 0), max(len(m.findings())-1, 0))
 	return m, nil
 }
 
@@ -127,49 +155,184 @@ var (
 	titleStyle  = lipgloss.NewStyle().Bold(true)
 	headStyle   = lipgloss.NewStyle().Reverse(true)
 	alertStyle  = lipgloss.NewStyle().Foreground(lipgloss.Color("9")).Bold(true)
+	selectStyle = lipgloss.NewStyle().Reverse(true)
 	footerStyle = lipgloss.NewStyle().Faint(true)
 )
 
-// View draws the screen.
+// minDiagnosis is the diagnosis lines kept under the table, whatever the
+// number of rows: the table gives way first, the header never.
+const minDiagnosis = 3
+
+// View draws the screen: header, totals and the table first, so that they
+// stay whatever the height; the diagnosis takes what is left, one line per
+// finding; the status line last. No line is wider than the terminal.
 func (m Model) View() string {
 	if m.help {
-		return helpText
+		return strings.Join(m.fitAll(strings.Split(helpText, "\n")), "\n")
 	}
-	var lines []string
-	for i, l := range Header(&m.snap, m.info, m.opts) {
-		style := lipgloss.NewStyle()
-		if i == 0 {
-			style = titleStyle
-		}
-		lines = append(lines, style.Render(m.fit(l)))
-	}
-	lines = append(lines, "")
-	rows, head := Spaces(&m.snap, m.opts), SpaceHeader
-	if m.procs {
-		rows, head = Processes(&m.snap, m.opts), ProcessHeader
-	}
-	lines = append(lines, headStyle.Render(m.pad(head)))
-	diag := m.wrap(Diagnosis(&m.snap))
-	room := max(m.height-len(lines)-len(diag)-3, 3)
+	top := m.header()
+	head, rows := m.table()
+	room, diagRoom := m.rooms(len(top), len(rows))
+	var table []string
 	for i, r := range rows {
-		if i == room {
-			lines = append(lines, footerStyle.Render("  ... more rows: filter with /"))
+		if i == room-1 && len(rows) > room {
+			table = append(table, footerStyle.Render(m.fit(fmt.Sprintf("  ... %d more rows: filter with /", len(rows)-i))))
 			break
 		}
-		style := lipgloss.NewStyle()
-		if !m.procs && strings.Contains(r, "EXHAUSTED") {
-			style = alertStyle
-		}
-		lines = append(lines, style.Render(m.fit(r)))
+		table = append(table, r)
 	}
-	lines = append(lines, "", headStyle.Render(m.pad("DIAGNOSIS")))
-	lines = append(lines, diag...)
+	lines := append(top, "", headStyle.Render(m.pad(head)))
+	lines = append(lines, table...)
+	lines = append(lines, "")
+	lines = append(lines, m.diagnosis(diagRoom)...)
 	lines = append(lines, footerStyle.Render(m.footer()))
 	return strings.Join(lines, "\n")
 }
 
+// header is the title, totals and namespace lines, fewer namespaces on a
+// short terminal.
+func (m Model) header() []string {
+	h := Header(&m.snap, m.info, m.opts)
+	if m.height < 40 && len(h) > 3 {
+		h = append(h[:3:3], h[len(h)-countWarnings(h):]...)
+	}
+	var out []string
+	for i, l := range h {
+		if i == 0 {
+			out = append(out, titleStyle.Render(m.fit(l)))
+			continue
+		}
+		out = append(out, m.fit(l))
+	}
+	return out
+}
+
+// countWarnings is the header's trailing lines that are not namespaces.
+func countWarnings(h []string) int {
+	n := 0
+	for i := len(h) - 1; i >= 2 && !strings.HasPrefix(h[i], "netns ") && !strings.HasPrefix(h[i], "  ..."); i-- {
+		n++
+	}
+	return n
+}
+
+// table is the header and rows of the table shown: port spaces in the
+// columns that fit, or processes.
+func (m Model) table() (string, []string) {
+	if m.procs {
+		var rows []string
+		for _, r := range Processes(&m.snap, m.opts) {
+			rows = append(rows, m.fit(r))
+		}
+		return ProcessHeader, rows
+	}
+	cols, widths := layout(m.width)
+	ctx := cellCtx{window: m.opts.Window, trend: func(key string, w int) string { return m.trends.sparkline(key, m.snap.Time, w) }}
+	var rows []string
+	for _, sp := range m.spaces() {
+		row := tableRow(sp, cols, widths, ctx)
+		if sp.Exhausted {
+			row = alertStyle.Render(ansi.Strip(row))
+		}
+		rows = append(rows, row)
+	}
+	return tableHeader(cols, widths), rows
+}
+
+// spaces is the port spaces in the chosen order that pass the filter (on
+// the same text the plain table prints).
+func (m Model) spaces() []*aggregate.SpaceReport {
+	if m.snap.Report == nil {
+		return nil
+	}
+	order := sortedSpaces(&m.snap, m.opts)
+	var out []*aggregate.SpaceReport
+	for _, sp := range order {
+		if matches(spaceRow(sp, m.opts.Window), m.opts.Filter) {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// findings is the diagnosis, worst port space first (by urgency), kept by
+// the filter when their line or their port space's row matches it.
+func (m Model) findings() []diagnose.Finding {
+	if m.snap.Report == nil {
+		return nil
+	}
+	rank := map[string]int{}
+	rowMatch := map[string]bool{}
+	urgent := slices.Clone(m.snap.Spaces)
+	slices.SortStableFunc(urgent, aggregate.ByUrgency)
+	for i := range urgent {
+		rank[urgent[i].Where()] = i
+		rowMatch[urgent[i].Where()] = matches(spaceRow(&urgent[i], m.opts.Window), m.opts.Filter)
+	}
+	fs := slices.Clone(m.snap.Findings)
+	slices.SortStableFunc(fs, func(a, b diagnose.Finding) int { return cmp.Compare(rank[a.Space], rank[b.Space]) })
+	return slices.DeleteFunc(fs, func(f diagnose.Finding) bool {
+		return m.opts.Filter != "" && !rowMatch[f.Space] && !matches(findingLine(f), m.opts.Filter)
+	})
+}
+
+func findingLine(f diagnose.Finding) string { return f.Space + "  " + f.Advice() }
+
+// diagnosis is the diagnosis' head and room lines under it: one line per
+// finding, the selected one reversed, scrolled to keep it in view; or the
+// selected finding in full.
+func (m Model) diagnosis(room int) []string {
+	fs := m.findings()
+	sel := min(m.selected, max(len(fs)-1, 0))
+	title := "DIAGNOSIS"
+	if len(fs) > 0 {
+		title = fmt.Sprintf("DIAGNOSIS  %d of %d, worst first  (up/down, PgUp/PgDn select; Enter opens)", sel+1, len(fs))
+	}
+	out := []string{headStyle.Render(m.pad(title))}
+	if len(fs) == 0 {
+		msg := "No port space is under pressure: nothing to fix."
+		if len(m.snap.Findings) > 0 {
+			msg = "No finding matches the filter."
+		}
+		return append(out, m.fit(msg))
+	}
+	if m.open {
+		f := fs[sel]
+		full := m.wrap([]string{f.Space + ": " + f.Situation, "  " + f.Advice(), "  (Enter or Esc closes)"})
+		return append(out, full[:min(len(full), room)]...)
+	}
+	first := min(max(sel-room+1, 0), max(len(fs)-room, 0))
+	for i := first; i < len(fs) && i < first+room; i++ {
+		l := m.fit(findingLine(fs[i]))
+		if i == sel {
+			l = selectStyle.Render(m.pad(l))
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// rooms is how many table rows and diagnosis lines fit under the header:
+// the header, the table's head and the status line always; minDiagnosis
+// lines of diagnosis before the table gets more than one row.
+func (m Model) rooms(header, rows int) (table, diagnosis int) {
+	table = max(m.height-header-3-minDiagnosis-2, 1) // blank, table head, blank; diagnosis head, status
+	shown := min(rows, table)
+	return table, max(m.height-header-shown-5, 1)
+}
+
+// diagRoom is how many findings one page shows, for PgUp and PgDn.
+func (m Model) diagRoom() int {
+	_, rows := m.table()
+	_, d := m.rooms(len(m.header()), len(rows))
+	return d
+}
+
 func (m Model) footer() string {
 	state := "live"
+	if m.info.Replay != "" {
+		state = "replay"
+	}
 	if m.paused {
 		state = "PAUSED"
 	}
@@ -188,33 +351,42 @@ func (m Model) footer() string {
 
 const helpText = `porttrace top: keys
 
-  q, Ctrl-C   quit
-  tab         switch between port spaces and processes
-  s           sort port spaces: urgency, conn/s, fail/s, TIME_WAIT, used %
-  w           rates over 1 s, 10 s or 60 s
-  /           filter rows by text (Enter keeps it, Esc clears it)
-  space, p    pause and resume the refresh
-  ?, h        this help (any of these again to leave)
+  q, Ctrl-C     quit
+  tab           switch between port spaces and processes
+  s             sort port spaces: urgency, conn/s, fail/s, TIME_WAIT, used %
+  w             rates over 1 s, 10 s or 60 s
+  /             filter rows and findings by text (Enter keeps it, Esc clears it)
+  up, down      select a finding; PgUp, PgDn a page at a time; Home, End
+  Enter         open the selected finding in full (Enter or Esc closes it)
+  space, p      pause and resume the refresh
+  ?, h          this help (any of these again to leave)
 
 A port space is (netns, source address, destination address and port): the
 ports connect() may pick from for that destination. USED counts its sockets
-and its ports in TIME_WAIT; ETA is when it runs out at the rate it filled over
-the last 10 s. Urgency puts failing spaces first, then the soonest to run out.`
+and its ports in TIME_WAIT; USED% 60s is its fill over the last minute; ETA
+is when it runs out at the rate it filled over the last 10 s. Urgency puts
+failing spaces first, then the soonest to run out. On a narrow terminal the
+least urgent columns go first: NETNS, ALLOC, USED/USABLE, TIME_WAIT, the
+trend, CONN/S.`
 
-// fit cuts a line to the terminal's width (ANSI codes are added after).
+// fit cuts a line to the terminal's width, ANSI codes included.
 func (m Model) fit(s string) string {
-	if lipgloss.Width(s) > m.width && m.width > 0 {
-		r := []rune(s)
-		if len(r) > m.width {
-			return string(r[:m.width])
-		}
+	if m.width > 0 && ansi.StringWidth(s) > m.width {
+		return ansi.Truncate(s, m.width, "")
 	}
 	return s
 }
 
+func (m Model) fitAll(ls []string) []string {
+	for i := range ls {
+		ls[i] = m.fit(ls[i])
+	}
+	return ls
+}
+
 func (m Model) pad(s string) string {
 	s = m.fit(s)
-	if n := m.width - lipgloss.Width(s); n > 0 {
+	if n := m.width - ansi.StringWidth(s); n > 0 {
 		s += strings.Repeat(" ", n)
 	}
 	return s
@@ -224,7 +396,7 @@ func (m Model) pad(s string) string {
 // indenting continuation lines a little further.
 func (m Model) wrap(paras []string) []string {
 	var out []string
-	w := max(m.width, 40)
+	w := max(m.width, 20)
 	for _, p := range paras {
 		indent := p[:len(p)-len(strings.TrimLeft(p, " "))]
 		line, cont := "", indent+"   "
@@ -239,7 +411,7 @@ func (m Model) wrap(paras []string) []string {
 				line += " " + word
 			}
 		}
-		out = append(out, line)
+		out = append(out, m.fit(line))
 	}
 	return out
 }

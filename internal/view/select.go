@@ -1,0 +1,100 @@
+package view
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/live"
+)
+
+// Select is what the --pid, --comm, --netns, --dport and --dst flags keep of
+// a report. The zero value keeps everything. A port space is kept when its
+// namespace and destination match and, if processes are named, one of its
+// processes matches; a process when it matches and one of its port spaces
+// is kept; a finding when its port space is kept.
+type Select struct {
+	PIDs  []uint32   // process ids; none for any
+	Comm  string     // exact task name; "" for any
+	Netns uint32     // namespace inode; 0 for any
+	DPort uint16     // destination port; 0 for any
+	Dst   netip.Addr // destination address; invalid for any
+}
+
+// Empty reports whether s keeps everything.
+func (s Select) Empty() bool {
+	return len(s.PIDs) == 0 && s.Comm == "" && s.Netns == 0 && s.DPort == 0 && !s.Dst.IsValid()
+}
+
+func (s Select) byProcess() bool { return len(s.PIDs) > 0 || s.Comm != "" }
+func (s Select) bySpace() bool   { return s.Netns != 0 || s.DPort != 0 || s.Dst.IsValid() }
+
+// process matches a process by id and name.
+func (s Select) process(pid uint32, comm string) bool {
+	return (len(s.PIDs) == 0 || slices.Contains(s.PIDs, pid)) && (s.Comm == "" || comm == s.Comm)
+}
+
+func (s Select) space(r *aggregate.SpaceReport) bool {
+	if s.Netns != 0 && r.Netns != s.Netns {
+		return false
+	}
+	if s.DPort != 0 || s.Dst.IsValid() {
+		dst, err := netip.ParseAddrPort(r.Dst)
+		if err != nil { // a bind() pool has no destination
+			return false
+		}
+		if (s.DPort != 0 && dst.Port() != s.DPort) || (s.Dst.IsValid() && dst.Addr().Unmap() != s.Dst.Unmap()) {
+			return false
+		}
+	}
+	return !s.byProcess() || slices.ContainsFunc(r.Processes, func(p aggregate.ProcRef) bool { return s.process(p.PID, p.Comm) })
+}
+
+// Report is a copy of r with only what s keeps, and the findings about the
+// port spaces kept. Totals (events, lost events) stay those of the whole.
+func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggregate.Report, []diagnose.Finding) {
+	if r == nil || s.Empty() {
+		return r, findings
+	}
+	out := *r
+	out.Spaces, out.Processes = nil, nil
+	kept := map[string]bool{}
+	for i := range r.Spaces {
+		if s.space(&r.Spaces[i]) {
+			out.Spaces = append(out.Spaces, r.Spaces[i])
+			kept[r.Spaces[i].Name], kept[r.Spaces[i].Where()] = true, true
+		}
+	}
+	for _, p := range r.Processes {
+		if !s.process(p.PID, p.Comm) || (p.Other && s.byProcess()) {
+			continue
+		}
+		if s.bySpace() && !slices.ContainsFunc(p.Spaces, func(n string) bool { return kept[n] }) {
+			continue
+		}
+		out.Processes = append(out.Processes, p)
+	}
+	var fs []diagnose.Finding
+	for _, f := range findings {
+		if kept[f.Space] {
+			fs = append(fs, f)
+		}
+	}
+	return &out, fs
+}
+
+// Snapshot is snap with only what s keeps.
+func (s Select) Snapshot(snap live.Snapshot) live.Snapshot {
+	snap.Report, snap.Findings = s.Report(snap.Report, snap.Findings)
+	return snap
+}
+
+// Selected is a Source that shows only what Select keeps.
+type Selected struct {
+	Source
+	Select Select
+}
+
+// Snapshot is the source's snapshot, selected.
+func (s Selected) Snapshot() live.Snapshot { return s.Select.Snapshot(s.Source.Snapshot()) }
