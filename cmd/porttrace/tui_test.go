@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,10 +19,13 @@ type terminal struct {
 	socket string
 }
 
-func newTerminal(t *testing.T) *terminal {
+func newTerminal(t *testing.T) *terminal { return newTerminalSized(t, 180, 50) }
+
+// newTerminalSized is a terminal of width x height cells.
+func newTerminalSized(t *testing.T, width, height int) *terminal {
 	testnet.RequireTool(t, "tmux")
 	term := &terminal{t: t, socket: fmt.Sprintf("porttrace-test-%d", time.Now().UnixNano())}
-	term.tmux("new-session", "-d", "-s", "top", "-x", "180", "-y", "50", "sh")
+	term.tmux("new-session", "-d", "-s", "top", "-x", fmt.Sprint(width), "-y", fmt.Sprint(height), "sh")
 	t.Cleanup(func() { exec.Command("tmux", "-L", term.socket, "kill-server").Run() })
 	return term
 }
@@ -81,9 +85,13 @@ func TestTopInTerminal(t *testing.T) {
 	space := "127.0.0.1 -> 127.0.0.1:8080"
 	s := term.waitFor("churn", space, "EXHAUSTED", "20/20", "100.0%")
 	t.Logf("client %+v; screen:\n%s", res, s)
+	// The worst finding, opened in full, is the keepalive advice.
+	term.keys("Enter")
+	s = term.waitFor("finding", "(Enter or Esc closes)")
 	if !strings.Contains(s, "keep-alive") && !strings.Contains(s, "keepalive") {
-		t.Errorf("no keepalive advice on screen")
+		t.Errorf("no keepalive advice in the first finding:\n%s", s)
 	}
+	term.keys("Escape")
 
 	term.keys("Tab")
 	term.waitFor("process table", "PID      COMM", pid, "| processes |")
@@ -118,4 +126,65 @@ func TestTopInTerminal(t *testing.T) {
 	}
 	term.keys("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; echo", "Enter")
 	term.waitFor("terminal modes", "icanon echo")
+}
+
+// TestTopSizes runs the live view during a real exhaustion of one port
+// space while two more fill, in a terminal of 80x24 resized to 120x40 and
+// 200x50 and back: at each size the title is on the first line, the status
+// on the last, the table's head and the exhausted space's row in between,
+// and no line wraps (a wrapped line would push the title off the screen).
+func TestTopSizes(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	full := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	half := ns.Listen(t, "127.0.0.1:8081", 20*time.Millisecond)
+	third := ns.Listen(t, "127.0.0.1:8082", 20*time.Millisecond)
+	term := newTerminalSized(t, 80, 24)
+	term.keys(binary+" top --interval 1s --netns "+fmt.Sprint(ns.Inode), "Enter")
+	term.waitFor("start", "porttrace top  host", "DIAGNOSIS", "live |")
+	for _, c := range []churn.Config{{Target: full, Count: 30}, {Target: half, Count: 12}, {Target: third, Count: 6}} {
+		c.Close = churn.CloseFin
+		res := ns.StartClient(t, c).Wait(t)
+		t.Logf("client to %s: %+v", c.Target, res)
+	}
+	exhausted := "-> 127.0.0.1:8080"
+	for _, size := range [][2]int{{80, 24}, {120, 40}, {200, 50}, {80, 24}} {
+		w, h := size[0], size[1]
+		term.tmux("resize-window", "-t", "top", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h))
+		want := []string{"PORT SPACE", "PROCESS", "FAIL/S", "USED%", "ETA", exhausted, "EXHAUSTED", "-> 127.0.0.1:8081", "60.0%", "30.0%"}
+		if w >= 120 {
+			want = append(want, "20/20", "TIME_WAIT", "USED% 60s")
+		}
+		// Wait for the redraw at this size: its layout, and the status
+		// line on the last of h lines.
+		layout := map[int]string{80: "USED% 60s ETA", 120: "TIME_WAIT", 200: "NETNS"}[w]
+		var s string
+		var lines []string
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			s = term.waitFor(fmt.Sprintf("%dx%d", w, h), append(want, layout)...)
+			lines = strings.Split(strings.TrimRight(s, "\n"), "\n")
+			head := ""
+			if i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "PORT SPACE") }); i >= 0 {
+				head = lines[i]
+			}
+			if len(lines) == h && strings.HasPrefix(lines[h-1], "live |") && (w > 80 || !strings.Contains(head, "TIME_WAIT")) && (w > 120 || !strings.Contains(head, "NETNS")) {
+				break
+			}
+		}
+		if !strings.HasPrefix(lines[0], "porttrace top  host") || len(lines) != h || !strings.HasPrefix(lines[h-1], "live |") {
+			t.Errorf("%dx%d: title or status line not in place (%d lines):\n%s", w, h, len(lines), s)
+		}
+		row := lines[slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, exhausted) })]
+		if !strings.Contains(row, "EXHAUSTED") || !strings.Contains(row, "100.0%") {
+			t.Errorf("%dx%d: the exhausted row is cut: %q", w, h, row)
+		}
+		if d := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "DIAGNOSIS") }); d < 0 || !strings.Contains(lines[d+1], exhausted) {
+			t.Errorf("%dx%d: the first finding is not about the exhausted space:\n%s", w, h, s)
+		}
+	}
+	term.keys("q")
+	term.waitFor("exit", "tracing with the")
+	if alt := strings.TrimSpace(term.tmux("display-message", "-p", "-t", "top", "#{alternate_on}")); alt != "0" {
+		t.Errorf("still on the alternate screen after q")
+	}
 }

@@ -185,6 +185,9 @@ func (m Model) View() string {
 	lines = append(lines, table...)
 	lines = append(lines, "")
 	lines = append(lines, m.diagnosis(diagRoom)...)
+	for len(lines) < m.height-1 {
+		lines = append(lines, "") // the status line stays at the bottom
+	}
 	lines = append(lines, footerStyle.Render(m.footer()))
 	return strings.Join(lines, "\n")
 }
@@ -272,11 +275,23 @@ func (m Model) findings() []diagnose.Finding {
 	fs := slices.Clone(m.snap.Findings)
 	slices.SortStableFunc(fs, func(a, b diagnose.Finding) int { return cmp.Compare(rank[a.Space], rank[b.Space]) })
 	return slices.DeleteFunc(fs, func(f diagnose.Finding) bool {
-		return m.opts.Filter != "" && !rowMatch[f.Space] && !matches(findingLine(f), m.opts.Filter)
+		return m.opts.Filter != "" && !rowMatch[f.Space] && !matches(m.findingLine(f), m.opts.Filter)
 	})
 }
 
-func findingLine(f diagnose.Finding) string { return f.Space + "  " + f.Advice() }
+// findingLine is a finding on one line: where, then the fix, then the
+// evidence, so that a line cut at the edge keeps what to do. Under 120
+// columns the namespace is left out (the table's row has it).
+func (m Model) findingLine(f diagnose.Finding) string {
+	where := f.Space
+	if m.width < 120 {
+		where, _, _ = strings.Cut(where, " (netns ")
+	}
+	if f.Fix == "" {
+		return where + "  " + f.Evidence + "."
+	}
+	return where + "  " + f.Fix + " (" + f.Evidence + ")"
+}
 
 // diagnosis is the diagnosis' head and room lines under it: one line per
 // finding, the selected one reversed, scrolled to keep it in view; or the
@@ -303,7 +318,7 @@ func (m Model) diagnosis(room int) []string {
 	}
 	first := min(max(sel-room+1, 0), max(len(fs)-room, 0))
 	for i := first; i < len(fs) && i < first+room; i++ {
-		l := m.fit(findingLine(fs[i]))
+		l := m.fit(m.findingLine(fs[i]))
 		if i == sel {
 			l = selectStyle.Render(m.pad(l))
 		}
