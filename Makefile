@@ -12,8 +12,13 @@ help: ## list targets
 deps: ## install what a fresh Debian 12 machine lacks (apt packages, Go modules)
 	sh .ci/deps
 
-build: ## build bin/porttrace (no clang needed: BPF objects are committed)
-	$(GO) build -o $(BIN) ./cmd/porttrace
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+DATE      ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS   := -X main.stampVersion=$(VERSION) -X main.stampCommit=$(COMMIT) -X main.stampDate=$(DATE)
+
+build: ## build bin/porttrace, stamped with the version, commit and date (no clang needed: BPF objects are committed)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/porttrace
 
 run: deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
 	./$(BIN) $(ARGS)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -68,13 +67,6 @@ func stop(x *export.Exporter, w io.Writer) {
 	if err := x.Shutdown(ctx); err != nil {
 		fmt.Fprintf(w, "porttrace: last export: %v\n", err)
 	}
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		return bi.Main.Version
-	}
-	return "unknown"
 }
 
 func newAgent() *cobra.Command {

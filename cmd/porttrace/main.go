@@ -38,7 +38,9 @@ connect() and its errno, the port search and its latency, each TIME_WAIT
 entry, attributed to the process that made the connection.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version(),
 	}
-	root.AddCommand(newTrace(), newTop(), newRecord(), newReport(), newAgent(), newDoctor())
+	root.SetVersionTemplate(readBuildInfo().String())
+	root.AddCommand(newTrace(), newTop(), newRecord(), newReport(), newAgent(), newDoctor(), newVersion())
 	return root
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,5 +251,37 @@ func TestParseSize(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "4.0 KiB") || !strings.Contains(err.Error(), "1.0 GiB") {
 			t.Errorf("%q: %v does not state the limits", bad, err)
 		}
+	}
+}
+
+// TestVersion: version and --version print the build's facts; make build's
+// stamp wins over what the build info lacks.
+func TestVersion(t *testing.T) {
+	bi, _ := debug.ReadBuildInfo()
+	var ebpf string
+	for _, d := range bi.Deps {
+		if d.Path == "github.com/cilium/ebpf" {
+			ebpf = d.Version
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out, err := exec.Command(binary, args...).Output()
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		for _, want := range []string{"porttrace ", "commit ", "built ", "go          " + runtime.Version(), "cilium/ebpf " + ebpf} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("%v: no %q in\n%s", args, want, out)
+			}
+		}
+	}
+	stamped := filepath.Join(t.TempDir(), "porttrace")
+	ld := "-X main.stampVersion=v9.8.7 -X main.stampCommit=0123abc -X main.stampDate=2026-01-02T03:04:05Z"
+	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", stamped, ".").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := exec.Command(stamped, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "porttrace v9.8.7\n  commit      0123abc\n  built       2026-01-02T03:04:05Z\n") {
+		t.Errorf("stamped: %v\n%s", err, out)
 	}
 }

@@ -170,7 +170,31 @@ func (o Options) parse() (string, *url.URL, error) {
 		return "", nil, err
 	}
 	base, err := endpoint(o.Endpoint)
+	if base == nil && err == nil && !endpointInEnv() {
+		base = defaultEndpoint(proto)
+	}
 	return proto, base, err
+}
+
+// defaultEndpoint is the OTLP specification's default: plain HTTP to
+// localhost, 4318 for HTTP and 4317 for gRPC. (The Go SDK's own default
+// would be TLS.)
+func defaultEndpoint(proto string) *url.URL {
+	if proto == "grpc" {
+		return &url.URL{Scheme: "http", Host: "localhost:4317"}
+	}
+	return &url.URL{Scheme: "http", Host: "localhost:4318"}
+}
+
+// endpointInEnv reports whether a standard variable names the endpoint,
+// which the SDK then reads itself.
+func endpointInEnv() bool {
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"} {
+		if os.Getenv(v) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // envMillis reads a duration in milliseconds, as the OTEL_* variables
