@@ -70,7 +70,7 @@ func stop(x *export.Exporter, w io.Writer) {
 }
 
 func newAgent() *cobra.Command {
-	var tf tracerFlags
+	tf := tracerFlags{namespaces: true}
 	var of otlpFlags
 	cmd := &cobra.Command{
 		Use:   "agent",

@@ -18,14 +18,18 @@ func newDoctor() *cobra.Command {
 	return &cobra.Command{
 		Use:   "doctor",
 		Short: "Check what this kernel lets porttrace attach, and the port settings of every network namespace",
-		Args:  cobra.NoArgs,
+		Long: `Check the kernel (BTF, backends that attach, their hooks), the privileges
+porttrace has and lacks, and the port settings of every network namespace.
+Without privileges it reports what it can (kernel, BTF, capabilities, this
+namespace's settings) and exits with status 77, naming what is missing.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDoctor(cmd.OutOrStdout())
+			return runDoctor(cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 }
 
-func runDoctor(w io.Writer) error {
+func runDoctor(w, stderr io.Writer) error {
 	fmt.Fprintf(w, "kernel       %s\n", tracer.KernelRelease())
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		fmt.Fprintf(w, "BTF          missing: %v\n", tracer.ErrNoBTF)
@@ -33,8 +37,13 @@ func runDoctor(w io.Writer) error {
 		fmt.Fprintln(w, "BTF          /sys/kernel/btf/vmlinux")
 	}
 	fmt.Fprintf(w, "privileges   %s\n", describeCaps())
-	if err := tracer.CheckPrivileges(); err != nil {
-		return err
+	privErr := checkCaps(io.Discard, true)
+	if privErr != nil && errors.As(privErr, new(*privilegeError)) {
+		fmt.Fprintln(w, "backends     not checked: the capabilities marked no above are missing")
+		doctorOwnNetns(w)
+		return privErr
+	} else if privErr != nil {
+		return privErr
 	}
 	working := doctorBackends(w)
 	doctorNetns(w)
@@ -44,16 +53,34 @@ func runDoctor(w io.Writer) error {
 	return nil
 }
 
+// doctorOwnNetns prints the port settings of porttrace's own namespace,
+// which /proc/sys shows without entering it.
+func doctorOwnNetns(w io.Writer) {
+	read := func(key string) string {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/" + key)
+		if err != nil {
+			return "?"
+		}
+		return strings.Join(strings.Fields(string(b)), "-")
+	}
+	fmt.Fprintf(w, "this network namespace: ports %s, reserved %s, tcp_tw_reuse %s (others need CAP_SYS_ADMIN to enter)\n",
+		read("ip_local_port_range"), or(read("ip_local_reserved_ports"), "-"), read("tcp_tw_reuse"))
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
+
 func describeCaps() string {
 	caps, err := tracer.EffectiveCaps()
 	if err != nil {
 		return "unknown: " + err.Error()
 	}
 	var parts []string
-	for _, c := range []struct {
-		name string
-		bit  uint
-	}{{"CAP_SYS_ADMIN", tracer.CapSysAdmin}, {"CAP_BPF", tracer.CapBPF}, {"CAP_PERFMON", tracer.CapPerfmon}, {"CAP_NET_ADMIN", tracer.CapNetAdmin}} {
+	for _, c := range []need{needSysAdmin, needBPF, needPerfmon, needNetAdmin, needDAC, {name: "CAP_SYS_PTRACE", bit: capSysPtrace}} {
 		mark := "no"
 		if caps&(1<<c.bit) != 0 {
 			mark = "yes"

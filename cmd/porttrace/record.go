@@ -22,7 +22,7 @@ import (
 )
 
 func newRecord() *cobra.Command {
-	var tf tracerFlags
+	tf := tracerFlags{namespaces: true}
 	var of otlpFlags
 	var out, maxSize string
 	var o recorder.Options

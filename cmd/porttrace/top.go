@@ -23,7 +23,7 @@ import (
 )
 
 func newTop() *cobra.Command {
-	var tf tracerFlags
+	tf := tracerFlags{namespaces: true}
 	var of otlpFlags
 	var ff filterFlags
 	var once, asJSON bool

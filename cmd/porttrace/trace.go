@@ -22,6 +22,9 @@ import (
 type tracerFlags struct {
 	backend  string
 	ringSize string
+	// namespaces: the command reads other namespaces' port settings and
+	// socket tables (top, record, agent), which takes CAP_SYS_ADMIN.
+	namespaces bool
 }
 
 func (f *tracerFlags) register(cmd *cobra.Command) {
@@ -57,6 +60,9 @@ func (f *tracerFlags) check() error {
 func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
 	o, err := f.options()
 	if err != nil {
+		return nil, err
+	}
+	if err := checkCaps(stderr, f.namespaces); err != nil {
 		return nil, err
 	}
 	t, err := tracer.Open(o)
