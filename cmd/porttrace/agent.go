@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
@@ -60,13 +61,46 @@ func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, err
 	return x, nil
 }
 
-// stop flushes what is left, giving a collector that is down a few seconds.
+// stopBudget is how long a stop may take once SIGTERM or SIGINT arrives,
+// as documented: the last export gets what is left of it.
+const stopBudget = 5 * time.Second
+
+// stop flushes what is left, giving a collector that is down a few seconds,
+// and returns the last export's trouble, nil if it got through.
 func stop(x *export.Exporter, w io.Writer) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := x.Shutdown(ctx); err != nil {
+	if err := shutdown(x, time.Now().Add(stopBudget)); err != nil {
 		fmt.Fprintf(w, "porttrace: last export: %v\n", err)
 	}
+}
+
+func shutdown(x *export.Exporter, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	return x.Shutdown(ctx)
+}
+
+// quietWriter passes lines on until stopping, then drops the SDK's own
+// errors ("porttrace: OTLP: ..."): while exporters are shut down they are
+// cancellations, which the summary line accounts for.
+type quietWriter struct {
+	w        io.Writer
+	mu       sync.Mutex
+	stopping bool
+}
+
+func (q *quietWriter) Write(p []byte) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopping && bytes.HasPrefix(p, []byte("porttrace: OTLP: ")) {
+		return len(p), nil
+	}
+	return q.w.Write(p)
+}
+
+func (q *quietWriter) stop() {
+	q.mu.Lock()
+	q.stopping = true
+	q.mu.Unlock()
 }
 
 func newAgent() *cobra.Command {
@@ -108,14 +142,28 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags) error {
 	if err != nil {
 		return err
 	}
-	x, err := of.start(stderr, mon)
+	quiet := &quietWriter{w: stderr}
+	x, err := of.start(quiet, mon)
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	ctx, cancel := signalContext()
 	defer cancel()
 	err = mon.Run(ctx)
-	stop(x, stderr)
+	// The budget runs from the signal: mon.Run has drained the ring
+	// buffer since; a second is kept for the exporters' own teardown.
+	ran := time.Since(start)
+	deadline := time.Now().Add(stopBudget - time.Second)
+	quiet.stop()
+	exportErr := shutdown(x, deadline)
+	r := mon.Report()
+	last := "the last export got through"
+	if exportErr != nil {
+		last = "the last export failed: " + exportErr.Error()
+	}
+	fmt.Fprintf(stderr, "porttrace: agent stopped after %s: %s events, %s lost; %s\n",
+		ran.Round(time.Second), humanize.Comma(int64(r.Events)), humanize.Comma(int64(r.Lost)), last)
 	return err
 }
 
