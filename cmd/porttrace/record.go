@@ -129,8 +129,14 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	if isTerminal(os.Stderr) {
 		fmt.Fprintln(stderr)
 	}
-	fmt.Fprintf(stderr, "porttrace: %s events written to %s (%s), %d lost, %d dropped: %s\n",
-		humanize.Comma(int64(tr.Events)), path, humanize.IBytes(uint64(w.Size())), tr.Lost, tr.Dropped, tr.Reason)
+	// What the file holds, as report will read it: events taken but not
+	// written whole (a full disk) are counted apart.
+	notWritten := ""
+	if n := tr.Events - w.Stored(); n > 0 {
+		notWritten = fmt.Sprintf(", %s not written", humanize.Comma(int64(n)))
+	}
+	fmt.Fprintf(stderr, "porttrace: %s events written to %s (%s)%s, %d lost, %d dropped: %s\n",
+		humanize.Comma(int64(w.Stored())), path, humanize.IBytes(uint64(w.Size())), notWritten, tr.Lost, tr.Dropped, tr.Reason)
 	if err != nil {
 		return fmt.Errorf("%w (the capture is readable up to its last complete block)", err)
 	}

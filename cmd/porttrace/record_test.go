@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,15 +50,47 @@ func startRecord(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) {
 
 func runReport(t *testing.T, file string) *report.Report {
 	t.Helper()
-	out, err := exec.Command(binary, "report", "--json", file).Output()
-	if err != nil {
-		t.Fatalf("report: %v\n%s", err, out)
+	r, _ := runReportExit(t, file, 0)
+	return r
+}
+
+// runReportExit runs report --json, which must exit with code; it returns
+// the report and stderr.
+func runReportExit(t *testing.T, file string, code int) (*report.Report, string) {
+	t.Helper()
+	cmd := exec.Command(binary, "report", "--json", file)
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	got := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		got = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if got != code {
+		t.Fatalf("report %s: exit %d, want %d\n%s", file, got, code, errb.String())
 	}
 	var r report.Report
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("report --json: %v", err)
 	}
-	return &r
+	return &r, errb.String()
+}
+
+// recorded is the event count record printed at its end.
+func recorded(t *testing.T, log string) uint64 {
+	t.Helper()
+	i := strings.Index(log, " events written to ")
+	if i < 0 {
+		t.Fatalf("record did not say how many events it wrote:\n%s", log)
+	}
+	f := strings.Fields(log[:i])
+	n, err := strconv.ParseUint(strings.ReplaceAll(f[len(f)-1], ",", ""), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestRecordReport records a real exhaustion, one already under way when
@@ -127,7 +160,8 @@ func TestRecordKilled(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // past a flush
 	rec.Process.Signal(syscall.SIGKILL)
 	rec.Wait()
-	r := runReport(t, file)
+	r, stderr := runReportExit(t, file, 2)
+	oneClearLine(t, stderr, "was cut off (no end record: the recorder was killed, or the disk filled)")
 	got := failures(spaceToward(t, liveOf(r), ns.Inode, dst), "EADDRNOTAVAIL")
 	if r.Trailer != nil || got != uint64(res.Failures[testnet.EADDRNOTAVAIL]) || got != 5 {
 		t.Errorf("after SIGKILL: trailer %+v, %d failures; the client saw %+v", r.Trailer, got, res.Failures)
@@ -184,8 +218,12 @@ func TestRecordDiskFullAndSIGINT(t *testing.T) {
 	if err == nil || !strings.Contains(log.String(), "no space left on device") || !strings.Contains(log.String(), "readable up to its last complete block") {
 		t.Errorf("disk full: %v\n%s", err, log)
 	}
-	if out, err := exec.Command(binary, "report", full).CombinedOutput(); err != nil || !strings.Contains(string(out), "without a trailer") {
+	out, err := exec.Command(binary, "report", full).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "without a trailer") || !strings.Contains(string(out), "was cut off") {
 		t.Errorf("report of a capture cut by a full disk (%v):\n%s", err, out)
+	}
+	if r, _ := runReportExit(t, full, 2); r.Events != recorded(t, log.String()) {
+		t.Errorf("after a full disk, record said %d events, report read %d", recorded(t, log.String()), r.Events)
 	}
 
 	file := filepath.Join(t.TempDir(), "int.ptcap")
@@ -197,8 +235,58 @@ func TestRecordDiskFullAndSIGINT(t *testing.T) {
 		t.Fatalf("SIGINT: %v\n%s", err, log)
 	}
 	r := runReport(t, file)
+	if r.Events != recorded(t, log.String()) {
+		t.Errorf("after SIGINT, record said %d events, report read %d", recorded(t, log.String()), r.Events)
+	}
 	got := failures(spaceToward(t, liveOf(r), ns.Inode, dst), "EADDRNOTAVAIL")
 	if r.Trailer == nil || r.Trailer.Reason != "interrupted" || got != uint64(res.Failures[testnet.EADDRNOTAVAIL]) {
 		t.Errorf("after SIGINT: trailer %+v, %d failures, client %+v", r.Trailer, got, res.Failures)
+	}
+}
+
+// TestReportStates: report says what a capture still being written and a
+// damaged one are; the first exits 0, the damaged one 2 after printing
+// what it could read.
+func TestReportStates(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	file := filepath.Join(t.TempDir(), "growing.ptcap")
+	rec, log := startRecord(t, "-o", file, "--duration", "1m")
+	ns.StartClient(t, churn.Config{Target: dst, Count: 15, Close: churn.CloseFin}).Wait(t)
+	time.Sleep(2500 * time.Millisecond) // past a flush
+	r, stderr := runReportExit(t, file, 0)
+	oneClearLine(t, stderr, "is still being recorded: reported up to its last complete block")
+	if r.Events == 0 {
+		t.Errorf("nothing read from the capture being written")
+	}
+	rec.Process.Signal(syscall.SIGINT)
+	if err := rec.Wait(); err != nil {
+		t.Fatalf("record: %v\n%s", err, log)
+	}
+	whole := runReport(t, file)
+
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) * 2 / 3; i < len(b)*2/3+64; i++ {
+		b[i] ^= 0xff
+	}
+	damaged := filepath.Join(t.TempDir(), "damaged.ptcap")
+	os.WriteFile(damaged, b, 0o644)
+	cmd := exec.Command(binary, "report", damaged)
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Errorf("report of a damaged capture: %v", err)
+	}
+	oneClearLine(t, errb.String(), "damaged.ptcap is damaged: reading stopped at")
+	if !strings.Contains(string(out), "DIAGNOSIS") && !strings.Contains(string(out), "damage") {
+		t.Errorf("report of a damaged capture printed nothing it read:\n%s", out)
+	}
+	if r, _ := runReportExit(t, damaged, 2); r.Events >= whole.Events || r.Damage == "" {
+		t.Errorf("damaged: %d events of %d, damage %q", r.Events, whole.Events, r.Damage)
 	}
 }

@@ -223,6 +223,9 @@ func TestDiskFull(t *testing.T) {
 	if !errors.Is(err, ErrTruncated) || len(evs) == 0 || len(evs)%100 != 0 {
 		t.Errorf("after a full disk: %d events, %v; want the flushed blocks, then a truncation", len(evs), err)
 	}
+	if w.Stored() != uint64(len(evs)) || w.Events() <= w.Stored() {
+		t.Errorf("the writer says %d events stored (of %d taken), a reader finds %d", w.Stored(), w.Events(), len(evs))
+	}
 }
 
 func FuzzReader(f *testing.F) {

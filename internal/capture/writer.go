@@ -29,7 +29,8 @@ type Writer struct {
 	scratch []byte
 	written int64 // bytes in the file
 	events  uint64
-	err     error // the first write error: the file ends before it
+	stored  uint64 // events in blocks written whole
+	err     error  // the first write error: the file ends before it
 }
 
 // NewWriter writes the magic and the header block to w.
@@ -59,6 +60,10 @@ func (c *Writer) Buffered() int { return len(c.buf) }
 
 // Events is the number of events taken so far.
 func (c *Writer) Events() uint64 { return c.events }
+
+// Stored is the number of events in blocks written whole to the file: what
+// a reader finds, even if a later write failed (a full disk).
+func (c *Writer) Stored() uint64 { return c.stored }
 
 // Event buffers one event.
 func (c *Writer) Event(e *event.Event) error {
@@ -149,6 +154,9 @@ func (c *Writer) flushEvents() error {
 		return c.err
 	}
 	err := c.block(kindEvents, c.buf)
+	if err == nil {
+		c.stored += uint64(len(c.buf) / eventLen)
+	}
 	c.buf = c.buf[:0]
 	return err
 }
