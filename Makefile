@@ -4,13 +4,16 @@ BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
 
-.PHONY: help deps build run generate test test-unit test-vm bench clean
+.PHONY: help deps run-deps build run generate test test-unit test-vm bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-deps: ## install what a fresh Debian 12 machine lacks (apt packages, Go modules)
+deps: ## install what the tests need on a fresh Debian 12 machine (apt packages, Go modules, the VM's kernel)
 	sh .ci/deps
+
+run-deps: ## install only what building and running porttrace needs (Go modules; no test peers)
+	sh .ci/run-deps
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -20,7 +23,7 @@ LDFLAGS   := -X main.stampVersion=$(VERSION) -X main.stampCommit=$(COMMIT) -X ma
 build: ## build bin/porttrace, stamped with the version, commit and date (no clang needed: BPF objects are committed)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/porttrace
 
-run: deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
+run: run-deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
 	./$(BIN) $(ARGS)
 
 generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go output

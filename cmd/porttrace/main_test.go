@@ -285,3 +285,30 @@ func TestVersion(t *testing.T) {
 		t.Errorf("stamped: %v\n%s", err, out)
 	}
 }
+
+// TestMakeRun: make run sets up with .ci/run-deps, which installs none of
+// the tests' peers, and stamps the binary it runs.
+func TestMakeRun(t *testing.T) {
+	testnet.RequireTool(t, "make")
+	out, err := exec.Command("make", "-C", "../..", "-n", "run").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "sh .ci/run-deps") || strings.Contains(string(out), ".ci/deps") || !strings.Contains(string(out), "main.stampVersion=") {
+		t.Errorf("make run:\n%s", out)
+	}
+	script, err := os.ReadFile("../../.ci/run-deps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(script), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		for _, word := range []string{"qemu", "nginx", "wrk", "tmux", "kernel.sh", "busybox", "clang"} {
+			if strings.Contains(line, word) {
+				t.Errorf(".ci/run-deps installs %s: %q", word, line)
+			}
+		}
+	}
+}
