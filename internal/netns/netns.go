@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,12 +129,17 @@ func Within(path string, fn func()) error {
 }
 
 // All returns the settings of every network namespace in use: the host's (or
-// porttrace's own),
-// those named under /run/netns, and those only processes hold.
+// porttrace's own), those named under /run/netns or by a container runtime,
+// and those only processes hold. Names say how an operator finds each one:
+// "host", a /run/netns path, a runtime's netns path, a container's id, or
+// the process (comm[pid]) holding it; kernel threads, whose pids say
+// nothing, never name one, and a namespace with a lasting name is not also
+// named by the processes in it.
 func All() ([]Settings, error) {
 	paths := map[uint32][]string{}
 	first := map[uint32]string{}
-	add := func(path, name string) {
+	lasting := map[uint32]bool{}
+	add := func(path, name string, lasts bool) {
 		var st unix.Stat_t
 		if unix.Stat(path, &st) != nil {
 			return
@@ -142,19 +148,30 @@ func All() ([]Settings, error) {
 		if _, ok := first[ino]; !ok {
 			first[ino] = path
 		}
+		if lasting[ino] && !lasts || slices.Contains(paths[ino], name) {
+			return
+		}
+		if lasts && !lasting[ino] {
+			paths[ino], lasting[ino] = nil, true // names that last replace processes
+		}
 		if len(paths[ino]) < 4 {
 			paths[ino] = append(paths[ino], name)
 		}
 	}
-	add("/proc/1/ns/net", "host")
-	add("/proc/self/ns/net", "current") // where /proc/1 is hidden (containers)
-	named, _ := filepath.Glob("/run/netns/*")
-	for _, p := range named {
-		add(p, p)
+	add("/proc/1/ns/net", "host", true)
+	add("/proc/self/ns/net", "current", true) // where /proc/1 is hidden (containers)
+	for _, glob := range runtimeNetns {
+		named, _ := filepath.Glob(glob)
+		for _, p := range named {
+			add(p, p, true)
+		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
 	for _, p := range procs {
-		add(p, "pid "+strings.Split(p, "/")[2])
+		pid := strings.Split(p, "/")[2]
+		if name := processName(pid); name != "" {
+			add(p, name, false)
+		}
 	}
 	var out []Settings
 	for ino, path := range first {
@@ -173,4 +190,56 @@ func All() ([]Settings, error) {
 		return out[i].Inode == self || (out[j].Inode != self && out[i].Inode < out[j].Inode)
 	})
 	return out, nil
+}
+
+// runtimeNetns are where ip netns and container runtimes keep namespaces:
+// iproute2 and CNI plugins (containerd, CRI-O, podman as root: cni-*),
+// Docker, and rootless podman.
+var runtimeNetns = []string{"/run/netns/*", "/run/docker/netns/*", "/run/user/*/netns/*"}
+
+// processName names a namespace after a process in it: the container it
+// runs in if its cgroup says so, else comm[pid]; "" for a kernel thread or
+// a process gone meanwhile.
+func processName(pid string) string {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return ""
+	}
+	// Fields after the comm, which may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	comm := string(stat[strings.IndexByte(string(stat), '(')+1 : i])
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 7 {
+		return ""
+	}
+	if flags, _ := strconv.ParseUint(f[6], 10, 64); flags&pfKthread != 0 {
+		return ""
+	}
+	if id := containerID(pid); id != "" {
+		return "container " + id
+	}
+	return comm + "[" + pid + "]"
+}
+
+// pfKthread is PF_KTHREAD (include/linux/sched.h) in /proc/PID/stat's flags.
+const pfKthread = 0x00200000
+
+// containerID is the short id of the container a process runs in, from the
+// cgroup path its runtime gives it (docker-ID.scope, cri-containerd-ID,
+// crio-ID, libpod-ID, or /docker/ID); "" when it runs in none.
+func containerID(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	if err != nil {
+		return ""
+	}
+	for _, part := range strings.FieldsFunc(string(b), func(r rune) bool { return r == '/' || r == '\n' || r == ':' }) {
+		part = strings.TrimSuffix(part, ".scope")
+		for _, prefix := range []string{"docker-", "cri-containerd-", "crio-", "libpod-", ""} {
+			id, ok := strings.CutPrefix(part, prefix)
+			if ok && len(id) == 64 && strings.Trim(id, "0123456789abcdef") == "" {
+				return id[:12]
+			}
+		}
+	}
+	return ""
 }
