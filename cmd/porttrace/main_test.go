@@ -175,6 +175,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"record", "-o", "/tmp/x.ptcap", "--pre-trigger", "-1s", "--until-failures", "5"}, "--pre-trigger -1s is negative"},
 		{[]string{"record", "-o", "/tmp/x.ptcap", "--pre-trigger", "0s", "--until-failures", "5"}, "--pre-trigger must be more than 0"},
 		{[]string{"record", "-o", "/tmp/x.ptcap", "--duration", "-5m"}, "--duration -5m0s is negative"},
+		{[]string{"record", "-o", "/tmp/x.ptcap", "--pre-trigger", "2m"}, "--pre-trigger keeps the lead-up to --until-failures N"},
 		{[]string{"trace", "--duration", "-1s"}, "--duration -1s is negative"},
 		{[]string{"record", "-o", "/nonexistent/dir/x.ptcap"}, "-o /nonexistent/dir/x.ptcap: cannot create a file there: no such file or directory"},
 		{[]string{"record", "-o", os.TempDir()}, "is a directory: name a file in it"},

@@ -50,6 +50,12 @@ written when the trigger fires, then recording goes on for --duration.`,
 				tf.check, of.check,
 				func() error { return checkDuration("--duration", o.Duration, true) },
 				func() error { return checkDuration("--pre-trigger", o.PreTrigger, false) },
+				func() error {
+					if cmd.Flags().Changed("pre-trigger") && o.UntilFailures == 0 {
+						return errors.New("--pre-trigger keeps the lead-up to --until-failures N: give both, or neither")
+					}
+					return nil
+				},
 				func() error { return checkOutput(out) },
 			} {
 				if err := check(); err != nil {
