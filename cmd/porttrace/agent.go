@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,7 +161,8 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags) error {
 	r := mon.Report()
 	last := "the last export got through"
 	if exportErr != nil {
-		last = "the last export failed: " + exportErr.Error()
+		// errors.Join puts each signal's error on a line of its own.
+		last = "the last export failed: " + strings.ReplaceAll(exportErr.Error(), "\n", "; ")
 	}
 	fmt.Fprintf(stderr, "porttrace: agent stopped after %s: %s events, %s lost; %s\n",
 		ran.Round(time.Second), humanize.Comma(int64(r.Events)), humanize.Comma(int64(r.Lost)), last)

@@ -99,7 +99,9 @@ func TestCapabilities(t *testing.T) {
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		var j event.JSON
-		if json.Unmarshal(sc.Bytes(), &j) == nil && j.Event == "connect" && j.Errno == "EADDRNOTAVAIL" {
+		// The attempt's end (SYN_SENT -> CLOSE) or connect()'s return, by
+		// backend: once per failed call either way.
+		if json.Unmarshal(sc.Bytes(), &j) == nil && (j.Event == "connect" || j.Event == "state") && j.Errno == "EADDRNOTAVAIL" {
 			connects++
 		}
 	}
