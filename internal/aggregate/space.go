@@ -68,13 +68,13 @@ func (p *procStat) weight(now int64) [3]int64 {
 // space is the state of one port space.
 type space struct {
 	key      SpaceKey
-	id       uint64 // tells its ports apart once folded into "other"
+	id       uint64         // tells its ports apart once folded into "other"
 	conns    window.Counter // connection attempts
 	bound    window.Counter // ... of which from a socket bound by bind() first
 	fails    failures
 	twIn     window.Counter // ports entering TIME_WAIT
 	ports    holds
-	used     window.Gauge // Used, each second: the fill rate
+	used     window.Gauge   // Used, each second: the fill rate
 	closed   window.Counter // established connections that closed
 	short    window.Counter // ... of which lived under a second
 	lifetime durations

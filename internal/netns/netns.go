@@ -16,19 +16,19 @@ import (
 
 // Settings are one namespace's sysctls that matter for port exhaustion.
 type Settings struct {
-	Inode        uint32   `json:"netns"`
-	Names        []string `json:"names"` // how to find it: "host", /run/netns/NAME, pid N
-	Path         string   `json:"-"`     // a path that opens it, for setns
-	PortLow      int      `json:"port_low"`
-	PortHigh     int      `json:"port_high"`
-	Reserved     string   `json:"reserved_ports"` // as written in ip_local_reserved_ports
-	TWReuse      int      `json:"tcp_tw_reuse"`
-	Timestamps   int      `json:"tcp_timestamps"` // tcp_tw_reuse needs them
+	Inode      uint32   `json:"netns"`
+	Names      []string `json:"names"` // how to find it: "host", /run/netns/NAME, pid N
+	Path       string   `json:"-"`     // a path that opens it, for setns
+	PortLow    int      `json:"port_low"`
+	PortHigh   int      `json:"port_high"`
+	Reserved   string   `json:"reserved_ports"` // as written in ip_local_reserved_ports
+	TWReuse    int      `json:"tcp_tw_reuse"`
+	Timestamps int      `json:"tcp_timestamps"` // tcp_tw_reuse needs them
 	// Cookie is the namespace's SO_NETNS_COOKIE: unlike the inode, never
 	// reused by a later namespace (0 where the kernel has none, before 5.14).
-	Cookie uint64 `json:"cookie,omitempty"`
-	FinTimeout   int      `json:"tcp_fin_timeout"`
-	MaxTWBuckets int      `json:"tcp_max_tw_buckets"`
+	Cookie       uint64 `json:"cookie,omitempty"`
+	FinTimeout   int    `json:"tcp_fin_timeout"`
+	MaxTWBuckets int    `json:"tcp_max_tw_buckets"`
 }
 
 // Usable is the number of ports connect() may pick: the range minus

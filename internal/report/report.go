@@ -162,7 +162,7 @@ func (p *player) record(rec capture.Record) {
 	if e.Kind == event.State && e.NewState == event.SynSent {
 		p.cur.Conns++
 	}
-	if e.Failed() && (e.Kind == event.Connect || e.Kind == event.Bind) {
+	if e.Failed() {
 		p.cur.Failures++
 		p.rep.Failures++
 	}

@@ -32,7 +32,7 @@ func incident(t *testing.T, trailer bool) []byte {
 			Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: dst}
 		w.Event(&e)
 		if i >= 120 && i < 150 {
-			e.Kind, e.Errno = event.Connect, syscall.EADDRNOTAVAIL
+			e.OldState, e.NewState, e.Errno, e.Flags = event.SynSent, event.Close, syscall.EADDRNOTAVAIL, event.Searched
 			w.Event(&e)
 		}
 		w.Flush()
