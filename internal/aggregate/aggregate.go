@@ -442,6 +442,13 @@ func (a *Aggregator) Sync(snaps []Snapshot) {
 		synced[sn.Netns] = sn.Time
 	}
 	wasBound := a.resetTimeWait(synced)
+	for k, s := range a.spaces {
+		if _, ok := synced[k.Netns]; ok {
+			for _, st := range s.procs {
+				st.held = 0
+			}
+		}
+	}
 	present := map[uint64]bool{}
 	for _, sn := range snaps {
 		n := a.netns(sn.Netns, 0)
@@ -486,9 +493,6 @@ func (a *Aggregator) resetTimeWait(synced map[uint32]time.Time) map[*space]map[u
 func (a *Aggregator) recount(synced map[uint32]time.Time) {
 	for _, s := range a.spaces {
 		s.ports.resetLive()
-		for _, st := range s.procs {
-			st.held = 0
-		}
 	}
 	a.other.ports.resetLive()
 	for ino := range synced {
@@ -532,8 +536,9 @@ func (a *Aggregator) syncSocket(sn Snapshot, n *nsState, so *sockdiag.Socket, pr
 		s.ports.timeWait(a.now, pk, a.second(sn.Time.Add(so.Expires)), wasBound[s][pk], a.limits.Sockets)
 		return
 	}
-	if _, followed := a.socks[so.Cookie]; followed || a.closedSince[so.Cookie] || len(a.socks) >= a.limits.Sockets {
-		return
+	o, followed := a.socks[so.Cookie]
+	if followed && o.start != 0 || a.closedSince[so.Cookie] {
+		return // an event told more than the table can
 	}
 	// Older than porttrace, or missed: its owner comes from the table.
 	var p *proc
@@ -544,7 +549,9 @@ func (a *Aggregator) syncSocket(sn Snapshot, n *nsState, so *sockdiag.Socket, pr
 			st.held++
 		}
 	}
-	a.socks[so.Cookie] = sock{space: s, origin: s.id, proc: p, netns: sn.Netns, port: so.Src.Port()}
+	if !followed && len(a.socks) < a.limits.Sockets {
+		a.socks[so.Cookie] = sock{space: s, origin: s.id, proc: p, netns: sn.Netns, port: so.Src.Port()}
+	}
 }
 
 // Tick moves the aggregator's clock to t: TIME_WAIT ports due by then return,
