@@ -41,7 +41,7 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 kernel, for the fentry a
 	# the agent's export, where port search latency is exact.
 	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
-	VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
+	VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
 		internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE) -test.run '^(TestRecordReport|TestAgentExports|TestModel.*)$$'
 
 bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates and bpftrace (root, about 8 minutes)
