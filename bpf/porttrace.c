@@ -17,8 +17,8 @@
  */
 #include "sock.h"
 #include "syscalls.h"
-#include "state.h"
 #include "search.h"
+#include "state.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

@@ -15,9 +15,10 @@ struct call {
 	__u64 ts_ns;       /* when the search began */
 	__u64 sk;          /* kprobe backend: the arguments, gone at return */
 	__u64 uaddr;
+	__s32 search_ret;  /* the failed search's result */
 	__u16 snum;        /* inet_csk_get_port: the port asked for */
 	__u8 searched;     /* the port search of this connect() failed */
-	__u8 _pad[5];
+	__u8 reported;     /* pt_state reported that failure at SYN_SENT -> CLOSE */
 };
 
 /* Keyed by thread id. The entry hooks insert, the return hooks delete. LRU,
@@ -89,8 +90,10 @@ static __always_inline void search_end(const struct sock *sk, int ret)
 		sk = (const struct sock *)c->sk;
 	__u64 start = c->ts_ns;
 	c->ts_ns = 0;
-	if (ret)
+	if (ret) {
 		c->searched = 1;
+		c->search_ret = ret;
+	}
 	else if (backend == BACKEND_FENTRY)
 		bpf_map_delete_elem(&calls, &tid);
 	emit_search(EV_ALLOC, sk, ret, start, 0);
@@ -109,6 +112,10 @@ static __always_inline void connect_end(const struct sock *sk, const struct sock
 		return;
 	}
 	__u8 flags = 0;
+	if (c && c->reported) {
+		bpf_map_delete_elem(&calls, &tid);
+		return;
+	}
 	if (c) {
 		if (!sk)
 			sk = (const struct sock *)c->sk;

@@ -8,6 +8,7 @@
 #include "porttrace.h"
 #include "sock.h"
 #include "syscalls.h"
+#include "search.h"
 
 /* Only sockets that enter SYN_SENT are followed: they are the ones that take
  * an ephemeral port. tcp_v{4,6}_connect sets SYN_SENT in the connecting task,
@@ -53,20 +54,28 @@ static __always_inline void mark_reset(struct sock *sk)
 }
 
 /* How an attempt that never got established ended, as -errno. No segment
- * sent means connect() itself failed, in the port search: on the tracepoint
- * backend nothing else tells, and the search fails with EADDRNOTAVAIL (or
- * ENOMEM for a bucket, which is rare); the other backends have connect()'s
- * own result and leave it to that hook (0 here). Otherwise the handshake's
- * outcome is the socket's error (refused, unreachable, timed out), and no
- * error means its owner closed it first (a client timeout, a killed
- * process): ECANCELED. */
+ * sent means connect() itself failed. On the tracepoint backend nothing else
+ * tells, and it is the port search, which fails with EADDRNOTAVAIL (or
+ * ENOMEM for a bucket, which is rare). The other backends know the search's
+ * own result from its return hook; any other failure is left to connect()'s
+ * return hook (0 here), which has the errno but no longer the source
+ * address. Otherwise the handshake's outcome is the socket's error
+ * (refused, unreachable, timed out), and no error means its owner closed it
+ * first (a client timeout, a killed process): ECANCELED. */
 static __always_inline int attempt_result(const struct sock *sk, struct owner *o, __u8 *flags)
 {
 	if (BPF_CORE_READ((struct tcp_sock *)sk, segs_out) == 0) {
-		if (backend != BACKEND_TRACEPOINT)
+		if (backend == BACKEND_TRACEPOINT) {
+			*flags |= FLAG_SEARCHED;
+			return -EADDRNOTAVAIL;
+		}
+		__u32 tid = current_tid();
+		struct call *c = bpf_map_lookup_elem(&calls, &tid);
+		if (!c || !c->searched)
 			return 0;
-		*flags |= FLAG_SEARCHED | FLAG_LATENCY_APPROX;
-		return -EADDRNOTAVAIL;
+		c->reported = 1;
+		*flags |= FLAG_SEARCHED;
+		return c->search_ret;
 	}
 	int err = BPF_CORE_READ(sk, sk_err);
 	return err ? -err : -ECANCELED;
@@ -95,7 +104,7 @@ static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct
 	int ret = 0;
 	if (oldstate == TCP_SYN_SENT) {
 		ret = attempt_result(sk, o, &flags);
-		if (ret == -EADDRNOTAVAIL && !o->bound)
+		if (backend == BACKEND_TRACEPOINT && ret == -EADDRNOTAVAIL && !o->bound)
 			emit_failed_search(sk, cookie, o);
 	} else if ((oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && !o->reset &&
 		   BPF_CORE_READ(sk, sk_err) == 0) {

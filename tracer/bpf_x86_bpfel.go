@@ -22,13 +22,14 @@ const (
 )
 
 type bpfCall struct {
-	_        structs.HostLayout
-	TsNs     uint64
-	Sk       uint64
-	Uaddr    uint64
-	Snum     uint16
-	Searched uint8
-	Pad      [5]uint8
+	_         structs.HostLayout
+	TsNs      uint64
+	Sk        uint64
+	Uaddr     uint64
+	SearchRet int32
+	Snum      uint16
+	Searched  uint8
+	Reported  uint8
 }
 
 type bpfEvent struct {
