@@ -169,6 +169,22 @@ func (e *Event) Failed() bool {
 	return false
 }
 
+// Attempt reports whether the event begins a connection attempt, or is one
+// that never reached SYN_SENT: a socket entering SYN_SENT, a connect() that
+// failed before it, a bind() that found its pool empty (no connect()
+// follows).
+func (e *Event) Attempt() bool {
+	switch e.Kind {
+	case State:
+		return e.NewState == SynSent
+	case Connect:
+		return e.Failed() && e.Flags&Searched == 0
+	case Bind:
+		return e.Failed() && e.Flags&FixedPort == 0
+	}
+	return false
+}
+
 // Exhaustion reports whether a failure means that no port was left: the
 // port search of connect() failed, or bind() found its pool empty.
 func (e *Event) Exhaustion() bool {
