@@ -28,7 +28,12 @@ import (
 // returns once the probes are attached.
 func watch(t *testing.T, interval string) *topRun {
 	t.Helper()
-	r := &topRun{cmd: exec.Command(binary, "top", "--json", "--syscalls", "--interval", interval)}
+	args := []string{"top", "--json", "--syscalls", "--interval", interval}
+	// In the VM, each run names the backend under test.
+	if b := os.Getenv("PORTTRACE_BACKEND"); b != "" {
+		args = append(args, "--backend", b)
+	}
+	r := &topRun{cmd: exec.Command(binary, args...)}
 	r.cmd.Stdout = &r.stdout
 	stderr, _ := r.cmd.StderrPipe()
 	if err := r.cmd.Start(); err != nil {

@@ -1,8 +1,10 @@
 package aggregate
 
 import (
+	"encoding/json"
 	"math"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -373,5 +375,24 @@ func TestOtherIsReconciled(t *testing.T) {
 	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(6), Sockets: nil}})
 	if o := other(s.report(7)); o.TimeWait != 0 || o.Live != 0 {
 		t.Errorf("other after its sockets went: TIME_WAIT %d live %d, want 0", o.TimeWait, o.Live)
+	}
+}
+
+// TestJSONHasNoNullLists: every list in a report is [] when empty, never
+// null; the only null is an ETA that does not apply.
+func TestJSONHasNoNullLists(t *testing.T) {
+	for _, s := range []*stream{newStream(t, DefaultLimits), func() *stream {
+		s := newStream(t, DefaultLimits)
+		s.fail(at(1), curl, upstream, syscall.ECONNREFUSED)
+		return s
+	}()} {
+		b, err := json.Marshal(s.report(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := strings.ReplaceAll(string(b), `"eta_seconds":null`, "")
+		if strings.Contains(out, "null") {
+			t.Errorf("null in %s", b)
+		}
 	}
 }

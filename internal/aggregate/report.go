@@ -254,7 +254,9 @@ func (a *Aggregator) Report(t time.Time) *Report {
 		if !n.known {
 			continue
 		}
-		r.Netns = append(r.Netns, NetnsReport{Settings: n.settings, Usable: n.settings.Usable(), TimeWait: tw[ino],
+		st := n.settings
+		st.Names = append([]string{}, st.Names...)
+		r.Netns = append(r.Netns, NetnsReport{Settings: st, Usable: st.Usable(), TimeWait: tw[ino],
 			Listeners: append([]Listener{}, n.listeners...), Conflicts: n.conflictReports(a.now)})
 	}
 	slices.SortFunc(r.Netns, func(x, y NetnsReport) int { return cmp.Compare(x.Inode, y.Inode) })
