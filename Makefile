@@ -3,6 +3,7 @@ GO        ?= go
 BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
+VM_KERNELS ?= 6.1 6.12
 
 .PHONY: help deps run-deps build run generate test test-unit test-vm bench clean
 
@@ -30,7 +31,7 @@ generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go ou
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
 	$(GO) generate ./tracer
 
-test: deps test-unit test-vm ## every test: unit, kernel (this kernel), and kernel in the Debian 6.1 VM
+test: deps test-unit test-vm ## every test: unit, kernel (this kernel), and kernel in VMs on Debian's 6.1 and 6.12
 
 test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 turns their skip into a failure)
 	$(GO) vet ./...
@@ -38,19 +39,21 @@ test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 tur
 	# The capture decoder against random input, for a bounded time.
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 10s ./internal/capture
 
-test-vm: ## the kernel tests under qemu on Debian's 6.1 kernel, for the fentry and kprobe backends
+test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for the fentry and kprobe backends
 	mkdir -p $(VM_CACHE)
 	$(GO) test -c -o $(VM_CACHE)/tracer.test ./tracer
-	# One vCPU and single-threaded TCG (run.sh's default): multi-threaded TCG
-	# sometimes locks up while the kernel live-patches static keys as probes
-	# attach and detach.
-	VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE) -test.run '^TestKernel'
-	# A capture recorded with the fentry backend, reported and checked; and
-	# the agent's export, where port search latency is exact.
 	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
-	VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
-		internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE) -test.run '^(TestRecordReport|TestAgentExports)$$'
+	# One vCPU and single-threaded TCG (run.sh's default): multi-threaded TCG
+	# sometimes locks up while the kernel live-patches static keys as probes
+	# attach and detach. Then, with the built binary: a capture recorded
+	# with each backend, the agent's export (port search latency is exact
+	# there), and the port model's situations.
+	set -e; for k in $(VM_KERNELS); do \
+		VM_KERNEL=$$k VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE)/$$k -test.run '^TestKernel'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
+			internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^(TestRecordReport|TestAgentExports|TestModel.*)$$'; \
+	done
 
 bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates and bpftrace (root, about 8 minutes)
 	$(GO) build -o bin/porttrace ./cmd/porttrace

@@ -3,15 +3,27 @@
 #ifndef PORTTRACE_SOCK_H
 #define PORTTRACE_SOCK_H
 
+#include "headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "porttrace.h"
+
 #define AF_INET 2
 #define AF_INET6 10
 #define EADDRINUSE 98
 #define EADDRNOTAVAIL 99
+#define ECANCELED 125
+#define EINPROGRESS 115
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
 /* Set by tracer/ before loading. */
 volatile const enum backend_kind backend = 0;
+/* The syscall tracepoints are attached (--syscalls). */
+volatile const __u8 syscalls = 0;
 /* Wake the reader only once this much is waiting in the ring: a wakeup per
  * event costs 7-14 us of IRQ work inside the probe (DESIGN.md), the reader
  * polls on a timer instead. */
@@ -31,13 +43,15 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-/* Client sockets by cookie, from SYN_SENT to CLOSE. LRU so that a CLOSE we
- * never see (socket created while a previous tracer ran, map pressure) cannot
- * fill it for good. */
+/* Client sockets' owners, in the socket itself. pt_state creates the entry
+ * when a socket enters SYN_SENT and every hook reads it; the kernel frees it
+ * with the socket, so nothing can leak. A socket without one (a listener, a
+ * server-side child) leaves every hook after one lookup that touches no
+ * shared table. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 131072);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct owner);
 } owners SEC(".maps");
 
@@ -76,6 +90,16 @@ static __always_inline __u32 sk_netns(const struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/* The namespace's cookie: its inode is reused as soon as it is freed, the
+ * cookie never is. A u64 since 5.14, an atomic64_t before. */
+static __always_inline __u64 sk_netns_cookie(const struct sock *sk)
+{
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	__u64 c = 0;
+	bpf_probe_read_kernel(&c, sizeof(c), __builtin_preserve_access_index(&net->net_cookie));
+	return c;
+}
+
 /* The cookie as the kernel stored it. Only valid once something asked for
  * it; pt_state does so when the socket enters SYN_SENT. */
 static __always_inline __u64 sk_cookie_field(const struct sock *sk)
@@ -99,6 +123,7 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	e->sport = sk_sport(sk);
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->netns = sk_netns(sk);
+	e->netns_cookie = sk_netns_cookie(sk);
 	if (e->family == AF_INET6) {
 		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
@@ -108,24 +133,42 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	}
 }
 
+/* The process's name is its group leader's (what ps -o comm shows); the
+ * thread's own name can be anything (prctl PR_SET_NAME). */
+static __always_inline void current_comms(char *comm, char *thread_comm)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	bpf_probe_read_kernel_str(comm, TASK_COMM_LEN, __builtin_preserve_access_index(&leader->comm));
+	bpf_get_current_comm(thread_comm, TASK_COMM_LEN);
+}
+
 /* Attribution from the running task: only valid in process context
  * (connect(), bind()). */
 static __always_inline void fill_current(struct event *e)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	e->pid = (__u32)id;
-	e->tgid = id >> 32;
+	e->tid = (__u32)id;
+	e->pid = id >> 32;
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	current_comms(e->comm, e->thread_comm);
 }
 
 static __always_inline void fill_owner(struct event *e, const struct owner *o)
 {
+	e->tid = o->tid;
 	e->pid = o->pid;
-	e->tgid = o->tgid;
 	e->cgroup_id = o->cgroup_id;
 	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	__builtin_memcpy(e->thread_comm, o->thread_comm, sizeof(e->thread_comm));
 	e->flags |= FLAG_OWNER_FROM_SOCKET;
+}
+
+/* Kernel-internal codes (ERESTARTSYS = 512 and up) never reach user space:
+ * the call was interrupted and restarted, or the caller died. */
+static __always_inline int user_errno(long ret)
+{
+	return ret < 0 && ret > -512;
 }
 
 #endif

@@ -1,27 +1,38 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* TCP state changes of client sockets, and what the tracepoint backend infers
- * from them (TIME_WAIT entry, failed port search). */
+/* TCP state changes of client sockets: who owns each, how each connection
+ * attempt ended, and when its port entered TIME_WAIT. Every backend uses
+ * these; they run on the TCP path only, so nothing else pays for them. */
 #ifndef PORTTRACE_STATE_H
 #define PORTTRACE_STATE_H
 
-/* Only sockets that enter SYN_SENT are tracked: they are the ones that take
- * an ephemeral port. A listener's children never do, and filtering them here
- * halves the events (DESIGN.md: 5 transitions per side per connection). */
-static __always_inline void remember_owner(const struct sock *sk, __u64 cookie)
+#include "porttrace.h"
+#include "sock.h"
+#include "syscalls.h"
+#include "search.h"
+
+/* Only sockets that enter SYN_SENT are followed: they are the ones that take
+ * an ephemeral port. tcp_v{4,6}_connect sets SYN_SENT in the connecting task,
+ * right before the port search. */
+static __always_inline struct owner *remember_owner(struct sock *sk)
 {
-	struct owner o = {};
+	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return NULL;
 	__u64 id = bpf_get_current_pid_tgid();
-	o.pid = (__u32)id;
-	o.tgid = id >> 32;
-	o.cgroup_id = bpf_get_current_cgroup_id();
-	o.syn_sent_ns = bpf_ktime_get_ns();
-	o.netns = sk_netns(sk);
-	bpf_get_current_comm(o.comm, sizeof(o.comm));
-	bpf_map_update_elem(&owners, &cookie, &o, BPF_ANY);
+	o->tid = (__u32)id;
+	o->pid = id >> 32;
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	o->syn_sent_ns = bpf_ktime_get_ns();
+	o->netns = sk_netns(sk);
+	o->reset = 0;
+	/* A port before the search means bind() took it. */
+	o->bound = BPF_CORE_READ(sk, __sk_common.skc_num) != 0;
+	current_comms(o->comm, o->thread_comm);
+	return o;
 }
 
 static __always_inline void emit_owned(__u8 kind, const struct sock *sk, __u64 cookie,
-				       const struct owner *o, int ret)
+				       const struct owner *o, int ret, __u8 flags)
 {
 	struct event *e = reserve();
 	if (!e)
@@ -29,79 +40,131 @@ static __always_inline void emit_owned(__u8 kind, const struct sock *sk, __u64 c
 	e->kind = kind;
 	e->cookie = cookie;
 	e->ret = ret;
+	e->flags = flags;
 	fill_sock(e, sk);
 	fill_owner(e, o);
 	submit(e);
 }
 
-static __always_inline void emit_time_wait(const struct sock *sk, __u64 cookie)
+static __always_inline void mark_reset(struct sock *sk)
 {
-	struct owner *o = bpf_map_lookup_elem(&owners, &cookie);
-	if (o)
-		emit_owned(EV_TIME_WAIT, sk, cookie, o, 0);
-}
-
-static __always_inline void mark_reset(__u64 cookie)
-{
-	struct owner *o = bpf_map_lookup_elem(&owners, &cookie);
+	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
 	if (o)
 		o->reset = 1;
 }
 
-/* Only the tracepoint backend lacks a hook on the port search and on
- * tcp_time_wait; it reads both off the CLOSE transition. */
-static __always_inline void infer_from_close(const struct sock *sk, __u64 cookie,
-					     struct owner *o, int oldstate)
+/* How an attempt that never got established ended, as -errno. No segment
+ * sent means connect() itself failed. On the tracepoint backend nothing else
+ * tells, and it is the port search, which fails with EADDRNOTAVAIL (or
+ * ENOMEM for a bucket, which is rare). The other backends know the search's
+ * own result from its return hook; any other failure is left to connect()'s
+ * return hook (0 here), which has the errno but no longer the source
+ * address. Otherwise the handshake's outcome is the socket's error
+ * (refused, unreachable, timed out), and no error means its owner closed it
+ * first (a client timeout, a killed process): ECANCELED. */
+static __always_inline int attempt_result(const struct sock *sk, struct owner *o, __u8 *flags)
 {
-	if (oldstate == TCP_SYN_SENT && BPF_CORE_READ((struct inet_sock *)sk, inet_sport) == 0) {
-		/* tcp_v{4,6}_connect closes the socket right after
-		 * inet_hash_connect failed, still in the connecting task. The
-		 * search fails with -EADDRNOTAVAIL but for a bucket allocation
-		 * failure (-ENOMEM); connect()'s own event has the real errno. */
-		struct event *e = reserve();
-		if (!e)
-			return;
-		e->kind = EV_ALLOC;
-		e->cookie = cookie;
-		e->ret = -EADDRNOTAVAIL;
-		e->latency_ns = e->ts_ns - o->syn_sent_ns;
-		e->flags = FLAG_LATENCY_APPROX;
-		fill_sock(e, sk);
-		fill_owner(e, o);
-		submit(e);
-		return;
+	if (BPF_CORE_READ((struct tcp_sock *)sk, segs_out) == 0) {
+		if (backend == BACKEND_TRACEPOINT) {
+			*flags |= FLAG_SEARCHED;
+			return -EADDRNOTAVAIL;
+		}
+		__u32 tid = current_tid();
+		struct call *c = bpf_map_lookup_elem(&calls, &tid);
+		if (!c || !c->searched)
+			return 0;
+		c->reported = 1;
+		*flags |= FLAG_SEARCHED;
+		return c->search_ret;
 	}
-	/* tcp_time_wait() swaps the socket for a time-wait socket and closes
-	 * it, so TCP_TIME_WAIT never shows; a reset in FIN_WAIT2 closes the
-	 * same way without one, hence the reset mark. */
-	if ((oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && !o->reset)
-		emit_owned(EV_TIME_WAIT, sk, cookie, o, 0);
+	int err = BPF_CORE_READ(sk, sk_err);
+	return err ? -err : -ECANCELED;
 }
 
-static __always_inline void on_state(const struct sock *sk, __u64 cookie, int oldstate, int newstate)
+/* The tracepoint backend's view of a failed search: SYN_SENT to CLOSE in the
+ * connecting task brackets it. */
+static __always_inline void emit_failed_search(const struct sock *sk, __u64 cookie, struct owner *o)
 {
-	if (newstate == TCP_SYN_SENT) {
-		remember_owner(sk, cookie);
-		note_connect_source(sk);
-	}
-	struct owner *o = bpf_map_lookup_elem(&owners, &cookie);
-	if (!o)
-		return;
-	if (newstate == TCP_CLOSE && backend == BACKEND_TRACEPOINT)
-		infer_from_close(sk, cookie, o, oldstate);
-
 	struct event *e = reserve();
-	if (e) {
-		e->kind = EV_STATE;
-		e->cookie = cookie;
-		e->old_state = oldstate;
-		e->new_state = newstate;
-		fill_sock(e, sk);
-		fill_owner(e, o);
-		submit(e);
+	if (!e)
+		return;
+	e->kind = EV_ALLOC;
+	e->cookie = cookie;
+	e->ret = -EADDRNOTAVAIL;
+	e->latency_ns = e->ts_ns - o->syn_sent_ns;
+	e->flags = FLAG_LATENCY_APPROX;
+	fill_sock(e, sk);
+	fill_owner(e, o);
+	submit(e);
+}
+
+static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct owner *o, int oldstate)
+{
+	__u8 flags = o->bound ? FLAG_BOUND : 0;
+	int ret = 0;
+	if (oldstate == TCP_SYN_SENT) {
+		ret = attempt_result(sk, o, &flags);
+		if (backend == BACKEND_TRACEPOINT && ret == -EADDRNOTAVAIL && !o->bound)
+			emit_failed_search(sk, cookie, o);
+	} else if ((oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && !o->reset &&
+		   BPF_CORE_READ(sk, sk_err) == 0) {
+		/* tcp_time_wait() swaps the socket for a time-wait socket and
+		 * closes it, so TCP_TIME_WAIT never shows. A reset received
+		 * closes the same way but sets sk_err first; one sent (an
+		 * orphan's FIN_WAIT2 timer) is marked by pt_send_reset. */
+		emit_owned(EV_TIME_WAIT, sk, cookie, o, 0, flags);
+		return;
 	}
-	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&owners, &cookie);
+	struct event *e = reserve();
+	if (!e)
+		return;
+	e->kind = EV_STATE;
+	e->cookie = cookie;
+	e->ret = ret;
+	e->flags = flags;
+	e->old_state = oldstate;
+	e->new_state = TCP_CLOSE;
+	fill_sock(e, sk);
+	fill_owner(e, o);
+	submit(e);
+}
+
+/* The transitions the aggregator needs: SYN_SENT (an attempt and its
+ * owner), ESTABLISHED (the port, on backends without a search hook, and the
+ * connection's start) and CLOSE (the port released, the attempt's outcome,
+ * or TIME_WAIT). FIN_WAIT1/2 and the rest cost a ring record each and say
+ * nothing more. */
+static __always_inline void on_state(struct sock *sk, int oldstate, int newstate)
+{
+	struct owner *o;
+	if (newstate == TCP_SYN_SENT) {
+		o = remember_owner(sk);
+		if (!o)
+			return;
+		note_connect_source(sk);
+	} else {
+		o = bpf_sk_storage_get(&owners, sk, 0, 0);
+		if (!o)
+			return;
+		if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+			return;
+	}
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	if (newstate == TCP_CLOSE) {
+		on_close(sk, cookie, o, oldstate);
+		return;
+	}
+	struct event *e = reserve();
+	if (!e)
+		return;
+	e->kind = EV_STATE;
+	e->cookie = cookie;
+	e->flags = o->bound ? FLAG_BOUND : 0;
+	e->old_state = oldstate;
+	e->new_state = newstate;
+	fill_sock(e, sk);
+	fill_owner(e, o);
+	submit(e);
 }
 
 /* sock_ops TCP_CONNECT_CB: tcp_connect() calls it right after the port search
@@ -109,21 +172,24 @@ static __always_inline void on_state(const struct sock *sk, __u64 cookie, int ol
  * here, so this brackets it (plus a route update): approximate latency. */
 static __always_inline void connect_cb(struct bpf_sock_ops *skops)
 {
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct owner *o = bpf_map_lookup_elem(&owners, &cookie);
-	if (!o)
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return;
+	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
+	if (!o || o->bound)
 		return;
 	struct event *e = reserve();
 	if (!e)
 		return;
 	e->kind = EV_ALLOC;
-	e->cookie = cookie;
+	e->cookie = bpf_get_socket_cookie(skops);
 	e->latency_ns = e->ts_ns - o->syn_sent_ns;
 	e->flags = FLAG_LATENCY_APPROX;
 	e->family = skops->family;
 	e->sport = skops->local_port;
 	e->dport = bpf_ntohl(skops->remote_port);
 	e->netns = o->netns;
+	e->netns_cookie = bpf_get_netns_cookie(skops);
 	if (e->family == AF_INET6) {
 		__u32 *s = (__u32 *)e->saddr, *d = (__u32 *)e->daddr;
 		s[0] = skops->local_ip6[0];

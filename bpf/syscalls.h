@@ -1,10 +1,17 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* connect() and bind() as the caller sees them: the errno it got, including
- * failures that happen before any port search (ENETUNREACH and the like). */
+/* connect() and bind() as the caller sees them, for the tracepoint backend
+ * with --syscalls: what only a syscall hook shows there (a connect() that
+ * fails before any TCP state change, bind()'s result). Off by default:
+ * enabling any syscall tracepoint sends every syscall of every task on the
+ * machine through the tracing slow path. */
 #ifndef PORTTRACE_SYSCALLS_H
 #define PORTTRACE_SYSCALLS_H
 
-struct connect_args {
+#include "porttrace.h"
+#include "sock.h"
+
+/* A connect() or bind() call between its syscall's entry and exit. */
+struct sockcall {
 	__u64 ts_ns;
 	__u64 sk;          /* struct sock *, as a number: read again at exit */
 	__u8 addr[16];     /* destination for connect(), local for bind() */
@@ -15,20 +22,22 @@ struct connect_args {
 	__u8 _pad[3];
 };
 
-/* Keyed by thread id. LRU: a thread killed inside the syscall never reaches
- * the exit tracepoint, and its entry must not stay forever. */
+/* Keyed by thread id: the entry tracepoint inserts, the exit one reads and
+ * deletes, pt_state marks a connect() that reached SYN_SENT. LRU: a thread
+ * killed inside the syscall never reaches the exit tracepoint, and its entry
+ * must not stay forever. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, struct connect_args);
+	__type(value, struct sockcall);
 } connects SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, struct connect_args);
+	__type(value, struct sockcall);
 } binds SEC(".maps");
 
 /* The TCP socket behind fd in the current task, or NULL. */
@@ -51,7 +60,7 @@ static __always_inline struct sock *fd_tcp_sock(long fd)
 }
 
 /* Copies the user's sockaddr_in / sockaddr_in6 into a. */
-static __always_inline int read_sockaddr(struct connect_args *a, const void *uaddr, long len)
+static __always_inline int read_sockaddr(struct sockcall *a, const void *uaddr, long len)
 {
 	struct sockaddr_in6 sa = {};
 	long n = len >= (long)sizeof(struct sockaddr_in6) ? sizeof(struct sockaddr_in6)
@@ -71,16 +80,13 @@ static __always_inline int read_sockaddr(struct connect_args *a, const void *uad
 	return 0;
 }
 
-static __always_inline int enter_sockcall(void *map, struct trace_event_raw_sys_enter *ctx,
-					  int ephemeral_only)
+static __always_inline int enter_sockcall(void *map, struct trace_event_raw_sys_enter *ctx)
 {
 	struct sock *sk = fd_tcp_sock(ctx->args[0]);
 	if (!sk)
 		return 0;
-	struct connect_args a = {};
+	struct sockcall a = {};
 	if (read_sockaddr(&a, (const void *)ctx->args[1], ctx->args[2]))
-		return 0;
-	if (ephemeral_only && a.port != 0)
 		return 0;
 	a.ts_ns = bpf_ktime_get_ns();
 	a.sk = (__u64)sk;
@@ -94,8 +100,10 @@ static __always_inline int enter_sockcall(void *map, struct trace_event_raw_sys_
  * returns. */
 static __always_inline void note_connect_source(const struct sock *sk)
 {
+	if (!syscalls)
+		return;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct connect_args *a = bpf_map_lookup_elem(&connects, &tid);
+	struct sockcall *a = bpf_map_lookup_elem(&connects, &tid);
 	if (!a)
 		return;
 	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6)
@@ -105,58 +113,66 @@ static __always_inline void note_connect_source(const struct sock *sk)
 	a->have_saddr = 1;
 }
 
-static __always_inline struct connect_args *take_args(void *map, __u32 *tid)
+static __always_inline struct sockcall *take_args(void *map, __u32 *tid)
 {
 	*tid = (__u32)bpf_get_current_pid_tgid();
 	return bpf_map_lookup_elem(map, tid);
 }
 
+/* Only a failure before the socket reached SYN_SENT: from there on, the
+ * states report the attempt and its outcome. */
 static __always_inline void exit_connect(long ret)
 {
 	__u32 tid;
-	struct connect_args *a = take_args(&connects, &tid);
+	struct sockcall *a = take_args(&connects, &tid);
 	if (!a)
 		return;
-	struct event *e = reserve();
-	if (e) {
-		const struct sock *sk = (const struct sock *)a->sk;
-		e->kind = EV_CONNECT;
-		e->ret = ret;
-		e->latency_ns = e->ts_ns - a->ts_ns;
-		fill_sock(e, sk);
-		e->cookie = sk_cookie_field(sk);
-		/* What the caller asked for, not what is left on the socket
-		 * after a failure reset it. */
-		e->dport = a->port;
-		__builtin_memcpy(e->daddr, a->addr, 16);
-		if (a->have_saddr)
-			__builtin_memcpy(e->saddr, a->saddr, 16);
-		fill_current(e);
-		submit(e);
+	if (!a->have_saddr && user_errno(ret) && ret != -EINPROGRESS) {
+		struct event *e = reserve();
+		if (e) {
+			const struct sock *sk = (const struct sock *)a->sk;
+			e->kind = EV_CONNECT;
+			e->ret = ret;
+			e->latency_ns = e->ts_ns - a->ts_ns;
+			fill_sock(e, sk);
+			e->cookie = sk_cookie_field(sk);
+			/* What the caller asked for. */
+			e->dport = a->port;
+			__builtin_memcpy(e->daddr, a->addr, 16);
+			if (BPF_CORE_READ(sk, __sk_common.skc_num))
+				e->flags |= FLAG_BOUND;
+			fill_current(e);
+			submit(e);
+		}
 	}
 	bpf_map_delete_elem(&connects, &tid);
 }
 
-/* bind() with port 0: the tracepoint backend's view of the port search that
- * inet_csk_get_port does. The syscall brackets it: approximate latency. */
+/* bind() with port 0 takes a port from the address's pool (the tracepoint
+ * backend's view of inet_csk_get_port; the syscall brackets the search:
+ * approximate latency); bind() to a named port is followed for its failure. */
 static __always_inline void exit_bind(long ret)
 {
 	__u32 tid;
-	struct connect_args *a = take_args(&binds, &tid);
+	struct sockcall *a = take_args(&binds, &tid);
 	if (!a)
 		return;
 	const struct sock *sk = (const struct sock *)a->sk;
+	int fixed = a->port != 0;
 	/* IP_BIND_ADDRESS_NO_PORT defers the port to connect(): nothing was
-	 * allocated here. */
-	if (ret == 0 && BPF_CORE_READ(sk, __sk_common.skc_num) == 0)
+	 * allocated here. Only EADDRINUSE says that a port was taken. */
+	if ((ret == 0 && (fixed || BPF_CORE_READ(sk, __sk_common.skc_num) == 0)) ||
+	    (ret != 0 && ret != -EADDRINUSE))
 		goto out;
 	struct event *e = reserve();
 	if (e) {
 		e->kind = EV_BIND;
 		e->ret = ret;
 		e->latency_ns = e->ts_ns - a->ts_ns;
-		e->flags = FLAG_LATENCY_APPROX;
+		e->flags = fixed ? FLAG_FIXED_PORT : FLAG_LATENCY_APPROX;
 		fill_sock(e, sk);
+		if (fixed)
+			e->sport = a->port;
 		e->cookie = sk_cookie_field(sk);
 		__builtin_memcpy(e->saddr, a->addr, 16);
 		fill_current(e);

@@ -40,6 +40,13 @@ func ParseBackend(s string) (Backend, error) {
 // ExactLatency tells whether the backend times the port search itself.
 func (b Backend) ExactLatency() bool { return b != Tracepoint }
 
+// SeesEarlyFailures tells whether the backend reports, without syscall
+// tracepoints, a connect() that fails before the socket reaches SYN_SENT
+// (no route, no source address) and bind()'s result: fentry and kprobe
+// hook tcp_v{4,6}_connect and inet_csk_get_port; the tracepoint backend
+// needs Options.Syscalls for them.
+func (b Backend) SeesEarlyFailures() bool { return b != Tracepoint }
+
 func (b Backend) kind() bpfBackendKind {
 	switch b {
 	case Fentry:
@@ -82,37 +89,41 @@ func kprobe(prog, symbol string, ret bool) hook {
 	}}
 }
 
-// hooks returns what a backend attaches, in attach order.
-func hooks(b Backend) []hook {
-	common := []hook{
-		tracing("pt_state"),
-		tracepoint("pt_enter_connect", "syscalls", "sys_enter_connect"),
-		tracepoint("pt_exit_connect", "syscalls", "sys_exit_connect"),
-	}
+// hooks returns what a backend attaches, in attach order. syscalls adds the
+// syscall tracepoints to the tracepoint backend.
+func hooks(b Backend, syscalls bool) []hook {
+	common := []hook{tracing("pt_state"), tracing("pt_send_reset")}
 	switch b {
 	case Fentry:
 		return append(common,
 			tracing("pt_fentry_hash_connect"), tracing("pt_fexit_hash_connect"),
 			tracing("pt_fentry_hash6_connect"), tracing("pt_fexit_hash6_connect"),
-			tracing("pt_fentry_get_port"), tracing("pt_fexit_get_port"),
-			tracing("pt_fentry_time_wait"))
+			tracing("pt_fexit_v4_connect"), tracing("pt_fexit_v6_connect"),
+			tracing("pt_fentry_get_port"), tracing("pt_fexit_get_port"))
 	case Kprobe:
 		return append(common,
+			kprobe("pt_kprobe_v4_connect", "tcp_v4_connect", false),
+			kprobe("pt_kretprobe_v4_connect", "tcp_v4_connect", true),
+			kprobe("pt_kprobe_v6_connect", "tcp_v6_connect", false),
+			kprobe("pt_kretprobe_v6_connect", "tcp_v6_connect", true),
 			kprobe("pt_kprobe_hash_connect", "inet_hash_connect", false),
 			kprobe("pt_kretprobe_hash_connect", "inet_hash_connect", true),
 			kprobe("pt_kprobe_hash6_connect", "inet6_hash_connect", false),
 			kprobe("pt_kretprobe_hash6_connect", "inet6_hash_connect", true),
 			kprobe("pt_kprobe_get_port", "inet_csk_get_port", false),
-			kprobe("pt_kretprobe_get_port", "inet_csk_get_port", true),
-			kprobe("pt_kprobe_time_wait", "tcp_time_wait", false))
+			kprobe("pt_kretprobe_get_port", "inet_csk_get_port", true))
 	}
 	sockops := hook{prog: "pt_sockops", attach: attachSockops,
 		optional: "no latency for successful port searches"}
-	return append(common,
-		tracepoint("pt_enter_bind", "syscalls", "sys_enter_bind"),
-		tracepoint("pt_exit_bind", "syscalls", "sys_exit_bind"),
-		tracing("pt_receive_reset"), tracing("pt_send_reset"),
-		sockops)
+	out := append(common, sockops)
+	if syscalls {
+		out = append(out,
+			tracepoint("pt_enter_connect", "syscalls", "sys_enter_connect"),
+			tracepoint("pt_exit_connect", "syscalls", "sys_exit_connect"),
+			tracepoint("pt_enter_bind", "syscalls", "sys_enter_bind"),
+			tracepoint("pt_exit_bind", "syscalls", "sys_exit_bind"))
+	}
+	return out
 }
 
 // The sock_ops program goes on the root of the cgroup2 hierarchy, which

@@ -13,12 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type bpfAllocStart struct {
-	_    structs.HostLayout
-	TsNs uint64
-	Sk   uint64
-}
-
 type bpfBackendKind uint32
 
 const (
@@ -27,39 +21,40 @@ const (
 	bpfBackendKindBACKEND_TRACEPOINT bpfBackendKind = 3
 )
 
-type bpfConnectArgs struct {
+type bpfCall struct {
 	_         structs.HostLayout
 	TsNs      uint64
 	Sk        uint64
-	Addr      [16]uint8
-	Saddr     [16]uint8
-	Family    uint16
-	Port      uint16
-	HaveSaddr uint8
-	Pad       [3]uint8
+	Uaddr     uint64
+	SearchRet int32
+	Snum      uint16
+	Searched  uint8
+	Reported  uint8
 }
 
 type bpfEvent struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Cookie    uint64
-	CgroupId  uint64
-	LatencyNs uint64
-	Netns     uint32
-	Pid       uint32
-	Tgid      uint32
-	Ret       int32
-	Saddr     [16]uint8
-	Daddr     [16]uint8
-	Sport     uint16
-	Dport     uint16
-	Family    uint16
-	Kind      uint8
-	Flags     uint8
-	OldState  uint8
-	NewState  uint8
-	Pad       [6]uint8
-	Comm      [16]int8
+	_           structs.HostLayout
+	TsNs        uint64
+	Cookie      uint64
+	CgroupId    uint64
+	LatencyNs   uint64
+	NetnsCookie uint64
+	Netns       uint32
+	Tid         uint32
+	Pid         uint32
+	Ret         int32
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Sport       uint16
+	Dport       uint16
+	Family      uint16
+	Kind        uint8
+	Flags       uint8
+	OldState    uint8
+	NewState    uint8
+	Pad         [6]uint8
+	Comm        [16]int8
+	ThreadComm  [16]int8
 }
 
 type bpfEventFlag uint32
@@ -67,6 +62,9 @@ type bpfEventFlag uint32
 const (
 	bpfEventFlagFLAG_LATENCY_APPROX    bpfEventFlag = 1
 	bpfEventFlagFLAG_OWNER_FROM_SOCKET bpfEventFlag = 2
+	bpfEventFlagFLAG_SEARCHED          bpfEventFlag = 4
+	bpfEventFlagFLAG_BOUND             bpfEventFlag = 8
+	bpfEventFlagFLAG_FIXED_PORT        bpfEventFlag = 16
 )
 
 type bpfEventKind uint32
@@ -80,23 +78,37 @@ const (
 )
 
 type bpfOwner struct {
+	_          structs.HostLayout
+	CgroupId   uint64
+	SynSentNs  uint64
+	Tid        uint32
+	Pid        uint32
+	Netns      uint32
+	Reset      uint8
+	Bound      uint8
+	Pad        [2]uint8
+	Comm       [16]int8
+	ThreadComm [16]int8
+}
+
+type bpfSockcall struct {
 	_         structs.HostLayout
-	CgroupId  uint64
-	SynSentNs uint64
-	Pid       uint32
-	Tgid      uint32
-	Netns     uint32
-	Reset     uint8
+	TsNs      uint64
+	Sk        uint64
+	Addr      [16]uint8
+	Saddr     [16]uint8
+	Family    uint16
+	Port      uint16
+	HaveSaddr uint8
 	Pad       [3]uint8
-	Comm      [16]int8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapAllocStarts              = "alloc_starts"
 	bpfMapBinds                    = "binds"
+	bpfMapCalls                    = "calls"
 	bpfMapConnects                 = "connects"
 	bpfMapEvents                   = "events"
 	bpfMapLost                     = "lost"
@@ -108,22 +120,26 @@ const (
 	bpfProgPtFentryGetPort         = "pt_fentry_get_port"
 	bpfProgPtFentryHash6Connect    = "pt_fentry_hash6_connect"
 	bpfProgPtFentryHashConnect     = "pt_fentry_hash_connect"
-	bpfProgPtFentryTimeWait        = "pt_fentry_time_wait"
 	bpfProgPtFexitGetPort          = "pt_fexit_get_port"
 	bpfProgPtFexitHash6Connect     = "pt_fexit_hash6_connect"
 	bpfProgPtFexitHashConnect      = "pt_fexit_hash_connect"
+	bpfProgPtFexitV4Connect        = "pt_fexit_v4_connect"
+	bpfProgPtFexitV6Connect        = "pt_fexit_v6_connect"
 	bpfProgPtKprobeGetPort         = "pt_kprobe_get_port"
 	bpfProgPtKprobeHash6Connect    = "pt_kprobe_hash6_connect"
 	bpfProgPtKprobeHashConnect     = "pt_kprobe_hash_connect"
-	bpfProgPtKprobeTimeWait        = "pt_kprobe_time_wait"
+	bpfProgPtKprobeV4Connect       = "pt_kprobe_v4_connect"
+	bpfProgPtKprobeV6Connect       = "pt_kprobe_v6_connect"
 	bpfProgPtKretprobeGetPort      = "pt_kretprobe_get_port"
 	bpfProgPtKretprobeHash6Connect = "pt_kretprobe_hash6_connect"
 	bpfProgPtKretprobeHashConnect  = "pt_kretprobe_hash_connect"
-	bpfProgPtReceiveReset          = "pt_receive_reset"
+	bpfProgPtKretprobeV4Connect    = "pt_kretprobe_v4_connect"
+	bpfProgPtKretprobeV6Connect    = "pt_kretprobe_v6_connect"
 	bpfProgPtSendReset             = "pt_send_reset"
 	bpfProgPtSockops               = "pt_sockops"
 	bpfProgPtState                 = "pt_state"
 	bpfVarBackend                  = "backend"
+	bpfVarSyscalls                 = "syscalls"
 	bpfVarUnusedEvent              = "unused_event"
 	bpfVarUnusedFlag               = "unused_flag"
 	bpfVarUnusedKind               = "unused_kind"
@@ -179,18 +195,21 @@ type bpfProgramSpecs struct {
 	PtFentryGetPort         *ebpf.ProgramSpec `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.ProgramSpec `ebpf:"pt_fentry_hash_connect"`
-	PtFentryTimeWait        *ebpf.ProgramSpec `ebpf:"pt_fentry_time_wait"`
 	PtFexitGetPort          *ebpf.ProgramSpec `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.ProgramSpec `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.ProgramSpec `ebpf:"pt_fexit_hash_connect"`
+	PtFexitV4Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v4_connect"`
+	PtFexitV6Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v6_connect"`
 	PtKprobeGetPort         *ebpf.ProgramSpec `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash_connect"`
-	PtKprobeTimeWait        *ebpf.ProgramSpec `ebpf:"pt_kprobe_time_wait"`
+	PtKprobeV4Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v4_connect"`
+	PtKprobeV6Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v6_connect"`
 	PtKretprobeGetPort      *ebpf.ProgramSpec `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash_connect"`
-	PtReceiveReset          *ebpf.ProgramSpec `ebpf:"pt_receive_reset"`
+	PtKretprobeV4Connect    *ebpf.ProgramSpec `ebpf:"pt_kretprobe_v4_connect"`
+	PtKretprobeV6Connect    *ebpf.ProgramSpec `ebpf:"pt_kretprobe_v6_connect"`
 	PtSendReset             *ebpf.ProgramSpec `ebpf:"pt_send_reset"`
 	PtSockops               *ebpf.ProgramSpec `ebpf:"pt_sockops"`
 	PtState                 *ebpf.ProgramSpec `ebpf:"pt_state"`
@@ -200,12 +219,12 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	AllocStarts *ebpf.MapSpec `ebpf:"alloc_starts"`
-	Binds       *ebpf.MapSpec `ebpf:"binds"`
-	Connects    *ebpf.MapSpec `ebpf:"connects"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Lost        *ebpf.MapSpec `ebpf:"lost"`
-	Owners      *ebpf.MapSpec `ebpf:"owners"`
+	Binds    *ebpf.MapSpec `ebpf:"binds"`
+	Calls    *ebpf.MapSpec `ebpf:"calls"`
+	Connects *ebpf.MapSpec `ebpf:"connects"`
+	Events   *ebpf.MapSpec `ebpf:"events"`
+	Lost     *ebpf.MapSpec `ebpf:"lost"`
+	Owners   *ebpf.MapSpec `ebpf:"owners"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -213,6 +232,7 @@ type bpfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
 	Backend     *ebpf.VariableSpec `ebpf:"backend"`
+	Syscalls    *ebpf.VariableSpec `ebpf:"syscalls"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind  *ebpf.VariableSpec `ebpf:"unused_kind"`
@@ -239,18 +259,18 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	AllocStarts *ebpf.Map `ebpf:"alloc_starts"`
-	Binds       *ebpf.Map `ebpf:"binds"`
-	Connects    *ebpf.Map `ebpf:"connects"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Lost        *ebpf.Map `ebpf:"lost"`
-	Owners      *ebpf.Map `ebpf:"owners"`
+	Binds    *ebpf.Map `ebpf:"binds"`
+	Calls    *ebpf.Map `ebpf:"calls"`
+	Connects *ebpf.Map `ebpf:"connects"`
+	Events   *ebpf.Map `ebpf:"events"`
+	Lost     *ebpf.Map `ebpf:"lost"`
+	Owners   *ebpf.Map `ebpf:"owners"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
-		m.AllocStarts,
 		m.Binds,
+		m.Calls,
 		m.Connects,
 		m.Events,
 		m.Lost,
@@ -263,6 +283,7 @@ func (m *bpfMaps) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
 	Backend     *ebpf.Variable `ebpf:"backend"`
+	Syscalls    *ebpf.Variable `ebpf:"syscalls"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind  *ebpf.Variable `ebpf:"unused_kind"`
@@ -280,18 +301,21 @@ type bpfPrograms struct {
 	PtFentryGetPort         *ebpf.Program `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.Program `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.Program `ebpf:"pt_fentry_hash_connect"`
-	PtFentryTimeWait        *ebpf.Program `ebpf:"pt_fentry_time_wait"`
 	PtFexitGetPort          *ebpf.Program `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.Program `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.Program `ebpf:"pt_fexit_hash_connect"`
+	PtFexitV4Connect        *ebpf.Program `ebpf:"pt_fexit_v4_connect"`
+	PtFexitV6Connect        *ebpf.Program `ebpf:"pt_fexit_v6_connect"`
 	PtKprobeGetPort         *ebpf.Program `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.Program `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.Program `ebpf:"pt_kprobe_hash_connect"`
-	PtKprobeTimeWait        *ebpf.Program `ebpf:"pt_kprobe_time_wait"`
+	PtKprobeV4Connect       *ebpf.Program `ebpf:"pt_kprobe_v4_connect"`
+	PtKprobeV6Connect       *ebpf.Program `ebpf:"pt_kprobe_v6_connect"`
 	PtKretprobeGetPort      *ebpf.Program `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.Program `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.Program `ebpf:"pt_kretprobe_hash_connect"`
-	PtReceiveReset          *ebpf.Program `ebpf:"pt_receive_reset"`
+	PtKretprobeV4Connect    *ebpf.Program `ebpf:"pt_kretprobe_v4_connect"`
+	PtKretprobeV6Connect    *ebpf.Program `ebpf:"pt_kretprobe_v6_connect"`
 	PtSendReset             *ebpf.Program `ebpf:"pt_send_reset"`
 	PtSockops               *ebpf.Program `ebpf:"pt_sockops"`
 	PtState                 *ebpf.Program `ebpf:"pt_state"`
@@ -306,18 +330,21 @@ func (p *bpfPrograms) Close() error {
 		p.PtFentryGetPort,
 		p.PtFentryHash6Connect,
 		p.PtFentryHashConnect,
-		p.PtFentryTimeWait,
 		p.PtFexitGetPort,
 		p.PtFexitHash6Connect,
 		p.PtFexitHashConnect,
+		p.PtFexitV4Connect,
+		p.PtFexitV6Connect,
 		p.PtKprobeGetPort,
 		p.PtKprobeHash6Connect,
 		p.PtKprobeHashConnect,
-		p.PtKprobeTimeWait,
+		p.PtKprobeV4Connect,
+		p.PtKprobeV6Connect,
 		p.PtKretprobeGetPort,
 		p.PtKretprobeHash6Connect,
 		p.PtKretprobeHashConnect,
-		p.PtReceiveReset,
+		p.PtKretprobeV4Connect,
+		p.PtKretprobeV6Connect,
 		p.PtSendReset,
 		p.PtSockops,
 		p.PtState,

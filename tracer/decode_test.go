@@ -17,17 +17,18 @@ func raw(k *bpfEvent) []byte {
 func TestDecode(t *testing.T) {
 	tr := &Tracer{clock: clock{offset: 1_000_000_000}}
 	k := bpfEvent{TsNs: 5, Kind: uint8(bpfEventKindEV_CONNECT), Ret: -int32(syscall.EADDRNOTAVAIL),
-		LatencyNs: 2500, Pid: 11, Tgid: 10, Netns: 42, Family: syscall.AF_INET6, Sport: 0, Dport: 8080,
+		LatencyNs: 2500, Tid: 11, Pid: 10, Netns: 42, NetnsCookie: 7, Family: syscall.AF_INET6, Sport: 0, Dport: 8080,
 		Flags: uint8(bpfEventFlagFLAG_LATENCY_APPROX)}
 	// A v4-mapped destination on an AF_INET6 socket is the IPv4 address.
 	copy(k.Daddr[:], netip.MustParseAddr("::ffff:127.0.0.1").AsSlice())
 	copy(k.Comm[:], []int8{'n', 'g', 'i', 'n', 'x'})
+	copy(k.ThreadComm[:], []int8{'w', 'o', 'r', 'k', 'e', 'r'})
 	var ev event.Event
 	if err := tr.decode(raw(&k), &ev); err != nil {
 		t.Fatal(err)
 	}
 	if ev.Kind != event.Connect || ev.Errno != syscall.EADDRNOTAVAIL || ev.Latency != 2500 || ev.TGID != 10 ||
-		ev.PID != 11 || ev.Comm.String() != "nginx" || ev.Dst != netip.MustParseAddrPort("127.0.0.1:8080") ||
+		ev.PID != 11 || ev.Comm.String() != "nginx" || ev.ThreadComm.String() != "worker" || ev.NetnsCookie != 7 || ev.Dst != netip.MustParseAddrPort("127.0.0.1:8080") ||
 		ev.Flags != event.LatencyApprox || !ev.Time.Equal(time.Unix(1, 5)) {
 		t.Errorf("decoded %+v", ev)
 	}

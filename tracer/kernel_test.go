@@ -63,8 +63,14 @@ func (r *recorder) naming(tgid uint32) int {
 // trace starts the tracer; the returned function stops it after draining
 // the ring buffer and returns the number of lost events.
 func trace(t *testing.T) (*tracer.Tracer, *recorder, func() uint64) {
+	return traceWith(t, tracer.Options{})
+}
+
+// traceWith is trace with options; the backend is always the one under test.
+func traceWith(t *testing.T, opts tracer.Options) (*tracer.Tracer, *recorder, func() uint64) {
 	testnet.RequireRoot(t)
-	tr, err := tracer.Open(tracer.Options{Backend: backendUnderTest(t)})
+	opts.Backend = backendUnderTest(t)
+	tr, err := tracer.Open(opts)
 	if err != nil {
 		t.Fatalf("open tracer: %v", err)
 	}
@@ -160,6 +166,14 @@ func exhaust(t *testing.T, listen string) {
 	is := func(k event.Kind, errno syscall.Errno) func(*event.Event) bool {
 		return func(e *event.Event) bool { return e.Kind == k && e.Errno == errno }
 	}
+	state := func(from, to event.TCPState) func(*event.Event) bool {
+		return func(e *event.Event) bool { return e.Kind == event.State && e.OldState == from && e.NewState == to }
+	}
+	// An attempt that found no port: on the tracepoint backend SYN_SENT ->
+	// CLOSE says so, elsewhere connect()'s own return.
+	exhausted := func(e *event.Event) bool {
+		return e.Failed() && e.Exhaustion() && e.Errno == syscall.EADDRNOTAVAIL
+	}
 
 	for _, c := range []struct {
 		what      string
@@ -167,8 +181,10 @@ func exhaust(t *testing.T, listen string) {
 		want      int
 		wantTruth string
 	}{
-		{"connect EADDRNOTAVAIL", is(event.Connect, syscall.EADDRNOTAVAIL), failures, "client's failures"},
-		{"connect ok", is(event.Connect, 0), res.Connected, "client's connections"},
+		{"attempts", state(event.Close, event.SynSent), failures + res.Connected, "client's connect() calls"},
+		{"failed for want of a port", exhausted, failures, "client's failures"},
+		{"any other failure", func(e *event.Event) bool { return e.Failed() && !exhausted(e) }, 0, "client's other errnos"},
+		{"established", state(event.SynSent, event.Established), res.Connected, "client's connections"},
 		{"port search failed", is(event.Alloc, syscall.EADDRNOTAVAIL), failures, "client's failures"},
 		{"port search ok", is(event.Alloc, 0), res.Connected, "client's connections"},
 		{"TIME_WAIT", is(event.TimeWait, 0), tw, "ss -tan state time-wait"},
@@ -199,11 +215,10 @@ func exhaust(t *testing.T, listen string) {
 		t.Errorf("%d events name the bystander, which never touches the network", n)
 	}
 	closes := count(evs, func(e *event.Event) bool {
-		return e.Kind == event.State && e.OldState == event.FinWait2 && e.NewState == event.Close &&
-			e.Flags&event.OwnerFromSocket != 0 && client(e)
+		return e.Kind == event.TimeWait && e.Flags&event.OwnerFromSocket != 0 && client(e)
 	})
 	if closes != tw {
-		t.Errorf("FIN_WAIT2 -> CLOSE after the client exited: %d attributed to it, want %d", closes, tw)
+		t.Errorf("TIME_WAIT entries after the client exited: %d attributed to it, want %d", closes, tw)
 	}
 	if t.Failed() {
 		for _, e := range evs {
@@ -243,9 +258,10 @@ func checkLatency(t *testing.T, b tracer.Backend, evs []event.Event) {
 }
 
 // TestKernelBindExhaustion: a proxy that binds before connecting takes its
-// port in bind() and fails there with EADDRINUSE.
+// port in bind() and fails there with EADDRINUSE. The tracepoint backend
+// sees bind() only with its syscall tracepoints.
 func TestKernelBindExhaustion(t *testing.T) {
-	_, rec, stop := trace(t)
+	_, rec, stop := traceWith(t, tracer.Options{Syscalls: true})
 	ns := testnet.New(t, 40000, 40009)
 	dst := ns.Listen(t, "127.0.0.1:8080", 0)
 	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 14, Close: churn.CloseFin, BindFirst: true})
@@ -270,5 +286,12 @@ func TestKernelBindExhaustion(t *testing.T) {
 		if e.Kind == event.Bind && e.Errno == 0 && (e.Src.Port() < 40000 || e.Src.Port() > 40009) {
 			t.Errorf("bind took port %d, outside the namespace's range", e.Src.Port())
 		}
+	}
+	// Every connect() of a bound socket says so: its port was not searched.
+	bound := count(evs, func(e *event.Event) bool {
+		return e.Kind == event.State && e.NewState == event.SynSent && e.Flags&event.Bound != 0 && e.TGID == pid
+	})
+	if bound != res.Connected {
+		t.Errorf("%d attempts marked bound, client connected %d bound sockets", bound, res.Connected)
 	}
 }

@@ -30,6 +30,13 @@ type Options struct {
 	// wake it per event (that would cost the traced machine most of its
 	// connect rate); they do once the ring is a quarter full.
 	Poll time.Duration
+	// Syscalls attaches the connect() and bind() syscall tracepoints on the
+	// tracepoint backend, for what only they show there: a connect() that
+	// fails before any TCP state change, and bind()'s result. It costs every
+	// syscall of every task on the machine (the kernel sends them all
+	// through the tracing slow path once any syscall tracepoint is on); the
+	// other backends ignore it.
+	Syscalls bool
 }
 
 const (
@@ -115,7 +122,7 @@ func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 		return nil, a
 	}
 	t := &Tracer{backend: b, coll: coll, poll: opts.Poll, clock: newClock()}
-	for _, h := range hooks(b) {
+	for _, h := range hooks(b, opts.Syscalls) {
 		l, err := h.attach(coll.Programs[h.prog])
 		a.Hooks = append(a.Hooks, HookStatus{Name: h.name(), Err: err, Optional: h.optional})
 		if err != nil && h.optional == "" {
@@ -168,7 +175,7 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 		return nil, fmt.Errorf("read BPF object: %w", err)
 	}
 	keep := map[string]bool{}
-	for _, h := range hooks(b) {
+	for _, h := range hooks(b, opts.Syscalls) {
 		keep[h.prog] = true
 	}
 	for name := range spec.Programs {
@@ -181,6 +188,10 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 		return nil, err
 	}
 	if err := spec.Variables["wakeup_bytes"].Set(uint32(opts.RingSize / 4)); err != nil {
+		return nil, err
+	}
+	syscalls := opts.Syscalls && b == Tracepoint
+	if err := spec.Variables["syscalls"].Set(syscalls); err != nil {
 		return nil, err
 	}
 	coll, err := ebpf.NewCollection(spec)

@@ -41,6 +41,7 @@ type bench struct {
 	spacesRSS  int
 	spacesSeen uint64
 	spacesLost uint64
+	getppid    map[string]float64 // condition → rate against no tracer
 }
 
 // churn runs the load generator once.

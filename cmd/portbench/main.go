@@ -53,6 +53,9 @@ func run(o options) error {
 		fmt.Println(n)
 	}
 	b := &bench{o: o, conds: conds}
+	if err := b.unrelated(conds); err != nil {
+		return err
+	}
 	for _, mode := range []string{"reset", "fin"} {
 		if err := b.compare(mode, conds); err != nil {
 			return err

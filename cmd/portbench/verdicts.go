@@ -31,6 +31,12 @@ func (b *bench) verdicts() {
 			}
 		}
 	}
+	for _, c := range b.conds {
+		if c.porttrace {
+			r := b.getppid[c.name]
+			verdict(r >= 0.99, "%s, defaults: an unrelated getppid() loop keeps at least 0.99x of its rate: %.2fx", c.name, r)
+		}
+	}
 	verdict(b.max.lost == 0, "0 lost events at the highest churn (%s events/s): %d", fmt.Sprintf("%.0f", b.max.eventsPerSec), b.max.lost)
 	verdict(b.spacesRSS < 100<<10 && b.spacesLost == 0, "peak RSS under 100 MiB with 100,000 port spaces: %d MiB", b.spacesRSS>>10)
 	fmt.Println()

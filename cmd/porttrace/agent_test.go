@@ -244,13 +244,15 @@ func TestAgentCollectorDown(t *testing.T) {
 	failed += res.Failed()
 	otlptest.Wait(t, "log records after the outage", func() bool { return len(rcv.Logs()) > 0 })
 	var got string
-	otlptest.Wait(t, "every failure accounted for", func() bool {
+	if err := otlptest.Eventually(30*time.Second, func() bool {
 		logs := len(rcv.Logs())
 		dropped := otlptest.Sum(rcv.Last("porttrace.export.dropped"))
 		suppressed := otlptest.Sum(rcv.Last("porttrace.logs.suppressed"))
 		got = fmt.Sprintf("%d received + %d dropped + %d suppressed, of %d failures", logs, dropped, suppressed, failed)
 		return logs+dropped+suppressed == failed
-	})
+	}); err != nil {
+		t.Fatalf("every failure accounted for: %s\n%s", got, agent.stderr())
+	}
 	t.Logf("%s\n%s", got, agent.stderr())
 	if otlptest.Sum(rcv.Last("porttrace.export.dropped")) == 0 {
 		t.Errorf("no log record counted as dropped: %s", got)

@@ -22,6 +22,7 @@ import (
 type tracerFlags struct {
 	backend  string
 	ringSize string
+	syscalls bool
 	// namespaces: the command reads other namespaces' port settings and
 	// socket tables (top, record, agent), which takes CAP_SYS_ADMIN.
 	namespaces bool
@@ -30,6 +31,9 @@ type tracerFlags struct {
 func (f *tracerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.backend, "backend", "auto", "probe backend: fentry, kprobe, tracepoint, or auto (best that attaches)")
 	cmd.Flags().StringVar(&f.ringSize, "ring-size", "8MiB", "ring buffer size, rounded up to a power of two: 4KiB to 1GiB, e.g. 512KiB, 8M, 64MiB")
+	cmd.Flags().BoolVar(&f.syscalls, "syscalls", false, "tracepoint backend: also attach the connect()/bind() syscall tracepoints, "+
+		"to see connect() failures before any TCP state change (no route, no source address) and bind()'s result; "+
+		"costs every syscall of every process on the machine about 30-45 ns (the other backends see these without it)")
 	cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions(backendNames(), cobra.ShellCompDirectiveNoFileComp))
 }
 
@@ -48,7 +52,7 @@ func (f *tracerFlags) options() (tracer.Options, error) {
 		return tracer.Options{}, err
 	}
 	size, err := parseSize("--ring-size", f.ringSize, minRingSize, maxRingSize)
-	return tracer.Options{Backend: b, RingSize: int(size)}, err
+	return tracer.Options{Backend: b, RingSize: int(size), Syscalls: f.syscalls}, err
 }
 
 // check refuses bad values before anything attaches.
@@ -82,6 +86,9 @@ func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
 	note := "port search latency is exact"
 	if !t.Backend().ExactLatency() {
 		note = "port search latency is approximate (bracketed by neighbouring hooks)"
+	}
+	if !t.Backend().SeesEarlyFailures() && !f.syscalls {
+		note += "; connect() failures before any TCP state change and bind() are not seen (--syscalls adds them, at a cost to every syscall)"
 	}
 	fmt.Fprintf(stderr, "porttrace: tracing with the %s backend; %s\n", t.Backend(), note)
 	return t, nil

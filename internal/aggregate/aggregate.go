@@ -1,8 +1,16 @@
 // Package aggregate turns porttrace's event stream into per-port-space and
 // per-process figures: rates over rolling windows, occupancy, time to
 // exhaustion, port search latency and connection lifetimes. It is fed plain
-// events, live or from a capture, and kernel socket snapshots that seed and
+// events, live or from a capture, and kernel socket tables that seed and
 // correct the occupancy; it is not safe for concurrent use.
+//
+// Occupancy follows the kernel's port search (__inet_hash_connect): for a
+// destination, a port is taken if any socket of the namespace holds it by
+// bind() (listeners, bind-before-connect sockets and their time-wait
+// sockets), or if a socket or time-wait socket has the same 4-tuple, unless
+// tcp_tw_reuse lets connect() take that time-wait socket over. A bind()
+// pool (inet_csk_get_port) is taken wherever any socket with that local
+// address, or the wildcard, holds the port.
 package aggregate
 
 import (
@@ -20,29 +28,35 @@ import (
 type Limits struct {
 	Spaces    int // port spaces
 	Processes int
-	Sockets   int // open sockets followed for lifetime and occupancy
+	Sockets   int // open sockets followed, and TIME_WAIT ports, each
 }
 
 // DefaultLimits hold a large proxy's upstreams with room to spare. Filled
-// to the brim with the widest spread of values, they take about 135 MiB
-// (TestMemoryBound); a real incident, a few MiB.
+// to the brim with the widest spread of values (a million open sockets and
+// a million TIME_WAIT ports, each followed port by port), they take about
+// 190 MiB (TestMemoryBound); a real incident, a few MiB.
 var DefaultLimits = Limits{Spaces: 1024, Processes: 1024, Sockets: 1 << 20}
 
-// sock is an open socket that holds a port. Kept small: there may be a
-// million of them.
+// sock is an open socket that holds, or is about to hold, a port. Kept
+// small: there may be a million of them.
 type sock struct {
 	space       *space // "other" once its own was evicted
-	start       int64  // UnixNano; 0 if known only from a snapshot
+	origin      uint64 // the id of the space it was opened in
+	start       int64  // UnixNano; 0 if known only from a socket table
+	proc        *proc  // nil if known only from a socket table
 	netns       uint32
+	port        uint16 // 0 until the port search succeeded
+	bound       bool   // its port came from bind()
 	established bool
 }
 
-// pendingTW is a TIME_WAIT entry seen while a snapshot was being taken: the
-// snapshot may or may not include it.
+// pendingTW is a TIME_WAIT entry seen while a socket table was being read:
+// the table may or may not include it.
 type pendingTW struct {
-	cookie uint64
-	key    SpaceKey
-	due    int64
+	key   SpaceKey
+	port  uint16
+	due   int64
+	bound bool
 }
 
 // Aggregator accumulates events. Its clock is the events' own: seconds since
@@ -57,7 +71,9 @@ type Aggregator struct {
 	other     *space
 	otherProc *proc
 	socks     map[uint64]sock
-	netns     map[uint32]netns.Settings
+	ns        map[uint32]*nsState
+	nextID    uint64
+	timeWaits int // time-wait ports held, in every space
 	lost      uint64
 	events    uint64
 	// While socket tables are read (BeginSync to Sync), TIME_WAIT entries
@@ -65,7 +81,6 @@ type Aggregator struct {
 	syncing     bool
 	pending     []pendingTW
 	closedSince map[uint64]bool
-	twSeen      map[uint64]bool // TIME_WAIT sockets of the last snapshot
 	evictedAt   int64
 	untracked   uint64 // sockets beyond Limits.Sockets
 }
@@ -73,13 +88,19 @@ type Aggregator struct {
 // New returns an aggregator whose first second begins at start. container,
 // if not nil, names the container a process runs in ("" for none).
 func New(start time.Time, limits Limits, container func(tgid uint32) string) *Aggregator {
-	return &Aggregator{
+	a := &Aggregator{
 		limits: limits, container: container, start: start,
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
-		other:     newSpace(SpaceKey{}),
 		otherProc: newProc(ProcKey{}, ""),
-		socks:     map[uint64]sock{}, netns: map[uint32]netns.Settings{},
+		socks:     map[uint64]sock{}, ns: map[uint32]*nsState{},
 	}
+	a.other = a.newSpace(SpaceKey{})
+	return a
+}
+
+func (a *Aggregator) newSpace(k SpaceKey) *space {
+	a.nextID++
+	return newSpace(k, a.nextID, &a.timeWaits)
 }
 
 func (a *Aggregator) second(t time.Time) int64 {
@@ -87,10 +108,60 @@ func (a *Aggregator) second(t time.Time) int64 {
 }
 
 // SetNetns records the sysctls of the network namespaces, which decide each
-// port space's size.
+// port space's size. all is every namespace there is: those gone since
+// the last call, or replaced by a new one under the same inode (a new
+// cookie), are forgotten with their rows.
 func (a *Aggregator) SetNetns(all []netns.Settings) {
+	present := map[uint32]bool{}
 	for _, s := range all {
-		a.netns[s.Inode] = s
+		present[s.Inode] = true
+		n := a.netns(s.Inode, s.Cookie)
+		n.setSettings(s)
+	}
+	for ino := range a.ns {
+		if !present[ino] {
+			a.forget(ino)
+		}
+	}
+}
+
+// netns is the state of a namespace, new if cookie says that the inode
+// now names another namespace than before.
+func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
+	n := a.ns[ino]
+	if n != nil && cookie != 0 && n.cookie != 0 && n.cookie != cookie {
+		a.forget(ino)
+		n = nil
+	}
+	if n == nil {
+		n = newNS()
+		a.ns[ino] = n
+	}
+	if cookie != 0 {
+		n.cookie = cookie
+	}
+	return n
+}
+
+// forget drops a namespace that is gone, and every row of it.
+func (a *Aggregator) forget(ino uint32) {
+	delete(a.ns, ino)
+	for k := range a.spaces {
+		if k.Netns == ino {
+			delete(a.spaces, k)
+		}
+	}
+	for c, o := range a.socks {
+		if o.netns == ino {
+			delete(a.socks, c)
+		}
+	}
+	for _, p := range a.procs {
+		for k := range p.spaces {
+			if k.Netns == ino {
+				delete(p.spaces, k)
+			}
+		}
 	}
 }
 
@@ -98,17 +169,32 @@ func (a *Aggregator) SetNetns(all []netns.Settings) {
 func (a *Aggregator) SetLost(n uint64) { a.lost = n }
 
 func (a *Aggregator) space(k SpaceKey, sec int64) *space {
-	s := a.spaces[k]
-	if s == nil {
-		if len(a.spaces) >= a.limits.Spaces {
-			s = a.other
-		} else {
-			s = newSpace(k)
-			a.spaces[k] = s
-		}
-	}
+	s := a.spaceQuiet(k)
 	s.active = sec
 	return s
+}
+
+// spaceQuiet finds or makes a space without marking it active: a socket
+// table is not activity, and a space only a table knows is the first to go
+// when the table of spaces is full.
+func (a *Aggregator) spaceQuiet(k SpaceKey) *space {
+	if s := a.spaces[k]; s != nil {
+		return s
+	}
+	if len(a.spaces) >= a.limits.Spaces {
+		return a.other
+	}
+	s := a.newSpace(k)
+	a.spaces[k] = s
+	return s
+}
+
+// lookup is the space a key's figures go to: its own, or "other".
+func (a *Aggregator) lookup(k SpaceKey) *space {
+	if s := a.spaces[k]; s != nil {
+		return s
+	}
+	return a.other
 }
 
 func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
@@ -134,80 +220,197 @@ func (a *Aggregator) Add(e *event.Event) {
 	a.events++
 	sec := a.second(e.Time)
 	a.now = max(a.now, sec)
+	n := a.netns(e.Netns, e.NetnsCookie)
 	k := SpaceOf(e)
+	pk := procOf(e)
 	switch e.Kind {
 	case event.State:
-		a.state(e, sec, k)
-	case event.Connect, event.Bind:
-		if e.Kind == event.Bind && e.Errno == 0 {
-			a.space(k, sec).conns.Add(sec, 1)
-			a.proc(procOf(e), sec).connect(sec, k)
-		}
-		if e.Kind == event.Bind {
-			a.space(k, sec).latency.Add(sec, e.Latency)
-		}
-		if e.Failed() {
-			a.space(k, sec).fails.add(sec, e.Errno)
-			a.proc(procOf(e), sec).fails.add(sec, e.Errno)
-		}
+		a.state(e, sec, k, n)
 	case event.Alloc:
 		a.space(k, sec).latency.Add(sec, e.Latency)
-	case event.TimeWait:
+		if e.Errno == 0 {
+			a.assignPort(e.Cookie, e.Src.Port(), sec)
+		}
+	case event.Connect:
+		// Failed before SYN_SENT: an attempt of its own. A failed search
+		// had its SYN_SENT, and counted there.
+		if !e.Failed() {
+			return
+		}
 		s := a.space(k, sec)
-		s.twIn.Add(sec, 1)
-		a.proc(procOf(e), sec).twIn.Add(sec, 1)
-		due := a.second(e.Time.Add(TimeWaitLen * time.Second))
-		if !a.twSeen[e.Cookie] { // else the last snapshot counted it
-			s.tw.Add(a.now, due, 1)
+		if e.Flags&event.Searched == 0 {
+			s.attempt(sec, pk, e.Flags&event.Bound != 0)
+			a.proc(pk, sec).connect(sec, k)
 		}
-		if a.syncing {
-			a.pending = append(a.pending, pendingTW{e.Cookie, k, due})
-		}
+		a.fail(s, e, sec, pk)
+	case event.Bind:
+		a.bindEvent(e, sec, k, pk, n)
+	case event.TimeWait:
+		a.timeWait(e, sec, k, n)
 	}
 }
 
-func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey) {
+func (a *Aggregator) fail(s *space, e *event.Event, sec int64, pk ProcKey) {
+	f := failure{e.Errno, e.Exhaustion()}
+	s.fail(sec, pk, f)
+	a.proc(pk, sec).fails.add(sec, f)
+}
+
+func (a *Aggregator) bindEvent(e *event.Event, sec int64, k SpaceKey, pk ProcKey, n *nsState) {
+	if e.Flags&event.FixedPort != 0 {
+		if e.Failed() {
+			n.conflict(sec, e, pk, a.holderOf(e.Netns, e.Src.Port()))
+			a.proc(pk, sec).fails.add(sec, failure{errno: e.Errno})
+		}
+		return
+	}
+	s := a.space(k, sec)
+	s.latency.Add(sec, e.Latency)
+	if e.Failed() {
+		// The attempt ends here: no connect() follows.
+		s.attempt(sec, pk, true)
+		a.proc(pk, sec).connect(sec, k)
+		a.fail(s, e, sec, pk)
+	}
+}
+
+// holderOf is the process behind a socket of the namespace on port: the
+// one that connected from it, or the owner a socket table named.
+func (a *Aggregator) holderOf(netns uint32, port uint16) *ProcKey {
+	for _, o := range a.socks {
+		if o.netns == netns && o.port == port && o.proc != nil {
+			k := o.proc.key
+			return &k
+		}
+	}
+	return nil
+}
+
+func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey, n *nsState) {
 	switch e.NewState {
 	case event.SynSent:
-		s := a.space(k, sec)
-		s.conns.Add(sec, 1)
-		s.attribute(sec, procOf(e))
-		a.proc(procOf(e), sec).connect(sec, k)
-		if o, ok := a.socks[e.Cookie]; ok { // already counted by a snapshot
-			o.start = e.Time.UnixNano()
-			a.socks[e.Cookie] = o
-			return
-		}
-		if len(a.socks) >= a.limits.Sockets {
-			a.untracked++
-			return
-		}
-		a.socks[e.Cookie] = sock{space: s, start: e.Time.UnixNano(), netns: e.Netns}
-		s.live++
+		a.synSent(e, sec, k, n)
 	case event.Established:
-		if o, ok := a.socks[e.Cookie]; ok {
-			o.established = true
-			a.socks[e.Cookie] = o
+		o, ok := a.socks[e.Cookie]
+		if !ok {
+			return
+		}
+		o.established = true
+		a.socks[e.Cookie] = o
+		if o.port == 0 {
+			a.assignPort(e.Cookie, e.Src.Port(), sec)
 		}
 	case event.Close:
 		if a.syncing {
 			a.closedSince[e.Cookie] = true
 		}
-		o, ok := a.socks[e.Cookie]
-		if !ok {
-			return
+		if e.Failed() {
+			a.fail(a.space(k, sec), e, sec, procOf(e))
 		}
-		delete(a.socks, e.Cookie)
+		a.release(e.Cookie, e.Time, sec, n)
+	}
+}
+
+// synSent is a connection attempt. A socket bound before connect() also
+// draws on its address's bind() pool: the attempt counts there too.
+func (a *Aggregator) synSent(e *event.Event, sec int64, k SpaceKey, n *nsState) {
+	pk := procOf(e)
+	bound := e.Flags&event.Bound != 0
+	s := a.space(k, sec)
+	s.attempt(sec, pk, bound)
+	p := a.proc(pk, sec)
+	p.connect(sec, k)
+	if bound {
+		a.space(SpaceKey{Netns: k.Netns, Src: k.Src}, sec).attempt(sec, pk, true)
+	}
+	if o, ok := a.socks[e.Cookie]; ok { // a socket table counted it first
+		o.start, o.proc = e.Time.UnixNano(), p
+		a.socks[e.Cookie] = o
+		return
+	}
+	if len(a.socks) >= a.limits.Sockets {
+		a.untracked++
+		return
+	}
+	a.socks[e.Cookie] = sock{space: s, origin: s.id, start: e.Time.UnixNano(), proc: p, netns: e.Netns, bound: bound}
+	if bound && e.Src.Port() != 0 {
+		a.assignPort(e.Cookie, e.Src.Port(), sec)
+	}
+}
+
+// assignPort records the port a followed socket got.
+func (a *Aggregator) assignPort(cookie uint64, port uint16, sec int64) {
+	o, ok := a.socks[cookie]
+	if !ok || o.port != 0 || port == 0 {
+		return
+	}
+	o.port = port
+	a.socks[cookie] = o
+	if o.space.ports.open(sec, portKeyFor(o.origin, port)) {
+		a.unbindIn(o.netns, port)
+	}
+	if o.bound {
+		a.bindIn(o.netns, port)
+	}
+}
+
+func (a *Aggregator) bindIn(netns uint32, port uint16) {
+	if n := a.ns[netns]; n != nil {
+		n.bind(port)
+	}
+}
+
+func (a *Aggregator) unbindIn(netns uint32, port uint16) {
+	if n := a.ns[netns]; n != nil {
+		n.unbind(port)
+	}
+}
+
+// release forgets a socket that closed, and records its lifetime.
+func (a *Aggregator) release(cookie uint64, t time.Time, sec int64, n *nsState) {
+	o, ok := a.socks[cookie]
+	if !ok {
+		return
+	}
+	delete(a.socks, cookie)
+	if o.port != 0 {
+		o.space.ports.close(portKeyFor(o.origin, o.port))
+		if o.bound {
+			a.unbindIn(o.netns, o.port)
+		}
+	}
+	if o.established && o.start != 0 {
 		s := o.space
-		s.live--
-		if o.established && o.start != 0 {
-			life := e.Time.Sub(time.Unix(0, o.start))
-			s.closed.Add(sec, 1)
-			if life < time.Second {
-				s.short.Add(sec, 1)
-			}
-			s.lifetime.Add(sec, life)
+		life := t.Sub(time.Unix(0, o.start))
+		s.closed.Add(sec, 1)
+		if life < time.Second {
+			s.short.Add(sec, 1)
 		}
+		s.lifetime.Add(sec, life)
+	}
+}
+
+// timeWait is a port entering TIME_WAIT: its socket is closed, and the
+// port is held until the time-wait socket's timer fires. A port bound by
+// bind() stays bound while it waits.
+func (a *Aggregator) timeWait(e *event.Event, sec int64, k SpaceKey, n *nsState) {
+	s := a.space(k, sec)
+	s.twIn.Add(sec, 1)
+	a.proc(procOf(e), sec).twIn.Add(sec, 1)
+	tgt, key := s, s.portKey(e.Src.Port())
+	o, followed := a.socks[e.Cookie]
+	bound := e.Flags&event.Bound != 0
+	if followed {
+		tgt, key, bound = o.space, portKeyFor(o.origin, e.Src.Port()), bound || o.bound
+		a.release(e.Cookie, e.Time, sec, n)
+	}
+	due := a.second(e.Time.Add(TimeWaitLen * time.Second))
+	if tgt.ports.timeWait(a.now, key, due, bound, a.limits.Sockets) && bound {
+		n.bind(e.Src.Port())
+	}
+	if a.syncing {
+		a.closedSince[e.Cookie] = true
+		a.pending = append(a.pending, pendingTW{k, e.Src.Port(), due, bound})
 	}
 }
 
@@ -226,28 +429,40 @@ func (a *Aggregator) BeginSync() {
 
 // Sync replaces the occupancy of each namespace in snaps by what the kernel
 // reported: TIME_WAIT populations are rebuilt, sockets porttrace missed
-// (older than it, or lost) are added, and those gone are dropped. snaps
-// should cover every namespace: "other" is rebuilt from them.
+// (older than it, or lost) are added, those gone are dropped, and the
+// listeners are taken as they are. snaps should cover every namespace:
+// "other" is rebuilt from them.
 func (a *Aggregator) Sync(snaps []Snapshot) {
+	defer func() { a.syncing, a.pending, a.closedSince = false, nil, nil }()
 	if len(snaps) == 0 {
-		a.syncing = false
 		return
 	}
 	synced := map[uint32]time.Time{}
 	for _, sn := range snaps {
 		synced[sn.Netns] = sn.Time
 	}
-	a.resetTimeWait(synced)
-	present, twSeen := map[uint64]bool{}, map[uint64]bool{}
-	for _, sn := range snaps {
-		for i := range sn.Sockets {
-			a.syncSocket(sn, &sn.Sockets[i], present, twSeen)
+	wasBound := a.resetTimeWait(synced)
+	for k, s := range a.spaces {
+		if _, ok := synced[k.Netns]; ok {
+			for _, st := range s.procs {
+				st.held = 0
+			}
 		}
 	}
-	// TIME_WAIT entries seen during the dump that it missed.
+	present := map[uint64]bool{}
+	for _, sn := range snaps {
+		n := a.netns(sn.Netns, 0)
+		n.listeners = n.listeners[:0]
+		for i := range sn.Sockets {
+			a.syncSocket(sn, n, &sn.Sockets[i], present, wasBound)
+		}
+	}
+	// TIME_WAIT entries seen during the dump: the same port is never
+	// counted twice, so whether the dump saw them or not, they are back.
 	for _, p := range a.pending {
-		if _, ok := synced[p.key.Netns]; ok && !twSeen[p.cookie] {
-			a.lookup(p.key).tw.Add(a.now, p.due, 1)
+		if _, ok := synced[p.key.Netns]; ok {
+			s := a.lookup(p.key)
+			s.ports.timeWait(a.now, s.portKey(p.port), p.due, p.bound, a.limits.Sockets)
 		}
 	}
 	for cookie, o := range a.socks {
@@ -256,88 +471,101 @@ func (a *Aggregator) Sync(snaps []Snapshot) {
 			delete(a.socks, cookie)
 		}
 	}
-	a.twSeen, a.syncing, a.pending, a.closedSince = twSeen, false, nil, nil
-	a.recount()
+	a.recount(synced)
 }
 
-// recount derives each space's live sockets from the sockets followed, so
-// that drift from lost events or evictions ends at every snapshot.
-func (a *Aggregator) recount() {
-	for _, s := range a.spaces {
-		s.live = 0
-	}
-	a.other.live = 0
-	for _, o := range a.socks {
-		o.space.live++
-	}
-}
-
-func (a *Aggregator) resetTimeWait(synced map[uint32]time.Time) {
+// resetTimeWait forgets the TIME_WAIT ports of the namespaces about to be
+// read again, and returns which of them were held by bind(), by space.
+func (a *Aggregator) resetTimeWait(synced map[uint32]time.Time) map[*space]map[uint64]bool {
+	out := map[*space]map[uint64]bool{}
 	for k, s := range a.spaces {
 		if _, ok := synced[k.Netns]; ok {
-			s.tw.Reset()
+			out[s] = s.ports.resetTimeWait()
 		}
 	}
-	a.other.tw.Reset()
+	out[a.other] = a.other.ports.resetTimeWait()
+	return out
 }
 
-// lookup is the space a key's figures go to: its own, or "other".
-func (a *Aggregator) lookup(k SpaceKey) *space {
-	if s := a.spaces[k]; s != nil {
-		return s
+// recount derives the open sockets' holds and the bound ports from the
+// sockets followed, so that drift from lost events or evictions ends at
+// every socket table.
+func (a *Aggregator) recount(synced map[uint32]time.Time) {
+	for _, s := range a.spaces {
+		s.ports.resetLive()
 	}
-	return a.other
+	a.other.ports.resetLive()
+	for ino := range synced {
+		if n := a.ns[ino]; n != nil {
+			clear(n.bound)
+		}
+	}
+	for _, o := range a.socks {
+		if o.port == 0 {
+			continue
+		}
+		o.space.ports.open(a.now, portKeyFor(o.origin, o.port))
+		if o.bound {
+			a.bindIn(o.netns, o.port)
+		}
+	}
+	for k, s := range a.spaces {
+		for pk, x := range s.ports.m {
+			if x.bound && x.twDue != 0 {
+				a.bindIn(k.Netns, uint16(pk))
+			}
+		}
+	}
 }
 
-func (a *Aggregator) syncSocket(sn Snapshot, so *sockdiag.Socket, present, twSeen map[uint64]bool) {
-	if so.TimeWait {
-		twSeen[so.Cookie] = true
-	} else {
-		present[so.Cookie] = true
-	}
-	ns, ok := a.netns[sn.Netns]
-	port := int(so.Src.Port())
-	if !ok || port < ns.PortLow || port > ns.PortHigh {
-		return // not an ephemeral port: a server's side, or a fixed bind
-	}
-	k := SpaceKey{Netns: sn.Netns, Src: so.Src.Addr(), Dst: so.Dst}
-	if so.TimeWait {
-		a.spaceQuiet(k).tw.Add(a.now, a.second(sn.Time.Add(so.Expires)), 1)
+func (a *Aggregator) syncSocket(sn Snapshot, n *nsState, so *sockdiag.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
+	if so.Listening() {
+		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: so.Comm})
 		return
 	}
-	_, followed := a.socks[so.Cookie]
-	if !followed && !a.closedSince[so.Cookie] && len(a.socks) < a.limits.Sockets {
-		// live is recounted after the sync
-		a.socks[so.Cookie] = sock{space: a.spaceQuiet(k), netns: sn.Netns}
+	if !so.TimeWait {
+		present[so.Cookie] = true
 	}
-}
-
-// spaceQuiet finds or makes a space without marking it active: a snapshot
-// is not activity, and a space only a snapshot knows is the first to go
-// when the table is full.
-func (a *Aggregator) spaceQuiet(k SpaceKey) *space {
-	if s := a.spaces[k]; s != nil {
-		return s
+	if !n.ephemeral(so.Src.Port()) {
+		return // a server's side, or a fixed bind outside the range
 	}
-	if len(a.spaces) >= a.limits.Spaces {
-		return a.other
+	k := SpaceKey{Netns: sn.Netns, Src: so.Src.Addr(), Dst: so.Dst}
+	s := a.spaceQuiet(k)
+	if so.TimeWait {
+		pk := s.portKey(so.Src.Port())
+		s.ports.timeWait(a.now, pk, a.second(sn.Time.Add(so.Expires)), wasBound[s][pk], a.limits.Sockets)
+		return
 	}
-	s := newSpace(k)
-	a.spaces[k] = s
-	return s
+	o, followed := a.socks[so.Cookie]
+	if followed && o.start != 0 || a.closedSince[so.Cookie] {
+		return // an event told more than the table can
+	}
+	// Older than porttrace, or missed: its owner comes from the table.
+	var p *proc
+	if so.PID != 0 {
+		pk := ProcKey{TGID: so.PID, Comm: event.MakeComm(so.Comm)}
+		p = a.proc(pk, a.now)
+		if st := s.proc(a.now, pk, false); st != nil {
+			st.held++
+		}
+	}
+	if !followed && len(a.socks) < a.limits.Sockets {
+		a.socks[so.Cookie] = sock{space: s, origin: s.id, proc: p, netns: sn.Netns, port: so.Src.Port()}
+	}
 }
 
 // Tick moves the aggregator's clock to t: TIME_WAIT ports due by then return,
 // occupancy is sampled, and full tables make room.
 func (a *Aggregator) Tick(t time.Time) {
 	a.now = max(a.now, a.second(t))
-	for _, s := range a.spaces {
-		s.tick(a.now)
+	for k, s := range a.spaces {
+		s.tick(a.now, func(pk uint64) { a.unbindIn(k.Netns, uint16(pk)) })
 	}
-	a.other.tick(a.now)
+	a.other.tick(a.now, nil)
 	for _, p := range a.procs {
 		p.tick(a.now)
 	}
+	a.sample()
 	a.evict()
 }
 
@@ -368,6 +596,12 @@ func (a *Aggregator) evict() {
 		for _, k := range keys {
 			a.otherProc.merge(a.procs[k], a.now)
 			delete(a.procs, k)
+		}
+		for cookie, o := range a.socks {
+			if o.proc != nil && a.procs[o.proc.key] != o.proc {
+				o.proc = nil
+				a.socks[cookie] = o
+			}
 		}
 	}
 }

@@ -1,12 +1,15 @@
 package aggregate
 
 import (
+	"encoding/json"
 	"math"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
@@ -22,10 +25,9 @@ func TestRatesRollOver(t *testing.T) {
 	s.churn(nginx1, upstream, 10, 0, 10, 100*time.Millisecond)
 
 	rep := s.report(10)
-	// Each connection: SYN_SENT, port search, connect(), ESTABLISHED,
-	// FIN_WAIT1, TIME_WAIT and CLOSE.
-	if rep.Events != 700 || len(rep.Processes) != 1 || rep.Processes[0].TotalTWIn != 100 {
-		t.Errorf("%d events, processes %+v; want 700 events and 100 TIME_WAIT entries of nginx", rep.Events, rep.Processes)
+	// Each connection: SYN_SENT, port search, ESTABLISHED and TIME_WAIT.
+	if rep.Events != 400 || len(rep.Processes) != 1 || rep.Processes[0].TotalTWIn != 100 {
+		t.Errorf("%d events, processes %+v; want 400 events and 100 TIME_WAIT entries of nginx", rep.Events, rep.Processes)
 	}
 	r := s.space(rep, upstream)
 	if r.Conns != (Rates{10, 10, 10}) || r.TotalConns != 100 {
@@ -202,11 +204,15 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	if r.TimeWait != 30 || r.Live != 5 || len(s.report(1).Spaces) != 1 {
 		t.Fatalf("seeded: TIME_WAIT %d live %d spaces %d, want 30, 5, 1", r.TimeWait, r.Live, len(s.report(1).Spaces))
 	}
+	// A TIME_WAIT entry the snapshot already counted: the same port.
+	s.add(s.ev(at(1.1), curl, event_TimeWait, 40007, upstream))
+	if r := s.space(s.report(2), upstream); r.TimeWait != 30 {
+		t.Errorf("TIME_WAIT %d after an entry the table had, want 30", r.TimeWait)
+	}
 	if r := s.space(s.report(21.5), upstream); r.TimeWait != 0 {
 		t.Errorf("TIME_WAIT from the snapshot must expire on its own timer (20 s): %d left", r.TimeWait)
 	}
-	// A TIME_WAIT entry the snapshot already counted, then a new one.
-	s.add(s.ev(at(0.9), curl, event_TimeWait, 40007, upstream))
+	// A new one.
 	s.add(s.ev(at(22), curl, event_TimeWait, 8, upstream))
 	// A socket of the snapshot closes: porttrace saw its close.
 	s.state(at(22), curl, 50, upstream, event_Established, event_Close)
@@ -265,19 +271,51 @@ func TestEvictionBoundsMemory(t *testing.T) {
 	}
 }
 
+// TestBindPool: bind(127.0.0.1, 0) then connect(), round-robin over three
+// destinations; a bind-then-connect is one attempt, and every socket with
+// the address holds a port of the pool, whatever its destination.
 func TestBindPool(t *testing.T) {
 	s := newStream(t, DefaultLimits)
+	dsts := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.2:8080"), netip.MustParseAddrPort("127.0.0.3:8080"), netip.MustParseAddrPort("127.0.0.4:8080")}
 	for i := 0; i < 10; i++ {
-		e := s.ev(at(1), nginx1, event_Bind, uint64(i), netip.AddrPort{})
+		s.cookie++
+		s.port++
+		s.ports[s.cookie] = s.port
+		e := s.ev(at(1), nginx1, event_Bind, s.cookie, netip.AddrPort{})
 		e.Latency = 20 * time.Microsecond
 		if i >= 6 {
 			e.Errno = syscall.EADDRINUSE
+			s.ports[s.cookie] = 0
+			e.Src = netip.AddrPortFrom(src, 0)
 		}
 		s.add(e)
+		if i < 6 {
+			syn := s.ev(at(1), nginx1, event.State, s.cookie, dsts[i%3])
+			syn.OldState, syn.NewState, syn.Flags = event.Close, event.SynSent, event.Bound
+			s.add(syn)
+		}
 	}
-	r := s.report(2).Spaces[0]
-	if r.Dst != "" || r.TotalConns != 6 || r.Errno("EADDRINUSE") != 4 || !r.Exhausted || r.ExhaustionErrno() != "EADDRINUSE" {
-		t.Errorf("bind pool %+v: want 6 binds, 4 EADDRINUSE, exhausted", r)
+	rep := s.report(2)
+	var pool *SpaceReport
+	for i := range rep.Spaces {
+		if rep.Spaces[i].Key.IsBindPool() {
+			pool = &rep.Spaces[i]
+		}
+	}
+	if pool == nil || pool.TotalConns != 10 || pool.Errno("EADDRINUSE") != 4 || pool.Exhaustion60() != 4 ||
+		!pool.Exhausted || pool.ExhaustionErrno() != "EADDRINUSE" || pool.Used != 6 || pool.BoundPct != 100 {
+		t.Fatalf("bind pool %+v: want 10 attempts, 4 EADDRINUSE, exhausted, 6 ports used", pool)
+	}
+	if len(pool.Processes) != 1 || pool.Processes[0].PID != nginx1.pid || pool.Processes[0].Conns60 != 10 {
+		t.Errorf("pool's processes %+v: nginx made all 10 attempts", pool.Processes)
+	}
+	if p := rep.Processes[0]; p.Total != 10 {
+		t.Errorf("nginx made %d attempts, want 10 (a bind and its connect are one)", p.Total)
+	}
+	// Each destination's space: the two ports its sockets hold are bound
+	// by bind(), so every destination sees all six as taken.
+	if r := s.space(rep, dsts[0]); r.Used != 6 || r.Bound != 6 {
+		t.Errorf("%s: used %d bound %d, want 6 and 6", dsts[0], r.Used, r.Bound)
 	}
 }
 
@@ -337,5 +375,24 @@ func TestOtherIsReconciled(t *testing.T) {
 	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(6), Sockets: nil}})
 	if o := other(s.report(7)); o.TimeWait != 0 || o.Live != 0 {
 		t.Errorf("other after its sockets went: TIME_WAIT %d live %d, want 0", o.TimeWait, o.Live)
+	}
+}
+
+// TestJSONHasNoNullLists: every list in a report is [] when empty, never
+// null; the only null is an ETA that does not apply.
+func TestJSONHasNoNullLists(t *testing.T) {
+	for _, s := range []*stream{newStream(t, DefaultLimits), func() *stream {
+		s := newStream(t, DefaultLimits)
+		s.fail(at(1), curl, upstream, syscall.ECONNREFUSED)
+		return s
+	}()} {
+		b, err := json.Marshal(s.report(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := strings.ReplaceAll(string(b), `"eta_seconds":null`, "")
+		if strings.Contains(out, "null") {
+			t.Errorf("null in %s", b)
+		}
 	}
 }

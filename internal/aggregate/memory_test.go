@@ -32,6 +32,7 @@ func TestMemoryBound(t *testing.T) {
 			for d := time.Microsecond; d < 1000*time.Second; d = d * 21 / 20 {
 				c := s.open(at(float64(slot*10)), w, dst, d)
 				s.closeTW(at(float64(slot*10)).Add(d), w, c, dst)
+				delete(s.ports, c) // the harness's own memory
 			}
 		}
 	}
@@ -45,7 +46,7 @@ func TestMemoryBound(t *testing.T) {
 	if len(s.a.spaces) > lims.Spaces || len(s.a.procs) > lims.Processes || len(s.a.socks) > lims.Sockets {
 		t.Errorf("over the limits")
 	}
-	if used > 160<<20 {
-		t.Errorf("%d MiB: more than the 135 MiB documented, by far", used>>20)
+	if used > 220<<20 {
+		t.Errorf("%d MiB: more than the 190 MiB documented, by far", used>>20)
 	}
 }

@@ -12,14 +12,14 @@ type proc struct {
 	key       ProcKey
 	container string
 	conns     window.Counter
-	fails     errnos
+	fails     failures
 	twIn      window.Counter
 	spaces    map[SpaceKey]*window.Counter
 	active    int64
 }
 
 func newProc(k ProcKey, container string) *proc {
-	return &proc{key: k, container: container, fails: errnos{}, spaces: map[SpaceKey]*window.Counter{}}
+	return &proc{key: k, container: container, fails: failures{}, spaces: map[SpaceKey]*window.Counter{}}
 }
 
 func (p *proc) connect(sec int64, k SpaceKey) {

@@ -26,23 +26,27 @@ func rates(c *window.Counter, now int64) Rates {
 	return Rates{c.Rate(now, 1), c.Rate(now, 10), c.Rate(now, 60)}
 }
 
-// Failure is a count of one errno.
+// Failure is a count of one kind of failed call.
 type Failure struct {
 	Errno string `json:"errno"`
-	Rates Rates  `json:"per_second"`
-	Last  uint64 `json:"last_60s"`
-	Total uint64 `json:"total"`
+	// Exhaustion: no port was left (connect()'s port search failed, or a
+	// bind() pool was empty). An EADDRNOTAVAIL without it had no usable
+	// source address, and an EADDRINUSE a named port already taken.
+	Exhaustion bool   `json:"exhaustion"`
+	Rates      Rates  `json:"per_second"`
+	Last       uint64 `json:"last_60s"`
+	Total      uint64 `json:"total"`
 }
 
-func failures(m errnos, now int64) []Failure {
-	var out []Failure
-	for errno, c := range m {
-		out = append(out, Failure{Errno: event.ErrnoName(errno), Rates: rates(c, now), Last: c.Sum(now, 60), Total: c.Total})
+func failureReports(m failures, now int64) []Failure {
+	out := []Failure{}
+	for f, c := range m {
+		out = append(out, Failure{Errno: event.ErrnoName(f.errno), Exhaustion: f.exhaustion, Rates: rates(c, now), Last: c.Sum(now, 60), Total: c.Total})
 	}
-	// EADDRNOTAVAIL first: it is what port exhaustion looks like.
+	// Exhaustion first: it is what porttrace is for.
 	slices.SortFunc(out, func(x, y Failure) int {
-		if (x.Errno == "EADDRNOTAVAIL") != (y.Errno == "EADDRNOTAVAIL") {
-			if x.Errno == "EADDRNOTAVAIL" {
+		if x.Exhaustion != y.Exhaustion {
+			if x.Exhaustion {
 				return -1
 			}
 			return 1
@@ -58,6 +62,10 @@ type ProcRef struct {
 	Comm      string `json:"comm"`
 	Container string `json:"container,omitempty"`
 	Conns60   uint64 `json:"connections_60s"`
+	Failed60  uint64 `json:"failures_60s"`
+	// Sockets is how many of the space's open sockets a socket table
+	// showed it holding, for sockets older than porttrace.
+	Sockets int `json:"sockets,omitempty"`
 }
 
 // SpaceReport is one port space.
@@ -70,18 +78,38 @@ type SpaceReport struct {
 	Dst       string    `json:"dst"` // "" for a bind() pool
 	Processes []ProcRef `json:"processes"`
 
-	Conns     Rates     `json:"connections_per_second"`
-	Failures  []Failure `json:"failures"`
-	TWIn      Rates     `json:"time_wait_entries_per_second"`
-	Released  Rates     `json:"time_wait_released_per_second"`
-	TimeWait  int       `json:"time_wait"`
-	Live      int       `json:"live"`
-	Used      int       `json:"used"`
-	Usable    int       `json:"usable"` // 0 when the namespace's settings are unknown
-	UsedPct   float64   `json:"used_percent"`
-	FillRate  float64   `json:"fill_per_second"` // net change of Used over 10 s
-	ETA       *float64  `json:"eta_seconds"`     // nil: not filling
-	Exhausted bool      `json:"exhausted"`
+	Conns Rates `json:"connections_per_second"`
+	// BoundPct is the share of the last minute's attempts whose socket
+	// had its port from bind() before connect().
+	BoundPct float64   `json:"bound_percent"`
+	Failures []Failure `json:"failures"`
+	TWIn     Rates     `json:"time_wait_entries_per_second"`
+	Released Rates     `json:"time_wait_released_per_second"`
+	// Reused is the time-wait sockets that connect() took over
+	// (tcp_tw_reuse), per second.
+	Reused Rates `json:"time_wait_reused_per_second"`
+	// TimeWait is the time-wait sockets holding this space's ports;
+	// Reusable of them, connect() may take over (tcp_tw_reuse, older
+	// than 1 s): they count as free in Used.
+	TimeWait int `json:"time_wait"`
+	Reusable int `json:"time_wait_reusable"`
+	Live     int `json:"live"`
+	// Bound is the ports that sockets hold by bind() in the namespace
+	// (listeners, bind-before-connect sockets): connect() skips them for
+	// every destination.
+	Bound int `json:"bound"`
+	// Used is the ports a new connect() (bind() for a pool) cannot have:
+	// a set of usable ports, so never more than Usable.
+	Used      int      `json:"used"`
+	Usable    int      `json:"usable"` // 0 when the namespace's settings are unknown
+	UsedPct   float64  `json:"used_percent"`
+	FillRate  float64  `json:"fill_per_second"` // net change of Used over 10 s
+	ETA       *float64 `json:"eta_seconds"`     // nil: not filling
+	Exhausted bool     `json:"exhausted"`
+	// TWCapped: the namespace's time-wait sockets are near
+	// tcp_max_tw_buckets, past which closed ports skip TIME_WAIT: the space
+	// cannot fill by TIME_WAIT, and there is no ETA.
+	TWCapped bool `json:"time_wait_capped,omitempty"`
 
 	AllocLatency Summary `json:"alloc_latency"`
 	Lifetime     Summary `json:"lifetime"`
@@ -119,12 +147,36 @@ func (r *SpaceReport) Failed60() uint64 {
 
 // Errno is the failures of one errno over the last minute.
 func (r *SpaceReport) Errno(name string) uint64 {
+	var n uint64
 	for _, x := range r.Failures {
 		if x.Errno == name {
-			return x.Last
+			n += x.Last
 		}
 	}
-	return 0
+	return n
+}
+
+// Exhaustion60 is the last minute's failures for want of a port.
+func (r *SpaceReport) Exhaustion60() uint64 {
+	var n uint64
+	for _, x := range r.Failures {
+		if x.Exhaustion {
+			n += x.Last
+		}
+	}
+	return n
+}
+
+// NoAddress60 is the last minute's EADDRNOTAVAIL that had no usable
+// source address, with no port search at all.
+func (r *SpaceReport) NoAddress60() uint64 {
+	var n uint64
+	for _, x := range r.Failures {
+		if !x.Exhaustion && x.Errno == "EADDRNOTAVAIL" {
+			n += x.Last
+		}
+	}
+	return n
 }
 
 // ExhaustionErrno is the errno a caller sees when the space has no port
@@ -136,14 +188,16 @@ func (r *SpaceReport) ExhaustionErrno() string {
 	return "EADDRNOTAVAIL"
 }
 
-// exhaustionFailures is the rate of ExhaustionErrno over the last 10 s.
+// exhaustionFailures is the rate of failures for want of a port over the
+// last 10 s.
 func (r *SpaceReport) exhaustionFailures() float64 {
+	var f float64
 	for _, x := range r.Failures {
-		if x.Errno == r.ExhaustionErrno() {
-			return x.Rates.S10
+		if x.Exhaustion {
+			f += x.Rates.S10
 		}
 	}
-	return 0
+	return f
 }
 
 // ProcessReport is one process.
@@ -177,22 +231,40 @@ type Report struct {
 type NetnsReport struct {
 	netns.Settings
 	Usable int `json:"usable_ports"`
+	// TimeWait is every time-wait socket of the namespace that porttrace
+	// follows, against tcp_max_tw_buckets.
+	TimeWait  int        `json:"time_wait"`
+	Listeners []Listener `json:"listeners"`
+	// Conflicts are bind()s to a named port that failed with EADDRINUSE.
+	Conflicts []Conflict `json:"bind_conflicts"`
 }
 
-// Report ages everything to t and summarises it, port spaces by urgency
-// and processes by churn.
+// Report ages everything to t (Tick) and summarises it, port spaces by
+// urgency and processes by churn.
 func (a *Aggregator) Report(t time.Time) *Report {
 	a.Tick(t)
-	r := &Report{Time: t, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked}
-	for _, ns := range a.netns {
-		r.Netns = append(r.Netns, NetnsReport{ns, ns.Usable()})
+	r := &Report{Time: t, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked,
+		Netns: []NetnsReport{}, Spaces: []SpaceReport{}, Processes: []ProcessReport{}}
+	occ := a.occupancies()
+	tw := map[uint32]int{}
+	for k, s := range a.spaces {
+		tw[k.Netns] += s.ports.tw
+	}
+	for ino, n := range a.ns {
+		if !n.known {
+			continue
+		}
+		st := n.settings
+		st.Names = append([]string{}, st.Names...)
+		r.Netns = append(r.Netns, NetnsReport{Settings: st, Usable: st.Usable(), TimeWait: tw[ino],
+			Listeners: append([]Listener{}, n.listeners...), Conflicts: n.conflictReports(a.now)})
 	}
 	slices.SortFunc(r.Netns, func(x, y NetnsReport) int { return cmp.Compare(x.Inode, y.Inode) })
 	for _, s := range a.spaces {
-		r.Spaces = append(r.Spaces, a.spaceReport(s, false))
+		r.Spaces = append(r.Spaces, a.spaceReport(s, false, occ[s], tw))
 	}
-	if a.other.conns.Total > 0 || a.other.live > 0 || a.other.tw.Size() > 0 {
-		r.Spaces = append(r.Spaces, a.spaceReport(a.other, true))
+	if a.other.conns.Total > 0 || len(a.other.ports.m) > 0 {
+		r.Spaces = append(r.Spaces, a.spaceReport(a.other, true, occ[a.other], tw))
 	}
 	slices.SortFunc(r.Spaces, ByUrgency)
 	for _, p := range a.procs {
@@ -225,13 +297,13 @@ func ByUrgency(x, y SpaceReport) int {
 	)
 }
 
-func (a *Aggregator) spaceReport(s *space, other bool) SpaceReport {
+func (a *Aggregator) spaceReport(s *space, other bool, o occupancy, tw map[uint32]int) SpaceReport {
 	now := a.now
 	r := SpaceReport{
 		Key: s.key, Other: other, Netns: s.key.Netns,
-		Conns: rates(&s.conns, now), Failures: failures(s.fails, now),
-		TWIn: rates(&s.twIn, now), Released: rates(&s.tw.Released, now),
-		TimeWait: s.tw.Size(), Live: max(s.live, 0),
+		Conns: rates(&s.conns, now), Failures: failureReports(s.fails, now),
+		TWIn: rates(&s.twIn, now), Released: rates(&s.ports.released, now), Reused: rates(&s.ports.reused, now),
+		TimeWait: o.tw, Reusable: o.reusable, Live: o.live, Bound: o.bound, Used: o.used,
 		AllocLatency: s.latency.Summary(now), Lifetime: s.lifetime.Summary(now),
 		Closed60:   s.closed.Sum(now, 60),
 		TotalConns: s.conns.Total, TotalTWIn: s.twIn.Total,
@@ -244,26 +316,28 @@ func (a *Aggregator) spaceReport(s *space, other bool) SpaceReport {
 			r.Dst = s.key.Dst.String()
 		}
 	}
+	if n := s.conns.Sum(now, 60); n > 0 {
+		r.BoundPct = 100 * float64(s.bound.Sum(now, 60)) / float64(n)
+	}
 	for _, f := range s.fails {
 		r.TotalFailures += f.Total
 	}
-	r.Used = r.Live + r.TimeWait
 	if r.Closed60 > 0 {
 		r.ShortPct = 100 * float64(s.short.Sum(now, 60)) / float64(r.Closed60)
 	}
-	a.headroom(s, &r)
+	a.headroom(s, &r, tw[s.key.Netns])
 	r.Processes = a.procRefs(s)
 	return r
 }
 
 // headroom fills in the space's size, how full it is, and when it runs out
 // at the rate it filled over the last 10 s.
-func (a *Aggregator) headroom(s *space, r *SpaceReport) {
-	ns, ok := a.netns[s.key.Netns]
-	if !ok || r.Other {
+func (a *Aggregator) headroom(s *space, r *SpaceReport, nsTimeWait int) {
+	n := a.ns[s.key.Netns]
+	if n == nil || !n.known || r.Other {
 		return
 	}
-	r.Usable = ns.Usable()
+	r.Usable = n.settings.Usable()
 	if r.Usable == 0 {
 		return
 	}
@@ -274,26 +348,36 @@ func (a *Aggregator) headroom(s *space, r *SpaceReport) {
 		r.ETA = &zero
 		return
 	}
-	if slope, ok := s.used.Slope(a.now, 10); ok {
-		r.FillRate = slope
-		if slope > 0 {
-			eta := float64(r.Usable-r.Used) / slope
-			r.ETA = &eta
-		}
+	slope, ok := s.used.Slope(a.now, 10)
+	if !ok {
+		return
+	}
+	r.FillRate = slope
+	// Past tcp_max_tw_buckets, closing sockets skip TIME_WAIT: a space
+	// filling by TIME_WAIT stops short of full.
+	if max := n.settings.MaxTWBuckets; max > 0 && r.TimeWait > 0 && nsTimeWait+(r.Usable-r.Used) > max {
+		r.TWCapped = true
+		return
+	}
+	if slope > 0 {
+		eta := float64(r.Usable-r.Used) / slope
+		r.ETA = &eta
 	}
 }
 
 func (a *Aggregator) procRefs(s *space) []ProcRef {
-	var out []ProcRef
-	for k, c := range s.procs {
-		ref := ProcRef{PID: k.TGID, Comm: k.Comm.String(), Conns60: c.Sum(a.now, 60)}
+	out := []ProcRef{}
+	for k, st := range s.procs {
+		ref := ProcRef{PID: k.TGID, Comm: k.Comm.String(), Conns60: st.conns.Sum(a.now, 60),
+			Failed60: st.fails.Sum(a.now, 60), Sockets: st.held}
 		if p := a.procs[k]; p != nil {
 			ref.Container = p.container
 		}
 		out = append(out, ref)
 	}
 	slices.SortFunc(out, func(x, y ProcRef) int {
-		return cmp.Or(cmp.Compare(y.Conns60, x.Conns60), cmp.Compare(x.PID, y.PID))
+		return cmp.Or(cmp.Compare(y.Failed60, x.Failed60), cmp.Compare(y.Conns60, x.Conns60),
+			cmp.Compare(y.Sockets, x.Sockets), cmp.Compare(x.PID, y.PID))
 	})
 	return out
 }
@@ -301,13 +385,14 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 func (a *Aggregator) procReport(p *proc, other bool) ProcessReport {
 	r := ProcessReport{
 		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, Container: p.container, Other: other,
-		Conns: rates(&p.conns, a.now), Failures: failures(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
+		Conns: rates(&p.conns, a.now), Failures: failureReports(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
 	}
 	type kc struct {
 		k SpaceKey
 		n uint64
 	}
 	var sp []kc
+	r.Spaces = []string{}
 	for k, c := range p.spaces {
 		sp = append(sp, kc{k, c.Sum(a.now, 60)})
 	}

@@ -11,71 +11,150 @@ import (
 const TimeWaitLen = 60
 
 // maxProcsPerSpace bounds the processes remembered per port space; a space
-// shared by more shows the busiest and a count of the rest.
+// shared by more keeps those with the most failures, then connections, then
+// the most recent.
 const maxProcsPerSpace = 8
 
-// errnos counts failures by errno.
-type errnos map[syscall.Errno]*window.Counter
+// failure is one kind of failed call: its errno, and whether it means that
+// no port was left (the port search failed, or a bind() pool was empty).
+type failure struct {
+	errno      syscall.Errno
+	exhaustion bool
+}
 
-func (m errnos) add(sec int64, errno syscall.Errno) {
-	c := m[errno]
+// failures counts failed calls by kind.
+type failures map[failure]*window.Counter
+
+func (m failures) add(sec int64, f failure) {
+	c := m[f]
 	if c == nil {
 		c = &window.Counter{}
-		m[errno] = c
+		m[f] = c
 	}
 	c.Add(sec, 1)
 }
 
-func (m errnos) merge(o errnos, sec int64) {
-	for errno, c := range o {
-		if m[errno] == nil {
-			m[errno] = &window.Counter{}
+func (m failures) merge(o failures, sec int64) {
+	for f, c := range o {
+		if m[f] == nil {
+			m[f] = &window.Counter{}
 		}
-		m[errno].Merge(c, sec)
+		m[f].Merge(c, sec)
 	}
+}
+
+// sum is the count over the last w seconds of the failures that match.
+func (m failures) sum(now int64, w int, match func(failure) bool) uint64 {
+	var n uint64
+	for f, c := range m {
+		if match(f) {
+			n += c.Sum(now, w)
+		}
+	}
+	return n
+}
+
+// procStat is one process's share of a port space.
+type procStat struct {
+	conns, fails window.Counter
+	held         int // sockets of a socket table it owns here
+	active       int64
+}
+
+func (p *procStat) weight(now int64) [3]int64 {
+	return [3]int64{int64(p.fails.Sum(now, window.Span)), int64(p.conns.Sum(now, window.Span)) + int64(p.held), p.active}
 }
 
 // space is the state of one port space.
 type space struct {
 	key      SpaceKey
-	conns    window.Counter // connection attempts (sockets entering SYN_SENT, or bind())
-	fails    errnos
+	id       uint64         // tells its ports apart once folded into "other"
+	conns    window.Counter // connection attempts
+	bound    window.Counter // ... of which from a socket bound by bind() first
+	fails    failures
 	twIn     window.Counter // ports entering TIME_WAIT
-	tw       window.Expiry  // ports in TIME_WAIT, by the second they return
-	live     int            // sockets holding a port, TIME_WAIT aside
-	used     window.Gauge   // live + TIME_WAIT, each second: the fill rate
+	ports    holds
+	used     window.Gauge   // Used, each second: the fill rate
 	closed   window.Counter // established connections that closed
 	short    window.Counter // ... of which lived under a second
 	lifetime durations
 	latency  durations // port search
-	procs    map[ProcKey]*window.Counter
+	procs    map[ProcKey]*procStat
 	active   int64 // last second with an event
 }
 
-func newSpace(k SpaceKey) *space {
-	return &space{key: k, fails: errnos{}, procs: map[ProcKey]*window.Counter{}}
+func newSpace(k SpaceKey, id uint64, timeWaits *int) *space {
+	s := &space{key: k, id: id, fails: failures{}, procs: map[ProcKey]*procStat{}}
+	s.ports.init(timeWaits)
+	return s
 }
 
-// attribute counts a connection to a process; past the bound the busiest
-// processes stay and newcomers go uncounted here (not in the totals).
-func (s *space) attribute(sec int64, p ProcKey) {
-	c := s.procs[p]
-	if c == nil {
-		if len(s.procs) >= maxProcsPerSpace {
-			return
-		}
-		c = &window.Counter{}
-		s.procs[p] = c
+// portKey is where a port of this space is held, in this space or, once
+// folded, in "other".
+func (s *space) portKey(port uint16) uint64 { return portKeyFor(s.id, port) }
+
+func portKeyFor(origin uint64, port uint16) uint64 { return origin<<16 | uint64(port) }
+
+// proc is p's share of the space, made room for if the space keeps too
+// many: the one with the fewest failures, then connections, then the
+// least recent, gives way. Nil if p weighs less than all of them.
+func (s *space) proc(now int64, p ProcKey, failing bool) *procStat {
+	if st := s.procs[p]; st != nil {
+		st.active = now
+		return st
 	}
-	c.Add(sec, 1)
+	if len(s.procs) >= maxProcsPerSpace {
+		var weakest ProcKey
+		var low [3]int64
+		first := true
+		for k, st := range s.procs {
+			if w := st.weight(now); first || less(w, low) {
+				weakest, low, first = k, w, false
+			}
+		}
+		if failing && low[0] > 0 || !failing && (low[0] > 0 || low[1] > 1) {
+			return nil
+		}
+		delete(s.procs, weakest)
+	}
+	st := &procStat{active: now}
+	s.procs[p] = st
+	return st
 }
 
-// tick ages the space to sec and samples its occupancy.
-func (s *space) tick(sec int64) {
-	s.tw.Advance(sec)
-	s.used.Set(sec, s.live+s.tw.Size())
-	for p, c := range s.procs {
-		if c.Sum(sec, window.Span) == 0 {
+func less(a, b [3]int64) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+// attempt counts a connection attempt by p.
+func (s *space) attempt(sec int64, p ProcKey, bound bool) {
+	s.conns.Add(sec, 1)
+	if bound {
+		s.bound.Add(sec, 1)
+	}
+	if st := s.proc(sec, p, false); st != nil {
+		st.conns.Add(sec, 1)
+	}
+}
+
+// fail counts a failed call by p.
+func (s *space) fail(sec int64, p ProcKey, f failure) {
+	s.fails.add(sec, f)
+	if st := s.proc(sec, p, true); st != nil {
+		st.fails.Add(sec, 1)
+	}
+}
+
+// tick ages the space to sec.
+func (s *space) tick(sec int64, unbind func(k uint64)) {
+	s.ports.expire(sec, unbind)
+	for p, st := range s.procs {
+		if st.held == 0 && st.conns.Sum(sec, window.Span) == 0 && st.fails.Sum(sec, window.Span) == 0 {
 			delete(s.procs, p)
 		}
 	}
@@ -84,10 +163,10 @@ func (s *space) tick(sec int64) {
 // merge folds o into s: an evicted space's figures go to "other".
 func (s *space) merge(o *space, sec int64) {
 	s.conns.Merge(&o.conns, sec)
+	s.bound.Merge(&o.bound, sec)
 	s.fails.merge(o.fails, sec)
 	s.twIn.Merge(&o.twIn, sec)
-	s.tw.Merge(&o.tw, sec)
-	s.live += o.live
+	s.ports.merge(&o.ports, sec)
 	s.closed.Merge(&o.closed, sec)
 	s.short.Merge(&o.short, sec)
 	s.lifetime.Merge(&o.lifetime)

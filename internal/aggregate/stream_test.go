@@ -28,12 +28,13 @@ type stream struct {
 	a      *Aggregator
 	cookie uint64
 	port   uint16
+	ports  map[uint64]uint16 // each socket's port, by cookie
 }
 
 func newStream(t *testing.T, limits Limits) *stream {
 	a := New(t0, limits, func(uint32) string { return "" })
 	a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, TWReuse: 0}})
-	return &stream{t: t, a: a, cookie: 1000, port: 40000}
+	return &stream{t: t, a: a, cookie: 1000, port: 39999, ports: map[uint64]uint16{}}
 }
 
 type who struct {
@@ -43,9 +44,14 @@ type who struct {
 
 var nginx1, nginx2, curl = who{812, "nginx"}, who{813, "nginx"}, who{900, "curl"}
 
+// ev is an event of the socket cookie, from its port if it has one.
 func (s *stream) ev(t time.Time, w who, kind event.Kind, cookie uint64, dst netip.AddrPort) event.Event {
+	port, ok := s.ports[cookie]
+	if !ok {
+		port = uint16(cookie)
+	}
 	return event.Event{Time: t, Kind: kind, Cookie: cookie, Netns: testNetns, PID: w.pid, TGID: w.pid,
-		Comm: event.MakeComm(w.comm), Family: syscall.AF_INET, Src: netip.AddrPortFrom(src, s.port), Dst: dst}
+		Comm: event.MakeComm(w.comm), Family: syscall.AF_INET, Src: netip.AddrPortFrom(src, port), Dst: dst}
 }
 
 func (s *stream) add(e event.Event) { s.a.Add(&e) }
@@ -60,31 +66,33 @@ func (s *stream) state(t time.Time, w who, cookie uint64, dst netip.AddrPort, fr
 func (s *stream) open(t time.Time, w who, dst netip.AddrPort, latency time.Duration) uint64 {
 	s.cookie++
 	s.port++
+	s.ports[s.cookie] = 0 // no port before the search
 	s.state(t, w, s.cookie, dst, event.Close, event.SynSent)
+	s.ports[s.cookie] = s.port
 	alloc := s.ev(t, w, event.Alloc, s.cookie, dst)
 	alloc.Latency = latency
 	s.add(alloc)
-	conn := s.ev(t, w, event.Connect, s.cookie, dst)
-	conn.Errno = syscall.EINPROGRESS
-	s.add(conn)
 	s.state(t, w, s.cookie, dst, event.SynSent, event.Established)
 	return s.cookie
 }
 
 // closeTW is an active close whose port goes to TIME_WAIT.
 func (s *stream) closeTW(t time.Time, w who, cookie uint64, dst netip.AddrPort) {
-	s.state(t, w, cookie, dst, event.Established, event.FinWait1)
 	s.add(s.ev(t, w, event.TimeWait, cookie, dst))
-	s.state(t, w, cookie, dst, event.FinWait2, event.Close)
 }
 
-// fail is a connect() that found no port.
+// fail is a connect() attempt that failed: for want of a port
+// (EADDRNOTAVAIL, as the tracepoint backend reports it) or in the
+// handshake (the socket's error).
 func (s *stream) fail(t time.Time, w who, dst netip.AddrPort, errno syscall.Errno) {
 	s.cookie++
+	s.ports[s.cookie] = 0
 	s.state(t, w, s.cookie, dst, event.Close, event.SynSent)
-	s.state(t, w, s.cookie, dst, event.SynSent, event.Close)
-	e := s.ev(t, w, event.Connect, s.cookie, dst)
-	e.Errno = errno
+	e := s.ev(t, w, event.State, s.cookie, dst)
+	e.OldState, e.NewState, e.Errno = event.SynSent, event.Close, errno
+	if errno == syscall.EADDRNOTAVAIL {
+		e.Flags = event.Searched
+	}
 	s.add(e)
 }
 

@@ -34,7 +34,7 @@ import (
 
 const (
 	magic   = "porttrace-capture\n"
-	Version = 1
+	Version = 2 // 2: netns cookie and thread name in events
 )
 
 // Block kinds.
@@ -122,7 +122,7 @@ func (e *BlockError) Error() string {
 func (e *BlockError) Unwrap() error { return e.Err }
 
 // eventLen is an event's encoded size.
-const eventLen = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2
+const eventLen = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16
 
 // Address flags in an encoded event.
 const (
@@ -165,6 +165,8 @@ func putEvent(b []byte, e *event.Event) {
 	a = e.Dst.Addr().As16()
 	copy(b[87:103], a[:])
 	le.PutUint16(b[103:], e.Dst.Port())
+	le.PutUint64(b[105:], e.NetnsCookie)
+	copy(b[113:129], e.ThreadComm[:])
 }
 
 func getEvent(b []byte, e *event.Event) error {
@@ -183,6 +185,8 @@ func getEvent(b []byte, e *event.Event) error {
 	copy(e.Comm[:], b[52:68])
 	e.Src = addrPort(b[68]&srcValid != 0, b[68]&src4 != 0, b[69:85], le.Uint16(b[85:]))
 	e.Dst = addrPort(b[68]&dstValid != 0, b[68]&dst4 != 0, b[87:103], le.Uint16(b[103:]))
+	e.NetnsCookie = le.Uint64(b[105:])
+	copy(e.ThreadComm[:], b[113:129])
 	return nil
 }
 

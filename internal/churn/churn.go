@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,6 +49,15 @@ type Config struct {
 	// destinations, so as many port spaces: ports Target.Port to
 	// Target.Port+999 of Target's IPv4 address, then of the next ones.
 	Spaces int
+	// Targets, if set, replaces Target: the attempts go to each in turn.
+	Targets []netip.AddrPort `json:",omitempty"`
+	// BindAddr is the address BindFirst binds to; Target's by default.
+	BindAddr netip.Addr `json:",omitempty"`
+	// Interval paces the attempts of each thread: one per Interval.
+	Interval time.Duration `json:",omitempty"`
+	// ThreadName names each connecting thread ThreadName-N (prctl
+	// PR_SET_NAME), unlike the process.
+	ThreadName string `json:",omitempty"`
 }
 
 // Result is what the client saw. Failures count both bind() and connect()
@@ -95,6 +106,12 @@ func Run(c Config) (Result, error) {
 	for i := range threads {
 		wg.Go(func() {
 			runtime.LockOSThread()
+			// The main thread's name is the process's (ps shows it):
+			// only the others get a name of their own.
+			if c.ThreadName != "" && unix.Gettid() != os.Getpid() {
+				name := []byte(fmt.Sprintf("%s-%d\x00", c.ThreadName, i))
+				unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0)
+			}
 			results[i], samples[i] = loop(c, i)
 		})
 	}
@@ -128,9 +145,19 @@ func loop(c Config, thread int) (Result, []uint32) {
 		if c.Spaces > 1 {
 			target = spread(c.Target, (thread*c.Count+res.Attempts)%c.Spaces)
 		}
+		if len(c.Targets) > 0 {
+			target = c.Targets[res.Attempts%len(c.Targets)]
+		}
+		if c.Interval > 0 && res.Attempts > 0 {
+			time.Sleep(time.Until(start.Add(time.Duration(res.Attempts) * c.Interval)))
+		}
+		bindAddr := c.BindAddr
+		if !bindAddr.IsValid() {
+			bindAddr = target.Addr()
+		}
 		res.Attempts++
 		t := time.Now()
-		port, err := once(target, c.Close, c.BindFirst)
+		port, err := once(target, c.Close, c.BindFirst, bindAddr)
 		if len(sample) < sampleCap {
 			sample = append(sample, uint32(min(time.Since(t), math.MaxUint32)))
 		}
@@ -170,7 +197,7 @@ func percentiles(ns []uint32) (p50, p99 time.Duration) {
 
 // once connects and closes one socket; the error is bind()'s or connect()'s
 // errno.
-func once(target netip.AddrPort, mode CloseMode, bindFirst bool) (int, error) {
+func once(target netip.AddrPort, mode CloseMode, bindFirst bool, bindAddr netip.Addr) (int, error) {
 	family := unix.AF_INET
 	if target.Addr().Is6() {
 		family = unix.AF_INET6
@@ -181,7 +208,7 @@ func once(target netip.AddrPort, mode CloseMode, bindFirst bool) (int, error) {
 	}
 	defer unix.Close(fd)
 	if bindFirst {
-		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(target.Addr(), 0))); err != nil {
+		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(bindAddr, 0))); err != nil {
 			return 0, err
 		}
 	}

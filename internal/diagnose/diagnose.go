@@ -6,9 +6,11 @@
 package diagnose
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,10 +20,17 @@ import (
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
-// Finding is one piece of advice about one port space.
+// Finding is one piece of advice about one port space, or about a whole
+// namespace (Dst empty: its listeners, its bind() conflicts).
 type Finding struct {
 	Rule  string `json:"rule"`
 	Space string `json:"port_space"`
+	// The space as fields: its namespace's inode, source address, and
+	// destination (empty for a bind() pool or a namespace's finding).
+	Netns uint32 `json:"netns"`
+	Src   string `json:"src,omitempty"`
+	Dst   string `json:"dst,omitempty"`
+	DPort uint16 `json:"dport,omitempty"`
 	// Situation is the space's state, common to its findings; Evidence
 	// is what this rule saw in particular.
 	Situation string `json:"situation"`
@@ -81,26 +90,33 @@ const (
 const widestLow, widestHigh = 1024, 65535
 
 // Diagnose returns the findings for every port space under pressure, in the
-// report's order (most urgent first).
+// report's order (most urgent first), then each namespace's own.
 func Diagnose(r *aggregate.Report) []Finding {
-	settings := map[uint32]netns.Settings{}
-	for _, ns := range r.Netns {
-		settings[ns.Inode] = ns.Settings
+	settings := map[uint32]*aggregate.NetnsReport{}
+	for i := range r.Netns {
+		settings[r.Netns[i].Inode] = &r.Netns[i]
 	}
-	var out []Finding
+	out := []Finding{}
 	for i := range r.Spaces {
 		s := &r.Spaces[i]
 		ns, known := settings[s.Netns]
-		if s.Other || !known || s.Usable == 0 {
+		if s.Other || !known {
 			continue
 		}
-		c := check{s: s, ns: ns}
+		c := check{s: s, ns: ns.Settings, nr: ns}
 		for _, rule := range rules {
 			if f, ok := rule(&c); ok {
 				f.Space, f.Situation = s.Where(), c.situation()
+				f.Netns, f.Src, f.Dst = s.Netns, s.Src, s.Dst
+				if s.Key.Dst.IsValid() {
+					f.DPort = s.Key.Dst.Port()
+				}
 				out = append(out, f)
 			}
 		}
+	}
+	for i := range r.Netns {
+		out = append(out, namespaceFindings(&r.Netns[i])...)
 	}
 	return out
 }
@@ -108,16 +124,33 @@ func Diagnose(r *aggregate.Report) []Finding {
 type check struct {
 	s  *aggregate.SpaceReport
 	ns netns.Settings
+	nr *aggregate.NetnsReport
 }
 
 var rules = []func(*check) (Finding, bool){
-	keepalive, twReuse, moreDestinations, unixSocket, portRange, sourceAddresses, bindNoPort, slowPortSearch,
+	noSourceAddress, keepalive, idlePool, twReuse, moreDestinations, unixSocket, portRange, sourceAddresses, bindNoPort, slowPortSearch,
 }
 
 func (c *check) pressure() bool {
 	s := c.s
-	return s.UsedPct >= pressurePct || s.Errno(s.ExhaustionErrno()) > 0 ||
-		s.ETA != nil && *s.ETA <= pressureETA.Seconds()
+	return s.Usable > 0 && (s.UsedPct >= pressurePct || s.Exhaustion60() > 0 ||
+		s.ETA != nil && *s.ETA <= pressureETA.Seconds())
+}
+
+// boundShare is the share of attempts, above which a connect space's ports
+// come from bind() (source-IP sharding, Envoy's upstream bind): its
+// advice is its bind() pool's.
+const boundShare = 50.0
+
+// viaBind tells a connect space whose sockets bind() before connect(): its
+// ports come from the address's bind() pool, shared by every destination,
+// which carries the advice.
+func (c *check) viaBind() bool { return !c.s.Key.IsBindPool() && c.s.BoundPct >= boundShare }
+
+// connectAdvice tells whether the connect-side rules apply: a connect space
+// under pressure whose ports connect() itself picks.
+func (c *check) connectAdvice() bool {
+	return !c.s.Key.IsBindPool() && !c.viaBind() && c.pressure()
 }
 
 // perSecond is what a space of n ports sustains without reuse.
@@ -137,26 +170,56 @@ func (c *check) loopback() bool {
 // situation is the evidence common to most findings.
 func (c *check) situation() string {
 	s := c.s
-	parts := []string{fmt.Sprintf("%s of %s ports in use (%s in TIME_WAIT)", num(s.Used), num(s.Usable), num(s.TimeWait))}
-	if n := s.Errno(s.ExhaustionErrno()); n > 0 {
+	held := fmt.Sprintf("%s in TIME_WAIT", num(s.TimeWait))
+	if s.Reusable > 0 {
+		held += fmt.Sprintf(", %s of them reusable and not counted", num(s.Reusable))
+	}
+	if s.Bound > 0 {
+		held += fmt.Sprintf(", %s bound by bind() in the namespace", num(s.Bound))
+	}
+	parts := []string{fmt.Sprintf("%s of %s ports in use (%s)", num(s.Used), num(s.Usable), held)}
+	if n := s.Exhaustion60(); n > 0 {
 		parts = append(parts, fmt.Sprintf("%s %s in the last minute", num(int(n)), s.ExhaustionErrno()))
 	} else if s.ETA != nil {
 		parts = append(parts, fmt.Sprintf("full in %s at the current rate", time.Duration(*s.ETA*float64(time.Second)).Round(time.Second)))
+	} else if s.TWCapped {
+		parts = append(parts, "TIME_WAIT is capped by tcp_max_tw_buckets")
 	}
 	return strings.Join(parts, ", ")
 }
 
+// noSourceAddress: EADDRNOTAVAIL with no port search at all. Not
+// exhaustion: nothing about ports helps.
+func noSourceAddress(c *check) (Finding, bool) {
+	n := c.s.NoAddress60()
+	if n == 0 {
+		return Finding{}, false
+	}
+	return Finding{Rule: "no_source_address",
+		Evidence: fmt.Sprintf("%s connect() or bind() calls toward %s failed with EADDRNOTAVAIL in the last minute before any port search: "+
+			"the host had no usable source address for them, not a lack of ports", num(int(n)), cmp.Or(c.s.Dst, c.s.Src)),
+		Fix: "give the host an address of that family on the route to the destination (IPv6 without a global or loopback address is the usual case), " +
+			"or bind() only to an address the host has (ip_nonlocal_bind=1 allows one it does not have yet)"}, true
+}
+
+// churning reports whether the space opens, without reuse, enough new
+// connections to fill half of it within one TIME_WAIT period, and closed
+// enough of them in the last minute to judge their lifetimes.
+func (c *check) churning() bool {
+	s := c.s
+	return s.Conns.S10*aggregate.TimeWaitLen >= churnShare*float64(s.Usable) && s.Closed60 >= minClosed
+}
+
 func keepalive(c *check) (Finding, bool) {
 	s := c.s
-	churn := s.Conns.S10 * aggregate.TimeWaitLen
 	// Connections still open are being reused: only closed ones, mostly
 	// short, show that reuse is missing.
-	if s.Key.IsBindPool() || !c.pressure() || churn < churnShare*float64(s.Usable) || s.Closed60 < minClosed || s.ShortPct < shortPct {
+	if !c.connectAdvice() || !c.churning() || s.ShortPct < shortPct {
 		return Finding{}, false
 	}
 	who := processes(s.Processes)
-	ev := fmt.Sprintf("%s opened %s connections/s to %s, %.0f%% of those closed lived under 1 s; %s ports sustain %s connections/s without reuse",
-		who, num(int(s.Conns.S10+0.5)), s.Dst, s.ShortPct, num(s.Usable), perSecondText(s.Usable))
+	ev := fmt.Sprintf("%s made %s connection attempts/s to %s; %.0f%% of the %s closed in the last minute lived under 1 s; %s ports sustain %s connections/s without reuse",
+		who, rate(s.Conns.S10), s.Dst, s.ShortPct, num(int(s.Closed60)), num(s.Usable), perSecondText(s.Usable))
 	fix := fmt.Sprintf("reuse connections to %s (HTTP keep-alive or a connection pool)", s.Dst)
 	if slices.ContainsFunc(s.Processes, func(p aggregate.ProcRef) bool { return p.Comm == "nginx" }) {
 		fix = `enable upstream keepalive: "keepalive 32;" in the upstream block, and "proxy_http_version 1.1;" and "proxy_set_header Connection "";" where it is proxied ` +
@@ -165,10 +228,24 @@ func keepalive(c *check) (Finding, bool) {
 	return Finding{Rule: "keepalive", Evidence: ev, Fix: fix}, true
 }
 
+// idlePool: connections that live long (they are reused) yet churn: the
+// client keeps too few idle connections and opens new ones under load.
+func idlePool(c *check) (Finding, bool) {
+	s := c.s
+	if !c.connectAdvice() || !c.churning() || s.ShortPct >= shortPct || s.Lifetime.P50 < time.Second {
+		return Finding{}, false
+	}
+	return Finding{Rule: "idle_pool",
+		Evidence: fmt.Sprintf("%s already reuses connections to %s (median lifetime %s) but opens %s new ones/s",
+			processes(s.Processes), s.Dst, s.Lifetime.P50.Round(time.Second), rate(s.Conns.S10)),
+		Fix: "keep more idle connections: the pool closes what it cannot keep idle and opens them again at the next burst " +
+			"(Go: Transport.MaxIdleConnsPerHost, 2 by default; nginx: the number in \"keepalive N;\"; a longer idle timeout)"}, true
+}
+
 func twReuse(c *check) (Finding, bool) {
 	s := c.s
 	reuseOn := c.ns.TWReuse == 1 || c.ns.TWReuse == 2 && c.loopback()
-	if s.Key.IsBindPool() || reuseOn || !c.pressure() || float64(s.TimeWait) < timeWaitShare*float64(s.Used) {
+	if !c.connectAdvice() || reuseOn || s.TimeWait == 0 || float64(s.TimeWait) < timeWaitShare*float64(s.Used) {
 		return Finding{}, false
 	}
 	return Finding{
@@ -179,26 +256,55 @@ func twReuse(c *check) (Finding, bool) {
 	}, true
 }
 
+// listenersOn are the namespace's listeners on port.
+func (c *check) listenersOn(port uint16) []aggregate.Listener {
+	var out []aggregate.Listener
+	for _, l := range c.nr.Listeners {
+		if l.Addr.Port() == port {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 func moreDestinations(c *check) (Finding, bool) {
 	s := c.s
-	if s.Key.IsBindPool() || !c.pressure() {
+	if !c.connectAdvice() {
 		return Finding{}, false
 	}
 	ev := fmt.Sprintf("one destination address and port is one space of %s ports, %s connections/s",
 		num(s.Usable), perSecondText(s.Usable))
 	dst := s.Key.Dst
-	if c.loopback() && dst.Addr().Is4() {
-		a2, a3 := dst.Addr().Next(), dst.Addr().Next().Next()
+	if !c.loopback() || !dst.Addr().Is4() {
 		return Finding{Rule: "more_destinations", Evidence: ev, Fix: fmt.Sprintf(
-			"adding %s and %s as upstream addresses (any 127.0.0.0/8 address reaches the same listener) triples this port space to %s ports, %s connections/s",
-			netip.AddrPortFrom(a2, dst.Port()), netip.AddrPortFrom(a3, dst.Port()), num(3*s.Usable), perSecondText(3*s.Usable))}, true
+			"if the upstream also listens on other addresses or ports, each one added to the pool is another %s ports: spread the load over them", num(s.Usable))}, true
+	}
+	a2, a3 := dst.Addr().Next(), dst.Addr().Next().Next()
+	more := fmt.Sprintf("adding %s and %s as upstream addresses triples this port space to %s ports, %s connections/s",
+		netip.AddrPortFrom(a2, dst.Port()), netip.AddrPortFrom(a3, dst.Port()), num(3*s.Usable), perSecondText(3*s.Usable))
+	ls := c.listenersOn(dst.Port())
+	if slices.ContainsFunc(ls, func(l aggregate.Listener) bool { return l.Addr.Addr().IsUnspecified() }) {
+		return Finding{Rule: "more_destinations", Evidence: ev,
+			Fix: more + fmt.Sprintf(" (the listener on %s accepts on every address)", listenerText(ls[0]))}, true
+	}
+	if len(ls) > 0 {
+		return Finding{Rule: "more_destinations", Evidence: ev, Fix: fmt.Sprintf(
+			"the listener %s accepts only on %s: make it listen on 0.0.0.0 (or also on %s and %s); then %s",
+			listenerText(ls[0]), ls[0].Addr.Addr(), a2, a3, more)}, true
 	}
 	return Finding{Rule: "more_destinations", Evidence: ev, Fix: fmt.Sprintf(
-		"each more upstream address or port is another %s ports: spread the load over several", num(s.Usable))}, true
+		"if the upstream listens on 0.0.0.0 or on those addresses too (its listener is not in this namespace's table), %s", more)}, true
+}
+
+func listenerText(l aggregate.Listener) string {
+	if l.PID == 0 {
+		return l.Addr.String()
+	}
+	return fmt.Sprintf("%s (%s, pid %d)", l.Addr, l.Comm, l.PID)
 }
 
 func unixSocket(c *check) (Finding, bool) {
-	if c.s.Key.IsBindPool() || !c.loopback() || !c.pressure() {
+	if !c.connectAdvice() || !c.loopback() {
 		return Finding{}, false
 	}
 	return Finding{Rule: "unix_socket", Evidence: fmt.Sprintf("the upstream %s is on this host", c.s.Dst),
@@ -207,21 +313,68 @@ func unixSocket(c *check) (Finding, bool) {
 
 func portRange(c *check) (Finding, bool) {
 	cur := c.ns.PortHigh - c.ns.PortLow + 1
-	if !c.pressure() || cur >= widestHigh-widestLow+1 {
+	if !c.pressure() || c.viaBind() || cur >= widestHigh-widestLow+1 {
 		return Finding{}, false
 	}
 	wide := netns.Settings{PortLow: widestLow, PortHigh: widestHigh, Reserved: c.ns.Reserved}.Usable()
+	fix := fmt.Sprintf(`widen it: sysctl -w net.ipv4.ip_local_port_range="%d %d" gives %s ports, %s connections/s`,
+		widestLow, widestHigh, num(wide), perSecondText(wide))
+	if ports := c.listenersInto(widestLow, widestHigh); len(ports) > 0 {
+		fix += fmt.Sprintf(`; the listening ports %s would fall inside it: keep them out of it first with sysctl -w net.ipv4.ip_local_reserved_ports="%s"`,
+			joinPorts(ports), reservedWith(c.ns.Reserved, ports))
+	}
 	return Finding{
 		Rule: "port_range",
 		Evidence: fmt.Sprintf("ip_local_port_range is %d-%d in netns %d: %s usable ports, %s connections/s per destination",
 			c.ns.PortLow, c.ns.PortHigh, c.ns.Inode, num(c.s.Usable), perSecondText(c.s.Usable)),
-		Fix: fmt.Sprintf(`widen it: sysctl -w net.ipv4.ip_local_port_range="%d %d" gives %s ports, %s connections/s (list listening ports in that range in ip_local_reserved_ports)`,
-			widestLow, widestHigh, num(wide), perSecondText(wide)),
+		Fix: fix,
 	}, true
 }
 
+// listenersInto are the listening ports in [lo, hi] that are neither in
+// the current range nor reserved: a wider range would hand them out.
+func (c *check) listenersInto(lo, hi int) []int {
+	reserved := netns.ParseRanges(c.ns.Reserved)
+	seen := map[int]bool{}
+	var out []int
+	for _, l := range c.nr.Listeners {
+		p := int(l.Addr.Port())
+		if p < lo || p > hi || p >= c.ns.PortLow && p <= c.ns.PortHigh || seen[p] || inRanges(p, reserved) {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func inRanges(p int, rs [][2]int) bool {
+	return slices.ContainsFunc(rs, func(r [2]int) bool { return p >= r[0] && p <= r[1] })
+}
+
+func joinPorts(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ", ")
+}
+
+// reservedWith is ip_local_reserved_ports with ports added.
+func reservedWith(cur string, ports []int) string {
+	parts := []string{}
+	if cur = strings.TrimSpace(cur); cur != "" {
+		parts = append(parts, cur)
+	}
+	for _, p := range ports {
+		parts = append(parts, fmt.Sprint(p))
+	}
+	return strings.Join(parts, ",")
+}
+
 func sourceAddresses(c *check) (Finding, bool) {
-	if c.s.Key.IsBindPool() || c.loopback() || !c.pressure() {
+	if !c.connectAdvice() || c.loopback() {
 		return Finding{}, false
 	}
 	return Finding{Rule: "source_addresses", Evidence: fmt.Sprintf("every connection comes from source address %s", c.s.Src),
@@ -234,14 +387,15 @@ func bindNoPort(c *check) (Finding, bool) {
 		return Finding{}, false
 	}
 	return Finding{Rule: "bind_no_port",
-		Evidence: fmt.Sprintf("%s made %s bind()s/s", processes(s.Processes), num(int(s.Conns.S10+0.5))),
-		Fix: fmt.Sprintf("bind() before connect() takes its port from one pool per source address (%s) shared by every destination: "+
-			"set IP_BIND_ADDRESS_NO_PORT before bind() so that connect() picks the port per destination", s.Src)}, true
+		Evidence: fmt.Sprintf("%s made %s bind-then-connect attempts/s from %s", processes(s.Processes), rate(s.Conns.S10), s.Src),
+		Fix: fmt.Sprintf("bind() before connect() takes its port from one pool per source address (%s) shared by every destination, "+
+			"so more upstreams do not help: set IP_BIND_ADDRESS_NO_PORT before bind() so that connect() picks the port per destination "+
+			"(nginx: proxy_bind ... transparent is not needed for this; Envoy: it sets the option itself), or drop the bind()", s.Src)}, true
 }
 
 func slowPortSearch(c *check) (Finding, bool) {
 	l := c.s.AllocLatency
-	if l.Count < slowSearchMin || l.P99 < slowSearch {
+	if c.s.Key.IsBindPool() || l.Count < slowSearchMin || l.P99 < slowSearch {
 		return Finding{}, false
 	}
 	return Finding{Rule: "slow_port_search", Evidence: fmt.Sprintf(
@@ -282,3 +436,46 @@ func processes(refs []aggregate.ProcRef) string {
 
 // num writes n with thousands separators, as operators read them.
 func num(n int) string { return humanize.Comma(int64(n)) }
+
+// rate writes a per-second rate: one decimal below 10.
+func rate(f float64) string {
+	if f < 10 {
+		return strconv.FormatFloat(f, 'f', 1, 64)
+	}
+	return num(int(f + 0.5))
+}
+
+// namespaceFindings are a namespace's own: ports that services listen on
+// or bind() to inside the ephemeral range.
+func namespaceFindings(n *aggregate.NetnsReport) []Finding {
+	var out []Finding
+	where := fmt.Sprintf("netns %d", n.Inode)
+	rng := fmt.Sprintf("ip_local_port_range %d-%d", n.PortLow, n.PortHigh)
+	reserved := netns.ParseRanges(n.Reserved)
+	for _, c := range n.Conflicts {
+		who := "an outgoing connection"
+		if c.Holder != nil {
+			who = fmt.Sprintf("an outgoing connection of %s (pid %d)", c.Holder.Comm, c.Holder.PID)
+		}
+		ev := fmt.Sprintf("bind() to %s by %s (pid %d) failed with EADDRINUSE %s times", c.Addr, c.By.Comm, c.By.PID, num(int(c.Total)))
+		f := Finding{Rule: "bind_conflict", Space: where, Netns: n.Inode, Situation: "a named port was taken", Evidence: ev}
+		if p := int(c.Port); p >= n.PortLow && p <= n.PortHigh && !inRanges(p, reserved) {
+			f.Evidence += fmt.Sprintf(": port %d is inside %s and %s may hold it", p, rng, who)
+			f.Fix = fmt.Sprintf(`keep it out of the ephemeral range: sysctl -w net.ipv4.ip_local_reserved_ports="%s"`, reservedWith(n.Reserved, []int{p}))
+		}
+		out = append(out, f)
+	}
+	seen := map[uint16]bool{}
+	for _, l := range n.Listeners {
+		p := int(l.Addr.Port())
+		if p < n.PortLow || p > n.PortHigh || inRanges(p, reserved) || seen[l.Addr.Port()] {
+			continue
+		}
+		seen[l.Addr.Port()] = true
+		out = append(out, Finding{Rule: "listener_in_range", Space: where, Netns: n.Inode, Situation: "a listening port is ephemeral",
+			Evidence: fmt.Sprintf("%s listens inside %s: connect() skips the port while it listens, and an outgoing connection can take it while it does not (a restart then fails with EADDRINUSE)",
+				listenerText(l), rng),
+			Fix: fmt.Sprintf(`reserve it: sysctl -w net.ipv4.ip_local_reserved_ports="%s"`, reservedWith(n.Reserved, []int{p}))})
+	}
+	return out
+}

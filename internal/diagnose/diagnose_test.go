@@ -21,7 +21,7 @@ func incident() *aggregate.SpaceReport {
 		Netns: ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
 		Processes: []aggregate.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
 		Conns:     aggregate.Rates{S1: 1950, S10: 1950, S60: 1900},
-		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Rates: aggregate.Rates{S10: 30}, Last: 312, Total: 312}},
+		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Exhaustion: true, Rates: aggregate.Rates{S10: 30}, Last: 312, Total: 312}},
 		TimeWait:  27610, Live: 90, Used: 27700, Usable: 28232, UsedPct: 98.1,
 		Closed60: 100000, ShortPct: 98,
 	}
@@ -64,7 +64,7 @@ func TestIncident(t *testing.T) {
 		t.Fatalf("rules %q, want %q", got, want)
 	}
 	k := find(fs, "keepalive")
-	for _, s := range []string{k.Situation + "; nginx (pids 812, 813)", "1,950 connections/s to 127.0.0.1:8080", "98% of those closed lived under 1 s",
+	for _, s := range []string{k.Situation + "; nginx (pids 812, 813)", "1,950 connection attempts/s to 127.0.0.1:8080", "98% of the 100,000 closed in the last minute lived under 1 s",
 		"27,700 of 28,232 ports in use (27,610 in TIME_WAIT)", "312 EADDRNOTAVAIL", "28,232 ports sustain 470 connections/s"} {
 		if !strings.Contains(k.String(), s) {
 			t.Errorf("keepalive finding %q lacks %q", k, s)
@@ -173,7 +173,7 @@ func TestWideRangeNoRangeAdvice(t *testing.T) {
 func TestBindNoPort(t *testing.T) {
 	s := incident()
 	s.Key.Dst, s.Dst = netip.AddrPort{}, ""
-	s.Failures = []aggregate.Failure{{Errno: "EADDRINUSE", Last: 40, Total: 40}}
+	s.Failures = []aggregate.Failure{{Errno: "EADDRINUSE", Exhaustion: true, Last: 40, Total: 40}}
 	fs := diagnose(0, s)
 	if f := find(fs, "bind_no_port"); f == nil || !strings.Contains(f.Fix, "IP_BIND_ADDRESS_NO_PORT") || !strings.Contains(f.Situation, "40 EADDRINUSE") {
 		t.Errorf("bind pool: %v", fs)
@@ -209,5 +209,121 @@ func TestUnknownNamespaceAndOther(t *testing.T) {
 	o.Other = true
 	if fs := diagnose(0, s, o); len(fs) != 0 {
 		t.Errorf("advice without the namespace's settings or for 'other': %v", fs)
+	}
+}
+
+// TestNoSourceAddress: EADDRNOTAVAIL without a port search is named for
+// what it is, with no exhaustion advice and no ETA.
+func TestNoSourceAddress(t *testing.T) {
+	s := &aggregate.SpaceReport{
+		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.IPv6Unspecified(), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
+		Netns: ino, Src: "::", Dst: "[2001:db8::1]:80", Usable: 28232,
+		Conns:    aggregate.Rates{S10: 50},
+		Failures: []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Rates: aggregate.Rates{S10: 50}, Last: 500, Total: 500}},
+	}
+	fs := diagnose(0, s)
+	if got := strings.Join(ruleNames(fs), " "); got != "no_source_address" {
+		t.Fatalf("rules %q, want only no_source_address", got)
+	}
+	if f := fs[0]; !strings.Contains(f.Evidence, "500 connect()") || !strings.Contains(f.Evidence, "not a lack of ports") ||
+		f.Netns != ino || f.Dst != "[2001:db8::1]:80" || f.DPort != 80 {
+		t.Errorf("finding %+v", f)
+	}
+}
+
+// TestMoreDestinationsFollowsTheListener: 127.0.0.2 is offered only where
+// the listener accepts on it.
+func TestMoreDestinationsFollowsTheListener(t *testing.T) {
+	for _, tc := range []struct {
+		listen   string
+		want     string
+		wantNot  string
+		wantCond bool
+	}{
+		{"0.0.0.0:8080", "adding 127.0.0.2:8080 and 127.0.0.3:8080", "accepts only", false},
+		{"127.0.0.1:8080", "accepts only on 127.0.0.1: make it listen on 0.0.0.0", "", false},
+		{"", "if the upstream listens on 0.0.0.0", "", true},
+	} {
+		r := &aggregate.Report{Netns: settings(0), Spaces: []aggregate.SpaceReport{*incident()}}
+		if tc.listen != "" {
+			r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort(tc.listen), PID: 77, Comm: "app"}}
+		}
+		f := find(Diagnose(r), "more_destinations")
+		if f == nil || !strings.Contains(f.Fix, tc.want) || tc.wantNot != "" && strings.Contains(f.Fix, tc.wantNot) {
+			t.Errorf("listener %q: %v", tc.listen, f)
+		}
+	}
+}
+
+// TestPortRangeNamesListeners: a wider range would hand out the ports that
+// services listen on: the advice names them and the reserved-ports line.
+func TestPortRangeNamesListeners(t *testing.T) {
+	r := &aggregate.Report{Netns: settings(0), Spaces: []aggregate.SpaceReport{*incident()}}
+	r.Netns[0].Reserved = "9000"
+	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")},
+		{Addr: netip.MustParseAddrPort("[::]:8080")}, {Addr: netip.MustParseAddrPort("0.0.0.0:9000")}, {Addr: netip.MustParseAddrPort("0.0.0.0:22")}}
+	f := find(Diagnose(r), "port_range")
+	if f == nil || !strings.Contains(f.Fix, "listening ports 8080 would fall inside it") ||
+		!strings.Contains(f.Fix, `ip_local_reserved_ports="9000,8080"`) {
+		t.Errorf("port range: %v", f)
+	}
+}
+
+// TestNamespaceFindings: a listener inside the ephemeral range, and a
+// bind() to a named port that an outgoing connection took.
+func TestNamespaceFindings(t *testing.T) {
+	r := &aggregate.Report{Netns: settings(0)}
+	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:41005"), PID: 9, Comm: "svc"}}
+	r.Netns[0].Conflicts = []aggregate.Conflict{{Addr: "0.0.0.0:41006", Port: 41006, By: aggregate.ProcRef{PID: 10, Comm: "svc2"},
+		Holder: &aggregate.ProcRef{PID: 11, Comm: "client"}, Total: 3}}
+	fs := Diagnose(r)
+	if got := strings.Join(ruleNames(fs), " "); got != "bind_conflict listener_in_range" {
+		t.Fatalf("rules %q", got)
+	}
+	if f := fs[0]; !strings.Contains(f.Evidence, "svc2 (pid 10) failed with EADDRINUSE 3 times") ||
+		!strings.Contains(f.Evidence, "client (pid 11)") || !strings.Contains(f.Fix, `ip_local_reserved_ports="41006"`) {
+		t.Errorf("conflict: %+v", f)
+	}
+	if f := fs[1]; !strings.Contains(f.Evidence, "svc, pid 9") || !strings.Contains(f.Fix, `"41005"`) {
+		t.Errorf("listener: %+v", f)
+	}
+}
+
+// TestViaBindDefersToThePool: a connect space whose sockets bind() first
+// gets no connect-side advice: more upstreams would not help.
+func TestViaBindDefersToThePool(t *testing.T) {
+	s := incident()
+	s.BoundPct = 100
+	for _, rule := range []string{"keepalive", "tcp_tw_reuse", "more_destinations", "unix_socket", "port_range", "source_addresses"} {
+		if f := find(diagnose(0, s), rule); f != nil {
+			t.Errorf("%s advice for bound sockets: %v", rule, f)
+		}
+	}
+}
+
+// TestNoEmptyClaims: nothing in TIME_WAIT, no tcp_tw_reuse advice; every
+// attempt failed (none closed), no keep-alive advice quoting a rate.
+func TestNoEmptyClaims(t *testing.T) {
+	s := incident()
+	s.TimeWait, s.Live, s.Used, s.Closed60 = 0, 28232, 28232, 0
+	fs := diagnose(0, s)
+	if find(fs, "tcp_tw_reuse") != nil || find(fs, "keepalive") != nil {
+		t.Errorf("claims without evidence: %v", ruleNames(fs))
+	}
+	for _, f := range fs {
+		if strings.Contains(f.String(), "up to 0") {
+			t.Errorf("%v", f)
+		}
+	}
+}
+
+// TestIdlePool: connections that live for minutes yet churn: the pool is
+// too small, keep-alive is already on.
+func TestIdlePool(t *testing.T) {
+	s := incident()
+	s.ShortPct, s.Lifetime = 10, aggregate.Summary{Count: 100, P50: 90 * time.Second}
+	fs := diagnose(0, s)
+	if find(fs, "keepalive") != nil || find(fs, "idle_pool") == nil {
+		t.Errorf("rules %v, want idle_pool and no keepalive", ruleNames(fs))
 	}
 }

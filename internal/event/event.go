@@ -17,16 +17,22 @@ import (
 // Kind says what happened.
 type Kind uint8
 
+// The kinds mirror enum event_kind in bpf/porttrace.h.
 const (
-	// Connect is a connect() call returning, with the errno the caller saw.
+	// Connect is a connect() that failed synchronously, with the errno the
+	// caller got: before the socket reached SYN_SENT (no route, no source
+	// address) or in the port search itself (Searched).
 	Connect Kind = 1
 	// Alloc is the kernel's search for a source port inside connect().
 	Alloc Kind = 2
-	// Bind is an ephemeral port taken by bind() (port 0), before connect().
+	// Bind is an ephemeral port taken by bind() (port 0), or a named port
+	// that bind() could not take (FixedPort).
 	Bind Kind = 3
-	// State is a TCP state change of a client socket.
+	// State is a client socket entering SYN_SENT (an attempt), ESTABLISHED
+	// or CLOSE. SYN_SENT -> CLOSE carries the attempt's failure in Errno.
 	State Kind = 4
-	// TimeWait is a client socket's port entering TIME_WAIT.
+	// TimeWait is a client socket's port entering TIME_WAIT; the socket
+	// itself is closed, and no CLOSE event follows.
 	TimeWait Kind = 5
 )
 
@@ -59,6 +65,13 @@ const (
 	// OwnerFromSocket: the process was recorded when the socket connected,
 	// because the event itself ran in softirq context.
 	OwnerFromSocket Flags = 2
+	// Searched: the failure is the port search's own (every port taken).
+	// An EADDRNOTAVAIL without it means no usable source address.
+	Searched Flags = 4
+	// Bound: the socket held a port from bind() before it connected.
+	Bound Flags = 8
+	// FixedPort: a Bind event for a port the caller named; Src's port is it.
+	FixedPort Flags = 16
 )
 
 // TCPState is a kernel TCP state (include/net/tcp_states.h).
@@ -128,17 +141,68 @@ type Event struct {
 	Latency  time.Duration
 	Cookie   uint64 // the socket's cookie: same for all events of one socket
 	CgroupID uint64
-	Netns    uint32 // network namespace inode
-	PID      uint32 // thread id
-	TGID     uint32 // process id
-	Family   uint16 // AF_INET or AF_INET6
-	Comm     Comm
-	Src      netip.AddrPort
-	Dst      netip.AddrPort
+	Netns    uint32 // network namespace inode; the kernel reuses it
+	// NetnsCookie tells namespaces apart that had the same inode at
+	// different times (0 where unknown).
+	NetnsCookie uint64
+	PID         uint32 // thread id
+	TGID        uint32 // process id
+	Family      uint16 // AF_INET or AF_INET6
+	// Comm is the process's name (its main thread's, as ps shows it);
+	// ThreadComm the name of the thread that connected.
+	Comm       Comm
+	ThreadComm Comm
+	Src        netip.AddrPort
+	Dst        netip.AddrPort
 }
 
-// Failed reports whether the event records a failure.
-func (e *Event) Failed() bool { return e.Errno != 0 && e.Errno != syscall.EINPROGRESS }
+// Failed reports whether the event records a failed connection attempt or
+// bind(): connect()'s or bind()'s own failure, or the outcome of an attempt
+// (SYN_SENT -> CLOSE). A port search's result (Alloc) is not a call's.
+func (e *Event) Failed() bool {
+	switch e.Kind {
+	case Connect, Bind:
+		return e.Errno != 0 && e.Errno != syscall.EINPROGRESS && e.Errno < MaxUserErrno
+	case State:
+		return e.NewState == Close && e.Errno != 0
+	}
+	return false
+}
+
+// Attempt reports whether the event begins a connection attempt, or is one
+// that never reached SYN_SENT: a socket entering SYN_SENT, a connect() that
+// failed before it, a bind() that found its pool empty (no connect()
+// follows).
+func (e *Event) Attempt() bool {
+	switch e.Kind {
+	case State:
+		return e.NewState == SynSent
+	case Connect:
+		return e.Failed() && e.Flags&Searched == 0
+	case Bind:
+		return e.Failed() && e.Flags&FixedPort == 0
+	}
+	return false
+}
+
+// Exhaustion reports whether a failure means that no port was left: the
+// port search of connect() failed, or bind() found its pool empty.
+func (e *Event) Exhaustion() bool {
+	if !e.Failed() {
+		return false
+	}
+	switch {
+	case e.Kind == Bind:
+		return e.Flags&FixedPort == 0
+	case e.Errno == syscall.EADDRNOTAVAIL:
+		return e.Flags&Searched != 0 && e.Flags&Bound == 0
+	}
+	return false
+}
+
+// MaxUserErrno bounds the errnos user space can see: codes from 512 on
+// (ERESTARTSYS and friends) are the kernel's own, an interrupted call.
+const MaxUserErrno = 512
 
 // Source delivers events to fn until ctx ends, and counts those it could not
 // deliver. The tracer is one; tests feed synthetic ones.

@@ -28,7 +28,8 @@ type JSON struct {
 	Event         string    `json:"event"`
 	PID           uint32    `json:"pid"`
 	TID           uint32    `json:"tid"`
-	Comm          string    `json:"comm"`
+	Comm          string    `json:"comm"` // the process's name
+	ThreadComm    string    `json:"thread_comm,omitempty"`
 	CgroupID      uint64    `json:"cgroup_id"`
 	Netns         uint32    `json:"netns"`
 	Src           string    `json:"src"`
@@ -44,7 +45,7 @@ type JSON struct {
 // MarshalJSON writes the event as JSON.
 func (e *Event) MarshalJSON() ([]byte, error) {
 	j := JSON{
-		Time: e.Time.UTC(), Event: e.Kind.String(), PID: e.TGID, TID: e.PID, Comm: e.Comm.String(),
+		Time: e.Time.UTC(), Event: e.Kind.String(), PID: e.TGID, TID: e.PID, Comm: e.Comm.String(), ThreadComm: e.ThreadComm.String(),
 		CgroupID: e.CgroupID, Netns: e.Netns, Src: e.Src.String(), Dst: e.Dst.String(),
 		Errno: ErrnoName(e.Errno), Cookie: e.Cookie,
 	}
@@ -69,6 +70,9 @@ func (e *Event) Text() string {
 	switch e.Kind {
 	case State:
 		fmt.Fprintf(&b, "%s -> %s", e.OldState, e.NewState)
+		if e.Errno != 0 {
+			b.WriteString(" " + ErrnoName(e.Errno))
+		}
 	case TimeWait:
 		b.WriteString("TIME_WAIT")
 	default:

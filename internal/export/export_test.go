@@ -70,7 +70,7 @@ func (f *fixture) add(e event.Event) {
 
 func (f *fixture) ev(w who, kind event.Kind, dst netip.AddrPort) event.Event {
 	return event.Event{Time: time.Now(), Kind: kind, Cookie: f.cookie, Netns: ino, PID: w.pid + 1, TGID: w.pid,
-		Comm: event.MakeComm(w.comm), Family: syscall.AF_INET, Src: netip.AddrPortFrom(upstream.Addr(), 0), Dst: dst}
+		Comm: event.MakeComm(w.comm), Family: syscall.AF_INET, Src: netip.AddrPortFrom(upstream.Addr(), uint16(40000+f.cookie%20)), Dst: dst}
 }
 
 func (f *fixture) state(w who, dst netip.AddrPort, from, to event.TCPState) {
@@ -88,14 +88,11 @@ func (f *fixture) attempt(w who, dst netip.AddrPort, latency time.Duration, errn
 	alloc.Latency, alloc.Errno = latency, errno
 	f.add(alloc)
 	if errno != 0 {
-		f.state(w, dst, event.SynSent, event.Close)
+		// The attempt's outcome, as the tracepoint backend reports it.
+		e := f.ev(w, event.State, dst)
+		e.OldState, e.NewState, e.Errno, e.Flags = event.SynSent, event.Close, errno, event.Searched
+		f.add(e)
 	}
-	conn := f.ev(w, event.Connect, dst)
-	conn.Errno = syscall.EINPROGRESS
-	if errno != 0 {
-		conn.Errno = errno
-	}
-	f.add(conn)
 	if errno == 0 {
 		f.state(w, dst, event.SynSent, event.Established)
 		f.state(w, dst, event.Established, event.FinWait1)

@@ -30,7 +30,7 @@ func (x *Exporter) Observe(e *event.Event) {
 	case event.Alloc, event.Bind:
 		x.latency.record(e)
 	}
-	if (e.Kind == event.Connect || e.Kind == event.Bind) && e.Failed() {
+	if e.Failed() {
 		x.logs.observe(e)
 	}
 }

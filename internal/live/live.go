@@ -147,7 +147,37 @@ func ReadTables() ([]netns.Settings, []aggregate.Snapshot, error) {
 	if len(snaps) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("no network namespace could be read"))
 	}
+	nameOwners(all, snaps)
 	return all, snaps, errors.Join(errs...)
+}
+
+// nameOwners finds the processes behind listeners and open sockets on
+// ephemeral ports, as ss -p does: sockets older than porttrace have no
+// other owner, and a listener's owner is named in advice.
+func nameOwners(all []netns.Settings, snaps []aggregate.Snapshot) {
+	ranges := map[uint32]netns.Settings{}
+	for _, s := range all {
+		ranges[s.Inode] = s
+	}
+	want := map[uint32]bool{}
+	each := func(fn func(*sockdiag.Socket)) {
+		for _, sn := range snaps {
+			r := ranges[sn.Netns]
+			for i := range sn.Sockets {
+				so := &sn.Sockets[i]
+				p := int(so.Src.Port())
+				if so.Inode != 0 && (so.Listening() || p >= r.PortLow && p <= r.PortHigh) {
+					fn(so)
+				}
+			}
+		}
+	}
+	each(func(so *sockdiag.Socket) { want[so.Inode] = true })
+	owners := sockdiag.Owners(want)
+	each(func(so *sockdiag.Socket) {
+		o := owners[so.Inode]
+		so.PID, so.Comm = o.PID, o.Comm
+	})
 }
 
 // Report is the aggregator's report now.

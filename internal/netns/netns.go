@@ -17,22 +17,26 @@ import (
 
 // Settings are one namespace's sysctls that matter for port exhaustion.
 type Settings struct {
-	Inode        uint32   `json:"netns"`
-	Names        []string `json:"names"` // how to find it: "host", /run/netns/NAME, pid N
-	Path         string   `json:"-"`     // a path that opens it, for setns
-	PortLow      int      `json:"port_low"`
-	PortHigh     int      `json:"port_high"`
-	Reserved     string   `json:"reserved_ports"` // as written in ip_local_reserved_ports
-	TWReuse      int      `json:"tcp_tw_reuse"`
-	FinTimeout   int      `json:"tcp_fin_timeout"`
-	MaxTWBuckets int      `json:"tcp_max_tw_buckets"`
+	Inode      uint32   `json:"netns"`
+	Names      []string `json:"names"` // how to find it: "host", /run/netns/NAME, pid N
+	Path       string   `json:"-"`     // a path that opens it, for setns
+	PortLow    int      `json:"port_low"`
+	PortHigh   int      `json:"port_high"`
+	Reserved   string   `json:"reserved_ports"` // as written in ip_local_reserved_ports
+	TWReuse    int      `json:"tcp_tw_reuse"`
+	Timestamps int      `json:"tcp_timestamps"` // tcp_tw_reuse needs them
+	// Cookie is the namespace's SO_NETNS_COOKIE: unlike the inode, never
+	// reused by a later namespace (0 where the kernel has none, before 5.14).
+	Cookie       uint64 `json:"cookie,omitempty"`
+	FinTimeout   int    `json:"tcp_fin_timeout"`
+	MaxTWBuckets int    `json:"tcp_max_tw_buckets"`
 }
 
 // Usable is the number of ports connect() may pick: the range minus
 // reserved ports inside it.
 func (s Settings) Usable() int {
 	n := s.PortHigh - s.PortLow + 1
-	for _, r := range parseRanges(s.Reserved) {
+	for _, r := range ParseRanges(s.Reserved) {
 		lo, hi := max(r[0], s.PortLow), min(r[1], s.PortHigh)
 		if hi >= lo {
 			n -= hi - lo + 1
@@ -41,7 +45,10 @@ func (s Settings) Usable() int {
 	return max(n, 0)
 }
 
-func parseRanges(s string) [][2]int {
+// ParseRanges reads a port list as ip_local_reserved_ports writes it
+// ("8080,9000-9010") into inclusive [low, high] pairs; what does not parse
+// is skipped.
+func ParseRanges(s string) [][2]int {
 	var out [][2]int
 	for _, part := range strings.Split(strings.TrimSpace(s), ",") {
 		a, b, isRange := strings.Cut(part, "-")
@@ -68,7 +75,8 @@ func parse(read func(string) (string, error)) (Settings, error) {
 		return s, fmt.Errorf("ip_local_port_range %q: %w", r, err)
 	}
 	s.Reserved, _ = read("net/ipv4/ip_local_reserved_ports")
-	for key, dst := range map[string]*int{"tcp_tw_reuse": &s.TWReuse, "tcp_fin_timeout": &s.FinTimeout, "tcp_max_tw_buckets": &s.MaxTWBuckets} {
+	s.Timestamps = 1
+	for key, dst := range map[string]*int{"tcp_tw_reuse": &s.TWReuse, "tcp_timestamps": &s.Timestamps, "tcp_fin_timeout": &s.FinTimeout, "tcp_max_tw_buckets": &s.MaxTWBuckets} {
 		if v, err := read("net/ipv4/" + key); err == nil {
 			*dst, _ = strconv.Atoi(v)
 		}
@@ -86,6 +94,7 @@ func Read(path string) (Settings, error) {
 			b, err := os.ReadFile("/proc/sys/" + key)
 			return strings.TrimSpace(string(b)), err
 		})
+		s.Cookie = cookie()
 	})
 	if err == nil {
 		err = readErr
@@ -95,6 +104,21 @@ func Read(path string) (Settings, error) {
 		s.Inode = uint32(st.Ino)
 	}
 	return s, err
+}
+
+// cookie is the SO_NETNS_COOKIE of the calling thread's namespace, 0 where
+// the kernel has none.
+func cookie() uint64 {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // Within runs fn on the calling goroutine's OS thread after moving that

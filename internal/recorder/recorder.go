@@ -133,7 +133,7 @@ func (r *recorder) event(e *event.Event) {
 	if r.reason != "" {
 		return
 	}
-	if e.Failed() && (e.Kind == event.Connect || e.Kind == event.Bind) {
+	if e.Failed() {
 		r.failures++
 	}
 	if !r.triggered {

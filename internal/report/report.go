@@ -40,6 +40,9 @@ type Report struct {
 	Damage   string             `json:"damage,omitempty"` // why reading stopped early
 	Final    *aggregate.Report  `json:"final"`
 	Peak     *aggregate.Report  `json:"peak"` // at the step with the most failures
+	// PeakUsed is each port space's highest USED% at the end of any step,
+	// by its Where name.
+	PeakUsed map[string]float64 `json:"peak_used_percent"`
 	Findings []diagnose.Finding `json:"diagnosis"`
 	Timeline []Point            `json:"timeline"`
 }
@@ -159,10 +162,10 @@ func (p *player) record(rec capture.Record) {
 		return
 	}
 	p.rep.Events++
-	if e.Kind == event.State && e.NewState == event.SynSent {
+	if e.Attempt() {
 		p.cur.Conns++
 	}
-	if e.Failed() && (e.Kind == event.Connect || e.Kind == event.Bind) {
+	if e.Failed() {
 		p.cur.Failures++
 		p.rep.Failures++
 	}
@@ -184,9 +187,16 @@ func (p *player) advance(t time.Time) {
 func (p *player) closeStep() {
 	r := p.agg.Report(p.next)
 	p.cur.Time = p.next
+	if p.rep.PeakUsed == nil {
+		p.rep.PeakUsed = map[string]float64{}
+	}
 	for i := range r.Spaces {
-		if s := &r.Spaces[i]; s.UsedPct > p.cur.UsedPct || p.cur.Space == "" {
+		s := &r.Spaces[i]
+		if s.UsedPct > p.cur.UsedPct || p.cur.Space == "" {
 			p.cur.Space, p.cur.UsedPct, p.cur.TimeWait = s.Where(), s.UsedPct, s.TimeWait
+		}
+		if pk, ok := p.rep.PeakUsed[s.Where()]; !ok || s.UsedPct > pk {
+			p.rep.PeakUsed[s.Where()] = s.UsedPct
 		}
 	}
 	if p.cur.Failures > p.peakFail {

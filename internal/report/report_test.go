@@ -32,7 +32,7 @@ func incident(t *testing.T, trailer bool) []byte {
 			Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: dst}
 		w.Event(&e)
 		if i >= 120 && i < 150 {
-			e.Kind, e.Errno = event.Connect, syscall.EADDRNOTAVAIL
+			e.OldState, e.NewState, e.Errno, e.Flags = event.SynSent, event.Close, syscall.EADDRNOTAVAIL, event.Searched
 			w.Event(&e)
 		}
 		w.Flush()
@@ -131,5 +131,45 @@ func TestRoundRacingEvents(t *testing.T) {
 	}
 	if len(r.Final.Spaces) != 1 || r.Final.Spaces[0].Live != 0 {
 		t.Errorf("spaces %+v: the closed socket came back", r.Final.Spaces)
+	}
+}
+
+// TestPeakUsedPerSpace: every space's PEAK USED is its own, not the
+// fullest space's of the step.
+func TestPeakUsedPerSpace(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := capture.NewWriter(&buf, capture.Header{Host: "h", Backend: "fentry", Start: t0,
+		Netns: []netns.Settings{{Inode: 7, PortLow: 40000, PortHigh: 40009}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	half, full := netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:9090")
+	cookie := uint64(0)
+	open := func(dst netip.AddrPort, n int, at time.Time) {
+		for i := range n {
+			cookie++
+			e := event.Event{Time: at, Kind: event.State, OldState: event.Close, NewState: event.SynSent, Cookie: cookie,
+				Netns: 7, TGID: 42, PID: 42, Comm: event.MakeComm("client"), Family: syscall.AF_INET,
+				Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: dst}
+			w.Event(&e)
+			e.Kind, e.Src = event.Alloc, netip.AddrPortFrom(e.Src.Addr(), uint16(40000+i))
+			w.Event(&e)
+		}
+	}
+	open(half, 5, t0.Add(time.Second))
+	open(full, 10, t0.Add(2*time.Second))
+	w.Close(capture.Trailer{End: t0.Add(15 * time.Second), Reason: "duration"})
+	r, err := Build(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.PeakUsed["127.0.0.1 -> 127.0.0.1:8080 (netns 7)"]; got != 50 {
+		t.Errorf("peak of the half-full space %v%%, want 50 (peaks %v)", got, r.PeakUsed)
+	}
+	if got := r.PeakUsed["127.0.0.1 -> 127.0.0.1:9090 (netns 7)"]; got != 100 {
+		t.Errorf("peak of the full space %v%%, want 100", got)
+	}
+	if text := r.Text(); !strings.Contains(text, "50.0% of 10") {
+		t.Errorf("text lacks the half-full space's own peak:\n%s", text)
 	}
 }

@@ -69,17 +69,13 @@ func (r *Report) summary() table {
 
 func (r *Report) spaces() table {
 	t := table{{"PORT SPACE", "NETNS", "PROCESSES", "CONNECTIONS", "FAILURES", "TIME_WAIT ENTRIES", "PEAK USED", "ALLOC p50/p99 (last minute)"}}
-	peak := map[string]float64{}
-	for _, p := range r.Timeline {
-		peak[p.Space] = max(peak[p.Space], p.UsedPct)
-	}
 	for i, s := range r.Final.Spaces {
 		if i == maxRows {
 			t = append(t, []string{fmt.Sprintf("... %d more", len(r.Final.Spaces)-i)})
 			break
 		}
 		used := "-"
-		if pk, ok := peak[s.Where()]; ok {
+		if pk, ok := r.PeakUsed[s.Where()]; ok {
 			used = fmt.Sprintf("%.1f%% of %s", pk, count(uint64(s.Usable)))
 		}
 		lat := "-"

@@ -47,9 +47,14 @@ func TestKernelSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tw, open, accepted int
+	var tw, open, accepted, listeners int
 	for _, s := range socks {
 		switch {
+		case s.Listening():
+			listeners++
+			if s.Src != dst || s.Inode == 0 {
+				t.Errorf("listener %+v: want %s with an inode", s, dst)
+			}
 		case s.TimeWait && s.Dst == dst:
 			tw++
 			if s.Expires <= 0 || s.Expires > 60*time.Second || s.State != 6 {
@@ -62,14 +67,23 @@ func TestKernelSnapshot(t *testing.T) {
 			}
 		case s.Src == dst:
 			accepted++
-		default:
-			if s.State == 10 {
-				t.Errorf("listener in the dump: %+v", s)
-			}
 		}
 	}
-	if tw != wantTW || wantTW != 5 || open != 2 || accepted != 2 {
-		t.Errorf("dump: %d TIME_WAIT (ss: %d, want 5), %d client and %d accepted sockets (want 2 and 2)", tw, wantTW, open, accepted)
+	if tw != wantTW || wantTW != 5 || open != 2 || accepted != 2 || listeners != 1 {
+		t.Errorf("dump: %d TIME_WAIT (ss: %d, want 5), %d client and %d accepted sockets (want 2 and 2), %d listeners (want 1)", tw, wantTW, open, accepted, listeners)
+	}
+	// Owners, as ss -p finds them: this test process holds every open one.
+	want := map[uint32]bool{}
+	for _, s := range socks {
+		if !s.TimeWait {
+			want[s.Inode] = true
+		}
+	}
+	owners := Owners(want)
+	for ino := range want {
+		if o := owners[ino]; o.PID != uint32(os.Getpid()) {
+			t.Errorf("socket inode %d: owner %+v, want this process (%d)", ino, o, os.Getpid())
+		}
 	}
 	if _, err := Snapshot("/run/netns/does-not-exist"); err == nil {
 		t.Error("no error for a missing namespace")

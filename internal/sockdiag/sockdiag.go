@@ -32,7 +32,15 @@ type Socket struct {
 	// Expires is when a time-wait socket's timer fires and frees the port.
 	Expires time.Duration
 	Cookie  uint64
+	Inode   uint32 // 0 for a time-wait socket, which no file refers to
+	// PID and Comm own the socket: a process with a file descriptor for
+	// it (Owners fills them in; 0 where none was found).
+	PID  uint32
+	Comm string
 }
+
+// Listening reports whether the socket is a listener.
+func (s *Socket) Listening() bool { return s.State == tcpListen }
 
 const (
 	tcpListen = 10
@@ -40,7 +48,7 @@ const (
 )
 
 // Snapshot lists the TCP sockets, IPv4 and IPv6, of the network namespace
-// at path ("" for porttrace's own), listeners excluded. A dump the kernel
+// at path ("" for porttrace's own), listeners included. A dump the kernel
 // interrupted (the table changed under it) is retried, then reported.
 func Snapshot(path string) ([]Socket, error) {
 	h, err := handle(path)
@@ -65,9 +73,7 @@ func Snapshot(path string) ([]Socket, error) {
 			return nil, fmt.Errorf("sock_diag dump of %s: %w", describe(path), err)
 		}
 		for _, s := range socks {
-			if s.State != tcpListen {
-				out = append(out, convert(s))
-			}
+			out = append(out, convert(s))
 		}
 	}
 	return out, nil
@@ -106,6 +112,7 @@ func convert(s *netlink.Socket) Socket {
 		State:    s.State,
 		TimeWait: s.Timer == timerTW,
 		Cookie:   uint64(s.ID.Cookie[0]) | uint64(s.ID.Cookie[1])<<32,
+		Inode:    s.INode,
 	}
 	if out.TimeWait {
 		out.Expires = time.Duration(s.Expires) * time.Millisecond

@@ -54,8 +54,10 @@ func RequireTool(t testing.TB, name string) string {
 
 // Netns is a network namespace made for one test and removed after it.
 type Netns struct {
-	Name  string
-	Inode uint32
+	Name      string
+	Inode     uint32
+	closed    bool
+	listeners []net.Listener
 }
 
 // New makes a namespace with loopback up, ip_local_port_range lo..hi and
@@ -65,7 +67,7 @@ func New(t testing.TB, lo, hi int) *Netns {
 	t.Helper()
 	n := &Netns{Name: fmt.Sprintf("porttrace-test-%d-%d", os.Getpid(), rand.IntN(1<<30))}
 	run(t, "ip", "netns", "add", n.Name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.Name).Run() })
+	t.Cleanup(func() { n.Close(t) })
 	run(t, "ip", "-n", n.Name, "link", "set", "lo", "up")
 	var st unix.Stat_t
 	if err := unix.Stat("/run/netns/"+n.Name, &st); err != nil {
@@ -75,6 +77,18 @@ func New(t testing.TB, lo, hi int) *Netns {
 	n.Sysctl(t, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", lo, hi))
 	n.Sysctl(t, "net/ipv4/tcp_tw_reuse", "0")
 	return n
+}
+
+// Close closes the namespace's listeners and deletes it; it goes once
+// nothing else holds it.
+func (n *Netns) Close(t testing.TB) {
+	for _, ln := range n.listeners {
+		ln.Close()
+	}
+	if !n.closed {
+		exec.Command("ip", "netns", "del", n.Name).Run()
+		n.closed = true
+	}
 }
 
 func run(t testing.TB, name string, args ...string) string {
@@ -127,6 +141,7 @@ func (n *Netns) Serve(t testing.TB, addr string, handle func(net.Conn)) netip.Ad
 		t.Fatalf("listen %s: %v", addr, err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	n.listeners = append(n.listeners, ln)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -227,6 +242,9 @@ func StartBystander(t testing.TB) *exec.Cmd {
 // RunHelper turns the process into a helper if a test started it as one.
 // Call it first in TestMain.
 func RunHelper() {
+	if name, ok := strings.CutPrefix(os.Getenv(helperEnv), "scenario:"); ok {
+		runScenario(name)
+	}
 	switch os.Getenv(helperEnv) {
 	case "churn":
 		var c churn.Config

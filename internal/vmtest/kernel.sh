@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # kernel.sh CACHE_DIR
 #
-# Makes sure CACHE_DIR/vmlinuz holds Debian 12's stock 6.1 cloud kernel
-# (linux-image-6.1.0-*-cloud-amd64-unsigned). The host kernel refuses
-# fentry/fexit and has no kprobes, so the VM tests need a kernel that has
-# both; a distribution kernel is what users run, so it is the honest target.
+# Makes sure CACHE_DIR/vmlinuz holds a stock Debian 12 cloud kernel of the
+# series VM_KERNEL: 6.1 (default; linux-image-6.1.0-*-cloud-amd64-unsigned)
+# or 6.12 (linux-image-6.12.*+deb12-cloud-amd64-unsigned, from
+# bookworm-security). The host kernel refuses fentry/fexit and has no
+# kprobes, so the VM tests need kernels that have both; distribution kernels
+# are what users run, so they are the honest target. Keep one CACHE_DIR per
+# series.
 #
 # Cached: once CACHE_DIR/vmlinuz and CACHE_DIR/kernel-version exist nothing is
 # downloaded. Delete them (or set VM_KERNEL_REFRESH=1) to pick up a newer ABI.
@@ -23,6 +26,15 @@ if [ $# -ne 1 ]; then
 	exit 2
 fi
 cache=$1
+series=${VM_KERNEL:-6.1}
+case "$series" in
+6.1) pattern='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' ;;
+6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$' ;;
+*)
+	echo "kernel.sh: VM_KERNEL=$series: use 6.1 or 6.12" >&2
+	exit 2
+	;;
+esac
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
@@ -38,7 +50,7 @@ CONFIG_VIRTIO_CONSOLE CONFIG_UNIX CONFIG_INET CONFIG_DEBUG_FS CONFIG_VETH
 CONFIG_INET_DIAG CONFIG_INET_TCP_DIAG"
 
 if [ "${VM_KERNEL_REFRESH:-0}" != 1 ] && [ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-version" ] &&
-	[ -f "$cache/modules.list" ] && [ "$(cat "$cache/needed" 2>/dev/null)" = "$needed" ]; then
+	[ -f "$cache/modules.list" ] && [ "$(cat "$cache/needed" 2>/dev/null)" = "$series $needed" ]; then
 	exit 0
 fi
 
@@ -47,8 +59,8 @@ fi
 # each name is checked for a real Version before it is accepted.
 pick_package() {
 	local p v
-	for p in $(apt-cache pkgnames linux-image-6.1.0- 2>/dev/null |
-		grep -E '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' | sort -rV); do
+	for p in $(apt-cache pkgnames "linux-image-$series." 2>/dev/null |
+		grep -E "$pattern" | sort -rV); do
 		v=$(apt-cache show --no-all-versions "$p" 2>/dev/null | awk '/^Version:/ {print $2; exit}')
 		if [ -n "$v" ]; then
 			echo "$p $v"
@@ -63,7 +75,7 @@ if ! found=$(pick_package); then
 	echo "kernel.sh: no cloud kernel package known to apt, running apt-get update" >&2
 	apt-get update -qq >&2
 	if ! found=$(pick_package); then
-		echo "kernel.sh: no linux-image-6.1.0-*-cloud-amd64-unsigned package available" >&2
+		echo "kernel.sh: no $series cloud kernel package available (pattern $pattern)" >&2
 		exit 1
 	fi
 fi
@@ -82,7 +94,7 @@ if ! (cd "$work" && apt-get download -qq "$pkg=$ver" >&2); then
 	echo "kernel.sh: download failed, running apt-get update and retrying" >&2
 	apt-get update -qq >&2
 	found=$(pick_package) || {
-		echo "kernel.sh: no linux-image-6.1.0-*-cloud-amd64-unsigned package available" >&2
+		echo "kernel.sh: no $series cloud kernel package available (pattern $pattern)" >&2
 		exit 1
 	}
 	pkg=${found% *}
@@ -188,7 +200,7 @@ cp "$vmlinuz" "$cache/vmlinuz.tmp"
 mv "$cache/kernel-config.tmp" "$cache/kernel-config"
 mv "$cache/modules.list.tmp" "$cache/modules.list"
 mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
-echo "$needed" >"$cache/needed"
+echo "$series $needed" >"$cache/needed"
 # Written last: its presence means the cache is complete.
 echo "$kver $pkg $ver" >"$cache/kernel-version"
 echo "kernel.sh: cached $kver in $cache" >&2

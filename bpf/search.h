@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The port search and connect()'s own result, from hooks on the kernel
+ * functions themselves (fentry/fexit or kprobe/kretprobe on
+ * tcp_v{4,6}_connect, inet{,6}_hash_connect and inet_csk_get_port). They run
+ * in the task that called connect() or bind(), so current is the owner, and
+ * only on the TCP path, so nothing else on the machine pays for them. */
+#ifndef PORTTRACE_SEARCH_H
+#define PORTTRACE_SEARCH_H
+
+#include "porttrace.h"
+#include "sock.h"
+
+/* One call in progress per thread (calls do not nest). */
+struct call {
+	__u64 ts_ns;       /* when the search began */
+	__u64 sk;          /* kprobe backend: the arguments, gone at return */
+	__u64 uaddr;
+	__s32 search_ret;  /* the failed search's result */
+	__u16 snum;        /* inet_csk_get_port: the port asked for */
+	__u8 searched;     /* the port search of this connect() failed */
+	__u8 reported;     /* pt_state reported that failure at SYN_SENT -> CLOSE */
+};
+
+/* Keyed by thread id. The entry hooks insert, the return hooks delete. LRU,
+ * because a kretprobe can miss its return (maxactive exceeded) and must not
+ * leak the entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct call);
+} calls SEC(".maps");
+
+static __always_inline __u32 current_tid(void)
+{
+	return (__u32)bpf_get_current_pid_tgid();
+}
+
+/* fentry, or kprobe on entry: a new call. */
+static __always_inline void call_begin(__u64 sk, __u64 uaddr, __u16 snum, int timed)
+{
+	__u32 tid = current_tid();
+	struct call c = {.sk = sk, .uaddr = uaddr, .snum = snum};
+	if (timed)
+		c.ts_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+}
+
+/* kprobe on inet_hash_connect: the call began at tcp_v{4,6}_connect; time
+ * the search from here. fentry has no entry there and begins the call here. */
+static __always_inline void search_begin(__u64 sk)
+{
+	if (backend == BACKEND_FENTRY) {
+		call_begin(sk, 0, 0, 1);
+		return;
+	}
+	__u32 tid = current_tid();
+	struct call *c = bpf_map_lookup_elem(&calls, &tid);
+	if (c)
+		c->ts_ns = bpf_ktime_get_ns();
+}
+
+static __always_inline void emit_search(__u8 kind, const struct sock *sk, int ret, __u64 start, __u8 flags)
+{
+	if (!sk_is_tcp(sk))
+		return;
+	struct event *e = reserve();
+	if (!e)
+		return;
+	e->kind = kind;
+	e->ret = ret;
+	e->flags = flags;
+	if (start)
+		e->latency_ns = e->ts_ns - start;
+	fill_sock(e, sk);
+	e->cookie = sk_cookie_field(sk);
+	fill_current(e);
+	submit(e);
+}
+
+/* fexit or kretprobe of inet{,6}_hash_connect. A failure is remembered for
+ * connect()'s return, which reports it with its errno. */
+static __always_inline void search_end(const struct sock *sk, int ret)
+{
+	__u32 tid = current_tid();
+	struct call *c = bpf_map_lookup_elem(&calls, &tid);
+	if (!c || !c->ts_ns)
+		return;
+	if (!sk)
+		sk = (const struct sock *)c->sk;
+	__u64 start = c->ts_ns;
+	c->ts_ns = 0;
+	if (ret) {
+		c->searched = 1;
+		c->search_ret = ret;
+	}
+	else if (backend == BACKEND_FENTRY)
+		bpf_map_delete_elem(&calls, &tid);
+	emit_search(EV_ALLOC, sk, ret, start, 0);
+}
+
+/* fexit or kretprobe of tcp_v{4,6}_connect: a failure with the errno that
+ * connect() returns. Success ends here without an event: the states tell
+ * the rest. */
+static __always_inline void connect_end(const struct sock *sk, const struct sockaddr *uaddr, long ret)
+{
+	__u32 tid = current_tid();
+	struct call *c = bpf_map_lookup_elem(&calls, &tid);
+	if (ret == 0 || !user_errno(ret)) {
+		if (c)
+			bpf_map_delete_elem(&calls, &tid);
+		return;
+	}
+	__u8 flags = 0;
+	if (c && c->reported) {
+		bpf_map_delete_elem(&calls, &tid);
+		return;
+	}
+	if (c) {
+		if (!sk)
+			sk = (const struct sock *)c->sk;
+		if (!uaddr)
+			uaddr = (const struct sockaddr *)c->uaddr;
+		if (c->searched)
+			flags = FLAG_SEARCHED;
+		bpf_map_delete_elem(&calls, &tid);
+	}
+	if (!sk || !sk_is_tcp(sk))
+		return;
+	struct event *e = reserve();
+	if (!e)
+		return;
+	e->kind = EV_CONNECT;
+	e->ret = ret;
+	e->flags = flags;
+	fill_sock(e, sk);
+	e->cookie = sk_cookie_field(sk);
+	if (uaddr) {
+		/* What the caller asked for: a failure before the route
+		 * lookup leaves nothing on the socket. */
+		struct sockaddr_in6 sa = {};
+		bpf_probe_read_kernel(&sa, sizeof(sa), uaddr);
+		e->dport = bpf_ntohs(sa.sin6_port);
+		if (sa.sin6_family == AF_INET)
+			*(__u32 *)e->daddr = ((struct sockaddr_in *)&sa)->sin_addr.s_addr;
+		else
+			__builtin_memcpy(e->daddr, &sa.sin6_addr, 16);
+	}
+	if (BPF_CORE_READ(sk, __sk_common.skc_num))
+		e->flags |= FLAG_BOUND;
+	fill_current(e);
+	submit(e);
+}
+
+/* inet_csk_get_port on entry. Only port 0 is a search worth timing; a named
+ * port is followed to report its failure. */
+static __always_inline void get_port_begin(__u64 sk, __u16 snum)
+{
+	call_begin(sk, 0, snum, snum == 0);
+}
+
+/* inet_csk_get_port returns non-zero when the port is taken: bind() turns
+ * that into EADDRINUSE. */
+static __always_inline void get_port_end(const struct sock *sk, int ret)
+{
+	__u32 tid = current_tid();
+	struct call *c = bpf_map_lookup_elem(&calls, &tid);
+	if (!c)
+		return;
+	if (!sk)
+		sk = (const struct sock *)c->sk;
+	__u64 start = c->ts_ns;
+	__u16 snum = c->snum;
+	bpf_map_delete_elem(&calls, &tid);
+	if (snum == 0) {
+		emit_search(EV_BIND, sk, ret ? -EADDRINUSE : 0, start, 0);
+		return;
+	}
+	if (!ret || !sk_is_tcp(sk))
+		return;
+	struct event *e = reserve();
+	if (!e)
+		return;
+	e->kind = EV_BIND;
+	e->ret = -EADDRINUSE;
+	e->flags = FLAG_FIXED_PORT;
+	fill_sock(e, sk);
+	e->sport = snum;
+	e->cookie = sk_cookie_field(sk);
+	fill_current(e);
+	submit(e);
+}
+
+#endif

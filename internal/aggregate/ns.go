@@ -1,0 +1,83 @@
+package aggregate
+
+import (
+	"net/netip"
+
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+// nsState is what one network namespace shares between its port spaces.
+type nsState struct {
+	settings netns.Settings
+	known    bool // settings read
+	cookie   uint64
+	reserved [][2]int // ip_local_reserved_ports, parsed
+	// bound counts, per port, the sockets followed that hold it by bind()
+	// (before connect()), and their time-wait sockets: connect() skips
+	// such a port for every destination.
+	bound map[uint16]int
+	// listeners from the last socket table; they hold their ports by
+	// bind() too.
+	listeners []Listener
+	// conflicts are bind()s to a named port that failed, by port.
+	conflicts map[uint16]*conflict
+}
+
+// Listener is a listening socket, and who owns it where the socket table
+// could tell.
+type Listener struct {
+	Addr netip.AddrPort `json:"addr"`
+	PID  uint32         `json:"pid,omitempty"`
+	Comm string         `json:"comm,omitempty"`
+}
+
+func newNS() *nsState {
+	return &nsState{bound: map[uint16]int{}, conflicts: map[uint16]*conflict{}}
+}
+
+func (n *nsState) setSettings(s netns.Settings) {
+	n.settings, n.known = s, true
+	n.reserved = netns.ParseRanges(s.Reserved)
+}
+
+// ephemeral reports whether connect() may pick port: inside
+// ip_local_port_range and not reserved.
+func (n *nsState) ephemeral(port uint16) bool {
+	p := int(port)
+	if !n.known || p < n.settings.PortLow || p > n.settings.PortHigh {
+		return false
+	}
+	for _, r := range n.reserved {
+		if p >= r[0] && p <= r[1] {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *nsState) bind(port uint16) { n.bound[port]++ }
+
+func (n *nsState) unbind(port uint16) {
+	if n.bound[port] <= 1 {
+		delete(n.bound, port)
+		return
+	}
+	n.bound[port]--
+}
+
+// boundPorts are the ephemeral ports connect() skips for every
+// destination: held by bind(), listeners included.
+func (n *nsState) boundPorts() map[uint16]bool {
+	out := map[uint16]bool{}
+	for p := range n.bound {
+		if n.ephemeral(p) {
+			out[p] = true
+		}
+	}
+	for _, l := range n.listeners {
+		if n.ephemeral(l.Addr.Port()) {
+			out[l.Addr.Port()] = true
+		}
+	}
+	return out
+}

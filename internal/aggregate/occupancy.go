@@ -1,0 +1,111 @@
+package aggregate
+
+import (
+	"net/netip"
+)
+
+// occupancy is a port space's ports as the kernel's search finds them.
+type occupancy struct {
+	live, tw, reusable, bound, used int
+}
+
+// occupancies computes every space's occupancy at once: a bind() pool is
+// made of the ports of every space with its source address, and every
+// connect space of a namespace shares its bound ports.
+func (a *Aggregator) occupancies() map[*space]occupancy {
+	out := make(map[*space]occupancy, len(a.spaces)+1)
+	bound := map[uint32]map[uint16]bool{}
+	bySrc := map[SpaceKey][]*space{}
+	for k, s := range a.spaces {
+		if k.IsBindPool() {
+			continue
+		}
+		bySrc[SpaceKey{Netns: k.Netns, Src: k.Src}] = append(bySrc[SpaceKey{Netns: k.Netns, Src: k.Src}], s)
+		if _, ok := bound[k.Netns]; !ok {
+			if n := a.ns[k.Netns]; n != nil {
+				bound[k.Netns] = n.boundPorts()
+			}
+		}
+	}
+	for k, s := range a.spaces {
+		n := a.ns[k.Netns]
+		switch {
+		case n == nil || !n.known:
+			out[s] = a.loose(s)
+		case k.IsBindPool():
+			out[s] = a.pool(k, n, bySrc[k])
+		default:
+			out[s] = a.connectSpace(s, n, bound[k.Netns])
+		}
+	}
+	out[a.other] = a.loose(a.other)
+	return out
+}
+
+// loose counts a space's holds without the namespace's rules: "other", or
+// a namespace whose settings are unknown.
+func (a *Aggregator) loose(s *space) occupancy {
+	o := occupancy{tw: s.ports.tw, live: s.ports.live()}
+	o.used = len(s.ports.m)
+	return o
+}
+
+// reuse tells whether connect() may take over the space's time-wait
+// sockets once they are a second old (tcp_tw_reuse 1, or 2 toward
+// loopback, with timestamps).
+func reuse(n *nsState, dst netip.Addr) bool {
+	st := n.settings
+	return st.Timestamps != 0 && (st.TWReuse == 1 || st.TWReuse == 2 && dst.IsLoopback())
+}
+
+// connectSpace: the ports bound in the namespace, and those whose 4-tuple
+// an open or time-wait socket holds, unless connect() may take it over.
+func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) occupancy {
+	o := occupancy{tw: s.ports.tw, bound: len(bound), used: len(bound)}
+	canReuse := reuse(n, s.key.Dst.Addr())
+	for k, x := range s.ports.m {
+		o.live += int(x.live)
+		port := uint16(k)
+		if !n.ephemeral(port) || bound[port] {
+			continue
+		}
+		if x.live == 0 && canReuse && a.now-(int64(x.twDue)-TimeWaitLen) >= 1 {
+			o.reusable++
+			continue
+		}
+		o.used++
+	}
+	return o
+}
+
+// pool: every port held by a socket with the pool's address, whatever its
+// destination, or by a listener on that address or the wildcard.
+func (a *Aggregator) pool(k SpaceKey, n *nsState, spaces []*space) occupancy {
+	taken := map[uint16]bool{}
+	var o occupancy
+	for _, l := range n.listeners {
+		ad := l.Addr.Addr().Unmap()
+		if n.ephemeral(l.Addr.Port()) && (ad == k.Src || ad.IsUnspecified() && ad.Is4() == k.Src.Is4()) {
+			taken[l.Addr.Port()] = true
+		}
+	}
+	o.bound = len(taken)
+	for _, s := range spaces {
+		o.tw += s.ports.tw
+		for pk, x := range s.ports.m {
+			o.live += int(x.live)
+			if n.ephemeral(uint16(pk)) {
+				taken[uint16(pk)] = true
+			}
+		}
+	}
+	o.used = len(taken)
+	return o
+}
+
+// sample records each space's Used once a second, for the fill rate.
+func (a *Aggregator) sample() {
+	for s, o := range a.occupancies() {
+		s.used.Set(a.now, o.used)
+	}
+}
