@@ -143,6 +143,18 @@ func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
 	return n
 }
 
+// Unknown reports whether events came from a namespace whose settings are
+// not known yet (new since the last SetNetns, or back under a reused
+// inode): its spaces have no size until they are read.
+func (a *Aggregator) Unknown() bool {
+	for _, n := range a.ns {
+		if !n.known {
+			return true
+		}
+	}
+	return false
+}
+
 // forget drops a namespace that is gone, and every row of it.
 func (a *Aggregator) forget(ino uint32) {
 	delete(a.ns, ino)
