@@ -57,9 +57,9 @@ func TestAgentPrometheus(t *testing.T) {
 	t.Logf("Prometheus: %s = %d, as the clients saw", query, failed)
 
 	for q, want := range map[string]float64{
-		fmt.Sprintf(`porttrace_ports_usable{porttrace_netns="%d"}`, ns.Inode):                       20,
-		fmt.Sprintf(`porttrace_ports_utilization_ratio{porttrace_netns="%d"}`, ns.Inode):            1,
-		fmt.Sprintf(`porttrace_connect_attempts_total{porttrace_netns="%d"}`, ns.Inode):             40,
+		fmt.Sprintf(`porttrace_ports_usable{porttrace_netns="%d"}`, ns.Inode):                      20,
+		fmt.Sprintf(`porttrace_ports_utilization_ratio{porttrace_netns="%d"}`, ns.Inode):           1,
+		fmt.Sprintf(`porttrace_connect_attempts_total{porttrace_netns="%d"}`, ns.Inode):            40,
 		fmt.Sprintf(`porttrace_port_alloc_duration_seconds_count{porttrace_netns="%d"}`, ns.Inode): 40,
 		`porttrace_events_lost_total`: 0,
 	} {
