@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cri"
 )
 
 // DefaultInterval is the metric export period when neither the caller nor
@@ -65,6 +66,9 @@ type Options struct {
 	// endpoint (see Serve). NoOTLP leaves Prometheus as the only output.
 	Prometheus *prometheus.Registry
 	NoOTLP     bool
+	// Names, if not nil, gives the Kubernetes names of a container by its
+	// full id, without waiting (cri.Cache.Lookup).
+	Names func(containerID string) (cri.Names, bool)
 }
 
 // Exporter owns the SDK's meter and logger providers.
@@ -75,6 +79,7 @@ type Exporter struct {
 	latency *latencyRecorder
 	logs    *failureLogs
 	desc    string
+	names   func(string) (cri.Names, bool)
 }
 
 // New starts exporting. report is called at every metric collection, from
@@ -137,7 +142,8 @@ func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Expo
 	}
 	x.desc = strings.Join(outputs, " and ")
 	x.lp = sdklog.NewLoggerProvider(lopts...)
-	x.logs = &failureLogs{logger: x.lp.Logger(scope)}
+	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names}
+	x.names = o.Names
 	x.mp = sdkmetric.NewMeterProvider(mopts...)
 	if x.latency, err = register(x.mp.Meter(scope), o.Limits, report, x); err != nil {
 		return nil, errors.Join(err, x.Shutdown(ctx))

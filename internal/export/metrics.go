@@ -8,6 +8,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
+	"github.com/porttrace/porttrace/internal/cri"
 )
 
 // Attribute keys of porttrace's own, where no semantic convention exists.
@@ -88,7 +90,7 @@ func (in *instruments) observe(o metric.Observer, r *aggregate.Report, x *Export
 		in.observeSpace(o, &r.Spaces[i])
 	}
 	for i := range r.Processes {
-		in.observeProcess(o, &r.Processes[i])
+		in.observeProcess(o, &r.Processes[i], x)
 	}
 	o.ObserveInt64(in.lost, int64(r.Lost))
 	o.ObserveInt64(in.exportFailures, int64(x.health.metricFailures.Load()), metric.WithAttributes(signalKey.String("metrics")))
@@ -116,10 +118,10 @@ func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport)
 	}
 }
 
-func (in *instruments) observeProcess(o metric.Observer, p *aggregate.ProcessReport) {
+func (in *instruments) observeProcess(o metric.Observer, p *aggregate.ProcessReport, x *Exporter) {
 	attrs := []attribute.KeyValue{otherProcKey.Bool(true)}
 	if !p.Other {
-		attrs = processAttrs(p.PID, p.Comm, p.Container)
+		attrs = processAttrs(p.PID, p.Comm, p.Container, x.names)
 	}
 	o.ObserveInt64(in.procAttempts, int64(p.Total), metric.WithAttributes(attrs...))
 	o.ObserveInt64(in.procTWEntries, int64(p.TotalTWIn), metric.WithAttributes(attrs...))
@@ -154,10 +156,32 @@ func spaceAttrs(k aggregate.SpaceKey, other bool) []attribute.KeyValue {
 		semconv.ServerAddress(k.Dst.Addr().String()), semconv.ServerPort(int(k.Dst.Port())))
 }
 
-func processAttrs(pid uint32, comm, container string) []attribute.KeyValue {
+// processAttrs names a process, and its container and pod when it runs in
+// one: container is the short id the aggregator keeps; the full id and
+// the pod's UID come from its cgroup path, the names from names (nil when
+// no container runtime is asked).
+func processAttrs(pid uint32, comm, container string, names func(id string) (cri.Names, bool)) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{semconv.ProcessPID(int(pid)), semconv.ProcessExecutableName(comm)}
-	if container != "" {
-		attrs = append(attrs, semconv.ContainerID(container))
+	if container == "" {
+		return attrs
+	}
+	w, ok := cgroup.Lookup(container)
+	if !ok {
+		return append(attrs, semconv.ContainerID(container))
+	}
+	attrs = append(attrs, semconv.ContainerID(w.ContainerID))
+	if w.PodUID != "" {
+		attrs = append(attrs, semconv.K8SPodUID(w.PodUID))
+	}
+	if names == nil {
+		return attrs
+	}
+	if n, ok := names(w.ContainerID); ok {
+		for _, kv := range []attribute.KeyValue{semconv.K8SPodName(n.Pod), semconv.K8SNamespaceName(n.Namespace), semconv.K8SContainerName(n.Container)} {
+			if kv.Value.AsString() != "" {
+				attrs = append(attrs, kv)
+			}
+		}
 	}
 	return attrs
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/cgroup"
+	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/event"
 )
 
@@ -99,6 +100,7 @@ type failureLogs struct {
 	sent            int
 	pending         int64 // suppressed since the last record
 	suppressedTotal atomic.Uint64
+	names           func(string) (cri.Names, bool)
 }
 
 func (f *failureLogs) observe(e *event.Event) {
@@ -111,12 +113,12 @@ func (f *failureLogs) observe(e *event.Event) {
 		return
 	}
 	f.sent++
-	r := failureRecord(e, f.pending)
+	r := failureRecord(e, f.pending, f.names)
 	f.pending = 0
 	f.logger.Emit(context.Background(), r)
 }
 
-func failureRecord(e *event.Event, suppressed int64) log.Record {
+func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Names, bool)) log.Record {
 	errno := event.ErrnoName(e.Errno)
 	k := aggregate.SpaceOf(e)
 	name := "porttrace.connect.failure"
@@ -134,6 +136,6 @@ func failureRecord(e *event.Event, suppressed int64) log.Record {
 	r.SetBody(attribute.StringValue(body))
 	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.PID)), suppressedKey.Int64(suppressed))
 	r.AddAttributes(spaceAttrs(k, false)...)
-	r.AddAttributes(processAttrs(e.TGID, e.Comm.String(), cgroup.Container(e.TGID))...)
+	r.AddAttributes(processAttrs(e.TGID, e.Comm.String(), cgroup.Container(e.TGID), names)...)
 	return r
 }
