@@ -4,7 +4,7 @@ BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
 
-.PHONY: help deps build run generate test test-unit test-vm bench clean
+.PHONY: help deps build run generate test test-unit test-vm bench manifests deb image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,15 @@ bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates 
 	# The decode + aggregate path, fed from a capture, on one core.
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./internal/aggregate ./internal/report
 	./bin/portbench --bcc-kernel-source "$$(sh .ci/bench-deps | sed -n 's/^BCC_KERNEL_SOURCE=//p')" $(BENCH_ARGS)
+
+image: ## build the container image with docker (deploy/Dockerfile; IMAGE=ghcr.io/porttrace/porttrace:dev)
+	docker build -f deploy/Dockerfile -t $(or $(IMAGE),ghcr.io/porttrace/porttrace:dev) .
+
+manifests: ## regenerate deploy/kubernetes from the Helm chart
+	{ printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: porttrace\n'; \
+	  helm template porttrace deploy/helm/porttrace --namespace porttrace; } > deploy/kubernetes/porttrace.yaml
+	helm template porttrace deploy/helm/porttrace --namespace porttrace --set serviceMonitor.enabled=true \
+		--show-only templates/servicemonitor.yaml > deploy/kubernetes/servicemonitor.yaml
 
 clean: ## remove build output
 	rm -rf bin
