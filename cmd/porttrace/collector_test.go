@@ -73,14 +73,13 @@ func TestCollectorPipeline(t *testing.T) {
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 	var cl *testnet.Client
 	inCgroup(t, pod, func() { cl = ns.StartClient(t, churn.Config{Target: dst, Count: 25, Close: churn.CloseFin}) })
-	// Reaped once exported: the agent reads the cgroup of a process it sees.
-	byPod := fmt.Sprintf(`porttrace_process_connect_failures_total{k8s_pod_uid=%q,k8s_pod_name=%q,k8s_namespace_name=%q,k8s_container_name=%q,error_type="EADDRNOTAVAIL"}`,
-		pod.uid, pod.name, pod.ns, pod.cname)
-	prom.waitValue(t, byPod, 15)
 	res := cl.Wait(t)
 	if res.Failures[testnet.EADDRNOTAVAIL] != 15 {
 		t.Fatalf("setup: client %+v, want 15 EADDRNOTAVAIL", res)
 	}
+	byPod := fmt.Sprintf(`porttrace_process_connect_failures_total{k8s_pod_uid=%q,k8s_pod_name=%q,k8s_namespace_name=%q,k8s_container_name=%q,error_type="EADDRNOTAVAIL"}`,
+		pod.uid, pod.name, pod.ns, pod.cname)
+	prom.waitValue(t, byPod, 15)
 	bySpace := fmt.Sprintf(`porttrace_connect_failures_total{porttrace_netns="%d",server_port="8080",error_type="EADDRNOTAVAIL"}`, ns.Inode)
 	prom.waitValue(t, bySpace, 15)
 	for q, want := range map[string]float64{

@@ -48,15 +48,17 @@ func TestAgentNamesPods(t *testing.T) {
 
 	rcv := otlptest.Start(t)
 	agent := startAgent(t, nil, "--otlp-endpoint", rcv.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s", "--cri-socket", socket)
-	// Each client is reaped only after its failures were exported: the
-	// agent reads a process's cgroup when it first sees it, and a client
-	// of 25 connect() calls is done within milliseconds.
+	// Each client is done within milliseconds, before the agent reads its
+	// first event: the event's cgroup id must name its container.
 	pids := map[*fakePod]string{}
 	for _, p := range []*fakePod{sd, fs} {
 		ns := testnet.New(t, 40000, 40009)
 		dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 		var cl *testnet.Client
 		inCgroup(t, p, func() { cl = ns.StartClient(t, churn.Config{Target: dst, Count: 25, Close: churn.CloseFin}) })
+		if res := cl.Wait(t); res.Failures[testnet.EADDRNOTAVAIL] != 15 {
+			t.Fatalf("setup: client %+v, want 15 EADDRNOTAVAIL", res)
+		}
 		pids[p] = fmt.Sprint(cl.Cmd.Process.Pid)
 		want := map[string]string{"process.pid": pids[p], "container.id": p.container, "k8s.pod.uid": p.uid}
 		if p.name != "" {
@@ -67,10 +69,6 @@ func TestAgentNamesPods(t *testing.T) {
 			got = otlptest.With(rcv.Last("porttrace.process.connect.failures"), want)
 			return len(got) == 1 && got[0].Value == 15
 		})
-		res := cl.Wait(t)
-		if res.Failures[testnet.EADDRNOTAVAIL] != 15 {
-			t.Fatalf("setup: client %+v, want 15 EADDRNOTAVAIL", res)
-		}
 		if err != nil {
 			t.Errorf("%s: want the client's 15 failures with %v; got %+v\nall: %+v", p.dir, want,
 				got, otlptest.With(rcv.Last("porttrace.process.connect.failures"), map[string]string{"process.pid": pids[p]}))
@@ -93,14 +91,14 @@ func TestAgentNamesPods(t *testing.T) {
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 	var cl *testnet.Client
 	inCgroup(t, sd, func() { cl = ns.StartClient(t, churn.Config{Target: dst, Count: 12, Close: churn.CloseFin}) })
+	if res := cl.Wait(t); res.Failed() != 2 {
+		t.Fatalf("setup: client %+v, want 2 failures", res)
+	}
 	want := map[string]string{"process.pid": fmt.Sprint(cl.Cmd.Process.Pid), "container.id": sd.container, "k8s.pod.uid": sd.uid}
 	otlptest.Wait(t, "failures without a runtime", func() bool {
 		got := otlptest.With(rcv2.Last("porttrace.process.connect.failures"), want)
 		return len(got) == 1 && got[0].Value == 2 && got[0].Attrs["k8s.pod.name"] == ""
 	})
-	if res := cl.Wait(t); res.Failed() != 2 {
-		t.Fatalf("setup: client %+v, want 2 failures", res)
-	}
 	agent.waitLine(t, "pods are named by UID only")
 	agent.stop(t)
 }

@@ -5,11 +5,15 @@
 package cgroup
 
 import (
+	"bufio"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"regexp"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Workload is what a cgroup path tells of a process: its container's id
@@ -61,15 +65,21 @@ var known = struct {
 	m map[string]Workload // by short id
 }{m: map[string]Workload{}}
 
-// Container returns the short (12-digit) id of pid's container, or "" when
-// it runs in none or has exited; the container's full id and pod are then
-// known to Lookup. It reads /proc/PID/cgroup.
-func Container(pid uint32) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return ""
+// Container returns the short (12-digit) id of the container of process
+// pid, whose cgroup v2 id (the event's, bpf_get_current_cgroup_id) is
+// cgroupID, or "" when it runs in none; the container's full id and pod
+// are then known to Lookup. The cgroup id names the container even after
+// the process has exited; /proc/PID/cgroup serves where it does not (a
+// host with cgroup v1 only, or the id is 0).
+func Container(pid uint32, cgroupID uint64) string {
+	w := byID(cgroupID)
+	if w.ContainerID == "" {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if err != nil {
+			return ""
+		}
+		w = Parse(string(b))
 	}
-	w := Parse(string(b))
 	if w.ContainerID == "" {
 		return ""
 	}
@@ -84,6 +94,69 @@ func Container(pid uint32) string {
 	known.m[short] = w
 	known.Unlock()
 	return short
+}
+
+// byID finds a cgroup v2 by its id through the cgroup2 mount: the id is
+// the kernfs file handle (open_by_handle_at needs CAP_DAC_READ_SEARCH).
+// Ids are never reused, so what is found is kept, up to MaxKnown ids.
+func byID(id uint64) Workload {
+	if id == 0 {
+		return Workload{}
+	}
+	ids.Lock()
+	defer ids.Unlock()
+	if w, ok := ids.m[id]; ok {
+		return w
+	}
+	ids.once.Do(func() { ids.mount = mountFD() })
+	if ids.mount < 0 {
+		return Workload{}
+	}
+	h := make([]byte, 8)
+	binary.NativeEndian.PutUint64(h, id)
+	const fileidKernfs = 0xfe
+	fd, err := unix.OpenByHandleAt(ids.mount, unix.NewFileHandle(fileidKernfs, h), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return Workload{} // gone already, or no privilege: /proc may still tell
+	}
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	unix.Close(fd)
+	if err != nil {
+		return Workload{}
+	}
+	w := Parse("0::" + path + "\n")
+	if len(ids.m) >= MaxKnown {
+		clear(ids.m)
+	}
+	ids.m[id] = w
+	return w
+}
+
+var ids = struct {
+	sync.Mutex
+	once  sync.Once
+	mount int
+	m     map[uint64]Workload
+}{m: map[uint64]Workload{}}
+
+// mountFD opens the cgroup2 mount (/sys/fs/cgroup, or
+// /sys/fs/cgroup/unified on hybrid hosts); -1 if there is none.
+func mountFD() int {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 2 && fields[2] == "cgroup2" {
+			fd, err := unix.Open(fields[1], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err == nil {
+				return fd
+			}
+		}
+	}
+	return -1
 }
 
 // Lookup returns the workload of a container that Container named, by its

@@ -136,6 +136,6 @@ func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Nam
 	r.SetBody(attribute.StringValue(body))
 	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.PID)), suppressedKey.Int64(suppressed))
 	r.AddAttributes(spaceAttrs(k, false)...)
-	r.AddAttributes(processAttrs(e.TGID, e.Comm.String(), cgroup.Container(e.TGID), names)...)
+	r.AddAttributes(processAttrs(e.TGID, e.Comm.String(), cgroup.Container(e.TGID, e.CgroupID), names)...)
 	return r
 }
