@@ -60,6 +60,19 @@ func TestAgentNamesPods(t *testing.T) {
 			t.Fatalf("setup: client %+v, want 15 EADDRNOTAVAIL", res)
 		}
 		pids[p] = fmt.Sprint(cl.Cmd.Process.Pid)
+		// The port space is the pod's: its namespace is.
+		space := map[string]string{"porttrace.netns": fmt.Sprint(ns.Inode), "k8s.pod.uid": p.uid}
+		if p.name != "" {
+			space["k8s.pod.name"], space["k8s.namespace.name"] = p.name, p.ns
+		}
+		if err := otlptest.Eventually(20*time.Second, func() bool {
+			got := otlptest.With(rcv.Last("porttrace.connect.failures"), space)
+			h := otlptest.With(rcv.Last("porttrace.port_alloc.duration"), space)
+			return len(got) == 1 && got[0].Value == 15 && len(h) == 1 && h[0].Count == 25
+		}); err != nil {
+			t.Errorf("no failures and port searches of the space labelled %v: %+v", space,
+				otlptest.With(rcv.Last("porttrace.connect.failures"), map[string]string{"porttrace.netns": fmt.Sprint(ns.Inode)}))
+		}
 		want := map[string]string{"process.pid": pids[p], "container.id": p.container, "k8s.pod.uid": p.uid}
 		if p.name != "" {
 			want["k8s.pod.name"], want["k8s.namespace.name"], want["k8s.container.name"] = p.name, p.ns, p.cname

@@ -80,6 +80,7 @@ type Exporter struct {
 	logs    *failureLogs
 	desc    string
 	names   func(string) (cri.Names, bool)
+	pods    *netnsPods
 }
 
 // New starts exporting. report is called at every metric collection, from
@@ -142,8 +143,8 @@ func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Expo
 	}
 	x.desc = strings.Join(outputs, " and ")
 	x.lp = sdklog.NewLoggerProvider(lopts...)
-	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names}
-	x.names = o.Names
+	x.names, x.pods = o.Names, newNetnsPods(o.Names)
+	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names, pods: x.pods}
 	x.mp = sdkmetric.NewMeterProvider(mopts...)
 	if x.latency, err = register(x.mp.Meter(scope), o.Limits, report, x); err != nil {
 		return nil, errors.Join(err, x.Shutdown(ctx))

@@ -73,7 +73,7 @@ func register(m metric.Meter, limits aggregate.Limits, report func() *aggregate.
 			return nil, err
 		}
 	}
-	rec := newLatencyRecorder(lat, limits.Spaces)
+	rec := newLatencyRecorder(lat, limits.Spaces, x.pods)
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		r := report()
 		rec.keep(r)
@@ -87,7 +87,7 @@ func register(m metric.Meter, limits aggregate.Limits, report func() *aggregate.
 
 func (in *instruments) observe(o metric.Observer, r *aggregate.Report, x *Exporter) {
 	for i := range r.Spaces {
-		in.observeSpace(o, &r.Spaces[i])
+		in.observeSpace(o, &r.Spaces[i], x)
 	}
 	for i := range r.Processes {
 		in.observeProcess(o, &r.Processes[i], x)
@@ -99,8 +99,8 @@ func (in *instruments) observe(o metric.Observer, r *aggregate.Report, x *Export
 	o.ObserveInt64(in.suppressedAll, int64(x.logs.suppressedTotal.Load()))
 }
 
-func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport) {
-	attrs := spaceAttrs(s.Key, s.Other)
+func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport, x *Exporter) {
+	attrs := spaceAttrs(s.Key, s.Other, x.pods)
 	set := metric.WithAttributeSet(attribute.NewSet(attrs...))
 	o.ObserveInt64(in.attempts, int64(s.TotalConns), set)
 	o.ObserveInt64(in.twEntries, int64(s.TotalTWIn), set)
@@ -135,9 +135,10 @@ func withErrno(attrs []attribute.KeyValue, errno string) metric.ObserveOption {
 	return metric.WithAttributes(kv...)
 }
 
-// spaceAttrs names a port space. The source port is never among them: it
-// is what churns.
-func spaceAttrs(k aggregate.SpaceKey, other bool) []attribute.KeyValue {
+// spaceAttrs names a port space, and the pod whose network namespace holds
+// it (pods may be nil). The source port is never among them: it is what
+// churns.
+func spaceAttrs(k aggregate.SpaceKey, other bool, pods *netnsPods) []attribute.KeyValue {
 	if other {
 		return []attribute.KeyValue{spaceKindKey.String("other")}
 	}
@@ -149,6 +150,7 @@ func spaceAttrs(k aggregate.SpaceKey, other bool) []attribute.KeyValue {
 	if k.Src.Is6() {
 		attrs[2] = semconv.NetworkTypeIPv6
 	}
+	attrs = append(attrs, pods.attrs(k.Netns)...)
 	if k.IsBindPool() {
 		return append(attrs, spaceKindKey.String("bind"))
 	}
