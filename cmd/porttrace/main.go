@@ -36,6 +36,6 @@ entry, attributed to the process that made the connection.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newTrace(), newTop(), newRecord(), newReport(), newAgent(), newDoctor())
+	root.AddCommand(newTrace(), newTop(), newRecord(), newReport(), newAgent(), newDoctor(), newDocs())
 	return root
 }

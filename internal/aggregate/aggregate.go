@@ -63,7 +63,7 @@ type pendingTW struct {
 // Start.
 type Aggregator struct {
 	limits    Limits
-	container func(tgid uint32) string
+	container func(tgid uint32, cgroupID uint64) string
 	start     time.Time
 	now       int64
 	spaces    map[SpaceKey]*space
@@ -86,8 +86,9 @@ type Aggregator struct {
 }
 
 // New returns an aggregator whose first second begins at start. container,
-// if not nil, names the container a process runs in ("" for none).
-func New(start time.Time, limits Limits, container func(tgid uint32) string) *Aggregator {
+// if not nil, names the container a process runs in ("" for none), from
+// its pid and the cgroup id its events carry.
+func New(start time.Time, limits Limits, container func(tgid uint32, cgroupID uint64) string) *Aggregator {
 	a := &Aggregator{
 		limits: limits, container: container, start: start,
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
@@ -217,7 +218,7 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 		} else {
 			c := ""
 			if a.container != nil {
-				c = a.container(k.TGID)
+				c = a.container(k.TGID, k.CgroupID)
 			}
 			p = newProc(k, c)
 			a.procs[k] = p
