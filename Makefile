@@ -4,8 +4,9 @@ BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
+DEB_VERSION ?= 0.1.0
 
-.PHONY: help deps run-deps build run generate test test-unit test-vm bench clean
+.PHONY: help deps run-deps build run generate test test-unit test-vm bench manifests deb image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -62,6 +63,22 @@ bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates 
 	# The decode + aggregate path, fed from a capture, on one core.
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./internal/aggregate ./internal/report
 	./bin/portbench --bcc-kernel-source "$$(sh .ci/bench-deps | sed -n 's/^BCC_KERNEL_SOURCE=//p')" $(BENCH_ARGS)
+
+deb: ## build bin/porttrace_VERSION_amd64.deb with nfpm: static binary, systemd unit, man pages, completions
+	rm -rf bin/pkg && mkdir -p bin/pkg
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/pkg/porttrace ./cmd/porttrace
+	bin/pkg/porttrace gen-docs --man bin/pkg/man --completions bin/pkg/completions
+	gzip -9n bin/pkg/man/*.1
+	VERSION=$(DEB_VERSION) nfpm package --config packaging/nfpm.yaml --packager deb --target bin/
+
+image: ## build the container image with docker (deploy/Dockerfile; IMAGE=ghcr.io/porttrace/porttrace:dev)
+	docker build -f deploy/Dockerfile -t $(or $(IMAGE),ghcr.io/porttrace/porttrace:dev) .
+
+manifests: ## regenerate deploy/kubernetes from the Helm chart
+	{ printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: porttrace\n'; \
+	  helm template porttrace deploy/helm/porttrace --namespace porttrace; } > deploy/kubernetes/porttrace.yaml
+	helm template porttrace deploy/helm/porttrace --namespace porttrace --set serviceMonitor.enabled=true \
+		--show-only templates/servicemonitor.yaml > deploy/kubernetes/servicemonitor.yaml
 
 clean: ## remove build output
 	rm -rf bin

@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
 )
@@ -107,6 +110,7 @@ func (q *quietWriter) stop() {
 func newAgent() *cobra.Command {
 	tf := tracerFlags{namespaces: true}
 	var of otlpFlags
+	var af agentFlags
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run headless and export metrics and failure logs over OTLP",
@@ -119,21 +123,71 @@ variables apply; --otlp-endpoint overrides OTEL_EXPORTER_OTLP_ENDPOINT.
 
 A collector that is down or slow does not stop porttrace: exports are
 retried with backoff, what had to be dropped is counted, and the counts are
-exported when the collector is back.`,
+exported when the collector is back.
+
+With --metrics-addr, the same instruments are served for Prometheus to
+scrape on /metrics (porttrace.connect.failures as
+porttrace_connect_failures_total, and so on), with /healthz: 200 once the
+probes are attached, 503 while events are being lost or after the tracer
+stopped.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := errors.Join(tf.check(), of.check()); err != nil {
 				return err
 			}
-			return runAgent(cmd.ErrOrStderr(), &tf, &of)
+			return runAgent(cmd.ErrOrStderr(), &tf, &of, &af)
 		},
 	}
 	tf.register(cmd)
+	af.register(cmd)
 	of.register(cmd, "collector base URL, e.g. http://localhost:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else the OTLP default for the protocol)")
 	return cmd
 }
 
-func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags) error {
+// agentFlags are the agent's own: the scrape endpoint.
+type agentFlags struct {
+	metricsAddr string
+	criSocket   string
+}
+
+func (f *agentFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.criSocket, "cri-socket", "", fmt.Sprintf("container runtime (CRI) socket that names pods and containers; \"none\" for none (default: the first of %s that exists)", strings.Join(cri.Sockets, ", ")))
+	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on HOST:PORT, e.g. :9464 (OTLP is then off unless --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT is set)")
+}
+
+// otlpOff: with a scrape endpoint and no collector named anywhere,
+// Prometheus is the only output.
+func (f *agentFlags) otlpOff(of *otlpFlags) bool {
+	return f.metricsAddr != "" && of.endpoint == "" &&
+		os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") == ""
+}
+
+func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) error {
+	quiet := &quietWriter{w: stderr}
+	o := of.options(quiet)
+	var health export.Health
+	if af.metricsAddr != "" {
+		o.Prometheus, o.NoOTLP = prometheus.NewRegistry(), af.otlpOff(of)
+		// Listening first: /healthz says "starting" while probes attach,
+		// and a port in use is refused before they are.
+		srv, err := export.Serve(af.metricsAddr, o.Prometheus, &health)
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown(context.Background())
+		fmt.Fprintf(stderr, "porttrace: serving /metrics and /healthz on http://%s\n", srv.Addr())
+	}
+	if path := cri.Find(af.criSocket); af.criSocket != "none" && path != "" {
+		names, err := cri.New(path, stderr)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go names.Run(ctx)
+		o.Names = names.Lookup
+		fmt.Fprintf(stderr, "porttrace: naming pods through the CRI socket %s\n", path)
+	}
 	t, err := tf.open(stderr)
 	if err != nil {
 		return err
@@ -143,15 +197,18 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags) error {
 	if err != nil {
 		return err
 	}
-	quiet := &quietWriter{w: stderr}
-	x, err := of.start(quiet, mon)
+	x, err := export.New(context.Background(), o, mon.Report)
 	if err != nil {
 		return err
 	}
+	mon.Observe(x.Observe)
+	fmt.Fprintf(stderr, "porttrace: exporting %s\n", x)
+	health.Ready(t.Lost)
 	start := time.Now()
 	ctx, cancel := signalContext()
 	defer cancel()
 	err = mon.Run(ctx)
+	health.Stopped(err)
 	// The budget runs from the signal: mon.Run has drained the ring
 	// buffer since; a second is kept for the exporters' own teardown.
 	ran := time.Since(start)
@@ -160,7 +217,10 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags) error {
 	exportErr := shutdown(x, deadline)
 	r := mon.Report()
 	last := "the last export got through"
-	if exportErr != nil {
+	switch {
+	case o.NoOTLP:
+		last = "no OTLP export (Prometheus only)"
+	case exportErr != nil:
 		// errors.Join puts each signal's error on a line of its own.
 		last = "the last export failed: " + strings.ReplaceAll(exportErr.Error(), "\n", "; ")
 	}

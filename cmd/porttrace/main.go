@@ -41,6 +41,6 @@ entry, attributed to the process that made the connection.`,
 		Version:       version(),
 	}
 	root.SetVersionTemplate(readBuildInfo().String())
-	root.AddCommand(newTrace(), newTop(), newRecord(), newReport(), newAgent(), newDoctor(), newVersion())
+	root.AddCommand(newTrace(), newTop(), newRecord(), newReport(), newAgent(), newDoctor(), newVersion(), newDocs())
 	return root
 }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,12 +25,12 @@ import (
 // with a tiny port range, and checked against the ground truth of the same
 // run: the client's own errnos, its pid, ss and the listener table.
 
-// watch runs `top --json` for interval with the syscall tracepoints on (the
-// tracepoint backend needs them for bind(); the others ignore the flag) and
-// returns once the probes are attached.
-func watch(t *testing.T, interval string) *topRun {
+// watch runs `top --json` with the syscall tracepoints on (the tracepoint
+// backend needs them for bind(); the others ignore the flag) and returns
+// once the probes are attached; done ends it and returns what it saw.
+func watch(t *testing.T) *topRun {
 	t.Helper()
-	args := []string{"top", "--json", "--syscalls", "--interval", interval}
+	args := []string{"top", "--json", "--syscalls", "--interval", "5m"}
 	// In the VM, each run names the backend under test.
 	if b := os.Getenv("PORTTRACE_BACKEND"); b != "" {
 		args = append(args, "--backend", b)
@@ -50,6 +52,18 @@ func watch(t *testing.T, interval string) *topRun {
 	}
 	t.Fatalf("porttrace top did not start:\n%s", strings.Join(r.log, "\n"))
 	return nil
+}
+
+// done stops top as an operator would, with SIGINT, once the last events
+// reached it, and returns its snapshot: the tests wait for their clients,
+// however slow the machine (qemu's emulation is), not for a fixed time.
+func (r *topRun) done(t *testing.T) live.Snapshot {
+	t.Helper()
+	// "The last minute" is made of complete seconds, and a namespace new
+	// to porttrace is read within one.
+	time.Sleep(1500 * time.Millisecond)
+	r.cmd.Process.Signal(syscall.SIGINT)
+	return r.wait(t)
 }
 
 // invariants hold for every space of every snapshot.
@@ -114,13 +128,13 @@ func TestModelTimeWaitReuse(t *testing.T) {
 			ns := testnet.New(t, 40000, 40019)
 			ns.Sysctl(t, "net/ipv4/tcp_tw_reuse", reuse)
 			dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
-			top := watch(t, "8s")
+			top := watch(t)
 			// 10/s in 20 ports: each port comes back to connect()
 			// after 2 s in TIME_WAIT, past the kernel's 1 s.
 			res := ns.StartClient(t, churn.Config{Target: dst, Count: 60, Interval: 100 * time.Millisecond, Close: churn.CloseFin}).Wait(t)
 			time.Sleep(200 * time.Millisecond)
 			tw := ns.TimeWait(t, dst)
-			snap := top.wait(t)
+			snap := top.done(t)
 			invariants(t, snap)
 			if res.Connected != 60 || tw > 20 {
 				t.Fatalf("setup: client %+v, ss %d in TIME_WAIT; want 60 connected", res, tw)
@@ -151,7 +165,7 @@ func TestModelBindPool(t *testing.T) {
 	for _, a := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		dsts = append(dsts, netip.AddrPortFrom(netip.MustParseAddr(a), port))
 	}
-	top := watch(t, "4s")
+	top := watch(t)
 	cl := ns.StartClient(t, churn.Config{Targets: dsts, BindFirst: true, BindAddr: netip.MustParseAddr("127.0.0.1"), Count: 30, Close: churn.CloseFin})
 	res := cl.Wait(t)
 	time.Sleep(200 * time.Millisecond)
@@ -159,7 +173,7 @@ func TestModelBindPool(t *testing.T) {
 	for _, d := range dsts {
 		tw += ns.TimeWait(t, d)
 	}
-	snap := top.wait(t)
+	snap := top.done(t)
 	invariants(t, snap)
 	if res.Connected != 20 || res.Failures["EADDRINUSE"] != 10 || tw != 20 {
 		t.Fatalf("setup: client %+v, ss %d in TIME_WAIT; want 20 connected, 10 EADDRINUSE, 20", res, tw)
@@ -201,15 +215,16 @@ func TestModelAsyncFailures(t *testing.T) {
 	stalled := netip.MustParseAddrPort("127.0.0.1:7000")
 	ns.StalledListener(t, stalled)
 	refused := netip.MustParseAddrPort("127.0.0.1:9")
-	top := watch(t, "5s")
+	top := watch(t)
 	async := ns.StartScenario(t, "async", testnet.AsyncArgs{Refused: refused, Count: 3, Stalled: stalled, GiveUp: time.Second})
 	block := ns.StartScenario(t, "block", testnet.HoldArgs{Target: stalled})
-	time.Sleep(time.Second)
+	block.WaitLine(t, "connecting")
+	time.Sleep(time.Second) // inside connect(), its SYN dropped
 	block.Cmd.Process.Kill()
 	block.Cmd.Wait()
 	var got testnet.AsyncResult
 	async.Wait(t, &got)
-	snap := top.wait(t)
+	snap := top.done(t)
 	invariants(t, snap)
 	want := []string{"ECONNREFUSED", "ECONNREFUSED", "ECONNREFUSED", "given up"}
 	if !slices.Equal(got.Outcomes, want) || slices.ContainsFunc(got.Returned, func(s string) bool { return s != "EINPROGRESS" }) {
@@ -249,10 +264,10 @@ func TestModelThreadNames(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40099)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
-	top := watch(t, "3s")
+	top := watch(t)
 	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Threads: 3, ThreadName: "worker", Close: churn.CloseFin})
 	res := cl.Wait(t)
-	snap := top.wait(t)
+	snap := top.done(t)
 	self, _ := os.Executable()
 	comm := testnet.Comm(self)
 	var rows []aggregate.ProcessReport
@@ -275,9 +290,9 @@ func TestModelNoSourceAddress(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", ns.Name, "-6", "addr", "del", "::1/128", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("remove ::1: %v %s", err, out)
 	}
-	top := watch(t, "3s")
+	top := watch(t)
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t)
-	snap := top.wait(t)
+	snap := top.done(t)
 	invariants(t, snap)
 	if res.Failures[testnet.EADDRNOTAVAIL] != 5 {
 		t.Fatalf("setup: client %+v, want 5 EADDRNOTAVAIL", res)
@@ -300,9 +315,9 @@ func TestModelLoopbackListener(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	dst := ns.Listen(t, "127.0.0.1:6399", 20*time.Millisecond)
-	top := watch(t, "3s")
+	top := watch(t)
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin}).Wait(t)
-	snap := top.wait(t)
+	snap := top.done(t)
 	invariants(t, snap)
 	if res.Connected != 20 {
 		t.Fatalf("setup: %+v", res)
@@ -325,14 +340,15 @@ func TestModelLoopbackListener(t *testing.T) {
 func TestModelBindConflict(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 41000, 41019)
-	dst := ns.Serve(t, "127.0.0.1:8080", func(c net.Conn) { time.Sleep(15 * time.Second) })
-	holder := ns.StartScenario(t, "hold", testnet.HoldArgs{Target: dst, Count: 20, Hold: 10 * time.Second})
+	dst := ns.Serve(t, "127.0.0.1:8080", func(c net.Conn) { io.Copy(io.Discard, c) })
+	holder := ns.StartScenario(t, "hold", testnet.HoldArgs{Target: dst, Count: 20, Hold: 2 * time.Minute})
+	holder.WaitLine(t, "holding")
 	waitEstablished(t, ns, dst, 20)
-	top := watch(t, "4s")
+	top := watch(t)
 	var b testnet.BindResult
 	svc := ns.StartScenario(t, "bind", testnet.BindArgs{Addr: netip.MustParseAddrPort("0.0.0.0:41005")})
 	svc.Wait(t, &b)
-	snap := top.wait(t)
+	snap := top.done(t)
 	invariants(t, snap)
 	if b.Errno != "EADDRINUSE" {
 		t.Fatalf("setup: bind() returned %q, want EADDRINUSE", b.Errno)
@@ -375,7 +391,7 @@ func waitEstablished(t *testing.T, ns *testnet.Netns, dst netip.AddrPort, n int)
 // kernel gives its inode to a new one: the new one starts empty.
 func TestModelNetnsReuse(t *testing.T) {
 	testnet.RequireRoot(t)
-	top := watch(t, "6s")
+	top := watch(t)
 	old := testnet.New(t, 40000, 40009)
 	dst := old.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 	res := old.StartClient(t, churn.Config{Target: dst, Count: 15, Close: churn.CloseFin}).Wait(t)
@@ -388,7 +404,7 @@ func TestModelNetnsReuse(t *testing.T) {
 	fresh := sameInode(t, ino)
 	ndst := fresh.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 	got := fresh.StartClient(t, churn.Config{Target: ndst, Count: 2, Close: churn.CloseFin}).Wait(t)
-	snap := top.wait(t)
+	snap := top.done(t)
 	invariants(t, snap)
 	if got.Connected != 2 {
 		t.Fatalf("setup: %+v", got)
@@ -424,7 +440,7 @@ func TestModelHealthChecks(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40009)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
-	top := watch(t, "8s")
+	top := watch(t)
 	checkers := map[uint32]bool{}
 	for range 8 {
 		cl := ns.StartClient(t, churn.Config{Target: dst, Count: 1, Close: churn.CloseFin})
@@ -440,7 +456,7 @@ func TestModelHealthChecks(t *testing.T) {
 		}
 		failing[uint32(cl.Cmd.Process.Pid)] = true
 	}
-	snap := top.wait(t)
+	snap := top.done(t)
 	sp := spaceToward(t, snap, ns.Inode, dst)
 	for _, p := range sp.Processes {
 		if !failing[p.PID] || p.Failed60 != 1 {

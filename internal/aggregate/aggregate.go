@@ -63,7 +63,7 @@ type pendingTW struct {
 // Start.
 type Aggregator struct {
 	limits    Limits
-	container func(tgid uint32) string
+	container func(tgid uint32, cgroupID uint64) string
 	start     time.Time
 	now       int64
 	spaces    map[SpaceKey]*space
@@ -86,8 +86,9 @@ type Aggregator struct {
 }
 
 // New returns an aggregator whose first second begins at start. container,
-// if not nil, names the container a process runs in ("" for none).
-func New(start time.Time, limits Limits, container func(tgid uint32) string) *Aggregator {
+// if not nil, names the container a process runs in ("" for none), from
+// its pid and the cgroup id its events carry.
+func New(start time.Time, limits Limits, container func(tgid uint32, cgroupID uint64) string) *Aggregator {
 	a := &Aggregator{
 		limits: limits, container: container, start: start,
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
@@ -141,6 +142,18 @@ func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
 		n.cookie = cookie
 	}
 	return n
+}
+
+// Unknown reports whether events came from a namespace whose settings are
+// not known yet (new since the last SetNetns, or back under a reused
+// inode): its spaces have no size until they are read.
+func (a *Aggregator) Unknown() bool {
+	for _, n := range a.ns {
+		if !n.known {
+			return true
+		}
+	}
+	return false
 }
 
 // forget drops a namespace that is gone, and every row of it.
@@ -205,7 +218,7 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 		} else {
 			c := ""
 			if a.container != nil {
-				c = a.container(k.TGID)
+				c = a.container(k.TGID, k.CgroupID)
 			}
 			p = newProc(k, c)
 			a.procs[k] = p

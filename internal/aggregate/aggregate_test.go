@@ -396,3 +396,25 @@ func TestJSONHasNoNullLists(t *testing.T) {
 		}
 	}
 }
+
+// TestSpaceKeepsFailingProcesses: eight one-shot health checks, then
+// one-shot clients that fail, all within seconds: the space names the
+// failing ones.
+func TestSpaceKeepsFailingProcesses(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	for i := range 8 {
+		s.open(at(1+float64(i)/10), who{uint32(100 + i), "check"}, upstream, time.Microsecond)
+	}
+	for i := range 12 {
+		s.fail(at(3), who{uint32(200 + i), "client"}, upstream, syscall.EADDRNOTAVAIL)
+	}
+	r := s.space(s.report(3.5), upstream)
+	if len(r.Processes) != 8 {
+		t.Fatalf("%d processes, want 8", len(r.Processes))
+	}
+	for _, p := range r.Processes {
+		if p.Comm != "client" {
+			t.Errorf("space names %+v, want only failing clients", p)
+		}
+	}
+}

@@ -62,7 +62,7 @@ type procStat struct {
 }
 
 func (p *procStat) weight(now int64) [3]int64 {
-	return [3]int64{int64(p.fails.Sum(now, window.Span)), int64(p.conns.Sum(now, window.Span)) + int64(p.held), p.active}
+	return [3]int64{int64(p.fails.Recent(now, window.Span)), int64(p.conns.Recent(now, window.Span)) + int64(p.held), p.active}
 }
 
 // space is the state of one port space.
@@ -154,7 +154,7 @@ func (s *space) fail(sec int64, p ProcKey, f failure) {
 func (s *space) tick(sec int64, unbind func(k uint64)) {
 	s.ports.expire(sec, unbind)
 	for p, st := range s.procs {
-		if st.held == 0 && st.conns.Sum(sec, window.Span) == 0 && st.fails.Sum(sec, window.Span) == 0 {
+		if st.held == 0 && st.conns.Recent(sec, window.Span) == 0 && st.fails.Recent(sec, window.Span) == 0 {
 			delete(s.procs, p)
 		}
 	}

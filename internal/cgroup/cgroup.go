@@ -1,33 +1,169 @@
-// Package cgroup names the container a process runs in, from its cgroup
-// path, the way container runtimes name their cgroups.
+// Package cgroup names the container and Kubernetes pod a process runs in,
+// from its cgroup path, the way container runtimes and the kubelet name
+// their cgroups. It reads /proc only; names (pod, namespace, container)
+// come from the container runtime (internal/cri).
 package cgroup
 
 import (
+	"bufio"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 )
+
+// Workload is what a cgroup path tells of a process: its container's id
+// (64 hex digits) and its pod's UID, each "" when there is none.
+type Workload struct {
+	ContainerID string
+	PodUID      string
+}
 
 // A container id is 64 hex digits in the cgroup path of every common
 // runtime: /docker/ID, docker-ID.scope, cri-containerd-ID.scope,
-// crio-ID.scope, libpod-ID.scope, /kubepods/.../ID.
+// crio-ID.scope, libpod-ID.scope, /kubepods/.../podUID/ID.
 var containerID = regexp.MustCompile(`[0-9a-f]{64}`)
 
-// Container returns the short (12-digit) id of pid's container, or "" when
-// it runs in none or has exited.
-func Container(pid uint32) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return ""
+// The kubelet names a pod's cgroup pod<UID>: kubepods-burstable-pod<UID>.slice
+// with the systemd driver, where the UID's dashes become underscores, and
+// /kubepods/burstable/pod<UID> with cgroupfs. A static pod's UID is a
+// 32-digit hash without dashes.
+var podUID = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})(?:\.slice)?/`)
+
+// Parse reads the text of /proc/PID/cgroup: cgroup v2 (0::/path), v1
+// (N:controllers:/path) or both. The innermost container id and pod UID of
+// any hierarchy win.
+func Parse(s string) Workload {
+	var w Workload
+	for line := range strings.SplitSeq(s, "\n") {
+		_, path, ok := strings.Cut(line, ":")
+		if _, path, ok = strings.Cut(path, ":"); !ok {
+			continue
+		}
+		if ids := containerID.FindAllString(path, -1); len(ids) > 0 {
+			w.ContainerID = ids[len(ids)-1]
+		}
+		if m := podUID.FindAllStringSubmatch(path+"/", -1); len(m) > 0 {
+			w.PodUID = strings.ReplaceAll(m[len(m)-1][1], "_", "-")
+		}
 	}
-	return FromCgroupFile(string(b))
+	if w.ContainerID == "" {
+		w.PodUID = "" // a pod's own cgroup holds no process but the sandbox's
+	}
+	return w
 }
 
-// FromCgroupFile finds the container id in the text of /proc/PID/cgroup.
-func FromCgroupFile(s string) string {
-	ids := containerID.FindAllString(s, -1)
-	if len(ids) == 0 {
+// MaxKnown bounds the containers Lookup remembers.
+const MaxKnown = 4096
+
+var known = struct {
+	sync.RWMutex
+	m map[string]Workload // by short id
+}{m: map[string]Workload{}}
+
+// Container returns the short (12-digit) id of the container of process
+// pid, whose cgroup v2 id (the event's, bpf_get_current_cgroup_id) is
+// cgroupID, or "" when it runs in none; the container's full id and pod
+// are then known to Lookup. The cgroup id names the container even after
+// the process has exited; /proc/PID/cgroup serves where it does not (a
+// host with cgroup v1 only, or the id is 0).
+func Container(pid uint32, cgroupID uint64) string {
+	w := byID(cgroupID)
+	if w.ContainerID == "" {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if err != nil {
+			return ""
+		}
+		w = Parse(string(b))
+	}
+	if w.ContainerID == "" {
 		return ""
 	}
-	return ids[len(ids)-1][:12] // the innermost
+	short := w.ContainerID[:12]
+	known.Lock()
+	if _, ok := known.m[short]; !ok && len(known.m) >= MaxKnown {
+		for k := range known.m { // forget one: it will be read again
+			delete(known.m, k)
+			break
+		}
+	}
+	known.m[short] = w
+	known.Unlock()
+	return short
+}
+
+// byID finds a cgroup v2 by its id through the cgroup2 mount: the id is
+// the kernfs file handle (open_by_handle_at needs CAP_DAC_READ_SEARCH).
+// Ids are never reused, so what is found is kept, up to MaxKnown ids.
+func byID(id uint64) Workload {
+	if id == 0 {
+		return Workload{}
+	}
+	ids.Lock()
+	defer ids.Unlock()
+	if w, ok := ids.m[id]; ok {
+		return w
+	}
+	ids.once.Do(func() { ids.mount = mountFD() })
+	if ids.mount < 0 {
+		return Workload{}
+	}
+	h := make([]byte, 8)
+	binary.NativeEndian.PutUint64(h, id)
+	const fileidKernfs = 0xfe
+	fd, err := unix.OpenByHandleAt(ids.mount, unix.NewFileHandle(fileidKernfs, h), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return Workload{} // gone already, or no privilege: /proc may still tell
+	}
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	unix.Close(fd)
+	if err != nil {
+		return Workload{}
+	}
+	w := Parse("0::" + path + "\n")
+	if len(ids.m) >= MaxKnown {
+		clear(ids.m)
+	}
+	ids.m[id] = w
+	return w
+}
+
+var ids = struct {
+	sync.Mutex
+	once  sync.Once
+	mount int
+	m     map[uint64]Workload
+}{m: map[uint64]Workload{}}
+
+// mountFD opens the cgroup2 mount (/sys/fs/cgroup, or
+// /sys/fs/cgroup/unified on hybrid hosts); -1 if there is none.
+func mountFD() int {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 2 && fields[2] == "cgroup2" {
+			fd, err := unix.Open(fields[1], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err == nil {
+				return fd
+			}
+		}
+	}
+	return -1
+}
+
+// Lookup returns the workload of a container that Container named, by its
+// short id.
+func Lookup(short string) (Workload, bool) {
+	known.RLock()
+	defer known.RUnlock()
+	w, ok := known.m[short]
+	return w, ok
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
@@ -25,12 +26,14 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"go.opentelemetry.io/otel/sdk/resource"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cri"
 )
 
 // DefaultInterval is the metric export period when neither the caller nor
@@ -59,6 +62,13 @@ type Options struct {
 	Version string
 	// Warn gets a line when an export starts failing and when it recovers.
 	Warn io.Writer
+	// Prometheus, if not nil, also gets every instrument, for a scrape
+	// endpoint (see Serve). NoOTLP leaves Prometheus as the only output.
+	Prometheus *prometheus.Registry
+	NoOTLP     bool
+	// Names, if not nil, gives the Kubernetes names of a container by its
+	// full id, without waiting (cri.Cache.Lookup).
+	Names func(containerID string) (cri.Names, bool)
 }
 
 // Exporter owns the SDK's meter and logger providers.
@@ -69,6 +79,8 @@ type Exporter struct {
 	latency *latencyRecorder
 	logs    *failureLogs
 	desc    string
+	names   func(string) (cri.Names, bool)
+	pods    *netnsPods
 }
 
 // New starts exporting. report is called at every metric collection, from
@@ -92,25 +104,48 @@ func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Expo
 		return nil, fmt.Errorf("OpenTelemetry resource: %w", err)
 	}
 	otel.SetErrorHandler(h)
-	mexp, lexp, err := exporters(ctx, proto, base)
-	if err != nil {
-		return nil, err
-	}
-	logTimeout := cmp.Or(o.Timeout, envMillis("OTEL_BLRP_EXPORT_TIMEOUT"), 30*time.Second)
-	x := &Exporter{health: h, desc: describe(proto, base)}
-	x.lp = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(
-		sdklog.NewBatchProcessor(&logExporter{lexp, h},
-			// The queue's size is set, not left to OTEL_BLRP_MAX_QUEUE_SIZE:
-			// with failureLogs' rate limit it cannot overflow, which is
-			// the only loss the SDK would not let us count.
-			sdklog.WithMaxQueueSize(queueSize(logTimeout)), sdklog.WithExportTimeout(logTimeout))))
-	x.logs = &failureLogs{logger: x.lp.Logger(scope)}
-	x.mp = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res),
-		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(&metricExporter{mexp, h}, readerOptions(o)...)),
+	x := &Exporter{health: h}
+	mopts := []sdkmetric.Option{sdkmetric.WithResource(res),
+		sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter),
 		sdkmetric.WithView(sdkmetric.NewView(
 			sdkmetric.Instrument{Name: latencyName},
 			sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20}},
-		)))
+		))}
+	lopts := []sdklog.LoggerProviderOption{sdklog.WithResource(res)}
+	var outputs []string
+	if !o.NoOTLP {
+		mexp, lexp, err := exporters(ctx, proto, base)
+		if err != nil {
+			return nil, err
+		}
+		logTimeout := cmp.Or(o.Timeout, envMillis("OTEL_BLRP_EXPORT_TIMEOUT"), 30*time.Second)
+		lopts = append(lopts, sdklog.WithProcessor(
+			sdklog.NewBatchProcessor(&logExporter{lexp, h},
+				// The queue's size is set, not left to OTEL_BLRP_MAX_QUEUE_SIZE:
+				// with failureLogs' rate limit it cannot overflow, which is
+				// the only loss the SDK would not let us count.
+				sdklog.WithMaxQueueSize(queueSize(logTimeout)), sdklog.WithExportTimeout(logTimeout))))
+		mopts = append(mopts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(&metricExporter{mexp, h}, readerOptions(o)...)))
+		outputs = append(outputs, describe(proto, base))
+	}
+	if o.Prometheus != nil {
+		r, err := prometheusReader(o.Prometheus)
+		if err != nil {
+			return nil, err
+		}
+		// The Prometheus reader takes no per-kind limit: the provider's
+		// applies to it, the histogram's bound (readerOptions).
+		mopts = append(mopts, sdkmetric.WithReader(r), sdkmetric.WithCardinalityLimit(histogramLimit(o.Limits)))
+		outputs = append(outputs, "Prometheus metrics")
+	}
+	if len(outputs) == 0 {
+		return nil, errors.New("export: neither OTLP nor Prometheus")
+	}
+	x.desc = strings.Join(outputs, " and ")
+	x.lp = sdklog.NewLoggerProvider(lopts...)
+	x.names, x.pods = o.Names, newNetnsPods(o.Names)
+	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names, pods: x.pods}
+	x.mp = sdkmetric.NewMeterProvider(mopts...)
 	if x.latency, err = register(x.mp.Meter(scope), o.Limits, report, x); err != nil {
 		return nil, errors.Join(err, x.Shutdown(ctx))
 	}
@@ -135,7 +170,7 @@ func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 		// a bound of its own.
 		sdkmetric.WithCardinalityLimitSelector(func(k sdkmetric.InstrumentKind) (int, bool) {
 			if k == sdkmetric.InstrumentKindHistogram {
-				return 4*o.Limits.Spaces + 1, false
+				return histogramLimit(o.Limits), false
 			}
 			return 0, false
 		}),
@@ -150,6 +185,9 @@ func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 	}
 	return opts
 }
+
+// histogramLimit bounds the latency histogram's series.
+func histogramLimit(l aggregate.Limits) int { return 4*l.Spaces + 1 }
 
 // Check reports options that New would refuse, so that a command can
 // refuse them before it attaches probes.

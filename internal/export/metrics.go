@@ -8,6 +8,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
+	"github.com/porttrace/porttrace/internal/cri"
 )
 
 // Attribute keys of porttrace's own, where no semantic convention exists.
@@ -71,7 +73,7 @@ func register(m metric.Meter, limits aggregate.Limits, report func() *aggregate.
 			return nil, err
 		}
 	}
-	rec := newLatencyRecorder(lat, limits.Spaces)
+	rec := newLatencyRecorder(lat, limits.Spaces, x.pods)
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		r := report()
 		rec.keep(r)
@@ -85,10 +87,10 @@ func register(m metric.Meter, limits aggregate.Limits, report func() *aggregate.
 
 func (in *instruments) observe(o metric.Observer, r *aggregate.Report, x *Exporter) {
 	for i := range r.Spaces {
-		in.observeSpace(o, &r.Spaces[i])
+		in.observeSpace(o, &r.Spaces[i], x)
 	}
 	for i := range r.Processes {
-		in.observeProcess(o, &r.Processes[i])
+		in.observeProcess(o, &r.Processes[i], x)
 	}
 	o.ObserveInt64(in.lost, int64(r.Lost))
 	o.ObserveInt64(in.exportFailures, int64(x.health.metricFailures.Load()), metric.WithAttributes(signalKey.String("metrics")))
@@ -97,8 +99,8 @@ func (in *instruments) observe(o metric.Observer, r *aggregate.Report, x *Export
 	o.ObserveInt64(in.suppressedAll, int64(x.logs.suppressedTotal.Load()))
 }
 
-func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport) {
-	attrs := spaceAttrs(s.Key, s.Other)
+func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport, x *Exporter) {
+	attrs := spaceAttrs(s.Key, s.Other, x.pods)
 	set := metric.WithAttributeSet(attribute.NewSet(attrs...))
 	o.ObserveInt64(in.attempts, int64(s.TotalConns), set)
 	o.ObserveInt64(in.twEntries, int64(s.TotalTWIn), set)
@@ -116,10 +118,10 @@ func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport)
 	}
 }
 
-func (in *instruments) observeProcess(o metric.Observer, p *aggregate.ProcessReport) {
+func (in *instruments) observeProcess(o metric.Observer, p *aggregate.ProcessReport, x *Exporter) {
 	attrs := []attribute.KeyValue{otherProcKey.Bool(true)}
 	if !p.Other {
-		attrs = processAttrs(p.PID, p.Comm, p.Container)
+		attrs = processAttrs(p.PID, p.Comm, p.Container, x.names)
 	}
 	o.ObserveInt64(in.procAttempts, int64(p.Total), metric.WithAttributes(attrs...))
 	o.ObserveInt64(in.procTWEntries, int64(p.TotalTWIn), metric.WithAttributes(attrs...))
@@ -133,9 +135,10 @@ func withErrno(attrs []attribute.KeyValue, errno string) metric.ObserveOption {
 	return metric.WithAttributes(kv...)
 }
 
-// spaceAttrs names a port space. The source port is never among them: it
-// is what churns.
-func spaceAttrs(k aggregate.SpaceKey, other bool) []attribute.KeyValue {
+// spaceAttrs names a port space, and the pod whose network namespace holds
+// it (pods may be nil). The source port is never among them: it is what
+// churns.
+func spaceAttrs(k aggregate.SpaceKey, other bool, pods *netnsPods) []attribute.KeyValue {
 	if other {
 		return []attribute.KeyValue{spaceKindKey.String("other")}
 	}
@@ -147,6 +150,7 @@ func spaceAttrs(k aggregate.SpaceKey, other bool) []attribute.KeyValue {
 	if k.Src.Is6() {
 		attrs[2] = semconv.NetworkTypeIPv6
 	}
+	attrs = append(attrs, pods.attrs(k.Netns)...)
 	if k.IsBindPool() {
 		return append(attrs, spaceKindKey.String("bind"))
 	}
@@ -154,10 +158,32 @@ func spaceAttrs(k aggregate.SpaceKey, other bool) []attribute.KeyValue {
 		semconv.ServerAddress(k.Dst.Addr().String()), semconv.ServerPort(int(k.Dst.Port())))
 }
 
-func processAttrs(pid uint32, comm, container string) []attribute.KeyValue {
+// processAttrs names a process, and its container and pod when it runs in
+// one: container is the short id the aggregator keeps; the full id and
+// the pod's UID come from its cgroup path, the names from names (nil when
+// no container runtime is asked).
+func processAttrs(pid uint32, comm, container string, names func(id string) (cri.Names, bool)) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{semconv.ProcessPID(int(pid)), semconv.ProcessExecutableName(comm)}
-	if container != "" {
-		attrs = append(attrs, semconv.ContainerID(container))
+	if container == "" {
+		return attrs
+	}
+	w, ok := cgroup.Lookup(container)
+	if !ok {
+		return append(attrs, semconv.ContainerID(container))
+	}
+	attrs = append(attrs, semconv.ContainerID(w.ContainerID))
+	if w.PodUID != "" {
+		attrs = append(attrs, semconv.K8SPodUID(w.PodUID))
+	}
+	if names == nil {
+		return attrs
+	}
+	if n, ok := names(w.ContainerID); ok {
+		for _, kv := range []attribute.KeyValue{semconv.K8SPodName(n.Pod), semconv.K8SNamespaceName(n.Namespace), semconv.K8SContainerName(n.Container)} {
+			if kv.Value.AsString() != "" {
+				attrs = append(attrs, kv)
+			}
+		}
 	}
 	return attrs
 }

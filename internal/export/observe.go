@@ -14,6 +14,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/cgroup"
+	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/event"
 )
 
@@ -26,6 +27,9 @@ const LogRate = 10
 // into the histogram, failures into log records. It must be called from
 // one goroutine, and it does not block on the network.
 func (x *Exporter) Observe(e *event.Event) {
+	if e.Kind == event.Alloc || e.Kind == event.Connect || e.Kind == event.Bind { // the connecting task's own
+		x.pods.observe(e)
+	}
 	switch e.Kind {
 	case event.Alloc, event.Bind:
 		x.latency.record(e)
@@ -42,15 +46,16 @@ type latencyRecorder struct {
 	h     metric.Float64Histogram
 	limit int
 	other metric.RecordOption
+	pods  *netnsPods
 
 	mu   sync.Mutex
 	sets map[aggregate.SpaceKey]metric.RecordOption
 }
 
-func newLatencyRecorder(h metric.Float64Histogram, limit int) *latencyRecorder {
+func newLatencyRecorder(h metric.Float64Histogram, limit int, pods *netnsPods) *latencyRecorder {
 	return &latencyRecorder{
-		h: h, limit: limit, sets: map[aggregate.SpaceKey]metric.RecordOption{},
-		other: metric.WithAttributeSet(attribute.NewSet(spaceAttrs(aggregate.SpaceKey{}, true)...)),
+		h: h, limit: limit, sets: map[aggregate.SpaceKey]metric.RecordOption{}, pods: pods,
+		other: metric.WithAttributeSet(attribute.NewSet(spaceAttrs(aggregate.SpaceKey{}, true, nil)...)),
 	}
 }
 
@@ -61,7 +66,7 @@ func (l *latencyRecorder) record(e *event.Event) {
 	if !ok {
 		opt = l.other
 		if len(l.sets) < l.limit {
-			opt = metric.WithAttributeSet(attribute.NewSet(spaceAttrs(k, false)...))
+			opt = metric.WithAttributeSet(attribute.NewSet(spaceAttrs(k, false, l.pods)...))
 			l.sets[k] = opt
 		}
 	}
@@ -99,6 +104,8 @@ type failureLogs struct {
 	sent            int
 	pending         int64 // suppressed since the last record
 	suppressedTotal atomic.Uint64
+	names           func(string) (cri.Names, bool)
+	pods            *netnsPods
 }
 
 func (f *failureLogs) observe(e *event.Event) {
@@ -111,12 +118,12 @@ func (f *failureLogs) observe(e *event.Event) {
 		return
 	}
 	f.sent++
-	r := failureRecord(e, f.pending)
+	r := failureRecord(e, f.pending, f.names, f.pods)
 	f.pending = 0
 	f.logger.Emit(context.Background(), r)
 }
 
-func failureRecord(e *event.Event, suppressed int64) log.Record {
+func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Names, bool), pods *netnsPods) log.Record {
 	errno := event.ErrnoName(e.Errno)
 	k := aggregate.SpaceOf(e)
 	name := "porttrace.connect.failure"
@@ -133,7 +140,7 @@ func failureRecord(e *event.Event, suppressed int64) log.Record {
 	r.SetSeverityText("WARN")
 	r.SetBody(attribute.StringValue(body))
 	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.PID)), suppressedKey.Int64(suppressed))
-	r.AddAttributes(spaceAttrs(k, false)...)
-	r.AddAttributes(processAttrs(e.TGID, e.Comm.String(), cgroup.Container(e.TGID))...)
+	r.AddAttributes(spaceAttrs(k, false, pods)...)
+	r.AddAttributes(processAttrs(e.TGID, e.Comm.String(), cgroup.Container(e.TGID, e.CgroupID), names)...)
 	return r
 }

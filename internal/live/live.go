@@ -95,7 +95,13 @@ func (m *Monitor) Background(ctx context.Context) {
 		case now := <-second.C:
 			m.mu.Lock()
 			m.agg.Tick(now)
+			unknown := m.agg.Unknown()
 			m.mu.Unlock()
+			// A namespace that just appeared gets its size within a
+			// second, not at the next resync.
+			if unknown {
+				m.sync()
+			}
 		}
 	}
 }

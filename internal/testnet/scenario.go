@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -29,8 +30,9 @@ const scenarioArgEnv = "PORTTRACE_SCENARIO_ARG"
 
 // Scenario is a scenario process.
 type Scenario struct {
-	Cmd *exec.Cmd
-	out strings.Builder
+	Cmd   *exec.Cmd
+	out   strings.Builder
+	lines chan string // its stderr, closed at its end
 }
 
 // StartScenario runs scenario name with arg inside the namespace.
@@ -44,12 +46,33 @@ func (n *Netns) StartScenario(t testing.TB, name string, arg any) *Scenario {
 	s := &Scenario{Cmd: exec.Command("ip", "netns", "exec", n.Name, self)}
 	s.Cmd.Env = append(os.Environ(), helperEnv+"=scenario:"+name, scenarioArgEnv+"="+string(b))
 	s.Cmd.Stdout = &s.out
-	s.Cmd.Stderr = os.Stderr
+	stderr, _ := s.Cmd.StderrPipe()
+	s.lines = make(chan string, 1024)
 	if err := s.Cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	go func() {
+		defer close(s.lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			fmt.Fprintln(os.Stderr, sc.Text())
+			s.lines <- sc.Text()
+		}
+	}()
 	t.Cleanup(func() { s.Cmd.Process.Kill(); s.Cmd.Wait() })
 	return s
+}
+
+// WaitLine waits until the scenario prints a line containing want on
+// stderr: it has reached that point.
+func (s *Scenario) WaitLine(t testing.TB, want string) {
+	t.Helper()
+	for line := range s.lines {
+		if strings.Contains(line, want) {
+			return
+		}
+	}
+	t.Fatalf("scenario ended before printing %q", want)
 }
 
 // Pid is the scenario's process: `ip netns exec` execs it in place.
@@ -58,6 +81,8 @@ func (s *Scenario) Pid() uint32 { return uint32(s.Cmd.Process.Pid) }
 // Wait decodes the scenario's result into v.
 func (s *Scenario) Wait(t testing.TB, v any) {
 	t.Helper()
+	for range s.lines {
+	}
 	if err := s.Cmd.Wait(); err != nil {
 		t.Fatalf("scenario: %v\n%s", err, s.out.String())
 	}
@@ -176,7 +201,7 @@ func holdConnections(arg []byte) (any, error) {
 		sa, _ := unix.Getsockname(fd)
 		res.Ports = append(res.Ports, sa.(*unix.SockaddrInet4).Port)
 	}
-	// Ready: the test waits for this file, then starts porttrace.
+	// Ready: the test waits for this line, then starts porttrace.
 	fmt.Fprintln(os.Stderr, "holding", len(res.Ports))
 	time.Sleep(a.Hold)
 	return res, nil

@@ -54,6 +54,21 @@ func (c *Counter) Sum(now int64, w int) uint64 {
 	return n
 }
 
+// Recent is the count over the w seconds up to now, the one still filling
+// included: for ranking what is active right now, not for rates.
+func (c *Counter) Recent(now int64, w int) uint64 {
+	return c.Sum(now, w-1) + c.current(now)
+}
+
+// current is the count of second now so far.
+func (c *Counter) current(now int64) uint64 {
+	c.advance(now)
+	if now != c.head {
+		return 0
+	}
+	return uint64(c.buckets[now%slots])
+}
+
 // Rate is Sum per second. Before w seconds have passed since the start it
 // divides by the seconds there were, so the first figures are not diluted.
 func (c *Counter) Rate(now int64, w int) float64 {

@@ -72,3 +72,18 @@ func TestGaugeSlope(t *testing.T) {
 		t.Error("slope over two seconds")
 	}
 }
+
+func TestRecentCountsTheCurrentSecond(t *testing.T) {
+	var c Counter
+	c.Add(5, 2)
+	c.Add(10, 3)
+	if got := c.Recent(10, 60); got != 5 {
+		t.Errorf("Recent(10, 60) = %d, want 5 (second 10 still filling, included)", got)
+	}
+	if got := c.Sum(10, 60); got != 2 {
+		t.Errorf("Sum(10, 60) = %d, want 2 (complete seconds only)", got)
+	}
+	if got := c.Recent(70, 60); got != 0 {
+		t.Errorf("Recent(70, 60) = %d, want 0", got)
+	}
+}

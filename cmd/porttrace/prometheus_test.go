@@ -1,0 +1,316 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/otlptest"
+	"github.com/porttrace/porttrace/internal/testnet"
+)
+
+// TestAgentPrometheus: Prometheus from Debian scrapes `porttrace agent
+// --metrics-addr` every second while clients exhaust a 20-port space; its
+// HTTP API must give the clients' EADDRNOTAVAIL count, and the README's
+// alert rules, fed with the series Prometheus stored, must fire
+// PortsExhausted for that space and nothing for lost events.
+func TestAgentPrometheus(t *testing.T) {
+	testnet.RequireRoot(t)
+	promBin := testnet.RequireTool(t, "prometheus")
+	promtool := testnet.RequireTool(t, "promtool")
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	agent := startAgent(t, nil, "--metrics-addr", "127.0.0.1:0")
+	addr := agent.metricsAddr(t)
+	if !regexp.MustCompile(`(?m)^porttrace: exporting Prometheus metrics$`).MatchString(agent.stderr()) {
+		t.Errorf("OTLP is on with --metrics-addr alone:\n%s", agent.stderr())
+	}
+	checkHealthz(t, addr, http.StatusOK)
+	prom := startPrometheus(t, promBin, addr)
+
+	// The failure series appears with the first failures; a second round
+	// makes it rise under Prometheus's eyes, as increase() needs.
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin}).Wait(t)
+	failed := res.Failures[testnet.EADDRNOTAVAIL]
+	query := fmt.Sprintf(`porttrace_connect_failures_total{porttrace_netns="%d",error_type="EADDRNOTAVAIL",server_port="8080"}`, ns.Inode)
+	prom.waitValue(t, query, failed)
+	res2 := ns.StartClient(t, churn.Config{Target: dst, Count: 10, Close: churn.CloseFin}).Wait(t)
+	if res.Connected != 20 || failed != 10 || res2.Failures[testnet.EADDRNOTAVAIL] != 10 {
+		t.Fatalf("setup: clients %+v then %+v; want 20 connected and 10 then 10 EADDRNOTAVAIL", res, res2)
+	}
+	failed += res2.Failures[testnet.EADDRNOTAVAIL]
+	prom.waitValue(t, query, failed)
+	time.Sleep(2 * time.Second) // a few more samples at the top
+	t.Logf("Prometheus: %s = %d, as the clients saw", query, failed)
+
+	for q, want := range map[string]float64{
+		fmt.Sprintf(`porttrace_ports_usable{porttrace_netns="%d"}`, ns.Inode):                      20,
+		fmt.Sprintf(`porttrace_ports_utilization_ratio{porttrace_netns="%d"}`, ns.Inode):           1,
+		fmt.Sprintf(`porttrace_connect_attempts_total{porttrace_netns="%d"}`, ns.Inode):            40,
+		fmt.Sprintf(`porttrace_port_alloc_duration_seconds_count{porttrace_netns="%d"}`, ns.Inode): 40,
+		`porttrace_events_lost_total`: 0,
+	} {
+		if got := prom.query(t, q); len(got) != 1 || got[0].value != want {
+			t.Errorf("%s = %+v, want one series of %v", q, got, want)
+		}
+	}
+	scrape := get(t, "http://"+addr+"/metrics", http.StatusOK)
+	for _, want := range []string{"# HELP porttrace_connect_failures_total Failed connect()", "# TYPE porttrace_ports_utilization_ratio gauge", "target_info{"} {
+		if !strings.Contains(scrape, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(scrape, "trace_id") {
+		t.Error("/metrics carries exemplars")
+	}
+	checkAlerts(t, promtool, prom, ns.Inode)
+	checkHealthz(t, addr, http.StatusOK)
+	agent.stop(t)
+}
+
+// metricsAddr is where the agent says it serves /metrics.
+func (a *agentRun) metricsAddr(t *testing.T) string {
+	t.Helper()
+	m := regexp.MustCompile(`serving /metrics and /healthz on http://(\S+)`).FindStringSubmatch(a.stderr())
+	if m == nil {
+		t.Fatalf("the agent does not say where it serves /metrics:\n%s", a.stderr())
+	}
+	return m[1]
+}
+
+func get(t *testing.T, u string, status int) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Fatalf("GET %s: %s %s, want %d", u, resp.Status, b, status)
+	}
+	return string(b)
+}
+
+func checkHealthz(t *testing.T, addr string, status int) {
+	t.Helper()
+	get(t, "http://"+addr+"/healthz", status)
+}
+
+// promServer is a Prometheus started for one test, on loopback.
+type promServer struct{ url string }
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startPrometheus runs Prometheus scraping target every second; extra
+// flags are added (the remote-write receiver, for the Collector test).
+func startPrometheus(t *testing.T, bin, target string, extra ...string) *promServer {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+	if target != "" {
+		cfg += fmt.Sprintf("scrape_configs:\n- job_name: porttrace\n  static_configs: [{targets: ['%s']}]\n", target)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listen := freePort(t)
+	cmd := exec.Command(bin, append([]string{"--config.file", filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path", filepath.Join(dir, "data"), "--web.listen-address", listen}, extra...)...)
+	log, _ := os.Create(filepath.Join(dir, "log"))
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "log"))
+			t.Logf("prometheus log:\n%s", b)
+		}
+	})
+	p := &promServer{url: "http://" + listen}
+	if err := otlptest.Eventually(30*time.Second, func() bool {
+		resp, err := http.Get(p.url + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	}); err != nil {
+		t.Fatal("Prometheus never became ready")
+	}
+	return p
+}
+
+type promSample struct {
+	labels map[string]string
+	value  float64
+	values [][2]float64 // query_range: (time, value)
+}
+
+// api calls one of Prometheus's query endpoints.
+func (p *promServer) api(t *testing.T, path string, params url.Values) []promSample {
+	t.Helper()
+	var body struct {
+		Status string
+		Error  string
+		Data   struct {
+			Result []struct {
+				Metric map[string]string
+				Value  []any
+				Values [][]any
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(get(t, p.url+path+"?"+params.Encode(), http.StatusOK)), &body); err != nil || body.Status != "success" {
+		t.Fatalf("%s %v: %v %s", path, params, err, body.Error)
+	}
+	var out []promSample
+	num := func(v any) float64 { f, _ := strconv.ParseFloat(fmt.Sprint(v), 64); return f }
+	for _, r := range body.Data.Result {
+		s := promSample{labels: r.Metric}
+		if len(r.Value) == 2 {
+			s.value = num(r.Value[1])
+		}
+		for _, v := range r.Values {
+			s.values = append(s.values, [2]float64{num(v[0]), num(v[1])})
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (p *promServer) query(t *testing.T, q string) []promSample {
+	t.Helper()
+	return p.api(t, "/api/v1/query", url.Values{"query": {q}})
+}
+
+func (p *promServer) waitValue(t *testing.T, q string, want int) {
+	t.Helper()
+	var got []promSample
+	if err := otlptest.Eventually(30*time.Second, func() bool {
+		got = p.query(t, q)
+		return len(got) == 1 && got[0].value == float64(want)
+	}); err != nil {
+		t.Fatalf("Prometheus: %s = %+v, want %d", q, got, want)
+	}
+}
+
+// readmeRules is the alert rules block of the README.
+func readmeRules(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(groups:\n- name: porttrace\n.*?)```").FindSubmatch(b)
+	if m == nil {
+		t.Fatal("README has no porttrace alert rules")
+	}
+	return string(m[1])
+}
+
+// checkAlerts runs `promtool test rules` on the README's rules with the
+// failure and lost-event series Prometheus stored during the run.
+func checkAlerts(t *testing.T, promtool string, p *promServer, inode uint32) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yml"), []byte(readmeRules(t)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	rng := url.Values{"start": {fmt.Sprint(end.Add(-time.Minute).Unix())}, "end": {fmt.Sprint(end.Unix())}, "step": {"1"}}
+	var series []string
+	var failing map[string]string
+	samples := 0
+	for _, q := range []string{fmt.Sprintf(`porttrace_connect_failures_total{porttrace_netns="%d"}`, inode), "porttrace_events_lost_total"} {
+		rng.Set("query", q)
+		got := p.api(t, "/api/v1/query_range", rng)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d series, want 1", q, len(got))
+		}
+		s := got[0]
+		if strings.HasPrefix(q, "porttrace_connect") {
+			failing = s.labels
+		}
+		vals := make([]string, len(s.values))
+		for i, v := range s.values {
+			vals[i] = strconv.FormatFloat(v[1], 'f', -1, 64)
+		}
+		samples = max(samples, len(vals))
+		series = append(series, fmt.Sprintf("      - series: '%s'\n        values: '%s'", promSeries(s.labels), strings.Join(vals, " ")))
+	}
+	var exp []string
+	for _, k := range sortedKeys(failing) {
+		if k != "__name__" {
+			exp = append(exp, fmt.Sprintf("              %s: %q", k, failing[k]))
+		}
+	}
+	at := fmt.Sprintf("%ds", samples-1)
+	test := fmt.Sprintf(`rule_files: [rules.yml]
+evaluation_interval: 1s
+tests:
+  - interval: 1s
+    input_series:
+%s
+    alert_rule_test:
+      - eval_time: %s
+        alertname: PortsExhausted
+        exp_alerts:
+          - exp_labels:
+              alertname: PortsExhausted
+%s
+      - eval_time: %s
+        alertname: PorttraceLosingEvents
+        exp_alerts: []
+`, strings.Join(series, "\n"), at, strings.Join(exp, "\n"), at)
+	if err := os.WriteFile(filepath.Join(dir, "test.yml"), []byte(test), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(promtool, "test", "rules", filepath.Join(dir, "test.yml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool test rules: %v\n%s\n%s", err, out, test)
+	}
+	t.Logf("promtool test rules: %s", strings.TrimSpace(string(out)))
+}
+
+func promSeries(l map[string]string) string {
+	var kv []string
+	for _, k := range sortedKeys(l) {
+		if k != "__name__" {
+			kv = append(kv, fmt.Sprintf("%s=%q", k, l[k]))
+		}
+	}
+	return l["__name__"] + "{" + strings.Join(kv, ",") + "}"
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
