@@ -6,7 +6,7 @@ ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
 DEB_VERSION ?= 0.1.0
 
-.PHONY: help deps run-deps build run generate test test-unit test-vm bench manifests deb image clean
+.PHONY: help deps run-deps build run generate test test-unit test-vm bench bench-vm manifests deb image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,16 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 		VM_KERNEL=$$k VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE)/$$k -test.run '^TestKernel'; \
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
 			internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^(TestRecordReport|TestAgentExports|TestModel.*)$$'; \
+	done
+
+bench-vm: ## what the fentry and kprobe backends cost, as ratios, under qemu on Debian's 6.1 and 6.12 kernels (TCG: compare ratios only)
+	mkdir -p $(VM_CACHE)
+	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace
+	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
+	set -e; for k in $(VM_KERNELS); do \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
+			internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^$$' -test.bench TracerCost -test.benchtime 1x \
+			| grep -E 'PORTTRACE-COST|PORTTRACE-VM-RESULT|FAIL'; \
 	done
 
 bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates and bpftrace (root, about 8 minutes)

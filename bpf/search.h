@@ -39,6 +39,8 @@ static __always_inline __u32 current_tid(void)
 /* fentry, or kprobe on entry: a new call. */
 static __always_inline void call_begin(__u64 sk, __u64 uaddr, __u16 snum, int timed)
 {
+	if (current_is_self())
+		return;
 	__u32 tid = current_tid();
 	struct call c = {.sk = sk, .uaddr = uaddr, .snum = snum};
 	if (timed)
@@ -104,6 +106,8 @@ static __always_inline void search_end(const struct sock *sk, int ret)
  * the rest. */
 static __always_inline void connect_end(const struct sock *sk, const struct sockaddr *uaddr, long ret)
 {
+	if (current_is_self())
+		return;
 	__u32 tid = current_tid();
 	struct call *c = bpf_map_lookup_elem(&calls, &tid);
 	if (ret == 0 || !user_errno(ret)) {

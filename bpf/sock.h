@@ -24,6 +24,14 @@
 volatile const enum backend_kind backend = 0;
 /* The syscall tracepoints are attached (--syscalls). */
 volatile const __u8 syscalls = 0;
+/* porttrace's own process: its export connections are not the traced
+ * machine's, and reporting them would feed back into what it exports. */
+volatile const __u32 self_pid = 0;
+
+static __always_inline int current_is_self(void)
+{
+	return (bpf_get_current_pid_tgid() >> 32) == self_pid;
+}
 /* Wake the reader only once this much is waiting in the ring: a wakeup per
  * event costs 7-14 us of IRQ work inside the probe (DESIGN.md), the reader
  * polls on a timer instead. */

@@ -15,6 +15,8 @@
  * right before the port search. */
 static __always_inline struct owner *remember_owner(struct sock *sk)
 {
+	if (current_is_self())
+		return NULL;
 	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o)
 		return NULL;

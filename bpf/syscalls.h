@@ -82,6 +82,8 @@ static __always_inline int read_sockaddr(struct sockcall *a, const void *uaddr, 
 
 static __always_inline int enter_sockcall(void *map, struct trace_event_raw_sys_enter *ctx)
 {
+	if (current_is_self())
+		return 0;
 	struct sock *sk = fd_tcp_sock(ctx->args[0]);
 	if (!sk)
 		return 0;

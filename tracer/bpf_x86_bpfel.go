@@ -139,6 +139,7 @@ const (
 	bpfProgPtSockops               = "pt_sockops"
 	bpfProgPtState                 = "pt_state"
 	bpfVarBackend                  = "backend"
+	bpfVarSelfPid                  = "self_pid"
 	bpfVarSyscalls                 = "syscalls"
 	bpfVarUnusedEvent              = "unused_event"
 	bpfVarUnusedFlag               = "unused_flag"
@@ -232,6 +233,7 @@ type bpfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
 	Backend     *ebpf.VariableSpec `ebpf:"backend"`
+	SelfPid     *ebpf.VariableSpec `ebpf:"self_pid"`
 	Syscalls    *ebpf.VariableSpec `ebpf:"syscalls"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.VariableSpec `ebpf:"unused_flag"`
@@ -283,6 +285,7 @@ func (m *bpfMaps) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
 	Backend     *ebpf.Variable `ebpf:"backend"`
+	SelfPid     *ebpf.Variable `ebpf:"self_pid"`
 	Syscalls    *ebpf.Variable `ebpf:"syscalls"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.Variable `ebpf:"unused_flag"`

@@ -190,6 +190,9 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 	if err := spec.Variables["wakeup_bytes"].Set(uint32(opts.RingSize / 4)); err != nil {
 		return nil, err
 	}
+	if err := spec.Variables["self_pid"].Set(uint32(os.Getpid())); err != nil {
+		return nil, err
+	}
 	syscalls := opts.Syscalls && b == Tracepoint
 	if err := spec.Variables["syscalls"].Set(syscalls); err != nil {
 		return nil, err
