@@ -31,15 +31,15 @@ type Point struct {
 
 // Report is a capture, summarised.
 type Report struct {
-	Header   capture.Header     `json:"header"`
-	Trailer  *capture.Trailer   `json:"trailer"` // nil: recording did not end cleanly
-	Events   uint64             `json:"events"`
-	Failures uint64             `json:"failures"`
-	Start    time.Time          `json:"start"`
-	End      time.Time          `json:"end"`
-	Damage   string             `json:"damage,omitempty"` // why reading stopped early
-	Final    *aggregate.Report  `json:"final"`
-	Peak     *aggregate.Report  `json:"peak"` // at the step with the most failures
+	Header   capture.Header    `json:"header"`
+	Trailer  *capture.Trailer  `json:"trailer"` // nil: recording did not end cleanly
+	Events   uint64            `json:"events"`
+	Failures uint64            `json:"failures"`
+	Start    time.Time         `json:"start"`
+	End      time.Time         `json:"end"`
+	Damage   string            `json:"damage,omitempty"` // why reading stopped early
+	Final    *aggregate.Report `json:"final"`
+	Peak     *aggregate.Report `json:"peak"` // at the step with the most failures
 	// PeakUsed is each port space's highest USED% at the end of any step,
 	// by its Where name.
 	PeakUsed map[string]float64 `json:"peak_used_percent"`
