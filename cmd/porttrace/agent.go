@@ -224,8 +224,10 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 		// errors.Join puts each signal's error on a line of its own.
 		last = "the last export failed: " + strings.ReplaceAll(exportErr.Error(), "\n", "; ")
 	}
-	fmt.Fprintf(stderr, "porttrace: agent stopped after %s: %s events, %s lost; %s\n",
-		ran.Round(time.Second), humanize.Comma(int64(r.Events)), humanize.Comma(int64(r.Lost)), last)
+	c := x.Counts()
+	fmt.Fprintf(stderr, "porttrace: agent stopped after %s: %s events, %s lost; %s failed exports, %s log records dropped, %s rate-limited; %s\n",
+		ran.Round(time.Second), humanize.Comma(int64(r.Events)), humanize.Comma(int64(r.Lost)),
+		humanize.Comma(int64(c.FailedExports)), humanize.Comma(int64(c.DroppedRecords)), humanize.Comma(int64(c.Suppressed)), last)
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -327,8 +328,10 @@ func TestAgentStopsInTime(t *testing.T) {
 				t.Errorf("%s: stray line %q", proto, l)
 			}
 		}
-		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "porttrace: agent stopped after ") || !strings.Contains(last, " lost; the last export failed: ") {
-			t.Errorf("%s: summary %q", proto, last)
+		last := lines[len(lines)-1]
+		failed := regexp.MustCompile(`lost; ([1-9][0-9,]*) failed exports, [0-9,]+ log records dropped, [0-9,]+ rate-limited; the last export failed: `)
+		if !strings.HasPrefix(last, "porttrace: agent stopped after ") || !failed.MatchString(last) {
+			t.Errorf("%s: summary %q, want the failed exports counted and the last export's error", proto, last)
 		}
 	}
 }

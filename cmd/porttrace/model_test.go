@@ -277,7 +277,18 @@ func TestModelThreadNames(t *testing.T) {
 		}
 	}
 	if res.Connected != 15 || len(rows) != 1 || rows[0].PID != uint32(cl.Cmd.Process.Pid) || rows[0].Comm != comm || rows[0].Total != 15 {
-		t.Errorf("rows %+v, want one: pid %d, %q, 15 connections", rows, cl.Cmd.Process.Pid, comm)
+		t.Fatalf("rows %+v, want one: pid %d, %q, 15 connections", rows, cl.Cmd.Process.Pid, comm)
+	}
+	// The client ran in this test's cgroup, as /proc/PID/cgroup says.
+	b, _ := os.ReadFile("/proc/self/cgroup")
+	want := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			want = p
+		}
+	}
+	if rows[0].CgroupPath != want {
+		t.Errorf("cgroup path %q, want %q", rows[0].CgroupPath, want)
 	}
 }
 

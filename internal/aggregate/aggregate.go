@@ -63,7 +63,7 @@ type pendingTW struct {
 // Start.
 type Aggregator struct {
 	limits    Limits
-	container func(tgid uint32, cgroupID uint64) string
+	cgroup    func(tgid uint32, cgroupID uint64) Cgroup
 	start     time.Time
 	now       int64
 	spaces    map[SpaceKey]*space
@@ -85,14 +85,21 @@ type Aggregator struct {
 	untracked   uint64 // sockets beyond Limits.Sockets
 }
 
-// New returns an aggregator whose first second begins at start. container,
-// if not nil, names the container a process runs in ("" for none), from
-// its pid and the cgroup id its events carry.
-func New(start time.Time, limits Limits, container func(tgid uint32, cgroupID uint64) string) *Aggregator {
+// Cgroup is where a process runs: its cgroup path, and the short id of its
+// container ("" for none).
+type Cgroup struct {
+	Path      string
+	Container string
+}
+
+// New returns an aggregator whose first second begins at start. cgroup, if
+// not nil, tells where a process runs, from its pid and the cgroup id its
+// events carry; it is called once per process.
+func New(start time.Time, limits Limits, cgroup func(tgid uint32, cgroupID uint64) Cgroup) *Aggregator {
 	a := &Aggregator{
-		limits: limits, container: container, start: start,
+		limits: limits, cgroup: cgroup, start: start,
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
-		otherProc: newProc(ProcKey{}, ""),
+		otherProc: newProc(ProcKey{}, Cgroup{}),
 		socks:     map[uint64]sock{}, ns: map[uint32]*nsState{},
 	}
 	a.other = a.newSpace(SpaceKey{})
@@ -216,9 +223,9 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 		if len(a.procs) >= a.limits.Processes {
 			p = a.otherProc
 		} else {
-			c := ""
-			if a.container != nil {
-				c = a.container(k.TGID, k.CgroupID)
+			var c Cgroup
+			if a.cgroup != nil {
+				c = a.cgroup(k.TGID, k.CgroupID)
 			}
 			p = newProc(k, c)
 			a.procs[k] = p

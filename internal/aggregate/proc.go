@@ -9,17 +9,17 @@ const maxSpacesPerProc = 8
 
 // proc is the state of one process.
 type proc struct {
-	key       ProcKey
-	container string
-	conns     window.Counter
-	fails     failures
-	twIn      window.Counter
-	spaces    map[SpaceKey]*window.Counter
-	active    int64
+	key    ProcKey
+	cgroup Cgroup
+	conns  window.Counter
+	fails  failures
+	twIn   window.Counter
+	spaces map[SpaceKey]*window.Counter
+	active int64
 }
 
-func newProc(k ProcKey, container string) *proc {
-	return &proc{key: k, container: container, fails: failures{}, spaces: map[SpaceKey]*window.Counter{}}
+func newProc(k ProcKey, cg Cgroup) *proc {
+	return &proc{key: k, cgroup: cg, fails: failures{}, spaces: map[SpaceKey]*window.Counter{}}
 }
 
 func (p *proc) connect(sec int64, k SpaceKey) {

@@ -202,17 +202,18 @@ func (r *SpaceReport) exhaustionFailures() float64 {
 
 // ProcessReport is one process.
 type ProcessReport struct {
-	PID       uint32    `json:"pid"`
-	Comm      string    `json:"comm"`
-	CgroupID  uint64    `json:"cgroup_id"`
-	Container string    `json:"container,omitempty"`
-	Other     bool      `json:"other,omitempty"`
-	Conns     Rates     `json:"connections_per_second"`
-	Failures  []Failure `json:"failures"`
-	TWIn      Rates     `json:"time_wait_entries_per_second"`
-	Spaces    []string  `json:"port_spaces"`
-	Total     uint64    `json:"total_connections"`
-	TotalTWIn uint64    `json:"total_time_wait_entries"`
+	PID        uint32    `json:"pid"`
+	Comm       string    `json:"comm"`
+	CgroupID   uint64    `json:"cgroup_id"`
+	CgroupPath string    `json:"cgroup_path"` // as /proc/PID/cgroup gives it; "" where unknown
+	Container  string    `json:"container,omitempty"`
+	Other      bool      `json:"other,omitempty"`
+	Conns      Rates     `json:"connections_per_second"`
+	Failures   []Failure `json:"failures"`
+	TWIn       Rates     `json:"time_wait_entries_per_second"`
+	Spaces     []string  `json:"port_spaces"`
+	Total      uint64    `json:"total_connections"`
+	TotalTWIn  uint64    `json:"total_time_wait_entries"`
 }
 
 // Report is everything the aggregator knows at one moment.
@@ -371,7 +372,7 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 		ref := ProcRef{PID: k.TGID, Comm: k.Comm.String(), Conns60: st.conns.Sum(a.now, 60),
 			Failed60: st.fails.Sum(a.now, 60), Sockets: st.held}
 		if p := a.procs[k]; p != nil {
-			ref.Container = p.container
+			ref.Container = p.cgroup.Container
 		}
 		out = append(out, ref)
 	}
@@ -384,7 +385,7 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 
 func (a *Aggregator) procReport(p *proc, other bool) ProcessReport {
 	r := ProcessReport{
-		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, Container: p.container, Other: other,
+		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, CgroupPath: p.cgroup.Path, Container: p.cgroup.Container, Other: other,
 		Conns: rates(&p.conns, a.now), Failures: failureReports(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
 	}
 	type kc struct {

@@ -32,7 +32,7 @@ type stream struct {
 }
 
 func newStream(t *testing.T, limits Limits) *stream {
-	a := New(t0, limits, func(uint32, uint64) string { return "" })
+	a := New(t0, limits, func(uint32, uint64) Cgroup { return Cgroup{} })
 	a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, TWReuse: 0}})
 	return &stream{t: t, a: a, cookie: 1000, port: 39999, ports: map[uint64]uint16{}}
 }

@@ -17,10 +17,12 @@ import (
 )
 
 // Workload is what a cgroup path tells of a process: its container's id
-// (64 hex digits) and its pod's UID, each "" when there is none.
+// (64 hex digits) and its pod's UID, each "" when there is none, and the
+// path itself (the cgroup v2 one where there is one).
 type Workload struct {
 	ContainerID string
 	PodUID      string
+	Path        string
 }
 
 // A container id is 64 hex digits in the cgroup path of every common
@@ -40,9 +42,15 @@ var podUID = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-
 func Parse(s string) Workload {
 	var w Workload
 	for line := range strings.SplitSeq(s, "\n") {
-		_, path, ok := strings.Cut(line, ":")
-		if _, path, ok = strings.Cut(path, ":"); !ok {
+		_, rest, _ := strings.Cut(line, ":")
+		hier, path, ok := strings.Cut(rest, ":")
+		if !ok {
 			continue
+		}
+		// The unified hierarchy's path, unless it is the bare root of
+		// a hybrid host; then the first v1 hierarchy's.
+		if hier == "" && path != "/" || w.Path == "" {
+			w.Path = path
 		}
 		if ids := containerID.FindAllString(path, -1); len(ids) > 0 {
 			w.ContainerID = ids[len(ids)-1]
@@ -72,16 +80,26 @@ var known = struct {
 // the process has exited; /proc/PID/cgroup serves where it does not (a
 // host with cgroup v1 only, or the id is 0).
 func Container(pid uint32, cgroupID uint64) string {
+	return Of(pid, cgroupID).Container
+}
+
+// Process is a process's cgroup path and the short id of its container
+// ("" for none).
+type Process struct {
+	Path      string
+	Container string
+}
+
+// Of is Container with the cgroup path as well.
+func Of(pid uint32, cgroupID uint64) Process {
 	w := byID(cgroupID)
 	if w.ContainerID == "" {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if err != nil {
-			return ""
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
+			w = Parse(string(b))
 		}
-		w = Parse(string(b))
 	}
 	if w.ContainerID == "" {
-		return ""
+		return Process{Path: w.Path}
 	}
 	short := w.ContainerID[:12]
 	known.Lock()
@@ -93,7 +111,7 @@ func Container(pid uint32, cgroupID uint64) string {
 	}
 	known.m[short] = w
 	known.Unlock()
-	return short
+	return Process{Path: w.Path, Container: short}
 }
 
 // byID finds a cgroup v2 by its id through the cgroup2 mount: the id is
@@ -108,7 +126,7 @@ func byID(id uint64) Workload {
 	if w, ok := ids.m[id]; ok {
 		return w
 	}
-	ids.once.Do(func() { ids.mount = mountFD() })
+	ids.once.Do(func() { ids.mount, ids.root = mountFD() })
 	if ids.mount < 0 {
 		return Workload{}
 	}
@@ -124,7 +142,8 @@ func byID(id uint64) Workload {
 	if err != nil {
 		return Workload{}
 	}
-	w := Parse("0::" + path + "\n")
+	// The path as /proc/PID/cgroup gives it: from the hierarchy's root.
+	w := Parse("0::/" + strings.TrimLeft(strings.TrimPrefix(path, ids.root), "/") + "\n")
 	if len(ids.m) >= MaxKnown {
 		clear(ids.m)
 	}
@@ -136,15 +155,17 @@ var ids = struct {
 	sync.Mutex
 	once  sync.Once
 	mount int
+	root  string // where the cgroup2 hierarchy is mounted
 	m     map[uint64]Workload
 }{m: map[uint64]Workload{}}
 
 // mountFD opens the cgroup2 mount (/sys/fs/cgroup, or
-// /sys/fs/cgroup/unified on hybrid hosts); -1 if there is none.
-func mountFD() int {
+// /sys/fs/cgroup/unified on hybrid hosts) and says where it is; -1 if
+// there is none.
+func mountFD() (int, string) {
 	f, err := os.Open("/proc/self/mounts")
 	if err != nil {
-		return -1
+		return -1, ""
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -152,11 +173,11 @@ func mountFD() int {
 		if fields := strings.Fields(sc.Text()); len(fields) > 2 && fields[2] == "cgroup2" {
 			fd, err := unix.Open(fields[1], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err == nil {
-				return fd
+				return fd, fields[1]
 			}
 		}
 	}
-	return -1
+	return -1, ""
 }
 
 // Lookup returns the workload of a container that Container named, by its

@@ -34,8 +34,18 @@ func TestParse(t *testing.T) {
 		// The pod's cgroup itself is no container.
 		{"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + sd + ".slice\n", Workload{}},
 	} {
-		if got := Parse(tc.in); got != tc.want {
+		if got := Parse(tc.in); got.ContainerID != tc.want.ContainerID || got.PodUID != tc.want.PodUID {
 			t.Errorf("Parse(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+	for in, want := range map[string]string{
+		"0::/system.slice/nginx.service\n": "/system.slice/nginx.service",
+		"12:pids:/docker/x\n0::/docker/x\n": "/docker/x",
+		"11:memory:/kubepods/burstable/podu/c\n1:name=systemd:/kubepods/burstable/podu/c\n0::/\n": "/kubepods/burstable/podu/c",
+		"": "",
+	} {
+		if got := Parse(in).Path; got != want {
+			t.Errorf("Parse(%q).Path = %q, want %q", in, got, want)
 		}
 	}
 }

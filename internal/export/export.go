@@ -321,6 +321,25 @@ func describe(proto string, base *url.URL) string {
 // String says where the figures go.
 func (x *Exporter) String() string { return x.desc }
 
+// Counts are what exporting has cost so far: failed exports (metrics and
+// logs), log records dropped with a failed export, and failure records
+// left out by the rate limit (counted on the next record sent).
+type Counts struct {
+	FailedExports, DroppedRecords, Suppressed uint64
+}
+
+// Counts returns the counts so far; safe to call at any time.
+func (x *Exporter) Counts() Counts {
+	c := Counts{
+		FailedExports:  x.health.metricFailures.Load() + x.health.logFailures.Load(),
+		DroppedRecords: x.health.logsDropped.Load(),
+	}
+	if x.logs != nil {
+		c.Suppressed = x.logs.suppressedTotal.Load()
+	}
+	return c
+}
+
 // Shutdown exports what is left and stops. A collector that is down is
 // given until ctx ends, half for the log records, then half for the last
 // metrics, which carry the count of records that could not be sent.

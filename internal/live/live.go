@@ -38,7 +38,10 @@ type Monitor struct {
 // running incident shows from the first report.
 func New(src event.Source, limits aggregate.Limits) (*Monitor, error) {
 	m := &Monitor{src: src, start: time.Now()}
-	m.agg = aggregate.New(m.start, limits, cgroup.Container)
+	m.agg = aggregate.New(m.start, limits, func(pid uint32, id uint64) aggregate.Cgroup {
+		c := cgroup.Of(pid, id)
+		return aggregate.Cgroup{Path: c.Path, Container: c.Container}
+	})
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
 		return nil, err
