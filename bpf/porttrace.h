@@ -19,8 +19,10 @@ enum event_kind {
 	/* bind() took an ephemeral port (port 0), or failed to take the
 	 * port it asked for (FLAG_FIXED_PORT). */
 	EV_BIND = 3,
-	/* A client socket changed TCP state: SYN_SENT, ESTABLISHED or CLOSE.
-	 * SYN_SENT -> CLOSE carries the attempt's failure in ret. */
+	/* A client socket changed TCP state: SYN_SENT, CLOSE, and ESTABLISHED
+	 * only when no event told its port yet (the tracepoint backend without
+	 * its sock_ops hook). SYN_SENT -> CLOSE carries the attempt's failure
+	 * in ret; any other CLOSE follows an established connection. */
 	EV_STATE = 4,
 	/* A client socket's port entered TIME_WAIT; the socket itself is
 	 * closed (no CLOSE event follows). */
@@ -84,7 +86,8 @@ struct owner {
 	__u32 netns;
 	__u8 reset;        /* an RST was sent: CLOSE from FIN_WAIT2 is not TIME_WAIT */
 	__u8 bound;        /* the port came from bind(), before connect() */
-	__u8 _pad[2];
+	__u8 port_sent;    /* an event already told the socket's port */
+	__u8 _pad[1];
 	char comm[TASK_COMM_LEN];
 	char thread_comm[TASK_COMM_LEN];
 };

@@ -27,6 +27,7 @@ static __always_inline struct owner *remember_owner(struct sock *sk)
 	o->syn_sent_ns = bpf_ktime_get_ns();
 	o->netns = sk_netns(sk);
 	o->reset = 0;
+	o->port_sent = 0;
 	/* A port before the search means bind() took it. */
 	o->bound = BPF_CORE_READ(sk, __sk_common.skc_num) != 0;
 	current_comms(o->comm, o->thread_comm);
@@ -132,10 +133,10 @@ static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct
 }
 
 /* The transitions the aggregator needs: SYN_SENT (an attempt and its
- * owner), ESTABLISHED (the port, on backends without a search hook, and the
- * connection's start) and CLOSE (the port released, the attempt's outcome,
- * or TIME_WAIT). FIN_WAIT1/2 and the rest cost a ring record each and say
- * nothing more. */
+ * owner), CLOSE (the port released, the attempt's outcome, or TIME_WAIT),
+ * and ESTABLISHED only where no event has told the socket's port (the
+ * search hooks do, sock_ops does, and a bound socket has it at SYN_SENT).
+ * The rest cost a ring record each and say nothing more. */
 static __always_inline void on_state(struct sock *sk, int oldstate, int newstate)
 {
 	struct owner *o;
@@ -149,6 +150,8 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 		if (!o)
 			return;
 		if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+			return;
+		if (newstate == TCP_ESTABLISHED && (backend != BACKEND_TRACEPOINT || o->bound || o->port_sent))
 			return;
 	}
 	__u64 cookie = bpf_get_socket_cookie(sk);
@@ -183,6 +186,7 @@ static __always_inline void connect_cb(struct bpf_sock_ops *skops)
 	struct event *e = reserve();
 	if (!e)
 		return;
+	o->port_sent = 1;
 	e->kind = EV_ALLOC;
 	e->cookie = bpf_get_socket_cookie(skops);
 	e->latency_ns = e->ts_ns - o->syn_sent_ns;

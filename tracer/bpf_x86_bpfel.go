@@ -86,7 +86,8 @@ type bpfOwner struct {
 	Netns      uint32
 	Reset      uint8
 	Bound      uint8
-	Pad        [2]uint8
+	PortSent   uint8
+	Pad        [1]uint8
 	Comm       [16]int8
 	ThreadComm [16]int8
 }

@@ -12,7 +12,7 @@ import (
 
 var (
 	// ErrPrivileges means the process may not load BPF programs.
-	ErrPrivileges = errors.New("porttrace needs root, or the capabilities CAP_BPF and CAP_PERFMON (plus CAP_NET_ADMIN for the tracepoint backend): run it with sudo")
+	ErrPrivileges = errors.New("porttrace needs root, or the capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_DAC_READ_SEARCH (top, record and agent: CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH, plus CAP_SYS_PTRACE for other users' namespaces): run it with sudo")
 	// ErrNoBTF means the kernel does not describe its own types.
 	ErrNoBTF = errors.New("this kernel has no BTF type information (/sys/kernel/btf/vmlinux): porttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.5 or newer)")
 )

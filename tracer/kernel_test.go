@@ -184,7 +184,6 @@ func exhaust(t *testing.T, listen string) {
 		{"attempts", state(event.Close, event.SynSent), failures + res.Connected, "client's connect() calls"},
 		{"failed for want of a port", exhausted, failures, "client's failures"},
 		{"any other failure", func(e *event.Event) bool { return e.Failed() && !exhausted(e) }, 0, "client's other errnos"},
-		{"established", state(event.SynSent, event.Established), res.Connected, "client's connections"},
 		{"port search failed", is(event.Alloc, syscall.EADDRNOTAVAIL), failures, "client's failures"},
 		{"port search ok", is(event.Alloc, 0), res.Connected, "client's connections"},
 		{"TIME_WAIT", is(event.TimeWait, 0), tw, "ss -tan state time-wait"},

@@ -241,11 +241,32 @@ func (a *Aggregator) Add(e *event.Event) {
 	sec := a.second(e.Time)
 	a.now = max(a.now, sec)
 	n := a.netns(e.Netns, e.NetnsCookie)
+	// A followed socket's space is known: most events need no lookup.
+	o, followed := a.socks[e.Cookie]
+	if followed && e.Kind != event.Bind && e.NewState != event.SynSent {
+		o.space.active = sec
+		switch e.Kind {
+		case event.Alloc:
+			o.space.latency.Add(sec, e.Latency)
+			if e.Errno == 0 {
+				a.assignPort(e.Cookie, e.Src.Port(), sec)
+			}
+			return
+		case event.TimeWait:
+			a.timeWait(e, sec, o.space, n)
+			return
+		case event.State:
+			if !e.Failed() {
+				a.state(e, sec, o.space, n)
+				return
+			}
+		}
+	}
 	k := SpaceOf(e)
 	pk := procOf(e)
 	switch e.Kind {
 	case event.State:
-		a.state(e, sec, k, n)
+		a.state(e, sec, a.space(k, sec), n)
 	case event.Alloc:
 		a.space(k, sec).latency.Add(sec, e.Latency)
 		if e.Errno == 0 {
@@ -266,7 +287,7 @@ func (a *Aggregator) Add(e *event.Event) {
 	case event.Bind:
 		a.bindEvent(e, sec, k, pk, n)
 	case event.TimeWait:
-		a.timeWait(e, sec, k, n)
+		a.timeWait(e, sec, a.space(k, sec), n)
 	}
 }
 
@@ -306,10 +327,11 @@ func (a *Aggregator) holderOf(netns uint32, port uint16) *ProcKey {
 	return nil
 }
 
-func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey, n *nsState) {
+// state handles a state change of a socket whose space is s.
+func (a *Aggregator) state(e *event.Event, sec int64, s *space, n *nsState) {
 	switch e.NewState {
 	case event.SynSent:
-		a.synSent(e, sec, k, n)
+		a.synSent(e, sec, s, n)
 	case event.Established:
 		o, ok := a.socks[e.Cookie]
 		if !ok {
@@ -325,18 +347,22 @@ func (a *Aggregator) state(e *event.Event, sec int64, k SpaceKey, n *nsState) {
 			a.closedSince[e.Cookie] = true
 		}
 		if e.Failed() {
-			a.fail(a.space(k, sec), e, sec, procOf(e))
+			a.fail(s, e, sec, procOf(e))
 		}
-		a.release(e.Cookie, e.Time, sec, n)
+		// Any CLOSE but SYN_SENT's ends an established connection.
+		a.release(e.Cookie, e.Time, sec, n, e.OldState != event.SynSent)
 	}
 }
 
 // synSent is a connection attempt. A socket bound before connect() also
 // draws on its address's bind() pool: the attempt counts there too.
-func (a *Aggregator) synSent(e *event.Event, sec int64, k SpaceKey, n *nsState) {
+func (a *Aggregator) synSent(e *event.Event, sec int64, s *space, n *nsState) {
 	pk := procOf(e)
 	bound := e.Flags&event.Bound != 0
-	s := a.space(k, sec)
+	k := s.key
+	if s == a.other {
+		k = SpaceOf(e)
+	}
 	s.attempt(sec, pk, bound)
 	p := a.proc(pk, sec)
 	p.connect(sec, k)
@@ -386,8 +412,9 @@ func (a *Aggregator) unbindIn(netns uint32, port uint16) {
 	}
 }
 
-// release forgets a socket that closed, and records its lifetime.
-func (a *Aggregator) release(cookie uint64, t time.Time, sec int64, n *nsState) {
+// release forgets a socket that closed, and records its lifetime if it was
+// established (as its event says, or an earlier one did).
+func (a *Aggregator) release(cookie uint64, t time.Time, sec int64, n *nsState, established bool) {
 	o, ok := a.socks[cookie]
 	if !ok {
 		return
@@ -399,7 +426,7 @@ func (a *Aggregator) release(cookie uint64, t time.Time, sec int64, n *nsState) 
 			a.unbindIn(o.netns, o.port)
 		}
 	}
-	if o.established && o.start != 0 {
+	if (o.established || established) && o.start != 0 {
 		s := o.space
 		life := t.Sub(time.Unix(0, o.start))
 		s.closed.Add(sec, 1)
@@ -412,25 +439,29 @@ func (a *Aggregator) release(cookie uint64, t time.Time, sec int64, n *nsState) 
 
 // timeWait is a port entering TIME_WAIT: its socket is closed, and the
 // port is held until the time-wait socket's timer fires. A port bound by
-// bind() stays bound while it waits.
-func (a *Aggregator) timeWait(e *event.Event, sec int64, k SpaceKey, n *nsState) {
-	s := a.space(k, sec)
+// bind() stays bound while it waits. s is the socket's space.
+func (a *Aggregator) timeWait(e *event.Event, sec int64, s *space, n *nsState) {
+	s.active = sec
 	s.twIn.Add(sec, 1)
-	a.proc(procOf(e), sec).twIn.Add(sec, 1)
-	tgt, key := s, s.portKey(e.Src.Port())
+	key := s.portKey(e.Src.Port())
 	o, followed := a.socks[e.Cookie]
 	bound := e.Flags&event.Bound != 0
 	if followed {
-		tgt, key, bound = o.space, portKeyFor(o.origin, e.Src.Port()), bound || o.bound
-		a.release(e.Cookie, e.Time, sec, n)
+		key, bound = portKeyFor(o.origin, e.Src.Port()), bound || o.bound
+		if o.proc != nil {
+			o.proc.twIn.Add(sec, 1)
+		}
+		a.release(e.Cookie, e.Time, sec, n, true)
+	} else {
+		a.proc(procOf(e), sec).twIn.Add(sec, 1)
 	}
 	due := a.second(e.Time.Add(TimeWaitLen * time.Second))
-	if tgt.ports.timeWait(a.now, key, due, bound, a.limits.Sockets) && bound {
+	if s.ports.timeWait(a.now, key, due, bound, a.limits.Sockets) && bound {
 		n.bind(e.Src.Port())
 	}
 	if a.syncing {
 		a.closedSince[e.Cookie] = true
-		a.pending = append(a.pending, pendingTW{k, e.Src.Port(), due, bound})
+		a.pending = append(a.pending, pendingTW{s.key, e.Src.Port(), due, bound})
 	}
 }
 
