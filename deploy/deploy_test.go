@@ -25,7 +25,7 @@ import (
 const chart = "helm/porttrace"
 
 // Capabilities is the DaemonSet's and the systemd unit's set.
-var Capabilities = []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"}
+var Capabilities = []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"}
 
 // decode decodes every document of a multi-document YAML stream strictly
 // (an unknown or misspelt field is an error) into the API type of its

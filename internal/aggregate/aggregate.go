@@ -85,11 +85,12 @@ type Aggregator struct {
 	untracked   uint64 // sockets beyond Limits.Sockets
 }
 
-// Cgroup is where a process runs: its cgroup path, and the short id of its
-// container ("" for none).
+// Cgroup is where a process runs: its cgroup path, the short id of its
+// container and its Kubernetes pod's UID ("" for none).
 type Cgroup struct {
 	Path      string
 	Container string
+	PodUID    string
 }
 
 // New returns an aggregator whose first second begins at start. cgroup, if

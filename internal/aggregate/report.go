@@ -61,6 +61,7 @@ type ProcRef struct {
 	PID       uint32 `json:"pid"`
 	Comm      string `json:"comm"`
 	Container string `json:"container,omitempty"`
+	PodUID    string `json:"k8s_pod_uid,omitempty"`
 	Conns60   uint64 `json:"connections_60s"`
 	Failed60  uint64 `json:"failures_60s"`
 	// Sockets is how many of the space's open sockets a socket table
@@ -207,6 +208,7 @@ type ProcessReport struct {
 	CgroupID   uint64    `json:"cgroup_id"`
 	CgroupPath string    `json:"cgroup_path"` // as /proc/PID/cgroup gives it; "" where unknown
 	Container  string    `json:"container,omitempty"`
+	PodUID     string    `json:"k8s_pod_uid,omitempty"`
 	Other      bool      `json:"other,omitempty"`
 	Conns      Rates     `json:"connections_per_second"`
 	Failures   []Failure `json:"failures"`
@@ -372,7 +374,7 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 		ref := ProcRef{PID: k.TGID, Comm: k.Comm.String(), Conns60: st.conns.Sum(a.now, 60),
 			Failed60: st.fails.Sum(a.now, 60), Sockets: st.held}
 		if p := a.procs[k]; p != nil {
-			ref.Container = p.cgroup.Container
+			ref.Container, ref.PodUID = p.cgroup.Container, p.cgroup.PodUID
 		}
 		out = append(out, ref)
 	}
@@ -385,7 +387,7 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 
 func (a *Aggregator) procReport(p *proc, other bool) ProcessReport {
 	r := ProcessReport{
-		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, CgroupPath: p.cgroup.Path, Container: p.cgroup.Container, Other: other,
+		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, CgroupPath: p.cgroup.Path, Container: p.cgroup.Container, PodUID: p.cgroup.PodUID, Other: other,
 		Conns: rates(&p.conns, a.now), Failures: failureReports(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
 	}
 	type kc struct {

@@ -83,11 +83,12 @@ func Container(pid uint32, cgroupID uint64) string {
 	return Of(pid, cgroupID).Container
 }
 
-// Process is a process's cgroup path and the short id of its container
-// ("" for none).
+// Process is a process's cgroup path, the short id of its container and
+// its pod's UID ("" for none).
 type Process struct {
 	Path      string
 	Container string
+	PodUID    string
 }
 
 // Of is Container with the cgroup path as well.
@@ -111,7 +112,7 @@ func Of(pid uint32, cgroupID uint64) Process {
 	}
 	known.m[short] = w
 	known.Unlock()
-	return Process{Path: w.Path, Container: short}
+	return Process{Path: w.Path, Container: short, PodUID: w.PodUID}
 }
 
 // byID finds a cgroup v2 by its id through the cgroup2 mount: the id is

@@ -39,7 +39,7 @@ func TestParse(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		"0::/system.slice/nginx.service\n": "/system.slice/nginx.service",
+		"0::/system.slice/nginx.service\n":  "/system.slice/nginx.service",
 		"12:pids:/docker/x\n0::/docker/x\n": "/docker/x",
 		"11:memory:/kubepods/burstable/podu/c\n1:name=systemd:/kubepods/burstable/podu/c\n0::/\n": "/kubepods/burstable/podu/c",
 		"": "",

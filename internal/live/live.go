@@ -40,7 +40,7 @@ func New(src event.Source, limits aggregate.Limits) (*Monitor, error) {
 	m := &Monitor{src: src, start: time.Now()}
 	m.agg = aggregate.New(m.start, limits, func(pid uint32, id uint64) aggregate.Cgroup {
 		c := cgroup.Of(pid, id)
-		return aggregate.Cgroup{Path: c.Path, Container: c.Container}
+		return aggregate.Cgroup{Path: c.Path, Container: c.Container, PodUID: c.PodUID}
 	})
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
