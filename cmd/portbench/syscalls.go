@@ -3,10 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/porttrace/porttrace/internal/churn"
 )
 
 // syscallConditions are what an unrelated program pays: no tracer,
@@ -37,27 +36,6 @@ func syscallConditions(conds []condition) []condition {
 	return out
 }
 
-// getppidCost is the CPU time one getppid() takes on a thread of its own,
-// measured over d: the price every syscall of every process pays.
-func getppidCost(d time.Duration) time.Duration {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var ts unix.Timespec
-	cpu := func() time.Duration {
-		unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
-		return time.Duration(ts.Nano())
-	}
-	start, end := cpu(), time.Now().Add(d)
-	n := 0
-	for time.Now().Before(end) {
-		for range 10000 {
-			unix.Getppid()
-		}
-		n += 10000
-	}
-	return (cpu() - start) / time.Duration(n)
-}
-
 // unrelated alternates the conditions over the rounds and prints the rate
 // of a getppid() loop under each, against none.
 func (b *bench) unrelated(conds []condition) error {
@@ -74,7 +52,7 @@ func (b *bench) unrelated(conds []condition) error {
 					return err
 				}
 			}
-			costs[c.name] = append(costs[c.name], getppidCost(b.o.duration/2))
+			costs[c.name] = append(costs[c.name], churn.SyscallCost(b.o.duration/2))
 			if t != nil {
 				if _, err := t.stop(); err != nil {
 					return err

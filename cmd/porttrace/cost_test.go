@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -37,7 +36,7 @@ func BenchmarkTracerCost(b *testing.B) {
 	type costs struct{ getppid, reset, fin, finP50 []float64 }
 	var none, with costs
 	measure := func(c *costs) {
-		c.getppid = append(c.getppid, float64(getppid(d)))
+		c.getppid = append(c.getppid, float64(churn.SyscallCost(d)))
 		for _, mode := range []churn.CloseMode{churn.CloseReset, churn.CloseFin} {
 			r := ns.StartClient(b, churn.Config{Target: dst, Duration: d, Close: mode}).Wait(b)
 			if r.Connected == 0 {
@@ -111,25 +110,6 @@ func startCost(b *testing.B) *exec.Cmd {
 	}()
 	time.Sleep(time.Second)
 	return cmd
-}
-
-// getppid is the CPU time of one getppid() on a thread of its own.
-func getppid(d time.Duration) time.Duration {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var ts unix.Timespec
-	cpu := func() time.Duration {
-		unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
-		return time.Duration(ts.Nano())
-	}
-	start, end, n := cpu(), time.Now().Add(d), 0
-	for time.Now().Before(end) {
-		for range 10000 {
-			unix.Getppid()
-		}
-		n += 10000
-	}
-	return (cpu() - start) / time.Duration(n)
 }
 
 func release() string {

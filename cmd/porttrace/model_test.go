@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/netip"
@@ -30,28 +29,7 @@ import (
 // once the probes are attached; done ends it and returns what it saw.
 func watch(t *testing.T) *topRun {
 	t.Helper()
-	args := []string{"top", "--json", "--syscalls", "--interval", "5m"}
-	// In the VM, each run names the backend under test.
-	if b := os.Getenv("PORTTRACE_BACKEND"); b != "" {
-		args = append(args, "--backend", b)
-	}
-	r := &topRun{cmd: exec.Command(binary, args...)}
-	r.cmd.Stdout = &r.stdout
-	stderr, _ := r.cmd.StderrPipe()
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.cmd.Process.Kill(); r.cmd.Wait() })
-	r.stderr = bufio.NewScanner(stderr)
-	for r.stderr.Scan() {
-		r.log = append(r.log, r.stderr.Text())
-		if strings.Contains(r.stderr.Text(), "tracing with") {
-			time.Sleep(300 * time.Millisecond)
-			return r
-		}
-	}
-	t.Fatalf("porttrace top did not start:\n%s", strings.Join(r.log, "\n"))
-	return nil
+	return startTop(t, "5m", "--syscalls")
 }
 
 // done stops top as an operator would, with SIGINT, once the last events

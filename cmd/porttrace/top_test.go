@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -29,9 +30,13 @@ type topRun struct {
 
 // startTop starts `top --json --interval` and returns once the probes are
 // attached and the first socket tables read.
-func startTop(t *testing.T, interval string) *topRun {
+func startTop(t *testing.T, interval string, args ...string) *topRun {
 	t.Helper()
-	r := &topRun{cmd: exec.Command(binary, "top", "--json", "--interval", interval)}
+	// In the VM, each run names the backend under test.
+	if b := os.Getenv("PORTTRACE_BACKEND"); b != "" {
+		args = append(args, "--backend", b)
+	}
+	r := &topRun{cmd: exec.Command(binary, append([]string{"top", "--json", "--interval", interval}, args...)...)}
 	r.cmd.Stdout = &r.stdout
 	stderr, _ := r.cmd.StderrPipe()
 	if err := r.cmd.Start(); err != nil {

@@ -58,7 +58,7 @@ func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggre
 		return r, findings
 	}
 	out := *r
-	out.Spaces, out.Processes = nil, nil
+	out.Spaces, out.Processes = []aggregate.SpaceReport{}, []aggregate.ProcessReport{}
 	kept := map[string]bool{}
 	for i := range r.Spaces {
 		if s.space(&r.Spaces[i]) {
@@ -75,7 +75,7 @@ func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggre
 		}
 		out.Processes = append(out.Processes, p)
 	}
-	var fs []diagnose.Finding
+	fs := []diagnose.Finding{}
 	for _, f := range findings {
 		if kept[f.Space] {
 			fs = append(fs, f)
