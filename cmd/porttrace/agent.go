@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
-	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
 )
@@ -147,11 +146,11 @@ stopped.`,
 // agentFlags are the agent's own: the scrape endpoint.
 type agentFlags struct {
 	metricsAddr string
-	criSocket   string
+	cri         criFlag
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.criSocket, "cri-socket", "", fmt.Sprintf("container runtime (CRI) socket that names pods and containers; \"none\" for none (default: the first of %s that exists)", strings.Join(cri.Sockets, ", ")))
+	f.cri.register(cmd)
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on HOST:PORT, e.g. :9464 (OTLP is then off unless --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 }
 
@@ -177,16 +176,13 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 		defer srv.Shutdown(context.Background())
 		fmt.Fprintf(stderr, "porttrace: serving /metrics and /healthz on http://%s\n", srv.Addr())
 	}
-	if path := cri.Find(af.criSocket); af.criSocket != "none" && path != "" {
-		names, err := cri.New(path, stderr)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go names.Run(ctx)
+	names, stopNames, err := af.cri.start(stderr)
+	if err != nil {
+		return err
+	}
+	defer stopNames()
+	if names != nil {
 		o.Names = names.Lookup
-		fmt.Fprintf(stderr, "porttrace: naming pods through the CRI socket %s\n", path)
 	}
 	t, err := tf.open(stderr)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -221,4 +222,69 @@ func (s *criServer) ListContainers(context.Context, *runtime.ListContainersReque
 		})
 	}
 	return &runtime.ListContainersResponse{Containers: out}, nil
+}
+
+// TestTopNamesPods: top shows the pod of each process, named by the CRI
+// server where it knows the pod, by UID where not, and --pod and
+// --k8s-namespace keep that pod's processes and port spaces only.
+func TestTopNamesPods(t *testing.T) {
+	testnet.RequireRoot(t)
+	v2 := cgroup2Mount(t)
+	named := &fakePod{uid: "1f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", container: strings.Repeat("ef56", 16), name: "api-1", ns: "shop", cname: "api"}
+	bare := &fakePod{uid: "2a8b7c6d-5e4f-4321-8fed-cba987654321", container: strings.Repeat("7a89", 16)}
+	named.mount, bare.mount = v2, v2
+	named.dir = filepath.Join(v2, "kubepods.slice", "kubepods-pod"+strings.ReplaceAll(named.uid, "-", "_")+".slice", "cri-containerd-"+named.container+".scope")
+	bare.dir = filepath.Join(v2, "kubepods", "besteffort", "pod"+bare.uid, bare.container)
+	for _, p := range []*fakePod{named, bare} {
+		makeCgroup(t, p.dir)
+	}
+	socket := startCRI(t, named)
+	for _, tc := range []struct {
+		args []string
+		keep []*fakePod
+	}{
+		{nil, []*fakePod{named, bare}},
+		{[]string{"--pod", "api-1"}, []*fakePod{named}},
+		{[]string{"--k8s-namespace", "shop"}, []*fakePod{named}},
+		{[]string{"--pod", bare.uid}, []*fakePod{bare}},
+	} {
+		top := startTop(t, "5m", append([]string{"--cri-socket", socket}, tc.args...)...)
+		pids := map[uint32]*fakePod{}
+		inos := map[uint32]*fakePod{}
+		for _, p := range []*fakePod{named, bare} {
+			ns := testnet.New(t, 40000, 40009)
+			dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+			var cl *testnet.Client
+			inCgroup(t, p, func() { cl = ns.StartClient(t, churn.Config{Target: dst, Count: 12, Close: churn.CloseFin}) })
+			cl.Wait(t)
+			pids[uint32(cl.Cmd.Process.Pid)], inos[ns.Inode] = p, p
+		}
+		snap := top.done(t)
+		seen := map[*fakePod]bool{}
+		for _, pr := range snap.Processes {
+			p := pids[pr.PID]
+			if p == nil {
+				if len(tc.args) > 0 {
+					t.Errorf("%v keeps pid %d (%s), not in the pod", tc.args, pr.PID, pr.Comm)
+				}
+				continue
+			}
+			seen[p] = true
+			wantName, wantNS := p.name, p.ns
+			if pr.PodUID != p.uid || pr.PodName != wantName || pr.PodNamespace != wantNS || pr.Container != p.container[:12] {
+				t.Errorf("%v: process %d: pod %q %q/%q container %q; want %s %q/%q %s", tc.args, pr.PID, pr.PodUID, pr.PodNamespace, pr.PodName, pr.Container,
+					p.uid, wantNS, wantName, p.container[:12])
+			}
+		}
+		for _, p := range tc.keep {
+			if !seen[p] {
+				t.Errorf("%v: the client of pod %s is missing", tc.args, p.uid)
+			}
+		}
+		for _, sp := range snap.Spaces {
+			if p := inos[sp.Netns]; p != nil && !slices.Contains(tc.keep, p) {
+				t.Errorf("%v keeps %s of another pod", tc.args, sp.Where())
+			}
+		}
+	}
 }

@@ -26,6 +26,8 @@ func newTop() *cobra.Command {
 	tf := tracerFlags{namespaces: true}
 	var of otlpFlags
 	var ff filterFlags
+	var pf podFilter
+	var cf criFlag
 	var once, asJSON bool
 	var interval time.Duration
 	var replay string
@@ -49,6 +51,7 @@ at once; rates need at least one second.`,
 			if err != nil {
 				return err
 			}
+			sel.Pod, sel.K8sNS = pf.pod, pf.namespace
 			if err := errors.Join(tf.check(), of.check()); err != nil {
 				return err
 			}
@@ -74,13 +77,15 @@ at once; rates need at least one second.`,
 				}
 				return runReplay(f, speed, interval, sel)
 			}
-			return runTop(cmd, &tf, &of, sel, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
+			return runTop(cmd, &tf, &of, &cf, sel, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
 		},
 	}
 	cmd.Flags().StringVar(&replay, "replay", "", "play a capture made by porttrace record instead of watching the kernel (no root needed)")
 	cmd.Flags().Float64Var(&speed, "speed", 1, "with --replay, how many seconds of the capture to play per second")
 	tf.register(cmd)
 	ff.register(cmd, false)
+	pf.register(cmd)
+	cf.register(cmd)
 	of.register(cmd, "also export over OTLP to this collector, as porttrace agent does, e.g. http://localhost:4318")
 	cmd.Flags().BoolVar(&once, "once", false, "watch for --interval, print the figures as text and exit")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "like --once, as one JSON object")
@@ -93,8 +98,13 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, sel view.Select, once, asJSON bool, interval time.Duration) error {
+func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel view.Select, once, asJSON bool, interval time.Duration) error {
 	stderr := cmd.ErrOrStderr()
+	names, stopNames, err := cf.start(stderr)
+	if err != nil {
+		return err
+	}
+	defer stopNames()
 	t, err := tf.open(stderr)
 	if err != nil {
 		return err
@@ -103,6 +113,9 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, sel view.Select,
 	mon, err := live.New(t, aggregate.DefaultLimits)
 	if err != nil {
 		return err
+	}
+	if names != nil {
+		mon.Pods(byShortID(names))
 	}
 	if of.endpoint != "" {
 		// Export trouble would garble the live view: it is held and

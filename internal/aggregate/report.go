@@ -62,8 +62,12 @@ type ProcRef struct {
 	Comm      string `json:"comm"`
 	Container string `json:"container,omitempty"`
 	PodUID    string `json:"k8s_pod_uid,omitempty"`
-	Conns60   uint64 `json:"connections_60s"`
-	Failed60  uint64 `json:"failures_60s"`
+	// PodName and PodNamespace come from the container runtime (live
+	// fills them in where a CRI socket answers).
+	PodName      string `json:"k8s_pod_name,omitempty"`
+	PodNamespace string `json:"k8s_namespace_name,omitempty"`
+	Conns60      uint64 `json:"connections_60s"`
+	Failed60     uint64 `json:"failures_60s"`
 	// Sockets is how many of the space's open sockets a socket table
 	// showed it holding, for sockets older than porttrace.
 	Sockets int `json:"sockets,omitempty"`
@@ -203,19 +207,35 @@ func (r *SpaceReport) exhaustionFailures() float64 {
 
 // ProcessReport is one process.
 type ProcessReport struct {
-	PID        uint32    `json:"pid"`
-	Comm       string    `json:"comm"`
-	CgroupID   uint64    `json:"cgroup_id"`
-	CgroupPath string    `json:"cgroup_path"` // as /proc/PID/cgroup gives it; "" where unknown
-	Container  string    `json:"container,omitempty"`
-	PodUID     string    `json:"k8s_pod_uid,omitempty"`
-	Other      bool      `json:"other,omitempty"`
-	Conns      Rates     `json:"connections_per_second"`
-	Failures   []Failure `json:"failures"`
-	TWIn       Rates     `json:"time_wait_entries_per_second"`
-	Spaces     []string  `json:"port_spaces"`
-	Total      uint64    `json:"total_connections"`
-	TotalTWIn  uint64    `json:"total_time_wait_entries"`
+	PID        uint32 `json:"pid"`
+	Comm       string `json:"comm"`
+	CgroupID   uint64 `json:"cgroup_id"`
+	CgroupPath string `json:"cgroup_path"` // as /proc/PID/cgroup gives it; "" where unknown
+	Container  string `json:"container,omitempty"`
+	PodUID     string `json:"k8s_pod_uid,omitempty"`
+	// PodName and PodNamespace: as in ProcRef.
+	PodName      string    `json:"k8s_pod_name,omitempty"`
+	PodNamespace string    `json:"k8s_namespace_name,omitempty"`
+	Other        bool      `json:"other,omitempty"`
+	Conns        Rates     `json:"connections_per_second"`
+	Failures     []Failure `json:"failures"`
+	TWIn         Rates     `json:"time_wait_entries_per_second"`
+	Spaces       []string  `json:"port_spaces"`
+	Total        uint64    `json:"total_connections"`
+	TotalTWIn    uint64    `json:"total_time_wait_entries"`
+}
+
+// Workload is where the process runs, as an operator names it: its pod
+// (namespace/name, else "pod " and its UID), else its container's short
+// id; "" for neither.
+func (p *ProcessReport) Workload() string {
+	switch {
+	case p.PodName != "":
+		return p.PodNamespace + "/" + p.PodName
+	case p.PodUID != "":
+		return "pod " + p.PodUID
+	}
+	return p.Container
 }
 
 // Report is everything the aggregator knows at one moment.

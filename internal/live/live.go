@@ -28,6 +28,7 @@ const Resync = 5 * time.Second
 type Monitor struct {
 	src     event.Source
 	observe func(*event.Event)
+	names   func(container string) (pod, namespace string, ok bool)
 	mu      sync.Mutex
 	agg     *aggregate.Aggregator
 	warn    error // the last sync's trouble, shown until a sync succeeds
@@ -64,6 +65,13 @@ func (m *Monitor) Run(ctx context.Context) error {
 	err := guard(func() error { return m.src.Run(ctx, m.Add) })
 	cancel()
 	return errors.Join(err, <-bg)
+}
+
+// Pods names pods: names returns the pod and Kubernetes namespace of a
+// container by its short id, as the container runtime tells them. Reports
+// carry them from then on. Call it before Run.
+func (m *Monitor) Pods(names func(container string) (pod, namespace string, ok bool)) {
+	m.names = names
 }
 
 // Observe has fn called with every event after the aggregator took it, on
@@ -196,7 +204,33 @@ func (m *Monitor) Report() *aggregate.Report {
 	if lost, err := m.src.Lost(); err == nil {
 		m.agg.SetLost(lost)
 	}
-	return m.agg.Report(time.Now())
+	r := m.agg.Report(time.Now())
+	m.namePods(r)
+	return r
+}
+
+// namePods fills in the pods' names, where the runtime knows them.
+func (m *Monitor) namePods(r *aggregate.Report) {
+	if m.names == nil {
+		return
+	}
+	name := func(container string, pod, ns *string) {
+		if container != "" {
+			if p, n, ok := m.names(container); ok {
+				*pod, *ns = p, n
+			}
+		}
+	}
+	for i := range r.Processes {
+		p := &r.Processes[i]
+		name(p.Container, &p.PodName, &p.PodNamespace)
+	}
+	for i := range r.Spaces {
+		for j := range r.Spaces[i].Processes {
+			p := &r.Spaces[i].Processes[j]
+			name(p.Container, &p.PodName, &p.PodNamespace)
+		}
+	}
 }
 
 func (m *Monitor) setWarn(err error) error {

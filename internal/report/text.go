@@ -88,13 +88,13 @@ func (r *Report) spaces() table {
 }
 
 func (r *Report) processes() table {
-	t := table{{"PID", "COMM", "CONTAINER", "CONNECTIONS", "FAILURES", "PORT SPACES"}}
+	t := table{{"PID", "COMM", "POD OR CONTAINER", "CONNECTIONS", "FAILURES", "PORT SPACES"}}
 	for i, p := range r.Final.Processes {
 		if i == maxRows {
 			t = append(t, []string{fmt.Sprintf("... %d more", len(r.Final.Processes)-i)})
 			break
 		}
-		t = append(t, []string{fmt.Sprint(p.PID), p.Comm, or(p.Container, "-"), count(p.Total), failures(p.Failures), strings.Join(p.Spaces, "; ")})
+		t = append(t, []string{fmt.Sprint(p.PID), p.Comm, or(p.Workload(), "-"), count(p.Total), failures(p.Failures), strings.Join(p.Spaces, "; ")})
 	}
 	return t
 }

@@ -20,19 +20,39 @@ type Select struct {
 	Netns uint32     // namespace inode; 0 for any
 	DPort uint16     // destination port; 0 for any
 	Dst   netip.Addr // destination address; invalid for any
+	Pod   string     // Kubernetes pod, by name or UID; "" for any
+	K8sNS string     // Kubernetes namespace of the pod; "" for any
 }
 
 // Empty reports whether s keeps everything.
 func (s Select) Empty() bool {
-	return len(s.PIDs) == 0 && s.Comm == "" && s.Netns == 0 && s.DPort == 0 && !s.Dst.IsValid()
+	return len(s.PIDs) == 0 && s.Comm == "" && s.Netns == 0 && s.DPort == 0 && !s.Dst.IsValid() && s.Pod == "" && s.K8sNS == ""
 }
 
-func (s Select) byProcess() bool { return len(s.PIDs) > 0 || s.Comm != "" }
-func (s Select) bySpace() bool   { return s.Netns != 0 || s.DPort != 0 || s.Dst.IsValid() }
+func (s Select) byProcess() bool {
+	return len(s.PIDs) > 0 || s.Comm != "" || s.Pod != "" || s.K8sNS != ""
+}
 
-// process matches a process by id and name.
-func (s Select) process(pid uint32, comm string) bool {
-	return (len(s.PIDs) == 0 || slices.Contains(s.PIDs, pid)) && (s.Comm == "" || comm == s.Comm)
+// who is what a process filter looks at.
+type who struct {
+	pid                uint32
+	comm               string
+	podUID, pod, k8sNS string
+}
+
+func refWho(p aggregate.ProcRef) who {
+	return who{p.PID, p.Comm, p.PodUID, p.PodName, p.PodNamespace}
+}
+
+func reportWho(p aggregate.ProcessReport) who {
+	return who{p.PID, p.Comm, p.PodUID, p.PodName, p.PodNamespace}
+}
+func (s Select) bySpace() bool { return s.Netns != 0 || s.DPort != 0 || s.Dst.IsValid() }
+
+// process matches a process by id, name and pod.
+func (s Select) process(w who) bool {
+	return (len(s.PIDs) == 0 || slices.Contains(s.PIDs, w.pid)) && (s.Comm == "" || w.comm == s.Comm) &&
+		(s.Pod == "" || s.Pod == w.pod || s.Pod == w.podUID) && (s.K8sNS == "" || s.K8sNS == w.k8sNS)
 }
 
 func (s Select) space(r *aggregate.SpaceReport) bool {
@@ -48,7 +68,7 @@ func (s Select) space(r *aggregate.SpaceReport) bool {
 			return false
 		}
 	}
-	return !s.byProcess() || slices.ContainsFunc(r.Processes, func(p aggregate.ProcRef) bool { return s.process(p.PID, p.Comm) })
+	return !s.byProcess() || slices.ContainsFunc(r.Processes, func(p aggregate.ProcRef) bool { return s.process(refWho(p)) })
 }
 
 // Report is a copy of r with only what s keeps, and the findings about the
@@ -67,7 +87,7 @@ func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggre
 		}
 	}
 	for _, p := range r.Processes {
-		if !s.process(p.PID, p.Comm) || (p.Other && s.byProcess()) {
+		if !s.process(reportWho(p)) || (p.Other && s.byProcess()) {
 			continue
 		}
 		if s.bySpace() && !slices.ContainsFunc(p.Spaces, func(n string) bool { return kept[n] }) {

@@ -173,7 +173,7 @@ func spaceRow(r *aggregate.SpaceReport, w int) string {
 }
 
 // ProcessHeader is the process table's column header.
-const ProcessHeader = "PID      COMM             CONTAINER     CONN/S   FAIL/S    TW/S     TOTAL      PORT SPACES"
+const ProcessHeader = "PID      COMM             POD OR CONTAINER       CONN/S   FAIL/S    TW/S     TOTAL      PORT SPACES"
 
 // Processes is the process table's rows, busiest first, filtered.
 func Processes(s *live.Snapshot, o Options) []string {
@@ -187,7 +187,7 @@ func Processes(s *live.Snapshot, o Options) []string {
 		if p.Other {
 			pid, comm = "-", "(other)"
 		}
-		line := fmt.Sprintf("%-8s %-16s %-13s %-8s %-9s %-8s %-10s %s", pid, comm, or(p.Container, "-"),
+		line := fmt.Sprintf("%-8s %-16s %-22s %-8s %-9s %-8s %-10s %s", pid, comm, cut(or(p.Workload(), "-"), 22),
 			rate(pick(p.Conns, o.Window)), rate(fails), rate(pick(p.TWIn, o.Window)), count(int(p.Total)), strings.Join(p.Spaces, "; "))
 		if matches(line, o.Filter) {
 			out = append(out, line)
@@ -301,4 +301,13 @@ func or(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// cut shortens s to n runes, marking the cut with "~".
+func cut(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "~"
 }
