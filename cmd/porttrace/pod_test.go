@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -287,4 +288,37 @@ func TestTopNamesPods(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRecordNamesPods: a capture keeps where its processes ran; report
+// shows a client's pod UID, container and cgroup path, though the client
+// had exited before the round that named its cgroup.
+func TestRecordNamesPods(t *testing.T) {
+	testnet.RequireRoot(t)
+	v2 := cgroup2Mount(t)
+	p := &fakePod{uid: "3c1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", container: strings.Repeat("bc23", 16), mount: v2}
+	p.dir = filepath.Join(v2, "kubepods", "burstable", "pod"+p.uid, p.container)
+	makeCgroup(t, p.dir)
+	file := filepath.Join(t.TempDir(), "pods.ptcap")
+	rec, _ := startRecord(t, "-o", file)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	var cl *testnet.Client
+	inCgroup(t, p, func() { cl = ns.StartClient(t, churn.Config{Target: dst, Count: 12, Close: churn.CloseFin}) })
+	cl.Wait(t)
+	time.Sleep(6 * time.Second) // a round of socket tables, which names the cgroup
+	rec.Process.Signal(syscall.SIGINT)
+	rec.Wait()
+	r := runReport(t, file)
+	for _, pr := range r.Final.Processes {
+		if pr.PID != uint32(cl.Cmd.Process.Pid) {
+			continue
+		}
+		want := strings.TrimPrefix(p.dir, v2)
+		if pr.PodUID != p.uid || pr.Container != p.container[:12] || pr.CgroupPath != want {
+			t.Errorf("client in the report: pod %q container %q cgroup %q; want %s %s %s", pr.PodUID, pr.Container, pr.CgroupPath, p.uid, p.container[:12], want)
+		}
+		return
+	}
+	t.Errorf("the client %d is not in the report", cl.Cmd.Process.Pid)
 }

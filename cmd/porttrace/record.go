@@ -114,6 +114,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		all, tables, _ := live.ReadTables()
 		return capture.Round{Time: t, Netns: all, Tables: tables}
 	}
+	o.Cgroup = live.Cgroup
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()

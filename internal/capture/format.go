@@ -78,12 +78,16 @@ type Round struct {
 	Time   time.Time        `json:"time"` // when the dump began
 	Netns  []netns.Settings `json:"netns"`
 	Tables []Snapshot       `json:"tables"`
+	// Cgroups are the cgroups that events since the last round came from,
+	// by cgroup id: where their processes ran (path, container, pod).
+	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"`
 }
 
 // chunk is one block of a round.
 type chunk struct {
-	Time   time.Time        `json:"time"`
-	Netns  []netns.Settings `json:"netns,omitempty"` // in the first chunk
+	Time    time.Time                   `json:"time"`
+	Netns   []netns.Settings            `json:"netns,omitempty"`   // in the first chunk
+	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"` // in the first chunk
 	Tables []Snapshot       `json:"tables"`
 	Last   bool             `json:"last"`
 }

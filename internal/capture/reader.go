@@ -130,7 +130,7 @@ func (c *Reader) chunk(b []byte) (*Round, error) {
 		n += len(t.Sockets)
 	}
 	if c.round == nil {
-		c.round, c.chunks = &Round{Time: ch.Time, Netns: ch.Netns}, 0
+		c.round, c.chunks = &Round{Time: ch.Time, Netns: ch.Netns, Cgroups: ch.Cgroups}, 0
 	}
 	if c.chunks++; n > chunkSockets || c.chunks > maxRoundChunks {
 		return nil, c.errHere(fmt.Errorf("%w: a round of socket tables over %d chunks of %d sockets", ErrCorrupt, maxRoundChunks, chunkSockets))

@@ -105,7 +105,7 @@ func (c *Writer) Round(r Round) error {
 }
 
 func chunks(r Round) []chunk {
-	out := []chunk{{Time: r.Time, Netns: r.Netns}}
+	out := []chunk{{Time: r.Time, Netns: r.Netns, Cgroups: r.Cgroups}}
 	n := 0 // sockets in the last chunk
 	for _, t := range r.Tables {
 		socks := t.Sockets

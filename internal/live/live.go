@@ -39,15 +39,19 @@ type Monitor struct {
 // running incident shows from the first report.
 func New(src event.Source, limits aggregate.Limits) (*Monitor, error) {
 	m := &Monitor{src: src, start: time.Now()}
-	m.agg = aggregate.New(m.start, limits, func(pid uint32, id uint64) aggregate.Cgroup {
-		c := cgroup.Of(pid, id)
-		return aggregate.Cgroup{Path: c.Path, Container: c.Container, PodUID: c.PodUID}
-	})
+	m.agg = aggregate.New(m.start, limits, Cgroup)
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
 		return nil, err
 	}
 	return m, nil
+}
+
+// Cgroup says where a process ran, from its pid and the cgroup id of its
+// events (internal/cgroup).
+func Cgroup(pid uint32, id uint64) aggregate.Cgroup {
+	c := cgroup.Of(pid, id)
+	return aggregate.Cgroup{Path: c.Path, Container: c.Container, PodUID: c.PodUID}
 }
 
 // Run feeds events and resyncs until ctx ends or the source fails, then

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
 )
@@ -28,7 +29,10 @@ type Options struct {
 	// event); older events are dropped and counted.
 	WindowEvents int
 	Tables       func() capture.Round // socket tables, every TablesEvery
-	Progress     func(Progress)       // every second
+	// Cgroup, if set, says where a process ran from its pid and cgroup id;
+	// each round carries the cgroups its events came from.
+	Cgroup   func(pid uint32, cgroupID uint64) aggregate.Cgroup
+	Progress func(Progress) // every second
 }
 
 // Defaults of the pre-trigger window: a minute, and at most half a million
@@ -75,7 +79,14 @@ type recorder struct {
 	seed      *capture.Round // the last round older than the window
 	dropped   uint64
 	full      bool // a bound or a write error was hit
+	// cgroups seen in events and not yet written in a round: id → a pid
+	// that ran in it; named is what was written (bounded).
+	cgroups map[uint64]uint32
+	named   map[uint64]bool
 }
+
+// maxCgroups bounds the cgroups a recording names.
+const maxCgroups = 4096
 
 // Record runs until a bound, the trigger's end, ctx's end or a write error,
 // then closes the capture with its trailer. The error is the first write
@@ -89,7 +100,8 @@ func Record(ctx context.Context, src event.Source, w *capture.Writer, o Options)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &recorder{w: w, o: o, stop: cancel, start: time.Now(), triggered: o.UntilFailures == 0}
+	r := &recorder{w: w, o: o, stop: cancel, start: time.Now(), triggered: o.UntilFailures == 0,
+		cgroups: map[uint64]uint32{}, named: map[uint64]bool{}}
 	if r.triggered && o.Duration > 0 {
 		r.deadline = r.start.Add(o.Duration)
 	}
@@ -135,6 +147,11 @@ func (r *recorder) event(e *event.Event) {
 	}
 	if e.Failed() {
 		r.failures++
+	}
+	if id := e.CgroupID; id != 0 && r.o.Cgroup != nil && !r.named[id] && len(r.named)+len(r.cgroups) < maxCgroups {
+		if _, ok := r.cgroups[id]; !ok {
+			r.cgroups[id] = e.TGID
+		}
 	}
 	if !r.triggered {
 		r.hold(item{ev: *e})
@@ -256,9 +273,20 @@ func (r *recorder) tick(ctx context.Context) {
 func (r *recorder) tables() {
 	r.mu.Lock()
 	r.add(item{syncBegin: true})
+	todo := r.cgroups
+	r.cgroups = map[uint64]uint32{}
 	r.mu.Unlock()
 	round := r.o.Tables()
+	if len(todo) > 0 {
+		round.Cgroups = map[uint64]aggregate.Cgroup{}
+		for id, pid := range todo {
+			round.Cgroups[id] = r.o.Cgroup(pid, id)
+		}
+	}
 	r.mu.Lock()
+	for id := range todo {
+		r.named[id] = true
+	}
 	r.add(item{round: &round})
 	r.mu.Unlock()
 }

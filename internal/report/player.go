@@ -26,6 +26,7 @@ type Player struct {
 	ev      event.Event
 	pending capture.Record // read but not yet due
 	have    bool
+	cgroups map[uint64]aggregate.Cgroup
 	done    string // why playing ended, once it has
 }
 
@@ -37,10 +38,11 @@ func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, err
 		return nil, err
 	}
 	h := cr.Header
-	p := &Player{r: cr, agg: newAggregator(h), speed: speed, clock: clock, start: h.Start, last: h.Start}
+	p := &Player{r: cr, agg: newAggregator(h), speed: speed, clock: clock, start: h.Start, last: h.Start,
+		cgroups: map[uint64]aggregate.Cgroup{}}
 	p.read()
 	for p.have && recordTime(p.pending).IsZero() { // a marker first
-		apply(p.agg, p.pending)
+		apply(p.agg, p.cgroups, p.pending)
 		p.read()
 	}
 	if p.have {
@@ -68,6 +70,7 @@ func (p *Player) Snapshot() live.Snapshot {
 		p.agg.SetLost(p.r.Trailer.Lost)
 	}
 	rep := p.agg.Report(at)
+	annotate(rep, p.cgroups)
 	s := live.Snapshot{Report: rep, Findings: diagnose.Diagnose(rep)}
 	if p.done != "" {
 		s.Warning = "replay: " + p.done
@@ -96,7 +99,7 @@ func (p *Player) play(until time.Time) {
 		if !t.IsZero() {
 			p.last = t
 		}
-		apply(p.agg, p.pending)
+		apply(p.agg, p.cgroups, p.pending)
 		p.read()
 	}
 }

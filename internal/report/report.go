@@ -57,7 +57,7 @@ func Build(r io.Reader) (*Report, error) {
 	h := cr.Header
 	agg := newAggregator(h)
 	rep := &Report{Header: h}
-	p := &player{agg: agg, rep: rep}
+	p := &player{agg: agg, rep: rep, cgroups: map[uint64]aggregate.Cgroup{}}
 	var ev event.Event
 	for {
 		rec, err := cr.Next(&ev)
@@ -86,6 +86,8 @@ func Build(r io.Reader) (*Report, error) {
 	p.finish(rep.End)
 	agg.SetLost(lostOf(rep.Trailer))
 	rep.Final = agg.Report(rep.End)
+	annotate(rep.Final, p.cgroups)
+	annotate(rep.Peak, p.cgroups)
 	// The advice is about the incident: the step with the most failures,
 	// or the end if nothing failed.
 	rep.Findings = diagnose.Diagnose(rep.Final)
@@ -113,15 +115,43 @@ func newAggregator(h capture.Header) *aggregate.Aggregator {
 }
 
 // apply feeds one record to an aggregator: what report and Player share.
-func apply(agg *aggregate.Aggregator, rec capture.Record) {
+func apply(agg *aggregate.Aggregator, cgroups map[uint64]aggregate.Cgroup, rec capture.Record) {
 	switch {
 	case rec.SyncBegin:
 		agg.BeginSync()
 	case rec.Round != nil:
 		agg.SetNetns(rec.Round.Netns)
 		agg.Sync(rec.Round.Tables)
+		for id, c := range rec.Round.Cgroups {
+			cgroups[id] = c
+		}
 	case rec.Event != nil:
 		agg.Add(rec.Event)
+	}
+}
+
+// annotate says where each process ran, from the cgroups the capture's
+// rounds named (a process is often seen before the round that names its
+// cgroup).
+func annotate(r *aggregate.Report, cgroups map[uint64]aggregate.Cgroup) {
+	if r == nil {
+		return
+	}
+	byPID := map[uint32]aggregate.Cgroup{}
+	for i := range r.Processes {
+		p := &r.Processes[i]
+		if c, ok := cgroups[p.CgroupID]; ok && p.CgroupPath == "" {
+			p.CgroupPath, p.Container, p.PodUID = c.Path, c.Container, c.PodUID
+		}
+		byPID[p.PID] = aggregate.Cgroup{Path: p.CgroupPath, Container: p.Container, PodUID: p.PodUID}
+	}
+	for i := range r.Spaces {
+		for j := range r.Spaces[i].Processes {
+			ref := &r.Spaces[i].Processes[j]
+			if c, ok := byPID[ref.PID]; ok && ref.Container == "" {
+				ref.Container, ref.PodUID = c.Container, c.PodUID
+			}
+		}
 	}
 }
 
@@ -144,6 +174,7 @@ type player struct {
 	next     time.Time // end of the current step
 	cur      Point
 	peakFail uint64
+	cgroups  map[uint64]aggregate.Cgroup // named by the rounds so far
 }
 
 func (p *player) record(rec capture.Record) {
@@ -156,7 +187,7 @@ func (p *player) record(rec capture.Record) {
 			p.rep.End = t
 		}
 	}
-	apply(p.agg, rec)
+	apply(p.agg, p.cgroups, rec)
 	e := rec.Event
 	if e == nil {
 		return
