@@ -283,8 +283,17 @@ func TestTopNamesPods(t *testing.T) {
 			}
 		}
 		for _, sp := range snap.Spaces {
-			if p := inos[sp.Netns]; p != nil && !slices.Contains(tc.keep, p) {
+			p := inos[sp.Netns]
+			if p != nil && !slices.Contains(tc.keep, p) {
 				t.Errorf("%v keeps %s of another pod", tc.args, sp.Where())
+			}
+			// The pod's namespace is labelled by the pod.
+			want := "pod " + bare.uid
+			if p == named {
+				want = "shop/api-1"
+			}
+			if p != nil && sp.Pod != want {
+				t.Errorf("%s labelled %q, want %q", sp.Where(), sp.Pod, want)
 			}
 		}
 	}

@@ -75,10 +75,14 @@ type ProcRef struct {
 
 // SpaceReport is one port space.
 type SpaceReport struct {
-	Key       SpaceKey  `json:"-"`
-	Name      string    `json:"name"`            // as diagnosis findings name it
-	Other     bool      `json:"other,omitempty"` // keys beyond the limits, together
-	Netns     uint32    `json:"netns"`
+	Key   SpaceKey `json:"-"`
+	Name  string   `json:"name"`            // as diagnosis findings name it
+	Other bool     `json:"other,omitempty"` // keys beyond the limits, together
+	Netns uint32   `json:"netns"`
+	// Pod is the Kubernetes pod whose network namespace this is (its
+	// namespace/name, else "pod UID"), where every process seen in the
+	// namespace belongs to that one pod.
+	Pod       string    `json:"k8s_pod,omitempty"`
 	Src       string    `json:"src"`
 	Dst       string    `json:"dst"` // "" for a bind() pool
 	Processes []ProcRef `json:"processes"`
@@ -225,6 +229,18 @@ type ProcessReport struct {
 	TotalTWIn    uint64    `json:"total_time_wait_entries"`
 }
 
+// Pod names the process's pod as an operator does: namespace/name, else
+// "pod UID"; "" for none.
+func (r *ProcRef) Pod() string {
+	switch {
+	case r.PodName != "":
+		return r.PodNamespace + "/" + r.PodName
+	case r.PodUID != "":
+		return "pod " + r.PodUID
+	}
+	return ""
+}
+
 // Workload is where the process runs, as an operator names it: its pod
 // (namespace/name, else "pod " and its UID), else its container's short
 // id; "" for neither.
@@ -254,6 +270,8 @@ type Report struct {
 type NetnsReport struct {
 	netns.Settings
 	Usable int `json:"usable_ports"`
+	// Pod: as SpaceReport.Pod.
+	Pod string `json:"k8s_pod,omitempty"`
 	// TimeWait is every time-wait socket of the namespace that porttrace
 	// follows, against tcp_max_tw_buckets.
 	TimeWait  int        `json:"time_wait"`

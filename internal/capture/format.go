@@ -88,8 +88,8 @@ type chunk struct {
 	Time    time.Time                   `json:"time"`
 	Netns   []netns.Settings            `json:"netns,omitempty"`   // in the first chunk
 	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"` // in the first chunk
-	Tables []Snapshot       `json:"tables"`
-	Last   bool             `json:"last"`
+	Tables  []Snapshot                  `json:"tables"`
+	Last    bool                        `json:"last"`
 }
 
 // Trailer is written when recording ends cleanly.

@@ -144,6 +144,39 @@ func (m *Monitor) sync() (int, error) {
 	return len(snaps), m.setWarn(err)
 }
 
+// labelByPod sets the pod of each namespace whose port spaces' processes
+// all belong to one pod: a pod's containers share its network namespace.
+func labelByPod(r *aggregate.Report) {
+	pods := map[uint32]map[string]bool{}
+	for i := range r.Spaces {
+		sp := &r.Spaces[i]
+		if sp.Other {
+			continue
+		}
+		if pods[sp.Netns] == nil {
+			pods[sp.Netns] = map[string]bool{}
+		}
+		for j := range sp.Processes {
+			pods[sp.Netns][sp.Processes[j].Pod()] = true
+		}
+	}
+	label := func(ino uint32) string {
+		if len(pods[ino]) != 1 {
+			return ""
+		}
+		for p := range pods[ino] {
+			return p
+		}
+		return ""
+	}
+	for i := range r.Spaces {
+		r.Spaces[i].Pod = label(r.Spaces[i].Netns)
+	}
+	for i := range r.Netns {
+		r.Netns[i].Pod = label(r.Netns[i].Inode)
+	}
+}
+
 // ReadTables reads every network namespace's settings and socket table.
 // Namespaces that vanish meanwhile are skipped; the error gathers any
 // other trouble, and says so if no table could be read at all.
@@ -213,8 +246,10 @@ func (m *Monitor) Report() *aggregate.Report {
 	return r
 }
 
-// namePods fills in the pods' names, where the runtime knows them.
+// namePods fills in the pods' names, where the runtime knows them, and
+// labels a namespace by its pod where all its processes are that pod's.
 func (m *Monitor) namePods(r *aggregate.Report) {
+	defer labelByPod(r)
 	if m.names == nil {
 		return
 	}

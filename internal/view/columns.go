@@ -34,7 +34,12 @@ const trendTitle = "USED% 60s"
 
 var spaceColumns = []column{
 	{title: "PORT SPACE", min: 24, want: 32, max: 44, left: true, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string { return r.Name }},
-	{title: "NETNS", min: 10, max: 10, drop: 7, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string { return fmt.Sprint(r.Netns) }},
+	{title: "NETNS", min: 10, max: 22, drop: 7, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string {
+		if r.Pod != "" { // a pod's namespace is the pod's
+			return r.Pod
+		}
+		return fmt.Sprint(r.Netns)
+	}},
 	{title: "PROCESS", min: 12, want: 16, max: 22, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string { return procNames(r.Processes) }},
 	{title: "CONN/S", min: 7, max: 7, drop: 2, right: true, cell: func(r *aggregate.SpaceReport, c *cellCtx) string { return rate(pick(r.Conns, c.window)) }},
 	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(r *aggregate.SpaceReport, c *cellCtx) string { return rate(failRate(r, c.window)) }},

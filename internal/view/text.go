@@ -98,8 +98,12 @@ func Header(s *live.Snapshot, info Info, o Options) []string {
 			break
 		}
 		shown++
+		names := strings.Join(ns.Names, ", ")
+		if ns.Pod != "" {
+			names = ns.Pod + "; " + names
+		}
 		lines = append(lines, fmt.Sprintf("netns %d (%s): ports %d-%d, %s usable, tcp_tw_reuse %d",
-			ns.Inode, strings.Join(ns.Names, ", "), ns.PortLow, ns.PortHigh, count(ns.Usable), ns.TWReuse))
+			ns.Inode, names, ns.PortLow, ns.PortHigh, count(ns.Usable), ns.TWReuse))
 	}
 	if s.Untracked > 0 {
 		lines = append(lines, fmt.Sprintf("%d sockets beyond the tracking limit: occupancy is corrected at each socket table read", s.Untracked))
@@ -167,8 +171,12 @@ func spaceRow(r *aggregate.SpaceReport, w int) string {
 	if r.AllocLatency.Count > 0 {
 		lat = micros(r.AllocLatency.P50) + "/" + micros(r.AllocLatency.P99)
 	}
-	return fmt.Sprintf("%-44s %-11d %-19s %-8s %-9s %-10s %-18s %-6s %-9s %s",
-		clip(name, 44), r.Netns, clip(procNames(r.Processes), 19), rate(pick(r.Conns, w)), rate(failRate(r, w)),
+	netns := fmt.Sprint(r.Netns)
+	if r.Pod != "" { // a pod's namespace is the pod's
+		netns = clip(r.Pod, 11)
+	}
+	return fmt.Sprintf("%-44s %-11s %-19s %-8s %-9s %-10s %-18s %-6s %-9s %s",
+		clip(name, 44), netns, clip(procNames(r.Processes), 19), rate(pick(r.Conns, w)), rate(failRate(r, w)),
 		count(r.TimeWait), count(r.Used)+"/"+usable, pct, eta, lat)
 }
 
