@@ -33,7 +33,7 @@ static __always_inline int current_is_self(void)
 	return (bpf_get_current_pid_tgid() >> 32) == self_pid;
 }
 /* Wake the reader only once this much is waiting in the ring: a wakeup per
- * event costs 7-14 us of IRQ work inside the probe (DESIGN.md), the reader
+ * event costs 7-14 us of IRQ work inside the probe (README, Performance), the reader
  * polls on a timer instead. */
 volatile const __u32 wakeup_bytes = 1 << 20;
 

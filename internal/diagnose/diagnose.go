@@ -1,7 +1,7 @@
 // Package diagnose turns an aggregate report into the fixes the evidence
-// supports (DESIGN.md: keepalive, tcp_tw_reuse, a wider range, more
-// destination or source addresses, Unix sockets), each with the numbers that
-// justify it. A rule that has no evidence says nothing, so advice disappears
+// supports (keepalive, tcp_tw_reuse, a wider range, more destination or
+// source addresses, Unix sockets, IP_BIND_ADDRESS_NO_PORT, reserved ports;
+// the README's rule table), each with the numbers that justify it. A rule that has no evidence says nothing, so advice disappears
 // as soon as what justified it is gone.
 package diagnose
 
