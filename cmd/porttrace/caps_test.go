@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/porttrace/porttrace/internal/frame"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/event"
-	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -117,7 +117,7 @@ func TestCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatalf("top as nobody with %v: %v", topCaps, err)
 	}
-	var snap live.Snapshot
+	var snap frame.Frame
 	if err := json.Unmarshal(out, &snap); err != nil {
 		t.Fatalf("top --json: %v\n%s", err, out)
 	}
@@ -169,7 +169,7 @@ func TestCapabilityPtrace(t *testing.T) {
 		if err != nil {
 			t.Fatalf("top with %v: %v\n%s", caps, err, errb.String())
 		}
-		var snap live.Snapshot
+		var snap frame.Frame
 		if err := json.Unmarshal(out, &snap); err != nil {
 			t.Fatal(err)
 		}

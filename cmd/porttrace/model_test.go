@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/porttrace/porttrace/internal/frame"
 	"io"
 	"net"
 	"net/netip"
@@ -15,7 +16,6 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/diagnose"
-	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -35,7 +35,7 @@ func watch(t *testing.T) *topRun {
 // done stops top as an operator would, with SIGINT, once the last events
 // reached it, and returns its snapshot: the tests wait for their clients,
 // however slow the machine (qemu's emulation is), not for a fixed time.
-func (r *topRun) done(t *testing.T) live.Snapshot {
+func (r *topRun) done(t *testing.T) frame.Frame {
 	t.Helper()
 	// "The last minute" is made of complete seconds, and a namespace new
 	// to porttrace is read within one.
@@ -45,7 +45,7 @@ func (r *topRun) done(t *testing.T) live.Snapshot {
 }
 
 // invariants hold for every space of every snapshot.
-func invariants(t *testing.T, s live.Snapshot) {
+func invariants(t *testing.T, s frame.Frame) {
 	t.Helper()
 	for _, sp := range s.Spaces {
 		if sp.Usable > 0 && (sp.Used > sp.Usable || sp.UsedPct > 100) {
@@ -59,7 +59,7 @@ func invariants(t *testing.T, s live.Snapshot) {
 	}
 }
 
-func netnsSpaces(s live.Snapshot, ino uint32) []aggregate.SpaceReport {
+func netnsSpaces(s frame.Frame, ino uint32) []aggregate.SpaceReport {
 	var out []aggregate.SpaceReport
 	for _, sp := range s.Spaces {
 		if sp.Netns == ino {
@@ -69,7 +69,7 @@ func netnsSpaces(s live.Snapshot, ino uint32) []aggregate.SpaceReport {
 	return out
 }
 
-func findingsIn(s live.Snapshot, ino uint32) []diagnose.Finding {
+func findingsIn(s frame.Frame, ino uint32) []diagnose.Finding {
 	var out []diagnose.Finding
 	for _, f := range s.Findings {
 		if f.Netns == ino {
@@ -87,7 +87,7 @@ func rules(fs []diagnose.Finding) []string {
 	return out
 }
 
-func procOf(s live.Snapshot, pid uint32) *aggregate.ProcessReport {
+func procOf(s frame.Frame, pid uint32) *aggregate.ProcessReport {
 	for i := range s.Processes {
 		if s.Processes[i].PID == pid {
 			return &s.Processes[i]

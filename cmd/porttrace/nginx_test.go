@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"github.com/porttrace/porttrace/internal/frame"
 	"net"
 	"net/netip"
 	"os"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
-	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -133,7 +133,7 @@ func countLines(t *testing.T, path, substr string) int {
 }
 
 // finding is the advice of one rule about the port space sp.
-func finding(s live.Snapshot, rule string, sp aggregate.SpaceReport) *diagnose.Finding {
+func finding(s frame.Frame, rule string, sp aggregate.SpaceReport) *diagnose.Finding {
 	for i := range s.Findings {
 		if s.Findings[i].Rule == rule && s.Findings[i].Space == sp.Where() {
 			return &s.Findings[i]

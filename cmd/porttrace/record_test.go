@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/porttrace/porttrace/internal/frame"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/churn"
-	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/report"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
@@ -168,7 +168,7 @@ func TestRecordKilled(t *testing.T) {
 	}
 }
 
-func liveOf(r *report.Report) live.Snapshot { return live.Snapshot{Report: r.Final} }
+func liveOf(r *report.Report) frame.Frame { return frame.Frame{Report: r.Final} }
 
 func TestCaptureBadInput(t *testing.T) {
 	dir := t.TempDir()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"github.com/porttrace/porttrace/internal/frame"
 
 	"net/netip"
 	"os"
@@ -16,7 +17,6 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/diagnose"
-	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -56,7 +56,7 @@ func startTop(t *testing.T, interval string, args ...string) *topRun {
 }
 
 // wait returns the snapshot top printed when its interval ended.
-func (r *topRun) wait(t *testing.T) live.Snapshot {
+func (r *topRun) wait(t *testing.T) frame.Frame {
 	t.Helper()
 	for r.stderr.Scan() {
 		r.log = append(r.log, r.stderr.Text())
@@ -64,14 +64,14 @@ func (r *topRun) wait(t *testing.T) live.Snapshot {
 	if err := r.cmd.Wait(); err != nil {
 		t.Fatalf("porttrace top: %v\n%s", err, strings.Join(r.log, "\n"))
 	}
-	var s live.Snapshot
+	var s frame.Frame
 	if err := json.Unmarshal(r.stdout.Bytes(), &s); err != nil {
 		t.Fatalf("top --json output: %v\n%s", err, r.stdout.String())
 	}
 	return s
 }
 
-func spaceToward(t *testing.T, s live.Snapshot, ino uint32, dst netip.AddrPort) aggregate.SpaceReport {
+func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) aggregate.SpaceReport {
 	t.Helper()
 	for _, sp := range s.Spaces {
 		if sp.Netns == ino && sp.Dst == dst.String() {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 // Limits bound the memory an aggregator may use whatever the traffic. Keys
@@ -468,9 +467,9 @@ func (a *Aggregator) timeWait(e *event.Event, sec int64, s *space, n *nsState) {
 
 // Snapshot is one network namespace's socket table at a moment.
 type Snapshot struct {
-	Netns   uint32            `json:"netns"`
-	Time    time.Time         `json:"time"` // when the dump began
-	Sockets []sockdiag.Socket `json:"sockets"`
+	Netns   uint32         `json:"netns"`
+	Time    time.Time      `json:"time"` // when the dump began
+	Sockets []event.Socket `json:"sockets"`
 }
 
 // BeginSync marks the start of reading the socket tables that the next
@@ -570,7 +569,7 @@ func (a *Aggregator) recount(synced map[uint32]time.Time) {
 	}
 }
 
-func (a *Aggregator) syncSocket(sn Snapshot, n *nsState, so *sockdiag.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
+func (a *Aggregator) syncSocket(sn Snapshot, n *nsState, so *event.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
 	if so.Listening() {
 		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: so.Comm})
 		return

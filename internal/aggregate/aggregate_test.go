@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 func near(t *testing.T, what string, got, want, tol float64) {
@@ -184,19 +183,19 @@ func TestProcesses(t *testing.T) {
 
 func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	s := newStream(t, DefaultLimits)
-	tw := func(port uint16, expires time.Duration) sockdiag.Socket {
-		return sockdiag.Socket{Src: netip.AddrPortFrom(src, port), Dst: upstream, State: 6, TimeWait: true, Expires: expires, Cookie: uint64(port)}
+	tw := func(port uint16, expires time.Duration) event.Socket {
+		return event.Socket{Src: netip.AddrPortFrom(src, port), Dst: upstream, State: 6, TimeWait: true, Expires: expires, Cookie: uint64(port)}
 	}
-	var socks []sockdiag.Socket
+	var socks []event.Socket
 	for i := 0; i < 30; i++ {
 		socks = append(socks, tw(40000+uint16(i), 20*time.Second))
 	}
 	for i := 0; i < 5; i++ {
-		socks = append(socks, sockdiag.Socket{Src: netip.AddrPortFrom(src, 40050+uint16(i)), Dst: upstream, State: 1, Cookie: 50 + uint64(i)})
+		socks = append(socks, event.Socket{Src: netip.AddrPortFrom(src, 40050+uint16(i)), Dst: upstream, State: 1, Cookie: 50 + uint64(i)})
 	}
 	// Not ephemeral: a server's accepted socket and a fixed bind.
-	socks = append(socks, sockdiag.Socket{Src: upstream, Dst: netip.AddrPortFrom(src, 40070), State: 1, Cookie: 90},
-		sockdiag.Socket{Src: netip.AddrPortFrom(src, 999), Dst: upstream, State: 1, Cookie: 91})
+	socks = append(socks, event.Socket{Src: upstream, Dst: netip.AddrPortFrom(src, 40070), State: 1, Cookie: 90},
+		event.Socket{Src: netip.AddrPortFrom(src, 999), Dst: upstream, State: 1, Cookie: 91})
 	s.a.BeginSync()
 	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1), Sockets: socks}})
 
@@ -330,7 +329,7 @@ func TestSyncDuringEvents(t *testing.T) {
 	s.closeTW(at(2), curl, b, upstream) // the dump saw b still open
 	c := s.open(at(2), curl, upstream, time.Microsecond)
 	s.state(at(2.1), curl, c, upstream, event_Established, event_Close) // the dump saw c open
-	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1.5), Sockets: []sockdiag.Socket{
+	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1.5), Sockets: []event.Socket{
 		{Src: netip.AddrPortFrom(src, 40001), Dst: upstream, State: 6, TimeWait: true, Expires: 59 * time.Second, Cookie: a},
 		{Src: netip.AddrPortFrom(src, 40002), Dst: upstream, State: 1, Cookie: b},
 		{Src: netip.AddrPortFrom(src, 40003), Dst: upstream, State: 1, Cookie: c},
@@ -352,7 +351,7 @@ func TestOtherIsReconciled(t *testing.T) {
 	s := newStream(t, Limits{Spaces: 1, Processes: 16, Sockets: 100})
 	s.open(at(1), curl, upstream, time.Microsecond) // fills the table
 	far := netip.MustParseAddrPort("10.0.0.9:443")
-	snap := []sockdiag.Socket{
+	snap := []event.Socket{
 		{Src: netip.AddrPortFrom(src, 40010), Dst: far, State: 6, TimeWait: true, Expires: 50 * time.Second, Cookie: 10},
 		{Src: netip.AddrPortFrom(src, 40011), Dst: far, State: 1, Cookie: 11},
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 // TestInvariants feeds random streams of events and socket tables, in and
@@ -78,10 +77,10 @@ func TestInvariants(t *testing.T) {
 	}
 }
 
-func randomTable(rng *rand.Rand, srcs []netip.Addr, dsts []netip.AddrPort) []sockdiag.Socket {
-	var out []sockdiag.Socket
+func randomTable(rng *rand.Rand, srcs []netip.Addr, dsts []netip.AddrPort) []event.Socket {
+	var out []event.Socket
 	for range rng.IntN(20) {
-		so := sockdiag.Socket{Src: netip.AddrPortFrom(srcs[rng.IntN(2)], uint16(39998+rng.IntN(14))), Dst: dsts[rng.IntN(2)],
+		so := event.Socket{Src: netip.AddrPortFrom(srcs[rng.IntN(2)], uint16(39998+rng.IntN(14))), Dst: dsts[rng.IntN(2)],
 			State: 1, Cookie: uint64(rng.IntN(40)), PID: uint32(200 + rng.IntN(3)), Comm: "old"}
 		switch rng.IntN(4) {
 		case 0:

@@ -13,7 +13,6 @@ import (
 
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -54,7 +53,7 @@ func write(t *testing.T, n int, trailer bool) []byte {
 		if i == n/2 {
 			w.SyncBegin()
 			w.Round(Round{Time: t0, Netns: []netns.Settings{{Inode: 4026532177}}, Tables: []Snapshot{{Netns: 4026532177, Time: t0,
-				Sockets: []sockdiag.Socket{{Src: netip.MustParseAddrPort("127.0.0.1:40005"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"), TimeWait: true, Expires: time.Second, Cookie: 9}}}}})
+				Sockets: []event.Socket{{Src: netip.MustParseAddrPort("127.0.0.1:40005"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"), TimeWait: true, Expires: time.Second, Cookie: 9}}}}})
 		}
 		if i%100 == 99 {
 			w.Flush()
@@ -257,9 +256,9 @@ func FuzzReader(f *testing.F) {
 func TestRoundChunks(t *testing.T) {
 	var buf bytes.Buffer
 	w, _ := NewWriter(&buf, Header{Start: t0})
-	big := make([]sockdiag.Socket, 40000)
+	big := make([]event.Socket, 40000)
 	for i := range big {
-		big[i] = sockdiag.Socket{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i)), Cookie: uint64(i)}
+		big[i] = event.Socket{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i)), Cookie: uint64(i)}
 	}
 	round := Round{Time: t0, Netns: []netns.Settings{{Inode: 1}, {Inode: 2}, {Inode: 3}},
 		Tables: []Snapshot{{Netns: 1, Sockets: big[:1000]}, {Netns: 2}, {Netns: 3, Sockets: big}}}

@@ -15,6 +15,7 @@ import (
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/sockdiag"
 )
@@ -214,7 +215,7 @@ func nameOwners(all []netns.Settings, snaps []aggregate.Snapshot) {
 		ranges[s.Inode] = s
 	}
 	want := map[uint32]bool{}
-	each := func(fn func(*sockdiag.Socket)) {
+	each := func(fn func(*event.Socket)) {
 		for _, sn := range snaps {
 			r := ranges[sn.Netns]
 			for i := range sn.Sockets {
@@ -226,9 +227,9 @@ func nameOwners(all []netns.Settings, snaps []aggregate.Snapshot) {
 			}
 		}
 	}
-	each(func(so *sockdiag.Socket) { want[so.Inode] = true })
+	each(func(so *event.Socket) { want[so.Inode] = true })
 	owners := sockdiag.Owners(want)
-	each(func(so *sockdiag.Socket) {
+	each(func(so *event.Socket) {
 		o := owners[so.Inode]
 		so.PID, so.Comm = o.PID, o.Comm
 	})
@@ -279,19 +280,12 @@ func (m *Monitor) setWarn(err error) error {
 	return err
 }
 
-// Snapshot is what a view shows at one moment.
-type Snapshot struct {
-	*aggregate.Report
-	Findings []diagnose.Finding `json:"diagnosis"`
-	Warning  string             `json:"warning,omitempty"`
-}
-
 // Snapshot reports the aggregator's state now, with the diagnosis.
-func (m *Monitor) Snapshot() Snapshot {
+func (m *Monitor) Snapshot() frame.Frame {
 	r := m.Report()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := Snapshot{Report: r, Findings: diagnose.Diagnose(r)}
+	s := frame.Frame{Report: r, Findings: diagnose.Diagnose(r)}
 	if m.warn != nil {
 		s.Warning = m.warn.Error()
 	}

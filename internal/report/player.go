@@ -2,6 +2,7 @@ package report
 
 import (
 	"errors"
+	"github.com/porttrace/porttrace/internal/frame"
 	"io"
 	"time"
 
@@ -9,7 +10,6 @@ import (
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
-	"github.com/porttrace/porttrace/internal/live"
 )
 
 // Player replays a capture at speed times real time, for the live view:
@@ -56,7 +56,7 @@ func (p *Player) Header() capture.Header { return p.r.Header }
 
 // Snapshot plays up to the capture time that corresponds to now; once the
 // capture is over, time stops at its last record.
-func (p *Player) Snapshot() live.Snapshot {
+func (p *Player) Snapshot() frame.Frame {
 	now := p.clock()
 	if p.begun.IsZero() {
 		p.begun = now
@@ -71,7 +71,7 @@ func (p *Player) Snapshot() live.Snapshot {
 	}
 	rep := p.agg.Report(at)
 	annotate(rep, p.cgroups)
-	s := live.Snapshot{Report: rep, Findings: diagnose.Diagnose(rep)}
+	s := frame.Frame{Report: rep, Findings: diagnose.Diagnose(rep)}
 	if p.done != "" {
 		s.Warning = "replay: " + p.done
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -123,7 +122,7 @@ func TestRoundRacingEvents(t *testing.T) {
 	e.Time, e.OldState, e.NewState = t0.Add(time.Second), event.Established, event.Close
 	w.Event(&e)
 	w.Round(capture.Round{Time: t0.Add(500 * time.Millisecond), Netns: ns,
-		Tables: []capture.Snapshot{{Netns: 7, Time: t0.Add(500 * time.Millisecond), Sockets: []sockdiag.Socket{{Src: src, Dst: dst, State: 1, Cookie: 5}}}}})
+		Tables: []capture.Snapshot{{Netns: 7, Time: t0.Add(500 * time.Millisecond), Sockets: []event.Socket{{Src: src, Dst: dst, State: 1, Cookie: 5}}}}})
 	w.Close(capture.Trailer{End: t0.Add(2 * time.Second)})
 	r, err := Build(&buf)
 	if err != nil {

@@ -16,47 +16,26 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/event"
 )
 
 // ErrGone is a namespace that vanished before it could be read: its last
 // process exited, which is no trouble.
 var ErrGone = errors.New("network namespace gone")
 
-// Socket is one TCP socket as the kernel's table shows it.
-type Socket struct {
-	Src, Dst netip.AddrPort
-	State    uint8 // kernel TCP state; a time-wait socket reports its substate
-	// TimeWait marks a time-wait socket (the kernel's lightweight
-	// replacement for a closed socket), whatever its substate.
-	TimeWait bool
-	// Expires is when a time-wait socket's timer fires and frees the port.
-	Expires time.Duration
-	Cookie  uint64
-	Inode   uint32 // 0 for a time-wait socket, which no file refers to
-	// PID and Comm own the socket: a process with a file descriptor for
-	// it (Owners fills them in; 0 where none was found).
-	PID  uint32
-	Comm string
-}
-
-// Listening reports whether the socket is a listener.
-func (s *Socket) Listening() bool { return s.State == tcpListen }
-
-const (
-	tcpListen = 10
-	timerTW   = 3 // idiag_timer of a time-wait socket
-)
+const timerTW = 3 // idiag_timer of a time-wait socket
 
 // Snapshot lists the TCP sockets, IPv4 and IPv6, of the network namespace
 // at path ("" for porttrace's own), listeners included. A dump the kernel
 // interrupted (the table changed under it) is retried, then reported.
-func Snapshot(path string) ([]Socket, error) {
+func Snapshot(path string) ([]event.Socket, error) {
 	h, err := handle(path)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	var out []Socket
+	var out []event.Socket
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		var socks []*netlink.Socket
 		for try := 0; try < 3; try++ {
@@ -105,8 +84,8 @@ func describe(path string) string {
 	return path
 }
 
-func convert(s *netlink.Socket) Socket {
-	out := Socket{
+func convert(s *netlink.Socket) event.Socket {
+	out := event.Socket{
 		Src:      netip.AddrPortFrom(addr(s.ID.Source), s.ID.SourcePort),
 		Dst:      netip.AddrPortFrom(addr(s.ID.Destination), s.ID.DestinationPort),
 		State:    s.State,

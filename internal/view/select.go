@@ -1,12 +1,12 @@
 package view
 
 import (
+	"github.com/porttrace/porttrace/internal/frame"
 	"net/netip"
 	"slices"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
-	"github.com/porttrace/porttrace/internal/live"
 )
 
 // Select is what the --pid, --comm, --netns, --dport and --dst flags keep of
@@ -105,7 +105,7 @@ func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggre
 }
 
 // Snapshot is snap with only what s keeps.
-func (s Select) Snapshot(snap live.Snapshot) live.Snapshot {
+func (s Select) Snapshot(snap frame.Frame) frame.Frame {
 	snap.Report, snap.Findings = s.Report(snap.Report, snap.Findings)
 	return snap
 }
@@ -117,4 +117,4 @@ type Selected struct {
 }
 
 // Snapshot is the source's snapshot, selected.
-func (s Selected) Snapshot() live.Snapshot { return s.Select.Snapshot(s.Source.Snapshot()) }
+func (s Selected) Snapshot() frame.Frame { return s.Select.Snapshot(s.Source.Snapshot()) }

@@ -6,6 +6,7 @@ package view
 import (
 	"cmp"
 	"fmt"
+	"github.com/porttrace/porttrace/internal/frame"
 	"slices"
 	"strings"
 	"time"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
-	"github.com/porttrace/porttrace/internal/live"
 )
 
 // Info is what the header says about where porttrace runs.
@@ -69,7 +69,7 @@ func failRate(s *aggregate.SpaceReport, w int) float64 {
 }
 
 // Header is the lines above the tables.
-func Header(s *live.Snapshot, info Info, o Options) []string {
+func Header(s *frame.Frame, info Info, o Options) []string {
 	var conns, fails float64
 	var tw int
 	for i := range s.Spaces {
@@ -118,7 +118,7 @@ func Header(s *live.Snapshot, info Info, o Options) []string {
 const SpaceHeader = "PORT SPACE                                   NETNS       PROCESS             CONN/S   FAIL/S    TIME_WAIT  USED/USABLE        USED%  ETA       ALLOC p50/p99"
 
 // Spaces is the port space table's rows, sorted and filtered.
-func Spaces(s *live.Snapshot, o Options) []string {
+func Spaces(s *frame.Frame, o Options) []string {
 	var out []string
 	for _, r := range sortedSpaces(s, o) {
 		line := spaceRow(r, o.Window)
@@ -130,7 +130,7 @@ func Spaces(s *live.Snapshot, o Options) []string {
 }
 
 // sortedSpaces is the port spaces in the order o asks for.
-func sortedSpaces(s *live.Snapshot, o Options) []*aggregate.SpaceReport {
+func sortedSpaces(s *frame.Frame, o Options) []*aggregate.SpaceReport {
 	if s.Report == nil {
 		return nil
 	}
@@ -184,7 +184,7 @@ func spaceRow(r *aggregate.SpaceReport, w int) string {
 const ProcessHeader = "PID      COMM             POD OR CONTAINER       CONN/S   FAIL/S    TW/S     TOTAL      PORT SPACES"
 
 // Processes is the process table's rows, busiest first, filtered.
-func Processes(s *live.Snapshot, o Options) []string {
+func Processes(s *frame.Frame, o Options) []string {
 	var out []string
 	for _, p := range s.Processes {
 		var fails float64
@@ -205,7 +205,7 @@ func Processes(s *live.Snapshot, o Options) []string {
 }
 
 // Diagnosis is the findings as paragraphs, or a line saying there are none.
-func Diagnosis(s *live.Snapshot) []string {
+func Diagnosis(s *frame.Frame) []string {
 	if len(s.Findings) == 0 {
 		return []string{"No port space is under pressure: nothing to fix."}
 	}
@@ -217,7 +217,7 @@ func Diagnosis(s *live.Snapshot) []string {
 const maxTextProcesses = 20
 
 // Text is the whole snapshot as `top --once` prints it.
-func Text(s *live.Snapshot, info Info, o Options) string {
+func Text(s *frame.Frame, info Info, o Options) string {
 	var b strings.Builder
 	for _, l := range Header(s, info, o) {
 		b.WriteString(l + "\n")

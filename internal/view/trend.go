@@ -1,11 +1,10 @@
 package view
 
 import (
+	"github.com/porttrace/porttrace/internal/frame"
 	"time"
 
 	"github.com/NimbleMarkets/ntcharts/sparkline"
-
-	"github.com/porttrace/porttrace/internal/live"
 )
 
 // TrendSpan is how far back the USED% sparkline of each port space looks.
@@ -23,7 +22,7 @@ type trends map[string][]sample
 // add records a frame's UsedPct of every space at the snapshot's time (the
 // capture's clock in a replay), and forgets what is older than TrendSpan or
 // no longer shown.
-func (tr trends) add(s *live.Snapshot) {
+func (tr trends) add(s *frame.Frame) {
 	if s.Report == nil {
 		return
 	}

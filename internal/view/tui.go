@@ -3,6 +3,7 @@ package view
 import (
 	"cmp"
 	"fmt"
+	"github.com/porttrace/porttrace/internal/frame"
 	"slices"
 	"strings"
 	"time"
@@ -13,12 +14,11 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
-	"github.com/porttrace/porttrace/internal/live"
 )
 
 // Source gives the live view its snapshots.
 type Source interface {
-	Snapshot() live.Snapshot
+	Snapshot() frame.Frame
 }
 
 type tickMsg time.Time
@@ -29,7 +29,7 @@ type Model struct {
 	info     Info
 	interval time.Duration
 	opts     Options
-	snap     live.Snapshot
+	snap     frame.Frame
 	procs    bool // the process table instead of port spaces
 	paused   bool
 	help     bool

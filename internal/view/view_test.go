@@ -2,6 +2,7 @@ package view
 
 import (
 	"fmt"
+	"github.com/porttrace/porttrace/internal/frame"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,14 +14,13 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
-	"github.com/porttrace/porttrace/internal/live"
 )
 
-type fixed struct{ s live.Snapshot }
+type fixed struct{ s frame.Frame }
 
-func (f *fixed) Snapshot() live.Snapshot { return f.s }
+func (f *fixed) Snapshot() frame.Frame { return f.s }
 
-func snapshot() live.Snapshot {
+func snapshot() frame.Frame {
 	eta := 90.0
 	full := aggregate.SpaceReport{
 		Name: "127.0.0.1 -> 127.0.0.1:8080", Netns: 7, Dst: "127.0.0.1:8080",
@@ -36,7 +36,7 @@ func snapshot() live.Snapshot {
 		Conns:     aggregate.Rates{S10: 3000}, TimeWait: 1000, Used: 1200, Usable: 28232, UsedPct: 4.3, ETA: &eta,
 		AllocLatency: aggregate.Summary{Count: 10, P50: 7000, P99: 1340000},
 	}
-	return live.Snapshot{
+	return frame.Frame{
 		Report: &aggregate.Report{Seconds: 12, Spaces: []aggregate.SpaceReport{full, filling},
 			Processes: []aggregate.ProcessReport{{PID: 812, Comm: "nginx"}, {PID: 900, Comm: "python3"}}},
 		Findings: []diagnose.Finding{{Rule: "keepalive", Space: full.Where(), Situation: "28,232 of 28,232 ports in use", Evidence: "nginx churns", Fix: "enable keepalive"}},
@@ -114,7 +114,7 @@ func TestKeys(t *testing.T) {
 // crowded is a snapshot with many port spaces and findings: more than any
 // terminal shows at once. The exhausted space is listed last, so that the
 // view must sort it up.
-func crowded(n int) live.Snapshot {
+func crowded(n int) frame.Frame {
 	s := snapshot()
 	var spaces []aggregate.SpaceReport
 	var findings []diagnose.Finding
@@ -238,7 +238,7 @@ func TestTrend(t *testing.T) {
 	src := &fixed{snapshot()}
 	src.s.Spaces = src.s.Spaces[1:] // the filling one
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var m tea.Model = sized(NewModel(&fixed{live.Snapshot{Report: &aggregate.Report{Time: t0}}}, Info{}, 1), 200, 50)
+	var m tea.Model = sized(NewModel(&fixed{frame.Frame{Report: &aggregate.Report{Time: t0}}}, Info{}, 1), 200, 50)
 	mm := m.(Model)
 	mm.src = src
 	m = mm
