@@ -5,14 +5,8 @@ package netns
 import (
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // Settings are one namespace's sysctls that matter for port exhaustion.
@@ -83,143 +77,6 @@ func parse(read func(string) (string, error)) (Settings, error) {
 	}
 	return s, nil
 }
-
-// Read returns the settings of the namespace at path (a /proc/PID/ns/net or
-// /run/netns/NAME), read from a thread that enters it.
-func Read(path string) (Settings, error) {
-	var s Settings
-	var readErr error
-	err := Within(path, func() {
-		s, readErr = parse(func(key string) (string, error) {
-			b, err := os.ReadFile("/proc/sys/" + key)
-			return strings.TrimSpace(string(b)), err
-		})
-		s.Cookie = cookie()
-	})
-	if err == nil {
-		err = readErr
-	}
-	var st unix.Stat_t
-	if e := unix.Stat(path, &st); e == nil {
-		s.Inode = uint32(st.Ino)
-	}
-	return s, err
-}
-
-// cookie is the SO_NETNS_COOKIE of the calling thread's namespace, 0 where
-// the kernel has none.
-func cookie() uint64 {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0
-	}
-	defer unix.Close(fd)
-	v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-	if err != nil {
-		return 0
-	}
-	return v
-}
-
-// Within runs fn on the calling goroutine's OS thread after moving that
-// thread into the network namespace at path, then moves it back. Sockets fn
-// creates stay in the namespace. If the thread cannot return it stays locked,
-// so that it exits with the goroutine instead of serving others (or, as the
-// main thread, becoming the template of new threads) in the wrong namespace.
-func Within(path string, fn func()) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open(path)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s: %w", path, err)
-	}
-	fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("return from network namespace %s: %w", path, err)
-	}
-	runtime.UnlockOSThread()
-	return nil
-}
-
-// All returns the settings of every network namespace in use: the host's (or
-// porttrace's own), those named under /run/netns or by a container runtime,
-// and those only processes hold. Names say how an operator finds each one:
-// "host", a /run/netns path, a runtime's netns path, a container's id, or
-// the process (comm[pid]) holding it; kernel threads, whose pids say
-// nothing, never name one, and a namespace with a lasting name is not also
-// named by the processes in it.
-func All() ([]Settings, error) {
-	paths := map[uint32][]string{}
-	first := map[uint32]string{}
-	lasting := map[uint32]bool{}
-	add := func(path, name string, lasts bool) {
-		var st unix.Stat_t
-		if unix.Stat(path, &st) != nil {
-			return
-		}
-		ino := uint32(st.Ino)
-		if _, ok := first[ino]; !ok {
-			first[ino] = path
-		}
-		if lasting[ino] && !lasts || slices.Contains(paths[ino], name) {
-			return
-		}
-		if lasts && !lasting[ino] {
-			paths[ino], lasting[ino] = nil, true // names that last replace processes
-		}
-		if len(paths[ino]) < 4 {
-			paths[ino] = append(paths[ino], name)
-		}
-	}
-	add("/proc/1/ns/net", "host", true)
-	add("/proc/self/ns/net", "current", true) // where /proc/1 is hidden (containers)
-	for _, glob := range runtimeNetns {
-		named, _ := filepath.Glob(glob)
-		for _, p := range named {
-			add(p, p, true)
-		}
-	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
-	for _, p := range procs {
-		pid := strings.Split(p, "/")[2]
-		if name := processName(pid); name != "" {
-			add(p, name, false)
-		}
-	}
-	var out []Settings
-	for ino, path := range first {
-		s, err := Read(path)
-		if err != nil {
-			return nil, err
-		}
-		s.Inode, s.Names, s.Path = ino, paths[ino], path
-		out = append(out, s)
-	}
-	var st unix.Stat_t
-	unix.Stat("/proc/self/ns/net", &st)
-	self := uint32(st.Ino)
-	// The namespace porttrace runs in first, then by inode.
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].Inode == self || (out[j].Inode != self && out[i].Inode < out[j].Inode)
-	})
-	return out, nil
-}
-
-// runtimeNetns are where ip netns and container runtimes keep namespaces:
-// iproute2 and CNI plugins (containerd, CRI-O, podman as root: cni-*),
-// Docker, and rootless podman.
-var runtimeNetns = []string{"/run/netns/*", "/run/docker/netns/*", "/run/user/*/netns/*"}
 
 // processName names a namespace after a process in it: the container it
 // runs in if its cgroup says so, else comm[pid]; "" for a kernel thread or
