@@ -72,7 +72,8 @@ type Aggregator struct {
 	socks     map[uint64]sock
 	ns        map[uint32]*nsState
 	nextID    uint64
-	timeWaits int // time-wait ports held, in every space
+	timeWaits int                  // time-wait ports held, in every space
+	occ       map[*space]occupancy // as of the last Tick
 	lost      uint64
 	events    uint64
 	// While socket tables are read (BeginSync to Sync), TIME_WAIT entries
@@ -616,8 +617,8 @@ func (a *Aggregator) Tick(t time.Time) {
 	for _, p := range a.procs {
 		p.tick(a.now)
 	}
-	a.sample()
 	a.evict()
+	a.sample()
 }
 
 // evict folds the coldest sixteenth of a full table into "other", once a

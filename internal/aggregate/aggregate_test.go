@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
 )
 
 func near(t *testing.T, what string, got, want, tol float64) {
@@ -414,6 +415,28 @@ func TestSpaceKeepsFailingProcesses(t *testing.T) {
 	for _, p := range r.Processes {
 		if p.Comm != "client" {
 			t.Errorf("space names %+v, want only failing clients", p)
+		}
+	}
+}
+
+// TestTimeWaitCapped: past tcp_max_tw_buckets closing sockets skip
+// TIME_WAIT, so a space filling by TIME_WAIT in a namespace near the limit
+// gets no ETA, and says why.
+func TestTimeWaitCapped(t *testing.T) {
+	for _, tc := range []struct {
+		max    int
+		capped bool
+	}{{30, true}, {0, false}, {100000, false}} {
+		s := newStream(t, DefaultLimits)
+		s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, Timestamps: 1, MaxTWBuckets: tc.max}})
+		s.a.Tick(at(0))
+		for sec := 0; sec < 5; sec++ {
+			s.churn(curl, upstream, 5, float64(sec), float64(sec+1), 10*time.Millisecond)
+			s.a.Tick(at(float64(sec + 1)))
+		}
+		r := s.space(s.report(5), upstream)
+		if r.TWCapped != tc.capped || (r.ETA == nil) != tc.capped {
+			t.Errorf("tcp_max_tw_buckets %d with %d in TIME_WAIT: capped %v, ETA %v; want capped %v", tc.max, r.TimeWait, r.TWCapped, r.ETA, tc.capped)
 		}
 	}
 }

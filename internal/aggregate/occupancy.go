@@ -103,9 +103,11 @@ func (a *Aggregator) pool(k SpaceKey, n *nsState, spaces []*space) occupancy {
 	return o
 }
 
-// sample records each space's Used once a second, for the fill rate.
+// sample computes every space's occupancy once per Tick, for the report
+// that follows and for the fill rate (each space's Used, once a second).
 func (a *Aggregator) sample() {
-	for s, o := range a.occupancies() {
+	a.occ = a.occupancies()
+	for s, o := range a.occ {
 		s.used.Set(a.now, o.used)
 	}
 }

@@ -286,7 +286,7 @@ func (a *Aggregator) Report(t time.Time) *Report {
 	a.Tick(t)
 	r := &Report{Time: t, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked,
 		Netns: []NetnsReport{}, Spaces: []SpaceReport{}, Processes: []ProcessReport{}}
-	occ := a.occupancies()
+	occ := a.occ // Tick just computed them
 	tw := map[uint32]int{}
 	for k, s := range a.spaces {
 		tw[k.Netns] += s.ports.tw
