@@ -27,8 +27,8 @@ func TestDecode(t *testing.T) {
 	if err := tr.decode(raw(&k), &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Kind != event.Connect || ev.Errno != syscall.EADDRNOTAVAIL || ev.Latency != 2500 || ev.TGID != 10 ||
-		ev.PID != 11 || ev.Comm.String() != "nginx" || ev.ThreadComm.String() != "worker" || ev.NetnsCookie != 7 || ev.Dst != netip.MustParseAddrPort("127.0.0.1:8080") ||
+	if ev.Kind != event.Connect || ev.Errno != syscall.EADDRNOTAVAIL || ev.Latency != 2500 || ev.PID != 10 ||
+		ev.TID != 11 || ev.Comm.String() != "nginx" || ev.ThreadComm.String() != "worker" || ev.NetnsCookie != 7 || ev.Dst != netip.MustParseAddrPort("127.0.0.1:8080") ||
 		ev.Flags != event.LatencyApprox || !ev.Time.Equal(time.Unix(1, 5)) {
 		t.Errorf("decoded %+v", ev)
 	}

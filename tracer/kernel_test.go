@@ -54,10 +54,10 @@ func (r *recorder) in(netns uint32) []event.Event {
 	return out
 }
 
-func (r *recorder) naming(tgid uint32) int {
+func (r *recorder) naming(pid uint32) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return count(r.events, func(e *event.Event) bool { return e.TGID == tgid })
+	return count(r.events, func(e *event.Event) bool { return e.PID == pid })
 }
 
 // trace starts the tracer; the returned function stops it after draining
@@ -162,7 +162,7 @@ func exhaust(t *testing.T, listen string) {
 	pid := uint32(cl.Cmd.Process.Pid)
 	self, _ := os.Executable()
 	comm := testnet.Comm(self)
-	client := func(e *event.Event) bool { return e.TGID == pid && e.Comm.String() == comm && sameDst(e, dst) }
+	client := func(e *event.Event) bool { return e.PID == pid && e.Comm.String() == comm && sameDst(e, dst) }
 	is := func(k event.Kind, errno syscall.Errno) func(*event.Event) bool {
 		return func(e *event.Event) bool { return e.Kind == k && e.Errno == errno }
 	}
@@ -205,9 +205,9 @@ func exhaust(t *testing.T, listen string) {
 	// 0: Go probes IPv6 support that way on its first listen.) The
 	// bystander never appears anywhere.
 	for _, e := range evs {
-		if e.Kind != event.Bind && e.TGID != pid {
+		if e.Kind != event.Bind && e.PID != pid {
 			t.Errorf("event names pid %d (%s), only the client %d may appear (test %d, bystander %d): %+v",
-				e.TGID, e.Comm, pid, os.Getpid(), bystander.Process.Pid, e)
+				e.PID, e.Comm, pid, os.Getpid(), bystander.Process.Pid, e)
 		}
 	}
 	if n := rec.naming(uint32(bystander.Process.Pid)); n > 0 {
@@ -274,9 +274,9 @@ func TestKernelBindExhaustion(t *testing.T) {
 	}
 	evs := rec.in(ns.Inode)
 	pid := uint32(cl.Cmd.Process.Pid)
-	ok := count(evs, func(e *event.Event) bool { return e.Kind == event.Bind && e.Errno == 0 && e.TGID == pid })
+	ok := count(evs, func(e *event.Event) bool { return e.Kind == event.Bind && e.Errno == 0 && e.PID == pid })
 	failed := count(evs, func(e *event.Event) bool {
-		return e.Kind == event.Bind && e.Errno == syscall.EADDRINUSE && e.TGID == pid
+		return e.Kind == event.Bind && e.Errno == syscall.EADDRINUSE && e.PID == pid
 	})
 	if ok != res.Connected || failed != inUse {
 		t.Errorf("bind events: %d ok, %d EADDRINUSE; client: %d bound, %d EADDRINUSE", ok, failed, res.Connected, inUse)
@@ -288,7 +288,7 @@ func TestKernelBindExhaustion(t *testing.T) {
 	}
 	// Every connect() of a bound socket says so: its port was not searched.
 	bound := count(evs, func(e *event.Event) bool {
-		return e.Kind == event.State && e.NewState == event.SynSent && e.Flags&event.Bound != 0 && e.TGID == pid
+		return e.Kind == event.State && e.NewState == event.SynSent && e.Flags&event.Bound != 0 && e.PID == pid
 	})
 	if bound != res.Connected {
 		t.Errorf("%d attempts marked bound, client connected %d bound sockets", bound, res.Connected)

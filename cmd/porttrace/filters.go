@@ -122,7 +122,7 @@ func (f eventFilter) match(e *event.Event) bool {
 	switch {
 	case !f.base.Match(e):
 		return false
-	case len(f.sel.PIDs) > 0 && !slices.Contains(f.sel.PIDs, e.TGID):
+	case len(f.sel.PIDs) > 0 && !slices.Contains(f.sel.PIDs, e.PID):
 		return false
 	case f.sel.Netns != 0 && e.Netns != f.sel.Netns:
 		return false

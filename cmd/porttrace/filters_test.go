@@ -29,12 +29,12 @@ func TestTraceFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := event.Event{TGID: 20, Netns: 7, Family: syscall.AF_INET6, Dst: netip.MustParseAddrPort("[::1]:8080")}
+	base := event.Event{PID: 20, Netns: 7, Family: syscall.AF_INET6, Dst: netip.MustParseAddrPort("[::1]:8080")}
 	if !f.match(&base) {
 		t.Errorf("the matching event was dropped")
 	}
 	for name, change := range map[string]func(*event.Event){
-		"another pid":     func(e *event.Event) { e.TGID = 40 },
+		"another pid":     func(e *event.Event) { e.PID = 40 },
 		"another netns":   func(e *event.Event) { e.Netns = 8 },
 		"another port":    func(e *event.Event) { e.Dst = netip.MustParseAddrPort("[::1]:8081") },
 		"another address": func(e *event.Event) { e.Dst = netip.MustParseAddrPort("[::2]:8080") },

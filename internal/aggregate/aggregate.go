@@ -62,7 +62,7 @@ type pendingTW struct {
 // Start.
 type Aggregator struct {
 	limits    Limits
-	cgroup    func(tgid uint32, cgroupID uint64) Cgroup
+	cgroup    func(pid uint32, cgroupID uint64) Cgroup
 	start     time.Time
 	now       int64
 	spaces    map[SpaceKey]*space
@@ -96,7 +96,7 @@ type Cgroup struct {
 // New returns an aggregator whose first second begins at start. cgroup, if
 // not nil, tells where a process runs, from its pid and the cgroup id its
 // events carry; it is called once per process.
-func New(start time.Time, limits Limits, cgroup func(tgid uint32, cgroupID uint64) Cgroup) *Aggregator {
+func New(start time.Time, limits Limits, cgroup func(pid uint32, cgroupID uint64) Cgroup) *Aggregator {
 	a := &Aggregator{
 		limits: limits, cgroup: cgroup, start: start,
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
@@ -226,7 +226,7 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 		} else {
 			var c Cgroup
 			if a.cgroup != nil {
-				c = a.cgroup(k.TGID, k.CgroupID)
+				c = a.cgroup(k.PID, k.CgroupID)
 			}
 			p = newProc(k, c)
 			a.procs[k] = p
@@ -466,31 +466,24 @@ func (a *Aggregator) timeWait(e *event.Event, sec int64, s *space, n *nsState) {
 	}
 }
 
-// Snapshot is one network namespace's socket table at a moment.
-type Snapshot struct {
-	Netns   uint32         `json:"netns"`
-	Time    time.Time      `json:"time"` // when the dump began
-	Sockets []event.Socket `json:"sockets"`
-}
-
 // BeginSync marks the start of reading the socket tables that the next
 // Sync applies; call it before the first dump begins.
 func (a *Aggregator) BeginSync() {
 	a.syncing, a.pending, a.closedSince = true, nil, map[uint64]bool{}
 }
 
-// Sync replaces the occupancy of each namespace in snaps by what the kernel
+// Sync replaces the occupancy of each namespace in tables by what the kernel
 // reported: TIME_WAIT populations are rebuilt, sockets porttrace missed
 // (older than it, or lost) are added, those gone are dropped, and the
-// listeners are taken as they are. snaps should cover every namespace:
+// listeners are taken as they are. tables should cover every namespace:
 // "other" is rebuilt from them.
-func (a *Aggregator) Sync(snaps []Snapshot) {
+func (a *Aggregator) Sync(tables []event.SocketTable) {
 	defer func() { a.syncing, a.pending, a.closedSince = false, nil, nil }()
-	if len(snaps) == 0 {
+	if len(tables) == 0 {
 		return
 	}
 	synced := map[uint32]time.Time{}
-	for _, sn := range snaps {
+	for _, sn := range tables {
 		synced[sn.Netns] = sn.Time
 	}
 	wasBound := a.resetTimeWait(synced)
@@ -502,7 +495,7 @@ func (a *Aggregator) Sync(snaps []Snapshot) {
 		}
 	}
 	present := map[uint64]bool{}
-	for _, sn := range snaps {
+	for _, sn := range tables {
 		n := a.netns(sn.Netns, 0)
 		n.listeners = n.listeners[:0]
 		for i := range sn.Sockets {
@@ -570,7 +563,7 @@ func (a *Aggregator) recount(synced map[uint32]time.Time) {
 	}
 }
 
-func (a *Aggregator) syncSocket(sn Snapshot, n *nsState, so *event.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
+func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
 	if so.Listening() {
 		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: so.Comm})
 		return
@@ -595,7 +588,7 @@ func (a *Aggregator) syncSocket(sn Snapshot, n *nsState, so *event.Socket, prese
 	// Older than porttrace, or missed: its owner comes from the table.
 	var p *proc
 	if so.PID != 0 {
-		pk := ProcKey{TGID: so.PID, Comm: event.MakeComm(so.Comm)}
+		pk := ProcKey{PID: so.PID, Comm: event.MakeComm(so.Comm)}
 		p = a.proc(pk, a.now)
 		if st := s.proc(a.now, pk, false); st != nil {
 			st.held++

@@ -198,7 +198,7 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	socks = append(socks, event.Socket{Src: upstream, Dst: netip.AddrPortFrom(src, 40070), State: 1, Cookie: 90},
 		event.Socket{Src: netip.AddrPortFrom(src, 999), Dst: upstream, State: 1, Cookie: 91})
 	s.a.BeginSync()
-	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1), Sockets: socks}})
+	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(1), Sockets: socks}})
 
 	r := s.space(s.report(1), upstream)
 	if r.TimeWait != 30 || r.Live != 5 || len(s.report(1).Spaces) != 1 {
@@ -225,7 +225,7 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	lost := s.open(at(24), curl, upstream, time.Microsecond)
 	late := s.open(at(26), curl, upstream, time.Microsecond)
 	s.a.BeginSync()
-	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(25), Sockets: socks[31:35]}})
+	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(25), Sockets: socks[31:35]}})
 	r = s.space(s.report(27), upstream)
 	if r.Live != 5 || r.TimeWait != 0 {
 		t.Errorf("after resync: live %d TIME_WAIT %d, want 4 from the snapshot + 1 newer, 0", r.Live, r.TimeWait)
@@ -330,7 +330,7 @@ func TestSyncDuringEvents(t *testing.T) {
 	s.closeTW(at(2), curl, b, upstream) // the dump saw b still open
 	c := s.open(at(2), curl, upstream, time.Microsecond)
 	s.state(at(2.1), curl, c, upstream, event_Established, event_Close) // the dump saw c open
-	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(1.5), Sockets: []event.Socket{
+	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(1.5), Sockets: []event.Socket{
 		{Src: netip.AddrPortFrom(src, 40001), Dst: upstream, State: 6, TimeWait: true, Expires: 59 * time.Second, Cookie: a},
 		{Src: netip.AddrPortFrom(src, 40002), Dst: upstream, State: 1, Cookie: b},
 		{Src: netip.AddrPortFrom(src, 40003), Dst: upstream, State: 1, Cookie: c},
@@ -366,13 +366,13 @@ func TestOtherIsReconciled(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		s.a.BeginSync()
-		s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(2 + float64(i)), Sockets: snap}})
+		s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(2 + float64(i)), Sockets: snap}})
 	}
 	if o := other(s.report(5)); o.TimeWait != 1 || o.Live != 1 {
 		t.Errorf("other after 3 snapshots: TIME_WAIT %d live %d, want 1 and 1", o.TimeWait, o.Live)
 	}
 	s.a.BeginSync()
-	s.a.Sync([]Snapshot{{Netns: testNetns, Time: at(6), Sockets: nil}})
+	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(6), Sockets: nil}})
 	if o := other(s.report(7)); o.TimeWait != 0 || o.Live != 0 {
 		t.Errorf("other after its sockets went: TIME_WAIT %d live %d, want 0", o.TimeWait, o.Live)
 	}

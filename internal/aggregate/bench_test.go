@@ -25,7 +25,7 @@ func BenchmarkAdd(b *testing.B) {
 	for c := range conns {
 		for _, st := range steps {
 			evs = append(evs, event.Event{Time: at(float64(c) / conns), Kind: st.kind, OldState: st.old, NewState: st.new,
-				Cookie: uint64(c + 1), Netns: testNetns, TGID: uint32(800 + c%4), Comm: event.MakeComm("nginx"),
+				Cookie: uint64(c + 1), Netns: testNetns, PID: uint32(800 + c%4), Comm: event.MakeComm("nginx"),
 				Family: syscall.AF_INET, Latency: 7 * time.Microsecond,
 				Src: netip.AddrPortFrom(src, uint16(40000+c)), Dst: netip.AddrPortFrom(upstream.Addr(), uint16(8000+c%8))})
 		}

@@ -52,10 +52,10 @@ func (n *nsState) conflict(sec int64, e *event.Event, by ProcKey, holder *ProcKe
 func (n *nsState) conflictReports(now int64) []Conflict {
 	out := []Conflict{}
 	for port, c := range n.conflicts {
-		r := Conflict{Addr: c.addr.String(), Port: port, By: ProcRef{PID: c.by.TGID, Comm: c.by.Comm.String()},
+		r := Conflict{Addr: c.addr.String(), Port: port, By: ProcRef{PID: c.by.PID, Comm: c.by.Comm.String()},
 			Last60: c.count.Sum(now, 60), Total: c.count.Total}
 		if c.holder != nil {
-			r.Holder = &ProcRef{PID: c.holder.TGID, Comm: c.holder.Comm.String()}
+			r.Holder = &ProcRef{PID: c.holder.PID, Comm: c.holder.Comm.String()}
 		}
 		out = append(out, r)
 	}

@@ -28,9 +28,9 @@ func TestInvariants(t *testing.T) {
 		now := 0.0
 		for step := range 400 {
 			now += rng.Float64() * 0.3
-			e := event.Event{Time: at(now), Netns: testNetns, TGID: uint32(100 + rng.IntN(12)), Family: syscall.AF_INET,
+			e := event.Event{Time: at(now), Netns: testNetns, PID: uint32(100 + rng.IntN(12)), Family: syscall.AF_INET,
 				Src: netip.AddrPortFrom(srcs[rng.IntN(2)], uint16(39998+rng.IntN(14))), Dst: dsts[rng.IntN(3)]}
-			e.PID = e.TGID
+			e.TID = e.PID
 			e.Cookie = uint64(rng.IntN(40))
 			if len(cookies) > 0 && rng.IntN(2) == 0 {
 				e.Cookie = cookies[rng.IntN(len(cookies))]
@@ -62,7 +62,7 @@ func TestInvariants(t *testing.T) {
 				e.Kind, e.Errno = event.Connect, []syscall.Errno{syscall.EADDRNOTAVAIL, syscall.ENETUNREACH, 512}[rng.IntN(3)]
 			case 7:
 				a.BeginSync()
-				a.Sync([]Snapshot{{Netns: testNetns, Time: at(now), Sockets: randomTable(rng, srcs, dsts)}})
+				a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(now), Sockets: randomTable(rng, srcs, dsts)}})
 				continue
 			case 8:
 				a.Tick(at(now))

@@ -53,11 +53,11 @@ func unspecified(family uint16) netip.Addr {
 // ProcKey names a process: pid, task name and cgroup, so that a reused pid
 // or an exec is a new process.
 type ProcKey struct {
-	TGID     uint32
+	PID      uint32
 	Comm     event.Comm
 	CgroupID uint64
 }
 
 func procOf(e *event.Event) ProcKey {
-	return ProcKey{TGID: e.TGID, Comm: e.Comm, CgroupID: e.CgroupID}
+	return ProcKey{PID: e.PID, Comm: e.Comm, CgroupID: e.CgroupID}
 }

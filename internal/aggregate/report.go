@@ -409,7 +409,7 @@ func (a *Aggregator) headroom(s *space, r *SpaceReport, nsTimeWait int) {
 func (a *Aggregator) procRefs(s *space) []ProcRef {
 	out := []ProcRef{}
 	for k, st := range s.procs {
-		ref := ProcRef{PID: k.TGID, Comm: k.Comm.String(), Conns60: st.conns.Sum(a.now, 60),
+		ref := ProcRef{PID: k.PID, Comm: k.Comm.String(), Conns60: st.conns.Sum(a.now, 60),
 			Failed60: st.fails.Sum(a.now, 60), Sockets: st.held}
 		if p := a.procs[k]; p != nil {
 			ref.Container, ref.PodUID = p.cgroup.Container, p.cgroup.PodUID
@@ -425,7 +425,7 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 
 func (a *Aggregator) procReport(p *proc, other bool) ProcessReport {
 	r := ProcessReport{
-		PID: p.key.TGID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, CgroupPath: p.cgroup.Path, Container: p.cgroup.Container, PodUID: p.cgroup.PodUID, Other: other,
+		PID: p.key.PID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, CgroupPath: p.cgroup.Path, Container: p.cgroup.Container, PodUID: p.cgroup.PodUID, Other: other,
 		Conns: rates(&p.conns, a.now), Failures: failureReports(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
 	}
 	type kc struct {

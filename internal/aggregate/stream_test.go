@@ -50,7 +50,7 @@ func (s *stream) ev(t time.Time, w who, kind event.Kind, cookie uint64, dst neti
 	if !ok {
 		port = uint16(cookie)
 	}
-	return event.Event{Time: t, Kind: kind, Cookie: cookie, Netns: testNetns, PID: w.pid, TGID: w.pid,
+	return event.Event{Time: t, Kind: kind, Cookie: cookie, Netns: testNetns, TID: w.pid, PID: w.pid,
 		Comm: event.MakeComm(w.comm), Family: syscall.AF_INET, Src: netip.AddrPortFrom(src, port), Dst: dst}
 }
 

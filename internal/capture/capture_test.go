@@ -21,7 +21,7 @@ func sample(i int) event.Event {
 	e := event.Event{
 		Time: t0.Add(time.Duration(i) * time.Millisecond), Kind: event.Kind(1 + i%5), Flags: event.LatencyApprox,
 		OldState: event.SynSent, NewState: event.Close, Errno: syscall.EADDRNOTAVAIL, Latency: time.Duration(i) * time.Microsecond,
-		Cookie: uint64(1000 + i), CgroupID: 77, Netns: 4026532177, PID: 812, TGID: 811, Family: syscall.AF_INET,
+		Cookie: uint64(1000 + i), CgroupID: 77, Netns: 4026532177, TID: 812, PID: 811, Family: syscall.AF_INET,
 		Comm: event.MakeComm("nginx"),
 		Src:  netip.MustParseAddrPort("127.0.0.1:40000"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"),
 	}
@@ -52,7 +52,7 @@ func write(t *testing.T, n int, trailer bool) []byte {
 		}
 		if i == n/2 {
 			w.SyncBegin()
-			w.Round(Round{Time: t0, Netns: []netns.Settings{{Inode: 4026532177}}, Tables: []Snapshot{{Netns: 4026532177, Time: t0,
+			w.Round(Round{Time: t0, Netns: []netns.Settings{{Inode: 4026532177}}, Tables: []event.SocketTable{{Netns: 4026532177, Time: t0,
 				Sockets: []event.Socket{{Src: netip.MustParseAddrPort("127.0.0.1:40005"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"), TimeWait: true, Expires: time.Second, Cookie: 9}}}}})
 		}
 		if i%100 == 99 {
@@ -261,7 +261,7 @@ func TestRoundChunks(t *testing.T) {
 		big[i] = event.Socket{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i)), Cookie: uint64(i)}
 	}
 	round := Round{Time: t0, Netns: []netns.Settings{{Inode: 1}, {Inode: 2}, {Inode: 3}},
-		Tables: []Snapshot{{Netns: 1, Sockets: big[:1000]}, {Netns: 2}, {Netns: 3, Sockets: big}}}
+		Tables: []event.SocketTable{{Netns: 1, Sockets: big[:1000]}, {Netns: 2}, {Netns: 3, Sockets: big}}}
 	if err := w.SyncBegin(); err != nil {
 		t.Fatal(err)
 	}

@@ -75,9 +75,9 @@ type Header struct {
 // first shows what was there before the first event, the later ones correct
 // what events cannot show.
 type Round struct {
-	Time   time.Time        `json:"time"` // when the dump began
-	Netns  []netns.Settings `json:"netns"`
-	Tables []Snapshot       `json:"tables"`
+	Time   time.Time           `json:"time"` // when the dump began
+	Netns  []netns.Settings    `json:"netns"`
+	Tables []event.SocketTable `json:"tables"`
 	// Cgroups are the cgroups that events since the last round came from,
 	// by cgroup id: where their processes ran (path, container, pod).
 	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"`
@@ -88,7 +88,7 @@ type chunk struct {
 	Time    time.Time                   `json:"time"`
 	Netns   []netns.Settings            `json:"netns,omitempty"`   // in the first chunk
 	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"` // in the first chunk
-	Tables  []Snapshot                  `json:"tables"`
+	Tables  []event.SocketTable         `json:"tables"`
 	Last    bool                        `json:"last"`
 }
 
@@ -100,9 +100,6 @@ type Trailer struct {
 	Dropped uint64    `json:"dropped"`     // pre-trigger events that aged out unwritten
 	Reason  string    `json:"reason"`      // why recording stopped
 }
-
-// Snapshot is one namespace's socket table, as the aggregator takes it.
-type Snapshot = aggregate.Snapshot
 
 // ErrCorrupt marks data that is not what porttrace wrote: a bad checksum,
 // length or encoding.
@@ -146,8 +143,8 @@ func putEvent(b []byte, e *event.Event) {
 	le.PutUint64(b[24:], e.Cookie)
 	le.PutUint64(b[32:], e.CgroupID)
 	le.PutUint32(b[40:], e.Netns)
-	le.PutUint32(b[44:], e.PID)
-	le.PutUint32(b[48:], e.TGID)
+	le.PutUint32(b[44:], e.TID)
+	le.PutUint32(b[48:], e.PID)
 	copy(b[52:68], e.Comm[:])
 	var flags byte
 	if e.Src.Addr().IsValid() {
@@ -181,7 +178,7 @@ func getEvent(b []byte, e *event.Event) error {
 		OldState: event.TCPState(b[10]), NewState: event.TCPState(b[11]),
 		Errno: syscall.Errno(le.Uint16(b[12:])), Family: le.Uint16(b[14:]),
 		Latency: time.Duration(le.Uint64(b[16:])), Cookie: le.Uint64(b[24:]), CgroupID: le.Uint64(b[32:]),
-		Netns: le.Uint32(b[40:]), PID: le.Uint32(b[44:]), TGID: le.Uint32(b[48:]),
+		Netns: le.Uint32(b[40:]), TID: le.Uint32(b[44:]), PID: le.Uint32(b[48:]),
 	}
 	if e.Kind < event.Connect || e.Kind > event.TimeWait {
 		return fmt.Errorf("%w: event kind %d", ErrCorrupt, b[8])

@@ -117,7 +117,7 @@ func chunks(r Round) []chunk {
 			take := min(len(socks), chunkSockets-n)
 			last := &out[len(out)-1]
 			// A table with no sockets is kept: its namespace was read.
-			last.Tables = append(last.Tables, Snapshot{Netns: t.Netns, Time: t.Time, Sockets: socks[:take]})
+			last.Tables = append(last.Tables, event.SocketTable{Netns: t.Netns, Time: t.Time, Sockets: socks[:take]})
 			socks, n = socks[take:], n+take
 			if len(socks) == 0 {
 				break

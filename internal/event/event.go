@@ -145,8 +145,8 @@ type Event struct {
 	// NetnsCookie tells namespaces apart that had the same inode at
 	// different times (0 where unknown).
 	NetnsCookie uint64
-	PID         uint32 // thread id
-	TGID        uint32 // process id
+	PID         uint32 // process id (the kernel's tgid)
+	TID         uint32 // thread id (the kernel's pid)
 	Family      uint16 // AF_INET or AF_INET6
 	// Comm is the process's name (its main thread's, as ps shows it);
 	// ThreadComm the name of the thread that connected.

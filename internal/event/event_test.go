@@ -12,7 +12,7 @@ import (
 func sample() Event {
 	return Event{
 		Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Kind: Connect, Errno: syscall.EADDRNOTAVAIL,
-		Latency: 2700 * time.Microsecond, TGID: 812, PID: 813, Comm: MakeComm("nginx"), Netns: 4026531840,
+		Latency: 2700 * time.Microsecond, PID: 812, TID: 813, Comm: MakeComm("nginx"), Netns: 4026531840,
 		Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: netip.MustParseAddrPort("127.0.0.1:8080"),
 	}
 }

@@ -45,7 +45,7 @@ type JSON struct {
 // MarshalJSON writes the event as JSON.
 func (e *Event) MarshalJSON() ([]byte, error) {
 	j := JSON{
-		Time: e.Time.UTC(), Event: e.Kind.String(), PID: e.TGID, TID: e.PID, Comm: e.Comm.String(), ThreadComm: e.ThreadComm.String(),
+		Time: e.Time.UTC(), Event: e.Kind.String(), PID: e.PID, TID: e.TID, Comm: e.Comm.String(), ThreadComm: e.ThreadComm.String(),
 		CgroupID: e.CgroupID, Netns: e.Netns, Src: e.Src.String(), Dst: e.Dst.String(),
 		Errno: ErrnoName(e.Errno), Cookie: e.Cookie,
 	}
@@ -66,7 +66,7 @@ const TextHeader = "TIME          EVENT      PID     COMM             SRC       
 func (e *Event) Text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-13s %-10s %-7d %-16s %-23s %-23s ", e.Time.Local().Format("15:04:05.000"),
-		e.Kind, e.TGID, e.Comm, addrPort(e.Src), addrPort(e.Dst))
+		e.Kind, e.PID, e.Comm, addrPort(e.Src), addrPort(e.Dst))
 	switch e.Kind {
 	case State:
 		fmt.Fprintf(&b, "%s -> %s", e.OldState, e.NewState)
@@ -108,7 +108,7 @@ type Filter struct {
 // Match reports whether the event passes the filter.
 func (f Filter) Match(e *Event) bool {
 	switch {
-	case f.PID != 0 && e.TGID != f.PID:
+	case f.PID != 0 && e.PID != f.PID:
 		return false
 	case f.Comm != "" && e.Comm != MakeComm(f.Comm): // no allocation per event
 		return false

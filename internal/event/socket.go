@@ -24,6 +24,15 @@ type Socket struct {
 	Comm string
 }
 
+// SocketTable is one network namespace's TCP sockets at a moment, as a
+// sock_diag dump gives them: internal/sockdiag fills it, captures store it,
+// and the aggregator takes it (Aggregator.Sync).
+type SocketTable struct {
+	Netns   uint32    `json:"netns"` // namespace inode
+	Time    time.Time `json:"time"`  // when the dump began
+	Sockets []Socket  `json:"sockets"`
+}
+
 // tcpListen is TCP_LISTEN (include/net/tcp_states.h).
 const tcpListen = 10
 

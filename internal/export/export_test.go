@@ -69,7 +69,7 @@ func (f *fixture) add(e event.Event) {
 }
 
 func (f *fixture) ev(w who, kind event.Kind, dst netip.AddrPort) event.Event {
-	return event.Event{Time: time.Now(), Kind: kind, Cookie: f.cookie, Netns: ino, PID: w.pid + 1, TGID: w.pid,
+	return event.Event{Time: time.Now(), Kind: kind, Cookie: f.cookie, Netns: ino, TID: w.pid + 1, PID: w.pid,
 		Comm: event.MakeComm(w.comm), Family: syscall.AF_INET, Src: netip.AddrPortFrom(upstream.Addr(), uint16(40000+f.cookie%20)), Dst: dst}
 }
 

@@ -139,8 +139,8 @@ func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Nam
 	r.SetSeverity(log.SeverityWarn)
 	r.SetSeverityText("WARN")
 	r.SetBody(attribute.StringValue(body))
-	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.PID)), suppressedKey.Int64(suppressed))
+	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.TID)), suppressedKey.Int64(suppressed))
 	r.AddAttributes(spaceAttrs(k, false, pods)...)
-	r.AddAttributes(processAttrs(e.TGID, e.Comm.String(), cgroup.Container(e.TGID, e.CgroupID), names)...)
+	r.AddAttributes(processAttrs(e.PID, e.Comm.String(), cgroup.Container(e.PID, e.CgroupID), names)...)
 	return r
 }

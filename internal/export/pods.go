@@ -46,7 +46,7 @@ func (n *netnsPods) observe(e *event.Event) {
 		return
 	}
 	var w cgroup.Workload
-	if short := cgroup.Container(e.TGID, e.CgroupID); short != "" {
+	if short := cgroup.Container(e.PID, e.CgroupID); short != "" {
 		w, _ = cgroup.Lookup(short)
 	}
 	n.mu.Lock()

@@ -137,12 +137,12 @@ func (m *Monitor) sync() (int, error) {
 	m.mu.Lock()
 	m.agg.BeginSync()
 	m.mu.Unlock()
-	all, snaps, err := ReadTables()
+	all, tables, err := ReadTables()
 	m.mu.Lock()
 	m.agg.SetNetns(all)
-	m.agg.Sync(snaps)
+	m.agg.Sync(tables)
 	m.mu.Unlock()
-	return len(snaps), m.setWarn(err)
+	return len(tables), m.setWarn(err)
 }
 
 // labelByPod sets the pod of each namespace whose port spaces' processes
@@ -181,42 +181,42 @@ func labelByPod(r *aggregate.Report) {
 // ReadTables reads every network namespace's settings and socket table.
 // Namespaces that vanish meanwhile are skipped; the error gathers any
 // other trouble, and says so if no table could be read at all.
-func ReadTables() ([]netns.Settings, []aggregate.Snapshot, error) {
+func ReadTables() ([]netns.Settings, []event.SocketTable, error) {
 	all, err := netns.All()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read network namespaces: %w", err)
 	}
-	var snaps []aggregate.Snapshot
+	var tables []event.SocketTable
 	var errs []error
 	for _, ns := range all {
 		t := time.Now()
-		socks, err := sockdiag.Snapshot(ns.Path)
+		socks, err := sockdiag.Dump(ns.Path)
 		if err != nil {
 			if !errors.Is(err, sockdiag.ErrGone) {
 				errs = append(errs, err)
 			}
 			continue
 		}
-		snaps = append(snaps, aggregate.Snapshot{Netns: ns.Inode, Time: t, Sockets: socks})
+		tables = append(tables, event.SocketTable{Netns: ns.Inode, Time: t, Sockets: socks})
 	}
-	if len(snaps) == 0 && len(errs) == 0 {
+	if len(tables) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("no network namespace could be read"))
 	}
-	nameOwners(all, snaps)
-	return all, snaps, errors.Join(errs...)
+	nameOwners(all, tables)
+	return all, tables, errors.Join(errs...)
 }
 
 // nameOwners finds the processes behind listeners and open sockets on
 // ephemeral ports, as ss -p does: sockets older than porttrace have no
 // other owner, and a listener's owner is named in advice.
-func nameOwners(all []netns.Settings, snaps []aggregate.Snapshot) {
+func nameOwners(all []netns.Settings, tables []event.SocketTable) {
 	ranges := map[uint32]netns.Settings{}
 	for _, s := range all {
 		ranges[s.Inode] = s
 	}
 	want := map[uint32]bool{}
 	each := func(fn func(*event.Socket)) {
-		for _, sn := range snaps {
+		for _, sn := range tables {
 			r := ranges[sn.Netns]
 			for i := range sn.Sockets {
 				so := &sn.Sockets[i]

@@ -150,7 +150,7 @@ func (r *recorder) event(e *event.Event) {
 	}
 	if id := e.CgroupID; id != 0 && r.o.Cgroup != nil && !r.named[id] && len(r.named)+len(r.cgroups) < maxCgroups {
 		if _, ok := r.cgroups[id]; !ok {
-			r.cgroups[id] = e.TGID
+			r.cgroups[id] = e.PID
 		}
 	}
 	if !r.triggered {

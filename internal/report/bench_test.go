@@ -32,7 +32,7 @@ func BenchmarkReport(b *testing.B) {
 		c := i / len(kinds)
 		k := kinds[i%len(kinds)]
 		e := event.Event{Time: t0.Add(time.Duration(i) * 100 * time.Microsecond), Kind: k.kind, OldState: k.old, NewState: k.new,
-			Cookie: uint64(c + 1), Netns: 7, TGID: uint32(800 + c%4), Comm: event.MakeComm("nginx"), Family: syscall.AF_INET,
+			Cookie: uint64(c + 1), Netns: 7, PID: uint32(800 + c%4), Comm: event.MakeComm("nginx"), Family: syscall.AF_INET,
 			Latency: 7 * time.Microsecond, Errno: syscall.EINPROGRESS,
 			Src: netip.MustParseAddrPort("127.0.0.1:40000"), Dst: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(8000+c%8))}
 		w.Event(&e)

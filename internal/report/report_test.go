@@ -27,7 +27,7 @@ func incident(t *testing.T, trailer bool) []byte {
 	for i := 0; i < 250; i++ {
 		at := t0.Add(time.Duration(i) * 100 * time.Millisecond)
 		e := event.Event{Time: at, Kind: event.State, OldState: event.Close, NewState: event.SynSent, Cookie: uint64(i + 1),
-			Netns: 7, TGID: 42, PID: 42, Comm: event.MakeComm("client"), Family: syscall.AF_INET,
+			Netns: 7, PID: 42, TID: 42, Comm: event.MakeComm("client"), Family: syscall.AF_INET,
 			Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: dst}
 		w.Event(&e)
 		if i >= 120 && i < 150 {
@@ -122,7 +122,7 @@ func TestRoundRacingEvents(t *testing.T) {
 	e.Time, e.OldState, e.NewState = t0.Add(time.Second), event.Established, event.Close
 	w.Event(&e)
 	w.Round(capture.Round{Time: t0.Add(500 * time.Millisecond), Netns: ns,
-		Tables: []capture.Snapshot{{Netns: 7, Time: t0.Add(500 * time.Millisecond), Sockets: []event.Socket{{Src: src, Dst: dst, State: 1, Cookie: 5}}}}})
+		Tables: []event.SocketTable{{Netns: 7, Time: t0.Add(500 * time.Millisecond), Sockets: []event.Socket{{Src: src, Dst: dst, State: 1, Cookie: 5}}}}})
 	w.Close(capture.Trailer{End: t0.Add(2 * time.Second)})
 	r, err := Build(&buf)
 	if err != nil {
@@ -148,7 +148,7 @@ func TestPeakUsedPerSpace(t *testing.T) {
 		for i := range n {
 			cookie++
 			e := event.Event{Time: at, Kind: event.State, OldState: event.Close, NewState: event.SynSent, Cookie: cookie,
-				Netns: 7, TGID: 42, PID: 42, Comm: event.MakeComm("client"), Family: syscall.AF_INET,
+				Netns: 7, PID: 42, TID: 42, Comm: event.MakeComm("client"), Family: syscall.AF_INET,
 				Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: dst}
 			w.Event(&e)
 			e.Kind, e.Src = event.Alloc, netip.AddrPortFrom(e.Src.Addr(), uint16(40000+i))

@@ -43,7 +43,7 @@ func TestKernelSnapshot(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	wantTW := ns.TimeWait(t, dst)
 
-	socks, err := Snapshot("/run/netns/" + ns.Name)
+	socks, err := Dump("/run/netns/" + ns.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestKernelSnapshot(t *testing.T) {
 			t.Errorf("socket inode %d: owner %+v, want this process (%d)", ino, o, os.Getpid())
 		}
 	}
-	if _, err := Snapshot("/run/netns/does-not-exist"); err == nil {
+	if _, err := Dump("/run/netns/does-not-exist"); err == nil {
 		t.Error("no error for a missing namespace")
 	}
 }

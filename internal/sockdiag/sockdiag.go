@@ -26,10 +26,10 @@ var ErrGone = errors.New("network namespace gone")
 
 const timerTW = 3 // idiag_timer of a time-wait socket
 
-// Snapshot lists the TCP sockets, IPv4 and IPv6, of the network namespace
+// Dump lists the TCP sockets, IPv4 and IPv6, of the network namespace
 // at path ("" for porttrace's own), listeners included. A dump the kernel
 // interrupted (the table changed under it) is retried, then reported.
-func Snapshot(path string) ([]event.Socket, error) {
+func Dump(path string) ([]event.Socket, error) {
 	h, err := handle(path)
 	if err != nil {
 		return nil, err
