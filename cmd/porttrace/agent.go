@@ -55,7 +55,7 @@ func (f *otlpFlags) check() error {
 
 // start exports mon's figures and events; warnings go to w.
 func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, error) {
-	x, err := export.New(context.Background(), f.options(w), mon.Report)
+	x, err := export.New(context.Background(), f.options(w), mon.Summary)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 	if err != nil {
 		return err
 	}
-	x, err := export.New(context.Background(), o, mon.Report)
+	x, err := export.New(context.Background(), o, mon.Summary)
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,7 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 	deadline := time.Now().Add(stopBudget - time.Second)
 	quiet.stop()
 	exportErr := shutdown(x, deadline)
-	r := mon.Report()
+	r := mon.Summary()
 	last := "the last export got through"
 	switch {
 	case o.NoOTLP:

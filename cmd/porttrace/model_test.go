@@ -59,8 +59,8 @@ func invariants(t *testing.T, s frame.Frame) {
 	}
 }
 
-func netnsSpaces(s frame.Frame, ino uint32) []aggregate.SpaceReport {
-	var out []aggregate.SpaceReport
+func netnsSpaces(s frame.Frame, ino uint32) []aggregate.SpaceSummary {
+	var out []aggregate.SpaceSummary
 	for _, sp := range s.Spaces {
 		if sp.Netns == ino {
 			out = append(out, sp)
@@ -87,7 +87,7 @@ func rules(fs []diagnose.Finding) []string {
 	return out
 }
 
-func procOf(s frame.Frame, pid uint32) *aggregate.ProcessReport {
+func procOf(s frame.Frame, pid uint32) *aggregate.ProcessSummary {
 	for i := range s.Processes {
 		if s.Processes[i].PID == pid {
 			return &s.Processes[i]
@@ -157,7 +157,7 @@ func TestModelBindPool(t *testing.T) {
 		t.Fatalf("setup: client %+v, ss %d in TIME_WAIT; want 20 connected, 10 EADDRINUSE, 20", res, tw)
 	}
 	pid := uint32(cl.Cmd.Process.Pid)
-	var pool *aggregate.SpaceReport
+	var pool *aggregate.SpaceSummary
 	for _, sp := range netnsSpaces(snap, ns.Inode) {
 		if sp.Dst == "" {
 			pool = &sp
@@ -248,7 +248,7 @@ func TestModelThreadNames(t *testing.T) {
 	snap := top.done(t)
 	self, _ := os.Executable()
 	comm := testnet.Comm(self)
-	var rows []aggregate.ProcessReport
+	var rows []aggregate.ProcessSummary
 	for _, p := range snap.Processes {
 		if p.PID == uint32(cl.Cmd.Process.Pid) {
 			rows = append(rows, p)

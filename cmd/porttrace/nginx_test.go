@@ -133,7 +133,7 @@ func countLines(t *testing.T, path, substr string) int {
 }
 
 // finding is the advice of one rule about the port space sp.
-func finding(s frame.Frame, rule string, sp aggregate.SpaceReport) *diagnose.Finding {
+func finding(s frame.Frame, rule string, sp aggregate.SpaceSummary) *diagnose.Finding {
 	for i := range s.Findings {
 		if s.Findings[i].Rule == rule && s.Findings[i].Space == sp.Where() {
 			return &s.Findings[i]

@@ -168,7 +168,7 @@ func TestRecordKilled(t *testing.T) {
 	}
 }
 
-func liveOf(r *report.Report) frame.Frame { return frame.Frame{Report: r.Final} }
+func liveOf(r *report.Report) frame.Frame { return frame.Frame{Summary: r.Final} }
 
 func TestCaptureBadInput(t *testing.T) {
 	dir := t.TempDir()

@@ -49,10 +49,10 @@ is printed first, then one line on stderr says where reading stopped.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			r.Final, _ = sel.Report(r.Final, nil)
-			r.Peak, r.Findings = sel.Report(r.Peak, r.Findings)
+			r.Final, _ = sel.Filter(r.Final, nil)
+			r.Peak, r.Findings = sel.Filter(r.Peak, r.Findings)
 			if r.Peak == nil {
-				_, r.Findings = sel.Report(r.Final, r.Findings)
+				_, r.Findings = sel.Filter(r.Final, r.Findings)
 			}
 			if err := writeReport(cmd.OutOrStdout(), r, asJSON, markdown); err != nil {
 				return err

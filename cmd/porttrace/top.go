@@ -159,13 +159,13 @@ func printOnce(ctx context.Context, w io.Writer, src view.Source, info view.Info
 	case <-ctx.Done():
 	case <-time.After(interval):
 	}
-	snap := src.Snapshot()
+	f := src.Frame()
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(snap)
+		return enc.Encode(f)
 	}
-	_, err := io.WriteString(w, view.Text(&snap, info, view.Options{Window: 10}))
+	_, err := io.WriteString(w, view.Text(&f, info, view.Options{Window: 10}))
 	return err
 }
 

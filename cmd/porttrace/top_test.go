@@ -71,7 +71,7 @@ func (r *topRun) wait(t *testing.T) frame.Frame {
 	return s
 }
 
-func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) aggregate.SpaceReport {
+func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) aggregate.SpaceSummary {
 	t.Helper()
 	for _, sp := range s.Spaces {
 		if sp.Netns == ino && sp.Dst == dst.String() {
@@ -79,10 +79,10 @@ func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) ag
 		}
 	}
 	t.Fatalf("no port space toward %s in netns %d:\n%+v", dst, ino, s.Spaces)
-	return aggregate.SpaceReport{}
+	return aggregate.SpaceSummary{}
 }
 
-func failures(sp aggregate.SpaceReport, errno string) uint64 {
+func failures(sp aggregate.SpaceSummary, errno string) uint64 {
 	for _, f := range sp.Failures {
 		if f.Errno == errno {
 			return f.Total

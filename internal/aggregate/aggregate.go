@@ -82,7 +82,8 @@ type Aggregator struct {
 	pending     []pendingTW
 	closedSince map[uint64]bool
 	evictedAt   int64
-	untracked   uint64 // sockets beyond Limits.Sockets
+	tickedAt    time.Time // the latest time given to Tick
+	untracked   uint64    // sockets beyond Limits.Sockets
 }
 
 // Cgroup is where a process runs: its cgroup path, the short id of its
@@ -603,6 +604,9 @@ func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Sock
 // occupancy is sampled, and full tables make room.
 func (a *Aggregator) Tick(t time.Time) {
 	a.now = max(a.now, a.second(t))
+	if t.After(a.tickedAt) {
+		a.tickedAt = t
+	}
 	for k, s := range a.spaces {
 		s.tick(a.now, func(pk uint64) { a.unbindIn(k.Netns, uint16(pk)) })
 	}

@@ -24,7 +24,7 @@ func TestRatesRollOver(t *testing.T) {
 	s := newStream(t, DefaultLimits)
 	s.churn(nginx1, upstream, 10, 0, 10, 100*time.Millisecond)
 
-	rep := s.report(10)
+	rep := s.summary(10)
 	// Each connection: SYN_SENT, port search, ESTABLISHED and TIME_WAIT.
 	if rep.Events != 400 || len(rep.Processes) != 1 || rep.Processes[0].TotalTWIn != 100 {
 		t.Errorf("%d events, processes %+v; want 400 events and 100 TIME_WAIT entries of nginx", rep.Events, rep.Processes)
@@ -36,12 +36,12 @@ func TestRatesRollOver(t *testing.T) {
 	if r.TWIn != (Rates{10, 10, 10}) {
 		t.Errorf("TIME_WAIT entries %+v, want 10/s", r.TWIn)
 	}
-	r = s.space(s.report(30), upstream)
+	r = s.space(s.summary(30), upstream)
 	near(t, "conns 60 s window at 30 s", r.Conns.S60, 100.0/30, 1e-9)
 	if r.Conns.S1 != 0 || r.Conns.S10 != 0 {
 		t.Errorf("at 30 s: %+v, want nothing in the 1 s and 10 s windows", r.Conns)
 	}
-	r = s.space(s.report(75), upstream)
+	r = s.space(s.summary(75), upstream)
 	if r.Conns.S60 != 0 || r.TotalConns != 100 {
 		t.Errorf("at 75 s: %+v total %d: the minute has rolled over, the total stays", r.Conns, r.TotalConns)
 	}
@@ -55,7 +55,7 @@ func TestFailuresByErrno(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		s.fail(at(2+float64(i)/10), nginx1, upstream, syscall.EADDRNOTAVAIL)
 	}
-	r := s.space(s.report(5), upstream)
+	r := s.space(s.summary(5), upstream)
 	if len(r.Failures) != 2 || r.Failures[0].Errno != "EADDRNOTAVAIL" || r.Failures[0].Total != 20 || r.Failures[1].Total != 30 {
 		t.Fatalf("failures %+v, want EADDRNOTAVAIL (20) first, then ECONNREFUSED (30)", r.Failures)
 	}
@@ -66,10 +66,10 @@ func TestFailuresByErrno(t *testing.T) {
 	if r.Live != 0 {
 		t.Errorf("failed connects hold no port, live = %d", r.Live)
 	}
-	if s.space(s.report(20), upstream).Exhausted {
+	if s.space(s.summary(20), upstream).Exhausted {
 		t.Errorf("still exhausted 15 s after the last failure")
 	}
-	p := s.report(5).Processes[0]
+	p := s.summary(5).Processes[0]
 	if p.PID != 812 || len(p.Failures) != 2 || p.Failures[0].Total != 20 {
 		t.Errorf("process %+v: the failures belong to pid 812", p)
 	}
@@ -87,7 +87,7 @@ func TestTimeWaitPopulationAndDrain(t *testing.T) {
 		tw, live   int
 		released60 float64
 	}{{6, 20, 5, 0}, {64, 20, 5, 0}, {65.5, 0, 5, 0}, {66, 0, 5, 20.0 / 60}, {80, 0, 5, 20.0 / 60}} {
-		r := s.space(s.report(tc.sec), upstream)
+		r := s.space(s.summary(tc.sec), upstream)
 		if r.TimeWait != tc.tw || r.Live != tc.live || r.Used != tc.tw+tc.live {
 			t.Errorf("at %v s: TIME_WAIT %d live %d used %d, want %d %d", tc.sec, r.TimeWait, r.Live, r.Used, tc.tw, tc.live)
 		}
@@ -95,7 +95,7 @@ func TestTimeWaitPopulationAndDrain(t *testing.T) {
 		near(t, "used %", r.UsedPct, float64(tc.tw+tc.live), 1e-9) // 100 usable ports
 	}
 	s.state(at(81), curl, open[0], upstream, event_Established, event_Close)
-	if r := s.space(s.report(82), upstream); r.Live != 4 {
+	if r := s.space(s.summary(82), upstream); r.Live != 4 {
 		t.Errorf("after one close: live %d, want 4", r.Live)
 	}
 }
@@ -108,7 +108,7 @@ func TestETA(t *testing.T) {
 		s.churn(curl, upstream, 5, float64(sec), float64(sec+1), 10*time.Millisecond)
 		s.a.Tick(at(float64(sec + 1)))
 	}
-	r := s.space(s.report(10), upstream)
+	r := s.space(s.summary(10), upstream)
 	if r.Used != 50 || r.ETA == nil {
 		t.Fatalf("used %d, ETA %v: want 50 and an estimate", r.Used, r.ETA)
 	}
@@ -118,7 +118,7 @@ func TestETA(t *testing.T) {
 	for sec := 11; sec <= 21; sec++ {
 		s.a.Tick(at(float64(sec)))
 	}
-	if r := s.space(s.report(21), upstream); r.ETA != nil || r.Exhausted || r.FillRate != 0 {
+	if r := s.space(s.summary(21), upstream); r.ETA != nil || r.Exhausted || r.FillRate != 0 {
 		t.Errorf("idle: ETA %v exhausted %v fill %v, want none", r.ETA, r.Exhausted, r.FillRate)
 	}
 }
@@ -128,7 +128,7 @@ func TestExhaustedWhenFull(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		s.open(at(1), curl, upstream, time.Microsecond)
 	}
-	r := s.space(s.report(2), upstream)
+	r := s.space(s.summary(2), upstream)
 	if !r.Exhausted || r.UsedPct != 100 {
 		t.Errorf("100 of 100 ports in use: exhausted %v, %v%%", r.Exhausted, r.UsedPct)
 	}
@@ -140,13 +140,13 @@ func TestAllocLatency(t *testing.T) {
 		c := s.open(at(1+float64(i)/1000), curl, upstream, time.Duration(i)*time.Microsecond)
 		s.state(at(2), curl, c, upstream, event_Established, event_Close)
 	}
-	l := s.space(s.report(3), upstream).AllocLatency
+	l := s.space(s.summary(3), upstream).AllocLatency
 	if l.Count != 1000 || l.Max != time.Millisecond {
 		t.Errorf("latency %+v: want 1000 samples, max 1ms", l)
 	}
 	near(t, "p50 µs", float64(l.P50.Microseconds()), 500, 500*0.02)
 	near(t, "p99 µs", float64(l.P99.Microseconds()), 990, 990*0.02)
-	if l := s.space(s.report(75), upstream).AllocLatency; l.Count != 0 {
+	if l := s.space(s.summary(75), upstream).AllocLatency; l.Count != 0 {
 		t.Errorf("latency a minute later: %+v, want aged out", l)
 	}
 }
@@ -155,7 +155,7 @@ func TestLifetime(t *testing.T) {
 	s := newStream(t, DefaultLimits)
 	s.churn(nginx1, upstream, 30, 0, 1, 100*time.Millisecond)
 	s.churn(nginx1, upstream, 10, 0, 1, 5*time.Second)
-	r := s.space(s.report(7), upstream)
+	r := s.space(s.summary(7), upstream)
 	if r.Closed60 != 40 {
 		t.Fatalf("closed %d, want 40", r.Closed60)
 	}
@@ -172,7 +172,7 @@ func TestProcesses(t *testing.T) {
 	s.churn(nginx2, upstream, 4, 0, 2, time.Millisecond)
 	other := netip.MustParseAddrPort("10.0.0.7:5432")
 	s.churn(curl, other, 1, 0, 2, time.Millisecond)
-	rep := s.report(2)
+	rep := s.summary(2)
 	r := s.space(rep, upstream)
 	if len(r.Processes) != 2 || r.Processes[0].PID != 812 || r.Processes[0].Conns60 != 12 || r.Processes[1].PID != 813 {
 		t.Errorf("processes of %s: %+v, want 812 (12) then 813 (8)", upstream, r.Processes)
@@ -200,23 +200,23 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	s.a.BeginSync()
 	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(1), Sockets: socks}})
 
-	r := s.space(s.report(1), upstream)
-	if r.TimeWait != 30 || r.Live != 5 || len(s.report(1).Spaces) != 1 {
-		t.Fatalf("seeded: TIME_WAIT %d live %d spaces %d, want 30, 5, 1", r.TimeWait, r.Live, len(s.report(1).Spaces))
+	r := s.space(s.summary(1), upstream)
+	if r.TimeWait != 30 || r.Live != 5 || len(s.summary(1).Spaces) != 1 {
+		t.Fatalf("seeded: TIME_WAIT %d live %d spaces %d, want 30, 5, 1", r.TimeWait, r.Live, len(s.summary(1).Spaces))
 	}
 	// A TIME_WAIT entry the snapshot already counted: the same port.
 	s.add(s.ev(at(1.1), curl, event_TimeWait, 40007, upstream))
-	if r := s.space(s.report(2), upstream); r.TimeWait != 30 {
+	if r := s.space(s.summary(2), upstream); r.TimeWait != 30 {
 		t.Errorf("TIME_WAIT %d after an entry the table had, want 30", r.TimeWait)
 	}
-	if r := s.space(s.report(21.5), upstream); r.TimeWait != 0 {
+	if r := s.space(s.summary(21.5), upstream); r.TimeWait != 0 {
 		t.Errorf("TIME_WAIT from the snapshot must expire on its own timer (20 s): %d left", r.TimeWait)
 	}
 	// A new one.
 	s.add(s.ev(at(22), curl, event_TimeWait, 8, upstream))
 	// A socket of the snapshot closes: porttrace saw its close.
 	s.state(at(22), curl, 50, upstream, event_Established, event_Close)
-	r = s.space(s.report(23), upstream)
+	r = s.space(s.summary(23), upstream)
 	if r.TimeWait != 1 || r.Live != 4 || r.TotalTWIn != 2 {
 		t.Errorf("after events: TIME_WAIT %d live %d entries %d, want 1, 4, 2", r.TimeWait, r.Live, r.TotalTWIn)
 	}
@@ -226,7 +226,7 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	late := s.open(at(26), curl, upstream, time.Microsecond)
 	s.a.BeginSync()
 	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(25), Sockets: socks[31:35]}})
-	r = s.space(s.report(27), upstream)
+	r = s.space(s.summary(27), upstream)
 	if r.Live != 5 || r.TimeWait != 0 {
 		t.Errorf("after resync: live %d TIME_WAIT %d, want 4 from the snapshot + 1 newer, 0", r.Live, r.TimeWait)
 	}
@@ -246,12 +246,12 @@ func TestEvictionBoundsMemory(t *testing.T) {
 		s.a.Tick(at(float64(i) + 0.5))
 		total++
 	}
-	r := s.report(41)
+	r := s.summary(41)
 	if len(s.a.spaces) > 16 || len(s.a.procs) > 4 {
 		t.Fatalf("tables grew past their limits: %d spaces, %d processes", len(s.a.spaces), len(s.a.procs))
 	}
 	var sum uint64
-	var other *SpaceReport
+	var other *SpaceSummary
 	for i := range r.Spaces {
 		sum += r.Spaces[i].TotalConns
 		if r.Spaces[i].Other {
@@ -266,8 +266,8 @@ func TestEvictionBoundsMemory(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		s.open(at(42), curl, upstream, time.Microsecond)
 	}
-	if len(s.a.socks) > 50 || s.report(43).Untracked != 50 {
-		t.Errorf("followed sockets %d (limit 50), untracked %d", len(s.a.socks), s.report(43).Untracked)
+	if len(s.a.socks) > 50 || s.summary(43).Untracked != 50 {
+		t.Errorf("followed sockets %d (limit 50), untracked %d", len(s.a.socks), s.summary(43).Untracked)
 	}
 }
 
@@ -295,8 +295,8 @@ func TestBindPool(t *testing.T) {
 			s.add(syn)
 		}
 	}
-	rep := s.report(2)
-	var pool *SpaceReport
+	rep := s.summary(2)
+	var pool *SpaceSummary
 	for i := range rep.Spaces {
 		if rep.Spaces[i].Key.IsBindPool() {
 			pool = &rep.Spaces[i]
@@ -335,13 +335,13 @@ func TestSyncDuringEvents(t *testing.T) {
 		{Src: netip.AddrPortFrom(src, 40002), Dst: upstream, State: 1, Cookie: b},
 		{Src: netip.AddrPortFrom(src, 40003), Dst: upstream, State: 1, Cookie: c},
 	}}})
-	r := s.space(s.report(3), upstream)
+	r := s.space(s.summary(3), upstream)
 	if r.TimeWait != 2 || r.Live != 0 {
 		t.Errorf("TIME_WAIT %d live %d, want 2 (a and b) and 0", r.TimeWait, r.Live)
 	}
 	// a's TIME_WAIT event again (a late duplicate) changes nothing.
 	s.add(s.ev(at(3), curl, event_TimeWait, a, upstream))
-	if r := s.space(s.report(3), upstream); r.TimeWait != 2 {
+	if r := s.space(s.summary(3), upstream); r.TimeWait != 2 {
 		t.Errorf("TIME_WAIT %d after a duplicate, want 2", r.TimeWait)
 	}
 }
@@ -356,24 +356,24 @@ func TestOtherIsReconciled(t *testing.T) {
 		{Src: netip.AddrPortFrom(src, 40010), Dst: far, State: 6, TimeWait: true, Expires: 50 * time.Second, Cookie: 10},
 		{Src: netip.AddrPortFrom(src, 40011), Dst: far, State: 1, Cookie: 11},
 	}
-	other := func(r *Report) *SpaceReport {
+	other := func(r *Summary) *SpaceSummary {
 		for i := range r.Spaces {
 			if r.Spaces[i].Other {
 				return &r.Spaces[i]
 			}
 		}
-		return &SpaceReport{}
+		return &SpaceSummary{}
 	}
 	for i := 0; i < 3; i++ {
 		s.a.BeginSync()
 		s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(2 + float64(i)), Sockets: snap}})
 	}
-	if o := other(s.report(5)); o.TimeWait != 1 || o.Live != 1 {
+	if o := other(s.summary(5)); o.TimeWait != 1 || o.Live != 1 {
 		t.Errorf("other after 3 snapshots: TIME_WAIT %d live %d, want 1 and 1", o.TimeWait, o.Live)
 	}
 	s.a.BeginSync()
 	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(6), Sockets: nil}})
-	if o := other(s.report(7)); o.TimeWait != 0 || o.Live != 0 {
+	if o := other(s.summary(7)); o.TimeWait != 0 || o.Live != 0 {
 		t.Errorf("other after its sockets went: TIME_WAIT %d live %d, want 0", o.TimeWait, o.Live)
 	}
 }
@@ -386,7 +386,7 @@ func TestJSONHasNoNullLists(t *testing.T) {
 		s.fail(at(1), curl, upstream, syscall.ECONNREFUSED)
 		return s
 	}()} {
-		b, err := json.Marshal(s.report(2))
+		b, err := json.Marshal(s.summary(2))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,7 +408,7 @@ func TestSpaceKeepsFailingProcesses(t *testing.T) {
 	for i := range 12 {
 		s.fail(at(3), who{uint32(200 + i), "client"}, upstream, syscall.EADDRNOTAVAIL)
 	}
-	r := s.space(s.report(3.5), upstream)
+	r := s.space(s.summary(3.5), upstream)
 	if len(r.Processes) != 8 {
 		t.Fatalf("%d processes, want 8", len(r.Processes))
 	}
@@ -434,7 +434,7 @@ func TestTimeWaitCapped(t *testing.T) {
 			s.churn(curl, upstream, 5, float64(sec), float64(sec+1), 10*time.Millisecond)
 			s.a.Tick(at(float64(sec + 1)))
 		}
-		r := s.space(s.report(5), upstream)
+		r := s.space(s.summary(5), upstream)
 		if r.TWCapped != tc.capped || (r.ETA == nil) != tc.capped {
 			t.Errorf("tcp_max_tw_buckets %d with %d in TIME_WAIT: capped %v, ETA %v; want capped %v", tc.max, r.TimeWait, r.TWCapped, r.ETA, tc.capped)
 		}

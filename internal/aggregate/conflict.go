@@ -49,7 +49,7 @@ func (n *nsState) conflict(sec int64, e *event.Event, by ProcKey, holder *ProcKe
 	c.count.Add(sec, 1)
 }
 
-func (n *nsState) conflictReports(now int64) []Conflict {
+func (n *nsState) conflictList(now int64) []Conflict {
 	out := []Conflict{}
 	for port, c := range n.conflicts {
 		r := Conflict{Addr: c.addr.String(), Port: port, By: ProcRef{PID: c.by.PID, Comm: c.by.Comm.String()},

@@ -39,7 +39,7 @@ func TestMemoryBound(t *testing.T) {
 	for i := 0; i < lims.Sockets; i++ {
 		s.open(at(59), curl, upstream, time.Microsecond)
 	}
-	s.report(59.5)
+	s.summary(59.5)
 	used := heap() - base
 	t.Logf("limits %+v: %d spaces, %d processes, %d sockets followed: %.0f MiB of heap",
 		lims, len(s.a.spaces), len(s.a.procs), len(s.a.socks), float64(used)/(1<<20))

@@ -103,7 +103,7 @@ func (a *Aggregator) pool(k SpaceKey, n *nsState, spaces []*space) occupancy {
 	return o
 }
 
-// sample computes every space's occupancy once per Tick, for the report
+// sample computes every space's occupancy once per Tick, for the summary
 // that follows and for the fill rate (each space's Used, once a second).
 func (a *Aggregator) sample() {
 	a.occ = a.occupancies()

@@ -18,8 +18,8 @@ const (
 	sketchMaxBins  = 512
 )
 
-// durations is a streaming histogram of durations over a rolling minute.
-type durations struct {
+// sketches is a streaming histogram of durations over a rolling minute.
+type sketches struct {
 	slots [sketchSlots]*ddsketch.DDSketch
 	max   [sketchSlots]time.Duration
 	epoch [sketchSlots]int64 // which 10 s period each slot holds
@@ -33,7 +33,7 @@ func newSketch() *ddsketch.DDSketch {
 	return s
 }
 
-func (d *durations) Add(sec int64, v time.Duration) {
+func (d *sketches) Add(sec int64, v time.Duration) {
 	epoch := sec / sketchSlotLen
 	i := epoch % sketchSlots
 	if d.slots[i] == nil {
@@ -50,17 +50,17 @@ func (d *durations) Add(sec int64, v time.Duration) {
 	d.max[i] = max(d.max[i], v)
 }
 
-// Summary is a distribution reduced to what a table shows.
-type Summary struct {
+// Durations is a distribution reduced to what a table shows.
+type Durations struct {
 	Count uint64        `json:"count"`
 	P50   time.Duration `json:"p50_ns"`
 	P99   time.Duration `json:"p99_ns"`
 	Max   time.Duration `json:"max_ns"`
 }
 
-// Summary merges the slots of the last minute as seen at sec.
-func (d *durations) Summary(sec int64) Summary {
-	var s Summary
+// summary merges the slots of the last minute as seen at sec.
+func (d *sketches) summary(sec int64) Durations {
+	var s Durations
 	merged := newSketch()
 	epoch := sec / sketchSlotLen
 	for i, sk := range d.slots {
@@ -72,7 +72,7 @@ func (d *durations) Summary(sec int64) Summary {
 	}
 	s.Count = uint64(merged.GetCount())
 	if s.Count == 0 {
-		return Summary{}
+		return Durations{}
 	}
 	q, _ := merged.GetValuesAtQuantiles([]float64{0.5, 0.99})
 	s.P50, s.P99 = time.Duration(q[0]), min(time.Duration(q[1]), s.Max)
@@ -80,7 +80,7 @@ func (d *durations) Summary(sec int64) Summary {
 }
 
 // Merge adds o's slots into d (eviction into "other").
-func (d *durations) Merge(o *durations) {
+func (d *sketches) Merge(o *sketches) {
 	for i, sk := range o.slots {
 		if sk == nil {
 			continue

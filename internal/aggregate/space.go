@@ -77,8 +77,8 @@ type space struct {
 	used     window.Gauge   // Used, each second: the fill rate
 	closed   window.Counter // established connections that closed
 	short    window.Counter // ... of which lived under a second
-	lifetime durations
-	latency  durations // port search
+	lifetime sketches
+	latency  sketches // port search
 	procs    map[ProcKey]*procStat
 	active   int64 // last second with an event
 }

@@ -108,9 +108,12 @@ func (s *stream) churn(w who, dst netip.AddrPort, perSec int, from, to float64, 
 	}
 }
 
-func (s *stream) report(sec float64) *Report { return s.a.Report(at(sec)) }
+func (s *stream) summary(sec float64) *Summary {
+	s.a.Tick(at(sec))
+	return s.a.Summary()
+}
 
-func (s *stream) space(r *Report, dst netip.AddrPort) *SpaceReport {
+func (s *stream) space(r *Summary, dst netip.AddrPort) *SpaceSummary {
 	s.t.Helper()
 	for i := range r.Spaces {
 		if r.Spaces[i].Key.Dst == dst && !r.Spaces[i].Other {

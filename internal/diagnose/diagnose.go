@@ -1,4 +1,4 @@
-// Package diagnose turns an aggregate report into the fixes the evidence
+// Package diagnose turns an aggregator summary into the fixes the evidence
 // supports (keepalive, tcp_tw_reuse, a wider range, more destination or
 // source addresses, Unix sockets, IP_BIND_ADDRESS_NO_PORT, reserved ports;
 // the README's rule table), each with the numbers that justify it. A rule that has no evidence says nothing, so advice disappears
@@ -90,9 +90,9 @@ const (
 const widestLow, widestHigh = 1024, 65535
 
 // Diagnose returns the findings for every port space under pressure, in the
-// report's order (most urgent first), then each namespace's own.
-func Diagnose(r *aggregate.Report) []Finding {
-	settings := map[uint32]*aggregate.NetnsReport{}
+// summary's order (most urgent first), then each namespace's own.
+func Diagnose(r *aggregate.Summary) []Finding {
+	settings := map[uint32]*aggregate.NetnsSummary{}
 	for i := range r.Netns {
 		settings[r.Netns[i].Inode] = &r.Netns[i]
 	}
@@ -122,9 +122,9 @@ func Diagnose(r *aggregate.Report) []Finding {
 }
 
 type check struct {
-	s  *aggregate.SpaceReport
+	s  *aggregate.SpaceSummary
 	ns netns.Settings
-	nr *aggregate.NetnsReport
+	nr *aggregate.NetnsSummary
 }
 
 var rules = []func(*check) (Finding, bool){
@@ -447,7 +447,7 @@ func rate(f float64) string {
 
 // namespaceFindings are a namespace's own: ports that services listen on
 // or bind() to inside the ephemeral range.
-func namespaceFindings(n *aggregate.NetnsReport) []Finding {
+func namespaceFindings(n *aggregate.NetnsSummary) []Finding {
 	var out []Finding
 	where := fmt.Sprintf("netns %d", n.Inode)
 	rng := fmt.Sprintf("ip_local_port_range %d-%d", n.PortLow, n.PortHigh)

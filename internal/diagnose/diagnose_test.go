@@ -14,8 +14,8 @@ const ino = 4026532177
 
 // incident is the seed articles' case: nginx churning toward a localhost
 // upstream, 28,232 ports nearly all in TIME_WAIT, connect() failing.
-func incident() *aggregate.SpaceReport {
-	return &aggregate.SpaceReport{
+func incident() *aggregate.SpaceSummary {
+	return &aggregate.SpaceSummary{
 		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
 		Name:  "127.0.0.1 -> 127.0.0.1:8080",
 		Netns: ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
@@ -27,9 +27,9 @@ func incident() *aggregate.SpaceReport {
 	}
 }
 
-func settings(twReuse int) []aggregate.NetnsReport {
+func settings(twReuse int) []aggregate.NetnsSummary {
 	s := netns.Settings{Inode: ino, PortLow: 32768, PortHigh: 60999, TWReuse: twReuse}
-	return []aggregate.NetnsReport{{Settings: s, Usable: s.Usable()}}
+	return []aggregate.NetnsSummary{{Settings: s, Usable: s.Usable()}}
 }
 
 func ruleNames(fs []Finding) []string {
@@ -49,8 +49,8 @@ func find(fs []Finding, rule string) *Finding {
 	return nil
 }
 
-func diagnose(twReuse int, spaces ...*aggregate.SpaceReport) []Finding {
-	r := &aggregate.Report{Netns: settings(twReuse)}
+func diagnose(twReuse int, spaces ...*aggregate.SpaceSummary) []Finding {
+	r := &aggregate.Summary{Netns: settings(twReuse)}
 	for _, s := range spaces {
 		r.Spaces = append(r.Spaces, *s)
 	}
@@ -144,7 +144,7 @@ func TestTWReuse(t *testing.T) {
 	}
 }
 
-func remote() *aggregate.SpaceReport {
+func remote() *aggregate.SpaceSummary {
 	s := incident()
 	s.Key.Src, s.Key.Dst = netip.MustParseAddr("10.0.0.5"), netip.MustParseAddrPort("10.0.0.9:5432")
 	s.Src, s.Dst = "10.0.0.5", "10.0.0.9:5432"
@@ -162,9 +162,9 @@ func TestRemoteUpstream(t *testing.T) {
 }
 
 func TestWideRangeNoRangeAdvice(t *testing.T) {
-	r := &aggregate.Report{Spaces: []aggregate.SpaceReport{*incident()}}
+	r := &aggregate.Summary{Spaces: []aggregate.SpaceSummary{*incident()}}
 	s := netns.Settings{Inode: ino, PortLow: 1024, PortHigh: 65535}
-	r.Netns = []aggregate.NetnsReport{{Settings: s, Usable: s.Usable()}}
+	r.Netns = []aggregate.NetnsSummary{{Settings: s, Usable: s.Usable()}}
 	if f := find(Diagnose(r), "port_range"); f != nil {
 		t.Errorf("range advice for the widest range: %v", f)
 	}
@@ -188,7 +188,7 @@ func TestBindNoPort(t *testing.T) {
 
 func TestSlowPortSearch(t *testing.T) {
 	s := incident()
-	s.AllocLatency = aggregate.Summary{Count: 500, P50: 1340 * time.Microsecond, P99: 2700 * time.Microsecond, Max: 3 * time.Millisecond}
+	s.AllocLatency = aggregate.Durations{Count: 500, P50: 1340 * time.Microsecond, P99: 2700 * time.Microsecond, Max: 3 * time.Millisecond}
 	if f := find(diagnose(0, s), "slow_port_search"); f == nil || !strings.Contains(f.Evidence, "2.7ms at p99") {
 		t.Errorf("slow search: %v", f)
 	}
@@ -196,7 +196,7 @@ func TestSlowPortSearch(t *testing.T) {
 	if f := find(diagnose(0, s), "slow_port_search"); f != nil {
 		t.Errorf("fast search flagged: %v", f)
 	}
-	s.AllocLatency = aggregate.Summary{Count: 3, P99: time.Second}
+	s.AllocLatency = aggregate.Durations{Count: 3, P99: time.Second}
 	if f := find(diagnose(0, s), "slow_port_search"); f != nil {
 		t.Errorf("flagged from 3 searches: %v", f)
 	}
@@ -215,7 +215,7 @@ func TestUnknownNamespaceAndOther(t *testing.T) {
 // TestNoSourceAddress: EADDRNOTAVAIL without a port search is named for
 // what it is, with no exhaustion advice and no ETA.
 func TestNoSourceAddress(t *testing.T) {
-	s := &aggregate.SpaceReport{
+	s := &aggregate.SpaceSummary{
 		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.IPv6Unspecified(), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
 		Netns: ino, Src: "::", Dst: "[2001:db8::1]:80", Usable: 28232,
 		Conns:    aggregate.Rates{S10: 50},
@@ -244,7 +244,7 @@ func TestMoreDestinationsFollowsTheListener(t *testing.T) {
 		{"127.0.0.1:8080", "accepts only on 127.0.0.1: make it listen on 0.0.0.0", "", false},
 		{"", "if the upstream listens on 0.0.0.0", "", true},
 	} {
-		r := &aggregate.Report{Netns: settings(0), Spaces: []aggregate.SpaceReport{*incident()}}
+		r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{*incident()}}
 		if tc.listen != "" {
 			r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort(tc.listen), PID: 77, Comm: "app"}}
 		}
@@ -258,7 +258,7 @@ func TestMoreDestinationsFollowsTheListener(t *testing.T) {
 // TestPortRangeNamesListeners: a wider range would hand out the ports that
 // services listen on: the advice names them and the reserved-ports line.
 func TestPortRangeNamesListeners(t *testing.T) {
-	r := &aggregate.Report{Netns: settings(0), Spaces: []aggregate.SpaceReport{*incident()}}
+	r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{*incident()}}
 	r.Netns[0].Reserved = "9000"
 	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")},
 		{Addr: netip.MustParseAddrPort("[::]:8080")}, {Addr: netip.MustParseAddrPort("0.0.0.0:9000")}, {Addr: netip.MustParseAddrPort("0.0.0.0:22")}}
@@ -272,7 +272,7 @@ func TestPortRangeNamesListeners(t *testing.T) {
 // TestNamespaceFindings: a listener inside the ephemeral range, and a
 // bind() to a named port that an outgoing connection took.
 func TestNamespaceFindings(t *testing.T) {
-	r := &aggregate.Report{Netns: settings(0)}
+	r := &aggregate.Summary{Netns: settings(0)}
 	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:41005"), PID: 9, Comm: "svc"}}
 	r.Netns[0].Conflicts = []aggregate.Conflict{{Addr: "0.0.0.0:41006", Port: 41006, By: aggregate.ProcRef{PID: 10, Comm: "svc2"},
 		Holder: &aggregate.ProcRef{PID: 11, Comm: "client"}, Total: 3}}
@@ -321,7 +321,7 @@ func TestNoEmptyClaims(t *testing.T) {
 // too small, keep-alive is already on.
 func TestIdlePool(t *testing.T) {
 	s := incident()
-	s.ShortPct, s.Lifetime = 10, aggregate.Summary{Count: 100, P50: 90 * time.Second}
+	s.ShortPct, s.Lifetime = 10, aggregate.Durations{Count: 100, P50: 90 * time.Second}
 	fs := diagnose(0, s)
 	if find(fs, "keepalive") != nil || find(fs, "idle_pool") == nil {
 		t.Errorf("rules %v, want idle_pool and no keepalive", ruleNames(fs))

@@ -1,5 +1,5 @@
 // Package export sends porttrace's figures over OTLP with the OpenTelemetry
-// Go SDK: the aggregator's report as metrics at every collection, port
+// Go SDK: the aggregator's summary as metrics at every collection, port
 // search latency as a histogram, and connect failures as log records. It
 // never blocks the event reader: metrics are read from the aggregator on the
 // SDK's own schedule, histogram recording only takes an in-memory lock, and
@@ -83,10 +83,10 @@ type Exporter struct {
 	pods    *netnsPods
 }
 
-// New starts exporting. report is called at every metric collection, from
+// New starts exporting. summary is called at every metric collection, from
 // the SDK's goroutine, and must be safe for that. A collector that cannot
 // be reached is not an error: the exporters retry and count what they drop.
-func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Exporter, error) {
+func New(ctx context.Context, o Options, summary func() *aggregate.Summary) (*Exporter, error) {
 	proto, base, err := o.parse()
 	if err != nil {
 		return nil, err
@@ -146,7 +146,7 @@ func New(ctx context.Context, o Options, report func() *aggregate.Report) (*Expo
 	x.names, x.pods = o.Names, newNetnsPods(o.Names)
 	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names, pods: x.pods}
 	x.mp = sdkmetric.NewMeterProvider(mopts...)
-	if x.latency, err = register(x.mp.Meter(scope), o.Limits, report, x); err != nil {
+	if x.latency, err = register(x.mp.Meter(scope), o.Limits, summary, x); err != nil {
 		return nil, errors.Join(err, x.Shutdown(ctx))
 	}
 	return x, nil

@@ -55,10 +55,11 @@ func newFixture(t *testing.T, o Options) *fixture {
 	return f
 }
 
-func (f *fixture) report() *aggregate.Report {
+func (f *fixture) report() *aggregate.Summary {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.agg.Report(time.Now())
+	f.agg.Tick(time.Now())
+	return f.agg.Summary()
 }
 
 func (f *fixture) add(e event.Event) {

@@ -22,7 +22,7 @@ const (
 	latencyName   = "porttrace.port_alloc.duration"
 )
 
-// instruments are read from the aggregator's report at each collection.
+// instruments are read from the aggregator's summary at each collection.
 type instruments struct {
 	attempts, failures, twEntries                metric.Int64ObservableCounter
 	procAttempts, procFailures, procTWEntries    metric.Int64ObservableCounter
@@ -32,7 +32,7 @@ type instruments struct {
 }
 
 // register creates every instrument and the callback that reads them.
-func register(m metric.Meter, limits aggregate.Limits, report func() *aggregate.Report, x *Exporter) (*latencyRecorder, error) {
+func register(m metric.Meter, limits aggregate.Limits, summary func() *aggregate.Summary, x *Exporter) (*latencyRecorder, error) {
 	var in instruments
 	var errs []error
 	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
@@ -75,7 +75,7 @@ func register(m metric.Meter, limits aggregate.Limits, report func() *aggregate.
 	}
 	rec := newLatencyRecorder(lat, limits.Spaces, x.pods)
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		r := report()
+		r := summary()
 		rec.keep(r)
 		in.observe(o, r, x)
 		return nil
@@ -85,7 +85,7 @@ func register(m metric.Meter, limits aggregate.Limits, report func() *aggregate.
 	return rec, err
 }
 
-func (in *instruments) observe(o metric.Observer, r *aggregate.Report, x *Exporter) {
+func (in *instruments) observe(o metric.Observer, r *aggregate.Summary, x *Exporter) {
 	for i := range r.Spaces {
 		in.observeSpace(o, &r.Spaces[i], x)
 	}
@@ -99,7 +99,7 @@ func (in *instruments) observe(o metric.Observer, r *aggregate.Report, x *Export
 	o.ObserveInt64(in.suppressedAll, int64(x.logs.suppressedTotal.Load()))
 }
 
-func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport, x *Exporter) {
+func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceSummary, x *Exporter) {
 	attrs := spaceAttrs(s.Key, s.Other, x.pods)
 	set := metric.WithAttributeSet(attribute.NewSet(attrs...))
 	o.ObserveInt64(in.attempts, int64(s.TotalConns), set)
@@ -118,7 +118,7 @@ func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceReport,
 	}
 }
 
-func (in *instruments) observeProcess(o metric.Observer, p *aggregate.ProcessReport, x *Exporter) {
+func (in *instruments) observeProcess(o metric.Observer, p *aggregate.ProcessSummary, x *Exporter) {
 	attrs := []attribute.KeyValue{otherProcKey.Bool(true)}
 	if !p.Other {
 		attrs = processAttrs(p.PID, p.Comm, p.Container, x.names)

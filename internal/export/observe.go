@@ -79,7 +79,7 @@ func (l *latencyRecorder) record(e *event.Event) {
 // histogram's own cardinality limit (readerOptions): the SDK keeps every
 // series it has seen, and beyond that folds new ones into its overflow
 // series.
-func (l *latencyRecorder) keep(r *aggregate.Report) {
+func (l *latencyRecorder) keep(r *aggregate.Summary) {
 	live := make(map[aggregate.SpaceKey]bool, len(r.Spaces))
 	for _, s := range r.Spaces {
 		if !s.Other {

@@ -1,5 +1,5 @@
 // Package frame holds what a view shows at one moment: the aggregator's
-// report with its diagnosis. The live monitor and a capture's replay both
+// summary with its diagnosis. The live monitor and a capture's replay both
 // make frames; the text and terminal views and the JSON render them.
 package frame
 
@@ -8,10 +8,10 @@ import (
 	"github.com/porttrace/porttrace/internal/diagnose"
 )
 
-// Frame is a report, its findings, and the trouble of the moment (a socket
+// Frame is a summary, its findings, and the trouble of the moment (a socket
 // table that could not be read, the end of a replay).
 type Frame struct {
-	*aggregate.Report
+	*aggregate.Summary
 	Findings []diagnose.Finding `json:"diagnosis"`
 	Warning  string             `json:"warning,omitempty"`
 }

@@ -37,7 +37,7 @@ type Monitor struct {
 }
 
 // New seeds an aggregator from the socket tables of every namespace, so a
-// running incident shows from the first report.
+// running incident shows from the first frame.
 func New(src event.Source, limits aggregate.Limits) (*Monitor, error) {
 	m := &Monitor{src: src, start: time.Now()}
 	m.agg = aggregate.New(m.start, limits, Cgroup)
@@ -147,7 +147,7 @@ func (m *Monitor) sync() (int, error) {
 
 // labelByPod sets the pod of each namespace whose port spaces' processes
 // all belong to one pod: a pod's containers share its network namespace.
-func labelByPod(r *aggregate.Report) {
+func labelByPod(r *aggregate.Summary) {
 	pods := map[uint32]map[string]bool{}
 	for i := range r.Spaces {
 		sp := &r.Spaces[i]
@@ -235,21 +235,22 @@ func nameOwners(all []netns.Settings, tables []event.SocketTable) {
 	})
 }
 
-// Report is the aggregator's report now.
-func (m *Monitor) Report() *aggregate.Report {
+// Summary is the aggregator's summary now.
+func (m *Monitor) Summary() *aggregate.Summary {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if lost, err := m.src.Lost(); err == nil {
 		m.agg.SetLost(lost)
 	}
-	r := m.agg.Report(time.Now())
+	m.agg.Tick(time.Now())
+	r := m.agg.Summary()
 	m.namePods(r)
 	return r
 }
 
 // namePods fills in the pods' names, where the runtime knows them, and
 // labels a namespace by its pod where all its processes are that pod's.
-func (m *Monitor) namePods(r *aggregate.Report) {
+func (m *Monitor) namePods(r *aggregate.Summary) {
 	defer labelByPod(r)
 	if m.names == nil {
 		return
@@ -280,12 +281,12 @@ func (m *Monitor) setWarn(err error) error {
 	return err
 }
 
-// Snapshot reports the aggregator's state now, with the diagnosis.
-func (m *Monitor) Snapshot() frame.Frame {
-	r := m.Report()
+// Frame is the aggregator's summary now, with its diagnosis.
+func (m *Monitor) Frame() frame.Frame {
+	r := m.Summary()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := frame.Frame{Report: r, Findings: diagnose.Diagnose(r)}
+	s := frame.Frame{Summary: r, Findings: diagnose.Diagnose(r)}
 	if m.warn != nil {
 		s.Warning = m.warn.Error()
 	}

@@ -42,7 +42,7 @@ func run(t *testing.T, src event.Source) error {
 	go func() { done <- m.Run(context.Background()) }()
 	select {
 	case err := <-done:
-		if snap := m.Snapshot(); snap.Lost != 7 { // the lock was released
+		if snap := m.Frame(); snap.Lost != 7 { // the lock was released
 			t.Errorf("lost %d", snap.Lost)
 		}
 		return err

@@ -13,14 +13,14 @@ import (
 )
 
 // Player replays a capture at speed times real time, for the live view:
-// each Snapshot feeds the records up to the capture time that has come,
+// each Frame feeds the records up to the capture time that has come,
 // from the first record on.
 type Player struct {
 	r       *capture.Reader
 	agg     *aggregate.Aggregator
 	speed   float64
 	clock   func() time.Time
-	begun   time.Time // wall clock at the first Snapshot
+	begun   time.Time // wall clock at the first Frame
 	start   time.Time // capture time of the first record
 	last    time.Time // of the last record played
 	ev      event.Event
@@ -54,9 +54,9 @@ func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, err
 // Header is the capture's header.
 func (p *Player) Header() capture.Header { return p.r.Header }
 
-// Snapshot plays up to the capture time that corresponds to now; once the
+// Frame plays up to the capture time that corresponds to now; once the
 // capture is over, time stops at its last record.
-func (p *Player) Snapshot() frame.Frame {
+func (p *Player) Frame() frame.Frame {
 	now := p.clock()
 	if p.begun.IsZero() {
 		p.begun = now
@@ -69,9 +69,10 @@ func (p *Player) Snapshot() frame.Frame {
 	if p.r.Trailer != nil {
 		p.agg.SetLost(p.r.Trailer.Lost)
 	}
-	rep := p.agg.Report(at)
+	p.agg.Tick(at)
+	rep := p.agg.Summary()
 	annotate(rep, p.cgroups)
-	s := frame.Frame{Report: rep, Findings: diagnose.Diagnose(rep)}
+	s := frame.Frame{Summary: rep, Findings: diagnose.Diagnose(rep)}
 	if p.done != "" {
 		s.Warning = "replay: " + p.done
 	}

@@ -31,15 +31,15 @@ type Point struct {
 
 // Report is a capture, summarised.
 type Report struct {
-	Header   capture.Header    `json:"header"`
-	Trailer  *capture.Trailer  `json:"trailer"` // nil: recording did not end cleanly
-	Events   uint64            `json:"events"`
-	Failures uint64            `json:"failures"`
-	Start    time.Time         `json:"start"`
-	End      time.Time         `json:"end"`
-	Damage   string            `json:"damage,omitempty"` // why reading stopped early
-	Final    *aggregate.Report `json:"final"`
-	Peak     *aggregate.Report `json:"peak"` // at the step with the most failures
+	Header   capture.Header     `json:"header"`
+	Trailer  *capture.Trailer   `json:"trailer"` // nil: recording did not end cleanly
+	Events   uint64             `json:"events"`
+	Failures uint64             `json:"failures"`
+	Start    time.Time          `json:"start"`
+	End      time.Time          `json:"end"`
+	Damage   string             `json:"damage,omitempty"` // why reading stopped early
+	Final    *aggregate.Summary `json:"final"`
+	Peak     *aggregate.Summary `json:"peak"` // at the step with the most failures
 	// PeakUsed is each port space's highest USED% at the end of any step,
 	// by its Where name.
 	PeakUsed map[string]float64 `json:"peak_used_percent"`
@@ -57,7 +57,7 @@ func Build(r io.Reader) (*Report, error) {
 	h := cr.Header
 	agg := newAggregator(h)
 	rep := &Report{Header: h}
-	p := &player{agg: agg, rep: rep, cgroups: map[uint64]aggregate.Cgroup{}}
+	b := &builder{agg: agg, rep: rep, cgroups: map[uint64]aggregate.Cgroup{}}
 	var ev event.Event
 	for {
 		rec, err := cr.Next(&ev)
@@ -72,7 +72,7 @@ func Build(r io.Reader) (*Report, error) {
 			rep.Damage = err.Error()
 			break
 		}
-		p.record(rec)
+		b.record(rec)
 	}
 	rep.Trailer = cr.Trailer
 	if rep.Start.IsZero() {
@@ -83,11 +83,12 @@ func Build(r io.Reader) (*Report, error) {
 	if t := rep.Trailer; t != nil && t.End.After(rep.End) && t.End.Sub(rep.End) < time.Hour {
 		rep.End = t.End
 	}
-	p.finish(rep.End)
+	b.finish(rep.End)
 	agg.SetLost(lostOf(rep.Trailer))
-	rep.Final = agg.Report(rep.End)
-	annotate(rep.Final, p.cgroups)
-	annotate(rep.Peak, p.cgroups)
+	agg.Tick(rep.End)
+	rep.Final = agg.Summary()
+	annotate(rep.Final, b.cgroups)
+	annotate(rep.Peak, b.cgroups)
 	// The advice is about the incident: the step with the most failures,
 	// or the end if nothing failed.
 	rep.Findings = diagnose.Diagnose(rep.Final)
@@ -133,7 +134,7 @@ func apply(agg *aggregate.Aggregator, cgroups map[uint64]aggregate.Cgroup, rec c
 // annotate says where each process ran, from the cgroups the capture's
 // rounds named (a process is often seen before the round that names its
 // cgroup).
-func annotate(r *aggregate.Report, cgroups map[uint64]aggregate.Cgroup) {
+func annotate(r *aggregate.Summary, cgroups map[uint64]aggregate.Cgroup) {
 	if r == nil {
 		return
 	}
@@ -166,9 +167,9 @@ func recordTime(rec capture.Record) time.Time {
 	return time.Time{}
 }
 
-// player feeds the aggregator in capture order and cuts the timeline into
+// builder feeds the aggregator in capture order and cuts the timeline into
 // steps from the first record on; steps where nothing happened are skipped.
-type player struct {
+type builder struct {
 	agg      *aggregate.Aggregator
 	rep      *Report
 	next     time.Time // end of the current step
@@ -177,74 +178,75 @@ type player struct {
 	cgroups  map[uint64]aggregate.Cgroup // named by the rounds so far
 }
 
-func (p *player) record(rec capture.Record) {
+func (b *builder) record(rec capture.Record) {
 	if t := recordTime(rec); !t.IsZero() {
-		if p.rep.Start.IsZero() {
-			p.rep.Start, p.rep.End, p.next = t, t, t.Add(Step)
+		if b.rep.Start.IsZero() {
+			b.rep.Start, b.rep.End, b.next = t, t, t.Add(Step)
 		}
-		p.advance(t)
-		if t.After(p.rep.End) {
-			p.rep.End = t
+		b.advance(t)
+		if t.After(b.rep.End) {
+			b.rep.End = t
 		}
 	}
-	apply(p.agg, p.cgroups, rec)
+	apply(b.agg, b.cgroups, rec)
 	e := rec.Event
 	if e == nil {
 		return
 	}
-	p.rep.Events++
+	b.rep.Events++
 	if e.Attempt() {
-		p.cur.Conns++
+		b.cur.Conns++
 	}
 	if e.Failed() {
-		p.cur.Failures++
-		p.rep.Failures++
+		b.cur.Failures++
+		b.rep.Failures++
 	}
 }
 
 // advance closes the steps that end by t.
-func (p *player) advance(t time.Time) {
-	for !t.Before(p.next) {
-		if p.cur.Conns == 0 && p.cur.Failures == 0 {
+func (b *builder) advance(t time.Time) {
+	for !t.Before(b.next) {
+		if b.cur.Conns == 0 && b.cur.Failures == 0 {
 			// Nothing happened: jump to the step that holds t.
-			k := int64(t.Sub(p.next)/Step) + 1
-			p.next = p.next.Add(time.Duration(min(k, math.MaxInt64/int64(Step))) * Step)
+			k := int64(t.Sub(b.next)/Step) + 1
+			b.next = b.next.Add(time.Duration(min(k, math.MaxInt64/int64(Step))) * Step)
 			return
 		}
-		p.closeStep()
+		b.closeStep()
 	}
 }
 
-func (p *player) closeStep() {
-	r := p.agg.Report(p.next)
-	p.cur.Time = p.next
-	if p.rep.PeakUsed == nil {
-		p.rep.PeakUsed = map[string]float64{}
+func (b *builder) closeStep() {
+	b.agg.Tick(b.next)
+	r := b.agg.Summary()
+	b.cur.Time = b.next
+	if b.rep.PeakUsed == nil {
+		b.rep.PeakUsed = map[string]float64{}
 	}
 	for i := range r.Spaces {
 		s := &r.Spaces[i]
-		if s.UsedPct > p.cur.UsedPct || p.cur.Space == "" {
-			p.cur.Space, p.cur.UsedPct, p.cur.TimeWait = s.Where(), s.UsedPct, s.TimeWait
+		if s.UsedPct > b.cur.UsedPct || b.cur.Space == "" {
+			b.cur.Space, b.cur.UsedPct, b.cur.TimeWait = s.Where(), s.UsedPct, s.TimeWait
 		}
-		if pk, ok := p.rep.PeakUsed[s.Where()]; !ok || s.UsedPct > pk {
-			p.rep.PeakUsed[s.Where()] = s.UsedPct
+		if pk, ok := b.rep.PeakUsed[s.Where()]; !ok || s.UsedPct > pk {
+			b.rep.PeakUsed[s.Where()] = s.UsedPct
 		}
 	}
-	if p.cur.Failures > p.peakFail {
-		p.peakFail, p.rep.Peak = p.cur.Failures, r
+	if b.cur.Failures > b.peakFail {
+		b.peakFail, b.rep.Peak = b.cur.Failures, r
 	}
-	p.rep.Timeline = append(p.rep.Timeline, p.cur)
-	p.cur = Point{}
-	p.next = p.next.Add(Step)
+	b.rep.Timeline = append(b.rep.Timeline, b.cur)
+	b.cur = Point{}
+	b.next = b.next.Add(Step)
 }
 
-func (p *player) finish(end time.Time) {
-	if p.next.IsZero() {
+func (b *builder) finish(end time.Time) {
+	if b.next.IsZero() {
 		return
 	}
-	p.advance(end)
-	if p.cur.Conns > 0 || p.cur.Failures > 0 {
-		p.next = end // a partial step, up to the end
-		p.closeStep()
+	b.advance(end)
+	if b.cur.Conns > 0 || b.cur.Failures > 0 {
+		b.next = end // a partial step, up to the end
+		b.closeStep()
 	}
 }

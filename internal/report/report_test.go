@@ -91,20 +91,20 @@ func TestPlayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := p.Snapshot(); len(s.Spaces) != 1 || s.Spaces[0].TotalConns != 1 || s.Warning != "" {
+	if s := p.Frame(); len(s.Spaces) != 1 || s.Spaces[0].TotalConns != 1 || s.Warning != "" {
 		t.Errorf("at the start, only the first event: %+v", s.Spaces)
 	}
 	wall = wall.Add(3 * time.Second) // 6 s of capture at speed 2
-	s := p.Snapshot()
+	s := p.Frame()
 	if len(s.Spaces) != 1 || s.Spaces[0].TotalConns != 61 || s.Spaces[0].TotalFailures != 0 {
 		t.Fatalf("after 6 s: %+v", s.Spaces)
 	}
 	wall = wall.Add(5 * time.Second) // 16 s: the failures
-	if s := p.Snapshot(); s.Spaces[0].TotalFailures != 30 || len(s.Findings) == 0 {
+	if s := p.Frame(); s.Spaces[0].TotalFailures != 30 || len(s.Findings) == 0 {
 		t.Errorf("after 16 s: %d failures, findings %v", s.Spaces[0].TotalFailures, s.Findings)
 	}
 	wall = wall.Add(time.Minute)
-	if s := p.Snapshot(); s.Spaces[0].TotalConns != 250 || s.Warning != "replay: end of the capture" {
+	if s := p.Frame(); s.Spaces[0].TotalConns != 250 || s.Warning != "replay: end of the capture" {
 		t.Errorf("at the end: %d, %q", s.Spaces[0].TotalConns, s.Warning)
 	}
 }

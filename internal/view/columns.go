@@ -20,7 +20,7 @@ type column struct {
 	drop     int
 	right    bool // numbers line up on the right
 	left     bool // cut on the left: the end (a destination) matters most
-	cell     func(r *aggregate.SpaceReport, c *cellCtx) string
+	cell     func(r *aggregate.SpaceSummary, c *cellCtx) string
 }
 
 // cellCtx is what a cell needs besides its row.
@@ -33,32 +33,32 @@ type cellCtx struct {
 const trendTitle = "USED% 60s"
 
 var spaceColumns = []column{
-	{title: "PORT SPACE", min: 24, want: 32, max: 44, left: true, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string { return r.Name }},
-	{title: "NETNS", min: 10, max: 22, drop: 7, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string {
+	{title: "PORT SPACE", min: 24, want: 32, max: 44, left: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return r.Name }},
+	{title: "NETNS", min: 10, max: 22, drop: 7, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
 		if r.Pod != "" { // a pod's namespace is the pod's
 			return r.Pod
 		}
 		return fmt.Sprint(r.Netns)
 	}},
-	{title: "PROCESS", min: 12, want: 16, max: 22, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string { return procNames(r.Processes) }},
-	{title: "CONN/S", min: 7, max: 7, drop: 2, right: true, cell: func(r *aggregate.SpaceReport, c *cellCtx) string { return rate(pick(r.Conns, c.window)) }},
-	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(r *aggregate.SpaceReport, c *cellCtx) string { return rate(failRate(r, c.window)) }},
-	{title: "TIME_WAIT", min: 9, max: 9, drop: 4, right: true, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string { return count(r.TimeWait) }},
-	{title: "USED/USABLE", min: 13, max: 15, drop: 5, right: true, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string {
+	{title: "PROCESS", min: 12, want: 16, max: 22, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return procNames(r.Processes) }},
+	{title: "CONN/S", min: 7, max: 7, drop: 2, right: true, cell: func(r *aggregate.SpaceSummary, c *cellCtx) string { return rate(pick(r.Conns, c.window)) }},
+	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(r *aggregate.SpaceSummary, c *cellCtx) string { return rate(failRate(r, c.window)) }},
+	{title: "TIME_WAIT", min: 9, max: 9, drop: 4, right: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return count(r.TimeWait) }},
+	{title: "USED/USABLE", min: 13, max: 15, drop: 5, right: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
 		usable := "?"
 		if r.Usable > 0 {
 			usable = count(r.Usable)
 		}
 		return count(r.Used) + "/" + usable
 	}},
-	{title: "USED%", min: 6, max: 6, right: true, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string {
+	{title: "USED%", min: 6, max: 6, right: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
 		if r.Usable == 0 {
 			return "?"
 		}
 		return fmt.Sprintf("%.1f%%", r.UsedPct)
 	}},
-	{title: trendTitle, min: 9, max: 30, drop: 3, cell: func(r *aggregate.SpaceReport, c *cellCtx) string { return c.trend(r.Where(), c.width) }},
-	{title: "ETA", min: 9, max: 9, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string {
+	{title: trendTitle, min: 9, max: 30, drop: 3, cell: func(r *aggregate.SpaceSummary, c *cellCtx) string { return c.trend(r.Where(), c.width) }},
+	{title: "ETA", min: 9, max: 9, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
 		switch {
 		case r.Exhausted:
 			return "EXHAUSTED"
@@ -67,7 +67,7 @@ var spaceColumns = []column{
 		}
 		return "-"
 	}},
-	{title: "ALLOC p50/p99", min: 13, max: 15, drop: 6, cell: func(r *aggregate.SpaceReport, _ *cellCtx) string {
+	{title: "ALLOC p50/p99", min: 13, max: 15, drop: 6, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
 		if r.AllocLatency.Count == 0 {
 			return "-"
 		}
@@ -149,7 +149,7 @@ func tableHeader(cols []column, widths []int) string {
 	return strings.Join(parts, " ")
 }
 
-func tableRow(r *aggregate.SpaceReport, cols []column, widths []int, ctx cellCtx) string {
+func tableRow(r *aggregate.SpaceSummary, cols []column, widths []int, ctx cellCtx) string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
 		ctx.width = widths[i]

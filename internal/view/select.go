@@ -10,7 +10,7 @@ import (
 )
 
 // Select is what the --pid, --comm, --netns, --dport and --dst flags keep of
-// a report. The zero value keeps everything. A port space is kept when its
+// a summary. The zero value keeps everything. A port space is kept when its
 // namespace and destination match and, if processes are named, one of its
 // processes matches; a process when it matches and one of its port spaces
 // is kept; a finding when its port space is kept.
@@ -44,7 +44,7 @@ func refWho(p aggregate.ProcRef) who {
 	return who{p.PID, p.Comm, p.PodUID, p.PodName, p.PodNamespace}
 }
 
-func reportWho(p aggregate.ProcessReport) who {
+func summaryWho(p aggregate.ProcessSummary) who {
 	return who{p.PID, p.Comm, p.PodUID, p.PodName, p.PodNamespace}
 }
 func (s Select) bySpace() bool { return s.Netns != 0 || s.DPort != 0 || s.Dst.IsValid() }
@@ -55,7 +55,7 @@ func (s Select) process(w who) bool {
 		(s.Pod == "" || s.Pod == w.pod || s.Pod == w.podUID) && (s.K8sNS == "" || s.K8sNS == w.k8sNS)
 }
 
-func (s Select) space(r *aggregate.SpaceReport) bool {
+func (s Select) space(r *aggregate.SpaceSummary) bool {
 	if s.Netns != 0 && r.Netns != s.Netns {
 		return false
 	}
@@ -71,14 +71,14 @@ func (s Select) space(r *aggregate.SpaceReport) bool {
 	return !s.byProcess() || slices.ContainsFunc(r.Processes, func(p aggregate.ProcRef) bool { return s.process(refWho(p)) })
 }
 
-// Report is a copy of r with only what s keeps, and the findings about the
+// Filter is a copy of r with only what s keeps, and the findings about the
 // port spaces kept. Totals (events, lost events) stay those of the whole.
-func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggregate.Report, []diagnose.Finding) {
+func (s Select) Filter(r *aggregate.Summary, findings []diagnose.Finding) (*aggregate.Summary, []diagnose.Finding) {
 	if r == nil || s.Empty() {
 		return r, findings
 	}
 	out := *r
-	out.Spaces, out.Processes = []aggregate.SpaceReport{}, []aggregate.ProcessReport{}
+	out.Spaces, out.Processes = []aggregate.SpaceSummary{}, []aggregate.ProcessSummary{}
 	kept := map[string]bool{}
 	for i := range r.Spaces {
 		if s.space(&r.Spaces[i]) {
@@ -87,7 +87,7 @@ func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggre
 		}
 	}
 	for _, p := range r.Processes {
-		if !s.process(reportWho(p)) || (p.Other && s.byProcess()) {
+		if !s.process(summaryWho(p)) || (p.Other && s.byProcess()) {
 			continue
 		}
 		if s.bySpace() && !slices.ContainsFunc(p.Spaces, func(n string) bool { return kept[n] }) {
@@ -104,10 +104,10 @@ func (s Select) Report(r *aggregate.Report, findings []diagnose.Finding) (*aggre
 	return &out, fs
 }
 
-// Snapshot is snap with only what s keeps.
-func (s Select) Snapshot(snap frame.Frame) frame.Frame {
-	snap.Report, snap.Findings = s.Report(snap.Report, snap.Findings)
-	return snap
+// Apply is f with only what s keeps.
+func (s Select) Apply(f frame.Frame) frame.Frame {
+	f.Summary, f.Findings = s.Filter(f.Summary, f.Findings)
+	return f
 }
 
 // Selected is a Source that shows only what Select keeps.
@@ -116,5 +116,5 @@ type Selected struct {
 	Select Select
 }
 
-// Snapshot is the source's snapshot, selected.
-func (s Selected) Snapshot() frame.Frame { return s.Select.Snapshot(s.Source.Snapshot()) }
+// Frame is the source's frame, selected.
+func (s Selected) Frame() frame.Frame { return s.Select.Apply(s.Source.Frame()) }

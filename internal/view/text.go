@@ -1,4 +1,4 @@
-// Package view shows a snapshot of the aggregator: as plain text tables for
+// Package view shows a frame (the aggregator's summary and its diagnosis):
 // scripts and logs, and as the live terminal view of `porttrace top`. Both
 // draw the same rows, so what a script reads is what an operator sees.
 package view
@@ -60,7 +60,7 @@ func pick(r aggregate.Rates, w int) float64 {
 	return r.S10
 }
 
-func failRate(s *aggregate.SpaceReport, w int) float64 {
+func failRate(s *aggregate.SpaceSummary, w int) float64 {
 	var f float64
 	for _, x := range s.Failures {
 		f += pick(x.Rates, w)
@@ -90,7 +90,7 @@ func Header(s *frame.Frame, info Info, o Options) []string {
 	}
 	shown := 0
 	for _, ns := range s.Netns {
-		if !slices.ContainsFunc(s.Spaces, func(sp aggregate.SpaceReport) bool { return sp.Netns == ns.Inode }) && len(s.Netns) > 1 {
+		if !slices.ContainsFunc(s.Spaces, func(sp aggregate.SpaceSummary) bool { return sp.Netns == ns.Inode }) && len(s.Netns) > 1 {
 			continue
 		}
 		if shown == 3 {
@@ -130,12 +130,12 @@ func Spaces(s *frame.Frame, o Options) []string {
 }
 
 // sortedSpaces is the port spaces in the order o asks for.
-func sortedSpaces(s *frame.Frame, o Options) []*aggregate.SpaceReport {
-	if s.Report == nil {
+func sortedSpaces(s *frame.Frame, o Options) []*aggregate.SpaceSummary {
+	if s.Summary == nil {
 		return nil
 	}
 	rows := slices.Clone(s.Spaces)
-	slices.SortStableFunc(rows, func(x, y aggregate.SpaceReport) int {
+	slices.SortStableFunc(rows, func(x, y aggregate.SpaceSummary) int {
 		switch o.Sort {
 		case ByConns:
 			return cmp.Compare(pick(y.Conns, o.Window), pick(x.Conns, o.Window))
@@ -148,14 +148,14 @@ func sortedSpaces(s *frame.Frame, o Options) []*aggregate.SpaceReport {
 		}
 		return aggregate.ByUrgency(x, y)
 	})
-	out := make([]*aggregate.SpaceReport, len(rows))
+	out := make([]*aggregate.SpaceSummary, len(rows))
 	for i := range rows {
 		out[i] = &rows[i]
 	}
 	return out
 }
 
-func spaceRow(r *aggregate.SpaceReport, w int) string {
+func spaceRow(r *aggregate.SpaceSummary, w int) string {
 	name := r.Name
 	usable, pct, eta := "?", "?", "-"
 	if r.Usable > 0 {

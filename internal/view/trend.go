@@ -19,11 +19,11 @@ type sample struct {
 // frame, keyed by where the space is (name and netns).
 type trends map[string][]sample
 
-// add records a frame's UsedPct of every space at the snapshot's time (the
+// add records a frame's UsedPct of every space at the frame's time (the
 // capture's clock in a replay), and forgets what is older than TrendSpan or
 // no longer shown.
 func (tr trends) add(s *frame.Frame) {
-	if s.Report == nil {
+	if s.Summary == nil {
 		return
 	}
 	seen := map[string]bool{}

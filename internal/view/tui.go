@@ -16,9 +16,9 @@ import (
 	"github.com/porttrace/porttrace/internal/diagnose"
 )
 
-// Source gives the live view its snapshots.
+// Source gives the live view its frames: live.Monitor and report.Player.
 type Source interface {
-	Snapshot() frame.Frame
+	Frame() frame.Frame
 }
 
 type tickMsg time.Time
@@ -29,7 +29,7 @@ type Model struct {
 	info     Info
 	interval time.Duration
 	opts     Options
-	snap     frame.Frame
+	frame    frame.Frame
 	procs    bool // the process table instead of port spaces
 	paused   bool
 	help     bool
@@ -44,8 +44,8 @@ type Model struct {
 
 // NewModel returns the view, refreshing every interval.
 func NewModel(src Source, info Info, interval time.Duration) Model {
-	m := Model{src: src, info: info, interval: interval, opts: Options{Window: 10}, snap: src.Snapshot(), width: 80, height: 24, trends: trends{}}
-	m.trends.add(&m.snap)
+	m := Model{src: src, info: info, interval: interval, opts: Options{Window: 10}, frame: src.Frame(), width: 80, height: 24, trends: trends{}}
+	m.trends.add(&m.frame)
 	return m
 }
 
@@ -61,8 +61,8 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tickMsg:
 		if !m.paused {
-			m.snap = m.src.Snapshot()
-			m.trends.add(&m.snap)
+			m.frame = m.src.Frame()
+			m.trends.add(&m.frame)
 		}
 		return m, m.tick()
 	case tea.WindowSizeMsg:
@@ -133,8 +133,8 @@ func (m Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case " ", "p":
 		m.paused = !m.paused
 		if !m.paused {
-			m.snap = m.src.Snapshot()
-			m.trends.add(&m.snap)
+			m.frame = m.src.Frame()
+			m.trends.add(&m.frame)
 		}
 	case "tab":
 		m.procs = !m.procs
@@ -195,7 +195,7 @@ func (m Model) View() string {
 // header is the title, totals and namespace lines, fewer namespaces on a
 // short terminal.
 func (m Model) header() []string {
-	h := Header(&m.snap, m.info, m.opts)
+	h := Header(&m.frame, m.info, m.opts)
 	if m.height < 40 && len(h) > 3 {
 		h = append(h[:3:3], h[len(h)-countWarnings(h):]...)
 	}
@@ -224,13 +224,13 @@ func countWarnings(h []string) int {
 func (m Model) table() (string, []string) {
 	if m.procs {
 		var rows []string
-		for _, r := range Processes(&m.snap, m.opts) {
+		for _, r := range Processes(&m.frame, m.opts) {
 			rows = append(rows, m.fit(r))
 		}
 		return ProcessHeader, rows
 	}
 	cols, widths := layout(m.width)
-	ctx := cellCtx{window: m.opts.Window, trend: func(key string, w int) string { return m.trends.sparkline(key, m.snap.Time, w) }}
+	ctx := cellCtx{window: m.opts.Window, trend: func(key string, w int) string { return m.trends.sparkline(key, m.frame.Time, w) }}
 	var rows []string
 	for _, sp := range m.spaces() {
 		row := tableRow(sp, cols, widths, ctx)
@@ -244,12 +244,12 @@ func (m Model) table() (string, []string) {
 
 // spaces is the port spaces in the chosen order that pass the filter (on
 // the same text the plain table prints).
-func (m Model) spaces() []*aggregate.SpaceReport {
-	if m.snap.Report == nil {
+func (m Model) spaces() []*aggregate.SpaceSummary {
+	if m.frame.Summary == nil {
 		return nil
 	}
-	order := sortedSpaces(&m.snap, m.opts)
-	var out []*aggregate.SpaceReport
+	order := sortedSpaces(&m.frame, m.opts)
+	var out []*aggregate.SpaceSummary
 	for _, sp := range order {
 		if matches(spaceRow(sp, m.opts.Window), m.opts.Filter) {
 			out = append(out, sp)
@@ -261,18 +261,18 @@ func (m Model) spaces() []*aggregate.SpaceReport {
 // findings is the diagnosis, worst port space first (by urgency), kept by
 // the filter when their line or their port space's row matches it.
 func (m Model) findings() []diagnose.Finding {
-	if m.snap.Report == nil {
+	if m.frame.Summary == nil {
 		return nil
 	}
 	rank := map[string]int{}
 	rowMatch := map[string]bool{}
-	urgent := slices.Clone(m.snap.Spaces)
+	urgent := slices.Clone(m.frame.Spaces)
 	slices.SortStableFunc(urgent, aggregate.ByUrgency)
 	for i := range urgent {
 		rank[urgent[i].Where()] = i
 		rowMatch[urgent[i].Where()] = matches(spaceRow(&urgent[i], m.opts.Window), m.opts.Filter)
 	}
-	fs := slices.Clone(m.snap.Findings)
+	fs := slices.Clone(m.frame.Findings)
 	slices.SortStableFunc(fs, func(a, b diagnose.Finding) int { return cmp.Compare(rank[a.Space], rank[b.Space]) })
 	return slices.DeleteFunc(fs, func(f diagnose.Finding) bool {
 		return m.opts.Filter != "" && !rowMatch[f.Space] && !matches(m.findingLine(f), m.opts.Filter)
@@ -306,7 +306,7 @@ func (m Model) diagnosis(room int) []string {
 	out := []string{headStyle.Render(m.pad(title))}
 	if len(fs) == 0 {
 		msg := "No port space is under pressure: nothing to fix."
-		if len(m.snap.Findings) > 0 {
+		if len(m.frame.Findings) > 0 {
 			msg = "No finding matches the filter."
 		}
 		return append(out, m.fit(msg))

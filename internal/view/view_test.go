@@ -18,11 +18,11 @@ import (
 
 type fixed struct{ s frame.Frame }
 
-func (f *fixed) Snapshot() frame.Frame { return f.s }
+func (f *fixed) Frame() frame.Frame { return f.s }
 
 func snapshot() frame.Frame {
 	eta := 90.0
-	full := aggregate.SpaceReport{
+	full := aggregate.SpaceSummary{
 		Name: "127.0.0.1 -> 127.0.0.1:8080", Netns: 7, Dst: "127.0.0.1:8080",
 		Key:       aggregate.SpaceKey{Netns: 7, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
 		Processes: []aggregate.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
@@ -30,15 +30,15 @@ func snapshot() frame.Frame {
 		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Rates: aggregate.Rates{S10: 30}}},
 		TimeWait:  27610, Used: 28232, Usable: 28232, UsedPct: 100, Exhausted: true,
 	}
-	filling := aggregate.SpaceReport{
+	filling := aggregate.SpaceSummary{
 		Name: "10.0.0.5 -> 10.0.0.9:5432", Netns: 7, Dst: "10.0.0.9:5432",
 		Processes: []aggregate.ProcRef{{PID: 900, Comm: "python3"}},
 		Conns:     aggregate.Rates{S10: 3000}, TimeWait: 1000, Used: 1200, Usable: 28232, UsedPct: 4.3, ETA: &eta,
-		AllocLatency: aggregate.Summary{Count: 10, P50: 7000, P99: 1340000},
+		AllocLatency: aggregate.Durations{Count: 10, P50: 7000, P99: 1340000},
 	}
 	return frame.Frame{
-		Report: &aggregate.Report{Seconds: 12, Spaces: []aggregate.SpaceReport{full, filling},
-			Processes: []aggregate.ProcessReport{{PID: 812, Comm: "nginx"}, {PID: 900, Comm: "python3"}}},
+		Summary: &aggregate.Summary{Seconds: 12, Spaces: []aggregate.SpaceSummary{full, filling},
+			Processes: []aggregate.ProcessSummary{{PID: 812, Comm: "nginx"}, {PID: 900, Comm: "python3"}}},
 		Findings: []diagnose.Finding{{Rule: "keepalive", Space: full.Where(), Situation: "28,232 of 28,232 ports in use", Evidence: "nginx churns", Fix: "enable keepalive"}},
 	}
 }
@@ -116,11 +116,11 @@ func TestKeys(t *testing.T) {
 // view must sort it up.
 func crowded(n int) frame.Frame {
 	s := snapshot()
-	var spaces []aggregate.SpaceReport
+	var spaces []aggregate.SpaceSummary
 	var findings []diagnose.Finding
 	for i := range n {
 		eta := float64(100 + i)
-		sp := aggregate.SpaceReport{
+		sp := aggregate.SpaceSummary{
 			Name: fmt.Sprintf("10.1.0.%d -> 10.2.0.%d:443", i, i), Netns: 7, Dst: fmt.Sprintf("10.2.0.%d:443", i),
 			Processes: []aggregate.ProcRef{{PID: uint32(1000 + i), Comm: "envoy"}},
 			Conns:     aggregate.Rates{S10: 400}, Used: 20000, Usable: 28232, UsedPct: 70.8, ETA: &eta,
@@ -238,16 +238,16 @@ func TestTrend(t *testing.T) {
 	src := &fixed{snapshot()}
 	src.s.Spaces = src.s.Spaces[1:] // the filling one
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var m tea.Model = sized(NewModel(&fixed{frame.Frame{Report: &aggregate.Report{Time: t0}}}, Info{}, 1), 200, 50)
+	var m tea.Model = sized(NewModel(&fixed{frame.Frame{Summary: &aggregate.Summary{Time: t0}}}, Info{}, 1), 200, 50)
 	mm := m.(Model)
 	mm.src = src
 	m = mm
 	for i := range 61 {
-		rep := *src.s.Report
+		rep := *src.s.Summary
 		rep.Time = t0.Add(time.Duration(i) * time.Second)
 		rep.Spaces = slices.Clone(rep.Spaces)
 		rep.Spaces[0].UsedPct = float64(i) * 100 / 60
-		src.s.Report = &rep
+		src.s.Summary = &rep
 		m, _ = m.Update(tickMsg{})
 	}
 	h := m.(Model).trends[src.s.Spaces[0].Where()]
@@ -263,9 +263,9 @@ func TestTrend(t *testing.T) {
 		t.Errorf("sparkline %q", line)
 	}
 	// Two minutes on, the space is gone: so is its history.
-	rep := *src.s.Report
+	rep := *src.s.Summary
 	rep.Time, rep.Spaces = t0.Add(3*time.Minute), nil
-	src.s.Report = &rep
+	src.s.Summary = &rep
 	m, _ = m.Update(tickMsg{})
 	if len(m.(Model).trends) != 0 {
 		t.Errorf("history kept: %v", m.(Model).trends)
@@ -295,7 +295,7 @@ func TestSelect(t *testing.T) {
 		{Select{Dst: netip.MustParseAddr("127.0.0.1")}, 1, 0, 1},
 		{Select{Netns: 8}, 0, 0, 0},
 	} {
-		got := c.sel.Snapshot(s)
+		got := c.sel.Apply(s)
 		if len(got.Spaces) != c.spaces || len(got.Processes) != c.procs || len(got.Findings) != c.finds {
 			t.Errorf("%+v: %d spaces, %d processes, %d findings", c.sel, len(got.Spaces), len(got.Processes), len(got.Findings))
 		}

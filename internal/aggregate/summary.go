@@ -38,7 +38,7 @@ type Failure struct {
 	Total      uint64 `json:"total"`
 }
 
-func failureReports(m failures, now int64) []Failure {
+func failureSummaries(m failures, now int64) []Failure {
 	out := []Failure{}
 	for f, c := range m {
 		out = append(out, Failure{Errno: event.ErrnoName(f.errno), Exhaustion: f.exhaustion, Rates: rates(c, now), Last: c.Sum(now, 60), Total: c.Total})
@@ -73,8 +73,8 @@ type ProcRef struct {
 	Sockets int `json:"sockets,omitempty"`
 }
 
-// SpaceReport is one port space.
-type SpaceReport struct {
+// SpaceSummary is one port space.
+type SpaceSummary struct {
 	Key   SpaceKey `json:"-"`
 	Name  string   `json:"name"`            // as diagnosis findings name it
 	Other bool     `json:"other,omitempty"` // keys beyond the limits, together
@@ -120,10 +120,10 @@ type SpaceReport struct {
 	// cannot fill by TIME_WAIT, and there is no ETA.
 	TWCapped bool `json:"time_wait_capped,omitempty"`
 
-	AllocLatency Summary `json:"alloc_latency"`
-	Lifetime     Summary `json:"lifetime"`
-	Closed60     uint64  `json:"closed_60s"`
-	ShortPct     float64 `json:"short_lived_percent"` // of Closed60, under 1 s
+	AllocLatency Durations `json:"alloc_latency"`
+	Lifetime     Durations `json:"lifetime"`
+	Closed60     uint64    `json:"closed_60s"`
+	ShortPct     float64   `json:"short_lived_percent"` // of Closed60, under 1 s
 
 	TotalConns    uint64 `json:"total_connections"`
 	TotalFailures uint64 `json:"total_failures"`
@@ -132,12 +132,12 @@ type SpaceReport struct {
 
 // Where names the space uniquely: the same addresses may exist in several
 // namespaces.
-func (r *SpaceReport) Where() string {
+func (r *SpaceSummary) Where() string {
 	return fmt.Sprintf("%s (netns %d)", r.Name, r.Netns)
 }
 
 // FailRate is the failures per second over 10 s, all errnos.
-func (r *SpaceReport) FailRate() float64 {
+func (r *SpaceSummary) FailRate() float64 {
 	var f float64
 	for _, x := range r.Failures {
 		f += x.Rates.S10
@@ -146,7 +146,7 @@ func (r *SpaceReport) FailRate() float64 {
 }
 
 // Failed60 is the failures of the last minute, all errnos.
-func (r *SpaceReport) Failed60() uint64 {
+func (r *SpaceSummary) Failed60() uint64 {
 	var n uint64
 	for _, x := range r.Failures {
 		n += x.Last
@@ -155,7 +155,7 @@ func (r *SpaceReport) Failed60() uint64 {
 }
 
 // Errno is the failures of one errno over the last minute.
-func (r *SpaceReport) Errno(name string) uint64 {
+func (r *SpaceSummary) Errno(name string) uint64 {
 	var n uint64
 	for _, x := range r.Failures {
 		if x.Errno == name {
@@ -166,7 +166,7 @@ func (r *SpaceReport) Errno(name string) uint64 {
 }
 
 // Exhaustion60 is the last minute's failures for want of a port.
-func (r *SpaceReport) Exhaustion60() uint64 {
+func (r *SpaceSummary) Exhaustion60() uint64 {
 	var n uint64
 	for _, x := range r.Failures {
 		if x.Exhaustion {
@@ -178,7 +178,7 @@ func (r *SpaceReport) Exhaustion60() uint64 {
 
 // NoAddress60 is the last minute's EADDRNOTAVAIL that had no usable
 // source address, with no port search at all.
-func (r *SpaceReport) NoAddress60() uint64 {
+func (r *SpaceSummary) NoAddress60() uint64 {
 	var n uint64
 	for _, x := range r.Failures {
 		if !x.Exhaustion && x.Errno == "EADDRNOTAVAIL" {
@@ -190,7 +190,7 @@ func (r *SpaceReport) NoAddress60() uint64 {
 
 // ExhaustionErrno is the errno a caller sees when the space has no port
 // left: connect() fails with EADDRNOTAVAIL, bind() with EADDRINUSE.
-func (r *SpaceReport) ExhaustionErrno() string {
+func (r *SpaceSummary) ExhaustionErrno() string {
 	if r.Dst == "" && !r.Other {
 		return "EADDRINUSE"
 	}
@@ -199,7 +199,7 @@ func (r *SpaceReport) ExhaustionErrno() string {
 
 // exhaustionFailures is the rate of failures for want of a port over the
 // last 10 s.
-func (r *SpaceReport) exhaustionFailures() float64 {
+func (r *SpaceSummary) exhaustionFailures() float64 {
 	var f float64
 	for _, x := range r.Failures {
 		if x.Exhaustion {
@@ -209,8 +209,8 @@ func (r *SpaceReport) exhaustionFailures() float64 {
 	return f
 }
 
-// ProcessReport is one process.
-type ProcessReport struct {
+// ProcessSummary is one process.
+type ProcessSummary struct {
 	PID        uint32 `json:"pid"`
 	Comm       string `json:"comm"`
 	CgroupID   uint64 `json:"cgroup_id"`
@@ -244,7 +244,7 @@ func (r *ProcRef) Pod() string {
 // Workload is where the process runs, as an operator names it: its pod
 // (namespace/name, else "pod " and its UID), else its container's short
 // id; "" for neither.
-func (p *ProcessReport) Workload() string {
+func (p *ProcessSummary) Workload() string {
 	switch {
 	case p.PodName != "":
 		return p.PodNamespace + "/" + p.PodName
@@ -254,23 +254,23 @@ func (p *ProcessReport) Workload() string {
 	return p.Container
 }
 
-// Report is everything the aggregator knows at one moment.
-type Report struct {
-	Time      time.Time       `json:"time"`
-	Seconds   int64           `json:"seconds"` // complete seconds observed
-	Netns     []NetnsReport   `json:"netns"`
-	Events    uint64          `json:"events"`
-	Lost      uint64          `json:"lost_events"`
-	Untracked uint64          `json:"untracked_sockets"`
-	Spaces    []SpaceReport   `json:"port_spaces"`
-	Processes []ProcessReport `json:"processes"`
+// Summary is everything the aggregator knows at one moment.
+type Summary struct {
+	Time      time.Time        `json:"time"`
+	Seconds   int64            `json:"seconds"` // complete seconds observed
+	Netns     []NetnsSummary   `json:"netns"`
+	Events    uint64           `json:"events"`
+	Lost      uint64           `json:"lost_events"`
+	Untracked uint64           `json:"untracked_sockets"`
+	Spaces    []SpaceSummary   `json:"port_spaces"`
+	Processes []ProcessSummary `json:"processes"`
 }
 
-// NetnsReport is a network namespace's settings and its ports per space.
-type NetnsReport struct {
+// NetnsSummary is a network namespace's settings and its ports per space.
+type NetnsSummary struct {
 	netns.Settings
 	Usable int `json:"usable_ports"`
-	// Pod: as SpaceReport.Pod.
+	// Pod: as SpaceSummary.Pod.
 	Pod string `json:"k8s_pod,omitempty"`
 	// TimeWait is every time-wait socket of the namespace that porttrace
 	// follows, against tcp_max_tw_buckets.
@@ -280,13 +280,12 @@ type NetnsReport struct {
 	Conflicts []Conflict `json:"bind_conflicts"`
 }
 
-// Report ages everything to t (Tick) and summarises it, port spaces by
-// urgency and processes by churn.
-func (a *Aggregator) Report(t time.Time) *Report {
-	a.Tick(t)
-	r := &Report{Time: t, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked,
-		Netns: []NetnsReport{}, Spaces: []SpaceReport{}, Processes: []ProcessReport{}}
-	occ := a.occ // Tick just computed them
+// Summary is what the aggregator holds as of its last Tick, port spaces by
+// urgency and processes by churn; Tick first to age it to a moment.
+func (a *Aggregator) Summary() *Summary {
+	r := &Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked,
+		Netns: []NetnsSummary{}, Spaces: []SpaceSummary{}, Processes: []ProcessSummary{}}
+	occ := a.occ // as of the last Tick
 	tw := map[uint32]int{}
 	for k, s := range a.spaces {
 		tw[k.Netns] += s.ports.tw
@@ -297,24 +296,24 @@ func (a *Aggregator) Report(t time.Time) *Report {
 		}
 		st := n.settings
 		st.Names = append([]string{}, st.Names...)
-		r.Netns = append(r.Netns, NetnsReport{Settings: st, Usable: st.Usable(), TimeWait: tw[ino],
-			Listeners: append([]Listener{}, n.listeners...), Conflicts: n.conflictReports(a.now)})
+		r.Netns = append(r.Netns, NetnsSummary{Settings: st, Usable: st.Usable(), TimeWait: tw[ino],
+			Listeners: append([]Listener{}, n.listeners...), Conflicts: n.conflictList(a.now)})
 	}
-	slices.SortFunc(r.Netns, func(x, y NetnsReport) int { return cmp.Compare(x.Inode, y.Inode) })
+	slices.SortFunc(r.Netns, func(x, y NetnsSummary) int { return cmp.Compare(x.Inode, y.Inode) })
 	for _, s := range a.spaces {
-		r.Spaces = append(r.Spaces, a.spaceReport(s, false, occ[s], tw))
+		r.Spaces = append(r.Spaces, a.spaceSummary(s, false, occ[s], tw))
 	}
 	if a.other.conns.Total > 0 || len(a.other.ports.m) > 0 {
-		r.Spaces = append(r.Spaces, a.spaceReport(a.other, true, occ[a.other], tw))
+		r.Spaces = append(r.Spaces, a.spaceSummary(a.other, true, occ[a.other], tw))
 	}
 	slices.SortFunc(r.Spaces, ByUrgency)
 	for _, p := range a.procs {
-		r.Processes = append(r.Processes, a.procReport(p, false))
+		r.Processes = append(r.Processes, a.processSummary(p, false))
 	}
 	if a.otherProc.conns.Total > 0 {
-		r.Processes = append(r.Processes, a.procReport(a.otherProc, true))
+		r.Processes = append(r.Processes, a.processSummary(a.otherProc, true))
 	}
-	slices.SortFunc(r.Processes, func(x, y ProcessReport) int {
+	slices.SortFunc(r.Processes, func(x, y ProcessSummary) int {
 		return cmp.Or(cmp.Compare(y.Conns.S10, x.Conns.S10), cmp.Compare(y.Total, x.Total), cmp.Compare(x.PID, y.PID))
 	})
 	return r
@@ -322,8 +321,8 @@ func (a *Aggregator) Report(t time.Time) *Report {
 
 // ByUrgency orders port spaces as an operator would look at them: failing
 // now, then soonest to run out, then fullest, then busiest.
-func ByUrgency(x, y SpaceReport) int {
-	eta := func(r SpaceReport) float64 {
+func ByUrgency(x, y SpaceSummary) int {
+	eta := func(r SpaceSummary) float64 {
 		if r.ETA == nil {
 			return math.Inf(1)
 		}
@@ -338,14 +337,14 @@ func ByUrgency(x, y SpaceReport) int {
 	)
 }
 
-func (a *Aggregator) spaceReport(s *space, other bool, o occupancy, tw map[uint32]int) SpaceReport {
+func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint32]int) SpaceSummary {
 	now := a.now
-	r := SpaceReport{
+	r := SpaceSummary{
 		Key: s.key, Other: other, Netns: s.key.Netns,
-		Conns: rates(&s.conns, now), Failures: failureReports(s.fails, now),
+		Conns: rates(&s.conns, now), Failures: failureSummaries(s.fails, now),
 		TWIn: rates(&s.twIn, now), Released: rates(&s.ports.released, now), Reused: rates(&s.ports.reused, now),
 		TimeWait: o.tw, Reusable: o.reusable, Live: o.live, Bound: o.bound, Used: o.used,
-		AllocLatency: s.latency.Summary(now), Lifetime: s.lifetime.Summary(now),
+		AllocLatency: s.latency.summary(now), Lifetime: s.lifetime.summary(now),
 		Closed60:   s.closed.Sum(now, 60),
 		TotalConns: s.conns.Total, TotalTWIn: s.twIn.Total,
 	}
@@ -373,7 +372,7 @@ func (a *Aggregator) spaceReport(s *space, other bool, o occupancy, tw map[uint3
 
 // headroom fills in the space's size, how full it is, and when it runs out
 // at the rate it filled over the last 10 s.
-func (a *Aggregator) headroom(s *space, r *SpaceReport, nsTimeWait int) {
+func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 	n := a.ns[s.key.Netns]
 	if n == nil || !n.known || r.Other {
 		return
@@ -423,10 +422,10 @@ func (a *Aggregator) procRefs(s *space) []ProcRef {
 	return out
 }
 
-func (a *Aggregator) procReport(p *proc, other bool) ProcessReport {
-	r := ProcessReport{
+func (a *Aggregator) processSummary(p *proc, other bool) ProcessSummary {
+	r := ProcessSummary{
 		PID: p.key.PID, Comm: p.key.Comm.String(), CgroupID: p.key.CgroupID, CgroupPath: p.cgroup.Path, Container: p.cgroup.Container, PodUID: p.cgroup.PodUID, Other: other,
-		Conns: rates(&p.conns, a.now), Failures: failureReports(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
+		Conns: rates(&p.conns, a.now), Failures: failureSummaries(p.fails, a.now), TWIn: rates(&p.twIn, a.now), Total: p.conns.Total, TotalTWIn: p.twIn.Total,
 	}
 	type kc struct {
 		k SpaceKey
