@@ -10,9 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"time"
+
+	pt "github.com/porttrace/porttrace/tracer"
 )
 
 type options struct {
@@ -47,7 +48,7 @@ func run(o options) error {
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("portbench: host %s, kernel %s, %d CPUs; %d rounds of %s per condition, alternated; medians\n\n",
-		host, kernelRelease(), runtime.NumCPU(), o.rounds, o.duration)
+		host, pt.KernelRelease(), runtime.NumCPU(), o.rounds, o.duration)
 	conds, notes := conditions(o)
 	for _, n := range notes {
 		fmt.Println(n)
@@ -72,12 +73,4 @@ func run(o options) error {
 	}
 	b.verdicts()
 	return nil
-}
-
-func kernelRelease() string {
-	out, err := exec.Command("uname", "-r").Output()
-	if err != nil {
-		return "?"
-	}
-	return string(out[:len(out)-1])
 }

@@ -20,68 +20,6 @@ import (
 	"github.com/porttrace/porttrace/internal/live"
 )
 
-// otlpFlags are shared by the commands that can export.
-type otlpFlags struct {
-	endpoint string
-	protocol string
-	interval time.Duration
-}
-
-func (f *otlpFlags) register(cmd *cobra.Command, what string) {
-	cmd.Flags().StringVar(&f.endpoint, "otlp-endpoint", "", what)
-	cmd.Flags().StringVar(&f.protocol, "otlp-protocol", "", "grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
-	cmd.Flags().DurationVar(&f.interval, "export-interval", 0, fmt.Sprintf("metric export period (default: $OTEL_METRIC_EXPORT_INTERVAL, else %s)", export.DefaultInterval))
-	cmd.RegisterFlagCompletionFunc("otlp-protocol", cobra.FixedCompletions(export.Protocols, cobra.ShellCompDirectiveNoFileComp))
-}
-
-func (f *otlpFlags) options(w io.Writer) export.Options {
-	return export.Options{
-		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
-		Limits: aggregate.DefaultLimits, Version: version(), Warn: w,
-	}
-}
-
-// check refuses bad values, of the flags and of the OTEL_* variables,
-// before probes are attached.
-func (f *otlpFlags) check() error {
-	if err := checkEndpoint("--otlp-endpoint", f.endpoint); err != nil {
-		return err
-	}
-	if err := checkOTELEnv(); err != nil {
-		return err
-	}
-	return f.options(nil).Check()
-}
-
-// start exports mon's figures and events; warnings go to w.
-func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, error) {
-	x, err := export.New(context.Background(), f.options(w), mon.Summary)
-	if err != nil {
-		return nil, err
-	}
-	mon.Observe(x.Observe)
-	fmt.Fprintf(w, "porttrace: exporting %s\n", x)
-	return x, nil
-}
-
-// stopBudget is how long a stop may take once SIGTERM or SIGINT arrives,
-// as documented: the last export gets what is left of it.
-const stopBudget = 5 * time.Second
-
-// stop flushes what is left, giving a collector that is down a few seconds,
-// and returns the last export's trouble, nil if it got through.
-func stop(x *export.Exporter, w io.Writer) {
-	if err := shutdown(x, time.Now().Add(stopBudget)); err != nil {
-		fmt.Fprintf(w, "porttrace: last export: %v\n", err)
-	}
-}
-
-func shutdown(x *export.Exporter, deadline time.Time) error {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	return x.Shutdown(ctx)
-}
-
 // quietWriter passes lines on until stopping, then drops the SDK's own
 // errors ("porttrace: OTLP: ..."): while exporters are shut down they are
 // cancellations, which the summary line accounts for.

@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/tracer"
 )
 
 // BenchmarkTracerCost measures, in one run, what the backend under test
@@ -77,7 +76,7 @@ func BenchmarkTracerCost(b *testing.B) {
 	b.ReportMetric(ratio(with.fin, none.fin), "fin-connects-x")
 	b.ReportMetric(ratio(with.finP50, none.finP50), "fin-p50-x")
 	fmt.Printf("PORTTRACE-COST backend=%s kernel=%s getppid %.2fx, reset connects/s %.2fx, TIME_WAIT connects/s %.2fx, connect() p50 %.2fx (medians of %d, alternated)\n",
-		backend, release(), ratio(none.getppid, with.getppid), ratio(with.reset, none.reset), ratio(with.fin, none.fin), ratio(with.finP50, none.finP50), rounds)
+		backend, tracer.KernelRelease(), ratio(none.getppid, with.getppid), ratio(with.reset, none.reset), ratio(with.fin, none.fin), ratio(with.finP50, none.finP50), rounds)
 }
 
 // startCost runs porttrace with its defaults, headless, and returns once
@@ -110,10 +109,4 @@ func startCost(b *testing.B) *exec.Cmd {
 	}()
 	time.Sleep(time.Second)
 	return cmd
-}
-
-func release() string {
-	var u unix.Utsname
-	unix.Uname(&u)
-	return unix.ByteSliceToString(u.Release[:])
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,9 @@ Without privileges it reports what it can (kernel, BTF, capabilities, this
 namespace's settings) and exits with status 77, naming what is missing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := needLinux(cmd.Name()); err != nil {
+				return err
+			}
 			return runDoctor(cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -64,14 +68,7 @@ func doctorOwnNetns(w io.Writer) {
 		return strings.Join(strings.Fields(string(b)), "-")
 	}
 	fmt.Fprintf(w, "this network namespace: ports %s, reserved %s, tcp_tw_reuse %s (others need CAP_SYS_ADMIN to enter)\n",
-		read("ip_local_port_range"), or(read("ip_local_reserved_ports"), "-"), read("tcp_tw_reuse"))
-}
-
-func or(s, alt string) string {
-	if s == "" {
-		return alt
-	}
-	return s
+		read("ip_local_port_range"), cmp.Or(read("ip_local_reserved_ports"), "-"), read("tcp_tw_reuse"))
 }
 
 func describeCaps() string {

@@ -1,16 +1,189 @@
+// Flags and values that several commands share, and their checks: every
+// value is refused with a reason before any probe attaches.
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/export"
+	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/tracer"
 )
+
+// tracerFlags are shared by every command that attaches probes.
+type tracerFlags struct {
+	command  string // for messages
+	backend  string
+	ringSize string
+	syscalls bool
+	// namespaces: the command reads other namespaces' port settings and
+	// socket tables (top, record, agent), which takes CAP_SYS_ADMIN.
+	namespaces bool
+}
+
+func (f *tracerFlags) register(cmd *cobra.Command) {
+	f.command = cmd.Name()
+	cmd.Flags().StringVar(&f.backend, "backend", "auto", "probe backend: fentry, kprobe, tracepoint, or auto (best that attaches)")
+	cmd.Flags().StringVar(&f.ringSize, "ring-size", "8MiB", "ring buffer size, rounded up to a power of two: 4KiB to 1GiB, e.g. 512KiB, 8M, 64MiB")
+	cmd.Flags().BoolVar(&f.syscalls, "syscalls", false, "tracepoint backend: also attach the connect()/bind() syscall tracepoints, "+
+		"to see connect() failures before any TCP state change (no route, no source address) and bind()'s result; "+
+		"costs every syscall of every process on the machine about 30-45 ns (the other backends see these without it)")
+	cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions(backendNames(), cobra.ShellCompDirectiveNoFileComp))
+}
+
+func backendNames() []string {
+	names := []string{"auto"}
+	for _, b := range tracer.Backends {
+		names = append(names, string(b))
+	}
+	return names
+}
+
+// options checks the flags' values, before anything attaches.
+func (f *tracerFlags) options() (tracer.Options, error) {
+	b, err := tracer.ParseBackend(f.backend)
+	if err != nil {
+		return tracer.Options{}, err
+	}
+	size, err := parseSize("--ring-size", f.ringSize, minRingSize, maxRingSize)
+	return tracer.Options{Backend: b, RingSize: int(size), Syscalls: f.syscalls}, err
+}
+
+// check refuses bad values, and a system porttrace cannot trace, before
+// anything attaches.
+func (f *tracerFlags) check() error {
+	if err := needLinux(f.command); err != nil {
+		return err
+	}
+	_, err := f.options()
+	return err
+}
+
+// needLinux refuses, on any other system, a command that reads the kernel,
+// and names the commands that work there.
+func needLinux(command string) error {
+	if runtime.GOOS == "linux" {
+		return nil
+	}
+	return fmt.Errorf("porttrace %s reads the kernel with eBPF, which only Linux has (this is %s): "+
+		"here, porttrace report FILE and porttrace top --replay FILE read captures made by porttrace record on Linux", command, runtime.GOOS)
+}
+
+func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
+	o, err := f.options()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCaps(stderr, f.namespaces); err != nil {
+		return nil, err
+	}
+	t, err := tracer.Open(o)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range t.Attempts() {
+		if a.Err != nil {
+			fmt.Fprintf(stderr, "porttrace: backend %s refused: %v\n", a.Backend, a.Err)
+		}
+		for _, h := range a.Hooks {
+			if a.Err == nil && h.Err != nil {
+				fmt.Fprintf(stderr, "porttrace: optional hook %s missing (%s): %v\n", h.Name, h.Optional, h.Err)
+			}
+		}
+	}
+	note := "port search latency is exact"
+	if !t.Backend().ExactLatency() {
+		note = "port search latency is approximate (bracketed by neighbouring hooks)"
+	}
+	if !t.Backend().SeesEarlyFailures() && !f.syscalls {
+		note += "; connect() failures before any TCP state change and bind() are not seen (--syscalls adds them, at a cost to every syscall)"
+	}
+	fmt.Fprintf(stderr, "porttrace: tracing with the %s backend; %s\n", t.Backend(), note)
+	return t, nil
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM, so that commands finish
+// cleanly (drain the ring buffer, report lost events) instead of dying.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// otlpFlags are shared by the commands that can export.
+type otlpFlags struct {
+	endpoint string
+	protocol string
+	interval time.Duration
+}
+
+func (f *otlpFlags) register(cmd *cobra.Command, what string) {
+	cmd.Flags().StringVar(&f.endpoint, "otlp-endpoint", "", what)
+	cmd.Flags().StringVar(&f.protocol, "otlp-protocol", "", "grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
+	cmd.Flags().DurationVar(&f.interval, "export-interval", 0, fmt.Sprintf("metric export period (default: $OTEL_METRIC_EXPORT_INTERVAL, else %s)", export.DefaultInterval))
+	cmd.RegisterFlagCompletionFunc("otlp-protocol", cobra.FixedCompletions(export.Protocols, cobra.ShellCompDirectiveNoFileComp))
+}
+
+func (f *otlpFlags) options(w io.Writer) export.Options {
+	return export.Options{
+		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
+		Limits: aggregate.DefaultLimits, Version: version(), Warn: w,
+	}
+}
+
+// check refuses bad values, of the flags and of the OTEL_* variables,
+// before probes are attached.
+func (f *otlpFlags) check() error {
+	if err := checkEndpoint("--otlp-endpoint", f.endpoint); err != nil {
+		return err
+	}
+	if err := checkOTELEnv(); err != nil {
+		return err
+	}
+	return f.options(nil).Check()
+}
+
+// start exports mon's figures and events; warnings go to w.
+func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, error) {
+	x, err := export.New(context.Background(), f.options(w), mon.Summary)
+	if err != nil {
+		return nil, err
+	}
+	mon.Observe(x.Observe)
+	fmt.Fprintf(w, "porttrace: exporting %s\n", x)
+	return x, nil
+}
+
+// stopBudget is how long a stop may take once SIGTERM or SIGINT arrives,
+// as documented: the last export gets what is left of it.
+const stopBudget = 5 * time.Second
+
+// stop flushes what is left, giving a collector that is down a few seconds,
+// and returns the last export's trouble, nil if it got through.
+func stop(x *export.Exporter, w io.Writer) {
+	if err := shutdown(x, time.Now().Add(stopBudget)); err != nil {
+		fmt.Fprintf(w, "porttrace: last export: %v\n", err)
+	}
+}
+
+func shutdown(x *export.Exporter, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	return x.Shutdown(ctx)
+}
 
 // Bounds of the size flags. A ring buffer below a page cannot be mapped and
 // above 1 GiB pins more memory than any incident needs; a capture smaller

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/porttrace/porttrace/internal/frame"
 	"io"
 	"net"
 	"net/netip"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/churn"

@@ -85,9 +85,8 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		return err
 	}
 	defer t.Close()
-	start := time.Now()
-	all, tables, err := live.ReadTables()
-	if err != nil && len(tables) == 0 {
+	first, err := live.Round()
+	if err != nil {
 		return err
 	}
 	file, err := create(path)
@@ -96,24 +95,12 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	}
 	defer file.Close()
 	host, _ := os.Hostname()
-	w, err := capture.NewWriter(file, capture.Header{
-		Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend()), Start: start,
-		Netns: all, Command: strings.Join(os.Args, " "),
-	})
-	if err == nil {
-		err = w.SyncBegin()
-	}
-	if err == nil {
-		err = w.Round(capture.Round{Time: start, Netns: all, Tables: tables})
-	}
+	w, err := recorder.Begin(file, capture.Header{Host: host, Kernel: tracer.KernelRelease(),
+		Backend: string(t.Backend()), Command: strings.Join(os.Args, " ")}, first)
 	if err != nil {
 		return err
 	}
-	o.Tables = func() capture.Round {
-		t := time.Now()
-		all, tables, _ := live.ReadTables()
-		return capture.Round{Time: t, Netns: all, Tables: tables}
-	}
+	o.Tables = func() capture.Round { r, _ := live.Round(); return r }
 	o.Cgroup = live.Cgroup
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()

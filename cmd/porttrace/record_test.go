@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"github.com/porttrace/porttrace/internal/frame"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/report"

@@ -8,12 +8,11 @@ import (
 	"io"
 	"math"
 	"os"
-	"runtime/debug"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/live"
@@ -52,9 +51,6 @@ at once; rates need at least one second.`,
 				return err
 			}
 			sel.Pod, sel.K8sNS = pf.pod, pf.namespace
-			if err := errors.Join(tf.check(), of.check()); err != nil {
-				return err
-			}
 			if interval < time.Second {
 				return fmt.Errorf("--interval must be at least 1s: rates are per complete second")
 			}
@@ -77,6 +73,9 @@ at once; rates need at least one second.`,
 				}
 				return runReplay(f, speed, interval, sel)
 			}
+			if err := errors.Join(tf.check(), of.check()); err != nil {
+				return err
+			}
 			return runTop(cmd, &tf, &of, &cf, sel, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
 		},
 	}
@@ -93,10 +92,7 @@ at once; rates need at least one second.`,
 	return cmd
 }
 
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
+func isTerminal(f *os.File) bool { return term.IsTerminal(f.Fd()) }
 
 func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel view.Select, once, asJSON bool, interval time.Duration) error {
 	stderr := cmd.ErrOrStderr()
@@ -137,14 +133,7 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 	ctx, cancel := signalContext()
 	defer cancel()
 	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-			}
-		}()
-		done <- mon.Run(ctx)
-	}()
+	go func() { done <- mon.Run(ctx) }() // a panic in it comes back as an error
 	if once {
 		err = printOnce(ctx, cmd.OutOrStdout(), view.Selected{Source: mon, Select: sel}, info, asJSON, interval)
 		cancel()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+
 	"github.com/porttrace/porttrace/internal/frame"
 
 	"net/netip"

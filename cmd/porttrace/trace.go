@@ -6,99 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/event"
-	"github.com/porttrace/porttrace/tracer"
 )
-
-// tracerFlags are shared by every command that attaches probes.
-type tracerFlags struct {
-	backend  string
-	ringSize string
-	syscalls bool
-	// namespaces: the command reads other namespaces' port settings and
-	// socket tables (top, record, agent), which takes CAP_SYS_ADMIN.
-	namespaces bool
-}
-
-func (f *tracerFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.backend, "backend", "auto", "probe backend: fentry, kprobe, tracepoint, or auto (best that attaches)")
-	cmd.Flags().StringVar(&f.ringSize, "ring-size", "8MiB", "ring buffer size, rounded up to a power of two: 4KiB to 1GiB, e.g. 512KiB, 8M, 64MiB")
-	cmd.Flags().BoolVar(&f.syscalls, "syscalls", false, "tracepoint backend: also attach the connect()/bind() syscall tracepoints, "+
-		"to see connect() failures before any TCP state change (no route, no source address) and bind()'s result; "+
-		"costs every syscall of every process on the machine about 30-45 ns (the other backends see these without it)")
-	cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions(backendNames(), cobra.ShellCompDirectiveNoFileComp))
-}
-
-func backendNames() []string {
-	names := []string{"auto"}
-	for _, b := range tracer.Backends {
-		names = append(names, string(b))
-	}
-	return names
-}
-
-// options checks the flags' values, before anything attaches.
-func (f *tracerFlags) options() (tracer.Options, error) {
-	b, err := tracer.ParseBackend(f.backend)
-	if err != nil {
-		return tracer.Options{}, err
-	}
-	size, err := parseSize("--ring-size", f.ringSize, minRingSize, maxRingSize)
-	return tracer.Options{Backend: b, RingSize: int(size), Syscalls: f.syscalls}, err
-}
-
-// check refuses bad values before anything attaches.
-func (f *tracerFlags) check() error {
-	_, err := f.options()
-	return err
-}
-
-func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
-	o, err := f.options()
-	if err != nil {
-		return nil, err
-	}
-	if err := checkCaps(stderr, f.namespaces); err != nil {
-		return nil, err
-	}
-	t, err := tracer.Open(o)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range t.Attempts() {
-		if a.Err != nil {
-			fmt.Fprintf(stderr, "porttrace: backend %s refused: %v\n", a.Backend, a.Err)
-		}
-		for _, h := range a.Hooks {
-			if a.Err == nil && h.Err != nil {
-				fmt.Fprintf(stderr, "porttrace: optional hook %s missing (%s): %v\n", h.Name, h.Optional, h.Err)
-			}
-		}
-	}
-	note := "port search latency is exact"
-	if !t.Backend().ExactLatency() {
-		note = "port search latency is approximate (bracketed by neighbouring hooks)"
-	}
-	if !t.Backend().SeesEarlyFailures() && !f.syscalls {
-		note += "; connect() failures before any TCP state change and bind() are not seen (--syscalls adds them, at a cost to every syscall)"
-	}
-	fmt.Fprintf(stderr, "porttrace: tracing with the %s backend; %s\n", t.Backend(), note)
-	return t, nil
-}
-
-// signalContext is cancelled by SIGINT or SIGTERM, so that commands finish
-// cleanly (drain the ring buffer, report lost events) instead of dying.
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
 
 func newTrace() *cobra.Command {
 	var tf tracerFlags

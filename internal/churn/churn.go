@@ -5,6 +5,7 @@ package churn
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -17,6 +18,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/event"
 )
 
 // CloseMode says how the client ends each connection.
@@ -162,7 +165,7 @@ func loop(c Config, thread int) (Result, []uint32) {
 			sample = append(sample, uint32(min(time.Since(t), math.MaxUint32)))
 		}
 		if err != nil {
-			res.Failures[ErrnoName(err)]++
+			res.Failures[ErrName(err)]++
 			if c.StopAfterFailures > 0 && res.Failed() >= c.StopAfterFailures {
 				break
 			}
@@ -238,13 +241,13 @@ func sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
-// ErrnoName names an errno the way C headers do (EADDRNOTAVAIL).
-func ErrnoName(err error) string {
-	if e, ok := err.(syscall.Errno); ok {
-		if n := unix.ErrnoName(e); n != "" {
-			return n
-		}
-		return fmt.Sprintf("errno%d", int(e))
+// ErrName names err as porttrace names a call's result: its errno's name
+// (event.ErrnoName), so that ground truth and porttrace compare as strings;
+// the error's text when it is not an errno.
+func ErrName(err error) string {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return event.ErrnoName(e)
 	}
 	return err.Error()
 }

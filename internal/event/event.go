@@ -162,7 +162,7 @@ type Event struct {
 func (e *Event) Failed() bool {
 	switch e.Kind {
 	case Connect, Bind:
-		return e.Errno != 0 && e.Errno != syscall.EINPROGRESS && e.Errno < MaxUserErrno
+		return e.Errno != 0 && e.Errno != EINPROGRESS && e.Errno < MaxUserErrno
 	case State:
 		return e.NewState == Close && e.Errno != 0
 	}
@@ -194,7 +194,7 @@ func (e *Event) Exhaustion() bool {
 	switch {
 	case e.Kind == Bind:
 		return e.Flags&FixedPort == 0
-	case e.Errno == syscall.EADDRNOTAVAIL:
+	case e.Errno == EADDRNOTAVAIL:
 		return e.Flags&Searched != 0 && e.Flags&Bound == 0
 	}
 	return false

@@ -5,22 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
-
-// ErrnoName names an errno as C does ("EADDRNOTAVAIL"); "" for success.
-func ErrnoName(e syscall.Errno) string {
-	if e == 0 {
-		return ""
-	}
-	if n := unix.ErrnoName(e); n != "" {
-		return n
-	}
-	return fmt.Sprintf("errno %d", int(e))
-}
 
 // JSON is an event as `porttrace trace --json` prints it, one per line.
 type JSON struct {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
@@ -204,6 +205,18 @@ func ReadTables() ([]netns.Settings, []event.SocketTable, error) {
 	}
 	nameOwners(all, tables)
 	return all, tables, errors.Join(errs...)
+}
+
+// Round reads every namespace's settings and socket table now, as a
+// capture's round. The error is ReadTables's when no table could be read;
+// trouble with some namespaces only is left to the monitor's header.
+func Round() (capture.Round, error) {
+	t := time.Now()
+	all, tables, err := ReadTables()
+	if len(tables) > 0 {
+		err = nil
+	}
+	return capture.Round{Time: t, Netns: all, Tables: tables}, err
 }
 
 // nameOwners finds the processes behind listeners and open sockets on

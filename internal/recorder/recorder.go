@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -87,6 +88,21 @@ type recorder struct {
 
 // maxCgroups bounds the cgroups a recording names.
 const maxCgroups = 4096
+
+// Begin starts a capture on f: the header, whose start and namespaces are
+// those of the first round of socket tables, then that round, so that a
+// report knows what was already there when recording began.
+func Begin(f io.Writer, h capture.Header, first capture.Round) (*capture.Writer, error) {
+	h.Start, h.Netns = first.Time, first.Netns
+	w, err := capture.NewWriter(f, h)
+	if err == nil {
+		err = w.SyncBegin()
+	}
+	if err == nil {
+		err = w.Round(first)
+	}
+	return w, err
+}
 
 // Record runs until a bound, the trigger's end, ctx's end or a write error,
 // then closes the capture with its trailer. The error is the first write

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -94,7 +95,7 @@ func (r *Report) processes() table {
 			t = append(t, []string{fmt.Sprintf("... %d more", len(r.Final.Processes)-i)})
 			break
 		}
-		t = append(t, []string{fmt.Sprint(p.PID), p.Comm, or(p.Workload(), "-"), count(p.Total), failures(p.Failures), strings.Join(p.Spaces, "; ")})
+		t = append(t, []string{fmt.Sprint(p.PID), p.Comm, cmp.Or(p.Workload(), "-"), count(p.Total), failures(p.Failures), strings.Join(p.Spaces, "; ")})
 	}
 	return t
 }
@@ -102,7 +103,7 @@ func (r *Report) processes() table {
 func (r *Report) timeline() table {
 	t := table{{"TIME", "CONNECTIONS", "FAILURES", "FULLEST PORT SPACE", "USED", "TIME_WAIT"}}
 	for _, p := range r.Timeline {
-		t = append(t, []string{p.Time.Format("15:04:05"), count(p.Conns), count(p.Failures), or(p.Space, "-"),
+		t = append(t, []string{p.Time.Format("15:04:05"), count(p.Conns), count(p.Failures), cmp.Or(p.Space, "-"),
 			fmt.Sprintf("%.1f%%", p.UsedPct), count(uint64(p.TimeWait))})
 	}
 	return t
@@ -171,14 +172,7 @@ func procs(refs []aggregate.ProcRef) string {
 		}
 		parts = append(parts, fmt.Sprintf("%s[%d]", p.Comm, p.PID))
 	}
-	return or(strings.Join(parts, " "), "-")
+	return cmp.Or(strings.Join(parts, " "), "-")
 }
 
 func count(n uint64) string { return humanize.Comma(int64(n)) }
-
-func or(s, alt string) string {
-	if s == "" {
-		return alt
-	}
-	return s
-}

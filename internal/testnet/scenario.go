@@ -152,7 +152,7 @@ func nonBlocking(dst netip.AddrPort, wait time.Duration) (ret, outcome string, e
 	defer unix.Close(fd)
 	ret = "0"
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}); err != nil {
-		ret = churn.ErrnoName(err)
+		ret = churn.ErrName(err)
 	}
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	n, err := unix.Poll(fds, int(wait.Milliseconds()))
@@ -169,7 +169,7 @@ func nonBlocking(dst netip.AddrPort, wait time.Duration) (ret, outcome string, e
 	if soErr == 0 {
 		return ret, "connected", nil
 	}
-	return ret, churn.ErrnoName(unix.Errno(soErr)), nil
+	return ret, churn.ErrName(unix.Errno(soErr)), nil
 }
 
 // HoldArgs: open Count connections to Target and keep them for Hold.
@@ -229,7 +229,7 @@ func bindNamed(arg []byte) (any, error) {
 	defer unix.Close(fd)
 	var res BindResult
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(a.Addr.Port()), Addr: a.Addr.Addr().As4()}); err != nil {
-		res.Errno = churn.ErrnoName(err)
+		res.Errno = churn.ErrName(err)
 	}
 	return res, nil
 }
@@ -246,7 +246,7 @@ func blockingConnect(arg []byte) (any, error) {
 	}
 	fmt.Fprintln(os.Stderr, "connecting")
 	err = unix.Connect(fd, &unix.SockaddrInet4{Port: int(a.Target.Port()), Addr: a.Target.Addr().As4()})
-	return BindResult{Errno: churn.ErrnoName(err)}, nil
+	return BindResult{Errno: churn.ErrName(err)}, nil
 }
 
 // StalledListener listens at addr with an accept queue of one that it

@@ -277,4 +277,4 @@ func Comm(path string) string {
 }
 
 // Errno names used in client results.
-var EADDRNOTAVAIL = churn.ErrnoName(syscall.EADDRNOTAVAIL)
+var EADDRNOTAVAIL = churn.ErrName(syscall.EADDRNOTAVAIL)

@@ -6,10 +6,11 @@ package view
 import (
 	"cmp"
 	"fmt"
-	"github.com/porttrace/porttrace/internal/frame"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/dustin/go-humanize"
 
@@ -195,7 +196,7 @@ func Processes(s *frame.Frame, o Options) []string {
 		if p.Other {
 			pid, comm = "-", "(other)"
 		}
-		line := fmt.Sprintf("%-8s %-16s %-22s %-8s %-9s %-8s %-10s %s", pid, comm, cut(or(p.Workload(), "-"), 22),
+		line := fmt.Sprintf("%-8s %-16s %-22s %-8s %-9s %-8s %-10s %s", pid, comm, cut(cmp.Or(p.Workload(), "-"), 22),
 			rate(pick(p.Conns, o.Window)), rate(fails), rate(pick(p.TWIn, o.Window)), count(int(p.Total)), strings.Join(p.Spaces, "; "))
 		if matches(line, o.Filter) {
 			out = append(out, line)
@@ -302,13 +303,6 @@ func clip(s string, n int) string {
 		return s
 	}
 	return s[:n-1] + "~"
-}
-
-func or(s, alt string) string {
-	if s == "" {
-		return alt
-	}
-	return s
 }
 
 // cut shortens s to n runes, marking the cut with "~".
