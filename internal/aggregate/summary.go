@@ -136,56 +136,42 @@ func (r *SpaceSummary) Where() string {
 	return fmt.Sprintf("%s (netns %d)", r.Name, r.Netns)
 }
 
-// FailRate is the failures per second over 10 s, all errnos.
-func (r *SpaceSummary) FailRate() float64 {
-	var f float64
-	for _, x := range r.Failures {
-		f += x.Rates.S10
+// SumFailures adds up the failures that match (all of them for nil):
+// their rates, last minute and total, as one Failure without an errno.
+func (r *SpaceSummary) SumFailures(match func(Failure) bool) Failure {
+	var sum Failure
+	for _, f := range r.Failures {
+		if match == nil || match(f) {
+			sum.Rates.S1 += f.Rates.S1
+			sum.Rates.S10 += f.Rates.S10
+			sum.Rates.S60 += f.Rates.S60
+			sum.Last += f.Last
+			sum.Total += f.Total
+		}
 	}
-	return f
+	return sum
 }
 
+func exhaustion(f Failure) bool { return f.Exhaustion }
+
+// FailRate is the failures per second over 10 s, all errnos.
+func (r *SpaceSummary) FailRate() float64 { return r.SumFailures(nil).Rates.S10 }
+
 // Failed60 is the failures of the last minute, all errnos.
-func (r *SpaceSummary) Failed60() uint64 {
-	var n uint64
-	for _, x := range r.Failures {
-		n += x.Last
-	}
-	return n
-}
+func (r *SpaceSummary) Failed60() uint64 { return r.SumFailures(nil).Last }
 
 // Errno is the failures of one errno over the last minute.
 func (r *SpaceSummary) Errno(name string) uint64 {
-	var n uint64
-	for _, x := range r.Failures {
-		if x.Errno == name {
-			n += x.Last
-		}
-	}
-	return n
+	return r.SumFailures(func(f Failure) bool { return f.Errno == name }).Last
 }
 
 // Exhaustion60 is the last minute's failures for want of a port.
-func (r *SpaceSummary) Exhaustion60() uint64 {
-	var n uint64
-	for _, x := range r.Failures {
-		if x.Exhaustion {
-			n += x.Last
-		}
-	}
-	return n
-}
+func (r *SpaceSummary) Exhaustion60() uint64 { return r.SumFailures(exhaustion).Last }
 
 // NoAddress60 is the last minute's EADDRNOTAVAIL that had no usable
 // source address, with no port search at all.
 func (r *SpaceSummary) NoAddress60() uint64 {
-	var n uint64
-	for _, x := range r.Failures {
-		if !x.Exhaustion && x.Errno == "EADDRNOTAVAIL" {
-			n += x.Last
-		}
-	}
-	return n
+	return r.SumFailures(func(f Failure) bool { return !f.Exhaustion && f.Errno == "EADDRNOTAVAIL" }).Last
 }
 
 // ExhaustionErrno is the errno a caller sees when the space has no port
@@ -199,14 +185,36 @@ func (r *SpaceSummary) ExhaustionErrno() string {
 
 // exhaustionFailures is the rate of failures for want of a port over the
 // last 10 s.
-func (r *SpaceSummary) exhaustionFailures() float64 {
-	var f float64
-	for _, x := range r.Failures {
-		if x.Exhaustion {
-			f += x.Rates.S10
-		}
+func (r *SpaceSummary) exhaustionFailures() float64 { return r.SumFailures(exhaustion).Rates.S10 }
+
+// Command is the processes of one task name among a space's ProcRefs.
+type Command struct {
+	Comm string
+	PIDs []uint32
+}
+
+// String is "nginx[812]" for one process, "nginx(3)" for several.
+func (c Command) String() string {
+	if len(c.PIDs) == 1 {
+		return fmt.Sprintf("%s[%d]", c.Comm, c.PIDs[0])
 	}
-	return f
+	return fmt.Sprintf("%s(%d)", c.Comm, len(c.PIDs))
+}
+
+// Commands groups refs by task name, in the order each name first appears
+// (the refs' own: most failures first).
+func Commands(refs []ProcRef) []Command {
+	var out []Command
+	at := map[string]int{}
+	for _, p := range refs {
+		i, ok := at[p.Comm]
+		if !ok {
+			i, at[p.Comm] = len(out), len(out)
+			out = append(out, Command{Comm: p.Comm})
+		}
+		out[i].PIDs = append(out[i].PIDs, p.PID)
+	}
+	return out
 }
 
 // ProcessSummary is one process.

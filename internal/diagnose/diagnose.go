@@ -411,17 +411,12 @@ func processes(refs []aggregate.ProcRef) string {
 	if len(refs) == 0 {
 		return "processes started before porttrace"
 	}
-	byComm := map[string][]string{}
-	var order []string
-	for _, p := range refs {
-		if byComm[p.Comm] == nil {
-			order = append(order, p.Comm)
-		}
-		byComm[p.Comm] = append(byComm[p.Comm], fmt.Sprint(p.PID))
-	}
 	var out []string
-	for _, comm := range order {
-		pids := byComm[comm]
+	for _, c := range aggregate.Commands(refs) {
+		var pids []string
+		for _, pid := range c.PIDs {
+			pids = append(pids, fmt.Sprint(pid))
+		}
 		word := "pid"
 		if len(pids) > 1 {
 			word = "pids"
@@ -429,7 +424,7 @@ func processes(refs []aggregate.ProcRef) string {
 		if len(pids) > maxPids {
 			pids = append(pids[:maxPids:maxPids], fmt.Sprintf("and %d more", len(pids)-maxPids))
 		}
-		out = append(out, fmt.Sprintf("%s (%s %s)", comm, word, strings.Join(pids, ", ")))
+		out = append(out, fmt.Sprintf("%s (%s %s)", c.Comm, word, strings.Join(pids, ", ")))
 	}
 	return strings.Join(out, " and ")
 }

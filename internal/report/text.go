@@ -163,14 +163,16 @@ func failures(fs []aggregate.Failure) string {
 	return strings.Join(parts, ", ")
 }
 
+// procs names the first three task names of refs, and how many more.
 func procs(refs []aggregate.ProcRef) string {
 	var parts []string
-	for i, p := range refs {
+	cs := aggregate.Commands(refs)
+	for i, c := range cs {
 		if i == 3 {
-			parts = append(parts, fmt.Sprintf("+%d", len(refs)-i))
+			parts = append(parts, fmt.Sprintf("+%d", len(cs)-i))
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s[%d]", p.Comm, p.PID))
+		parts = append(parts, c.String())
 	}
 	return cmp.Or(strings.Join(parts, " "), "-")
 }

@@ -61,13 +61,7 @@ func pick(r aggregate.Rates, w int) float64 {
 	return r.S10
 }
 
-func failRate(s *aggregate.SpaceSummary, w int) float64 {
-	var f float64
-	for _, x := range s.Failures {
-		f += pick(x.Rates, w)
-	}
-	return f
-}
+func failRate(s *aggregate.SpaceSummary, w int) float64 { return pick(s.SumFailures(nil).Rates, w) }
 
 // Header is the lines above the tables.
 func Header(s *frame.Frame, info Info, o Options) []string {
@@ -248,27 +242,11 @@ func matches(line, filter string) bool {
 }
 
 func procNames(refs []aggregate.ProcRef) string {
-	if len(refs) == 0 {
-		return "-"
-	}
-	n := map[string]int{}
-	var order []string
-	for _, p := range refs {
-		if n[p.Comm] == 0 {
-			order = append(order, p.Comm)
-		}
-		n[p.Comm]++
-	}
 	var parts []string
-	for _, c := range order {
-		if n[c] > 1 {
-			c = fmt.Sprintf("%s(%d)", c, n[c])
-		} else {
-			c = fmt.Sprintf("%s[%d]", c, refs[slices.IndexFunc(refs, func(p aggregate.ProcRef) bool { return p.Comm == c })].PID)
-		}
-		parts = append(parts, c)
+	for _, c := range aggregate.Commands(refs) {
+		parts = append(parts, c.String())
 	}
-	return strings.Join(parts, ",")
+	return cmp.Or(strings.Join(parts, ","), "-")
 }
 
 func rate(f float64) string {

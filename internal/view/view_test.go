@@ -2,12 +2,13 @@ package view
 
 import (
 	"fmt"
-	"github.com/porttrace/porttrace/internal/frame"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/porttrace/porttrace/internal/frame"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
@@ -20,7 +21,7 @@ type fixed struct{ s frame.Frame }
 
 func (f *fixed) Frame() frame.Frame { return f.s }
 
-func snapshot() frame.Frame {
+func testFrame() frame.Frame {
 	eta := 90.0
 	full := aggregate.SpaceSummary{
 		Name: "127.0.0.1 -> 127.0.0.1:8080", Netns: 7, Dst: "127.0.0.1:8080",
@@ -44,7 +45,7 @@ func snapshot() frame.Frame {
 }
 
 func TestText(t *testing.T) {
-	s := snapshot()
+	s := testFrame()
 	out := Text(&s, Info{Host: "h", Kernel: "6.1", Backend: "fentry"}, Options{Window: 10})
 	for _, want := range []string{
 		"backend fentry", "4,900 conn/s  30 fail/s  28,610 in TIME_WAIT",
@@ -59,16 +60,23 @@ func TestText(t *testing.T) {
 }
 
 func TestSortAndFilter(t *testing.T) {
-	s := snapshot()
-	rows := Spaces(&s, Options{Window: 10, Sort: ByConns})
-	if len(rows) != 2 || !strings.HasPrefix(rows[0], "10.0.0.5") {
-		t.Errorf("by conn/s: %q", rows)
+	s := testFrame()
+	names := func(o Options) []string {
+		var out []string
+		for _, r := range sortedSpaces(&s, o) {
+			out = append(out, r.Name)
+		}
+		return out
 	}
-	if rows := Spaces(&s, Options{Window: 10, Filter: "PYTHON"}); len(rows) != 1 || !strings.Contains(rows[0], "python3") {
+	if got := names(Options{Window: 10, Sort: ByConns}); !slices.Equal(got, []string{"10.0.0.5 -> 10.0.0.9:5432", "127.0.0.1 -> 127.0.0.1:8080"}) {
+		t.Errorf("by conn/s over 10 s: %q", got)
+	}
+	if got := names(Options{Window: 1, Sort: ByConns}); got[0] != "127.0.0.1 -> 127.0.0.1:8080" {
+		t.Errorf("by conn/s over 1 s: %q", got)
+	}
+	// The filter matches a row's text, process names included.
+	if rows := Spaces(&s, Options{Window: 10, Filter: "PYTHON"}); len(rows) != 1 || !strings.HasPrefix(rows[0], "10.0.0.5 -> 10.0.0.9:5432") {
 		t.Errorf("filtered: %q", rows)
-	}
-	if rows := Spaces(&s, Options{Window: 1, Sort: ByConns}); !strings.HasPrefix(rows[0], "127.0.0.1") {
-		t.Errorf("by conn/s over 1 s: %q", rows)
 	}
 }
 
@@ -78,7 +86,7 @@ func press(m tea.Model, keys string) tea.Model {
 }
 
 func TestKeys(t *testing.T) {
-	src := &fixed{snapshot()}
+	src := &fixed{testFrame()}
 	var m tea.Model = NewModel(src, Info{}, 1)
 	m, _ = m.Update(tea.WindowSizeMsg{Width: 200, Height: 40})
 	// Several keys in one message, as a fast typist or tmux sends them.
@@ -93,9 +101,9 @@ func TestKeys(t *testing.T) {
 	if strings.Contains(v, "nginx(2)") {
 		t.Errorf("the filter kept nginx's row")
 	}
-	// Paused: new snapshots are not shown.
+	// Paused: new frames are not shown.
 	m = press(m, " ")
-	later := snapshot()
+	later := testFrame()
 	later.Seconds = 99
 	src.s = later
 	m, _ = m.Update(tickMsg{})
@@ -111,11 +119,11 @@ func TestKeys(t *testing.T) {
 	}
 }
 
-// crowded is a snapshot with many port spaces and findings: more than any
+// crowded is a frame with many port spaces and findings: more than any
 // terminal shows at once. The exhausted space is listed last, so that the
 // view must sort it up.
 func crowded(n int) frame.Frame {
-	s := snapshot()
+	s := testFrame()
 	var spaces []aggregate.SpaceSummary
 	var findings []diagnose.Finding
 	for i := range n {
@@ -225,7 +233,7 @@ func TestDiagnosisKeys(t *testing.T) {
 }
 
 func TestReplayStatus(t *testing.T) {
-	m := sized(NewModel(&fixed{snapshot()}, Info{Replay: "incident.ptcap at 2x"}, 1), 120, 40)
+	m := sized(NewModel(&fixed{testFrame()}, Info{Replay: "incident.ptcap at 2x"}, 1), 120, 40)
 	v := ansi.Strip(m.View())
 	if !strings.Contains(v, "replay | port spaces") || strings.Contains(v, "live |") || !strings.Contains(v, "replay of incident.ptcap at 2x") {
 		t.Errorf("replay status:\n%s", v)
@@ -235,7 +243,7 @@ func TestReplayStatus(t *testing.T) {
 // TestTrend feeds a space that fills over a minute: the sparkline rises
 // from left to right, and forgets what is older than a minute.
 func TestTrend(t *testing.T) {
-	src := &fixed{snapshot()}
+	src := &fixed{testFrame()}
 	src.s.Spaces = src.s.Spaces[1:] // the filling one
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var m tea.Model = sized(NewModel(&fixed{frame.Frame{Summary: &aggregate.Summary{Time: t0}}}, Info{}, 1), 200, 50)
@@ -280,7 +288,7 @@ func TestTrend(t *testing.T) {
 
 // TestSelect keeps the spaces, processes and findings the filter flags name.
 func TestSelect(t *testing.T) {
-	s := snapshot()
+	s := testFrame()
 	for _, c := range []struct {
 		sel    Select
 		spaces int
