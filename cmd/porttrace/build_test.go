@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// kernelSide are the packages that may link netlink and BPF: the tracer,
+// the socket table reader, the live monitor that drives them, and test
+// tools. netns and cgroup are kernel readers too, but their Linux-only
+// parts are in _linux.go files: their plain types (netns.Settings,
+// cgroup.Workload) and parsers are the core's.
+var kernelSide = []string{"tracer", "internal/sockdiag", "internal/live",
+	"internal/churn", "internal/testnet", "internal/vmtest"}
+
+// TestCoreKnowsNoKernel: every other package builds without netlink and
+// BPF, so that captures can be read anywhere and the core tested alone.
+func TestCoreKnowsNoKernel(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Deps \" \"}}", "github.com/porttrace/porttrace/internal/...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, deps, _ := strings.Cut(line, " ")
+		rel := strings.TrimPrefix(pkg, "github.com/porttrace/porttrace/")
+		if kernel(rel) {
+			continue
+		}
+		checked++
+		for _, d := range strings.Fields(deps) {
+			if strings.HasPrefix(d, "github.com/vishvananda/netlink") || strings.HasPrefix(d, "github.com/cilium/ebpf") || kernel(strings.TrimPrefix(d, "github.com/porttrace/porttrace/")) {
+				t.Errorf("%s depends on %s", rel, d)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Errorf("only %d core packages checked: is the list right?", checked)
+	}
+}
+
+func kernel(rel string) bool {
+	for _, k := range kernelSide {
+		if rel == k {
+			return true
+		}
+	}
+	return false
+}
+
+// TestBuildsForMacOS cross-compiles porttrace for macOS, where people read
+// captures (report, top --replay); commands that read the kernel refuse
+// there with needLinux.
+func TestBuildsForMacOS(t *testing.T) {
+	for _, arch := range []string{"arm64", "amd64"} {
+		bin := filepath.Join(t.TempDir(), "porttrace")
+		cmd := exec.Command("go", "build", "-o", bin, ".")
+		cmd.Env = append(os.Environ(), "GOOS=darwin", "GOARCH="+arch, "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("GOOS=darwin GOARCH=%s go build: %v\n%s", arch, err, out)
+		}
+		b, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte{0xcf, 0xfa, 0xed, 0xfe}) { // MH_MAGIC_64, little-endian
+			t.Errorf("darwin/%s: not a 64-bit Mach-O executable", arch)
+		}
+	}
+}
