@@ -15,9 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/export"
-	"github.com/porttrace/porttrace/internal/live"
 )
 
 // quietWriter passes lines on until stopping, then drops the SDK's own
@@ -122,15 +120,11 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 	if names != nil {
 		o.Names = names.Lookup
 	}
-	t, err := tf.open(stderr)
+	t, mon, err := tf.monitor(stderr)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	mon, err := live.New(t, aggregate.DefaultLimits)
-	if err != nil {
-		return err
-	}
 	x, err := export.New(context.Background(), o, mon.Summary)
 	if err != nil {
 		return err

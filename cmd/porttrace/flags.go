@@ -117,6 +117,21 @@ func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
 	return t, nil
 }
 
+// monitor opens the tracer, then a live monitor of its events seeded from
+// the socket tables; the caller closes the tracer.
+func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, error) {
+	t, err := f.open(stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	mon, err := live.New(t, aggregate.DefaultLimits)
+	if err != nil {
+		t.Close()
+		return nil, nil, err
+	}
+	return t, mon, nil
+}
+
 // signalContext is cancelled by SIGINT or SIGTERM, so that commands finish
 // cleanly (drain the ring buffer, report lost events) instead of dying.
 func signalContext() (context.Context, context.CancelFunc) {

@@ -14,8 +14,6 @@ import (
 	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
-	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/report"
 	"github.com/porttrace/porttrace/internal/view"
 	"github.com/porttrace/porttrace/tracer"
@@ -101,15 +99,11 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 		return err
 	}
 	defer stopNames()
-	t, err := tf.open(stderr)
+	t, mon, err := tf.monitor(stderr)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	mon, err := live.New(t, aggregate.DefaultLimits)
-	if err != nil {
-		return err
-	}
 	if names != nil {
 		mon.Pods(byShortID(names))
 	}

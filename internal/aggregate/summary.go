@@ -239,27 +239,22 @@ type ProcessSummary struct {
 
 // Pod names the process's pod as an operator does: namespace/name, else
 // "pod UID"; "" for none.
-func (r *ProcRef) Pod() string {
-	switch {
-	case r.PodName != "":
-		return r.PodNamespace + "/" + r.PodName
-	case r.PodUID != "":
-		return "pod " + r.PodUID
-	}
-	return ""
-}
+func (r *ProcRef) Pod() string { return podName(r.PodNamespace, r.PodName, r.PodUID) }
 
 // Workload is where the process runs, as an operator names it: its pod
-// (namespace/name, else "pod " and its UID), else its container's short
-// id; "" for neither.
+// (as ProcRef.Pod), else its container's short id; "" for neither.
 func (p *ProcessSummary) Workload() string {
+	return cmp.Or(podName(p.PodNamespace, p.PodName, p.PodUID), p.Container)
+}
+
+func podName(namespace, name, uid string) string {
 	switch {
-	case p.PodName != "":
-		return p.PodNamespace + "/" + p.PodName
-	case p.PodUID != "":
-		return "pod " + p.PodUID
+	case name != "":
+		return namespace + "/" + name
+	case uid != "":
+		return "pod " + uid
 	}
-	return p.Container
+	return ""
 }
 
 // Summary is everything the aggregator knows at one moment.

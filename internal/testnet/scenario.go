@@ -20,10 +20,21 @@ import (
 // process in a namespace (StartScenario) so that its pid is ground truth.
 // Each gets its argument as JSON and prints its result as JSON.
 var scenarios = map[string]func(arg []byte) (any, error){
-	"async": asyncFailures,
-	"hold":  holdConnections,
-	"bind":  bindNamed,
-	"block": blockingConnect,
+	"async": takes(asyncFailures),
+	"hold":  takes(holdConnections),
+	"bind":  takes(bindNamed),
+	"block": takes(blockingConnect),
+}
+
+// takes gives a scenario its argument, decoded from JSON.
+func takes[A any](fn func(A) (any, error)) func([]byte) (any, error) {
+	return func(arg []byte) (any, error) {
+		var a A
+		if err := json.Unmarshal(arg, &a); err != nil {
+			return nil, err
+		}
+		return fn(a)
+	}
 }
 
 const scenarioArgEnv = "PORTTRACE_SCENARIO_ARG"
@@ -39,12 +50,7 @@ type Scenario struct {
 func (n *Netns) StartScenario(t testing.TB, name string, arg any) *Scenario {
 	t.Helper()
 	b, _ := json.Marshal(arg)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Scenario{Cmd: exec.Command("ip", "netns", "exec", n.Name, self)}
-	s.Cmd.Env = append(os.Environ(), helperEnv+"=scenario:"+name, scenarioArgEnv+"="+string(b))
+	s := &Scenario{Cmd: n.helper(t, "scenario:"+name, scenarioArgEnv+"="+string(b))}
 	s.Cmd.Stdout = &s.out
 	stderr, _ := s.Cmd.StderrPipe()
 	s.lines = make(chan string, 1024)
@@ -121,11 +127,7 @@ type AsyncResult struct {
 	Outcomes []string `json:"outcomes"`
 }
 
-func asyncFailures(arg []byte) (any, error) {
-	var a AsyncArgs
-	if err := json.Unmarshal(arg, &a); err != nil {
-		return nil, err
-	}
+func asyncFailures(a AsyncArgs) (any, error) {
 	var res AsyncResult
 	for range a.Count {
 		ret, out, err := nonBlocking(a.Refused, 5*time.Second)
@@ -184,11 +186,7 @@ type HoldResult struct {
 	Ports []int `json:"ports"`
 }
 
-func holdConnections(arg []byte) (any, error) {
-	var a HoldArgs
-	if err := json.Unmarshal(arg, &a); err != nil {
-		return nil, err
-	}
+func holdConnections(a HoldArgs) (any, error) {
 	var res HoldResult
 	for range a.Count {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -217,11 +215,7 @@ type BindResult struct {
 	Errno string `json:"errno"`
 }
 
-func bindNamed(arg []byte) (any, error) {
-	var a BindArgs
-	if err := json.Unmarshal(arg, &a); err != nil {
-		return nil, err
-	}
+func bindNamed(a BindArgs) (any, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -235,11 +229,7 @@ func bindNamed(arg []byte) (any, error) {
 }
 
 // blockingConnect connects and blocks (Target drops its SYNs) until killed.
-func blockingConnect(arg []byte) (any, error) {
-	var a HoldArgs
-	if err := json.Unmarshal(arg, &a); err != nil {
-		return nil, err
-	}
+func blockingConnect(a HoldArgs) (any, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err

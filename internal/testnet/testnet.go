@@ -196,12 +196,7 @@ type Client struct {
 func (n *Netns) StartClient(t testing.TB, c churn.Config) *Client {
 	t.Helper()
 	cfg, _ := json.Marshal(c)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &Client{Cmd: exec.Command("ip", "netns", "exec", n.Name, self)}
-	cl.Cmd.Env = append(os.Environ(), helperEnv+"=churn", "PORTTRACE_CHURN="+string(cfg))
+	cl := &Client{Cmd: n.helper(t, "churn", "PORTTRACE_CHURN="+string(cfg))}
 	cl.Cmd.Stdout = &cl.out
 	cl.Cmd.Stderr = os.Stderr
 	if err := cl.Cmd.Start(); err != nil {
@@ -236,6 +231,19 @@ func StartBystander(t testing.TB) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// helper is the test binary run inside the namespace as the helper role
+// (RunHelper), with env added to its environment.
+func (n *Netns) helper(t testing.TB, role string, env ...string) *exec.Cmd {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", n.Name, self)
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+role), env...)
 	return cmd
 }
 
