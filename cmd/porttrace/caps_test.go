@@ -82,17 +82,7 @@ func TestCapabilities(t *testing.T) {
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 
 	argv := append(asUser(t, traceCaps), "trace", "--json", "--failures-only", "--netns", fmt.Sprint(ns.Inode))
-	cmd := exec.Command(argv[0], argv[1:]...)
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	errLines := bufio.NewScanner(stderr)
-	for errLines.Scan() && !strings.Contains(errLines.Text(), "tracing with") {
-		t.Logf("trace: %s", errLines.Text())
-	}
+	cmd, stdout, _ := startTrace(t, argv...)
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 14, Close: churn.CloseFin}).Wait(t)
 	time.Sleep(300 * time.Millisecond)
 	cmd.Process.Signal(os.Interrupt)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// startTrace starts argv, a porttrace trace command, and returns once it
+// says it is tracing, with its output and the rest of its stderr; the lines
+// before are logged. It is killed at the test's end.
+func startTrace(t *testing.T, argv ...string) (*exec.Cmd, io.Reader, *bufio.Scanner) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	errLines := bufio.NewScanner(stderr)
+	for errLines.Scan() {
+		t.Logf("%s: %s", argv[0], errLines.Text())
+		if strings.Contains(errLines.Text(), "tracing with") {
+			break
+		}
+	}
+	return cmd, stdout, errLines
+}
+
 // TestTraceAsUser runs the built binary as an operator would, during a real
 // exhaustion, stops it with SIGINT, and checks its JSON against the client.
 func TestTraceAsUser(t *testing.T) {
@@ -48,21 +71,8 @@ func TestTraceAsUser(t *testing.T) {
 	ns := testnet.New(t, 40000, 40009)
 	dst := ns.Listen(t, "127.0.0.1:8080", 0)
 
-	cmd := exec.Command(binary, "trace", "--json", "--dport", "8080", "--failures-only")
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	errLines := bufio.NewScanner(stderr)
+	cmd, stdout, errLines := startTrace(t, binary, "trace", "--json", "--dport", "8080", "--failures-only")
 	var log []string
-	for errLines.Scan() {
-		log = append(log, errLines.Text())
-		if strings.Contains(errLines.Text(), "tracing with") {
-			break
-		}
-	}
 
 	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 14, Close: churn.CloseFin})
 	res := cl.Wait(t)
