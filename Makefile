@@ -6,7 +6,7 @@ ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
 DEB_VERSION ?= 0.1.0
 
-.PHONY: help deps run-deps build run generate test test-unit test-vm bench bench-vm manifests deb image clean
+.PHONY: help deps run-deps build build-macos run generate test test-unit test-vm bench bench-vm manifests deb image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,11 @@ LDFLAGS   := -X main.stampVersion=$(VERSION) -X main.stampCommit=$(COMMIT) -X ma
 
 build: ## build bin/porttrace, stamped with the version, commit and date (no clang needed: BPF objects are committed)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/porttrace
+
+build-macos: ## cross-compile bin/porttrace-darwin-{arm64,amd64}, which read captures (report, top --replay) on a Mac
+	for arch in arm64 amd64; do \
+		GOOS=darwin GOARCH=$$arch CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)-darwin-$$arch ./cmd/porttrace || exit 1; \
+	done
 
 run: run-deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
 	./$(BIN) $(ARGS)

@@ -52,6 +52,20 @@ func kernel(rel string) bool {
 	return false
 }
 
+// TestNeedLinux: off Linux, a command that reads the kernel refuses in a
+// line that names the commands that work there.
+func TestNeedLinux(t *testing.T) {
+	if err := needLinux("linux", "top"); err != nil {
+		t.Errorf("on Linux: %v", err)
+	}
+	for _, c := range []string{"trace", "top", "record", "agent", "doctor"} {
+		err := needLinux("darwin", c)
+		if err == nil || !strings.Contains(err.Error(), "porttrace "+c+" reads the kernel") || !strings.Contains(err.Error(), "porttrace top --replay FILE") {
+			t.Errorf("%s on darwin: %v", c, err)
+		}
+	}
+}
+
 // TestBuildsForMacOS cross-compiles porttrace for macOS, where people read
 // captures (report, top --replay); commands that read the kernel refuse
 // there with needLinux.

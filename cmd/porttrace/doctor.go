@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 
@@ -25,7 +26,7 @@ Without privileges it reports what it can (kernel, BTF, capabilities, this
 namespace's settings) and exits with status 77, naming what is missing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := needLinux(cmd.Name()); err != nil {
+			if err := needLinux(runtime.GOOS, cmd.Name()); err != nil {
 				return err
 			}
 			return runDoctor(cmd.OutOrStdout(), cmd.ErrOrStderr())

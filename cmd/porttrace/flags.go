@@ -67,21 +67,21 @@ func (f *tracerFlags) options() (tracer.Options, error) {
 // check refuses bad values, and a system porttrace cannot trace, before
 // anything attaches.
 func (f *tracerFlags) check() error {
-	if err := needLinux(f.command); err != nil {
+	if err := needLinux(runtime.GOOS, f.command); err != nil {
 		return err
 	}
 	_, err := f.options()
 	return err
 }
 
-// needLinux refuses, on any other system, a command that reads the kernel,
-// and names the commands that work there.
-func needLinux(command string) error {
-	if runtime.GOOS == "linux" {
+// needLinux refuses, on any system (GOOS) but Linux, a command that reads
+// the kernel, and names the commands that work there.
+func needLinux(goos, command string) error {
+	if goos == "linux" {
 		return nil
 	}
 	return fmt.Errorf("porttrace %s reads the kernel with eBPF, which only Linux has (this is %s): "+
-		"here, porttrace report FILE and porttrace top --replay FILE read captures made by porttrace record on Linux", command, runtime.GOOS)
+		"here, porttrace report FILE and porttrace top --replay FILE read captures made by porttrace record on Linux", command, goos)
 }
 
 func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
