@@ -60,7 +60,7 @@ func startExporting(t *testing.T, env []string, args ...string) *agentRun {
 		}
 	}()
 	a.waitLine(t, "porttrace: exporting")
-	time.Sleep(300 * time.Millisecond) // the seeding snapshot follows
+	time.Sleep(300 * time.Millisecond) // the seeding socket tables follow
 	return a
 }
 

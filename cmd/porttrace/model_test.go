@@ -34,7 +34,7 @@ func watch(t *testing.T) *topRun {
 }
 
 // done stops top as an operator would, with SIGINT, once the last events
-// reached it, and returns its snapshot: the tests wait for their clients,
+// reached it, and returns its frame: the tests wait for their clients,
 // however slow the machine (qemu's emulation is), not for a fixed time.
 func (r *topRun) done(t *testing.T) frame.Frame {
 	t.Helper()
@@ -45,7 +45,7 @@ func (r *topRun) done(t *testing.T) frame.Frame {
 	return r.wait(t)
 }
 
-// invariants hold for every space of every snapshot.
+// invariants hold for every space of every frame.
 func invariants(t *testing.T, s frame.Frame) {
 	t.Helper()
 	for _, sp := range s.Spaces {

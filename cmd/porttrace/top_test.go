@@ -48,7 +48,7 @@ func startTop(t *testing.T, interval string, args ...string) *topRun {
 	for r.stderr.Scan() {
 		r.log = append(r.log, r.stderr.Text())
 		if strings.Contains(r.stderr.Text(), "tracing with") {
-			time.Sleep(300 * time.Millisecond) // the seeding snapshot follows
+			time.Sleep(300 * time.Millisecond) // the seeding socket tables follow
 			return r
 		}
 	}
@@ -56,7 +56,7 @@ func startTop(t *testing.T, interval string, args ...string) *topRun {
 	return nil
 }
 
-// wait returns the snapshot top printed when its interval ended.
+// wait returns the frame top printed when its interval ended.
 func (r *topRun) wait(t *testing.T) frame.Frame {
 	t.Helper()
 	for r.stderr.Scan() {

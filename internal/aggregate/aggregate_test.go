@@ -182,7 +182,7 @@ func TestProcesses(t *testing.T) {
 	}
 }
 
-func TestSnapshotSeedsAndReconciles(t *testing.T) {
+func TestSyncSeedsAndReconciles(t *testing.T) {
 	s := newStream(t, DefaultLimits)
 	tw := func(port uint16, expires time.Duration) event.Socket {
 		return event.Socket{Src: netip.AddrPortFrom(src, port), Dst: upstream, State: 6, TimeWait: true, Expires: expires, Cookie: uint64(port)}
@@ -204,31 +204,31 @@ func TestSnapshotSeedsAndReconciles(t *testing.T) {
 	if r.TimeWait != 30 || r.Live != 5 || len(s.summary(1).Spaces) != 1 {
 		t.Fatalf("seeded: TIME_WAIT %d live %d spaces %d, want 30, 5, 1", r.TimeWait, r.Live, len(s.summary(1).Spaces))
 	}
-	// A TIME_WAIT entry the snapshot already counted: the same port.
+	// A TIME_WAIT entry the socket table already counted: the same port.
 	s.add(s.ev(at(1.1), curl, event_TimeWait, 40007, upstream))
 	if r := s.space(s.summary(2), upstream); r.TimeWait != 30 {
 		t.Errorf("TIME_WAIT %d after an entry the table had, want 30", r.TimeWait)
 	}
 	if r := s.space(s.summary(21.5), upstream); r.TimeWait != 0 {
-		t.Errorf("TIME_WAIT from the snapshot must expire on its own timer (20 s): %d left", r.TimeWait)
+		t.Errorf("TIME_WAIT from the socket table must expire on its own timer (20 s): %d left", r.TimeWait)
 	}
 	// A new one.
 	s.add(s.ev(at(22), curl, event_TimeWait, 8, upstream))
-	// A socket of the snapshot closes: porttrace saw its close.
+	// A socket of the table closes: porttrace saw its close.
 	s.state(at(22), curl, 50, upstream, event_Established, event_Close)
 	r = s.space(s.summary(23), upstream)
 	if r.TimeWait != 1 || r.Live != 4 || r.TotalTWIn != 2 {
 		t.Errorf("after events: TIME_WAIT %d live %d entries %d, want 1, 4, 2", r.TimeWait, r.Live, r.TotalTWIn)
 	}
 	// A followed socket whose close was lost, and one opened after the
-	// next snapshot began: only the first is dropped.
+	// next dump began: only the first is dropped.
 	lost := s.open(at(24), curl, upstream, time.Microsecond)
 	late := s.open(at(26), curl, upstream, time.Microsecond)
 	s.a.BeginSync()
 	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(25), Sockets: socks[31:35]}})
 	r = s.space(s.summary(27), upstream)
 	if r.Live != 5 || r.TimeWait != 0 {
-		t.Errorf("after resync: live %d TIME_WAIT %d, want 4 from the snapshot + 1 newer, 0", r.Live, r.TimeWait)
+		t.Errorf("after resync: live %d TIME_WAIT %d, want 4 from the table + 1 newer, 0", r.Live, r.TimeWait)
 	}
 	_, lostKept := s.a.socks[lost]
 	_, lateKept := s.a.socks[late]
@@ -347,7 +347,7 @@ func TestSyncDuringEvents(t *testing.T) {
 }
 
 // TestOtherIsReconciled: with the space table full, the "other" row neither
-// grows with each snapshot nor keeps sockets that are gone.
+// grows with each socket table nor keeps sockets that are gone.
 func TestOtherIsReconciled(t *testing.T) {
 	s := newStream(t, Limits{Spaces: 1, Processes: 16, Sockets: 100})
 	s.open(at(1), curl, upstream, time.Microsecond) // fills the table
@@ -369,7 +369,7 @@ func TestOtherIsReconciled(t *testing.T) {
 		s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(2 + float64(i)), Sockets: snap}})
 	}
 	if o := other(s.summary(5)); o.TimeWait != 1 || o.Live != 1 {
-		t.Errorf("other after 3 snapshots: TIME_WAIT %d live %d, want 1 and 1", o.TimeWait, o.Live)
+		t.Errorf("other after 3 socket tables: TIME_WAIT %d live %d, want 1 and 1", o.TimeWait, o.Live)
 	}
 	s.a.BeginSync()
 	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(6), Sockets: nil}})

@@ -35,7 +35,7 @@ func sample(i int) event.Event {
 	return e
 }
 
-// write makes a capture of n events with a snapshot in the middle, and
+// write makes a capture of n events with a round of socket tables in the middle, and
 // returns it with the offsets where blocks end.
 func write(t *testing.T, n int, trailer bool) []byte {
 	t.Helper()
@@ -69,7 +69,7 @@ func write(t *testing.T, n int, trailer bool) []byte {
 	return buf.Bytes()
 }
 
-// readAll returns the events and snapshots read, and the error that ended
+// readAll returns the events and rounds read, and the error that ended
 // the read (nil for a clean end).
 func readAll(data []byte) (*Reader, []event.Event, int, error) {
 	r, err := NewReader(bytes.NewReader(data))
@@ -77,32 +77,32 @@ func readAll(data []byte) (*Reader, []event.Event, int, error) {
 		return nil, nil, 0, err
 	}
 	var evs []event.Event
-	snaps := 0
+	rounds := 0
 	var ev event.Event
 	for {
 		rec, err := r.Next(&ev)
 		if err == io.EOF {
-			return r, evs, snaps, nil
+			return r, evs, rounds, nil
 		}
 		if err != nil {
-			return r, evs, snaps, err
+			return r, evs, rounds, err
 		}
 		if rec.Event != nil {
 			evs = append(evs, *rec.Event)
 		} else if rec.Round != nil {
-			snaps++
+			rounds++
 		}
 	}
 }
 
 func TestRoundTrip(t *testing.T) {
 	data := write(t, 1000, true)
-	r, evs, snaps, err := readAll(data)
+	r, evs, rounds, err := readAll(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(evs) != 1000 || snaps != 1 || r.Trailer == nil || r.Trailer.Events != 1000 || r.Trailer.Lost != 3 {
-		t.Fatalf("%d events, %d snapshots, trailer %+v", len(evs), snaps, r.Trailer)
+	if len(evs) != 1000 || rounds != 1 || r.Trailer == nil || r.Trailer.Events != 1000 || r.Trailer.Lost != 3 {
+		t.Fatalf("%d events, %d rounds, trailer %+v", len(evs), rounds, r.Trailer)
 	}
 	if r.Header.Backend != "fentry" || r.Header.Netns[0].PortHigh != 40099 {
 		t.Errorf("header %+v", r.Header)

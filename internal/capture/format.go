@@ -1,5 +1,5 @@
 // Package capture is porttrace's file format for incidents: a versioned
-// header, then the event stream and socket snapshots in independently
+// header, then the event stream and socket tables in independently
 // compressed, checksummed blocks, then a trailer of counters. A block is
 // complete on disk before the next begins, so a capture cut off by SIGKILL,
 // a full disk or a power loss reads up to its last complete block, and a

@@ -164,7 +164,7 @@ func queueSize(timeout time.Duration) int {
 func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 	opts := []sdkmetric.PeriodicReaderOption{
 		// The observable instruments are bounded by the aggregator's
-		// report, rows × errnos: no limit of the SDK's (2,000 by default)
+		// summary, rows × errnos: no limit of the SDK's (2,000 by default)
 		// must fold some of them away. The histogram is recorded as events
 		// come and keeps a series for every space it has seen, so it gets
 		// a bound of its own.

@@ -211,7 +211,7 @@ func Diagnosis(s *frame.Frame) []string {
 // process of its own (curl in a loop).
 const maxTextProcesses = 20
 
-// Text is the whole snapshot as `top --once` prints it.
+// Text is the whole frame as `top --once` prints it.
 func Text(s *frame.Frame, info Info, o Options) string {
 	var b strings.Builder
 	for _, l := range Header(s, info, o) {
