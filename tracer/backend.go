@@ -59,7 +59,7 @@ func (b Backend) kind() bpfBackendKind {
 
 // hook is one program and where it attaches.
 type hook struct {
-	prog     string
+	prog     string // its name in the object: a bpfProg constant bpf2go generates
 	attach   func(p *ebpf.Program) (link.Link, error)
 	optional string // if set, a failure costs only this, and the backend still runs
 }
@@ -92,36 +92,36 @@ func kprobe(prog, symbol string, ret bool) hook {
 // hooks returns what a backend attaches, in attach order. syscalls adds the
 // syscall tracepoints to the tracepoint backend.
 func hooks(b Backend, syscalls bool) []hook {
-	common := []hook{tracing("pt_state"), tracing("pt_send_reset")}
+	common := []hook{tracing(bpfProgPtState), tracing(bpfProgPtSendReset)}
 	switch b {
 	case Fentry:
 		return append(common,
-			tracing("pt_fentry_hash_connect"), tracing("pt_fexit_hash_connect"),
-			tracing("pt_fentry_hash6_connect"), tracing("pt_fexit_hash6_connect"),
-			tracing("pt_fexit_v4_connect"), tracing("pt_fexit_v6_connect"),
-			tracing("pt_fentry_get_port"), tracing("pt_fexit_get_port"))
+			tracing(bpfProgPtFentryHashConnect), tracing(bpfProgPtFexitHashConnect),
+			tracing(bpfProgPtFentryHash6Connect), tracing(bpfProgPtFexitHash6Connect),
+			tracing(bpfProgPtFexitV4Connect), tracing(bpfProgPtFexitV6Connect),
+			tracing(bpfProgPtFentryGetPort), tracing(bpfProgPtFexitGetPort))
 	case Kprobe:
 		return append(common,
-			kprobe("pt_kprobe_v4_connect", "tcp_v4_connect", false),
-			kprobe("pt_kretprobe_v4_connect", "tcp_v4_connect", true),
-			kprobe("pt_kprobe_v6_connect", "tcp_v6_connect", false),
-			kprobe("pt_kretprobe_v6_connect", "tcp_v6_connect", true),
-			kprobe("pt_kprobe_hash_connect", "inet_hash_connect", false),
-			kprobe("pt_kretprobe_hash_connect", "inet_hash_connect", true),
-			kprobe("pt_kprobe_hash6_connect", "inet6_hash_connect", false),
-			kprobe("pt_kretprobe_hash6_connect", "inet6_hash_connect", true),
-			kprobe("pt_kprobe_get_port", "inet_csk_get_port", false),
-			kprobe("pt_kretprobe_get_port", "inet_csk_get_port", true))
+			kprobe(bpfProgPtKprobeV4Connect, "tcp_v4_connect", false),
+			kprobe(bpfProgPtKretprobeV4Connect, "tcp_v4_connect", true),
+			kprobe(bpfProgPtKprobeV6Connect, "tcp_v6_connect", false),
+			kprobe(bpfProgPtKretprobeV6Connect, "tcp_v6_connect", true),
+			kprobe(bpfProgPtKprobeHashConnect, "inet_hash_connect", false),
+			kprobe(bpfProgPtKretprobeHashConnect, "inet_hash_connect", true),
+			kprobe(bpfProgPtKprobeHash6Connect, "inet6_hash_connect", false),
+			kprobe(bpfProgPtKretprobeHash6Connect, "inet6_hash_connect", true),
+			kprobe(bpfProgPtKprobeGetPort, "inet_csk_get_port", false),
+			kprobe(bpfProgPtKretprobeGetPort, "inet_csk_get_port", true))
 	}
-	sockops := hook{prog: "pt_sockops", attach: attachSockops,
+	sockops := hook{prog: bpfProgPtSockops, attach: attachSockops,
 		optional: "no latency for successful port searches"}
 	out := append(common, sockops)
 	if syscalls {
 		out = append(out,
-			tracepoint("pt_enter_connect", "syscalls", "sys_enter_connect"),
-			tracepoint("pt_exit_connect", "syscalls", "sys_exit_connect"),
-			tracepoint("pt_enter_bind", "syscalls", "sys_enter_bind"),
-			tracepoint("pt_exit_bind", "syscalls", "sys_exit_bind"))
+			tracepoint(bpfProgPtEnterConnect, "syscalls", "sys_enter_connect"),
+			tracepoint(bpfProgPtExitConnect, "syscalls", "sys_exit_connect"),
+			tracepoint(bpfProgPtEnterBind, "syscalls", "sys_enter_bind"),
+			tracepoint(bpfProgPtExitBind, "syscalls", "sys_exit_bind"))
 	}
 	return out
 }

@@ -134,7 +134,7 @@ func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 			t.links = append(t.links, l)
 		}
 	}
-	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
+	t.reader, err = ringbuf.NewReader(coll.Maps[bpfMapEvents])
 	if err != nil {
 		a.Err = fmt.Errorf("open ring buffer: %w", err)
 		t.Close()
@@ -183,19 +183,26 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 			delete(spec.Programs, name)
 		}
 	}
-	spec.Maps["events"].MaxEntries = uint32(opts.RingSize)
-	if err := spec.Variables["backend"].Set(b.kind()); err != nil {
-		return nil, err
+	var objs struct {
+		bpfMapSpecs
+		bpfVariableSpecs
 	}
-	if err := spec.Variables["wakeup_bytes"].Set(uint32(opts.RingSize / 4)); err != nil {
-		return nil, err
+	if err := spec.Assign(&objs); err != nil {
+		return nil, fmt.Errorf("read BPF object: %w", err)
 	}
-	if err := spec.Variables["self_pid"].Set(uint32(os.Getpid())); err != nil {
-		return nil, err
-	}
-	syscalls := opts.Syscalls && b == Tracepoint
-	if err := spec.Variables["syscalls"].Set(syscalls); err != nil {
-		return nil, err
+	objs.Events.MaxEntries = uint32(opts.RingSize)
+	for _, v := range []struct {
+		spec  *ebpf.VariableSpec
+		value any
+	}{
+		{objs.Backend, b.kind()},
+		{objs.WakeupBytes, uint32(opts.RingSize / 4)},
+		{objs.SelfPid, uint32(os.Getpid())},
+		{objs.Syscalls, opts.Syscalls && b == Tracepoint},
+	} {
+		if err := v.spec.Set(v.value); err != nil {
+			return nil, fmt.Errorf("set %s: %w", v.spec.Name, err)
+		}
 	}
 	coll, err := ebpf.NewCollection(spec)
 	var verr *ebpf.VerifierError
@@ -218,7 +225,7 @@ func (t *Tracer) Attempts() []Attempt { return t.attempts }
 // since Open, because it was full.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
-	if err := t.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err != nil {
+	if err := t.coll.Maps[bpfMapLost].Lookup(uint32(0), &perCPU); err != nil {
 		return 0, fmt.Errorf("read lost events: %w", err)
 	}
 	var n uint64
