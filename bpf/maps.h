@@ -35,9 +35,9 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-/* Events the ring buffer could not take. reserve() adds to it when the ring
- * is full; tracer.Lost reads it; nothing resets it. Monotonic, per CPU: user
- * space reads deltas, so nothing is lost between a read and a reset. */
+/* Events the ring buffer could not take, per CPU. reserve() adds to it when
+ * the ring is full; tracer.Lost sums it. Nothing resets it: a reader that
+ * wants a rate takes deltas, and so loses no count to a race with a reset. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -77,10 +77,10 @@ struct call {
 /* Keyed by thread id. The entry hooks insert (call_begin: kprobe
  * tcp_v{4,6}_connect, fentry inet{,6}_hash_connect, inet_csk_get_port's
  * entry); the search's return hook records a failure in it and, on fentry,
- * deletes it after a success; pt_state reads it at SYN_SENT -> CLOSE;
- * connect()'s and inet_csk_get_port's return hooks read and delete it. LRU,
- * because a kretprobe can miss its return (maxactive exceeded) and must not
- * leak the entry. */
+ * deletes it after a success; pt_state reads it at SYN_SENT -> CLOSE and
+ * marks the failure reported; connect()'s and inet_csk_get_port's return
+ * hooks read and delete it. LRU, because a kretprobe can miss its return
+ * (maxactive exceeded) and must not leak the entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);

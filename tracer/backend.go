@@ -1,8 +1,6 @@
 package tracer
 
-import (
-	"fmt"
-)
+import "fmt"
 
 // Backend is a set of probes that can watch the port search. They are tried
 // best first: fentry times the search exactly at the lowest cost, kprobe does
