@@ -15,10 +15,15 @@
  *                 search is SYN_SENT -> CLOSE before any segment was sent;
  *                 with --syscalls, sys_{enter,exit}_{connect,bind}
  */
-#include "sock.h"
-#include "syscalls.h"
+#include "headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "porttrace.h"
+#include "maps.h"
 #include "search.h"
 #include "state.h"
+#include "syscalls.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

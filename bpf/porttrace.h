@@ -5,6 +5,8 @@
 #ifndef PORTTRACE_H
 #define PORTTRACE_H
 
+#include "headers/vmlinux.h"
+
 #define TASK_COMM_LEN 16
 
 enum event_kind {

@@ -7,34 +7,14 @@
 #ifndef PORTTRACE_SEARCH_H
 #define PORTTRACE_SEARCH_H
 
+#include "headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
 #include "porttrace.h"
+#include "maps.h"
 #include "sock.h"
-
-/* One call in progress per thread (calls do not nest). */
-struct call {
-	__u64 ts_ns;       /* when the search began */
-	__u64 sk;          /* kprobe backend: the arguments, gone at return */
-	__u64 uaddr;
-	__s32 search_ret;  /* the failed search's result */
-	__u16 snum;        /* inet_csk_get_port: the port asked for */
-	__u8 searched;     /* the port search of this connect() failed */
-	__u8 reported;     /* pt_state reported that failure at SYN_SENT -> CLOSE */
-};
-
-/* Keyed by thread id. The entry hooks insert, the return hooks delete. LRU,
- * because a kretprobe can miss its return (maxactive exceeded) and must not
- * leak the entry. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct call);
-} calls SEC(".maps");
-
-static __always_inline __u32 current_tid(void)
-{
-	return (__u32)bpf_get_current_pid_tgid();
-}
 
 /* fentry, or kprobe on entry: a new call. */
 static __always_inline void call_begin(__u64 sk, __u64 uaddr, __u16 snum, int timed)

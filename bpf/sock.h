@@ -5,11 +5,11 @@
 
 #include "headers/vmlinux.h"
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
 #include "porttrace.h"
+#include "maps.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -20,48 +20,17 @@
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-/* Set by tracer/ before loading. */
-volatile const enum backend_kind backend = 0;
-/* The syscall tracepoints are attached (--syscalls). */
-volatile const __u8 syscalls = 0;
-/* porttrace's own process: its export connections are not the traced
- * machine's, and reporting them would feed back into what it exports. */
-volatile const __u32 self_pid = 0;
+/* The thread running the hook: the key of the maps of calls in progress. */
+static __always_inline __u32 current_tid(void)
+{
+	return (__u32)bpf_get_current_pid_tgid();
+}
 
+/* porttrace's own process (self_pid) runs the hook. */
 static __always_inline int current_is_self(void)
 {
 	return (bpf_get_current_pid_tgid() >> 32) == self_pid;
 }
-/* Wake the reader only once this much is waiting in the ring: a wakeup per
- * event costs 7-14 us of IRQ work inside the probe (README, Performance), the reader
- * polls on a timer instead. */
-volatile const __u32 wakeup_bytes = 1 << 20;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
-} events SEC(".maps");
-
-/* Events the ring buffer could not take. Monotonic, per CPU: user space
- * reads deltas, so nothing is lost between a read and a reset. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
-
-/* Client sockets' owners, in the socket itself. pt_state creates the entry
- * when a socket enters SYN_SENT and every hook reads it; the kernel frees it
- * with the socket, so nothing can leak. A socket without one (a listener, a
- * server-side child) leaves every hook after one lookup that touches no
- * shared table. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct owner);
-} owners SEC(".maps");
 
 static __always_inline struct event *reserve(void)
 {

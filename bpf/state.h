@@ -5,10 +5,15 @@
 #ifndef PORTTRACE_STATE_H
 #define PORTTRACE_STATE_H
 
+#include "headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
 #include "porttrace.h"
+#include "maps.h"
 #include "sock.h"
 #include "syscalls.h"
-#include "search.h"
 
 /* Only sockets that enter SYN_SENT are followed: they are the ones that take
  * an ephemeral port. tcp_v{4,6}_connect sets SYN_SENT in the connecting task,

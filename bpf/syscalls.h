@@ -7,38 +7,14 @@
 #ifndef PORTTRACE_SYSCALLS_H
 #define PORTTRACE_SYSCALLS_H
 
+#include "headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
 #include "porttrace.h"
+#include "maps.h"
 #include "sock.h"
-
-/* A connect() or bind() call between its syscall's entry and exit. */
-struct sockcall {
-	__u64 ts_ns;
-	__u64 sk;          /* struct sock *, as a number: read again at exit */
-	__u8 addr[16];     /* destination for connect(), local for bind() */
-	__u8 saddr[16];    /* connect(): source chosen before the port search */
-	__u16 family;
-	__u16 port;
-	__u8 have_saddr;
-	__u8 _pad[3];
-};
-
-/* Keyed by thread id: the entry tracepoint inserts, the exit one reads and
- * deletes, pt_state marks a connect() that reached SYN_SENT. LRU: a thread
- * killed inside the syscall never reaches the exit tracepoint, and its entry
- * must not stay forever. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct sockcall);
-} connects SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct sockcall);
-} binds SEC(".maps");
 
 /* The TCP socket behind fd in the current task, or NULL. */
 static __always_inline struct sock *fd_tcp_sock(long fd)
@@ -92,7 +68,7 @@ static __always_inline int enter_sockcall(void *map, struct trace_event_raw_sys_
 		return 0;
 	a.ts_ns = bpf_ktime_get_ns();
 	a.sk = (__u64)sk;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid = current_tid();
 	bpf_map_update_elem(map, &tid, &a, BPF_ANY);
 	return 0;
 }
@@ -104,7 +80,7 @@ static __always_inline void note_connect_source(const struct sock *sk)
 {
 	if (!syscalls)
 		return;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid = current_tid();
 	struct sockcall *a = bpf_map_lookup_elem(&connects, &tid);
 	if (!a)
 		return;
@@ -117,7 +93,7 @@ static __always_inline void note_connect_source(const struct sock *sk)
 
 static __always_inline struct sockcall *take_args(void *map, __u32 *tid)
 {
-	*tid = (__u32)bpf_get_current_pid_tgid();
+	*tid = current_tid();
 	return bpf_map_lookup_elem(map, tid);
 }
 

@@ -1,14 +1,6 @@
 package tracer
 
-import (
-	"errors"
-	"fmt"
-	"os"
-	"strings"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-)
+import "fmt"
 
 // Backend is a set of probes that can watch the port search. They are tried
 // best first: fentry times the search exactly at the lowest cost, kprobe does
@@ -46,112 +38,6 @@ func (b Backend) ExactLatency() bool { return b != Tracepoint }
 // hook tcp_v{4,6}_connect and inet_csk_get_port; the tracepoint backend
 // needs Options.Syscalls for them.
 func (b Backend) SeesEarlyFailures() bool { return b != Tracepoint }
-
-func (b Backend) kind() bpfBackendKind {
-	switch b {
-	case Fentry:
-		return bpfBackendKindBACKEND_FENTRY
-	case Kprobe:
-		return bpfBackendKindBACKEND_KPROBE
-	}
-	return bpfBackendKindBACKEND_TRACEPOINT
-}
-
-// hook is one program and where it attaches.
-type hook struct {
-	prog     string
-	attach   func(p *ebpf.Program) (link.Link, error)
-	optional string // if set, a failure costs only this, and the backend still runs
-}
-
-func (h hook) name() string { return strings.TrimPrefix(h.prog, "pt_") }
-
-func tracing(prog string) hook {
-	return hook{prog: prog, attach: func(p *ebpf.Program) (link.Link, error) {
-		return link.AttachTracing(link.TracingOptions{Program: p})
-	}}
-}
-
-func tracepoint(prog, group, name string) hook {
-	return hook{prog: prog, attach: func(p *ebpf.Program) (link.Link, error) {
-		return link.Tracepoint(group, name, p, nil)
-	}}
-}
-
-func kprobe(prog, symbol string, ret bool) hook {
-	return hook{prog: prog, attach: func(p *ebpf.Program) (link.Link, error) {
-		if ret {
-			// A missed return (maxactive exceeded) leaves an entry in
-			// an LRU map: no event for that search, and no leak.
-			return link.Kretprobe(symbol, p, nil)
-		}
-		return link.Kprobe(symbol, p, nil)
-	}}
-}
-
-// hooks returns what a backend attaches, in attach order. syscalls adds the
-// syscall tracepoints to the tracepoint backend.
-func hooks(b Backend, syscalls bool) []hook {
-	common := []hook{tracing("pt_state"), tracing("pt_send_reset")}
-	switch b {
-	case Fentry:
-		return append(common,
-			tracing("pt_fentry_hash_connect"), tracing("pt_fexit_hash_connect"),
-			tracing("pt_fentry_hash6_connect"), tracing("pt_fexit_hash6_connect"),
-			tracing("pt_fexit_v4_connect"), tracing("pt_fexit_v6_connect"),
-			tracing("pt_fentry_get_port"), tracing("pt_fexit_get_port"))
-	case Kprobe:
-		return append(common,
-			kprobe("pt_kprobe_v4_connect", "tcp_v4_connect", false),
-			kprobe("pt_kretprobe_v4_connect", "tcp_v4_connect", true),
-			kprobe("pt_kprobe_v6_connect", "tcp_v6_connect", false),
-			kprobe("pt_kretprobe_v6_connect", "tcp_v6_connect", true),
-			kprobe("pt_kprobe_hash_connect", "inet_hash_connect", false),
-			kprobe("pt_kretprobe_hash_connect", "inet_hash_connect", true),
-			kprobe("pt_kprobe_hash6_connect", "inet6_hash_connect", false),
-			kprobe("pt_kretprobe_hash6_connect", "inet6_hash_connect", true),
-			kprobe("pt_kprobe_get_port", "inet_csk_get_port", false),
-			kprobe("pt_kretprobe_get_port", "inet_csk_get_port", true))
-	}
-	sockops := hook{prog: "pt_sockops", attach: attachSockops,
-		optional: "no latency for successful port searches"}
-	out := append(common, sockops)
-	if syscalls {
-		out = append(out,
-			tracepoint("pt_enter_connect", "syscalls", "sys_enter_connect"),
-			tracepoint("pt_exit_connect", "syscalls", "sys_exit_connect"),
-			tracepoint("pt_enter_bind", "syscalls", "sys_enter_bind"),
-			tracepoint("pt_exit_bind", "syscalls", "sys_exit_bind"))
-	}
-	return out
-}
-
-// The sock_ops program goes on the root of the cgroup2 hierarchy, which
-// covers every socket; ALLOW_MULTI (the link default) leaves other programs
-// there alone.
-func attachSockops(p *ebpf.Program) (link.Link, error) {
-	root, err := cgroup2Root()
-	if err != nil {
-		return nil, err
-	}
-	return link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupSockOps, Program: p})
-}
-
-func cgroup2Root() (string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		// ... mount-point ... - fstype source options
-		pre, post, ok := strings.Cut(line, " - ")
-		f := strings.Fields(pre)
-		if ok && len(f) >= 5 && strings.HasPrefix(post, "cgroup2 ") && f[3] == "/" {
-			return f[4], nil
-		}
-	}
-	return "", errors.New("no cgroup2 hierarchy is mounted")
-}
 
 // HookStatus says whether one probe attached, and if not, why.
 type HookStatus struct {

@@ -15,7 +15,7 @@ func raw(k *bpfEvent) []byte {
 }
 
 func TestDecode(t *testing.T) {
-	tr := &Tracer{clock: clock{offset: 1_000_000_000}}
+	tr := &Tracer{probes: probes{clock: clock{offset: 1_000_000_000}}}
 	k := bpfEvent{TsNs: 5, Kind: uint8(bpfEventKindEV_CONNECT), Ret: -int32(syscall.EADDRNOTAVAIL),
 		LatencyNs: 2500, Tid: 11, Pid: 10, Netns: 42, NetnsCookie: 7, Family: syscall.AF_INET6, Sport: 0, Dport: 8080,
 		Flags: uint8(bpfEventFlagFLAG_LATENCY_APPROX)}

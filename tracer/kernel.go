@@ -15,6 +15,8 @@ var (
 	ErrPrivileges = errors.New("porttrace needs root, or the capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_DAC_READ_SEARCH (top, record and agent: CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH, plus CAP_SYS_PTRACE for other users' namespaces): run it with sudo")
 	// ErrNoBTF means the kernel does not describe its own types.
 	ErrNoBTF = errors.New("this kernel has no BTF type information (/sys/kernel/btf/vmlinux): porttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.5 or newer)")
+	// ErrNotLinux is Open's answer on any other system.
+	ErrNotLinux = errors.New("porttrace traces the kernel with eBPF, which only Linux has: top, record and agent run on Linux; report and top --replay read their captures on any system")
 )
 
 // Capability bits (linux/capability.h).
@@ -51,20 +53,6 @@ func CheckPrivileges() error {
 		return nil
 	}
 	return ErrPrivileges
-}
-
-// ensureTracefs mounts tracefs where the syscall tracepoints are looked up,
-// if nothing is mounted there yet; minimal systems often leave it out.
-func ensureTracefs() error {
-	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
-		if _, err := os.Stat(dir + "/events"); err == nil {
-			return nil
-		}
-	}
-	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: %w", err)
-	}
-	return nil
 }
 
 // KernelRelease is uname -r.

@@ -4,19 +4,11 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"math/bits"
 	"os"
 	"strings"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 )
 
 // Options configure Open.
@@ -48,11 +40,7 @@ const (
 type Tracer struct {
 	backend  Backend
 	attempts []Attempt
-	coll     *ebpf.Collection
-	links    []link.Link
-	reader   *ringbuf.Reader
-	poll     time.Duration
-	clock    clock
+	probes   // what is loaded and attached, and the reader: Linux only
 }
 
 // RingSize rounds n up to a size the kernel accepts for a ring buffer.
@@ -62,45 +50,6 @@ func RingSize(n int) int {
 		return page
 	}
 	return 1 << bits.Len(uint(n-1))
-}
-
-// Open checks privileges and kernel support, then attaches the requested
-// backend or, if none was requested, the best one that works. Attempts()
-// tells which were refused and why.
-func Open(opts Options) (*Tracer, error) {
-	if err := CheckPrivileges(); err != nil {
-		return nil, err
-	}
-	if _, err := btf.LoadKernelSpec(); err != nil {
-		return nil, fmt.Errorf("%w (%v)", ErrNoBTF, err)
-	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raise the locked memory limit: %w", err)
-	}
-	if err := ensureTracefs(); err != nil {
-		return nil, err
-	}
-	if opts.RingSize == 0 {
-		opts.RingSize = DefaultRingSize
-	}
-	opts.RingSize = RingSize(opts.RingSize)
-	if opts.Poll <= 0 {
-		opts.Poll = DefaultPoll
-	}
-	order := Backends
-	if opts.Backend != "" {
-		order = []Backend{opts.Backend}
-	}
-	var attempts []Attempt
-	for _, b := range order {
-		t, a := openBackend(b, opts)
-		attempts = append(attempts, a)
-		if a.Err == nil {
-			t.attempts = attempts
-			return t, nil
-		}
-	}
-	return nil, &NoBackendError{Attempts: attempts}
 }
 
 // NoBackendError is returned when no backend could attach.
@@ -114,129 +63,8 @@ func (e *NoBackendError) Error() string {
 	return "no backend could attach: " + strings.Join(parts, "; ")
 }
 
-func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
-	a := Attempt{Backend: b}
-	coll, err := load(b, opts)
-	if err != nil {
-		a.Err = explain(b, err)
-		return nil, a
-	}
-	t := &Tracer{backend: b, coll: coll, poll: opts.Poll, clock: newClock()}
-	for _, h := range hooks(b, opts.Syscalls) {
-		l, err := h.attach(coll.Programs[h.prog])
-		a.Hooks = append(a.Hooks, HookStatus{Name: h.name(), Err: err, Optional: h.optional})
-		if err != nil && h.optional == "" {
-			a.Err = explain(b, fmt.Errorf("attach %s: %w", h.name(), err))
-			t.Close()
-			return nil, a
-		}
-		if err == nil {
-			t.links = append(t.links, l)
-		}
-	}
-	t.reader, err = ringbuf.NewReader(coll.Maps["events"])
-	if err != nil {
-		a.Err = fmt.Errorf("open ring buffer: %w", err)
-		t.Close()
-		return nil, a
-	}
-	return t, a
-}
-
-// explain puts the kernel's refusal in the words of the backend that met it.
-func explain(b Backend, err error) error {
-	switch {
-	case b == Fentry && errors.Is(err, unix.EPERM):
-		// cilium/ebpf's hint about MEMLOCK does not apply: the limit is
-		// lifted in Open.
-		return fmt.Errorf("the kernel refuses to load fentry/fexit programs (BPF trampolines disabled or locked down): %w", unix.EPERM)
-	case b == Kprobe && !kprobesAvailable():
-		return fmt.Errorf("the kernel has no kprobes (CONFIG_KPROBES off): %w", err)
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("a probed kernel function or tracepoint does not exist here: %w", err)
-	}
-	return err
-}
-
-func kprobesAvailable() bool {
-	for _, p := range []string{"/sys/bus/event_source/devices/kprobe", "/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"} {
-		if _, err := os.Stat(p); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
-// load prepares the object for one backend: its programs only (the kernel
-// may refuse to even load another backend's), its constants, the ring size.
-func load(b Backend, opts Options) (*ebpf.Collection, error) {
-	spec, err := loadBpf()
-	if err != nil {
-		return nil, fmt.Errorf("read BPF object: %w", err)
-	}
-	keep := map[string]bool{}
-	for _, h := range hooks(b, opts.Syscalls) {
-		keep[h.prog] = true
-	}
-	for name := range spec.Programs {
-		if !keep[name] {
-			delete(spec.Programs, name)
-		}
-	}
-	spec.Maps["events"].MaxEntries = uint32(opts.RingSize)
-	if err := spec.Variables["backend"].Set(b.kind()); err != nil {
-		return nil, err
-	}
-	if err := spec.Variables["wakeup_bytes"].Set(uint32(opts.RingSize / 4)); err != nil {
-		return nil, err
-	}
-	if err := spec.Variables["self_pid"].Set(uint32(os.Getpid())); err != nil {
-		return nil, err
-	}
-	syscalls := opts.Syscalls && b == Tracepoint
-	if err := spec.Variables["syscalls"].Set(syscalls); err != nil {
-		return nil, err
-	}
-	coll, err := ebpf.NewCollection(spec)
-	var verr *ebpf.VerifierError
-	if errors.As(err, &verr) {
-		return nil, fmt.Errorf("the kernel's verifier refused a program: %+v", verr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load programs: %w", err)
-	}
-	return coll, nil
-}
-
 // Backend is the backend that runs.
 func (t *Tracer) Backend() Backend { return t.backend }
 
 // Attempts lists the backends tried at Open, the running one last.
 func (t *Tracer) Attempts() []Attempt { return t.attempts }
-
-// Lost is the number of events the probes could not put in the ring buffer
-// since Open, because it was full.
-func (t *Tracer) Lost() (uint64, error) {
-	var perCPU []uint64
-	if err := t.coll.Maps["lost"].Lookup(uint32(0), &perCPU); err != nil {
-		return 0, fmt.Errorf("read lost events: %w", err)
-	}
-	var n uint64
-	for _, v := range perCPU {
-		n += v
-	}
-	return n, nil
-}
-
-// Close detaches every probe and frees the maps.
-func (t *Tracer) Close() error {
-	for _, l := range t.links {
-		l.Close()
-	}
-	t.links = nil
-	if t.reader != nil {
-		t.reader.Close()
-	}
-	t.coll.Close()
-	return nil
-}

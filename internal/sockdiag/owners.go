@@ -18,6 +18,7 @@ type Owner struct {
 // /proc/PID/fd. Processes that exit meanwhile or cannot be read are skipped.
 // It reads every process's descriptor table: call it once per round of
 // socket tables, not per socket.
+// Without /proc (off Linux) it finds no owner.
 func Owners(want map[uint32]bool) map[uint32]Owner {
 	out := map[uint32]Owner{}
 	if len(want) == 0 {

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Every map the programs keep, in one place, each with its entries' life:
+ * who inserts them, who deletes them, who reads them. Also the constants
+ * tracer/ sets before loading (they live in .rodata, itself a map). tracer/
+ * refers to each by the name bpf2go generates from it. */
+#ifndef PORTTRACE_MAPS_H
+#define PORTTRACE_MAPS_H
+
+#include "headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#include "porttrace.h"
+
+/* ---- constants, set by tracer/ before loading ---- */
+
+/* The backend whose programs are loaded: hooks shared by every backend
+ * (pt_state) take the branch of the one that runs. */
+volatile const enum backend_kind backend = 0;
+/* The syscall tracepoints are attached (--syscalls). */
+volatile const __u8 syscalls = 0;
+/* porttrace's own process: its export connections are not the traced
+ * machine's, and reporting them would feed back into what it exports. */
+volatile const __u32 self_pid = 0;
+/* Wake the reader only once this much is waiting in the ring: a wakeup per
+ * event costs 7-14 us of IRQ work inside the probe (README, Performance), the
+ * reader polls on a timer instead. */
+volatile const __u32 wakeup_bytes = 1 << 20;
+
+/* ---- to user space ---- */
+
+/* struct event records. Every hook reserves and submits them (sock.h's
+ * reserve() and submit()); tracer.Run reads them, which frees them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Events the ring buffer could not take, per CPU. reserve() adds to it when
+ * the ring is full; tracer.Lost sums it. Nothing resets it: a reader that
+ * wants a rate takes deltas, and so loses no count to a race with a reset. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* ---- between hooks, every backend ---- */
+
+/* Client sockets' owners, in the socket itself. pt_state creates the entry
+ * when a socket enters SYN_SENT (remember_owner); pt_send_reset marks a
+ * reset and the sock_ops hook a port already told; every hook reads it. The
+ * kernel frees it with the socket, so nothing can leak. A socket without one
+ * (a listener, a server-side child) leaves every hook after one lookup that
+ * touches no shared table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+/* ---- between a kernel function's entry and return: fentry, kprobe ---- */
+
+/* A connect() (tcp_v{4,6}_connect, inet{,6}_hash_connect) or bind()
+ * (inet_csk_get_port) in progress in one thread; calls do not nest. */
+struct call {
+	__u64 ts_ns;       /* when the search began */
+	__u64 sk;          /* kprobe backend: the arguments, gone at return */
+	__u64 uaddr;
+	__s32 search_ret;  /* the failed search's result */
+	__u16 snum;        /* inet_csk_get_port: the port asked for */
+	__u8 searched;     /* the port search of this connect() failed */
+	__u8 reported;     /* pt_state reported that failure at SYN_SENT -> CLOSE */
+};
+
+/* Keyed by thread id. The entry hooks insert (call_begin: kprobe
+ * tcp_v{4,6}_connect, fentry inet{,6}_hash_connect, inet_csk_get_port's
+ * entry); the search's return hook records a failure in it and, on fentry,
+ * deletes it after a success; pt_state reads it at SYN_SENT -> CLOSE and
+ * marks the failure reported; connect()'s and inet_csk_get_port's return
+ * hooks read and delete it. LRU, because a kretprobe can miss its return
+ * (maxactive exceeded) and must not leak the entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct call);
+} calls SEC(".maps");
+
+/* ---- between a syscall's entry and exit: tracepoint with --syscalls ---- */
+
+/* A connect() or bind() syscall in progress in one thread: its arguments,
+ * and for connect() the source address the kernel chose. */
+struct sockcall {
+	__u64 ts_ns;
+	__u64 sk;          /* struct sock *, as a number: read again at exit */
+	__u8 addr[16];     /* destination for connect(), local for bind() */
+	__u8 saddr[16];    /* connect(): source chosen before the port search */
+	__u16 family;
+	__u16 port;
+	__u8 have_saddr;
+	__u8 _pad[3];
+};
+
+/* connect() calls on TCP sockets, keyed by thread id: sys_enter_connect
+ * inserts, pt_state adds the source address at SYN_SENT
+ * (note_connect_source), sys_exit_connect reads and deletes. LRU: a thread
+ * killed inside the syscall never reaches the exit tracepoint, and its entry
+ * must not stay forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct sockcall);
+} connects SEC(".maps");
+
+/* bind() calls on TCP sockets, keyed by thread id: sys_enter_bind inserts,
+ * sys_exit_bind reads and deletes. LRU, as connects. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct sockcall);
+} binds SEC(".maps");
+
+#endif

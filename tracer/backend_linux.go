@@ -1,0 +1,117 @@
+package tracer
+
+import (
+	"errors"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// kind is the backend as the probes know it (bpf/porttrace.h).
+func (b Backend) kind() bpfBackendKind {
+	switch b {
+	case Fentry:
+		return bpfBackendKindBACKEND_FENTRY
+	case Kprobe:
+		return bpfBackendKindBACKEND_KPROBE
+	}
+	return bpfBackendKindBACKEND_TRACEPOINT
+}
+
+// hook is one program and where it attaches.
+type hook struct {
+	prog     string // its name in the object: a bpfProg constant bpf2go generates
+	attach   func(p *ebpf.Program) (link.Link, error)
+	optional string // if set, a failure costs only this, and the backend still runs
+}
+
+func (h hook) name() string { return strings.TrimPrefix(h.prog, "pt_") }
+
+func tracing(prog string) hook {
+	return hook{prog: prog, attach: func(p *ebpf.Program) (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: p})
+	}}
+}
+
+func tracepoint(prog, group, name string) hook {
+	return hook{prog: prog, attach: func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint(group, name, p, nil)
+	}}
+}
+
+func kprobe(prog, symbol string, ret bool) hook {
+	return hook{prog: prog, attach: func(p *ebpf.Program) (link.Link, error) {
+		if ret {
+			// A missed return (maxactive exceeded) leaves an entry in
+			// an LRU map: no event for that search, and no leak.
+			return link.Kretprobe(symbol, p, nil)
+		}
+		return link.Kprobe(symbol, p, nil)
+	}}
+}
+
+// hooks returns what a backend attaches, in attach order. syscalls adds the
+// syscall tracepoints to the tracepoint backend.
+func hooks(b Backend, syscalls bool) []hook {
+	common := []hook{tracing(bpfProgPtState), tracing(bpfProgPtSendReset)}
+	switch b {
+	case Fentry:
+		return append(common,
+			tracing(bpfProgPtFentryHashConnect), tracing(bpfProgPtFexitHashConnect),
+			tracing(bpfProgPtFentryHash6Connect), tracing(bpfProgPtFexitHash6Connect),
+			tracing(bpfProgPtFexitV4Connect), tracing(bpfProgPtFexitV6Connect),
+			tracing(bpfProgPtFentryGetPort), tracing(bpfProgPtFexitGetPort))
+	case Kprobe:
+		return append(common,
+			kprobe(bpfProgPtKprobeV4Connect, "tcp_v4_connect", false),
+			kprobe(bpfProgPtKretprobeV4Connect, "tcp_v4_connect", true),
+			kprobe(bpfProgPtKprobeV6Connect, "tcp_v6_connect", false),
+			kprobe(bpfProgPtKretprobeV6Connect, "tcp_v6_connect", true),
+			kprobe(bpfProgPtKprobeHashConnect, "inet_hash_connect", false),
+			kprobe(bpfProgPtKretprobeHashConnect, "inet_hash_connect", true),
+			kprobe(bpfProgPtKprobeHash6Connect, "inet6_hash_connect", false),
+			kprobe(bpfProgPtKretprobeHash6Connect, "inet6_hash_connect", true),
+			kprobe(bpfProgPtKprobeGetPort, "inet_csk_get_port", false),
+			kprobe(bpfProgPtKretprobeGetPort, "inet_csk_get_port", true))
+	}
+	sockops := hook{prog: bpfProgPtSockops, attach: attachSockops,
+		optional: "no latency for successful port searches"}
+	out := append(common, sockops)
+	if syscalls {
+		out = append(out,
+			tracepoint(bpfProgPtEnterConnect, "syscalls", "sys_enter_connect"),
+			tracepoint(bpfProgPtExitConnect, "syscalls", "sys_exit_connect"),
+			tracepoint(bpfProgPtEnterBind, "syscalls", "sys_enter_bind"),
+			tracepoint(bpfProgPtExitBind, "syscalls", "sys_exit_bind"))
+	}
+	return out
+}
+
+// The sock_ops program goes on the root of the cgroup2 hierarchy, which
+// covers every socket; ALLOW_MULTI (the link default) leaves other programs
+// there alone.
+func attachSockops(p *ebpf.Program) (link.Link, error) {
+	root, err := cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+	return link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupSockOps, Program: p})
+}
+
+func cgroup2Root() (string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		// ... mount-point ... - fstype source options
+		pre, post, ok := strings.Cut(line, " - ")
+		f := strings.Fields(pre)
+		if ok && len(f) >= 5 && strings.HasPrefix(post, "cgroup2 ") && f[3] == "/" {
+			return f[4], nil
+		}
+	}
+	return "", errors.New("no cgroup2 hierarchy is mounted")
+}

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package tracer
+
+import (
+	"context"
+
+	"github.com/porttrace/porttrace/internal/event"
+)
+
+// probes holds nothing here: Open refuses, so no Tracer exists off Linux.
+type probes struct{}
+
+// Open returns ErrNotLinux.
+func Open(Options) (*Tracer, error) { return nil, ErrNotLinux }
+
+// Run returns ErrNotLinux.
+func (t *Tracer) Run(context.Context, func(*event.Event)) error { return ErrNotLinux }
+
+// Lost returns ErrNotLinux.
+func (t *Tracer) Lost() (uint64, error) { return 0, ErrNotLinux }
+
+// Close does nothing: nothing was opened.
+func (t *Tracer) Close() error { return nil }
