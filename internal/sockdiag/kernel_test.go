@@ -15,9 +15,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestKernelSnapshot compares the dump with ss in a namespace holding
+// TestKernelDump compares the dump with ss in a namespace holding
 // TIME_WAIT ports, open connections and a listener.
-func TestKernelSnapshot(t *testing.T) {
+func TestKernelDump(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
