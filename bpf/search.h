@@ -46,16 +46,11 @@ static __always_inline void emit_search(__u8 kind, const struct sock *sk, int re
 {
 	if (!sk_is_tcp(sk))
 		return;
-	struct event *e = reserve();
+	struct event *e = sock_event(kind, sk, sk_cookie_field(sk), ret, flags);
 	if (!e)
 		return;
-	e->kind = kind;
-	e->ret = ret;
-	e->flags = flags;
 	if (start)
 		e->latency_ns = e->ts_ns - start;
-	fill_sock(e, sk);
-	e->cookie = sk_cookie_field(sk);
 	fill_current(e);
 	submit(e);
 }
@@ -111,14 +106,9 @@ static __always_inline void connect_end(const struct sock *sk, const struct sock
 	}
 	if (!sk || !sk_is_tcp(sk))
 		return;
-	struct event *e = reserve();
+	struct event *e = sock_event(EV_CONNECT, sk, sk_cookie_field(sk), ret, flags);
 	if (!e)
 		return;
-	e->kind = EV_CONNECT;
-	e->ret = ret;
-	e->flags = flags;
-	fill_sock(e, sk);
-	e->cookie = sk_cookie_field(sk);
 	if (uaddr) {
 		/* What the caller asked for: a failure before the route
 		 * lookup leaves nothing on the socket. */
@@ -162,15 +152,10 @@ static __always_inline void get_port_end(const struct sock *sk, int ret)
 	}
 	if (!ret || !sk_is_tcp(sk))
 		return;
-	struct event *e = reserve();
+	struct event *e = sock_event(EV_BIND, sk, sk_cookie_field(sk), -EADDRINUSE, FLAG_FIXED_PORT);
 	if (!e)
 		return;
-	e->kind = EV_BIND;
-	e->ret = -EADDRINUSE;
-	e->flags = FLAG_FIXED_PORT;
-	fill_sock(e, sk);
 	e->sport = snum;
-	e->cookie = sk_cookie_field(sk);
 	fill_current(e);
 	submit(e);
 }

@@ -110,6 +110,23 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	}
 }
 
+/* sock_event reserves an event of kind about sk, with its addresses,
+ * namespace and cookie; NULL when the ring buffer is full (lost counts it).
+ * The caller says whose it is (fill_current or fill_owner), adds what else
+ * it knows, and submits it. */
+static __always_inline struct event *sock_event(__u8 kind, const struct sock *sk, __u64 cookie, int ret, __u8 flags)
+{
+	struct event *e = reserve();
+	if (!e)
+		return NULL;
+	e->kind = kind;
+	e->cookie = cookie;
+	e->ret = ret;
+	e->flags = flags;
+	fill_sock(e, sk);
+	return e;
+}
+
 /* The process's name is its group leader's (what ps -o comm shows); the
  * thread's own name can be anything (prctl PR_SET_NAME). */
 static __always_inline void current_comms(char *comm, char *thread_comm)

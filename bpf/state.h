@@ -39,21 +39,6 @@ static __always_inline struct owner *remember_owner(struct sock *sk)
 	return o;
 }
 
-static __always_inline void emit_owned(__u8 kind, const struct sock *sk, __u64 cookie,
-				       const struct owner *o, int ret, __u8 flags)
-{
-	struct event *e = reserve();
-	if (!e)
-		return;
-	e->kind = kind;
-	e->cookie = cookie;
-	e->ret = ret;
-	e->flags = flags;
-	fill_sock(e, sk);
-	fill_owner(e, o);
-	submit(e);
-}
-
 static __always_inline void mark_reset(struct sock *sk)
 {
 	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
@@ -93,15 +78,10 @@ static __always_inline int attempt_result(const struct sock *sk, struct owner *o
  * connecting task brackets it. */
 static __always_inline void emit_failed_search(const struct sock *sk, __u64 cookie, struct owner *o)
 {
-	struct event *e = reserve();
+	struct event *e = sock_event(EV_ALLOC, sk, cookie, -EADDRNOTAVAIL, FLAG_LATENCY_APPROX);
 	if (!e)
 		return;
-	e->kind = EV_ALLOC;
-	e->cookie = cookie;
-	e->ret = -EADDRNOTAVAIL;
 	e->latency_ns = e->ts_ns - o->syn_sent_ns;
-	e->flags = FLAG_LATENCY_APPROX;
-	fill_sock(e, sk);
 	fill_owner(e, o);
 	submit(e);
 }
@@ -120,19 +100,18 @@ static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct
 		 * closes it, so TCP_TIME_WAIT never shows. A reset received
 		 * closes the same way but sets sk_err first; one sent (an
 		 * orphan's FIN_WAIT2 timer) is marked by pt_send_reset. */
-		emit_owned(EV_TIME_WAIT, sk, cookie, o, 0, flags);
+		struct event *e = sock_event(EV_TIME_WAIT, sk, cookie, 0, flags);
+		if (e) {
+			fill_owner(e, o);
+			submit(e);
+		}
 		return;
 	}
-	struct event *e = reserve();
+	struct event *e = sock_event(EV_STATE, sk, cookie, ret, flags);
 	if (!e)
 		return;
-	e->kind = EV_STATE;
-	e->cookie = cookie;
-	e->ret = ret;
-	e->flags = flags;
 	e->old_state = oldstate;
 	e->new_state = TCP_CLOSE;
-	fill_sock(e, sk);
 	fill_owner(e, o);
 	submit(e);
 }
@@ -164,15 +143,11 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 		on_close(sk, cookie, o, oldstate);
 		return;
 	}
-	struct event *e = reserve();
+	struct event *e = sock_event(EV_STATE, sk, cookie, 0, o->bound ? FLAG_BOUND : 0);
 	if (!e)
 		return;
-	e->kind = EV_STATE;
-	e->cookie = cookie;
-	e->flags = o->bound ? FLAG_BOUND : 0;
 	e->old_state = oldstate;
 	e->new_state = newstate;
-	fill_sock(e, sk);
 	fill_owner(e, o);
 	submit(e);
 }

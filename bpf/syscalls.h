@@ -106,14 +106,10 @@ static __always_inline void exit_connect(long ret)
 	if (!a)
 		return;
 	if (!a->have_saddr && user_errno(ret) && ret != -EINPROGRESS) {
-		struct event *e = reserve();
+		const struct sock *sk = (const struct sock *)a->sk;
+		struct event *e = sock_event(EV_CONNECT, sk, sk_cookie_field(sk), ret, 0);
 		if (e) {
-			const struct sock *sk = (const struct sock *)a->sk;
-			e->kind = EV_CONNECT;
-			e->ret = ret;
 			e->latency_ns = e->ts_ns - a->ts_ns;
-			fill_sock(e, sk);
-			e->cookie = sk_cookie_field(sk);
 			/* What the caller asked for. */
 			e->dport = a->port;
 			__builtin_memcpy(e->daddr, a->addr, 16);
@@ -142,16 +138,11 @@ static __always_inline void exit_bind(long ret)
 	if ((ret == 0 && (fixed || BPF_CORE_READ(sk, __sk_common.skc_num) == 0)) ||
 	    (ret != 0 && ret != -EADDRINUSE))
 		goto out;
-	struct event *e = reserve();
+	struct event *e = sock_event(EV_BIND, sk, sk_cookie_field(sk), ret, fixed ? FLAG_FIXED_PORT : FLAG_LATENCY_APPROX);
 	if (e) {
-		e->kind = EV_BIND;
-		e->ret = ret;
 		e->latency_ns = e->ts_ns - a->ts_ns;
-		e->flags = fixed ? FLAG_FIXED_PORT : FLAG_LATENCY_APPROX;
-		fill_sock(e, sk);
 		if (fixed)
 			e->sport = a->port;
-		e->cookie = sk_cookie_field(sk);
 		__builtin_memcpy(e->saddr, a->addr, 16);
 		fill_current(e);
 		submit(e);
