@@ -191,27 +191,56 @@ func testAgentExports(t *testing.T, proto string) {
 	agent.stop(t)
 }
 
-// checkFailureRecords: a log record per failure, but for those the rate
-// limit suppressed, each with the client's pid and the upstream.
+// checkFailureRecords: a log record per failure on the machine, but for
+// those the rate limit suppressed; this namespace's are the client's
+// failures, each with its pid and the upstream. Other failures (another
+// package's tests run beside these) are accounted for, not checked.
 func checkFailureRecords(t *testing.T, rcv *otlptest.Receiver, failures int, pid string, space map[string]string) {
 	t.Helper()
 	var logs []otlptest.Log
 	otlptest.Wait(t, "failure records", func() bool {
 		logs = rcv.Logs()
 		sup := rcv.Last("porttrace.logs.suppressed")
-		return len(sup) == 1 && len(logs)+int(sup[0].Value) == failures
+		return len(sup) == 1 && len(logs)+int(sup[0].Value) == otlptest.Sum(rcv.Last("porttrace.connect.failures"))
 	})
+	if got := netnsFailures(rcv, space["porttrace.netns"]); got != failures {
+		t.Errorf("%d failures in the client's namespace, want %d", got, failures)
+	}
 	for _, l := range logs {
+		if l.Attrs["porttrace.netns"] != space["porttrace.netns"] {
+			continue
+		}
 		if !otlptest.Includes(l.Attrs, space) || l.Attrs["process.pid"] != pid || l.Attrs["error.type"] != "EADDRNOTAVAIL" {
 			t.Errorf("log record %+v: want pid %s, EADDRNOTAVAIL and %v", l, pid, space)
 		}
 	}
 }
 
+// netnsFailures is the failures counter summed over one namespace's spaces.
+func netnsFailures(rcv *otlptest.Receiver, netns string) int {
+	n := 0
+	for _, p := range rcv.Last("porttrace.connect.failures") {
+		if p.Attrs["porttrace.netns"] == netns {
+			n += int(p.Value)
+		}
+	}
+	return n
+}
+
+// failuresByErrno sums a failure counter's points by error.type and netns.
+func failuresByErrno(pts []otlptest.Point) map[string]float64 {
+	out := map[string]float64{}
+	for _, p := range pts {
+		out[p.Attrs["error.type"]+"@"+p.Attrs["porttrace.netns"]] += p.Value
+	}
+	return out
+}
+
 // TestAgentCollectorDown: the receiver stops while clients keep failing,
 // then comes back. The agent must go on, stay within its memory, say what
-// happens, resume, and account for every failure the clients saw: received
-// as a log record, counted as dropped, or counted as suppressed.
+// happens, resume, count every failure the clients saw, and account for
+// every failure it counted on the machine: received as a log record,
+// counted as dropped, or counted as suppressed.
 func TestAgentCollectorDown(t *testing.T) {
 	testnet.RequireRoot(t)
 	rcv := otlptest.Start(t)
@@ -226,10 +255,14 @@ func TestAgentCollectorDown(t *testing.T) {
 	rcv.Stop()
 	before := agent.rss(t)
 	attempts, failed := 0, 0
+	byErrno := map[string]int{}
 	for range 5 { // five bursts a second apart: each logs up to 10 records
 		res := ns.StartClient(t, churn.Config{Target: dst, Count: 400, Close: churn.CloseFin}).Wait(t)
 		attempts += res.Attempts
 		failed += res.Failed()
+		for k, v := range res.Failures {
+			byErrno[k] += v
+		}
 		time.Sleep(time.Second)
 	}
 	agent.waitLine(t, "logs export failed")
@@ -243,14 +276,20 @@ func TestAgentCollectorDown(t *testing.T) {
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t)
 	attempts += res.Attempts
 	failed += res.Failed()
+	for k, v := range res.Failures {
+		byErrno[k] += v
+	}
 	otlptest.Wait(t, "log records after the outage", func() bool { return len(rcv.Logs()) > 0 })
 	var got string
 	if err := otlptest.Eventually(30*time.Second, func() bool {
 		logs := len(rcv.Logs())
 		dropped := otlptest.Sum(rcv.Last("porttrace.export.dropped"))
 		suppressed := otlptest.Sum(rcv.Last("porttrace.logs.suppressed"))
-		got = fmt.Sprintf("%d received + %d dropped + %d suppressed, of %d failures", logs, dropped, suppressed, failed)
-		return logs+dropped+suppressed == failed
+		all := otlptest.Sum(rcv.Last("porttrace.connect.failures"))
+		ours := netnsFailures(rcv, fmt.Sprint(ns.Inode))
+		got = fmt.Sprintf("%d received + %d dropped + %d suppressed, of %d failures, %d of them in the clients' namespace, whose clients saw %d (clients: %v; porttrace: %v)",
+			logs, dropped, suppressed, all, ours, failed, byErrno, failuresByErrno(rcv.Last("porttrace.connect.failures")))
+		return logs+dropped+suppressed == all && ours == failed
 	}); err != nil {
 		t.Fatalf("every failure accounted for: %s\n%s", got, agent.stderr())
 	}

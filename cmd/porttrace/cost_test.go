@@ -26,6 +26,7 @@ import (
 //	go test -run '^$' -bench TracerCost -benchtime 1x ./cmd/porttrace
 func BenchmarkTracerCost(b *testing.B) {
 	testnet.RequireRoot(b)
+	testnet.Quiet(b) // the machine's cost, with no other test's traffic
 	ns := testnet.New(b, 32768, 60999)
 	// Sustained TIME_WAIT churn outruns 28,232 ports in seconds without
 	// reuse; with it, each round starts alike.

@@ -65,6 +65,7 @@ type Netns struct {
 // ports are not reused after 1 s).
 func New(t testing.TB, lo, hi int) *Netns {
 	t.Helper()
+	share(t)
 	n := &Netns{Name: fmt.Sprintf("porttrace-test-%d-%d", os.Getpid(), rand.IntN(1<<30))}
 	run(t, "ip", "netns", "add", n.Name)
 	t.Cleanup(func() { n.Close(t) })
@@ -77,6 +78,45 @@ func New(t testing.TB, lo, hi int) *Netns {
 	n.Sysctl(t, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", lo, hi))
 	n.Sysctl(t, "net/ipv4/tcp_tw_reuse", "0")
 	return n
+}
+
+// lockPath serialises, through flock, the tests of one go test run that
+// need the machine quiet against those that make traffic: go test runs
+// packages as processes side by side.
+const lockPath = "/run/porttrace-tests.lock"
+
+// quiet: this process holds the lock exclusively (Quiet).
+var quiet bool
+
+// Quiet waits until no test of another package has a namespace, and keeps
+// them from making one until t ends: for a test whose ground truth is the
+// whole machine's, such as an agent's count of every failure it saw.
+func Quiet(t testing.TB) {
+	t.Helper()
+	lock(t, unix.LOCK_EX)
+	quiet = true
+	t.Cleanup(func() { quiet = false })
+}
+
+// share holds the lock shared for t: namespaces of any number of tests
+// may exist together, but not beside a Quiet one.
+func share(t testing.TB) {
+	if !quiet {
+		lock(t, unix.LOCK_SH)
+	}
+}
+
+func lock(t testing.TB, how int) {
+	t.Helper()
+	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		t.Fatalf("lock %s: %v", lockPath, err)
+	}
+	t.Cleanup(func() { f.Close() }) // after the namespace is gone: cleanups run last first
 }
 
 // Close closes the namespace's listeners and deletes it; it goes once
