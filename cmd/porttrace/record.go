@@ -101,7 +101,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		return err
 	}
 	o.Tables = func() capture.Round { r, _ := live.Round(); return r }
-	o.Cgroup = live.Cgroup
+	o.Netns, o.Cgroup = first.Netns, live.Cgroup
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/porttrace/porttrace/internal/churn"
@@ -289,5 +290,45 @@ func TestReportStates(t *testing.T) {
 	}
 	if r, _ := runReportExit(t, damaged, 2); r.Events >= whole.Events || r.Damage == "" {
 		t.Errorf("damaged: %d events of %d, damage %q", r.Events, whole.Events, r.Damage)
+	}
+}
+
+// TestReportGoneNamespace: a namespace whose client exhausts its ports is
+// deleted while recording, as a job's pod ends; the report still shows
+// its space, with the client's failures, as gone, and the diagnosis is
+// about it.
+func TestReportGoneNamespace(t *testing.T) {
+	testnet.RequireRoot(t)
+	file := filepath.Join(t.TempDir(), "gone.ptcap")
+	rec, log := startRecord(t, "-o", file, "--duration", "8s")
+	ns := testnet.New(t, 40000, 40009)
+	ino := ns.Inode
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 25, Close: churn.CloseFin}).Wait(t)
+	if res.Failures[testnet.EADDRNOTAVAIL] != 15 {
+		t.Fatalf("setup: %+v", res)
+	}
+	// record reads a namespace new to it within a second (not at its
+	// next 5 s round): then it may go.
+	time.Sleep(1500 * time.Millisecond)
+	ns.Close(t)
+	if err := rec.Wait(); err != nil { // a round of tables after the namespace went
+		t.Fatalf("record: %v\n%s", err, log)
+	}
+	r := runReport(t, file)
+	for name, s := range map[string]*aggregate.Summary{"final": r.Final, "peak": r.Peak} {
+		if s == nil {
+			t.Fatalf("no %s summary", name)
+		}
+		sp := spaceToward(t, frame.Frame{Summary: s}, ino, dst)
+		if got := failures(sp, "EADDRNOTAVAIL"); got != 15 || sp.TotalConns != 25 || sp.Usable != 10 {
+			t.Errorf("%s: %d EADDRNOTAVAIL of %d attempts, %d usable; the client saw 15 of 25, of 10 ports", name, got, sp.TotalConns, sp.Usable)
+		}
+		if name == "final" && (!sp.Gone || sp.Used != 0) {
+			t.Errorf("final: gone %v, used %d; the namespace is gone: want true, 0", sp.Gone, sp.Used)
+		}
+	}
+	if len(findingsIn(frame.Frame{Summary: r.Peak, Findings: r.Findings}, ino)) == 0 {
+		t.Errorf("no finding about the gone namespace's space: %+v", r.Findings)
 	}
 }

@@ -118,19 +118,45 @@ func (a *Aggregator) second(t time.Time) int64 {
 }
 
 // SetNetns records the sysctls of the network namespaces, which decide each
-// port space's size. all is every namespace there is: those gone since
-// the last call, or replaced by a new one under the same inode (a new
-// cookie), are forgotten with their rows.
+// port space's size. all is every namespace there is. One gone since the
+// last call holds no port any more, but its rows stay, as history, for
+// GoneFor: a job that exhausted its pod's ports and ended is still shown,
+// and a capture's report still finds it. One replaced by a new namespace
+// under the same inode (a new cookie) is forgotten at once.
 func (a *Aggregator) SetNetns(all []netns.Settings) {
 	present := map[uint32]bool{}
 	for _, s := range all {
 		present[s.Inode] = true
 		n := a.netns(s.Inode, s.Cookie)
 		n.setSettings(s)
+		n.gone = false
 	}
-	for ino := range a.ns {
-		if !present[ino] {
-			a.forget(ino)
+	for ino, n := range a.ns {
+		if !present[ino] && !n.gone {
+			a.retire(ino, n)
+		}
+	}
+}
+
+// GoneFor is how long a namespace that is gone keeps its rows: the longest
+// window its rates are given over.
+const GoneFor = 60 * time.Second
+
+// retire releases the ports of a namespace that is gone: the kernel freed
+// them with it.
+func (a *Aggregator) retire(ino uint32, n *nsState) {
+	n.gone, n.goneAt = true, a.now
+	clear(n.bound)
+	n.listeners = nil
+	for k, s := range a.spaces {
+		if k.Netns == ino {
+			s.ports.resetTimeWait()
+			s.ports.resetLive()
+		}
+	}
+	for c, o := range a.socks {
+		if o.netns == ino {
+			delete(a.socks, c)
 		}
 	}
 }
@@ -613,6 +639,11 @@ func (a *Aggregator) Tick(t time.Time) {
 	a.other.tick(a.now, nil)
 	for _, p := range a.procs {
 		p.tick(a.now)
+	}
+	for ino, n := range a.ns {
+		if n.gone && a.now-n.goneAt >= int64(GoneFor/time.Second) {
+			a.forget(ino)
+		}
 	}
 	a.evict()
 	a.sample()

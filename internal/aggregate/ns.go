@@ -10,6 +10,8 @@ import (
 type nsState struct {
 	settings netns.Settings
 	known    bool // settings read
+	gone     bool // absent from the last SetNetns: rows kept as history
+	goneAt   int64
 	cookie   uint64
 	reserved [][2]int // ip_local_reserved_ports, parsed
 	// bound counts, per port, the sockets followed that hold it by bind()

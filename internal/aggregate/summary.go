@@ -115,6 +115,9 @@ type SpaceSummary struct {
 	FillRate  float64  `json:"fill_per_second"` // net change of Used over 10 s
 	ETA       *float64 `json:"eta_seconds"`     // nil: not filling
 	Exhausted bool     `json:"exhausted"`
+	// Gone: the namespace is gone (for less than GoneFor): its figures are
+	// history, no port is in use, and it runs out of nothing.
+	Gone bool `json:"netns_gone,omitempty"`
 	// TWCapped: the namespace's time-wait sockets are near
 	// tcp_max_tw_buckets, past which closed ports skip TIME_WAIT: the space
 	// cannot fill by TIME_WAIT, and there is no ETA.
@@ -281,6 +284,8 @@ type NetnsSummary struct {
 	Listeners []Listener `json:"listeners"`
 	// Conflicts are bind()s to a named port that failed with EADDRINUSE.
 	Conflicts []Conflict `json:"bind_conflicts"`
+	// Gone: as SpaceSummary.Gone.
+	Gone bool `json:"gone,omitempty"`
 }
 
 // Summary is what the aggregator holds as of its last Tick, port spaces by
@@ -300,7 +305,7 @@ func (a *Aggregator) Summary() *Summary {
 		st := n.settings
 		st.Names = append([]string{}, st.Names...)
 		r.Netns = append(r.Netns, NetnsSummary{Settings: st, Usable: st.Usable(), TimeWait: tw[ino],
-			Listeners: append([]Listener{}, n.listeners...), Conflicts: n.conflictList(a.now)})
+			Listeners: append([]Listener{}, n.listeners...), Conflicts: n.conflictList(a.now), Gone: n.gone})
 	}
 	slices.SortFunc(r.Netns, func(x, y NetnsSummary) int { return cmp.Compare(x.Inode, y.Inode) })
 	for _, s := range a.spaces {
@@ -377,11 +382,15 @@ func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint
 // at the rate it filled over the last 10 s.
 func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 	n := a.ns[s.key.Netns]
-	if n == nil || !n.known || r.Other {
+	if n == nil || r.Other {
+		return
+	}
+	r.Gone = n.gone
+	if !n.known {
 		return
 	}
 	r.Usable = n.settings.Usable()
-	if r.Usable == 0 {
+	if r.Usable == 0 || n.gone {
 		return
 	}
 	r.UsedPct = 100 * float64(r.Used) / float64(r.Usable)

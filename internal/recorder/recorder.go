@@ -15,6 +15,7 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
 )
 
 // Options bound a recording. Zero means no bound, but for the window.
@@ -30,6 +31,10 @@ type Options struct {
 	// event); older events are dropped and counted.
 	WindowEvents int
 	Tables       func() capture.Round // socket tables, every TablesEvery
+	// Netns is the namespaces the capture's first round listed: an event
+	// from any other has a round read within a second, as the live
+	// monitor does, so that a short-lived namespace's size is known.
+	Netns []netns.Settings
 	// Cgroup, if set, says where a process ran from its pid and cgroup id;
 	// each round carries the cgroups its events came from.
 	Cgroup   func(pid uint32, cgroupID uint64) aggregate.Cgroup
@@ -84,6 +89,18 @@ type recorder struct {
 	// that ran in it; named is what was written (bounded).
 	cgroups map[uint64]uint32
 	named   map[uint64]bool
+	// known is the namespaces of the last round read; early, that an event
+	// came from another.
+	known map[uint32]bool
+	early bool
+}
+
+func inodes(all []netns.Settings) map[uint32]bool {
+	m := map[uint32]bool{}
+	for _, s := range all {
+		m[s.Inode] = true
+	}
+	return m
 }
 
 // maxCgroups bounds the cgroups a recording names.
@@ -117,7 +134,7 @@ func Record(ctx context.Context, src event.Source, w *capture.Writer, o Options)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &recorder{w: w, o: o, stop: cancel, start: time.Now(), triggered: o.UntilFailures == 0,
-		cgroups: map[uint64]uint32{}, named: map[uint64]bool{}}
+		cgroups: map[uint64]uint32{}, named: map[uint64]bool{}, known: inodes(o.Netns)}
 	if r.triggered && o.Duration > 0 {
 		r.deadline = r.start.Add(o.Duration)
 	}
@@ -163,6 +180,9 @@ func (r *recorder) event(e *event.Event) {
 	}
 	if e.Failed() {
 		r.failures++
+	}
+	if !r.known[e.Netns] {
+		r.early = true
 	}
 	if id := e.CgroupID; id != 0 && r.o.Cgroup != nil && !r.named[id] && len(r.named)+len(r.cgroups) < maxCgroups {
 		if _, ok := r.cgroups[id]; !ok {
@@ -273,7 +293,11 @@ func (r *recorder) tick(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-second.C:
-			if r.o.Tables != nil && now.Sub(lastTables) >= TablesEvery {
+			r.mu.Lock()
+			early := r.early
+			r.early = false
+			r.mu.Unlock()
+			if r.o.Tables != nil && (early || now.Sub(lastTables) >= TablesEvery) {
 				lastTables = now
 				r.tables()
 			}
@@ -293,6 +317,7 @@ func (r *recorder) tables() {
 	r.cgroups = map[uint64]uint32{}
 	r.mu.Unlock()
 	round := r.o.Tables()
+	known := inodes(round.Netns)
 	if len(todo) > 0 {
 		round.Cgroups = map[uint64]aggregate.Cgroup{}
 		for id, pid := range todo {
@@ -300,6 +325,7 @@ func (r *recorder) tables() {
 		}
 	}
 	r.mu.Lock()
+	r.known = known
 	for id := range todo {
 		r.named[id] = true
 	}

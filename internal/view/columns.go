@@ -58,15 +58,7 @@ var spaceColumns = []column{
 		return fmt.Sprintf("%.1f%%", r.UsedPct)
 	}},
 	{title: trendTitle, min: 9, max: 30, drop: 3, cell: func(r *aggregate.SpaceSummary, c *cellCtx) string { return c.trend(r.Where(), c.width) }},
-	{title: "ETA", min: 9, max: 9, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
-		switch {
-		case r.Exhausted:
-			return "EXHAUSTED"
-		case r.ETA != nil:
-			return duration(*r.ETA)
-		}
-		return "-"
-	}},
+	{title: "ETA", min: 9, max: 9, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return eta(r) }},
 	{title: "ALLOC p50/p99", min: 13, max: 15, drop: 6, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
 		if r.AllocLatency.Count == 0 {
 			return "-"

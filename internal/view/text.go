@@ -152,15 +152,9 @@ func sortedSpaces(s *frame.Frame, o Options) []*aggregate.SpaceSummary {
 
 func spaceRow(r *aggregate.SpaceSummary, w int) string {
 	name := r.Name
-	usable, pct, eta := "?", "?", "-"
+	usable, pct := "?", "?"
 	if r.Usable > 0 {
 		usable, pct = count(r.Usable), fmt.Sprintf("%.1f%%", r.UsedPct)
-	}
-	switch {
-	case r.Exhausted:
-		eta = "EXHAUSTED"
-	case r.ETA != nil:
-		eta = duration(*r.ETA)
 	}
 	lat := "-"
 	if r.AllocLatency.Count > 0 {
@@ -172,7 +166,7 @@ func spaceRow(r *aggregate.SpaceSummary, w int) string {
 	}
 	return fmt.Sprintf("%-44s %-11s %-19s %-8s %-9s %-10s %-18s %-6s %-9s %s",
 		clip(name, 44), netns, clip(procNames(r.Processes), 19), rate(pick(r.Conns, w)), rate(failRate(r, w)),
-		count(r.TimeWait), count(r.Used)+"/"+usable, pct, eta, lat)
+		count(r.TimeWait), count(r.Used)+"/"+usable, pct, eta(r), lat)
 }
 
 // ProcessHeader is the process table's column header.
@@ -257,6 +251,20 @@ func rate(f float64) string {
 }
 
 func count(n int) string { return humanize.Comma(int64(n)) }
+
+// eta is the ETA cell: gone (the namespace is), EXHAUSTED, the time left,
+// or - when the space is not filling.
+func eta(r *aggregate.SpaceSummary) string {
+	switch {
+	case r.Gone:
+		return "gone"
+	case r.Exhausted:
+		return "EXHAUSTED"
+	case r.ETA != nil:
+		return duration(*r.ETA)
+	}
+	return "-"
+}
 
 func duration(sec float64) string {
 	d := time.Duration(sec * float64(time.Second))

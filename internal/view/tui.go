@@ -379,7 +379,8 @@ const helpText = `porttrace top: keys
 A port space is (netns, source address, destination address and port): the
 ports connect() may pick from for that destination. USED counts its sockets
 and its ports in TIME_WAIT; USED% 60s is its fill over the last minute; ETA
-is when it runs out at the rate it filled over the last 10 s. Urgency puts
+is when it runs out at the rate it filled over the last 10 s, and says gone
+for a namespace that is gone (its rows stay a minute). Urgency puts
 failing spaces first, then the soonest to run out. On a narrow terminal the
 least urgent columns go first: NETNS, ALLOC, USED/USABLE, TIME_WAIT, the
 trend, CONN/S.`
