@@ -305,12 +305,13 @@ func TestReportGoneNamespace(t *testing.T) {
 	ino := ns.Inode
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 25, Close: churn.CloseFin}).Wait(t)
-	if res.Failures[testnet.EADDRNOTAVAIL] != 15 {
-		t.Fatalf("setup: %+v", res)
+	time.Sleep(200 * time.Millisecond) // the last FIN exchanges
+	if tw := ns.TimeWait(t, dst); res.Failures[testnet.EADDRNOTAVAIL] != 15 || tw != 10 {
+		t.Fatalf("setup: %+v, ss TIME_WAIT %d", res, tw)
 	}
 	// record reads a namespace new to it within a second (not at its
 	// next 5 s round): then it may go.
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1300 * time.Millisecond)
 	ns.Close(t)
 	if err := rec.Wait(); err != nil { // a round of tables after the namespace went
 		t.Fatalf("record: %v\n%s", err, log)
@@ -326,6 +327,10 @@ func TestReportGoneNamespace(t *testing.T) {
 		}
 		if name == "final" && (!sp.Gone || sp.Used != 0) {
 			t.Errorf("final: gone %v, used %d; the namespace is gone: want true, 0", sp.Gone, sp.Used)
+		}
+		// Its 10 ports were all in TIME_WAIT while it lived (ss: 10).
+		if pk := r.PeakUsed[sp.Where()]; pk != 100 {
+			t.Errorf("peak used %v%%, want 100%%", pk)
 		}
 	}
 	if len(findingsIn(frame.Frame{Summary: r.Peak, Findings: r.Findings}, ino)) == 0 {

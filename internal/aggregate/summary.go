@@ -109,7 +109,10 @@ type SpaceSummary struct {
 	Bound int `json:"bound"`
 	// Used is the ports a new connect() (bind() for a pool) cannot have:
 	// a set of usable ports, so never more than Usable.
-	Used      int      `json:"used"`
+	Used int `json:"used"`
+	// UsedMax60 is the most ports Used was at any second of the last
+	// minute (sampled at each Tick).
+	UsedMax60 int      `json:"used_max_60s"`
 	Usable    int      `json:"usable"` // 0 when the namespace's settings are unknown
 	UsedPct   float64  `json:"used_percent"`
 	FillRate  float64  `json:"fill_per_second"` // net change of Used over 10 s
@@ -352,6 +355,7 @@ func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint
 		Conns: rates(&s.conns, now), Failures: failureSummaries(s.fails, now),
 		TWIn: rates(&s.twIn, now), Released: rates(&s.ports.released, now), Reused: rates(&s.ports.reused, now),
 		TimeWait: o.tw, Reusable: o.reusable, Live: o.live, Bound: o.bound, Used: o.used,
+		UsedMax60:    max(o.used, maxUsed(&s.used, now)),
 		AllocLatency: s.latency.summary(now), Lifetime: s.lifetime.summary(now),
 		Closed60:   s.closed.Sum(now, 60),
 		TotalConns: s.conns.Total, TotalTWIn: s.twIn.Total,
@@ -376,6 +380,11 @@ func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint
 	a.headroom(s, &r, tw[s.key.Netns])
 	r.Processes = a.procRefs(s)
 	return r
+}
+
+func maxUsed(g *window.Gauge, now int64) int {
+	m, _ := g.Max(now, 60)
+	return m
 }
 
 // headroom fills in the space's size, how full it is, and when it runs out

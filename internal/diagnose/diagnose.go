@@ -178,6 +178,10 @@ func (c *check) situation() string {
 		held += fmt.Sprintf(", %s bound by bind() in the namespace", num(s.Bound))
 	}
 	parts := []string{fmt.Sprintf("%s of %s ports in use (%s)", num(s.Used), num(s.Usable), held)}
+	if s.Gone {
+		// Its ports went with it: what it held is the last minute's peak.
+		parts = []string{fmt.Sprintf("namespace gone; up to %s of %s ports were in use in the last minute", num(s.UsedMax60), num(s.Usable))}
+	}
 	if n := s.Exhaustion60(); n > 0 {
 		parts = append(parts, fmt.Sprintf("%s %s in the last minute", num(int(n)), s.ExhaustionErrno()))
 	} else if s.ETA != nil {

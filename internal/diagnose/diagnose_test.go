@@ -327,3 +327,15 @@ func TestIdlePool(t *testing.T) {
 		t.Errorf("rules %v, want idle_pool and no keepalive", ruleNames(fs))
 	}
 }
+
+// TestGoneNamespace: the space of a namespace that went gets the same
+// advice, said of the ports it held at its peak, not of the none it holds.
+func TestGoneNamespace(t *testing.T) {
+	s := incident()
+	s.Gone, s.UsedMax60, s.Used, s.TimeWait, s.Live, s.UsedPct, s.ETA = true, 28232, 0, 0, 0, 0, nil
+	fs := diagnose(0, s)
+	k := find(fs, "keepalive")
+	if k == nil || !strings.HasPrefix(k.Situation, "namespace gone; up to 28,232 of 28,232 ports were in use in the last minute, 312 EADDRNOTAVAIL") {
+		t.Fatalf("findings %v", fs)
+	}
+}

@@ -40,8 +40,8 @@ type Report struct {
 	Damage   string             `json:"damage,omitempty"` // why reading stopped early
 	Final    *aggregate.Summary `json:"final"`
 	Peak     *aggregate.Summary `json:"peak"` // at the step with the most failures
-	// PeakUsed is each port space's highest USED% at the end of any step,
-	// by its Where name.
+	// PeakUsed is each port space's highest USED% at any second, by its
+	// Where name.
 	PeakUsed map[string]float64 `json:"peak_used_percent"`
 	Findings []diagnose.Finding `json:"diagnosis"`
 	Timeline []Point            `json:"timeline"`
@@ -176,6 +176,7 @@ type builder struct {
 	cur      Point
 	peakFail uint64
 	cgroups  map[uint64]aggregate.Cgroup // named by the rounds so far
+	second   int64                       // the capture second last ticked
 }
 
 func (b *builder) record(rec capture.Record) {
@@ -184,6 +185,12 @@ func (b *builder) record(rec capture.Record) {
 			b.rep.Start, b.rep.End, b.next = t, t, t.Add(Step)
 		}
 		b.advance(t)
+		// Each second is ticked, as the live monitor does: occupancy is
+		// sampled for the peaks and the fill rate.
+		if sec := t.Unix(); sec > b.second {
+			b.agg.Tick(t)
+			b.second = sec
+		}
 		if t.After(b.rep.End) {
 			b.rep.End = t
 		}
@@ -228,8 +235,12 @@ func (b *builder) closeStep() {
 		if s.UsedPct > b.cur.UsedPct || b.cur.Space == "" {
 			b.cur.Space, b.cur.UsedPct, b.cur.TimeWait = s.Where(), s.UsedPct, s.TimeWait
 		}
-		if pk, ok := b.rep.PeakUsed[s.Where()]; !ok || s.UsedPct > pk {
-			b.rep.PeakUsed[s.Where()] = s.UsedPct
+		peak := s.UsedPct
+		if s.Usable > 0 {
+			peak = 100 * float64(s.UsedMax60) / float64(s.Usable)
+		}
+		if pk, ok := b.rep.PeakUsed[s.Where()]; !ok || peak > pk {
+			b.rep.PeakUsed[s.Where()] = peak
 		}
 	}
 	if b.cur.Failures > b.peakFail {

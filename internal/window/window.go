@@ -181,6 +181,18 @@ func (g *Gauge) Slope(now int64, w int) (float64, bool) {
 	return float64(g.samples[end%Span]-g.samples[begin%Span]) / float64(end-begin), true
 }
 
+// Max is the largest value sampled in the w seconds up to now; false when
+// none was.
+func (g *Gauge) Max(now int64, w int) (int, bool) {
+	best, ok := 0, false
+	for s := now; s > now-int64(min(w, Span)) && s >= 0; s-- {
+		if g.seen[s%Span] == s+1 && (!ok || int(g.samples[s%Span]) > best) {
+			best, ok = int(g.samples[s%Span]), true
+		}
+	}
+	return best, ok
+}
+
 // gaugeSlack is how far a sample may stray from where Slope wants it, for
 // samples taken by a caller that ticks late now and then.
 const gaugeSlack = 5
