@@ -9,7 +9,7 @@ DEB_VERSION ?= 0.1.0
 .PHONY: help deps run-deps build build-macos run generate test test-unit test-vm bench bench-vm manifests deb image clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: ## install what the tests need on a fresh Debian 12 machine (apt packages, Go modules, the VM's kernel)
 	sh .ci/deps

@@ -36,7 +36,7 @@ func (f *criFlag) start(stderr io.Writer) (names *cri.Cache, stop func(), err er
 	return c, cancel, nil
 }
 
-// byShortID names a pod by its container's short id, the one reports carry.
+// byShortID names a pod by its container's short id, the one summaries carry.
 func byShortID(c *cri.Cache) func(short string) (pod, namespace string, ok bool) {
 	return func(short string) (string, string, bool) {
 		w, ok := cgroup.Lookup(short)

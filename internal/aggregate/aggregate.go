@@ -118,21 +118,31 @@ func (a *Aggregator) second(t time.Time) int64 {
 }
 
 // SetNetns records the sysctls of the network namespaces, which decide each
-// port space's size. all is every namespace there is. One gone since the
-// last call holds no port any more, but its rows stay, as history, for
-// GoneFor: a job that exhausted its pod's ports and ended is still shown,
-// and a capture's report still finds it. One replaced by a new namespace
-// under the same inode (a new cookie) is forgotten at once.
+// port space's size. all is every namespace there is; an empty list (there
+// is always the host's) says that none could be listed, and changes
+// nothing. One gone since the last call holds no port any more, but its
+// rows stay, as history, for GoneFor: a job that exhausted its pod's ports
+// and ended is still shown, and a capture's report still finds it. A
+// namespace never listed is taken for gone only when two listings in a row
+// miss it: the first may have been read before it was made. One replaced
+// by a new namespace under the same inode (a new cookie) is forgotten at
+// once.
 func (a *Aggregator) SetNetns(all []netns.Settings) {
+	if len(all) == 0 {
+		return
+	}
 	present := map[uint32]bool{}
 	for _, s := range all {
 		present[s.Inode] = true
 		n := a.netns(s.Inode, s.Cookie)
 		n.setSettings(s)
-		n.gone = false
+		n.gone, n.missed = false, 0
 	}
 	for ino, n := range a.ns {
-		if !present[ino] && !n.gone {
+		if present[ino] || n.gone {
+			continue
+		}
+		if n.missed++; n.known || n.missed >= 2 {
 			a.retire(ino, n)
 		}
 	}
@@ -152,6 +162,9 @@ func (a *Aggregator) retire(ino uint32, n *nsState) {
 		if k.Netns == ino {
 			s.ports.resetTimeWait()
 			s.ports.resetLive()
+			for _, st := range s.procs {
+				st.held = 0
+			}
 		}
 	}
 	for c, o := range a.socks {
@@ -184,7 +197,7 @@ func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
 // inode): its spaces have no size until they are read.
 func (a *Aggregator) Unknown() bool {
 	for _, n := range a.ns {
-		if !n.known {
+		if !n.known && !n.gone {
 			return true
 		}
 	}

@@ -12,6 +12,7 @@ type nsState struct {
 	known    bool // settings read
 	gone     bool // absent from the last SetNetns: rows kept as history
 	goneAt   int64
+	missed   int // listings in a row that did not list it
 	cookie   uint64
 	reserved [][2]int // ip_local_reserved_ports, parsed
 	// bound counts, per port, the sockets followed that hold it by bind()

@@ -18,7 +18,8 @@ const (
 
 // errnoNames are Linux's names (include/uapi/asm-generic/errno*.h) of the
 // errnos connect() and bind() return, and of the socket errors that end a
-// connection attempt; TestErrnoNames pins each against x/sys/unix on Linux.
+// connection attempt (icmp_err_convert's among them); TestErrnoNames pins
+// each against x/sys/unix on Linux.
 var errnoNames = map[syscall.Errno]string{
 	1:   "EPERM",
 	4:   "EINTR",
@@ -29,6 +30,7 @@ var errnoNames = map[syscall.Errno]string{
 	14:  "EFAULT",
 	22:  "EINVAL",
 	32:  "EPIPE",
+	64:  "ENONET",
 	71:  "EPROTO",
 	88:  "ENOTSOCK",
 	89:  "EDESTADDRREQ",
@@ -36,6 +38,7 @@ var errnoNames = map[syscall.Errno]string{
 	91:  "EPROTOTYPE",
 	92:  "ENOPROTOOPT",
 	93:  "EPROTONOSUPPORT",
+	95:  "ENOTSUP", // also EOPNOTSUPP
 	97:  "EAFNOSUPPORT",
 	98:  "EADDRINUSE",
 	99:  "EADDRNOTAVAIL",

@@ -42,7 +42,7 @@ type fixture struct {
 func newFixture(t *testing.T, o Options) *fixture {
 	f := &fixture{t: t, agg: aggregate.New(time.Now(), o.Limits, nil), cookie: 1}
 	f.agg.SetNetns([]netns.Settings{{Inode: ino, PortLow: 40000, PortHigh: 40019}})
-	x, err := New(context.Background(), o, f.report)
+	x, err := New(context.Background(), o, f.summary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func newFixture(t *testing.T, o Options) *fixture {
 	return f
 }
 
-func (f *fixture) report() *aggregate.Summary {
+func (f *fixture) summary() *aggregate.Summary {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.agg.Tick(time.Now())

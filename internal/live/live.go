@@ -74,8 +74,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 }
 
 // Pods names pods: names returns the pod and Kubernetes namespace of a
-// container by its short id, as the container runtime tells them. Reports
-// carry them from then on. Call it before Run.
+// container by its short id, as the container runtime tells them.
+// Summaries carry them from then on. Call it before Run.
 func (m *Monitor) Pods(names func(container string) (pod, namespace string, ok bool)) {
 	m.names = names
 }

@@ -31,8 +31,8 @@ type Options struct {
 	// event); older events are dropped and counted.
 	WindowEvents int
 	Tables       func() capture.Round // socket tables, every TablesEvery
-	// Netns is the namespaces the capture's first round listed: an event
-	// from any other has a round read within a second, as the live
+	// Netns is the namespaces the capture's first round listed: the first
+	// event from any other has a round read within a second, as the live
 	// monitor does, so that a short-lived namespace's size is known.
 	Netns []netns.Settings
 	// Cgroup, if set, says where a process ran from its pid and cgroup id;
@@ -90,8 +90,10 @@ type recorder struct {
 	cgroups map[uint64]uint32
 	named   map[uint64]bool
 	// known is the namespaces of the last round read; early, that an event
-	// came from another.
+	// came from another, which has an early round once (asked): one the
+	// rounds cannot list must not cost a round every second.
 	known map[uint32]bool
+	asked map[uint32]bool
 	early bool
 }
 
@@ -103,7 +105,8 @@ func inodes(all []netns.Settings) map[uint32]bool {
 	return m
 }
 
-// maxCgroups bounds the cgroups a recording names.
+// maxCgroups bounds the cgroups a recording names, and the namespaces it
+// reads a round early for.
 const maxCgroups = 4096
 
 // Begin starts a capture on f: the header, whose start and namespaces are
@@ -134,7 +137,7 @@ func Record(ctx context.Context, src event.Source, w *capture.Writer, o Options)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &recorder{w: w, o: o, stop: cancel, start: time.Now(), triggered: o.UntilFailures == 0,
-		cgroups: map[uint64]uint32{}, named: map[uint64]bool{}, known: inodes(o.Netns)}
+		cgroups: map[uint64]uint32{}, named: map[uint64]bool{}, known: inodes(o.Netns), asked: map[uint32]bool{}}
 	if r.triggered && o.Duration > 0 {
 		r.deadline = r.start.Add(o.Duration)
 	}
@@ -181,7 +184,8 @@ func (r *recorder) event(e *event.Event) {
 	if e.Failed() {
 		r.failures++
 	}
-	if !r.known[e.Netns] {
+	if !r.known[e.Netns] && !r.asked[e.Netns] && len(r.asked) < maxCgroups {
+		r.asked[e.Netns] = true
 		r.early = true
 	}
 	if id := e.CgroupID; id != 0 && r.o.Cgroup != nil && !r.named[id] && len(r.named)+len(r.cgroups) < maxCgroups {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
 )
 
 // source plays events, then waits for the end like the tracer does.
@@ -146,3 +148,51 @@ func TestWindowFlushKeepsBounds(t *testing.T) {
 		t.Errorf("%d events written, %+v, %v; want 10", len(evs), tr, err)
 	}
 }
+
+// TestNewNamespaceReadEarly: the first event from a namespace the last
+// round did not list has a round read within a second, not at the next
+// TablesEvery; one the rounds cannot list costs that one early round only.
+func TestNewNamespaceReadEarly(t *testing.T) {
+	var mu sync.Mutex
+	var reads []time.Duration
+	start := time.Now()
+	o := Options{Netns: []netns.Settings{{Inode: 1}}, Tables: func() capture.Round {
+		mu.Lock()
+		defer mu.Unlock()
+		reads = append(reads, time.Since(start))
+		return capture.Round{Time: time.Now(), Netns: []netns.Settings{{Inode: 1}}} // 2 is never listed
+	}}
+	src := ticking{netns: 2, every: 300 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
+	defer cancel()
+	cw, _ := capture.NewWriter(io.Discard, capture.Header{})
+	if _, err := Record(ctx, src, cw, o); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reads) != 1 || reads[0] > 1500*time.Millisecond {
+		t.Errorf("rounds read at %v: want one, within a second of the event from namespace 2", reads)
+	}
+}
+
+// ticking sends an event from one namespace every so often.
+type ticking struct {
+	netns uint32
+	every time.Duration
+}
+
+func (s ticking) Run(ctx context.Context, fn func(*event.Event)) error {
+	tick := time.NewTicker(s.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			fn(&event.Event{Time: now, Kind: event.State, Netns: s.netns})
+		}
+	}
+}
+
+func (ticking) Lost() (uint64, error) { return 0, nil }

@@ -2,11 +2,11 @@ package report
 
 import (
 	"errors"
-	"github.com/porttrace/porttrace/internal/frame"
 	"io"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/frame"
+
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
@@ -16,8 +16,8 @@ import (
 // each Frame feeds the records up to the capture time that has come,
 // from the first record on.
 type Player struct {
-	r       *capture.Reader
-	agg     *aggregate.Aggregator
+	r *capture.Reader
+	*feed
 	speed   float64
 	clock   func() time.Time
 	begun   time.Time // wall clock at the first Frame
@@ -26,7 +26,6 @@ type Player struct {
 	ev      event.Event
 	pending capture.Record // read but not yet due
 	have    bool
-	cgroups map[uint64]aggregate.Cgroup
 	done    string // why playing ended, once it has
 }
 
@@ -38,11 +37,10 @@ func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, err
 		return nil, err
 	}
 	h := cr.Header
-	p := &Player{r: cr, agg: newAggregator(h), speed: speed, clock: clock, start: h.Start, last: h.Start,
-		cgroups: map[uint64]aggregate.Cgroup{}}
+	p := &Player{r: cr, feed: newFeed(h), speed: speed, clock: clock, start: h.Start, last: h.Start}
 	p.read()
 	for p.have && recordTime(p.pending).IsZero() { // a marker first
-		apply(p.agg, p.cgroups, p.pending)
+		p.apply(p.pending)
 		p.read()
 	}
 	if p.have {
@@ -100,7 +98,7 @@ func (p *Player) play(until time.Time) {
 		if !t.IsZero() {
 			p.last = t
 		}
-		apply(p.agg, p.cgroups, p.pending)
+		p.apply(p.pending)
 		p.read()
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
@@ -55,9 +56,8 @@ func Build(r io.Reader) (*Report, error) {
 		return nil, err
 	}
 	h := cr.Header
-	agg := newAggregator(h)
 	rep := &Report{Header: h}
-	b := &builder{agg: agg, rep: rep, cgroups: map[uint64]aggregate.Cgroup{}}
+	b := &builder{feed: newFeed(h), rep: rep, gone: map[string]aggregate.SpaceSummary{}}
 	var ev event.Event
 	for {
 		rec, err := cr.Next(&ev)
@@ -84,9 +84,10 @@ func Build(r io.Reader) (*Report, error) {
 		rep.End = t.End
 	}
 	b.finish(rep.End)
-	agg.SetLost(lostOf(rep.Trailer))
-	agg.Tick(rep.End)
-	rep.Final = agg.Summary()
+	b.agg.SetLost(lostOf(rep.Trailer))
+	b.agg.Tick(rep.End)
+	rep.Final = b.agg.Summary()
+	b.keepGone(rep.Final)
 	annotate(rep.Final, b.cgroups)
 	annotate(rep.Peak, b.cgroups)
 	// The advice is about the incident: the step with the most failures,
@@ -106,28 +107,41 @@ func lostOf(t *capture.Trailer) uint64 {
 	return t.Lost
 }
 
-// newAggregator is an aggregator for a capture: its clock starts with the
-// recording; the settings are the header's until a round brings newer.
-// Processes have no container: /proc is of this machine, not the capture's.
-func newAggregator(h capture.Header) *aggregate.Aggregator {
-	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
-	agg.SetNetns(h.Netns)
-	return agg
+// feed gives a capture's records to an aggregator as the live monitor
+// gave them: each second of the capture is ticked before its first record
+// (occupancy sampled, TIME_WAIT expired), and the rounds' cgroups are kept
+// to name processes with.
+type feed struct {
+	agg     *aggregate.Aggregator
+	cgroups map[uint64]aggregate.Cgroup // named by the rounds so far
+	origin  time.Time                   // the aggregator's second 0
+	second  int64                       // the last second ticked
 }
 
-// apply feeds one record to an aggregator: what report and Player share.
-func apply(agg *aggregate.Aggregator, cgroups map[uint64]aggregate.Cgroup, rec capture.Record) {
+func newFeed(h capture.Header) *feed {
+	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
+	agg.SetNetns(h.Netns)
+	return &feed{agg: agg, cgroups: map[uint64]aggregate.Cgroup{}, origin: h.Start}
+}
+
+func (f *feed) apply(rec capture.Record) {
+	if t := recordTime(rec); !t.IsZero() {
+		if sec := int64(t.Sub(f.origin) / time.Second); sec > f.second {
+			f.agg.Tick(t)
+			f.second = sec
+		}
+	}
 	switch {
 	case rec.SyncBegin:
-		agg.BeginSync()
+		f.agg.BeginSync()
 	case rec.Round != nil:
-		agg.SetNetns(rec.Round.Netns)
-		agg.Sync(rec.Round.Tables)
+		f.agg.SetNetns(rec.Round.Netns)
+		f.agg.Sync(rec.Round.Tables)
 		for id, c := range rec.Round.Cgroups {
-			cgroups[id] = c
+			f.cgroups[id] = c
 		}
 	case rec.Event != nil:
-		agg.Add(rec.Event)
+		f.agg.Add(rec.Event)
 	}
 }
 
@@ -170,13 +184,26 @@ func recordTime(rec capture.Record) time.Time {
 // builder feeds the aggregator in capture order and cuts the timeline into
 // steps from the first record on; steps where nothing happened are skipped.
 type builder struct {
-	agg      *aggregate.Aggregator
+	*feed
 	rep      *Report
 	next     time.Time // end of the current step
 	cur      Point
 	peakFail uint64
-	cgroups  map[uint64]aggregate.Cgroup // named by the rounds so far
-	second   int64                       // the capture second last ticked
+	// gone is the last step's summary of each space whose namespace had
+	// gone: the aggregator forgets it GoneFor later, the report does not.
+	gone map[string]aggregate.SpaceSummary
+}
+
+// keepGone adds to r the spaces of namespaces gone during the capture that
+// the aggregator has forgotten since, as the last step saw them.
+func (b *builder) keepGone(r *aggregate.Summary) {
+	for i := range r.Spaces {
+		delete(b.gone, r.Spaces[i].Where())
+	}
+	for _, s := range b.gone {
+		r.Spaces = append(r.Spaces, s)
+	}
+	slices.SortFunc(r.Spaces, aggregate.ByUrgency)
 }
 
 func (b *builder) record(rec capture.Record) {
@@ -185,17 +212,11 @@ func (b *builder) record(rec capture.Record) {
 			b.rep.Start, b.rep.End, b.next = t, t, t.Add(Step)
 		}
 		b.advance(t)
-		// Each second is ticked, as the live monitor does: occupancy is
-		// sampled for the peaks and the fill rate.
-		if sec := t.Unix(); sec > b.second {
-			b.agg.Tick(t)
-			b.second = sec
-		}
 		if t.After(b.rep.End) {
 			b.rep.End = t
 		}
 	}
-	apply(b.agg, b.cgroups, rec)
+	b.apply(rec)
 	e := rec.Event
 	if e == nil {
 		return
@@ -241,6 +262,9 @@ func (b *builder) closeStep() {
 		}
 		if pk, ok := b.rep.PeakUsed[s.Where()]; !ok || peak > pk {
 			b.rep.PeakUsed[s.Where()] = peak
+		}
+		if s.Gone {
+			b.gone[s.Where()] = *s
 		}
 	}
 	if b.cur.Failures > b.peakFail {

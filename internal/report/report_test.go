@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
@@ -170,5 +171,57 @@ func TestPeakUsedPerSpace(t *testing.T) {
 	}
 	if text := r.Text(); !strings.Contains(text, "50.0% of 10") {
 		t.Errorf("text lacks the half-full space's own peak:\n%s", text)
+	}
+}
+
+// TestGoneNamespaceStays: namespace 7's client fails, then the namespace
+// goes at 25 s while namespace 8 stays busy until 200 s, long after the
+// aggregator forgot 7 (GoneFor): the report still lists 7's space, gone,
+// with its failures, and its peak.
+func TestGoneNamespaceStays(t *testing.T) {
+	var buf bytes.Buffer
+	ns7 := netns.Settings{Inode: 7, Cookie: 70, PortLow: 40000, PortHigh: 40009}
+	ns8 := netns.Settings{Inode: 8, Cookie: 80, PortLow: 40000, PortHigh: 40009}
+	w, err := capture.NewWriter(&buf, capture.Header{Host: "h", Backend: "fentry", Start: t0, Netns: []netns.Settings{ns7, ns8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort("127.0.0.1:8080")
+	cookie := uint64(0)
+	attempt := func(at time.Time, ino uint32, fail bool) {
+		cookie++
+		e := event.Event{Time: at, Kind: event.State, OldState: event.Close, NewState: event.SynSent, Cookie: cookie,
+			Netns: ino, PID: 40 + ino, TID: 40 + ino, Comm: event.MakeComm("client"), Family: syscall.AF_INET,
+			Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: dst}
+		w.Event(&e)
+		if fail {
+			e.OldState, e.NewState, e.Errno, e.Flags = event.SynSent, event.Close, syscall.EADDRNOTAVAIL, event.Searched
+			w.Event(&e)
+		}
+	}
+	for i := range 100 {
+		attempt(t0.Add(time.Duration(i)*100*time.Millisecond), 7, true)
+	}
+	w.Round(capture.Round{Time: t0.Add(25 * time.Second), Netns: []netns.Settings{ns8}})
+	for s := 26; s < 200; s++ {
+		attempt(t0.Add(time.Duration(s)*time.Second), 8, false)
+	}
+	w.Close(capture.Trailer{End: t0.Add(200 * time.Second), Reason: "duration"})
+
+	r, err := Build(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gone *aggregate.SpaceSummary
+	for i := range r.Final.Spaces {
+		if r.Final.Spaces[i].Netns == 7 {
+			gone = &r.Final.Spaces[i]
+		}
+	}
+	if gone == nil || !gone.Gone || gone.TotalFailures != 100 || gone.Usable != 10 {
+		t.Fatalf("namespace 7's space in the final summary: %+v; want it gone, with 100 failures of 10 usable ports", gone)
+	}
+	if !strings.Contains(r.Text(), "100 EADDRNOTAVAIL") || len(r.Findings) == 0 || r.Findings[0].Netns != 7 {
+		t.Errorf("text or findings miss namespace 7: %+v\n%s", r.Findings, r.Text())
 	}
 }

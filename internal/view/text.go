@@ -1,6 +1,7 @@
-// Package view shows a frame (the aggregator's summary and its diagnosis):
-// scripts and logs, and as the live terminal view of `porttrace top`. Both
-// draw the same rows, so what a script reads is what an operator sees.
+// Package view shows a frame (the aggregator's summary and its diagnosis)
+// as plain text tables for scripts and logs, and as the live terminal view
+// of `porttrace top`. Both draw the same rows, so what a script reads is
+// what an operator sees.
 package view
 
 import (
@@ -10,12 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/frame"
-
 	"github.com/dustin/go-humanize"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/frame"
 )
 
 // Info is what the header says about where porttrace runs.
