@@ -60,12 +60,16 @@ var errnoNames = map[syscall.Errno]string{
 }
 
 // ErrnoName names a Linux errno as C does ("EADDRNOTAVAIL"), on any
-// system; "" for success, "errno N" for one outside errnoNames.
+// system: from errnoNames, else (on Linux) from x/sys/unix; "" for
+// success, "errno N" for one neither names.
 func ErrnoName(e syscall.Errno) string {
 	if e == 0 {
 		return ""
 	}
 	if n, ok := errnoNames[e]; ok {
+		return n
+	}
+	if n := linuxName(e); n != "" {
 		return n
 	}
 	return fmt.Sprintf("errno %d", int(e))

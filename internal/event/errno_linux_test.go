@@ -22,4 +22,10 @@ func TestErrnoNames(t *testing.T) {
 			t.Errorf("%s: %d here, %d in event", unix.ErrnoName(c.sys), int(c.sys), int(c.ours))
 		}
 	}
+	if got := ErrnoName(syscall.ENOSPC); got != "ENOSPC" { // not in the table
+		t.Errorf("ENOSPC named %q on Linux", got)
+	}
+	if got := ErrnoName(4095); got != "errno 4095" {
+		t.Errorf("errno 4095 named %q", got)
+	}
 }
