@@ -10,12 +10,12 @@ import (
 )
 
 // kernelSide are the packages that may link netlink and BPF: the tracer,
-// the socket table reader, the live monitor that drives them, and test
-// tools. netns and cgroup are kernel readers too, but their Linux-only
-// parts are in _linux.go files: their plain types (netns.Settings,
-// cgroup.Workload) and parsers are the core's.
-var kernelSide = []string{"tracer", "internal/sockdiag", "internal/live",
-	"internal/churn", "internal/testnet", "internal/vmtest"}
+// the socket table reader, and test tools. netns and cgroup are kernel
+// readers too, but their Linux-only parts are in _linux.go files: their
+// plain types (netns.Settings, cgroup.Workload) and parsers are the
+// core's. live is given its socket tables (sockdiag.ReadAll) by the
+// command.
+var kernelSide = []string{"tracer", "internal/sockdiag", "internal/churn", "internal/testnet", "internal/vmtest"}
 
 // TestCoreKnowsNoKernel: every other package builds without netlink and
 // BPF, so that captures can be read anywhere and the core tested alone.

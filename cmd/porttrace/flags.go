@@ -22,6 +22,7 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer"
 )
 
@@ -124,7 +125,7 @@ func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, 
 	if err != nil {
 		return nil, nil, err
 	}
-	mon, err := live.New(t, aggregate.DefaultLimits)
+	mon, err := live.New(t, sockdiag.ReadAll, aggregate.DefaultLimits)
 	if err != nil {
 		t.Close()
 		return nil, nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/recorder"
+	"github.com/porttrace/porttrace/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer"
 )
 
@@ -85,7 +86,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		return err
 	}
 	defer t.Close()
-	first, err := live.Round()
+	first, err := recorder.ReadRound(sockdiag.ReadAll)
 	if err != nil {
 		return err
 	}
@@ -100,14 +101,14 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	if err != nil {
 		return err
 	}
-	o.Tables = func() capture.Round { r, _ := live.Round(); return r }
+	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll); return r }
 	o.Netns, o.Cgroup = first.Netns, live.Cgroup
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()
 	var src event.Source = t
 	if of.endpoint != "" {
-		mon, err := live.New(t, aggregate.DefaultLimits)
+		mon, err := live.New(t, sockdiag.ReadAll, aggregate.DefaultLimits)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 // Package live runs the aggregator against the running kernel: events from
 // a source (the tracer), and on a timer the namespaces' settings and their
-// socket tables, which seed the aggregator at start and correct it after.
+// socket tables (read by a Tables function: sockdiag.ReadAll), which seed
+// the aggregator at start and correct it after.
 package live
 
 import (
@@ -12,13 +13,11 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
-	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 )
 
 // Resync is how often socket tables are read again. A dump costs about a
@@ -29,6 +28,7 @@ const Resync = 5 * time.Second
 // concurrent use.
 type Monitor struct {
 	src     event.Source
+	tables  Tables
 	observe func(*event.Event)
 	names   func(container string) (pod, namespace string, ok bool)
 	mu      sync.Mutex
@@ -37,10 +37,14 @@ type Monitor struct {
 	start   time.Time
 }
 
+// Tables reads every namespace's settings and socket table; the error
+// gathers trouble, and says so when no table could be read at all.
+type Tables func() ([]netns.Settings, []event.SocketTable, error)
+
 // New seeds an aggregator from the socket tables of every namespace, so a
 // running incident shows from the first frame.
-func New(src event.Source, limits aggregate.Limits) (*Monitor, error) {
-	m := &Monitor{src: src, start: time.Now()}
+func New(src event.Source, tables Tables, limits aggregate.Limits) (*Monitor, error) {
+	m := &Monitor{src: src, tables: tables, start: time.Now()}
 	m.agg = aggregate.New(m.start, limits, Cgroup)
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
@@ -138,7 +142,7 @@ func (m *Monitor) sync() (int, error) {
 	m.mu.Lock()
 	m.agg.BeginSync()
 	m.mu.Unlock()
-	all, tables, err := ReadTables()
+	all, tables, err := m.tables()
 	m.mu.Lock()
 	m.agg.SetNetns(all)
 	m.agg.Sync(tables)
@@ -177,75 +181,6 @@ func labelByPod(r *aggregate.Summary) {
 	for i := range r.Netns {
 		r.Netns[i].Pod = label(r.Netns[i].Inode)
 	}
-}
-
-// ReadTables reads every network namespace's settings and socket table.
-// Namespaces that vanish meanwhile are skipped; the error gathers any
-// other trouble, and says so if no table could be read at all.
-func ReadTables() ([]netns.Settings, []event.SocketTable, error) {
-	all, err := netns.All()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read network namespaces: %w", err)
-	}
-	var tables []event.SocketTable
-	var errs []error
-	for _, ns := range all {
-		t := time.Now()
-		socks, err := sockdiag.Dump(ns.Path)
-		if err != nil {
-			if !errors.Is(err, sockdiag.ErrGone) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		tables = append(tables, event.SocketTable{Netns: ns.Inode, Time: t, Sockets: socks})
-	}
-	if len(tables) == 0 && len(errs) == 0 {
-		errs = append(errs, errors.New("no network namespace could be read"))
-	}
-	nameOwners(all, tables)
-	return all, tables, errors.Join(errs...)
-}
-
-// Round reads every namespace's settings and socket table now, as a
-// capture's round. The error is ReadTables's when no table could be read;
-// trouble with some namespaces only is left to the monitor's header.
-func Round() (capture.Round, error) {
-	t := time.Now()
-	all, tables, err := ReadTables()
-	if len(tables) > 0 {
-		err = nil
-	}
-	return capture.Round{Time: t, Netns: all, Tables: tables}, err
-}
-
-// nameOwners finds the processes behind listeners and open sockets on
-// ephemeral ports, as ss -p does: sockets older than porttrace have no
-// other owner, and a listener's owner is named in advice.
-func nameOwners(all []netns.Settings, tables []event.SocketTable) {
-	ranges := map[uint32]netns.Settings{}
-	for _, s := range all {
-		ranges[s.Inode] = s
-	}
-	want := map[uint32]bool{}
-	each := func(fn func(*event.Socket)) {
-		for _, sn := range tables {
-			r := ranges[sn.Netns]
-			for i := range sn.Sockets {
-				so := &sn.Sockets[i]
-				p := int(so.Src.Port())
-				if so.Inode != 0 && (so.Listening() || p >= r.PortLow && p <= r.PortHigh) {
-					fn(so)
-				}
-			}
-		}
-	}
-	each(func(so *event.Socket) { want[so.Inode] = true })
-	owners := sockdiag.Owners(want)
-	each(func(so *event.Socket) {
-		o := owners[so.Inode]
-		so.PID, so.Comm = o.PID, o.Comm
-	})
 }
 
 // Summary is the aggregator's summary now.
