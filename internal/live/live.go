@@ -183,15 +183,16 @@ func labelByPod(r *aggregate.Summary) {
 	}
 }
 
-// Summary is the aggregator's summary now.
+// Summary is the aggregator's summary now. Only taking it holds up the
+// event path: pods are named after, on the copy.
 func (m *Monitor) Summary() *aggregate.Summary {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if lost, err := m.src.Lost(); err == nil {
 		m.agg.SetLost(lost)
 	}
 	m.agg.Tick(time.Now())
 	r := m.agg.Summary()
+	m.mu.Unlock()
 	m.namePods(r)
 	return r
 }
@@ -229,14 +230,15 @@ func (m *Monitor) setWarn(err error) error {
 	return err
 }
 
-// Frame is the aggregator's summary now, with its diagnosis.
+// Frame is the aggregator's summary now, with its diagnosis, which is
+// made outside the lock.
 func (m *Monitor) Frame() frame.Frame {
 	r := m.Summary()
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	s := frame.Frame{Summary: r, Findings: diagnose.Diagnose(r)}
+	m.mu.Lock()
 	if m.warn != nil {
 		s.Warning = m.warn.Error()
 	}
+	m.mu.Unlock()
 	return s
 }

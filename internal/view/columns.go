@@ -1,6 +1,7 @@
 package view
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,17 +11,19 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 )
 
-// column is one column of the live view's port space table. Columns are
-// dropped, highest drop first, until the table fits the terminal; the ones
-// with drop 0 (PORT SPACE, PROCESS, FAIL/S, USED%, ETA) always stay.
-type column struct {
+// column is one column of a table of the live view, whose rows are R
+// (port spaces or processes). Columns are dropped, highest drop first,
+// until the table fits the terminal; the ones with drop 0 always stay
+// (for port spaces: PORT SPACE, PROCESS, FAIL/S, USED%, ETA; for
+// processes: PID, COMM, FAIL/S, PORT SPACES).
+type column[R any] struct {
 	title    string
 	min, max int // width; the spare width goes to columns with max > min
 	want     int // width of an essential column when the terminal is 100 wide or more
 	drop     int
 	right    bool // numbers line up on the right
 	left     bool // cut on the left: the end (a destination) matters most
-	cell     func(r *aggregate.SpaceSummary, c *cellCtx) string
+	cell     func(r *R, c *cellCtx) string
 }
 
 // cellCtx is what a cell needs besides its row.
@@ -32,7 +35,7 @@ type cellCtx struct {
 
 const trendTitle = "USED% 60s"
 
-var spaceColumns = []column{
+var spaceColumns = []column[aggregate.SpaceSummary]{
 	{title: "PORT SPACE", min: 24, want: 32, max: 44, left: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return r.Name }},
 	{title: "NETNS", min: 10, max: 22, drop: 7, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
 		if r.Pod != "" { // a pod's namespace is the pod's
@@ -69,14 +72,48 @@ var spaceColumns = []column{
 
 // layout picks the columns that fit width and their widths: the least
 // urgent are dropped first, the spare width widens the flexible ones.
-func layout(width int) ([]column, []int) {
-	cols := slices.Clone(spaceColumns)
+// processColumns are the process table's (Tab).
+var processColumns = []column[aggregate.ProcessSummary]{
+	{title: "PID", min: 7, max: 8, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+		if p.Other {
+			return "-"
+		}
+		return fmt.Sprint(p.PID)
+	}},
+	{title: "COMM", min: 15, max: 16, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+		if p.Other {
+			return "(other)"
+		}
+		return p.Comm
+	}},
+	{title: "POD OR CONTAINER", min: 16, max: 32, drop: 3, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+		return cmp.Or(p.Workload(), "-")
+	}},
+	{title: "CONN/S", min: 7, max: 7, drop: 1, right: true, cell: func(p *aggregate.ProcessSummary, c *cellCtx) string {
+		return rate(pick(p.Conns, c.window))
+	}},
+	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(p *aggregate.ProcessSummary, c *cellCtx) string {
+		return rate(processFailRate(p, c.window))
+	}},
+	{title: "TW/S", min: 7, max: 7, drop: 2, right: true, cell: func(p *aggregate.ProcessSummary, c *cellCtx) string {
+		return rate(pick(p.TWIn, c.window))
+	}},
+	{title: "TOTAL", min: 10, max: 10, drop: 4, right: true, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+		return count(int(p.Total))
+	}},
+	{title: "PORT SPACES", min: 20, max: 200, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+		return strings.Join(p.Spaces, "; ")
+	}},
+}
+
+func layout[R any](all []column[R], width int) ([]column[R], []int) {
+	cols := slices.Clone(all)
 	if width >= 100 {
 		for i := range cols {
 			cols[i].min = max(cols[i].min, cols[i].want)
 		}
 	}
-	used := func(cs []column) int {
+	used := func(cs []column[R]) int {
 		n := len(cs) - 1 // one space between columns
 		for _, c := range cs {
 			n += c.min
@@ -133,7 +170,7 @@ func cell(s string, w int, right, left bool) string {
 }
 
 // tableHeader and tableRow draw the port space table with the chosen layout.
-func tableHeader(cols []column, widths []int) string {
+func tableHeader[R any](cols []column[R], widths []int) string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
 		parts[i] = cell(c.title, widths[i], c.right, false)
@@ -141,7 +178,7 @@ func tableHeader(cols []column, widths []int) string {
 	return strings.Join(parts, " ")
 }
 
-func tableRow(r *aggregate.SpaceSummary, cols []column, widths []int, ctx cellCtx) string {
+func tableRow[R any](r *R, cols []column[R], widths []int, ctx cellCtx) string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
 		ctx.width = widths[i]

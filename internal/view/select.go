@@ -1,9 +1,10 @@
 package view
 
 import (
-	"github.com/porttrace/porttrace/internal/frame"
 	"net/netip"
 	"slices"
+
+	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"

@@ -175,22 +175,30 @@ const ProcessHeader = "PID      COMM             POD OR CONTAINER       CONN/S  
 // Processes is the process table's rows, busiest first, filtered.
 func Processes(s *frame.Frame, o Options) []string {
 	var out []string
-	for _, p := range s.Processes {
-		var fails float64
-		for _, f := range p.Failures {
-			fails += pick(f.Rates, o.Window)
-		}
-		pid, comm := fmt.Sprint(p.PID), p.Comm
-		if p.Other {
-			pid, comm = "-", "(other)"
-		}
-		line := fmt.Sprintf("%-8s %-16s %-22s %-8s %-9s %-8s %-10s %s", pid, comm, cut(cmp.Or(p.Workload(), "-"), 22),
-			rate(pick(p.Conns, o.Window)), rate(fails), rate(pick(p.TWIn, o.Window)), count(int(p.Total)), strings.Join(p.Spaces, "; "))
-		if matches(line, o.Filter) {
+	for i := range s.Processes {
+		if line := processRow(&s.Processes[i], o.Window); matches(line, o.Filter) {
 			out = append(out, line)
 		}
 	}
 	return out
+}
+
+// processRow is a process as the plain table prints it, under ProcessHeader.
+func processRow(p *aggregate.ProcessSummary, w int) string {
+	pid, comm := fmt.Sprint(p.PID), p.Comm
+	if p.Other {
+		pid, comm = "-", "(other)"
+	}
+	return fmt.Sprintf("%-8s %-16s %-22s %-8s %-9s %-8s %-10s %s", pid, comm, cut(cmp.Or(p.Workload(), "-"), 22),
+		rate(pick(p.Conns, w)), rate(processFailRate(p, w)), rate(pick(p.TWIn, w)), count(int(p.Total)), strings.Join(p.Spaces, "; "))
+}
+
+func processFailRate(p *aggregate.ProcessSummary, w int) float64 {
+	var f float64
+	for _, x := range p.Failures {
+		f += pick(x.Rates, w)
+	}
+	return f
 }
 
 // Diagnosis is the findings as paragraphs, or a line saying there are none.

@@ -1,8 +1,9 @@
 package view
 
 import (
-	"github.com/porttrace/porttrace/internal/frame"
 	"time"
+
+	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/NimbleMarkets/ntcharts/sparkline"
 )

@@ -3,10 +3,11 @@ package view
 import (
 	"cmp"
 	"fmt"
-	"github.com/porttrace/porttrace/internal/frame"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/porttrace/porttrace/internal/frame"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
@@ -222,15 +223,22 @@ func countWarnings(h []string) int {
 // table is the header and rows of the table shown: port spaces in the
 // columns that fit, or processes.
 func (m Model) table() (string, []string) {
-	if m.procs {
-		var rows []string
-		for _, r := range Processes(&m.frame, m.opts) {
-			rows = append(rows, m.fit(r))
-		}
-		return ProcessHeader, rows
-	}
-	cols, widths := layout(m.width)
 	ctx := cellCtx{window: m.opts.Window, trend: func(key string, w int) string { return m.trends.sparkline(key, m.frame.Time, w) }}
+	if m.procs {
+		cols, widths := layout(processColumns, m.width)
+		if m.frame.Summary == nil {
+			return tableHeader(cols, widths), nil
+		}
+		var rows []string
+		for i := range m.frame.Processes {
+			p := &m.frame.Processes[i]
+			if matches(processRow(p, m.opts.Window), m.opts.Filter) {
+				rows = append(rows, tableRow(p, cols, widths, ctx))
+			}
+		}
+		return tableHeader(cols, widths), rows
+	}
+	cols, widths := layout(spaceColumns, m.width)
 	var rows []string
 	for _, sp := range m.spaces() {
 		row := tableRow(sp, cols, widths, ctx)

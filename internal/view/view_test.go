@@ -312,3 +312,37 @@ func TestSelect(t *testing.T) {
 		t.Error("Select changed its input")
 	}
 }
+
+// TestProcessLayouts: the process table (Tab) drops its least needed
+// columns to fit, as the port space table does: at 80 columns PID, COMM,
+// FAIL/S and PORT SPACES stay and nothing is wider than the terminal; at
+// 200 every column is there.
+func TestProcessLayouts(t *testing.T) {
+	f := testFrame()
+	for _, c := range []struct {
+		w       int
+		want    []string
+		dropped []string
+	}{
+		{80, []string{"PID", "COMM", "FAIL/S", "PORT SPACES", "nginx", "python3"}, []string{"POD OR CONTAINER", "TOTAL"}},
+		{200, []string{"PID", "COMM", "POD OR CONTAINER", "CONN/S", "FAIL/S", "TW/S", "TOTAL", "PORT SPACES"}, nil},
+	} {
+		m, _ := sized(NewModel(&fixed{f}, Info{Host: "h"}, 1), c.w, 30).Update(tea.KeyMsg{Type: tea.KeyTab})
+		v := ansi.Strip(m.View())
+		for _, l := range strings.Split(v, "\n") {
+			if ansi.StringWidth(l) > c.w {
+				t.Errorf("%d columns: line wider than the terminal: %q", c.w, l)
+			}
+		}
+		for _, want := range c.want {
+			if !strings.Contains(v, want) {
+				t.Errorf("%d columns: no %q on screen:\n%s", c.w, want, v)
+			}
+		}
+		for _, gone := range c.dropped {
+			if strings.Contains(v, gone) {
+				t.Errorf("%d columns: %q should have been dropped:\n%s", c.w, gone, v)
+			}
+		}
+	}
+}
