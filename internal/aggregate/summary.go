@@ -142,11 +142,17 @@ func (r *SpaceSummary) Where() string {
 	return fmt.Sprintf("%s (netns %d)", r.Name, r.Netns)
 }
 
-// SumFailures adds up the failures that match (all of them for nil):
-// their rates, last minute and total, as one Failure without an errno.
+// SumFailures adds up the space's failures that match (all of them for
+// nil): their rates, last minute and total, as one Failure without an
+// errno.
 func (r *SpaceSummary) SumFailures(match func(Failure) bool) Failure {
+	return SumFailures(r.Failures, match)
+}
+
+// SumFailures adds up the failures of fs that match (all of them for nil).
+func SumFailures(fs []Failure, match func(Failure) bool) Failure {
 	var sum Failure
-	for _, f := range r.Failures {
+	for _, f := range fs {
 		if match == nil || match(f) {
 			sum.Rates.S1 += f.Rates.S1
 			sum.Rates.S10 += f.Rates.S10

@@ -194,11 +194,7 @@ func processRow(p *aggregate.ProcessSummary, w int) string {
 }
 
 func processFailRate(p *aggregate.ProcessSummary, w int) float64 {
-	var f float64
-	for _, x := range p.Failures {
-		f += pick(x.Rates, w)
-	}
-	return f
+	return pick(aggregate.SumFailures(p.Failures, nil).Rates, w)
 }
 
 // Diagnosis is the findings as paragraphs, or a line saying there are none.
