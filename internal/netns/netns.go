@@ -21,10 +21,24 @@ type Settings struct {
 	Timestamps int      `json:"tcp_timestamps"` // tcp_tw_reuse needs them
 	// Cookie is the namespace's SO_NETNS_COOKIE: unlike the inode, never
 	// reused by a later namespace (0 where the kernel has none, before 5.14).
-	Cookie       uint64 `json:"cookie,omitempty"`
-	FinTimeout   int    `json:"tcp_fin_timeout"`
-	MaxTWBuckets int    `json:"tcp_max_tw_buckets"`
+	Cookie uint64 `json:"cookie,omitempty"`
+	// FinTimeout is how long, in seconds, an orphaned socket stays in
+	// FIN_WAIT2 (a time-wait socket in that substate) when the peer never
+	// closes: tcp_fin_timeout.
+	FinTimeout   int `json:"tcp_fin_timeout"`
+	MaxTWBuckets int `json:"tcp_max_tw_buckets"`
+	// TWReuseDelay is how old, in milliseconds, a time-wait socket must be
+	// before tcp_tw_reuse lets connect() take it over
+	// (tcp_tw_reuse_delay, Linux 6.13+; 1000 where the kernel has none).
+	TWReuseDelay int `json:"tcp_tw_reuse_delay_ms"`
+	// AutobindReuse (ip_autobind_reuse=1) lets bind(addr, 0) with
+	// SO_REUSEADDR hand out a port that time-wait sockets hold.
+	AutobindReuse int `json:"ip_autobind_reuse"`
 }
+
+// DefaultTWReuseDelay is tcp_tw_reuse_delay's default, and the fixed
+// second of kernels before it existed, in milliseconds.
+const DefaultTWReuseDelay = 1000
 
 // Usable is the number of ports connect() may pick: the range minus
 // reserved ports inside it.
@@ -69,8 +83,9 @@ func parse(read func(string) (string, error)) (Settings, error) {
 		return s, fmt.Errorf("ip_local_port_range %q: %w", r, err)
 	}
 	s.Reserved, _ = read("net/ipv4/ip_local_reserved_ports")
-	s.Timestamps = 1
-	for key, dst := range map[string]*int{"tcp_tw_reuse": &s.TWReuse, "tcp_timestamps": &s.Timestamps, "tcp_fin_timeout": &s.FinTimeout, "tcp_max_tw_buckets": &s.MaxTWBuckets} {
+	s.Timestamps, s.TWReuseDelay = 1, DefaultTWReuseDelay
+	for key, dst := range map[string]*int{"tcp_tw_reuse": &s.TWReuse, "tcp_timestamps": &s.Timestamps, "tcp_fin_timeout": &s.FinTimeout,
+		"tcp_max_tw_buckets": &s.MaxTWBuckets, "tcp_tw_reuse_delay": &s.TWReuseDelay, "ip_autobind_reuse": &s.AutobindReuse} {
 		if v, err := read("net/ipv4/" + key); err == nil {
 			*dst, _ = strconv.Atoi(v)
 		}
