@@ -46,16 +46,22 @@ type sock struct {
 	netns       uint32
 	port        uint16 // 0 until the port search succeeded
 	bound       bool   // its port came from bind()
-	established bool
+	// state is its TCP state as last seen: SYN_SENT and ESTABLISHED from
+	// events, any from a socket table (CLOSE_WAIT, FIN_WAIT2... which no
+	// event shows).
+	state event.TCPState
 }
+
+// established reports whether the connection was made.
+func (o sock) established() bool { return o.state != 0 && o.state != event.SynSent }
 
 // pendingTW is a TIME_WAIT entry seen while a socket table was being read:
 // the table may or may not include it.
 type pendingTW struct {
-	key   SpaceKey
-	port  uint16
-	due   int64
-	bound bool
+	key        SpaceKey
+	port       uint16
+	due        int64
+	bound, fin bool
 }
 
 // Aggregator accumulates events. Its clock is the events' own: seconds since
@@ -74,6 +80,7 @@ type Aggregator struct {
 	nextID    uint64
 	timeWaits int                  // time-wait ports held, in every space
 	occ       map[*space]occupancy // as of the last Tick
+	held      map[*space]heldBy    // as of the last Tick
 	lost      uint64
 	events    uint64
 	// While socket tables are read (BeginSync to Sync), TIME_WAIT entries
@@ -378,7 +385,7 @@ func (a *Aggregator) state(e *event.Event, sec int64, s *space, n *nsState) {
 		if !ok {
 			return
 		}
-		o.established = true
+		o.state = event.Established
 		a.socks[e.Cookie] = o
 		if o.port == 0 {
 			a.assignPort(e.Cookie, e.Src.Port(), sec)
@@ -419,7 +426,7 @@ func (a *Aggregator) synSent(e *event.Event, sec int64, s *space, n *nsState) {
 		a.untracked++
 		return
 	}
-	a.socks[e.Cookie] = sock{space: s, origin: s.id, start: e.Time.UnixNano(), proc: p, netns: e.Netns, bound: bound}
+	a.socks[e.Cookie] = sock{space: s, origin: s.id, start: e.Time.UnixNano(), proc: p, netns: e.Netns, bound: bound, state: event.SynSent}
 	if bound && e.Src.Port() != 0 {
 		a.assignPort(e.Cookie, e.Src.Port(), sec)
 	}
@@ -467,7 +474,7 @@ func (a *Aggregator) release(cookie uint64, t time.Time, sec int64, n *nsState, 
 			a.unbindIn(o.netns, o.port)
 		}
 	}
-	if (o.established || established) && o.start != 0 {
+	if (o.established() || established) && o.start != 0 {
 		s := o.space
 		life := t.Sub(time.Unix(0, o.start))
 		s.closed.Add(sec, 1)
@@ -496,13 +503,21 @@ func (a *Aggregator) timeWait(e *event.Event, sec int64, s *space, n *nsState) {
 	} else {
 		a.proc(procOf(e), sec).twIn.Add(sec, 1)
 	}
-	due := a.second(e.Time.Add(TimeWaitLen * time.Second))
-	if s.ports.timeWait(a.now, key, due, bound, a.limits.Sockets) && bound {
+	// The event does not tell an orphan (substate FIN_WAIT2) from TIME_WAIT:
+	// until the next socket table says, it is taken for what the space's
+	// time-wait sockets were at the last one.
+	fin := s.orphans
+	hold := TimeWaitLen * time.Second
+	if fin && n.known && n.settings.FinTimeout > 0 {
+		hold = time.Duration(min(n.settings.FinTimeout, TimeWaitLen)) * time.Second
+	}
+	due := a.second(e.Time.Add(hold))
+	if s.ports.timeWait(a.now, key, due, bound, fin, a.limits.Sockets) && bound {
 		n.bind(e.Src.Port())
 	}
 	if a.syncing {
 		a.closedSince[e.Cookie] = true
-		a.pending = append(a.pending, pendingTW{s.key, e.Src.Port(), due, bound})
+		a.pending = append(a.pending, pendingTW{s.key, e.Src.Port(), due, bound, fin})
 	}
 }
 
@@ -529,6 +544,7 @@ func (a *Aggregator) Sync(tables []event.SocketTable) {
 	wasBound := a.resetTimeWait(synced)
 	for k, s := range a.spaces {
 		if _, ok := synced[k.Netns]; ok {
+			s.peerCloseWait = 0
 			for _, st := range s.procs {
 				st.held = 0
 			}
@@ -547,7 +563,7 @@ func (a *Aggregator) Sync(tables []event.SocketTable) {
 	for _, p := range a.pending {
 		if _, ok := synced[p.key.Netns]; ok {
 			s := a.lookup(p.key)
-			s.ports.timeWait(a.now, s.portKey(p.port), p.due, p.bound, a.limits.Sockets)
+			s.ports.timeWait(a.now, s.portKey(p.port), p.due, p.bound, p.fin, a.limits.Sockets)
 		}
 	}
 	for cookie, o := range a.socks {
@@ -557,6 +573,11 @@ func (a *Aggregator) Sync(tables []event.SocketTable) {
 		}
 	}
 	a.recount(synced)
+	for k, s := range a.spaces {
+		if _, ok := synced[k.Netns]; ok && s.ports.tw > 0 {
+			s.orphans = 2*s.ports.fin > s.ports.tw
+		}
+	}
 }
 
 // resetTimeWait forgets the TIME_WAIT ports of the namespaces about to be
@@ -612,18 +633,35 @@ func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Sock
 		present[so.Cookie] = true
 	}
 	if !n.ephemeral(so.Src.Port()) {
+		// A server's side: one in CLOSE_WAIT is a peer that never closes
+		// a connection a client of this namespace closed.
+		if so.State == tcpCloseWait {
+			if s := a.spaces[SpaceKey{Netns: sn.Netns, Src: so.Dst.Addr(), Dst: so.Src}]; s != nil {
+				s.peerCloseWait++
+			}
+		}
 		return // a server's side, or a fixed bind outside the range
 	}
 	k := SpaceKey{Netns: sn.Netns, Src: so.Src.Addr(), Dst: so.Dst}
 	s := a.spaceQuiet(k)
 	if so.TimeWait {
 		pk := s.portKey(so.Src.Port())
-		s.ports.timeWait(a.now, pk, a.second(sn.Time.Add(so.Expires)), wasBound[s][pk], a.limits.Sockets)
+		fin := so.State == uint8(event.FinWait2)
+		s.ports.timeWait(a.now, pk, a.second(sn.Time.Add(so.Expires)), wasBound[s][pk], fin, a.limits.Sockets)
 		return
 	}
 	o, followed := a.socks[so.Cookie]
-	if followed && o.start != 0 || a.closedSince[so.Cookie] {
+	if a.closedSince[so.Cookie] {
 		return // an event told more than the table can
+	}
+	if followed && o.start != 0 {
+		// Its owner and age are the events'; its state, the table's.
+		o.state = event.TCPState(so.State)
+		if o.port == 0 {
+			o.port = so.Src.Port()
+		}
+		a.socks[so.Cookie] = o
+		return
 	}
 	// Older than porttrace, or missed: its owner comes from the table.
 	var p *proc
@@ -634,10 +672,16 @@ func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Sock
 			st.held++
 		}
 	}
-	if !followed && len(a.socks) < a.limits.Sockets {
-		a.socks[so.Cookie] = sock{space: s, origin: s.id, proc: p, netns: sn.Netns, port: so.Src.Port()}
+	if followed {
+		o.state = event.TCPState(so.State)
+		a.socks[so.Cookie] = o
+	} else if len(a.socks) < a.limits.Sockets {
+		a.socks[so.Cookie] = sock{space: s, origin: s.id, proc: p, netns: sn.Netns, port: so.Src.Port(), state: event.TCPState(so.State)}
 	}
 }
+
+// tcpCloseWait is TCP_CLOSE_WAIT (include/net/tcp_states.h).
+const tcpCloseWait = 8
 
 // Tick moves the aggregator's clock to t: TIME_WAIT ports due by then return,
 // occupancy is sampled, and full tables make room.

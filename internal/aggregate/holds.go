@@ -12,6 +12,9 @@ type hold struct {
 	twDue int32 // the second the time-wait socket returns; 0: none
 	live  uint16
 	bound bool // the time-wait socket's port was taken by bind()
+	// fin: the time-wait socket is in the FIN_WAIT2 substate, an orphan
+	// whose peer never closed; tcp_tw_reuse never takes it over.
+	fin bool
 }
 
 // holds are a port space's ports, port by port, so that the same port is
@@ -23,6 +26,7 @@ type holds struct {
 	m        map[uint64]hold
 	due      map[int64][]uint64 // time-wait ports by the second they return
 	tw       int                // ports with a time-wait socket
+	fin      int                // ... of which in the FIN_WAIT2 substate
 	total    *int               // time-wait ports of every space, for the bound
 	released window.Counter     // time-wait sockets whose timer fired
 	reused   window.Counter     // time-wait sockets taken over by a new connection
@@ -48,6 +52,7 @@ func (h *holds) open(sec int64, k uint64) (tookBound bool) {
 	x := h.m[k]
 	if x.twDue != 0 {
 		tookBound = x.bound
+		h.dropFin(&x)
 		x.twDue, x.bound = 0, false
 		h.tw--
 		*h.total--
@@ -68,11 +73,19 @@ func (h *holds) close(k uint64) {
 	h.set(k, x)
 }
 
-// timeWait puts the port in TIME_WAIT until due, as seen at now. A port
-// already there is the same time-wait socket, seen again: it keeps its
-// timer. It returns whether it is new; beyond limit time-wait ports in all
-// it is not taken.
-func (h *holds) timeWait(now int64, k uint64, due int64, bound bool, limit int) bool {
+// dropFin forgets that x's time-wait socket was an orphan.
+func (h *holds) dropFin(x *hold) {
+	if x.fin {
+		h.fin--
+		x.fin = false
+	}
+}
+
+// timeWait puts the port in TIME_WAIT (or, fin, the FIN_WAIT2 substate)
+// until due, as seen at now. A port already there is the same time-wait
+// socket, seen again: it keeps its timer. It returns whether it is new;
+// beyond limit time-wait ports in all it is not taken.
+func (h *holds) timeWait(now int64, k uint64, due int64, bound, fin bool, limit int) bool {
 	x := h.m[k]
 	if due <= now || x.twDue != 0 || *h.total >= limit {
 		if x.twDue != 0 && bound && !x.bound {
@@ -84,6 +97,9 @@ func (h *holds) timeWait(now int64, k uint64, due int64, bound bool, limit int) 
 	h.tw++
 	*h.total++
 	x.twDue, x.bound = int32(due), bound
+	if x.fin = fin; fin {
+		h.fin++
+	}
 	h.due[due] = append(h.due[due], k)
 	h.set(k, x)
 	return true
@@ -104,6 +120,7 @@ func (h *holds) expire(now int64, fn func(k uint64)) {
 			if x.bound && fn != nil {
 				fn(k)
 			}
+			h.dropFin(&x)
 			x.twDue, x.bound = 0, false
 			h.tw--
 			*h.total--
@@ -126,11 +143,11 @@ func (h *holds) resetTimeWait() map[uint64]bool {
 		if x.bound {
 			bound[k] = true
 		}
-		x.twDue, x.bound = 0, false
+		x.twDue, x.bound, x.fin = 0, false, false
 		h.set(k, x)
 	}
 	*h.total -= h.tw
-	h.tw = 0
+	h.tw, h.fin = 0, 0
 	clear(h.due)
 	return bound
 }
@@ -155,9 +172,9 @@ func (h *holds) live() int {
 // merge moves o's ports into h (an evicted space into "other").
 func (h *holds) merge(o *holds, now int64) {
 	type tw struct {
-		k     uint64
-		due   int64
-		bound bool
+		k          uint64
+		due        int64
+		bound, fin bool
 	}
 	var tws []tw
 	for k, x := range o.m {
@@ -165,12 +182,12 @@ func (h *holds) merge(o *holds, now int64) {
 			h.open(now, k)
 		}
 		if x.twDue != 0 {
-			tws = append(tws, tw{k, int64(x.twDue), x.bound})
+			tws = append(tws, tw{k, int64(x.twDue), x.bound, x.fin})
 		}
 	}
 	o.resetTimeWait()
 	for _, t := range tws {
-		h.timeWait(now, t.k, t.due, t.bound, math.MaxInt)
+		h.timeWait(now, t.k, t.due, t.bound, t.fin, math.MaxInt)
 	}
 	h.released.Merge(&o.released, now)
 	h.reused.Merge(&o.reused, now)

@@ -1,12 +1,15 @@
 package aggregate
 
 import (
-	"net/netip"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/netns"
 )
 
 // occupancy is a port space's ports as the kernel's search finds them.
 type occupancy struct {
 	live, tw, reusable, bound, used int
+	fin                             int // time-wait sockets in the FIN_WAIT2 substate (in tw)
 }
 
 // occupancies computes every space's occupancy at once: a bind() pool is
@@ -45,33 +48,35 @@ func (a *Aggregator) occupancies() map[*space]occupancy {
 // loose counts a space's holds without the namespace's rules: "other", or
 // a namespace whose settings are unknown.
 func (a *Aggregator) loose(s *space) occupancy {
-	o := occupancy{tw: s.ports.tw, live: s.ports.live()}
+	o := occupancy{tw: s.ports.tw, fin: s.ports.fin, live: s.ports.live()}
 	o.used = len(s.ports.m)
 	return o
 }
 
-// reuse tells whether connect() may take over the space's time-wait
-// sockets once they are a second old (tcp_tw_reuse 1, or 2 toward
-// loopback, with timestamps).
-func reuse(n *nsState, dst netip.Addr) bool {
-	st := n.settings
-	return st.Timestamps != 0 && (st.TWReuse == 1 || st.TWReuse == 2 && dst.IsLoopback())
-}
-
 // connectSpace: the ports bound in the namespace, and those whose 4-tuple
-// an open or time-wait socket holds, unless connect() may take it over.
+// an open or time-wait socket holds, unless connect() may take it over
+// (TakeOver: tcp_tw_reuse, never an orphan in FIN_WAIT2).
 func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) occupancy {
-	o := occupancy{tw: s.ports.tw, bound: len(bound), used: len(bound)}
-	canReuse := reuse(n, s.key.Dst.Addr())
+	o := occupancy{tw: s.ports.tw, fin: s.ports.fin, bound: len(bound), used: len(bound)}
+	rule := takeOver(n.settings, s.key.Src.IsLoopback() || s.key.Dst.Addr().IsLoopback())
+	if rule.Delay == 0 { // settings from before porttrace read it
+		rule.Delay = netns.DefaultTWReuseDelay * time.Millisecond
+	}
 	for k, x := range s.ports.m {
 		o.live += int(x.live)
 		port := uint16(k)
 		if !n.ephemeral(port) || bound[port] {
 			continue
 		}
-		if x.live == 0 && canReuse && a.now-(int64(x.twDue)-TimeWaitLen) >= 1 {
-			o.reusable++
-			continue
+		if x.live == 0 && x.twDue != 0 {
+			// The time-wait socket entered at second twDue-TimeWaitLen
+			// (an orphan's timer is shorter, but it is never taken over).
+			rule.FinWait2 = x.fin
+			rule.Age = time.Duration(a.now-(int64(x.twDue)-TimeWaitLen)) * time.Second
+			if rule.Allowed() {
+				o.reusable++
+				continue
+			}
 		}
 		o.used++
 	}
@@ -92,6 +97,7 @@ func (a *Aggregator) pool(k SpaceKey, n *nsState, spaces []*space) occupancy {
 	o.bound = len(taken)
 	for _, s := range spaces {
 		o.tw += s.ports.tw
+		o.fin += s.ports.fin
 		for pk, x := range s.ports.m {
 			o.live += int(x.live)
 			if n.ephemeral(uint16(pk)) {
@@ -107,6 +113,7 @@ func (a *Aggregator) pool(k SpaceKey, n *nsState, spaces []*space) occupancy {
 // that follows and for the fill rate (each space's Used, once a second).
 func (a *Aggregator) sample() {
 	a.occ = a.occupancies()
+	a.sampleHeld()
 	for s, o := range a.occ {
 		s.used.Set(a.now, o.used)
 	}

@@ -81,6 +81,13 @@ type space struct {
 	latency  sketches // port search
 	procs    map[ProcKey]*procStat
 	active   int64 // last second with an event
+	// orphans: most of the time-wait sockets the last socket table listed
+	// were orphans (substate FIN_WAIT2), so new ones are taken for orphans
+	// until the next table.
+	orphans bool
+	// peerCloseWait is the peer's sockets in CLOSE_WAIT toward this space
+	// in the last socket table, where the peer is in the same namespace.
+	peerCloseWait int
 }
 
 func newSpace(k SpaceKey, id uint64, timeWaits *int) *space {

@@ -97,12 +97,31 @@ type SpaceSummary struct {
 	// Reused is the time-wait sockets that connect() took over
 	// (tcp_tw_reuse), per second.
 	Reused Rates `json:"time_wait_reused_per_second"`
-	// TimeWait is the time-wait sockets holding this space's ports;
-	// Reusable of them, connect() may take over (tcp_tw_reuse, older
-	// than 1 s): they count as free in Used.
+	// TimeWait is the time-wait sockets in the TIME_WAIT substate holding
+	// this space's ports (ss's TIME-WAIT); Reusable of them, connect() may
+	// take over (TakeOver: tcp_tw_reuse, older than tcp_tw_reuse_delay):
+	// they count as free in Used.
 	TimeWait int `json:"time_wait"`
 	Reusable int `json:"time_wait_reusable"`
-	Live     int `json:"live"`
+	// FinWait2 is the orphans holding ports: time-wait sockets in the
+	// FIN_WAIT2 substate (ss's FIN-WAIT-2 with no process), whose client
+	// closed and whose peer never did. They count as used: tcp_tw_reuse
+	// never takes them over; each goes after tcp_fin_timeout. The kernel's
+	// socket table tells them from TIME_WAIT: between two tables, new
+	// ones are taken for what the space's were at the last.
+	FinWait2 int `json:"fin_wait2_orphans"`
+	// PeerCloseWait is the peer's sockets in CLOSE_WAIT toward this space
+	// at the last socket table, where the peer is in the same namespace:
+	// connections this side closed and the peer never did.
+	PeerCloseWait int `json:"peer_close_wait,omitempty"`
+	Live          int `json:"live"`
+	// States counts the open sockets holding this space's ports by TCP
+	// state, as the last socket table showed them (CLOSE_WAIT, FIN_WAIT2
+	// of a half-closed socket...) or events since (SYN_SENT, ESTABLISHED).
+	States map[string]int `json:"open_states,omitempty"`
+	// Holders are those sockets by state and owning process, most first
+	// (at most 8).
+	Holders []Holder `json:"holders,omitempty"`
 	// Bound is the ports that sockets hold by bind() in the namespace
 	// (listeners, bind-before-connect sockets): connect() skips them for
 	// every destination.
@@ -323,6 +342,16 @@ func (a *Aggregator) Summary() *Summary {
 	if a.other.conns.Total > 0 || len(a.other.ports.m) > 0 {
 		r.Spaces = append(r.Spaces, a.spaceSummary(a.other, true, occ[a.other], tw))
 	}
+	for i := range r.Spaces {
+		sp := &r.Spaces[i]
+		s := a.lookup(sp.Key)
+		if sp.Other {
+			s = a.other
+		}
+		if h := a.held[s]; len(h) > 0 {
+			sp.States, sp.Holders = h.summary(a.tickedAt)
+		}
+	}
 	slices.SortFunc(r.Spaces, ByUrgency)
 	for _, p := range a.procs {
 		r.Processes = append(r.Processes, a.processSummary(p, false))
@@ -360,7 +389,8 @@ func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint
 		Key: s.key, Other: other, Netns: s.key.Netns,
 		Conns: rates(&s.conns, now), Failures: failureSummaries(s.fails, now),
 		TWIn: rates(&s.twIn, now), Released: rates(&s.ports.released, now), Reused: rates(&s.ports.reused, now),
-		TimeWait: o.tw, Reusable: o.reusable, Live: o.live, Bound: o.bound, Used: o.used,
+		TimeWait: o.tw - o.fin, FinWait2: o.fin, Reusable: o.reusable, Live: o.live, Bound: o.bound, Used: o.used,
+		PeerCloseWait: s.peerCloseWait,
 		UsedMax60:    max(o.used, maxUsed(&s.used, now)),
 		AllocLatency: s.latency.summary(now), Lifetime: s.lifetime.summary(now),
 		Closed60:   s.closed.Sum(now, 60),

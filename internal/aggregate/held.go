@@ -1,0 +1,89 @@
+package aggregate
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/event"
+)
+
+// maxHolders bounds the holders a space's summary lists.
+const maxHolders = 8
+
+// holderKey is one process's open sockets in one TCP state.
+type holderKey struct {
+	state event.TCPState
+	proc  *proc // nil: owner unknown
+}
+
+type holderStat struct {
+	n      int
+	oldest int64 // UnixNano of the oldest start porttrace saw; 0: none seen
+}
+
+// heldBy is what holds a space's ports through open sockets, by state and
+// process, as of the last Tick.
+type heldBy map[holderKey]*holderStat
+
+// sampleHeld sorts every followed socket with a port by space, state and
+// owner: one pass over the sockets, once a second.
+func (a *Aggregator) sampleHeld() {
+	a.held = map[*space]heldBy{}
+	for _, o := range a.socks {
+		if o.port == 0 || o.state == 0 {
+			continue
+		}
+		h := a.held[o.space]
+		if h == nil {
+			h = heldBy{}
+			a.held[o.space] = h
+		}
+		k := holderKey{o.state, o.proc}
+		st := h[k]
+		if st == nil {
+			st = &holderStat{}
+			h[k] = st
+		}
+		st.n++
+		if o.start != 0 && (st.oldest == 0 || o.start < st.oldest) {
+			st.oldest = o.start
+		}
+	}
+}
+
+// Holder is one process's open sockets in one TCP state in a port space.
+type Holder struct {
+	State   string `json:"state"` // as ss names it: ESTABLISHED, CLOSE_WAIT, SYN_SENT...
+	PID     uint32 `json:"pid,omitempty"`
+	Comm    string `json:"comm,omitempty"` // "" where no owner is known
+	Sockets int    `json:"sockets"`
+	// Oldest is how long, in seconds, the oldest of them has been open,
+	// where porttrace saw it connect; 0 where it was older than porttrace.
+	Oldest float64 `json:"oldest_seconds,omitempty"`
+}
+
+// summary lists the holders, most sockets first, and counts the sockets
+// by state; at is the moment ages are taken at.
+func (h heldBy) summary(at time.Time) (map[string]int, []Holder) {
+	states := map[string]int{}
+	var out []Holder
+	for k, st := range h {
+		states[k.state.String()] += st.n
+		x := Holder{State: k.state.String(), Sockets: st.n}
+		if k.proc != nil {
+			x.PID, x.Comm = k.proc.key.PID, k.proc.key.Comm.String()
+		}
+		if st.oldest != 0 {
+			x.Oldest = max(at.Sub(time.Unix(0, st.oldest)).Seconds(), 0)
+		}
+		out = append(out, x)
+	}
+	slices.SortFunc(out, func(x, y Holder) int {
+		return cmp.Or(cmp.Compare(y.Sockets, x.Sockets), cmp.Compare(x.State, y.State), cmp.Compare(x.PID, y.PID))
+	})
+	if len(out) > maxHolders {
+		out = out[:maxHolders]
+	}
+	return states, out
+}
