@@ -128,7 +128,7 @@ type check struct {
 }
 
 var rules = []func(*check) (Finding, bool){
-	noSourceAddress, keepalive, idlePool, twReuse, moreDestinations, unixSocket, portRange, sourceAddresses, bindNoPort, slowPortSearch,
+	noSourceAddress, notExhaustion, orphans, closeWaitLeak, establishedLeak, synSentPileUp, halfClosed, keepalive, idlePool, twReuse, moreDestinations, unixSocket, portRange, sourceAddresses, bindNoPort, slowPortSearch,
 }
 
 func (c *check) pressure() bool {
@@ -147,10 +147,12 @@ const boundShare = 50.0
 // which carries the advice.
 func (c *check) viaBind() bool { return !c.s.Key.IsBindPool() && c.s.BoundPct >= boundShare }
 
-// connectAdvice tells whether the connect-side rules apply: a connect space
-// under pressure whose ports connect() itself picks.
+// connectAdvice tells whether the connect-side capacity rules apply: a
+// connect space under pressure whose ports connect() itself picks, held
+// by churn (a leak, orphans or unanswered attempts have rules of their
+// own, and capacity only delays them).
 func (c *check) connectAdvice() bool {
-	return !c.s.Key.IsBindPool() && !c.viaBind() && c.pressure()
+	return !c.s.Key.IsBindPool() && !c.viaBind() && c.pressure() && c.cause() == Churn
 }
 
 // perSecond is what a space of n ports sustains without reuse.
@@ -167,26 +169,38 @@ func (c *check) loopback() bool {
 	return c.s.Key.Dst.Addr().IsLoopback()
 }
 
-// situation is the evidence common to most findings.
+// situation is the evidence common to most findings: how full the space
+// is, what holds its ports, and its failures or when it runs out.
 func (c *check) situation() string {
 	s := c.s
-	held := fmt.Sprintf("%s in TIME_WAIT", num(s.TimeWait))
+	held := []string{fmt.Sprintf("%s in TIME_WAIT", num(s.TimeWait))}
 	if s.Reusable > 0 {
-		held += fmt.Sprintf(", %s of them reusable and not counted", num(s.Reusable))
+		held[0] += fmt.Sprintf(", %s of them reusable and not counted", num(s.Reusable))
+	}
+	if s.FinWait2 > 0 {
+		held = append(held, fmt.Sprintf("%s orphaned in FIN_WAIT2", num(s.FinWait2)))
+	}
+	for _, st := range []string{"ESTABLISHED", "CLOSE_WAIT", "SYN_SENT", "FIN_WAIT1", "FIN_WAIT2", "LAST_ACK", "CLOSING"} {
+		if n := s.States[st]; n > 0 {
+			held = append(held, fmt.Sprintf("%s open in %s", num(n), st))
+		}
 	}
 	if s.Bound > 0 {
-		held += fmt.Sprintf(", %s bound by bind() in the namespace", num(s.Bound))
+		held = append(held, fmt.Sprintf("%s bound by bind() in the namespace", num(s.Bound)))
 	}
-	parts := []string{fmt.Sprintf("%s of %s ports in use (%s)", num(s.Used), num(s.Usable), held)}
+	parts := []string{fmt.Sprintf("%s of %s ports in use (%s)", num(s.Used), num(s.Usable), strings.Join(held, ", "))}
 	if s.Gone {
 		// Its ports went with it: what it held is the last minute's peak.
 		parts = []string{fmt.Sprintf("namespace gone; up to %s of %s ports were in use in the last minute", num(s.UsedMax60), num(s.Usable))}
 	}
-	if n := s.Exhaustion60(); n > 0 {
+	switch n := s.Exhaustion60(); {
+	case n > 0:
 		parts = append(parts, fmt.Sprintf("%s %s in the last minute", num(int(n)), s.ExhaustionErrno()))
-	} else if s.ETA != nil {
+	case s.ETA != nil && *s.ETA <= 0:
+		parts = append(parts, "no port left for a new connection, no call has failed yet")
+	case s.ETA != nil:
 		parts = append(parts, fmt.Sprintf("full in %s at the current rate", time.Duration(*s.ETA*float64(time.Second)).Round(time.Second)))
-	} else if s.TWCapped {
+	case s.TWCapped:
 		parts = append(parts, "TIME_WAIT is capped by tcp_max_tw_buckets")
 	}
 	return strings.Join(parts, ", ")
@@ -317,7 +331,7 @@ func unixSocket(c *check) (Finding, bool) {
 
 func portRange(c *check) (Finding, bool) {
 	cur := c.ns.PortHigh - c.ns.PortLow + 1
-	if !c.pressure() || c.viaBind() || cur >= widestHigh-widestLow+1 {
+	if !c.pressure() || c.viaBind() || cur >= widestHigh-widestLow+1 || c.cause() != Churn {
 		return Finding{}, false
 	}
 	wide := netns.Settings{PortLow: widestLow, PortHigh: widestHigh, Reserved: c.ns.Reserved}.Usable()

@@ -1,0 +1,153 @@
+package diagnose
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+// small is a 20-port space toward a local upstream, as the kernel tests
+// make it, full and failing.
+func small() *aggregate.SpaceSummary {
+	return &aggregate.SpaceSummary{
+		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
+		Name:  "127.0.0.1 -> 127.0.0.1:8080",
+		Netns: ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
+		Processes: []aggregate.ProcRef{{PID: 4242, Comm: "app"}},
+		Conns:     aggregate.Rates{S1: 5, S10: 5, S60: 2},
+		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Exhaustion: true, Rates: aggregate.Rates{S10: 1}, Last: 5, Total: 5}},
+		Used:      20, Usable: 20, UsedPct: 100, Exhausted: true,
+	}
+}
+
+func smallNetns(st netns.Settings) []aggregate.NetnsSummary {
+	st.Inode, st.PortLow, st.PortHigh = ino, 40000, 40019
+	return []aggregate.NetnsSummary{{Settings: st, Usable: st.Usable(),
+		Listeners: []aggregate.Listener{{Addr: netip.MustParseAddrPort("127.0.0.1:8080"), PID: 77, Comm: "server"}}}}
+}
+
+func diagnoseIn(st netns.Settings, s *aggregate.SpaceSummary) []Finding {
+	return Diagnose(&aggregate.Summary{Netns: smallNetns(st), Spaces: []aggregate.SpaceSummary{*s}})
+}
+
+// capacity are the rules that offer ports: none helps a leak, orphans or
+// unanswered attempts.
+var capacity = []string{"keepalive", "idle_pool", "tcp_tw_reuse", "more_destinations", "unix_socket", "port_range", "source_addresses"}
+
+func wantOnly(t *testing.T, fs []Finding, rule string, texts ...string) {
+	t.Helper()
+	if got := ruleNames(fs); !slices.Equal(got, []string{rule}) {
+		t.Fatalf("rules %v, want %s alone", got, rule)
+	}
+	for _, s := range texts {
+		if !strings.Contains(fs[0].String(), s) {
+			t.Errorf("%s finding %q lacks %q", rule, fs[0], s)
+		}
+	}
+}
+
+// TestCauseOrphans: 20 orphans in FIN_WAIT2 fill the space with
+// tcp_tw_reuse=1: the finding names the peer, the capacity the
+// tcp_fin_timeout allows, and never tcp_tw_reuse or more ports.
+func TestCauseOrphans(t *testing.T) {
+	s := small()
+	s.FinWait2, s.PeerCloseWait = 20, 20
+	fs := diagnoseIn(netns.Settings{TWReuse: 1, Timestamps: 1, FinTimeout: 60}, s)
+	wantOnly(t, fs, "fin_wait2_orphans", "20 orphaned in FIN_WAIT2", "20 of the 20 ports are held by orphaned sockets in FIN_WAIT2",
+		"the peer is 127.0.0.1:8080 (server, pid 77) holds 20 connections in CLOSE_WAIT", "tcp_fin_timeout (60 s): 20 ports sustain 0.3 connections/s",
+		"tcp_fin_timeout=10", "2.0 connections/s")
+	// The same space full of TIME_WAIT instead is churn: capacity advice.
+	s.FinWait2, s.PeerCloseWait, s.TimeWait = 0, 0, 20
+	s.Closed60, s.ShortPct = 100, 100
+	fs = diagnoseIn(netns.Settings{TWReuse: 0, Timestamps: 1, FinTimeout: 60}, s)
+	if got := ruleNames(fs); !slices.Contains(got, "tcp_tw_reuse") || slices.Contains(got, "fin_wait2_orphans") {
+		t.Errorf("TIME_WAIT churn: rules %v", got)
+	}
+}
+
+// TestCauseCloseWait: a process holds 20 sockets the peer closed; the
+// finding names it, how many and since when, and what widening buys.
+func TestCauseCloseWait(t *testing.T) {
+	s := small()
+	s.Live, s.States = 20, map[string]int{"CLOSE_WAIT": 20}
+	s.Holders = []aggregate.Holder{{State: "CLOSE_WAIT", PID: 4242, Comm: "app", Sockets: 20, Oldest: 40}}
+	fs := diagnoseIn(netns.Settings{TWReuse: 1, Timestamps: 1, FinTimeout: 60}, s)
+	// 20 sockets over 40 s: 0.5/s; 1024-65535 is 64,492 more ports than
+	// 20: 128,984 s.
+	wantOnly(t, fs, "close_wait_leak", "20 open in CLOSE_WAIT", "app (pid 4242) holds 20 sockets in CLOSE_WAIT, the oldest open for 40s",
+		"adds 64,492 ports, which at the leak's 0.5 ports/s delays the failure by 35h49m44s")
+}
+
+// TestCauseEstablishedLeak: open connections that never close are a
+// leak; the same number closing and reopening is a pool, and churn.
+func TestCauseEstablishedLeak(t *testing.T) {
+	s := small()
+	s.Live, s.States, s.FillRate = 20, map[string]int{"ESTABLISHED": 20}, 2
+	s.Holders = []aggregate.Holder{{State: "ESTABLISHED", PID: 4242, Comm: "app", Sockets: 20, Oldest: 10}}
+	fs := diagnoseIn(netns.Settings{TWReuse: 1, Timestamps: 1}, s)
+	wantOnly(t, fs, "established_leak", "app (pid 4242) holds 20 sockets in ESTABLISHED", "at the leak's 2 ports/s delays the failure by 8h57m26s")
+	s.Closed60 = 200
+	if got := ruleNames(diagnoseIn(netns.Settings{TWReuse: 1, Timestamps: 1}, s)); slices.Contains(got, "established_leak") || !slices.Contains(got, "port_range") {
+		t.Errorf("a pool closing 200 a minute: rules %v, want capacity, not a leak", got)
+	}
+}
+
+// TestCauseSynSent: attempts the upstream never answers: the upstream or
+// the route, a shorter timeout; no capacity.
+func TestCauseSynSent(t *testing.T) {
+	s := small()
+	s.Live, s.States = 20, map[string]int{"SYN_SENT": 20}
+	s.Holders = []aggregate.Holder{{State: "SYN_SENT", PID: 4242, Comm: "app", Sockets: 20, Oldest: 5}}
+	s.Failures = append(s.Failures, aggregate.Failure{Errno: "ETIMEDOUT", Last: 3, Total: 3})
+	wantOnly(t, diagnoseIn(netns.Settings{}, s), "syn_sent", "the upstream does not answer", "3 attempts timed out", "tcp_syn_retries")
+}
+
+// TestCauseHalfClosed: shutdown() without close(): no timer.
+func TestCauseHalfClosed(t *testing.T) {
+	s := small()
+	s.Live, s.States = 20, map[string]int{"FIN_WAIT2": 20}
+	s.Holders = []aggregate.Holder{{State: "FIN_WAIT2", PID: 4242, Comm: "app", Sockets: 20}}
+	wantOnly(t, diagnoseIn(netns.Settings{FinTimeout: 60}, s), "half_closed", "app (pid 4242) holds 20 sockets in FIN_WAIT2", "adds 64,492 ports, which the leak fills")
+}
+
+// TestNotExhaustion: timeouts with the ports free: said, and nothing
+// offered about ports; refusals alone say nothing.
+func TestNotExhaustion(t *testing.T) {
+	s := small()
+	s.Used, s.UsedPct, s.Exhausted = 2, 10, false
+	s.Failures = []aggregate.Failure{{Errno: "ETIMEDOUT", Last: 7, Total: 7}}
+	wantOnly(t, diagnoseIn(netns.Settings{}, s), "not_port_exhaustion", "7 ETIMEDOUT", "2 of 20 ports in use", "not port exhaustion")
+	s.Failures = []aggregate.Failure{{Errno: "ECONNREFUSED", Last: 7, Total: 7}}
+	if fs := diagnoseIn(netns.Settings{}, s); len(fs) != 0 {
+		t.Errorf("refusals: %v", fs)
+	}
+}
+
+// TestFullWithoutFailures: a space whose every port is taken and whose
+// calls have not failed yet is not "full in 0 s".
+func TestFullWithoutFailures(t *testing.T) {
+	s := small()
+	s.Failures, s.TimeWait, s.Closed60, s.ShortPct = nil, 20, 100, 100
+	zero := 0.0
+	s.ETA = &zero
+	fs := diagnoseIn(netns.Settings{}, s)
+	if len(fs) == 0 || strings.Contains(fs[0].Situation, "full in 0s") || !strings.Contains(fs[0].Situation, "no port left") {
+		t.Errorf("situation %q", fs[0].Situation)
+	}
+}
+
+func TestCapacityListIsRules(t *testing.T) {
+	// Every capacity rule named above exists: a renamed rule would make
+	// the tests above pass vacuously.
+	s := incident()
+	names := ruleNames(diagnose(0, s))
+	for _, r := range []string{"keepalive", "tcp_tw_reuse", "more_destinations", "unix_socket", "port_range"} {
+		if !slices.Contains(names, r) || !slices.Contains(capacity, r) {
+			t.Errorf("%s: in findings %v", r, names)
+		}
+	}
+}
