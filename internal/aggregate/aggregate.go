@@ -253,6 +253,9 @@ func (a *Aggregator) spaceQuiet(k SpaceKey) *space {
 		return a.other
 	}
 	s := a.newSpace(k)
+	if n := a.ns[k.Netns]; n != nil {
+		s.ports.ns = &n.tw
+	}
 	a.spaces[k] = s
 	return s
 }
@@ -490,19 +493,28 @@ func (a *Aggregator) release(cookie uint64, t time.Time, sec int64, n *nsState, 
 // bind() stays bound while it waits. s is the socket's space.
 func (a *Aggregator) timeWait(e *event.Event, sec int64, s *space, n *nsState) {
 	s.active = sec
-	s.twIn.Add(sec, 1)
+	if a.syncing {
+		a.closedSince[e.Cookie] = true
+	}
+	// Past tcp_max_tw_buckets the kernel makes no time-wait socket: the
+	// port is free at once, and nothing entered TIME_WAIT.
+	capped := s != a.other && n.twFull()
 	key := s.portKey(e.Src.Port())
 	o, followed := a.socks[e.Cookie]
 	bound := e.Flags&event.Bound != 0
 	if followed {
 		key, bound = portKeyFor(o.origin, e.Src.Port()), bound || o.bound
-		if o.proc != nil {
+		if o.proc != nil && !capped {
 			o.proc.twIn.Add(sec, 1)
 		}
 		a.release(e.Cookie, e.Time, sec, n, true)
-	} else {
+	} else if !capped {
 		a.proc(procOf(e), sec).twIn.Add(sec, 1)
 	}
+	if capped {
+		return
+	}
+	s.twIn.Add(sec, 1)
 	// The event does not tell an orphan (substate FIN_WAIT2) from TIME_WAIT:
 	// until the next socket table says, it is taken for what the space's
 	// time-wait sockets were at the last one.
@@ -516,7 +528,6 @@ func (a *Aggregator) timeWait(e *event.Event, sec int64, s *space, n *nsState) {
 		n.bind(e.Src.Port())
 	}
 	if a.syncing {
-		a.closedSince[e.Cookie] = true
 		a.pending = append(a.pending, pendingTW{s.key, e.Src.Port(), due, bound, fin})
 	}
 }

@@ -118,3 +118,24 @@ func TestOrphansPresumedUntilNextTable(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxTWBuckets: past tcp_max_tw_buckets the kernel makes no
+// time-wait socket: the ports are free at once, are no TIME_WAIT entries,
+// the peak stays at the limit, and a new connection on such a port is not
+// a "reused" time-wait socket (tcp_tw_reuse=0).
+func TestMaxTWBuckets(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, Timestamps: 1, MaxTWBuckets: 5}})
+	s.a.Tick(at(0))
+	s.churn(curl, upstream, 10, 0, 1, 10*time.Millisecond)
+	sp := s.space(s.summary(1), upstream)
+	if sp.TimeWait != 5 || sp.Used != 5 || sp.TotalTWIn != 5 || sp.UsedMax60 != 5 {
+		t.Errorf("10 closes with tcp_max_tw_buckets 5: %d in TIME_WAIT, %d used (peak %d), %d entries; want 5 each", sp.TimeWait, sp.Used, sp.UsedMax60, sp.TotalTWIn)
+	}
+	// The kernel hands a freed port out again: not a take-over.
+	s.port = 40005 - 1
+	s.open(at(1.5), curl, upstream, time.Microsecond)
+	if sp := s.space(s.summary(2), upstream); sp.Reused.S60 != 0 {
+		t.Errorf("reused %v/s with tcp_tw_reuse=0", sp.Reused)
+	}
+}

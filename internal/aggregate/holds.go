@@ -28,6 +28,7 @@ type holds struct {
 	tw       int                // ports with a time-wait socket
 	fin      int                // ... of which in the FIN_WAIT2 substate
 	total    *int               // time-wait ports of every space, for the bound
+	ns       *int               // ... of the space's namespace (nil for "other")
 	released window.Counter     // time-wait sockets whose timer fired
 	reused   window.Counter     // time-wait sockets taken over by a new connection
 	expired  int64              // every due second up to this one is done
@@ -55,7 +56,7 @@ func (h *holds) open(sec int64, k uint64) (tookBound bool) {
 		h.dropFin(&x)
 		x.twDue, x.bound = 0, false
 		h.tw--
-		*h.total--
+		h.count(-1)
 		h.reused.Add(sec, 1)
 	}
 	x.live++
@@ -71,6 +72,14 @@ func (h *holds) close(k uint64) {
 	}
 	x.live--
 	h.set(k, x)
+}
+
+// count adds d time-wait ports to the totals.
+func (h *holds) count(d int) {
+	*h.total += d
+	if h.ns != nil {
+		*h.ns += d
+	}
 }
 
 // dropFin forgets that x's time-wait socket was an orphan.
@@ -95,7 +104,7 @@ func (h *holds) timeWait(now int64, k uint64, due int64, bound, fin bool, limit 
 		return false
 	}
 	h.tw++
-	*h.total++
+	h.count(1)
 	x.twDue, x.bound = int32(due), bound
 	if x.fin = fin; fin {
 		h.fin++
@@ -123,7 +132,7 @@ func (h *holds) expire(now int64, fn func(k uint64)) {
 			h.dropFin(&x)
 			x.twDue, x.bound = 0, false
 			h.tw--
-			*h.total--
+			h.count(-1)
 			h.released.Add(sec, 1)
 			h.set(k, x)
 		}
@@ -146,7 +155,7 @@ func (h *holds) resetTimeWait() map[uint64]bool {
 		x.twDue, x.bound, x.fin = 0, false, false
 		h.set(k, x)
 	}
-	*h.total -= h.tw
+	h.count(-h.tw)
 	h.tw, h.fin = 0, 0
 	clear(h.due)
 	return bound

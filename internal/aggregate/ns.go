@@ -24,6 +24,15 @@ type nsState struct {
 	listeners []Listener
 	// conflicts are bind()s to a named port that failed, by port.
 	conflicts map[uint16]*conflict
+	// tw is the time-wait sockets of its spaces, against
+	// tcp_max_tw_buckets.
+	tw int
+}
+
+// twFull reports whether the kernel would refuse a new time-wait socket
+// ("TCP: time wait bucket table overflow"): the socket closes at once.
+func (n *nsState) twFull() bool {
+	return n.known && n.settings.MaxTWBuckets > 0 && n.tw >= n.settings.MaxTWBuckets
 }
 
 // Listener is a listening socket, and who owns it where the socket table
