@@ -3,6 +3,7 @@ package aggregate
 import (
 	"fmt"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,5 +138,108 @@ func TestMaxTWBuckets(t *testing.T) {
 	s.open(at(1.5), curl, upstream, time.Microsecond)
 	if sp := s.space(s.summary(2), upstream); sp.Reused.S60 != 0 {
 		t.Errorf("reused %v/s with tcp_tw_reuse=0", sp.Reused)
+	}
+}
+
+// TestETAUneven: 20 of 100 used, filling at 5/s: 16 s (not 20, the
+// whole space over the rate, nor 4, what is used over it).
+func TestETAUneven(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.a.Tick(at(0))
+	for sec := 0; sec < 4; sec++ {
+		s.churn(curl, upstream, 5, float64(sec), float64(sec+1), 10*time.Millisecond)
+		s.a.Tick(at(float64(sec + 1)))
+	}
+	r := s.space(s.summary(4), upstream)
+	if r.Used != 20 || r.ETA == nil {
+		t.Fatalf("used %d ETA %v: want 20 and an estimate", r.Used, r.ETA)
+	}
+	near(t, "fill/s", r.FillRate, 5, 1e-9)
+	near(t, "ETA", *r.ETA, 16, 1e-9)
+}
+
+// TestETAShortObservation: three seconds seen, 4 ports a second filling:
+// an ETA from what was seen.
+func TestETAShortObservation(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.a.Tick(at(0))
+	for sec := 0; sec < 3; sec++ {
+		s.churn(curl, upstream, 4, float64(sec), float64(sec+1), 10*time.Millisecond)
+		s.a.Tick(at(float64(sec + 1)))
+	}
+	r := s.space(s.summary(3), upstream)
+	if r.ETA == nil || r.FillRate != 4 {
+		t.Fatalf("after 3 s at 4/s: fill %v ETA %v", r.FillRate, r.ETA)
+	}
+	near(t, "ETA", *r.ETA, float64(100-12)/4, 1e-9)
+}
+
+// TestNoETAWhenEveryAttemptFails: ports filled earlier, then every
+// attempt times out: no ETA extrapolated from the earlier successes.
+func TestNoETAWhenEveryAttemptFails(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.a.Tick(at(0))
+	for sec := 0; sec < 8; sec++ {
+		s.churn(curl, upstream, 5, float64(sec), float64(sec+1), 10*time.Millisecond)
+		s.a.Tick(at(float64(sec + 1)))
+	}
+	if r := s.space(s.summary(8), upstream); r.ETA == nil {
+		t.Fatalf("filling: no ETA")
+	}
+	for sec := 8; sec < 10; sec++ {
+		for range 5 {
+			s.fail(at(float64(sec)+0.2), curl, upstream, syscall.ETIMEDOUT)
+		}
+		s.a.Tick(at(float64(sec + 1)))
+	}
+	// The 10 s slope still rises (5 to 40 ports); the last seconds' every
+	// attempt failed.
+	if r := s.space(s.summary(10), upstream); r.ETA != nil || r.Exhausted || r.FillRate <= 0 {
+		t.Errorf("every attempt timing out: ETA %v exhausted %v fill %v", r.ETA, r.Exhausted, r.FillRate)
+	}
+}
+
+// TestBindPoolAutobindReuse: with ip_autobind_reuse=1 a pool whose ports
+// are in TIME_WAIT still hands them out: not exhausted while every call
+// succeeds; a failed call is exhaustion whatever the setting.
+func TestBindPoolAutobindReuse(t *testing.T) {
+	pool := func(autobind int, failed bool) *SpaceSummary {
+		s := newStream(t, DefaultLimits)
+		s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40009, Timestamps: 1, AutobindReuse: autobind}})
+		dst := netip.MustParseAddrPort("127.0.0.2:8080")
+		for range 10 {
+			s.cookie++
+			s.port++
+			s.ports[s.cookie] = s.port
+			syn := s.ev(at(1), nginx1, event.State, s.cookie, dst)
+			syn.OldState, syn.NewState, syn.Flags = event.Close, event.SynSent, event.Bound
+			s.add(syn)
+			tw := s.ev(at(1.5), nginx1, event.TimeWait, s.cookie, dst)
+			tw.Flags = event.Bound
+			s.add(tw)
+		}
+		if failed {
+			e := s.ev(at(2), nginx1, event.Bind, 1, netip.AddrPort{})
+			e.Errno, e.Src = syscall.EADDRINUSE, netip.AddrPortFrom(src, 0)
+			s.add(e)
+		}
+		r := s.summary(3)
+		for i := range r.Spaces {
+			if r.Spaces[i].Key.IsBindPool() {
+				return &r.Spaces[i]
+			}
+		}
+		t.Fatal("no pool")
+		return nil
+	}
+	for _, c := range []struct {
+		autobind  int
+		failed    bool
+		exhausted bool
+	}{{1, false, false}, {1, true, true}, {0, false, true}} {
+		p := pool(c.autobind, c.failed)
+		if p.Exhausted != c.exhausted || p.Used != 10 || !c.exhausted && p.ETA != nil && *p.ETA == 0 {
+			t.Errorf("ip_autobind_reuse=%d failed %v: used %d exhausted %v ETA %v, want exhausted %v", c.autobind, c.failed, p.Used, p.Exhausted, p.ETA, c.exhausted)
+		}
 	}
 }

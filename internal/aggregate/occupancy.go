@@ -115,6 +115,6 @@ func (a *Aggregator) sample() {
 	a.occ = a.occupancies()
 	a.sampleHeld()
 	for s, o := range a.occ {
-		s.used.Set(a.now, o.used)
+		s.noteUsed(a.now, o.used)
 	}
 }

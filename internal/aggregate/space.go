@@ -88,6 +88,28 @@ type space struct {
 	// peerCloseWait is the peer's sockets in CLOSE_WAIT toward this space
 	// in the last socket table, where the peer is in the same namespace.
 	peerCloseWait int
+	// firstSec and firstUsed are the first occupancy sampled, for a fill
+	// rate before the gauge spans enough seconds for its slope.
+	firstSec, firstUsed int64
+	sampled             bool
+}
+
+// noteUsed records the occupancy sampled at sec.
+func (s *space) noteUsed(sec int64, used int) {
+	if !s.sampled {
+		s.firstSec, s.firstUsed, s.sampled = sec, int64(used), true
+	}
+	s.used.Set(sec, used)
+}
+
+// fillSince is the fill rate since the first sample, when at least a
+// second has passed since; what a short observation has to go on.
+func (s *space) fillSince(now int64) (float64, bool) {
+	cur, ok := s.used.Max(now, 1)
+	if !s.sampled || now-s.firstSec < 1 || now-s.firstSec > 10 || !ok {
+		return 0, false
+	}
+	return float64(int64(cur)-s.firstUsed) / float64(now-s.firstSec), true
 }
 
 func newSpace(k SpaceKey, id uint64, timeWaits *int) *space {

@@ -424,7 +424,8 @@ func maxUsed(g *window.Gauge, now int64) int {
 }
 
 // headroom fills in the space's size, how full it is, and when it runs out
-// at the rate it filled over the last 10 s.
+// at the rate it filled over the last 10 s (or over what has been seen of
+// them).
 func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 	n := a.ns[s.key.Netns]
 	if n == nil || r.Other {
@@ -439,13 +440,16 @@ func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 		return
 	}
 	r.UsedPct = 100 * float64(r.Used) / float64(r.Usable)
-	r.Exhausted = r.Used >= r.Usable || r.exhaustionFailures() > 0
+	r.Exhausted = r.exhaustionFailures() > 0 || r.Used >= r.Usable && a.trulyFull(s, r, n)
 	if r.Exhausted {
 		zero := 0.0
 		r.ETA = &zero
 		return
 	}
 	slope, ok := s.used.Slope(a.now, 10)
+	if !ok {
+		slope, ok = s.fillSince(a.now)
+	}
 	if !ok {
 		return
 	}
@@ -456,10 +460,34 @@ func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 		r.TWCapped = true
 		return
 	}
+	// Every recent attempt failed, and not for want of a port: what
+	// filled the space before says nothing about when it runs out.
+	if r.allFailing() {
+		return
+	}
 	if slope > 0 {
 		eta := float64(r.Usable-r.Used) / slope
 		r.ETA = &eta
 	}
+}
+
+// trulyFull tells whether a space whose every port is used has none left
+// for the next call. A bind() pool whose ports are held in TIME_WAIT is
+// not, with ip_autobind_reuse=1: bind() with SO_REUSEADDR hands them out;
+// it is full only when its open sockets and listeners take every port
+// (or a call failed, which the caller checks).
+func (a *Aggregator) trulyFull(s *space, r *SpaceSummary, n *nsState) bool {
+	if !s.key.IsBindPool() || n.settings.AutobindReuse == 0 {
+		return true
+	}
+	return r.Used-r.TimeWait-r.FinWait2 >= r.Usable
+}
+
+// allFailing reports whether the last second (or 10 s) had attempts and
+// as many failures that were not for want of a port.
+func (r *SpaceSummary) allFailing() bool {
+	other := r.SumFailures(func(f Failure) bool { return !f.Exhaustion }).Rates
+	return r.Conns.S1 > 0 && other.S1 >= r.Conns.S1 || r.Conns.S10 > 0 && other.S10 >= r.Conns.S10
 }
 
 func (a *Aggregator) procRefs(s *space) []ProcRef {
