@@ -151,3 +151,24 @@ func TestCapacityListIsRules(t *testing.T) {
 		}
 	}
 }
+
+// TestReservedLinesAgree: every ip_local_reserved_ports line of a
+// namespace is the same whole list: what is reserved now, the listeners
+// the widest range would take, the one inside the range now, a conflict.
+func TestReservedLinesAgree(t *testing.T) {
+	r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{*incident()}}
+	r.Netns[0].Reserved = "9000"
+	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")}, {Addr: netip.MustParseAddrPort("[::]:40000")},
+		{Addr: netip.MustParseAddrPort("127.0.0.1:40000")}, {Addr: netip.MustParseAddrPort("0.0.0.0:9000")}}
+	r.Netns[0].Conflicts = []aggregate.Conflict{{Addr: "0.0.0.0:41006", Port: 41006, By: aggregate.ProcRef{PID: 10, Comm: "svc"}, Total: 1}}
+	var lines []string
+	for _, f := range Diagnose(r) {
+		if _, rest, ok := strings.Cut(f.Fix, "ip_local_reserved_ports="); ok {
+			lines = append(lines, f.Rule+": "+strings.Fields(rest)[0])
+		}
+	}
+	want := []string{`port_range: "9000,8080,40000,41006"`, `bind_conflict: "9000,8080,40000,41006"`, `listener_in_range: "9000,8080,40000,41006"`}
+	if !slices.Equal(lines, want) {
+		t.Errorf("reserved-ports lines %q, want %q", lines, want)
+	}
+}

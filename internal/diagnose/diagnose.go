@@ -115,8 +115,14 @@ func Diagnose(r *aggregate.Summary) []Finding {
 			}
 		}
 	}
+	widen := map[uint32]bool{}
+	for _, f := range out {
+		if f.Rule == "port_range" {
+			widen[f.Netns] = true
+		}
+	}
 	for i := range r.Netns {
-		out = append(out, namespaceFindings(&r.Netns[i])...)
+		out = append(out, namespaceFindings(&r.Netns[i], widen[r.Netns[i].Inode])...)
 	}
 	return out
 }
@@ -339,7 +345,7 @@ func portRange(c *check) (Finding, bool) {
 		widestLow, widestHigh, num(wide), perSecondText(wide))
 	if ports := c.listenersInto(widestLow, widestHigh); len(ports) > 0 {
 		fix += fmt.Sprintf(`; the listening ports %s would fall inside it: keep them out of it first with sysctl -w net.ipv4.ip_local_reserved_ports="%s"`,
-			joinPorts(ports), reservedWith(c.ns.Reserved, ports))
+			joinPorts(ports), reservedWith(c.ns.Reserved, toReserve(c.nr, true)))
 	}
 	return Finding{
 		Rule: "port_range",
@@ -379,16 +385,50 @@ func joinPorts(ps []int) string {
 	return strings.Join(s, ", ")
 }
 
-// reservedWith is ip_local_reserved_ports with ports added.
+// reservedWith is ip_local_reserved_ports with ports added: the whole
+// list, since a write replaces it. Ports already in it, or repeated, are
+// added once.
 func reservedWith(cur string, ports []int) string {
 	parts := []string{}
 	if cur = strings.TrimSpace(cur); cur != "" {
 		parts = append(parts, cur)
 	}
-	for _, p := range ports {
-		parts = append(parts, fmt.Sprint(p))
+	have := netns.ParseRanges(cur)
+	ports = slices.Clone(ports)
+	slices.Sort(ports)
+	for _, p := range slices.Compact(ports) {
+		if !inRanges(p, have) {
+			parts = append(parts, fmt.Sprint(p))
+		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// toReserve is every port a namespace's findings ask to reserve, none
+// reserved yet: the named ports bind() could not take inside the range,
+// and the listeners inside it, or, when a finding advises the widest
+// range (widen), inside that. Each reserved-ports line offers all of
+// them, so that no line undoes another.
+func toReserve(n *aggregate.NetnsSummary, widen bool) []int {
+	reserved := netns.ParseRanges(n.Reserved)
+	var out []int
+	add := func(p, lo, hi int) {
+		if p >= lo && p <= hi && !inRanges(p, reserved) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	for _, c := range n.Conflicts {
+		add(int(c.Port), n.PortLow, n.PortHigh)
+	}
+	for _, l := range n.Listeners {
+		if widen {
+			add(int(l.Addr.Port()), widestLow, widestHigh)
+		} else {
+			add(int(l.Addr.Port()), n.PortLow, n.PortHigh)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func sourceAddresses(c *check) (Finding, bool) {
@@ -460,7 +500,7 @@ func rate(f float64) string {
 
 // namespaceFindings are a namespace's own: ports that services listen on
 // or bind() to inside the ephemeral range.
-func namespaceFindings(n *aggregate.NetnsSummary) []Finding {
+func namespaceFindings(n *aggregate.NetnsSummary, widen bool) []Finding {
 	var out []Finding
 	where := fmt.Sprintf("netns %d", n.Inode)
 	rng := fmt.Sprintf("ip_local_port_range %d-%d", n.PortLow, n.PortHigh)
@@ -474,7 +514,7 @@ func namespaceFindings(n *aggregate.NetnsSummary) []Finding {
 		f := Finding{Rule: "bind_conflict", Space: where, Netns: n.Inode, Situation: "a named port was taken", Evidence: ev}
 		if p := int(c.Port); p >= n.PortLow && p <= n.PortHigh && !inRanges(p, reserved) {
 			f.Evidence += fmt.Sprintf(": port %d is inside %s and %s may hold it", p, rng, who)
-			f.Fix = fmt.Sprintf(`keep it out of the ephemeral range: sysctl -w net.ipv4.ip_local_reserved_ports="%s"`, reservedWith(n.Reserved, []int{p}))
+			f.Fix = fmt.Sprintf(`keep it out of the ephemeral range: sysctl -w net.ipv4.ip_local_reserved_ports="%s"`, reservedWith(n.Reserved, toReserve(n, widen)))
 		}
 		out = append(out, f)
 	}
@@ -488,7 +528,7 @@ func namespaceFindings(n *aggregate.NetnsSummary) []Finding {
 		out = append(out, Finding{Rule: "listener_in_range", Space: where, Netns: n.Inode, Situation: "a listening port is ephemeral",
 			Evidence: fmt.Sprintf("%s listens inside %s: connect() skips the port while it listens, and an outgoing connection can take it while it does not (a restart then fails with EADDRINUSE)",
 				listenerText(l), rng),
-			Fix: fmt.Sprintf(`reserve it: sysctl -w net.ipv4.ip_local_reserved_ports="%s"`, reservedWith(n.Reserved, []int{p}))})
+			Fix: fmt.Sprintf(`reserve it: sysctl -w net.ipv4.ip_local_reserved_ports="%s"`, reservedWith(n.Reserved, toReserve(n, widen)))})
 	}
 	return out
 }

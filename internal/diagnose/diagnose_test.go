@@ -281,10 +281,11 @@ func TestNamespaceFindings(t *testing.T) {
 		t.Fatalf("rules %q", got)
 	}
 	if f := fs[0]; !strings.Contains(f.Evidence, "svc2 (pid 10) failed with EADDRINUSE 3 times") ||
-		!strings.Contains(f.Evidence, "client (pid 11)") || !strings.Contains(f.Fix, `ip_local_reserved_ports="41006"`) {
+		!strings.Contains(f.Evidence, "client (pid 11)") || !strings.Contains(f.Fix, `ip_local_reserved_ports="41005,41006"`) {
 		t.Errorf("conflict: %+v", f)
 	}
-	if f := fs[1]; !strings.Contains(f.Evidence, "svc, pid 9") || !strings.Contains(f.Fix, `"41005"`) {
+	// Each line is the whole list: writing one never undoes the other.
+	if f := fs[1]; !strings.Contains(f.Evidence, "svc, pid 9") || !strings.Contains(f.Fix, `"41005,41006"`) {
 		t.Errorf("listener: %+v", f)
 	}
 }
