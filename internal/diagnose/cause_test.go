@@ -172,3 +172,21 @@ func TestReservedLinesAgree(t *testing.T) {
 		t.Errorf("reserved-ports lines %q, want %q", lines, want)
 	}
 }
+
+// TestMoreDestinationsAreNew: the process already connects to
+// 127.0.0.2:8080: the advice proposes 127.0.0.3 and 127.0.0.4; another
+// process's destination does not count.
+func TestMoreDestinationsAreNew(t *testing.T) {
+	a, b := *incident(), *incident()
+	b.Key.Dst, b.Dst, b.Name = netip.MustParseAddrPort("127.0.0.2:8080"), "127.0.0.2:8080", "127.0.0.1 -> 127.0.0.2:8080"
+	r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{a, b}}
+	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")}}
+	f := find(Diagnose(r), "more_destinations")
+	if f == nil || !strings.Contains(f.Fix, "adding 127.0.0.3:8080 and 127.0.0.4:8080") {
+		t.Errorf("more destinations with 127.0.0.2 in use: %v", f)
+	}
+	r.Spaces[1].Processes = []aggregate.ProcRef{{PID: 999, Comm: "other"}}
+	if f := find(Diagnose(r), "more_destinations"); f == nil || !strings.Contains(f.Fix, "adding 127.0.0.2:8080 and 127.0.0.3:8080") {
+		t.Errorf("another process's destination: %v", f)
+	}
+}

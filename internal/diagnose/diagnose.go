@@ -103,7 +103,7 @@ func Diagnose(r *aggregate.Summary) []Finding {
 		if s.Other || !known {
 			continue
 		}
-		c := check{s: s, ns: ns.Settings, nr: ns}
+		c := check{s: s, ns: ns.Settings, nr: ns, used: usedDestinations(r.Spaces, s)}
 		for _, rule := range rules {
 			if f, ok := rule(&c); ok {
 				f.Space, f.Situation = s.Where(), c.situation()
@@ -131,6 +131,37 @@ type check struct {
 	s  *aggregate.SpaceSummary
 	ns netns.Settings
 	nr *aggregate.NetnsSummary
+	// used are the destinations that the space's processes already
+	// connect to from its namespace.
+	used map[netip.AddrPort]bool
+}
+
+// usedDestinations are the destinations of every space of s's namespace
+// that shares a process with s.
+func usedDestinations(all []aggregate.SpaceSummary, s *aggregate.SpaceSummary) map[netip.AddrPort]bool {
+	pids := map[uint32]bool{}
+	for _, p := range s.Processes {
+		pids[p.PID] = true
+	}
+	out := map[netip.AddrPort]bool{}
+	for _, o := range all {
+		if o.Netns == s.Netns && o.Key.Dst.IsValid() && slices.ContainsFunc(o.Processes, func(p aggregate.ProcRef) bool { return pids[p.PID] }) {
+			out[o.Key.Dst] = true
+		}
+	}
+	return out
+}
+
+// freshDestinations are the next n loopback addresses after dst's, on its
+// port, that the space's processes do not already use.
+func (c *check) freshDestinations(dst netip.AddrPort, n int) []netip.Addr {
+	var out []netip.Addr
+	for a := dst.Addr().Next(); a.IsLoopback() && len(out) < n; a = a.Next() {
+		if !c.used[netip.AddrPortFrom(a, dst.Port())] {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 var rules = []func(*check) (Finding, bool){
@@ -303,7 +334,11 @@ func moreDestinations(c *check) (Finding, bool) {
 		return Finding{Rule: "more_destinations", Evidence: ev, Fix: fmt.Sprintf(
 			"if the upstream also listens on other addresses or ports, each one added to the pool is another %s ports: spread the load over them", num(s.Usable))}, true
 	}
-	a2, a3 := dst.Addr().Next(), dst.Addr().Next().Next()
+	fresh := c.freshDestinations(dst, 2)
+	if len(fresh) < 2 {
+		return Finding{}, false
+	}
+	a2, a3 := fresh[0], fresh[1]
 	more := fmt.Sprintf("adding %s and %s as upstream addresses triples this port space to %s ports, %s connections/s",
 		netip.AddrPortFrom(a2, dst.Port()), netip.AddrPortFrom(a3, dst.Port()), num(3*s.Usable), perSecondText(3*s.Usable))
 	ls := c.listenersOn(dst.Port())
