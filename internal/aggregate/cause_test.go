@@ -243,3 +243,31 @@ func TestBindPoolAutobindReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessCount: 17 processes in one space: 8 listed, 17 counted; the
+// busiest process now has the smaller total and comes first in the
+// process table.
+func TestProcessCount(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	for i := range 17 {
+		c := s.open(at(3), who{uint32(2000 + i), "curl-like"}, upstream, time.Microsecond)
+		s.closeTW(at(3.1), who{uint32(2000 + i), "curl-like"}, c, upstream)
+	}
+	old, busy := who{3000, "old"}, who{3001, "busy"}
+	for range 30 {
+		c := s.open(at(0.5), old, upstream, time.Microsecond)
+		s.closeTW(at(0.6), old, c, upstream)
+	}
+	for range 5 {
+		c := s.open(at(11), busy, upstream, time.Microsecond)
+		s.closeTW(at(11.1), busy, c, upstream)
+	}
+	r := s.summary(12)
+	sp := s.space(r, upstream)
+	if len(sp.Processes) != 8 || sp.ProcessCount != 19 {
+		t.Errorf("%d processes listed, %d counted; want 8 and 19", len(sp.Processes), sp.ProcessCount)
+	}
+	if r.Processes[0].PID != busy.pid || r.Processes[0].Total != 5 {
+		t.Errorf("first process %+v, want the busiest now (%d, 5 in all) before the one with 30 a minute ago", r.Processes[0], busy.pid)
+	}
+}

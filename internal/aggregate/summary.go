@@ -86,6 +86,10 @@ type SpaceSummary struct {
 	Src       string    `json:"src"`
 	Dst       string    `json:"dst"` // "" for a bind() pool
 	Processes []ProcRef `json:"processes"`
+	// ProcessCount is how many processes made attempts here in the last
+	// minute; Processes lists at most 8 of them. A lower bound: a process
+	// remembers its 8 busiest spaces.
+	ProcessCount int `json:"process_count"`
 
 	Conns Rates `json:"connections_per_second"`
 	// BoundPct is the share of the last minute's attempts whose socket
@@ -342,8 +346,19 @@ func (a *Aggregator) Summary() *Summary {
 	if a.other.conns.Total > 0 || len(a.other.ports.m) > 0 {
 		r.Spaces = append(r.Spaces, a.spaceSummary(a.other, true, occ[a.other], tw))
 	}
+	procCount := map[SpaceKey]int{}
+	for _, p := range a.procs {
+		for k, c := range p.spaces {
+			if c.Sum(a.now, 60) > 0 {
+				procCount[k]++
+			}
+		}
+	}
 	for i := range r.Spaces {
 		sp := &r.Spaces[i]
+		if !sp.Other {
+			sp.ProcessCount = max(procCount[sp.Key], len(sp.Processes))
+		}
 		s := a.lookup(sp.Key)
 		if sp.Other {
 			s = a.other

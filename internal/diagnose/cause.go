@@ -104,6 +104,9 @@ func plural(n int, word string) string {
 	if n == 1 {
 		return "1 " + word
 	}
+	if strings.HasSuffix(word, "s") {
+		return num(n) + " " + word + "es"
+	}
 	return num(n) + " " + word + "s"
 }
 

@@ -190,3 +190,26 @@ func TestMoreDestinationsAreNew(t *testing.T) {
 		t.Errorf("another process's destination: %v", f)
 	}
 }
+
+// TestRateIsTheProcesses: a space shared by two task names, and by more
+// processes than it lists, quotes the space's rate as the space's and
+// each name's own count, with the pids not listed counted.
+func TestRateIsTheProcesses(t *testing.T) {
+	s := incident()
+	s.Processes = nil
+	for i := range 6 {
+		s.Processes = append(s.Processes, aggregate.ProcRef{PID: uint32(100 + i), Comm: "curl-like", Conns60: 10})
+	}
+	s.Processes = append(s.Processes, aggregate.ProcRef{PID: 200, Comm: "wget", Conns60: 90}, aggregate.ProcRef{PID: 201, Comm: "wget", Conns60: 60})
+	s.ProcessCount = 17
+	k := find(diagnose(0, s), "keepalive")
+	for _, want := range []string{"1,950 connection attempts/s to 127.0.0.1:8080 were made: ",
+		"curl-like (pids 100, 101, 102, 103, and 2 more) 60 in the last minute", "wget (pids 200, 201) 150 in the last minute", "9 processes more not listed"} {
+		if k == nil || !strings.Contains(k.Evidence, want) {
+			t.Errorf("keepalive %v lacks %q", k, want)
+		}
+	}
+	if strings.Contains(k.Evidence, "curl-like (pids 100, 101, 102, 103, and 2 more) made") {
+		t.Errorf("one process name given the space's rate: %s", k.Evidence)
+	}
+}

@@ -272,9 +272,8 @@ func keepalive(c *check) (Finding, bool) {
 	if !c.connectAdvice() || !c.churning() || s.ShortPct < shortPct {
 		return Finding{}, false
 	}
-	who := processes(s.Processes)
-	ev := fmt.Sprintf("%s made %s connection attempts/s to %s; %.0f%% of the %s closed in the last minute lived under 1 s; %s ports sustain %s connections/s without reuse",
-		who, rate(s.Conns.S10), s.Dst, s.ShortPct, num(int(s.Closed60)), num(s.Usable), perSecondText(s.Usable))
+	ev := fmt.Sprintf("%s; %.0f%% of the %s closed in the last minute lived under 1 s; %s ports sustain %s connections/s without reuse",
+		c.whoMade("connection attempts/s to "+s.Dst), s.ShortPct, num(int(s.Closed60)), num(s.Usable), perSecondText(s.Usable))
 	fix := fmt.Sprintf("reuse connections to %s (HTTP keep-alive or a connection pool)", s.Dst)
 	if slices.ContainsFunc(s.Processes, func(p aggregate.ProcRef) bool { return p.Comm == "nginx" }) {
 		fix = `enable upstream keepalive: "keepalive 32;" in the upstream block, and "proxy_http_version 1.1;" and "proxy_set_header Connection "";" where it is proxied ` +
@@ -480,7 +479,7 @@ func bindNoPort(c *check) (Finding, bool) {
 		return Finding{}, false
 	}
 	return Finding{Rule: "bind_no_port",
-		Evidence: fmt.Sprintf("%s made %s bind-then-connect attempts/s from %s", processes(s.Processes), rate(s.Conns.S10), s.Src),
+		Evidence: c.whoMade("bind-then-connect attempts/s from " + s.Src),
 		Fix: fmt.Sprintf("bind() before connect() takes its port from one pool per source address (%s) shared by every destination, "+
 			"so more upstreams do not help: set IP_BIND_ADDRESS_NO_PORT before bind() so that connect() picks the port per destination "+
 			"(nginx: proxy_bind ... transparent is not needed for this; Envoy: it sets the option itself), or drop the bind()", s.Src)}, true
@@ -494,6 +493,42 @@ func slowPortSearch(c *check) (Finding, bool) {
 	return Finding{Rule: "slow_port_search", Evidence: fmt.Sprintf(
 		"port search took %s at p99 (p50 %s, max %s) over %s searches: the kernel scans past taken ports, the early sign of exhaustion",
 		l.P99.Round(time.Microsecond), l.P50.Round(time.Microsecond), l.Max.Round(time.Microsecond), num(int(l.Count)))}, true
+}
+
+// whoMade says who made the space's attempts at its rate: "nginx (pids
+// 812, 813) made 1,950 <what>" where the rate is theirs alone (one task
+// name, every process listed); otherwise the space's rate, then each task
+// name with its own count, and how many processes are not listed.
+func (c *check) whoMade(what string) string {
+	s := c.s
+	cmds := aggregate.Commands(s.Processes)
+	if len(cmds) == 1 && s.ProcessCount <= len(s.Processes) {
+		return fmt.Sprintf("%s made %s %s", processes(s.Processes), rate(s.Conns.S10), what)
+	}
+	var parts []string
+	for _, cmd := range cmds {
+		var n uint64
+		for _, p := range s.Processes {
+			if p.Comm == cmd.Comm {
+				n += p.Conns60
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %s in the last minute", processes(refsOf(s.Processes, cmd.Comm)), num(int(n))))
+	}
+	if more := s.ProcessCount - len(s.Processes); more > 0 {
+		parts = append(parts, fmt.Sprintf("%s more not listed", plural(more, "process")))
+	}
+	return fmt.Sprintf("%s %s were made: %s", rate(s.Conns.S10), what, strings.Join(parts, ", "))
+}
+
+func refsOf(refs []aggregate.ProcRef, comm string) []aggregate.ProcRef {
+	var out []aggregate.ProcRef
+	for _, p := range refs {
+		if p.Comm == comm {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // maxPids is how many pids a finding names per process name.
