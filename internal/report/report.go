@@ -40,7 +40,14 @@ type Report struct {
 	End      time.Time          `json:"end"`
 	Damage   string             `json:"damage,omitempty"` // why reading stopped early
 	Final    *aggregate.Summary `json:"final"`
-	Peak     *aggregate.Summary `json:"peak"` // at the step with the most failures
+	// Peak is the step with the most failures (its time, processes and
+	// namespaces), with each port space as it was at its own worst step:
+	// the most failures of its own, then the fullest. The diagnosis is
+	// made from it, so each space's advice quotes its own worst moment,
+	// and a filter keeps each kept space's own moment.
+	Peak *aggregate.Summary `json:"peak"`
+	// WorstAt is when each port space's worst step ended, by its Where name.
+	WorstAt map[string]time.Time `json:"worst_at,omitempty"`
 	// PeakUsed is each port space's highest USED% at any second, by its
 	// Where name.
 	PeakUsed map[string]float64 `json:"peak_used_percent"`
@@ -95,6 +102,8 @@ func Build(r io.Reader) (*Report, error) {
 	rep.Findings = diagnose.Diagnose(rep.Final)
 	if rep.Peak != nil {
 		rep.Peak.Lost = rep.Final.Lost
+		b.eachAtWorst(rep.Peak)
+		annotate(rep.Peak, b.cgroups)
 		rep.Findings = diagnose.Diagnose(rep.Peak)
 	}
 	return rep, nil
@@ -192,6 +201,60 @@ type builder struct {
 	// gone is the last step's summary of each space whose namespace had
 	// gone: the aggregator forgets it GoneFor later, the report does not.
 	gone map[string]aggregate.SpaceSummary
+	// worst is each space at its worst step so far.
+	worst map[string]atStep
+}
+
+// atStep is a space as a step's end saw it.
+type atStep struct {
+	space aggregate.SpaceSummary
+	at    time.Time
+}
+
+// worse reports whether x is a worse moment than y: more failures in its
+// step, then fuller.
+func worse(x, y *aggregate.SpaceSummary) bool {
+	fx, fy := x.SumFailures(nil).Rates.S10, y.SumFailures(nil).Rates.S10
+	if fx != fy {
+		return fx > fy
+	}
+	return x.UsedPct > y.UsedPct
+}
+
+// noteWorst keeps each space of r that is at its worst so far.
+func (b *builder) noteWorst(r *aggregate.Summary, at time.Time) {
+	if b.worst == nil {
+		b.worst = map[string]atStep{}
+	}
+	for i := range r.Spaces {
+		s := &r.Spaces[i]
+		if w, ok := b.worst[s.Where()]; !ok || worse(s, &w.space) {
+			b.worst[s.Where()] = atStep{*s, at}
+		}
+	}
+}
+
+// eachAtWorst puts each space of r as it was at its own worst step.
+func (b *builder) eachAtWorst(r *aggregate.Summary) {
+	seen := map[string]bool{}
+	for i := range r.Spaces {
+		if w, ok := b.worst[r.Spaces[i].Where()]; ok {
+			r.Spaces[i] = w.space
+		}
+		seen[r.Spaces[i].Where()] = true
+	}
+	for name, w := range b.worst {
+		if !seen[name] && !w.space.Other {
+			r.Spaces = append(r.Spaces, w.space)
+		}
+	}
+	slices.SortFunc(r.Spaces, aggregate.ByUrgency)
+	b.rep.WorstAt = map[string]time.Time{}
+	for _, s := range r.Spaces {
+		if w, ok := b.worst[s.Where()]; ok {
+			b.rep.WorstAt[s.Where()] = w.at
+		}
+	}
 }
 
 // keepGone adds to r the spaces of namespaces gone during the capture that
@@ -267,6 +330,7 @@ func (b *builder) closeStep() {
 			b.gone[s.Where()] = *s
 		}
 	}
+	b.noteWorst(r, b.next)
 	if b.cur.Failures > b.peakFail {
 		b.peakFail, b.rep.Peak = b.cur.Failures, r
 	}

@@ -61,7 +61,7 @@ func TestBuild(t *testing.T) {
 	if sp.TotalConns != 250 || sp.TotalFailures != 30 || sp.Usable != 10 {
 		t.Errorf("space %+v", sp)
 	}
-	for _, want := range []string{"250", "30 EADDRNOTAVAIL", "client[42]", "DIAGNOSIS (at 12:00:20"} {
+	for _, want := range []string{"250", "30 EADDRNOTAVAIL", "client[42]", "DIAGNOSIS (each port space at its own worst 10 s; the most failures at 12:00:20"} {
 		if !strings.Contains(r.Text(), want) {
 			t.Errorf("text lacks %q:\n%s", want, r.Text())
 		}

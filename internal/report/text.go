@@ -149,7 +149,7 @@ func (r *Report) when() string {
 	if r.Peak == nil {
 		return " (at the end of the capture)"
 	}
-	return " (at " + r.Peak.Time.Format("15:04:05") + ", the 10 s with the most failures)"
+	return " (each port space at its own worst 10 s; the most failures at " + r.Peak.Time.Format("15:04:05") + ")"
 }
 
 func failures(fs []aggregate.Failure) string {
