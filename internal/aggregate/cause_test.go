@@ -271,3 +271,83 @@ func TestProcessCount(t *testing.T) {
 		t.Errorf("first process %+v, want the busiest now (%d, 5 in all) before the one with 30 a minute ago", r.Processes[0], busy.pid)
 	}
 }
+
+// TestListenersInRange: a listener on 0.0.0.0 and one on [::] (dual
+// stack: it holds the IPv4 port too) inside the range are skipped by
+// connect() for every destination; a listener on another port outside
+// the range takes nothing.
+func TestListenersInRange(t *testing.T) {
+	a := New(t0, DefaultLimits, nil)
+	a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40019, Timestamps: 1}})
+	tb := event.SocketTable{Netns: testNetns, Time: at(1), Sockets: []event.Socket{
+		{Src: netip.MustParseAddrPort("0.0.0.0:40003"), State: 10},
+		{Src: netip.MustParseAddrPort("[::]:40007"), State: 10},
+		{Src: netip.MustParseAddrPort("0.0.0.0:8080"), State: 10},
+		{Src: netip.AddrPortFrom(src, 40011), Dst: upstream, State: 1, Cookie: 5},
+	}}
+	a.Tick(at(1))
+	a.BeginSync()
+	a.Sync([]event.SocketTable{tb})
+	a.Tick(at(2))
+	sp := a.Summary().Spaces[0]
+	if sp.Bound != 2 || sp.Used != 3 || sp.Live != 1 {
+		t.Errorf("bound %d used %d live %d: want the two listeners in the range bound, 3 used", sp.Bound, sp.Used, sp.Live)
+	}
+}
+
+// TestConflictHolderSameNamespace: a bind() conflict on port 40005 names
+// the holder of that port in its own namespace, never a socket on the
+// same port in another.
+func TestConflictHolderSameNamespace(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	other := uint32(4026532999)
+	s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099}, {Inode: other, PortLow: 40000, PortHigh: 40099}})
+	s.port = 40004
+	c := s.open(at(1), curl, upstream, time.Microsecond) // port 40005 in testNetns
+	_ = c
+	bind := func(ns uint32) *Conflict {
+		e := s.ev(at(2), nginx1, event.Bind, 99, netip.AddrPort{})
+		e.Netns, e.Flags, e.Errno, e.Src = ns, event.FixedPort, syscall.EADDRINUSE, netip.MustParseAddrPort("0.0.0.0:40005")
+		s.add(e)
+		for _, n := range s.summary(3).Netns {
+			if n.Inode == ns && len(n.Conflicts) == 1 {
+				return &n.Conflicts[0]
+			}
+		}
+		return nil
+	}
+	if cf := bind(other); cf == nil || cf.Holder != nil {
+		t.Errorf("conflict in another namespace %+v: names curl, whose port is in %d", cf, testNetns)
+	}
+	if cf := bind(testNetns); cf == nil || cf.Holder == nil || cf.Holder.PID != curl.pid {
+		t.Errorf("conflict %+v, want curl as the holder", cf)
+	}
+}
+
+// TestBoundConnectNotAvailable: connect() of a socket bound before it
+// that fails with EADDRNOTAVAIL (its 4-tuple taken) is a failure of the
+// pool's design, not of the port search: not exhaustion.
+func TestBoundConnectNotAvailable(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	e := s.ev(at(1), curl, event.Connect, 7, upstream)
+	e.Errno, e.Flags = syscall.EADDRNOTAVAIL, event.Searched|event.Bound
+	s.add(e)
+	sp := s.space(s.summary(2), upstream)
+	if sp.Errno("EADDRNOTAVAIL") != 1 || sp.Exhaustion60() != 0 || sp.Exhausted {
+		t.Errorf("failures %+v exhausted %v: one EADDRNOTAVAIL, not exhaustion", sp.Failures, sp.Exhausted)
+	}
+}
+
+// TestIPv6NoSource: an IPv6 event without a source address goes to the
+// unspecified IPv6 source, not IPv4's.
+func TestIPv6NoSource(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	dst := netip.MustParseAddrPort("[::1]:8080")
+	e := s.ev(at(1), curl, event.Connect, 8, dst)
+	e.Family, e.Src, e.Errno = syscall.AF_INET6, netip.AddrPort{}, syscall.EADDRNOTAVAIL
+	s.add(e)
+	sp := s.space(s.summary(2), dst)
+	if sp.Src != "::" || sp.NoAddress60() != 1 || sp.Exhausted {
+		t.Errorf("src %q, %d without an address, exhausted %v", sp.Src, sp.NoAddress60(), sp.Exhausted)
+	}
+}
