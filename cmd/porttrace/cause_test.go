@@ -17,6 +17,7 @@ import (
 	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/testnet"
+	"golang.org/x/sys/unix"
 )
 
 // What holds the ports decides the finding and the fix (issue 19): each
@@ -284,3 +285,108 @@ func TestCauseTimeoutsNotExhaustion(t *testing.T) {
 }
 
 func selfPid() uint32 { return uint32(os.Getpid()) }
+
+// TestCauseHalfClosed: this process connects 20 times, shuts each
+// connection down for writing and keeps it; the server never closes.
+// The sockets sit in FIN_WAIT2 with no timer, owned by this process: a
+// half-close, not an orphan, and tcp_fin_timeout does not apply.
+func TestCauseHalfClosed(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	dst := ns.Serve(t, "127.0.0.1:8080", func(c net.Conn) { <-release })
+	top := watch(t)
+	var held []net.Conn
+	ns.Do(t, func() {
+		for range 20 {
+			c, err := net.Dial("tcp", dst.String())
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				return
+			}
+			c.(*net.TCPConn).CloseWrite()
+			held = append(held, c)
+		}
+	})
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t)
+	afterTable()
+	ss := ssClientStates(t, ns, 40000, 40019)
+	snap := top.done(t)
+	invariants(t, snap)
+	if len(held) != 20 || res.Failures[testnet.EADDRNOTAVAIL] != 5 || ss["FIN-WAIT-2"] != 20 {
+		t.Fatalf("setup: %d held, client %+v, ss %v; want 20, 5 EADDRNOTAVAIL, 20 FIN-WAIT-2", len(held), res, ss)
+	}
+	sp := spaceToward(t, snap, ns.Inode, dst)
+	t.Logf("client %+v; ss %v; porttrace states %v fin_wait2 orphans %d used %d/%d holders %+v", res, ss, sp.States, sp.FinWait2, sp.Used, sp.Usable, sp.Holders)
+	if sp.States["FIN_WAIT2"] != ss["FIN-WAIT-2"] || sp.FinWait2 != 0 || sp.Used != 20 || failures(sp, "EADDRNOTAVAIL") != 5 {
+		t.Errorf("states %v, %d orphans, used %d, %d EADDRNOTAVAIL; ss %v (open, owned), the client saw 5", sp.States, sp.FinWait2, sp.Used, failures(sp, "EADDRNOTAVAIL"), ss)
+	}
+	f := wantCause(t, snap, ns.Inode, "half_closed")
+	t.Log(f)
+	if !strings.Contains(f.Evidence, "pid "+strconv.Itoa(int(selfPid()))+") holds 20 sockets in FIN_WAIT2") {
+		t.Errorf("finding %s: want this process, %d, and its 20 sockets", f, selfPid())
+	}
+}
+
+// TestCauseBindPoolAutobindReuse: with ip_autobind_reuse=1, bind() with
+// SO_REUSEADDR hands out ports held in TIME_WAIT, and connect() takes the
+// time-wait socket over: 40 bind-then-connects through a 20-port pool
+// all succeed. The pool is full of TIME_WAIT, yet never EXHAUSTED nor
+// "full in 0 s".
+func TestCauseBindPoolAutobindReuse(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	ns.Sysctl(t, "net/ipv4/ip_autobind_reuse", "1")
+	port := ns.Listen(t, "0.0.0.0:8080", 20*time.Millisecond).Port()
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port)
+	top := watch(t)
+	var errs []string
+	ns.Do(t, func() {
+		for range 40 {
+			errs = append(errs, bindConnectClose(dst))
+			time.Sleep(30 * time.Millisecond) // the server's close arrives: TIME_WAIT here
+		}
+	})
+	time.Sleep(200 * time.Millisecond)
+	tw := ns.TimeWait(t, dst)
+	snap := top.done(t)
+	invariants(t, snap)
+	if slices.ContainsFunc(errs, func(e string) bool { return e != "" }) || tw != 20 {
+		t.Fatalf("setup: calls %v, ss %d in TIME_WAIT; want 40 successes and 20", errs, tw)
+	}
+	for _, sp := range netnsSpaces(snap, ns.Inode) {
+		t.Logf("%s: used %d/%d time_wait %d exhausted %v ETA %v failures %d", sp.Name, sp.Used, sp.Usable, sp.TimeWait, sp.Exhausted, sp.ETA, sp.TotalFailures)
+		if sp.Exhausted || sp.TotalFailures != 0 || sp.ETA != nil && *sp.ETA == 0 {
+			t.Errorf("%s: exhausted %v, %d failures, ETA %v; every one of 40 calls succeeded", sp.Name, sp.Exhausted, sp.TotalFailures, sp.ETA)
+		}
+	}
+	for _, f := range findingsIn(snap, ns.Inode) {
+		if strings.Contains(f.Situation, "full in 0s") || strings.Contains(f.Situation, "no port left") {
+			t.Errorf("finding %s beside zero failures", f)
+		}
+	}
+}
+
+// bindConnectClose binds to 127.0.0.1:0 with SO_REUSEADDR, connects to
+// dst and closes; it returns the errno's name, "" for success.
+func bindConnectClose(dst netip.AddrPort) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return churn.ErrName(err)
+	}
+	defer unix.Close(fd)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return churn.ErrName(err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}); err != nil {
+		return churn.ErrName(err)
+	}
+	return ""
+}

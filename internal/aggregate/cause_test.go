@@ -224,6 +224,9 @@ func TestBindPoolAutobindReuse(t *testing.T) {
 			s.add(e)
 		}
 		r := s.summary(3)
+		if c := s.space(r, dst); c.Exhausted || c.Used != 10 {
+			t.Errorf("connect space of bound sockets: used %d exhausted %v; its callers make no port search", c.Used, c.Exhausted)
+		}
 		for i := range r.Spaces {
 			if r.Spaces[i].Key.IsBindPool() {
 				return &r.Spaces[i]

@@ -461,6 +461,9 @@ func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 		r.ETA = &zero
 		return
 	}
+	if r.Used >= r.Usable {
+		return // full, yet calls succeed: nothing left to run out of
+	}
 	slope, ok := s.used.Slope(a.now, 10)
 	if !ok {
 		slope, ok = s.fillSince(a.now)
@@ -491,12 +494,23 @@ func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 // not, with ip_autobind_reuse=1: bind() with SO_REUSEADDR hands them out;
 // it is full only when its open sockets and listeners take every port
 // (or a call failed, which the caller checks).
+//
+// A connect space whose attempts mostly bind() first is full for a port
+// search that its callers do not make: their ports come from the pool,
+// which says whether it runs out.
 func (a *Aggregator) trulyFull(s *space, r *SpaceSummary, n *nsState) bool {
-	if !s.key.IsBindPool() || n.settings.AutobindReuse == 0 {
+	if !s.key.IsBindPool() {
+		return r.BoundPct < viaBindPct
+	}
+	if n.settings.AutobindReuse == 0 {
 		return true
 	}
 	return r.Used-r.TimeWait-r.FinWait2 >= r.Usable
 }
+
+// viaBindPct is the share of a connect space's attempts, in percent, from
+// sockets bound before connect() above which its ports are the pool's.
+const viaBindPct = 50
 
 // allFailing reports whether the last second (or 10 s) had attempts and
 // as many failures that were not for want of a port.

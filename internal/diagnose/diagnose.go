@@ -233,6 +233,8 @@ func (c *check) situation() string {
 	switch n := s.Exhaustion60(); {
 	case n > 0:
 		parts = append(parts, fmt.Sprintf("%s %s in the last minute", num(int(n)), s.ExhaustionErrno()))
+	case s.Key.IsBindPool() && s.Used >= s.Usable && !s.Exhausted && c.ns.AutobindReuse != 0:
+		parts = append(parts, "every port held, but bind() hands out those in TIME_WAIT (ip_autobind_reuse=1, SO_REUSEADDR) and no call has failed")
 	case s.ETA != nil && *s.ETA <= 0:
 		parts = append(parts, "no port left for a new connection, no call has failed yet")
 	case s.ETA != nil:
