@@ -390,3 +390,30 @@ func bindConnectClose(dst netip.AddrPort) string {
 	}
 	return ""
 }
+
+// TestCauseRangeWidenedMidRun: the range is full of TIME_WAIT, the
+// operator widens it, and connect() succeeds again: the next frame has
+// the new range, with no EXHAUSTED from the old one (socket tables are
+// read every 5 s; the out-of-range port asks for them at once).
+func TestCauseRangeWidenedMidRun(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	top := watch(t)
+	first := ns.StartClient(t, churn.Config{Target: dst, Count: 10, Close: churn.CloseFin}).Wait(t)
+	ns.Sysctl(t, "net/ipv4/ip_local_port_range", "40000 40099")
+	second := ns.StartClient(t, churn.Config{Target: dst, Count: 10, Close: churn.CloseFin}).Wait(t)
+	time.Sleep(200 * time.Millisecond)
+	tw := ns.TimeWait(t, dst)
+	snap := top.done(t)
+	invariants(t, snap)
+	if first.Connected != 10 || second.Connected != 10 || tw != 20 {
+		t.Fatalf("setup: before %+v, after %+v, ss %d in TIME_WAIT; want 10, 10, 20", first, second, tw)
+	}
+	sp := spaceToward(t, snap, ns.Inode, dst)
+	t.Logf("porttrace used %d/%d time_wait %d exhausted %v failures %d; ss %d in TIME_WAIT, clients %d and %d connected", sp.Used, sp.Usable, sp.TimeWait, sp.Exhausted, sp.TotalFailures, tw, first.Connected, second.Connected)
+	if sp.Usable != 100 || sp.Used != tw || sp.TimeWait != tw || sp.Exhausted || sp.TotalFailures != 0 {
+		t.Errorf("used %d of %d, %d in TIME_WAIT, exhausted %v, %d failures; ss %d, the range is 100 now, no call failed",
+			sp.Used, sp.Usable, sp.TimeWait, sp.Exhausted, sp.TotalFailures, tw)
+	}
+}

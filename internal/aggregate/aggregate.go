@@ -201,10 +201,13 @@ func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
 
 // Unknown reports whether events came from a namespace whose settings are
 // not known yet (new since the last SetNetns, or back under a reused
-// inode): its spaces have no size until they are read.
+// inode): its spaces have no size until they are read; or whose events
+// contradict its settings (a connect() got a port outside the range, or
+// found none in a space with room): an operator changed them, and they
+// are to be read again before the next refresh.
 func (a *Aggregator) Unknown() bool {
 	for _, n := range a.ns {
-		if !n.known && !n.gone {
+		if (!n.known || n.stale) && !n.gone {
 			return true
 		}
 	}
@@ -344,6 +347,9 @@ func (a *Aggregator) Add(e *event.Event) {
 
 func (a *Aggregator) fail(s *space, e *event.Event, sec int64, pk ProcKey) {
 	f := failure{e.Errno, e.Exhaustion()}
+	if n := a.ns[s.key.Netns]; f.exhaustion && !s.key.IsBindPool() && n != nil && n.known && a.occ[s].used < n.settings.Usable() {
+		n.stale = true // no port where the settings leave room: they changed
+	}
 	s.fail(sec, pk, f)
 	a.proc(pk, sec).fails.add(sec, f)
 }
@@ -443,6 +449,9 @@ func (a *Aggregator) assignPort(cookie uint64, port uint16, sec int64) {
 	}
 	o.port = port
 	a.socks[cookie] = o
+	if n := a.ns[o.netns]; n != nil && n.known && !o.bound && !n.ephemeral(port) {
+		n.stale = true // the range or the reserved ports changed
+	}
 	if o.space.ports.open(sec, portKeyFor(o.origin, port)) {
 		a.unbindIn(o.netns, port)
 	}

@@ -354,3 +354,30 @@ func TestIPv6NoSource(t *testing.T) {
 		t.Errorf("src %q, %d without an address, exhausted %v", sp.Src, sp.NoAddress60(), sp.Exhausted)
 	}
 }
+
+// TestSettingsChangedMidRun: the operator widens the range while ports
+// are full: connect() hands out a port outside the known range, the
+// namespace asks to be read again (Unknown), and meanwhile the space is
+// not called EXHAUSTED on the old range. Narrowing shows as a failure
+// with room left, which asks the same.
+func TestSettingsChangedMidRun(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40009, Timestamps: 1}})
+	s.a.Tick(at(0))
+	s.churn(curl, upstream, 10, 0, 1, 10*time.Millisecond) // 40000-40009 in TIME_WAIT
+	if sp := s.space(s.summary(1), upstream); !sp.Exhausted || s.a.Unknown() {
+		t.Fatalf("full: exhausted %v, unknown %v", sp.Exhausted, s.a.Unknown())
+	}
+	s.open(at(1.5), curl, upstream, time.Microsecond) // port 40010: the range is wider now
+	if sp := s.space(s.summary(2), upstream); sp.Exhausted || !s.a.Unknown() {
+		t.Errorf("a port outside the range: exhausted %v, unknown %v; want a re-read and no EXHAUSTED", sp.Exhausted, s.a.Unknown())
+	}
+	s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, Timestamps: 1}})
+	if sp := s.space(s.summary(3), upstream); sp.Usable != 100 || sp.Used != 11 || sp.Exhausted || s.a.Unknown() {
+		t.Errorf("read again: used %d of %d, exhausted %v, unknown %v", sp.Used, sp.Usable, sp.Exhausted, s.a.Unknown())
+	}
+	s.fail(at(3.5), curl, upstream, syscall.EADDRNOTAVAIL) // narrowed meanwhile
+	if !s.a.Unknown() {
+		t.Error("no port found with 89 free: settings not read again")
+	}
+}

@@ -27,6 +27,10 @@ type nsState struct {
 	// tw is the time-wait sockets of its spaces, against
 	// tcp_max_tw_buckets.
 	tw int
+	// stale: an event contradicted the settings (a port outside the
+	// range handed out, ports run out in a space with room): an operator
+	// changed them. They are read again at once (Unknown).
+	stale bool
 }
 
 // twFull reports whether the kernel would refuse a new time-wait socket
@@ -48,7 +52,7 @@ func newNS() *nsState {
 }
 
 func (n *nsState) setSettings(s netns.Settings) {
-	n.settings, n.known = s, true
+	n.settings, n.known, n.stale = s, true, false
 	n.reserved = netns.ParseRanges(s.Reserved)
 }
 

@@ -455,7 +455,9 @@ func (a *Aggregator) headroom(s *space, r *SpaceSummary, nsTimeWait int) {
 		return
 	}
 	r.UsedPct = 100 * float64(r.Used) / float64(r.Usable)
-	r.Exhausted = r.exhaustionFailures() > 0 || r.Used >= r.Usable && a.trulyFull(s, r, n)
+	// Settings that events contradict are being read again: fullness
+	// against them proves nothing until then.
+	r.Exhausted = r.exhaustionFailures() > 0 || r.Used >= r.Usable && a.trulyFull(s, r, n) && !n.stale
 	if r.Exhausted {
 		zero := 0.0
 		r.ETA = &zero
