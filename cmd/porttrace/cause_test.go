@@ -89,11 +89,11 @@ func wantCause(t *testing.T, snap frame.Frame, ino uint32, rule string) diagnose
 	return *got
 }
 
-// TestCauseOrphanedFinWait2: the client closes, the server never does.
+// TestModelCauseOrphanedFinWait2: the client closes, the server never does.
 // With tcp_tw_reuse=1 every port stays held as an orphan in FIN_WAIT2
 // and connect() fails: porttrace counts them used, never reusable, and
 // names the peer; no tcp_tw_reuse advice.
-func TestCauseOrphanedFinWait2(t *testing.T) {
+func TestModelCauseOrphanedFinWait2(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	ns.Sysctl(t, "net/ipv4/tcp_tw_reuse", "1")
@@ -127,10 +127,10 @@ func TestCauseOrphanedFinWait2(t *testing.T) {
 	}
 }
 
-// TestCauseCloseWaitLeak: the server closes at once, a process holds its
+// TestModelCauseCloseWaitLeak: the server closes at once, a process holds its
 // 20 connections without closing them (CLOSE_WAIT), and a client then
 // finds no port. porttrace names the holder, its count and its age.
-func TestCauseCloseWaitLeak(t *testing.T) {
+func TestModelCauseCloseWaitLeak(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	dst := ns.Serve(t, "127.0.0.1:8080", func(c net.Conn) {}) // closes at once
@@ -161,9 +161,9 @@ func TestCauseCloseWaitLeak(t *testing.T) {
 	}
 }
 
-// TestCauseEstablishedLeak: 20 connections that stay open and never
+// TestModelCauseEstablishedLeak: 20 connections that stay open and never
 // close, then a client finds no port: a leak, named with its holder.
-func TestCauseEstablishedLeak(t *testing.T) {
+func TestModelCauseEstablishedLeak(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	dst := ns.Serve(t, "127.0.0.1:8080", func(c net.Conn) { io.Copy(io.Discard, c) })
@@ -190,10 +190,10 @@ func TestCauseEstablishedLeak(t *testing.T) {
 	}
 }
 
-// TestCauseSynSentPileUp: five connects to a listener that drops SYNs
+// TestModelCauseSynSentPileUp: five connects to a listener that drops SYNs
 // hold the five ports of the range in SYN_SENT; the next attempts find no
 // port. The upstream does not answer: no capacity advice.
-func TestCauseSynSentPileUp(t *testing.T) {
+func TestModelCauseSynSentPileUp(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40004)
 	stalled := netip.MustParseAddrPort("127.0.0.1:7000")
@@ -243,10 +243,10 @@ func TestCauseSynSentPileUp(t *testing.T) {
 	}
 }
 
-// TestCauseTimeoutsNotExhaustion: attempts time out (tcp_syn_retries=1:
+// TestModelCauseTimeoutsNotExhaustion: attempts time out (tcp_syn_retries=1:
 // about 3 s) with the range nearly free: porttrace says it is not port
 // exhaustion, shows no ETA, and offers nothing about ports.
-func TestCauseTimeoutsNotExhaustion(t *testing.T) {
+func TestModelCauseTimeoutsNotExhaustion(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	ns.Sysctl(t, "net/ipv4/tcp_syn_retries", "1")
@@ -286,11 +286,11 @@ func TestCauseTimeoutsNotExhaustion(t *testing.T) {
 
 func selfPid() uint32 { return uint32(os.Getpid()) }
 
-// TestCauseHalfClosed: this process connects 20 times, shuts each
+// TestModelCauseHalfClosed: this process connects 20 times, shuts each
 // connection down for writing and keeps it; the server never closes.
 // The sockets sit in FIN_WAIT2 with no timer, owned by this process: a
 // half-close, not an orphan, and tcp_fin_timeout does not apply.
-func TestCauseHalfClosed(t *testing.T) {
+func TestModelCauseHalfClosed(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	release := make(chan struct{})
@@ -334,12 +334,12 @@ func TestCauseHalfClosed(t *testing.T) {
 	}
 }
 
-// TestCauseBindPoolAutobindReuse: with ip_autobind_reuse=1, bind() with
+// TestModelCauseBindPoolAutobindReuse: with ip_autobind_reuse=1, bind() with
 // SO_REUSEADDR hands out ports held in TIME_WAIT, and connect() takes the
 // time-wait socket over: 40 bind-then-connects through a 20-port pool
 // all succeed. The pool is full of TIME_WAIT, yet never EXHAUSTED nor
 // "full in 0 s".
-func TestCauseBindPoolAutobindReuse(t *testing.T) {
+func TestModelCauseBindPoolAutobindReuse(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40019)
 	ns.Sysctl(t, "net/ipv4/ip_autobind_reuse", "1")
@@ -391,11 +391,11 @@ func bindConnectClose(dst netip.AddrPort) string {
 	return ""
 }
 
-// TestCauseRangeWidenedMidRun: the range is full of TIME_WAIT, the
+// TestModelCauseRangeWidenedMidRun: the range is full of TIME_WAIT, the
 // operator widens it, and connect() succeeds again: the next frame has
 // the new range, with no EXHAUSTED from the old one (socket tables are
 // read every 5 s; the out-of-range port asks for them at once).
-func TestCauseRangeWidenedMidRun(t *testing.T) {
+func TestModelCauseRangeWidenedMidRun(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40009)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
