@@ -39,13 +39,13 @@ var DefaultLimits = Limits{Spaces: 1024, Processes: 1024, Sockets: 1 << 20}
 // sock is an open socket that holds, or is about to hold, a port. Kept
 // small: there may be a million of them.
 type sock struct {
-	space       *space // "other" once its own was evicted
-	origin      uint64 // the id of the space it was opened in
-	start       int64  // UnixNano; 0 if known only from a socket table
-	proc        *proc  // nil if known only from a socket table
-	netns       uint32
-	port        uint16 // 0 until the port search succeeded
-	bound       bool   // its port came from bind()
+	space  *space // "other" once its own was evicted
+	origin uint64 // the id of the space it was opened in
+	start  int64  // UnixNano; 0 if known only from a socket table
+	proc   *proc  // nil if known only from a socket table
+	netns  uint32
+	port   uint16 // 0 until the port search succeeded
+	bound  bool   // its port came from bind()
 	// state is its TCP state as last seen: SYN_SENT and ESTABLISHED from
 	// events, any from a socket table (CLOSE_WAIT, FIN_WAIT2... which no
 	// event shows).
