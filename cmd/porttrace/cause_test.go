@@ -403,7 +403,9 @@ func TestModelCauseRangeWidenedMidRun(t *testing.T) {
 	first := ns.StartClient(t, churn.Config{Target: dst, Count: 10, Close: churn.CloseFin}).Wait(t)
 	ns.Sysctl(t, "net/ipv4/ip_local_port_range", "40000 40099")
 	second := ns.StartClient(t, churn.Config{Target: dst, Count: 10, Close: churn.CloseFin}).Wait(t)
-	time.Sleep(200 * time.Millisecond)
+	// The re-read takes a tick, and as long as reading every namespace
+	// takes; still well before the 5 s round.
+	time.Sleep(time.Second)
 	tw := ns.TimeWait(t, dst)
 	snap := top.done(t)
 	invariants(t, snap)

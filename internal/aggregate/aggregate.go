@@ -202,9 +202,11 @@ func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
 // Unknown reports whether events came from a namespace whose settings are
 // not known yet (new since the last SetNetns, or back under a reused
 // inode): its spaces have no size until they are read; or whose events
-// contradict its settings (a connect() got a port outside the range, or
-// found none in a space with room): an operator changed them, and they
-// are to be read again before the next refresh.
+// contradict its settings (a connect() got a port outside the range): an
+// operator changed them, and they are to be read again before the next
+// refresh. A failure with room left is no such sign: the model lags the
+// kernel by up to a second, and a sync per failure costs every
+// namespace's read.
 func (a *Aggregator) Unknown() bool {
 	for _, n := range a.ns {
 		if (!n.known || n.stale) && !n.gone {
@@ -347,9 +349,6 @@ func (a *Aggregator) Add(e *event.Event) {
 
 func (a *Aggregator) fail(s *space, e *event.Event, sec int64, pk ProcKey) {
 	f := failure{e.Errno, e.Exhaustion()}
-	if n := a.ns[s.key.Netns]; f.exhaustion && !s.key.IsBindPool() && n != nil && n.known && a.occ[s].used < n.settings.Usable() {
-		n.stale = true // no port where the settings leave room: they changed
-	}
 	s.fail(sec, pk, f)
 	a.proc(pk, sec).fails.add(sec, f)
 }

@@ -28,8 +28,8 @@ type nsState struct {
 	// tcp_max_tw_buckets.
 	tw int
 	// stale: an event contradicted the settings (a port outside the
-	// range handed out, ports run out in a space with room): an operator
-	// changed them. They are read again at once (Unknown).
+	// range handed out): an operator changed them. They are read again
+	// at once (Unknown).
 	stale bool
 }
 
