@@ -322,4 +322,3 @@ func checkPairs(name, v string) error {
 	}
 	return nil
 }
-

@@ -389,6 +389,10 @@ func (x *Exporter) Counts() Counts {
 	return c
 }
 
+// Failing says why exporting fails, nil while the last export of each
+// signal got through: readiness (Health.Ready).
+func (x *Exporter) Failing() error { return x.health.failingNow() }
+
 // Shutdown exports what is left and stops. A collector that is down is
 // given until ctx ends, half for the log records, then half for the last
 // metrics, which carry the count of records that could not be sent.
