@@ -605,7 +605,7 @@ func (a *Aggregator) recount(synced map[uint32]time.Time) {
 
 func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
 	if so.Listening() {
-		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: so.Comm})
+		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: event.MakeComm(so.Comm).String()})
 		return
 	}
 	if !so.TimeWait {
