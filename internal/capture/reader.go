@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -31,7 +32,17 @@ type Reader struct {
 	lastOffset int64
 	round      *Round // a round whose chunks are still coming
 	chunks     int
+	sockets    int // in the round so far
+	// MaxRoundSockets bounds the sockets a round keeps (DefaultRoundSockets
+	// unless set); the rest of its tables' sockets are dropped, and
+	// counted in DroppedSockets.
+	MaxRoundSockets int
+	DroppedSockets  uint64
 }
+
+// DefaultRoundSockets is the sockets a round keeps by default: ~30 MiB
+// decoded. A real round has one socket per connection of the node.
+const DefaultRoundSockets = 1 << 18
 
 // NewReader checks the magic and version and reads the header.
 func NewReader(r io.Reader) (*Reader, error) {
@@ -181,12 +192,19 @@ func (c *Reader) chunk(b []byte) (*Round, error) {
 		n += len(t.Sockets)
 	}
 	if c.round == nil {
-		c.round, c.chunks = &Round{Time: ch.Time, Netns: ch.Netns, Cgroups: ch.Cgroups}, 0
+		c.round, c.chunks, c.sockets = &Round{Time: ch.Time, Netns: ch.Netns, Cgroups: ch.Cgroups}, 0, 0
 	}
 	if c.chunks++; n > chunkSockets || c.chunks > maxRoundChunks {
 		return nil, c.errHere(fmt.Errorf("%w: a round of socket tables over %d chunks of %d sockets", ErrCorrupt, maxRoundChunks, chunkSockets))
 	}
-	c.round.Tables = append(c.round.Tables, ch.Tables...)
+	limit := cmp.Or(c.MaxRoundSockets, DefaultRoundSockets)
+	for _, t := range ch.Tables {
+		keep := min(len(t.Sockets), max(limit-c.sockets, 0))
+		c.DroppedSockets += uint64(len(t.Sockets) - keep)
+		c.sockets += keep
+		t.Sockets = t.Sockets[:keep:keep]
+		c.round.Tables = append(c.round.Tables, t)
+	}
 	if !ch.Last {
 		return nil, nil
 	}
