@@ -46,6 +46,9 @@ test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 tur
 	# -fuzztime duration races Go's fuzz coordinator at its deadline and
 	# fails with a bare "context deadline exceeded" (golang/go#75804).
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 60000x ./internal/capture
+	# The aggregator, report and replay fed captures of any event stream:
+	# bounds, the memory ceiling and sanitised output (issue 21).
+	$(GO) test -run '^$$' -fuzz FuzzReport -fuzztime 3000x ./internal/report
 
 test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for the fentry and kprobe backends
 	mkdir -p $(VM_CACHE)

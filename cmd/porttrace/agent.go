@@ -62,9 +62,10 @@ exported when the collector is back.
 
 With --metrics-addr, the same instruments are served for Prometheus to
 scrape on /metrics (porttrace.connect.failures as
-porttrace_connect_failures_total, and so on), with /healthz: 200 once the
-probes are attached, 503 while events are being lost or after the tracer
-stopped.`,
+porttrace_connect_failures_total, and so on), with /healthz (liveness: 503
+only once the tracer stopped or the agent's loops stalled for 30 s) and
+/readyz (readiness: 503 also while starting, for 30 s after events were
+lost, and while an OTLP export fails).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := errors.Join(tf.check(), of.check()); err != nil {
@@ -87,7 +88,7 @@ type agentFlags struct {
 
 func (f *agentFlags) register(cmd *cobra.Command) {
 	f.cri.register(cmd)
-	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on HOST:PORT, e.g. :9464 (OTLP is then off unless --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT is set)")
+	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT, e.g. :9464 (OTLP is then off unless --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 }
 
 // otlpOff: with a scrape endpoint and no collector named anywhere,
@@ -110,7 +111,7 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 			return err
 		}
 		defer srv.Shutdown(context.Background())
-		fmt.Fprintf(stderr, "porttrace: serving /metrics and /healthz on http://%s\n", srv.Addr())
+		fmt.Fprintf(stderr, "porttrace: serving /metrics, /healthz and /readyz on http://%s\n", srv.Addr())
 	}
 	names, stopNames, err := af.cri.start(stderr)
 	if err != nil {
@@ -131,7 +132,11 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 	}
 	mon.Observe(x.Observe)
 	fmt.Fprintf(stderr, "porttrace: exporting %s\n", x)
-	health.Ready(t.Lost)
+	var exports func() error
+	if !o.NoOTLP {
+		exports = x.Failing
+	}
+	health.Ready(t.Lost, mon.Beat, exports)
 	start := time.Now()
 	ctx, cancel := signalContext()
 	defer cancel()

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/sanitize"
 	"github.com/porttrace/porttrace/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer"
 )
@@ -259,14 +259,14 @@ func checkEndpoint(what, s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%s %q is not a URL such as http://collector:4318", what, s)
+		return fmt.Errorf("%s %q is not a URL such as http://collector:4318", what, sanitize.Redact(s))
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%s %q: port %q is not a number from 1 to 65535", what, s, p)
+			return fmt.Errorf("%s %q: port %q is not a number from 1 to 65535", what, sanitize.Redact(s), p)
 		}
 	} else if strings.HasSuffix(u.Host, ":") {
-		return fmt.Errorf("%s %q: the port after ':' is empty", what, s)
+		return fmt.Errorf("%s %q: the port after ':' is empty", what, sanitize.Redact(s))
 	}
 	return nil
 }
@@ -278,7 +278,7 @@ func checkOTELEnv() error {
 		if v := os.Getenv(name); v != "" {
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fmt.Errorf("%s=%q is not a URL such as http://collector:4318", name, v)
+				return fmt.Errorf("%s=%q is not a URL such as http://collector:4318", name, sanitize.Redact(v))
 			}
 			if err := checkEndpoint(name, v); err != nil {
 				return err
@@ -321,28 +321,4 @@ func checkPairs(name, v string) error {
 		}
 	}
 	return nil
-}
-
-// checkOutput makes sure a capture can be written at path before any probe
-// attaches: its directory exists and takes a new file, and path is not a
-// directory. An existing file is left alone until recording starts.
-func checkOutput(path string) error {
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return fmt.Errorf("-o %s is a directory: name a file in it", path)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".porttrace-check-*")
-	if err != nil {
-		return fmt.Errorf("-o %s: cannot create a file there: %w", path, unwrapPath(err))
-	}
-	f.Close()
-	os.Remove(f.Name())
-	return nil
-}
-
-// unwrapPath drops the temporary name from an error, keeping its cause.
-func unwrapPath(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
-		return pe.Err
-	}
-	return err
 }

@@ -84,7 +84,7 @@ func TestAgentPrometheus(t *testing.T) {
 // metricsAddr is where the agent says it serves /metrics.
 func (a *agentRun) metricsAddr(t *testing.T) string {
 	t.Helper()
-	m := regexp.MustCompile(`serving /metrics and /healthz on http://(\S+)`).FindStringSubmatch(a.stderr())
+	m := regexp.MustCompile(`serving /metrics, /healthz and /readyz on http://(\S+)`).FindStringSubmatch(a.stderr())
 	if m == nil {
 		t.Fatalf("the agent does not say where it serves /metrics:\n%s", a.stderr())
 	}

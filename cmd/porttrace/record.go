@@ -18,6 +18,7 @@ import (
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/recorder"
+	"github.com/porttrace/porttrace/internal/sanitize"
 	"github.com/porttrace/porttrace/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer"
 )
@@ -26,6 +27,7 @@ func newRecord() *cobra.Command {
 	tf := tracerFlags{namespaces: true}
 	var of otlpFlags
 	var out, maxSize string
+	var overwrite bool
 	var o recorder.Options
 	cmd := &cobra.Command{
 		Use:   "record -o FILE",
@@ -57,20 +59,21 @@ written when the trigger fires, then recording goes on for --duration.`,
 					}
 					return nil
 				},
-				func() error { return checkOutput(out) },
+				func() error { return recorder.CheckOutput(out, overwrite) },
 			} {
 				if err := check(); err != nil {
 					return err
 				}
 			}
 			o.MaxSize = int64(size)
-			return runRecord(cmd, &tf, &of, out, o)
+			return runRecord(cmd, &tf, &of, out, overwrite, o)
 		},
 	}
 	tf.register(cmd)
 	of.register(cmd, "also export over OTLP to this collector while recording, as porttrace agent does")
 	f := cmd.Flags()
-	f.StringVarP(&out, "output", "o", "", "capture file to write (replaced if it exists)")
+	f.StringVarP(&out, "output", "o", "", "capture file to create (mode 0600; never through a symbolic link, never an existing file)")
+	f.BoolVar(&overwrite, "overwrite", false, "replace the -o file if it exists and is your own regular file")
 	f.DurationVar(&o.Duration, "duration", 5*time.Minute, "stop after this long (after the trigger, with --until-failures); 0 for no limit")
 	f.StringVar(&maxSize, "max-size", "1GiB", "stop when the file reaches this size: 1MiB or more, e.g. 100MB, 2GiB")
 	f.Uint64Var(&o.MaxEvents, "max-events", 50_000_000, "stop after this many events; 0 for no limit")
@@ -79,7 +82,7 @@ written when the trigger fires, then recording goes on for --duration.`,
 	return cmd
 }
 
-func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, o recorder.Options) error {
+func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, overwrite bool, o recorder.Options) error {
 	stderr := cmd.ErrOrStderr()
 	t, err := tf.open(stderr)
 	if err != nil {
@@ -90,14 +93,14 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	if err != nil {
 		return err
 	}
-	file, err := create(path)
+	file, err := create(path, overwrite)
 	if err != nil {
 		return err
 	}
 	defer file.Close()
 	host, _ := os.Hostname()
 	w, err := recorder.Begin(file, capture.Header{Host: host, Kernel: tracer.KernelRelease(),
-		Backend: string(t.Backend()), Command: strings.Join(os.Args, " ")}, first)
+		Backend: string(t.Backend()), Command: sanitize.Redact(strings.Join(os.Args, " "))}, first)
 	if err != nil {
 		return err
 	}
@@ -141,10 +144,10 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 // create makes the capture file and syncs its directory, so that the file
 // itself survives a power loss, not only its blocks. The file stays locked
 // (flock) while it is open, which tells report that it is being written.
-func create(path string) (*os.File, error) {
-	f, err := os.Create(path)
+func create(path string, overwrite bool) (*os.File, error) {
+	f, err := recorder.Create(path, overwrite)
 	if err != nil {
-		return nil, fmt.Errorf("create capture: %w", err)
+		return nil, err
 	}
 	unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	if dir, err := os.Open(filepath.Dir(path)); err == nil {

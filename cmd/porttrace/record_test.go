@@ -337,3 +337,40 @@ func TestReportGoneNamespace(t *testing.T) {
 		t.Errorf("no finding about the gone namespace's space: %+v", r.Findings)
 	}
 }
+
+// TestRecordOutputChecked: record refuses an output it must not write in
+// one line, before any probe attaches (issue 21: a FIFO failed only after
+// attaching, with "sync capture: invalid argument"; a planted symlink was
+// written through).
+func TestRecordOutputChecked(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target")
+	os.WriteFile(target, []byte("keep"), 0o600)
+	link := filepath.Join(dir, "link.ptcap")
+	os.Symlink(target, link)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"record", "-o", fifo}, "is not a regular file (a FIFO)"},
+		{[]string{"record", "-o", link, "--overwrite"}, "is a symbolic link: porttrace never writes through a link"},
+		{[]string{"record", "-o", target}, "exists: porttrace writes only a file it creates"},
+	} {
+		start := time.Now()
+		code, stderr := run(t, nil, c.args...)
+		if code != 1 {
+			t.Errorf("%v: exit %d", c.args, code)
+		}
+		oneClearLine(t, stderr, c.want)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%v took %s: refused after attaching?", c.args, d)
+		}
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Errorf("target written: %q", b)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
@@ -18,6 +19,7 @@ import (
 func newReport() *cobra.Command {
 	var asJSON, markdown bool
 	var ff filterFlags
+	var mem string
 	cmd := &cobra.Command{
 		Use:   "report FILE",
 		Short: "Summarise a capture: port spaces, processes, timeline and diagnosis",
@@ -37,6 +39,9 @@ is printed first, then one line on stderr says where reading stopped.`,
 			}
 			sel, err := ff.selection()
 			if err != nil {
+				return err
+			}
+			if err := setMaxMemory(mem); err != nil {
 				return err
 			}
 			f, err := openCapture(args[0])
@@ -62,8 +67,27 @@ is printed first, then one line on stderr says where reading stopped.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "everything, as one JSON object")
 	cmd.Flags().BoolVar(&markdown, "markdown", false, "Markdown, for a ticket")
+	registerMaxMemory(cmd, &mem)
 	ff.register(cmd, false)
 	return cmd
+}
+
+// registerMaxMemory adds --max-memory, for the commands that read captures.
+func registerMaxMemory(cmd *cobra.Command, mem *string) {
+	cmd.Flags().StringVar(mem, "max-memory", humanize.IBytes(uint64(report.MaxMemory)),
+		"memory to stay under whatever the capture holds; beyond its bounds, what is dropped is said (docs/reliability.md)")
+}
+
+// setMaxMemory applies --max-memory: the report's bounds, and the Go
+// runtime's soft memory limit.
+func setMaxMemory(s string) error {
+	n, err := parseSize("--max-memory", s, 64<<20, 1<<40)
+	if err != nil {
+		return err
+	}
+	report.MaxMemory = int64(n)
+	debug.SetMemoryLimit(int64(n) * 3 / 4)
+	return nil
 }
 
 func writeReport(w io.Writer, r *report.Report, asJSON, markdown bool) error {

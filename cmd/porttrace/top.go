@@ -27,7 +27,7 @@ func newTop() *cobra.Command {
 	var cf criFlag
 	var once, asJSON bool
 	var interval time.Duration
-	var replay string
+	var replay, mem string
 	var speed float64
 	cmd := &cobra.Command{
 		Use:   "top",
@@ -61,6 +61,9 @@ at once; rates need at least one second.`,
 				if of.endpoint != "" {
 					return fmt.Errorf("--otlp-endpoint exports what the kernel shows now, not a replay")
 				}
+				if err := setMaxMemory(mem); err != nil {
+					return err
+				}
 				f, err := openCapture(replay)
 				if err != nil {
 					return err
@@ -78,6 +81,7 @@ at once; rates need at least one second.`,
 		},
 	}
 	cmd.Flags().StringVar(&replay, "replay", "", "play a capture made by porttrace record instead of watching the kernel (no root needed)")
+	registerMaxMemory(cmd, &mem)
 	cmd.Flags().Float64Var(&speed, "speed", 1, "with --replay, how many seconds of the capture to play per second")
 	tf.register(cmd)
 	ff.register(cmd, false)

@@ -28,13 +28,29 @@ type Limits struct {
 	Spaces    int // port spaces
 	Processes int
 	Sockets   int // open sockets followed, and TIME_WAIT ports, each
+	// Namespaces bounds the network namespaces followed (0: the
+	// default's). Events and socket tables of others are dropped, and
+	// counted in Summary.Dropped.
+	Namespaces int
 }
 
 // DefaultLimits hold a large proxy's upstreams with room to spare. Filled
 // to the brim with the widest spread of values (a million open sockets and
 // a million TIME_WAIT ports, each followed port by port), they take about
 // 190 MiB (TestMemoryBound); a real incident, a few MiB.
-var DefaultLimits = Limits{Spaces: 1024, Processes: 1024, Sockets: 1 << 20}
+var DefaultLimits = Limits{Spaces: 1024, Processes: 1024, Sockets: 1 << 20, Namespaces: 2048}
+
+// MaxStep and MaxStepBack are how far a time may be ahead of the
+// aggregator's clock, or behind it, before it is taken for a clock step
+// (an NTP step, a forged capture) rather than time passing or events
+// arriving out of order: the clock then goes on from where it was, and
+// the step is counted (Summary.Dropped). Live, Tick runs every second; a
+// capture has a round every 5 s; events reach the aggregator out of order
+// by milliseconds. Whatever the step, nothing walks the seconds between.
+const (
+	MaxStep     = time.Hour
+	MaxStepBack = time.Hour
+)
 
 // sock is an open socket that holds, or is about to hold, a port. Kept
 // small: there may be a million of them.
@@ -91,6 +107,7 @@ type Aggregator struct {
 	evictedAt   int64
 	tickedAt    time.Time // the latest time given to Tick
 	untracked   uint64    // sockets beyond Limits.Sockets
+	dropped     Dropped
 }
 
 // Cgroup is where a process runs: its cgroup path, the short id of its
@@ -105,6 +122,9 @@ type Cgroup struct {
 // not nil, tells where a process runs, from its pid and the cgroup id its
 // events carry; it is called once per process.
 func New(start time.Time, limits Limits, cgroup func(pid uint32, cgroupID uint64) Cgroup) *Aggregator {
+	if limits.Namespaces <= 0 {
+		limits.Namespaces = DefaultLimits.Namespaces
+	}
 	a := &Aggregator{
 		limits: limits, cgroup: cgroup, start: start,
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
@@ -122,6 +142,21 @@ func (a *Aggregator) newSpace(k SpaceKey) *space {
 
 func (a *Aggregator) second(t time.Time) int64 {
 	return max(int64(t.Sub(a.start)/time.Second), 0)
+}
+
+// clock is t's second, after a clock step is taken out: a t more than
+// MaxStep ahead of the clock or MaxStepBack behind moves the origin so
+// that t is now.
+func (a *Aggregator) clock(t time.Time) int64 {
+	d := t.Sub(a.start.Add(time.Duration(a.now) * time.Second))
+	if d <= MaxStep && d >= -MaxStepBack {
+		return a.second(t)
+	}
+	a.dropped.ClockSteps++
+	a.dropped.LastStep = d.Round(time.Second)
+	a.start = t.Add(-time.Duration(a.now) * time.Second)
+	a.tickedAt = t
+	return a.now
 }
 
 // SetNetns records the sysctls of the network namespaces, which decide each
@@ -142,6 +177,9 @@ func (a *Aggregator) SetNetns(all []netns.Settings) {
 	for _, s := range all {
 		present[s.Inode] = true
 		n := a.netns(s.Inode, s.Cookie)
+		if n == nil {
+			continue
+		}
 		n.setSettings(s)
 		n.gone, n.missed = false, 0
 	}
@@ -182,7 +220,8 @@ func (a *Aggregator) retire(ino uint32, n *nsState) {
 }
 
 // netns is the state of a namespace, new if cookie says that the inode
-// now names another namespace than before.
+// now names another namespace than before; nil, counted as dropped, for a
+// new one beyond Limits.Namespaces.
 func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
 	n := a.ns[ino]
 	if n != nil && cookie != 0 && n.cookie != 0 && n.cookie != cookie {
@@ -190,6 +229,10 @@ func (a *Aggregator) netns(ino uint32, cookie uint64) *nsState {
 		n = nil
 	}
 	if n == nil {
+		if len(a.ns) >= a.limits.Namespaces {
+			a.dropped.Namespaces++
+			return nil
+		}
 		n = newNS()
 		a.ns[ino] = n
 	}
@@ -294,9 +337,12 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 // Add accounts for one event.
 func (a *Aggregator) Add(e *event.Event) {
 	a.events++
-	sec := a.second(e.Time)
+	sec := a.clock(e.Time)
 	a.now = max(a.now, sec)
 	n := a.netns(e.Netns, e.NetnsCookie)
+	if n == nil {
+		return
+	}
 	// A followed socket's space is known: most events need no lookup.
 	o, followed := a.socks[e.Cookie]
 	if followed && e.Kind != event.Bind && e.NewState != event.SynSent {
@@ -558,7 +604,9 @@ func (a *Aggregator) Sync(tables []event.SocketTable) {
 	}
 	synced := map[uint32]time.Time{}
 	for _, sn := range tables {
-		synced[sn.Netns] = sn.Time
+		if a.netns(sn.Netns, 0) != nil {
+			synced[sn.Netns] = sn.Time
+		}
 	}
 	wasBound := a.resetTimeWait(synced)
 	for k, s := range a.spaces {
@@ -571,7 +619,10 @@ func (a *Aggregator) Sync(tables []event.SocketTable) {
 	}
 	present := map[uint64]bool{}
 	for _, sn := range tables {
-		n := a.netns(sn.Netns, 0)
+		n := a.ns[sn.Netns]
+		if _, ok := synced[sn.Netns]; !ok || n == nil {
+			continue
+		}
 		n.listeners = n.listeners[:0]
 		for i := range sn.Sockets {
 			a.syncSocket(sn, n, &sn.Sockets[i], present, wasBound)
@@ -645,7 +696,7 @@ func (a *Aggregator) recount(synced map[uint32]time.Time) {
 
 func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
 	if so.Listening() {
-		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: so.Comm})
+		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: event.MakeComm(so.Comm).String()})
 		return
 	}
 	if !so.TimeWait {
@@ -705,7 +756,7 @@ const tcpCloseWait = 8
 // Tick moves the aggregator's clock to t: TIME_WAIT ports due by then return,
 // occupancy is sampled, and full tables make room.
 func (a *Aggregator) Tick(t time.Time) {
-	a.now = max(a.now, a.second(t))
+	a.now = max(a.now, a.clock(t))
 	if t.After(a.tickedAt) {
 		a.tickedAt = t
 	}

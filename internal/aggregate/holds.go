@@ -96,6 +96,7 @@ func (h *holds) dropFin(x *hold) {
 // beyond limit time-wait ports in all it is not taken.
 func (h *holds) timeWait(now int64, k uint64, due int64, bound, fin bool, limit int) bool {
 	x := h.m[k]
+	due = min(due, now+TimeWaitLen+1) // TIME_WAIT lasts no longer, whatever a table says
 	if due <= now || x.twDue != 0 || *h.total >= limit {
 		if x.twDue != 0 && bound && !x.bound {
 			x.bound = true
@@ -120,25 +121,41 @@ func (h *holds) expire(now int64, fn func(k uint64)) {
 	if h.expired == 0 {
 		h.expired = now - TimeWaitLen - 1
 	}
-	for sec := h.expired + 1; sec <= now; sec++ {
-		for _, k := range h.due[sec] {
-			x := h.m[k]
-			if int64(x.twDue) != sec {
-				continue // taken over
+	if now-h.expired > int64(len(h.due)) {
+		// A leap: visit the seconds that have ports due, not every second
+		// in between.
+		for sec := range h.due {
+			if sec <= now {
+				h.expireAt(sec, fn)
 			}
-			if x.bound && fn != nil {
-				fn(k)
-			}
-			h.dropFin(&x)
-			x.twDue, x.bound = 0, false
-			h.tw--
-			h.count(-1)
-			h.released.Add(sec, 1)
-			h.set(k, x)
 		}
-		delete(h.due, sec)
+		h.expired = max(h.expired, now)
+		return
+	}
+	for sec := h.expired + 1; sec <= now; sec++ {
+		h.expireAt(sec, fn)
 	}
 	h.expired = max(h.expired, now)
+}
+
+// expireAt returns the time-wait ports due at sec.
+func (h *holds) expireAt(sec int64, fn func(k uint64)) {
+	for _, k := range h.due[sec] {
+		x := h.m[k]
+		if int64(x.twDue) != sec {
+			continue // taken over
+		}
+		if x.bound && fn != nil {
+			fn(k)
+		}
+		h.dropFin(&x)
+		x.twDue, x.bound = 0, false
+		h.tw--
+		h.count(-1)
+		h.released.Add(sec, 1)
+		h.set(k, x)
+	}
+	delete(h.due, sec)
 }
 
 // resetTimeWait forgets every time-wait port, before a socket table lists

@@ -14,7 +14,9 @@ type nsState struct {
 	goneAt   int64
 	missed   int // listings in a row that did not list it
 	cookie   uint64
-	reserved [][2]int // ip_local_reserved_ports, parsed
+	// reserved is ip_local_reserved_ports, one bit a port (8 KiB, nil
+	// when none): however a capture writes the list, a lookup is O(1).
+	reserved *[1024]uint64
 	// bound counts, per port, the sockets followed that hold it by bind()
 	// (before connect()), and their time-wait sockets: connect() skips
 	// such a port for every destination.
@@ -53,7 +55,15 @@ func newNS() *nsState {
 
 func (n *nsState) setSettings(s netns.Settings) {
 	n.settings, n.known, n.stale = s, true, false
-	n.reserved = netns.ParseRanges(s.Reserved)
+	n.reserved = nil
+	for _, r := range netns.ParseRanges(s.Reserved) {
+		if n.reserved == nil {
+			n.reserved = new([1024]uint64)
+		}
+		for p := max(r[0], 0); p <= min(r[1], 65535); p++ {
+			n.reserved[p/64] |= 1 << (p % 64)
+		}
+	}
 }
 
 // ephemeral reports whether connect() may pick port: inside
@@ -63,12 +73,7 @@ func (n *nsState) ephemeral(port uint16) bool {
 	if !n.known || p < n.settings.PortLow || p > n.settings.PortHigh {
 		return false
 	}
-	for _, r := range n.reserved {
-		if p >= r[0] && p <= r[1] {
-			return false
-		}
-	}
-	return true
+	return n.reserved == nil || n.reserved[p/64]&(1<<(p%64)) == 0
 }
 
 func (n *nsState) bind(port uint16) { n.bound[port]++ }

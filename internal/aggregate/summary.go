@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
@@ -300,8 +301,47 @@ type Summary struct {
 	Events    uint64           `json:"events"`
 	Lost      uint64           `json:"lost_events"`
 	Untracked uint64           `json:"untracked_sockets"`
+	Dropped   Dropped          `json:"dropped"`
 	Spaces    []SpaceSummary   `json:"port_spaces"`
 	Processes []ProcessSummary `json:"processes"`
+}
+
+// Dropped is what porttrace's bounds left out of the figures, and the
+// clock steps it took out (docs/reliability.md): all zero for sane input.
+type Dropped struct {
+	// Namespaces counts events and socket tables of namespaces beyond
+	// Limits.Namespaces.
+	Namespaces uint64 `json:"namespaces"`
+	// Cgroups counts cgroups a capture named beyond the report's bound.
+	Cgroups uint64 `json:"cgroups"`
+	// Sockets counts sockets of a capture's socket tables beyond the
+	// reader's bound on a round.
+	Sockets uint64 `json:"sockets"`
+	// ClockSteps counts times more than MaxStep away from the clock,
+	// either way; LastStep is the last one's size.
+	ClockSteps uint64        `json:"clock_steps"`
+	LastStep   time.Duration `json:"last_clock_step_ns"`
+	// Rows counts a report's rows beyond its bounds: timeline steps,
+	// spaces kept after their namespace ended, peaks.
+	Rows uint64 `json:"report_rows"`
+}
+
+// String says what was dropped in one line; "" for nothing.
+func (d Dropped) String() string {
+	var parts []string
+	for _, c := range []struct {
+		n    uint64
+		what string
+	}{{d.Namespaces, "events or socket tables of namespaces beyond the bound"}, {d.Cgroups, "cgroups beyond the bound"},
+		{d.Sockets, "sockets of socket tables beyond the bound"}, {d.Rows, "report rows beyond the bound"}} {
+		if c.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+		}
+	}
+	if d.ClockSteps > 0 {
+		parts = append(parts, fmt.Sprintf("%d clock steps taken out (the last %s)", d.ClockSteps, d.LastStep))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // NetnsSummary is a network namespace's settings and its ports per space.
@@ -323,7 +363,7 @@ type NetnsSummary struct {
 // Summary is what the aggregator holds as of its last Tick, port spaces by
 // urgency and processes by churn; Tick first to age it to a moment.
 func (a *Aggregator) Summary() *Summary {
-	r := &Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked,
+	r := &Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked, Dropped: a.dropped,
 		Netns: []NetnsSummary{}, Spaces: []SpaceSummary{}, Processes: []ProcessSummary{}}
 	occ := a.occ // as of the last Tick
 	tw := map[uint32]int{}

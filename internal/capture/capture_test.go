@@ -292,3 +292,20 @@ func TestRoundChunks(t *testing.T) {
 		t.Errorf("%d blocks read, want 5", r.index)
 	}
 }
+
+// TestTrailingData: bytes after the trailer (two captures concatenated)
+// are reported where they start, not ignored silently (issue 21).
+func TestTrailingData(t *testing.T) {
+	one := write(t, 10, true)
+	for _, extra := range [][]byte{write(t, 10, true), {0}, []byte("garbage")} {
+		r, evs, _, err := readAll(append(bytes.Clone(one), extra...))
+		var be *BlockError
+		if !errors.As(err, &be) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "data after the trailer") ||
+			be.Offset != int64(len(one)) || len(evs) != 10 || r.Trailer == nil {
+			t.Errorf("%d bytes after the trailer: %v (%d events, trailer %v)", len(extra), err, len(evs), r.Trailer)
+		}
+	}
+	if _, _, _, err := readAll(one); err != nil {
+		t.Errorf("no trailing data: %v", err)
+	}
+}

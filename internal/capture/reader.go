@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,7 +12,10 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/sanitize"
 )
 
 // Reader reads a capture block by block.
@@ -28,7 +32,17 @@ type Reader struct {
 	lastOffset int64
 	round      *Round // a round whose chunks are still coming
 	chunks     int
+	sockets    int // in the round so far
+	// MaxRoundSockets bounds the sockets a round keeps (DefaultRoundSockets
+	// unless set); the rest of its tables' sockets are dropped, and
+	// counted in DroppedSockets.
+	MaxRoundSockets int
+	DroppedSockets  uint64
 }
+
+// DefaultRoundSockets is the sockets a round keeps by default: ~30 MiB
+// decoded. A real round has one socket per connection of the node.
+const DefaultRoundSockets = 1 << 18
 
 // NewReader checks the magic and version and reads the header.
 func NewReader(r io.Reader) (*Reader, error) {
@@ -62,8 +76,51 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err := json.Unmarshal(b, &cr.Header); err != nil {
 		return nil, &BlockError{0, int64(len(head)), fmt.Errorf("%w: header: %v", ErrCorrupt, err)}
 	}
+	h := &cr.Header
+	h.Host, h.Kernel, h.Backend = sanitize.Text(h.Host, sanitize.Name), sanitize.Text(h.Kernel, sanitize.Name), sanitize.Text(h.Backend, sanitize.Name)
+	h.Command = sanitize.Text(sanitize.Redact(h.Command), sanitize.Line)
+	cleanNetns(h.Netns)
 	return cr, nil
 }
+
+// cleanNetns and cleanChunk make the text a capture carries safe to print
+// and bounded, whatever the file says: process names cut to the kernel's
+// 15 bytes, names and paths capped, control characters escaped
+// (sanitize.Text). Nothing read from a capture reaches a terminal raw.
+func cleanNetns(all []netns.Settings) {
+	for i := range all {
+		s := &all[i]
+		s.Names = s.Names[:min(len(s.Names), maxNames)]
+		for j, n := range s.Names {
+			s.Names[j] = sanitize.Text(n, sanitize.Name)
+		}
+		s.Reserved = sanitize.Text(s.Reserved, maxReserved)
+	}
+}
+
+func cleanChunk(ch *chunk) {
+	cleanNetns(ch.Netns)
+	for id, c := range ch.Cgroups {
+		ch.Cgroups[id] = aggregate.Cgroup{Path: sanitize.Text(c.Path, sanitize.Line),
+			Container: sanitize.Text(c.Container, sanitize.Name), PodUID: sanitize.Text(c.PodUID, sanitize.Name)}
+	}
+	for i := range ch.Tables {
+		for j := range ch.Tables[i].Sockets {
+			so := &ch.Tables[i].Sockets[j]
+			if so.Comm != "" {
+				so.Comm = event.MakeComm(so.Comm).String()
+			}
+		}
+	}
+}
+
+// Bounds on a namespace's text: the names it is known by, and
+// ip_local_reserved_ports as written (every other port of 65,536 reserved
+// takes ~200 KB).
+const (
+	maxNames    = 16
+	maxReserved = 256 << 10
+)
 
 // Record is one item of a capture: an event, the start of a round's dump,
 // or a round.
@@ -107,6 +164,10 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 				return Record{}, c.errHere(fmt.Errorf("%w: trailer: %v", ErrCorrupt, err))
 			}
 			c.Trailer = &t
+			if _, err := c.r.Peek(1); err == nil {
+				return Record{}, &BlockError{Index: c.index, Offset: c.offset,
+					Err: fmt.Errorf("%w: data after the trailer (two captures concatenated?), not read", ErrCorrupt)}
+			}
 			return Record{}, io.EOF
 		default:
 			return Record{}, c.errHere(fmt.Errorf("%w: block kind %d", ErrCorrupt, kind))
@@ -125,17 +186,25 @@ func (c *Reader) chunk(b []byte) (*Round, error) {
 	if err := json.Unmarshal(b, &ch); err != nil {
 		return nil, c.errHere(fmt.Errorf("%w: socket tables: %v", ErrCorrupt, err))
 	}
+	cleanChunk(&ch)
 	n := 0
 	for _, t := range ch.Tables {
 		n += len(t.Sockets)
 	}
 	if c.round == nil {
-		c.round, c.chunks = &Round{Time: ch.Time, Netns: ch.Netns, Cgroups: ch.Cgroups}, 0
+		c.round, c.chunks, c.sockets = &Round{Time: ch.Time, Netns: ch.Netns, Cgroups: ch.Cgroups}, 0, 0
 	}
 	if c.chunks++; n > chunkSockets || c.chunks > maxRoundChunks {
 		return nil, c.errHere(fmt.Errorf("%w: a round of socket tables over %d chunks of %d sockets", ErrCorrupt, maxRoundChunks, chunkSockets))
 	}
-	c.round.Tables = append(c.round.Tables, ch.Tables...)
+	limit := cmp.Or(c.MaxRoundSockets, DefaultRoundSockets)
+	for _, t := range ch.Tables {
+		keep := min(len(t.Sockets), max(limit-c.sockets, 0))
+		c.DroppedSockets += uint64(len(t.Sockets) - keep)
+		c.sockets += keep
+		t.Sockets = t.Sockets[:keep:keep]
+		c.round.Tables = append(c.round.Tables, t)
+	}
 	if !ch.Last {
 		return nil, nil
 	}

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/porttrace/porttrace/internal/sanitize"
 )
 
 // Sockets are where containerd and CRI-O listen by default, tried in order
@@ -136,6 +138,8 @@ func (c *Cache) refresh(ctx context.Context) {
 		if n.Container == "" && ct.Metadata != nil {
 			n.Container = ct.Metadata.Name
 		}
+		// The runtime's labels are anyone's text: make them safe to print.
+		n.Pod, n.Namespace, n.Container = sanitize.Text(n.Pod, sanitize.Name), sanitize.Text(n.Namespace, sanitize.Name), sanitize.Text(n.Container, sanitize.Name)
 		names[ct.Id] = n
 	}
 	c.names = names

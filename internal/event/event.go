@@ -102,8 +102,8 @@ type Comm [16]byte
 
 // String is the name as text safe to print: any process may name itself
 // with escape sequences (prctl PR_SET_NAME), and porttrace prints names to
-// an operator's terminal as root. Control characters and invalid UTF-8
-// become '?'.
+// an operator's terminal as root. Control characters, bidi formatting
+// characters (a right-to-left override) and invalid UTF-8 become '?'.
 func (c Comm) String() string {
 	n := bytes.IndexByte(c[:], 0)
 	if n < 0 {
@@ -111,7 +111,7 @@ func (c Comm) String() string {
 	}
 	s := strings.ToValidUTF8(string(c[:n]), "?")
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029' {
 			return '?'
 		}
 		return r

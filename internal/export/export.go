@@ -9,6 +9,8 @@ package export
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +36,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/cri"
+	"github.com/porttrace/porttrace/internal/sanitize"
 )
 
 // DefaultInterval is the metric export period when neither the caller nor
@@ -211,7 +214,53 @@ func (o Options) parse() (string, *url.URL, error) {
 	if base == nil && err == nil && !endpointInEnv() {
 		base = defaultEndpoint(proto)
 	}
+	if err == nil {
+		err = checkTLS(base)
+	}
 	return proto, base, err
+}
+
+// checkTLS refuses what the SDK would only warn about, or do silently: a
+// certificate or key named in OTEL_EXPORTER_OTLP_* that cannot be read or
+// parsed (the SDK logs it and exports without), and an https endpoint with
+// OTEL_EXPORTER_OTLP_INSECURE=true (the SDK then speaks plain HTTP to it).
+// base is the endpoint given as an option, nil if the environment names it.
+func checkTLS(base *url.URL) error {
+	https := base != nil && base.Scheme == "https"
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"} {
+		if u, err := url.Parse(os.Getenv(v)); err == nil && u.Scheme == "https" {
+			https = true
+		}
+	}
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_METRICS_INSECURE", "OTEL_EXPORTER_OTLP_LOGS_INSECURE"} {
+		if insecure, _ := strconv.ParseBool(os.Getenv(v)); insecure && https {
+			return fmt.Errorf("%s=true with an https:// OTLP endpoint: porttrace does not downgrade TLS to plain HTTP; unset it, or name an http:// endpoint", v)
+		}
+	}
+	for _, sig := range []string{"", "METRICS_", "LOGS_"} {
+		ca := "OTEL_EXPORTER_OTLP_" + sig + "CERTIFICATE"
+		if path := os.Getenv(ca); path != "" {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("%s: %w", ca, err)
+			}
+			if !x509.NewCertPool().AppendCertsFromPEM(b) {
+				return fmt.Errorf("%s=%s holds no PEM certificate", ca, path)
+			}
+		}
+		cert, key := "OTEL_EXPORTER_OTLP_"+sig+"CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_"+sig+"CLIENT_KEY"
+		cp, kp := os.Getenv(cert), os.Getenv(key)
+		if cp == "" && kp == "" {
+			continue
+		}
+		if cp == "" || kp == "" {
+			return fmt.Errorf("%s and %s go together: set both, or neither", cert, key)
+		}
+		if _, err := tls.LoadX509KeyPair(cp, kp); err != nil {
+			return fmt.Errorf("%s and %s: %w", cert, key, err)
+		}
+	}
+	return nil
 }
 
 // defaultEndpoint is the OTLP specification's default: plain HTTP to
@@ -264,7 +313,7 @@ func endpoint(s string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("OTLP endpoint %q: want a URL such as http://collector:4318 (https:// for TLS)", s)
+		return nil, fmt.Errorf("OTLP endpoint %q: want a URL such as http://collector:4318 (https:// for TLS)", sanitize.Redact(s))
 	}
 	return u, nil
 }
@@ -313,7 +362,7 @@ func exporters(ctx context.Context, proto string, base *url.URL) (sdkmetric.Expo
 func describe(proto string, base *url.URL) string {
 	where := "the endpoint in OTEL_EXPORTER_OTLP_* (or the default)"
 	if base != nil {
-		where = base.String()
+		where = base.Redacted()
 	}
 	return fmt.Sprintf("OTLP %s to %s", proto, where)
 }
@@ -339,6 +388,10 @@ func (x *Exporter) Counts() Counts {
 	}
 	return c
 }
+
+// Failing says why exporting fails, nil while the last export of each
+// signal got through: readiness (Health.Ready).
+func (x *Exporter) Failing() error { return x.health.failingNow() }
 
 // Shutdown exports what is left and stops. A collector that is down is
 // given until ctx ends, half for the log records, then half for the last

@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -60,6 +61,18 @@ func (h *health) result(signal string, err error, lost int) {
 	} else {
 		h.metricFailures.Add(1)
 	}
+}
+
+// failingNow says which signals fail to export, and the last error of
+// each; nil when every export got through.
+func (h *health) failingNow() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	for signal, since := range h.failing {
+		errs = append(errs, fmt.Errorf("OTLP %s export failing for %s: %s", signal, time.Since(since).Round(time.Second), h.lastErr[signal]))
+	}
+	return errors.Join(errs...)
 }
 
 // Handle takes the SDK's own errors, which it would otherwise log on every

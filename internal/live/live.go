@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
@@ -35,6 +36,7 @@ type Monitor struct {
 	agg     *aggregate.Aggregator
 	warn    error // the last sync's trouble, shown until a sync succeeds
 	start   time.Time
+	beat    atomic.Pointer[time.Time] // the background loop's last tick
 }
 
 // Tables reads every namespace's settings and socket table; the error
@@ -118,6 +120,8 @@ func (m *Monitor) Background(ctx context.Context) {
 			m.agg.Tick(now)
 			unknown := m.agg.Unknown()
 			m.mu.Unlock()
+			t := time.Now()
+			m.beat.Store(&t)
 			// A namespace that just appeared gets its size within a
 			// second, not at the next resync.
 			if unknown {
@@ -125,6 +129,16 @@ func (m *Monitor) Background(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// Beat is when the background loop last ticked the aggregator (a second
+// apart while it runs), or when the monitor was made if it has not yet:
+// liveness for the agent.
+func (m *Monitor) Beat() time.Time {
+	if t := m.beat.Load(); t != nil {
+		return *t
+	}
+	return m.start
 }
 
 func guard(fn func() error) (err error) {

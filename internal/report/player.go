@@ -37,6 +37,7 @@ func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, err
 		return nil, err
 	}
 	h := cr.Header
+	_, cr.MaxRoundSockets = Bounds(MaxMemory)
 	p := &Player{r: cr, feed: newFeed(h), speed: speed, clock: clock, start: h.Start, last: h.Start}
 	p.read()
 	for p.have && recordTime(p.pending).IsZero() { // a marker first
@@ -69,6 +70,7 @@ func (p *Player) Frame() frame.Frame {
 	}
 	p.agg.Tick(at)
 	rep := p.agg.Summary()
+	rep.Dropped.Cgroups, rep.Dropped.Sockets = p.droppedCgroups, p.r.DroppedSockets
 	annotate(rep, p.cgroups)
 	s := frame.Frame{Summary: rep, Findings: diagnose.Diagnose(rep)}
 	if p.done != "" {

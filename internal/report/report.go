@@ -19,6 +19,31 @@ import (
 // Step is the timeline's resolution.
 const Step = 10 * time.Second
 
+// MaxMemory is the memory that building a report or replaying a capture
+// aims to stay under, whatever the capture holds: the aggregator's limits
+// and the bounds below are derived from it (Bounds), and the commands give
+// it to the Go runtime as its soft memory limit. 256 MiB by default;
+// `--max-memory` raises it.
+var MaxMemory int64 = 256 << 20
+
+// Bounds of a report beyond the aggregator's: cgroups named, timeline
+// steps, and spaces kept past their namespace's end and per-space peaks.
+// What goes beyond is counted in Summary.Dropped.
+const (
+	maxCgroups = 4096
+	maxSteps   = 1 << 16 // 7.5 days of 10 s steps with activity
+	maxKept    = 4096
+)
+
+// Bounds are the aggregator's limits and the capture reader's bound on a
+// round for a memory budget: the defaults' socket limit (1M, ~190 MiB
+// filled) is scaled to a quarter of the budget.
+func Bounds(budget int64) (aggregate.Limits, int) {
+	l := aggregate.DefaultLimits
+	l.Sockets = int(min(int64(l.Sockets), max(budget/1024, 1<<12)))
+	return l, int(min(max(budget/1024, 1<<12), 1<<21))
+}
+
 // Point is one step of the timeline.
 type Point struct {
 	Time     time.Time `json:"time"`
@@ -63,6 +88,7 @@ func Build(r io.Reader) (*Report, error) {
 		return nil, err
 	}
 	h := cr.Header
+	_, cr.MaxRoundSockets = Bounds(MaxMemory)
 	rep := &Report{Header: h}
 	b := &builder{feed: newFeed(h), rep: rep, gone: map[string]aggregate.SpaceSummary{}}
 	var ev event.Event
@@ -99,6 +125,8 @@ func Build(r io.Reader) (*Report, error) {
 	annotate(rep.Peak, b.cgroups)
 	// The advice is about the incident: the step with the most failures,
 	// or the end if nothing failed.
+	d := &rep.Final.Dropped
+	d.Cgroups, d.Sockets, d.Rows = b.droppedCgroups, cr.DroppedSockets, b.droppedRows
 	rep.Findings = diagnose.Diagnose(rep.Final)
 	if rep.Peak != nil {
 		rep.Peak.Lost = rep.Final.Lost
@@ -121,21 +149,25 @@ func lostOf(t *capture.Trailer) uint64 {
 // (occupancy sampled, TIME_WAIT expired), and the rounds' cgroups are kept
 // to name processes with.
 type feed struct {
-	agg     *aggregate.Aggregator
-	cgroups map[uint64]aggregate.Cgroup // named by the rounds so far
-	origin  time.Time                   // the aggregator's second 0
-	second  int64                       // the last second ticked
+	agg            *aggregate.Aggregator
+	cgroups        map[uint64]aggregate.Cgroup // named by the rounds so far, maxCgroups at most
+	droppedCgroups uint64
+	origin         time.Time // the aggregator's second 0
+	second         int64     // the last second ticked
 }
 
 func newFeed(h capture.Header) *feed {
-	agg := aggregate.New(h.Start, aggregate.DefaultLimits, nil)
+	limits, _ := Bounds(MaxMemory)
+	agg := aggregate.New(h.Start, limits, nil)
 	agg.SetNetns(h.Netns)
 	return &feed{agg: agg, cgroups: map[uint64]aggregate.Cgroup{}, origin: h.Start}
 }
 
 func (f *feed) apply(rec capture.Record) {
 	if t := recordTime(rec); !t.IsZero() {
-		if sec := int64(t.Sub(f.origin) / time.Second); sec > f.second {
+		// Any other second, later or (a clock step) earlier, is ticked:
+		// the aggregator takes steps out.
+		if sec := int64(t.Sub(f.origin) / time.Second); sec != f.second {
 			f.agg.Tick(t)
 			f.second = sec
 		}
@@ -147,7 +179,11 @@ func (f *feed) apply(rec capture.Record) {
 		f.agg.SetNetns(rec.Round.Netns)
 		f.agg.Sync(rec.Round.Tables)
 		for id, c := range rec.Round.Cgroups {
-			f.cgroups[id] = c
+			if _, ok := f.cgroups[id]; ok || len(f.cgroups) < maxCgroups {
+				f.cgroups[id] = c
+			} else {
+				f.droppedCgroups++
+			}
 		}
 	case rec.Event != nil:
 		f.agg.Add(rec.Event)
@@ -200,7 +236,8 @@ type builder struct {
 	peakFail uint64
 	// gone is the last step's summary of each space whose namespace had
 	// gone: the aggregator forgets it GoneFor later, the report does not.
-	gone map[string]aggregate.SpaceSummary
+	gone        map[string]aggregate.SpaceSummary
+	droppedRows uint64 // steps, gone spaces, worst moments and peaks beyond the bounds
 	// worst is each space at its worst step so far.
 	worst map[string]atStep
 }
@@ -228,7 +265,8 @@ func (b *builder) noteWorst(r *aggregate.Summary, at time.Time) {
 	}
 	for i := range r.Spaces {
 		s := &r.Spaces[i]
-		if w, ok := b.worst[s.Where()]; !ok || worse(s, &w.space) {
+		w, ok := b.worst[s.Where()]
+		if ok && worse(s, &w.space) || !ok && b.room(len(b.worst)) {
 			b.worst[s.Where()] = atStep{*s, at}
 		}
 	}
@@ -323,10 +361,10 @@ func (b *builder) closeStep() {
 		if s.Usable > 0 {
 			peak = 100 * float64(s.UsedMax60) / float64(s.Usable)
 		}
-		if pk, ok := b.rep.PeakUsed[s.Where()]; !ok || peak > pk {
+		if pk, ok := b.rep.PeakUsed[s.Where()]; ok && peak > pk || !ok && b.room(len(b.rep.PeakUsed)) {
 			b.rep.PeakUsed[s.Where()] = peak
 		}
-		if s.Gone {
+		if _, ok := b.gone[s.Where()]; s.Gone && (ok || b.room(len(b.gone))) {
 			b.gone[s.Where()] = *s
 		}
 	}
@@ -334,9 +372,23 @@ func (b *builder) closeStep() {
 	if b.cur.Failures > b.peakFail {
 		b.peakFail, b.rep.Peak = b.cur.Failures, r
 	}
-	b.rep.Timeline = append(b.rep.Timeline, b.cur)
+	if len(b.rep.Timeline) < maxSteps {
+		b.rep.Timeline = append(b.rep.Timeline, b.cur)
+	} else {
+		b.droppedRows++
+	}
 	b.cur = Point{}
 	b.next = b.next.Add(Step)
+}
+
+// room says whether a map of n rows takes one more, counting it dropped
+// if not.
+func (b *builder) room(n int) bool {
+	if n < maxKept {
+		return true
+	}
+	b.droppedRows++
+	return false
 }
 
 func (b *builder) finish(end time.Time) {

@@ -62,6 +62,9 @@ func (r *Report) summary() table {
 	} else {
 		t = append(t, []string{"ended", "without a trailer: the recording was cut off (killed, or the disk filled)"})
 	}
+	if d := r.Final.Dropped.String(); d != "" {
+		t = append(t, []string{"dropped", d})
+	}
 	if r.Damage != "" {
 		t = append(t, []string{"damage", "reading stopped at " + r.Damage + "; everything before it is reported"})
 	}

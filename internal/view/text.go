@@ -103,6 +103,9 @@ func Header(s *frame.Frame, info Info, o Options) []string {
 	if s.Untracked > 0 {
 		lines = append(lines, fmt.Sprintf("%d sockets beyond the tracking limit: occupancy is corrected at each socket table read", s.Untracked))
 	}
+	if d := s.Dropped.String(); d != "" {
+		lines = append(lines, "dropped: "+d)
+	}
 	if s.Warning != "" {
 		lines = append(lines, "warning: "+s.Warning)
 	}

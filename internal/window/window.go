@@ -103,6 +103,19 @@ const expirySlots = Span + 4
 
 // Advance expires every member due at or before now.
 func (e *Expiry) Advance(now int64) {
+	if now-e.next >= expirySlots {
+		// Every slot is due: one pass over them, not a step per second
+		// of a leap.
+		for s := e.next; s < e.next+expirySlots; s++ {
+			if n := e.buckets[s%expirySlots]; n > 0 {
+				e.size -= int(n)
+				e.Released.Add(s, n)
+				e.buckets[s%expirySlots] = 0
+			}
+		}
+		e.next = now + 1
+		return
+	}
 	for ; e.next <= now; e.next++ {
 		i := e.next % expirySlots
 		if n := e.buckets[i]; n > 0 {

@@ -1,6 +1,9 @@
 package window
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestCounter(t *testing.T) {
 	var c Counter
@@ -85,5 +88,23 @@ func TestRecentCountsTheCurrentSecond(t *testing.T) {
 	}
 	if got := c.Recent(70, 60); got != 0 {
 		t.Errorf("Recent(70, 60) = %d, want 0", got)
+	}
+}
+
+// TestExpiryLeap: a leap of the clock expires everything in one pass over
+// the slots, not a step per second (issue 21: a timestamp in 2116).
+func TestExpiryLeap(t *testing.T) {
+	var e Expiry
+	e.Add(0, 30, 5)
+	e.Add(0, 50, 2)
+	done := make(chan struct{})
+	go func() { e.Advance(1 << 62); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Advance walks every second of a leap")
+	}
+	if e.Size() != 0 || e.Released.Total != 7 {
+		t.Errorf("size %d, released %d; want 0 and 7", e.Size(), e.Released.Total)
 	}
 }
