@@ -1,0 +1,161 @@
+//go:build linux
+
+package conntrack
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	ct "github.com/ti-mo/conntrack"
+
+	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+// ReadAll reads every namespace in all; a namespace that cannot be read
+// at all is skipped and its trouble joined into the error.
+func ReadAll(all []netns.Settings) ([]nat.Table, error) {
+	var out []nat.Table
+	var errs []error
+	for _, s := range all {
+		t, err := Read(s.Path, s.Inode)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Read reads the namespace at path (a /proc/PID/ns/net or /run/netns/NAME;
+// "" for porttrace's own), whose inode is inode. What can be read is
+// returned with the rest's trouble in Table.Err; the error is for a
+// namespace that could not be entered at all.
+func Read(path string, inode uint32) (nat.Table, error) {
+	t := nat.Table{Netns: inode, Time: time.Now()}
+	fd := -1
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return t, err
+		}
+		defer f.Close()
+		fd = int(f.Fd())
+	}
+	var errs []error
+	if err := readConntrack(fd, &t); err != nil {
+		errs = append(errs, fmt.Errorf("conntrack: %w", err))
+	}
+	rules, err := readRules(fd)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("nftables: %w", err))
+	}
+	t.Rules = rules
+	addrs, err := readAddrs(path)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("addresses: %w", err))
+	}
+	t.Addrs = addrs
+	if e := errors.Join(errs...); e != nil {
+		t.Err = e.Error()
+	}
+	return t, nil
+}
+
+func readConntrack(fd int, t *nat.Table) error {
+	cfg := &netlink.Config{}
+	if fd >= 0 {
+		cfg.NetNS = fd
+	}
+	c, err := ct.Dial(cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	g, err := c.StatsGlobal()
+	if err != nil {
+		return err
+	}
+	t.Count, t.Max = int(g.Entries), int(g.MaxEntries)
+	cpus, err := c.Stats()
+	if err != nil {
+		return err
+	}
+	for _, s := range cpus {
+		t.Stats.Found += uint64(s.Found)
+		t.Stats.Invalid += uint64(s.Invalid)
+		t.Stats.Insert += uint64(s.Insert)
+		t.Stats.InsertFailed += uint64(s.InsertFailed)
+		t.Stats.Drop += uint64(s.Drop)
+		t.Stats.EarlyDrop += uint64(s.EarlyDrop)
+		t.Stats.Error += uint64(s.Error)
+		t.Stats.SearchRestart += uint64(s.SearchRestart)
+	}
+	if t.Count > MaxDump {
+		return fmt.Errorf("%d entries, more than the %d porttrace lists: NAT spaces not counted", t.Count, MaxDump)
+	}
+	if t.Count == 0 {
+		return nil
+	}
+	flows, err := c.Dump(nil)
+	if err != nil {
+		return err
+	}
+	for _, f := range flows {
+		if e, ok := entry(f); ok {
+			if len(t.Entries) >= nat.MaxEntries {
+				t.Dropped++
+				continue
+			}
+			t.Entries = append(t.Entries, e)
+		}
+	}
+	return nil
+}
+
+// entry converts a source-translated flow; other flows are not NAT's.
+func entry(f ct.Flow) (nat.Entry, bool) {
+	if !f.Status.SrcNAT() {
+		return nat.Entry{}, false
+	}
+	o, r := f.TupleOrig, f.TupleReply
+	e := nat.Entry{
+		Proto:  o.Proto.Protocol,
+		Src:    netip.AddrPortFrom(o.IP.SourceAddress.Unmap(), o.Proto.SourcePort),
+		Dst:    netip.AddrPortFrom(o.IP.DestinationAddress.Unmap(), o.Proto.DestinationPort),
+		NATSrc: netip.AddrPortFrom(r.IP.DestinationAddress.Unmap(), r.Proto.DestinationPort),
+	}
+	if f.ProtoInfo.TCP != nil && int(f.ProtoInfo.TCP.State) < len(nat.TCPStates) {
+		e.State = nat.TCPStates[f.ProtoInfo.TCP.State]
+	}
+	return e, true
+}
+
+// readAddrs lists the addresses of the namespace's interfaces.
+func readAddrs(path string) ([]netip.Addr, error) {
+	var list []net.Addr
+	var err error
+	read := func() { list, err = net.InterfaceAddrs() }
+	if path == "" {
+		read()
+	} else if e := netns.Within(path, read); e != nil {
+		return nil, e
+	}
+	var out []netip.Addr
+	for _, a := range list {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, err
+}
