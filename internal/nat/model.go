@@ -30,6 +30,9 @@ type Space struct {
 	// ports inside the rule's range count, so Used never exceeds Ports.
 	Ports int `json:"ports"`
 	Used  int `json:"used"`
+	// PortMin..PortMax is the range the rule names; 0 when it names none.
+	PortMin uint16 `json:"port_min,omitempty"`
+	PortMax uint16 `json:"port_max,omitempty"`
 	// ByState counts the entries that hold a port by conntrack state;
 	// Lingering those in TIME_WAIT or CLOSE, which hold none.
 	ByState   map[string]int `json:"by_state"`
@@ -200,6 +203,7 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 			a.s.Ports = DefaultPorts(e.Src.Port())
 			if a.rule != nil {
 				a.s.Rule, a.s.Ports, a.s.Addrs, a.s.FullyRandom = a.rule.String(), a.rule.Ports(e.Src.Port()), a.rule.Addrs(), a.rule.FullyRandom
+				a.s.PortMin, a.s.PortMax = a.rule.PortMin, a.rule.PortMax
 			}
 			spaces[k] = a
 			order = append(order, k)
