@@ -180,6 +180,9 @@ func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, err
 	if err != nil {
 		return nil, err
 	}
+	if err := x.ExportNAT(mon.NATSummary); err != nil {
+		return nil, err
+	}
 	mon.Observe(x.Observe)
 	fmt.Fprintf(w, "porttrace: exporting %s\n", x)
 	return x, nil

@@ -108,3 +108,63 @@ func TestTopNAT(t *testing.T) {
 		t.Errorf("the pods' own spaces count %d failures toward %s (the clients saw %d); the NAT finding says %q", podFailures, dst, failed, situation)
 	}
 }
+
+// TestAgentNATMetrics: the agent's /metrics carries the node's NAT space
+// (ports held and usable) and its conntrack counters as conntrack -L and
+// -S count them.
+func TestAgentNATMetrics(t *testing.T) {
+	testnet.RequireRoot(t)
+	nn := testnet.NewNAT(t, 2)
+	nn.Node.Exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", testnet.UpLink, "-p", "tcp", "-j", "MASQUERADE", "--to-ports", "41000-41009")
+	dst := nn.Upstream.Serve(t, "10.78.0.2:8080", func(c net.Conn) { io.Copy(io.Discard, c) })
+	agent := startAgent(t, nil, "--metrics-addr", "127.0.0.1:0")
+	addr := agent.metricsAddr(t)
+	outcomes := nn.Connect(t, dst, 8, 2500*time.Millisecond)
+	ok, failed := 0, 0
+	for _, o := range outcomes {
+		if o.Err != nil {
+			failed++
+		} else {
+			ok++
+		}
+	}
+	s := nn.Node.ConntrackS(t)
+	held := 0
+	for _, e := range nn.Node.ConntrackL(t) {
+		if e.Dst == dst && e.ReplyDst.Addr() == nn.NodeAddr && e.State != "TIME_WAIT" && e.State != "CLOSE" {
+			held++
+		}
+	}
+	t.Logf("%d connected, %d failed; conntrack -L %d held; conntrack -S insert_failed %d drop %d", ok, failed, held, s["insert_failed"], s["drop"])
+	if ok != 10 || held != 10 {
+		t.Fatalf("the situation did not happen")
+	}
+	ns := fmt.Sprintf(`porttrace_netns="%d"`, nn.Node.Inode)
+	want := map[string]float64{
+		"porttrace_nat_ports_used":                float64(held),
+		"porttrace_nat_ports_usable":              10,
+		"porttrace_conntrack_insert_failed_total": float64(s["insert_failed"]),
+		"porttrace_conntrack_drop_total":          float64(s["drop"]),
+		"porttrace_conntrack_entries":             float64(s["count"]),
+	}
+	var got map[string]float64
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		got = map[string]float64{}
+		for _, line := range strings.Split(get(t, "http://"+addr+"/metrics", 200), "\n") {
+			name, rest, _ := strings.Cut(line, "{")
+			if _, ok := want[name]; ok && strings.Contains(rest, ns) {
+				var v float64
+				fmt.Sscan(rest[strings.LastIndexByte(rest, ' ')+1:], &v)
+				got[name] = v
+			}
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+	}
+	t.Logf("/metrics: %v", got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("/metrics %v, conntrack says %v", got, want)
+	}
+	agent.stop(t)
+}

@@ -95,3 +95,8 @@ func (m *Monitor) natSummary(r *aggregate.Summary) *nat.Summary {
 	}
 	return out
 }
+
+// NATSummary is the last NAT summary with namespaces named by their
+// names (nil when NAT is not tracked): for the exporter, which reads it
+// from its own goroutine.
+func (m *Monitor) NATSummary() *nat.Summary { return m.natSummary(&aggregate.Summary{}) }
