@@ -59,3 +59,26 @@ func natNetns(ino uint32, names []string) string {
 	}
 	return fmt.Sprint(ino)
 }
+
+// natRows are the live view's NAT rows under the port spaces: each NAT
+// space on a line of its own (marked NAT, full ones in the alert style),
+// filtered like the table, cut to the terminal.
+func (m Model) natRows() []string {
+	if m.frame.NAT == nil {
+		return nil
+	}
+	var out []string
+	for i := range m.frame.NAT.Spaces {
+		sp := &m.frame.NAT.Spaces[i]
+		line := natRow(sp)
+		if !matches(line, m.opts.Filter) {
+			continue
+		}
+		if sp.Full() {
+			out = append(out, alertStyle.Render(m.fit(line)))
+		} else {
+			out = append(out, m.fit(line))
+		}
+	}
+	return out
+}
