@@ -139,8 +139,9 @@ func entry(f ct.Flow) (nat.Entry, bool) {
 	return e, true
 }
 
-// readAddrs lists the addresses of the namespace's interfaces.
-func readAddrs(path string) ([]netip.Addr, error) {
+// readAddrs lists the addresses of the namespace's interfaces with their
+// prefix lengths.
+func readAddrs(path string) ([]netip.Prefix, error) {
 	var list []net.Addr
 	var err error
 	read := func() { list, err = net.InterfaceAddrs() }
@@ -149,11 +150,19 @@ func readAddrs(path string) ([]netip.Addr, error) {
 	} else if e := netns.Within(path, read); e != nil {
 		return nil, e
 	}
-	var out []netip.Addr
+	var out []netip.Prefix
 	for _, a := range list {
 		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				out = append(out, ip.Unmap())
+			ip, ok := netip.AddrFromSlice(n.IP)
+			ones, bits := n.Mask.Size()
+			if ok {
+				if ip.Is4In6() {
+					ip = ip.Unmap()
+					if bits == 128 {
+						ones -= 96
+					}
+				}
+				out = append(out, netip.PrefixFrom(ip, ones))
 			}
 		}
 	}

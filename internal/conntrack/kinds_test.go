@@ -123,7 +123,7 @@ func TestNATChurnTakesOverTimeWait(t *testing.T) {
 func TestNATExemptDestination(t *testing.T) {
 	testnet.RequireRoot(t)
 	nn := testnet.NewNAT(t, 2)
-	nn.Upstream.Exec(t, "ip", "route", "add", "10.77.0.0/16", "via", "10.78.0.1") // the exempt destination routes back to the pods
+	nn.Upstream.Exec(t, "ip", "route", "add", nn.PodNet.String(), "via", "10.78.0.1") // the exempt destination routes back to the pods
 	nn.Node.Exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-d", "10.78.0.3/32", "-j", "RETURN")
 	nn.Node.Exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", testnet.UpLink, "-p", "tcp", "-j", "MASQUERADE", "--to-ports", "41000-41019")
 	natted := nn.Upstream.Serve(t, "10.78.0.2:8080", holdOpen)

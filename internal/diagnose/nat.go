@@ -3,6 +3,7 @@ package diagnose
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/dustin/go-humanize"
@@ -30,13 +31,17 @@ func NAT(n *nat.Summary, host *aggregate.Summary) []Finding {
 		return out
 	}
 	explained := map[uint32]bool{}
+	nets := map[uint32][]netip.Prefix{}
+	for _, c := range n.Tables {
+		nets[c.Netns] = c.Nets
+	}
 	for i := range n.Spaces {
 		s := &n.Spaces[i]
 		if !natUnderPressure(s) {
 			continue
 		}
 		explained[s.Netns] = explained[s.Netns] || s.Full()
-		situation := natSituation(s, host)
+		situation := natSituation(s, host, nets[s.Netns])
 		for _, rule := range natRules {
 			if f, ok := rule(s); ok {
 				f.Space, f.Situation = natWhere(s), situation
@@ -66,7 +71,7 @@ func natWhere(s *nat.Space) string {
 
 // natSituation: the space's fill, its rule, its failures, its clients and
 // what they saw.
-func natSituation(s *nat.Space, host *aggregate.Summary) string {
+func natSituation(s *nat.Space, host *aggregate.Summary, nets []netip.Prefix) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d of %d NAT ports held", s.Used, s.Ports)
 	if s.Rule != "" {
@@ -84,7 +89,7 @@ func natSituation(s *nat.Space, host *aggregate.Summary) string {
 	if len(cl) > 0 {
 		fmt.Fprintf(&b, "; held by %s", strings.Join(cl, ", "))
 	}
-	if f := clientFailures(s, host); f != "" {
+	if f := clientFailures(s, host, nets); f != "" {
 		fmt.Fprintf(&b, "; the clients' %s toward %s are this NAT space refusing them", f, s.Dst)
 	}
 	return b.String()
@@ -112,8 +117,11 @@ func clientName(c nat.Client) string {
 // clientFailures sums, over the clients' own port spaces toward the NAT
 // space's destination, the failures of the last minute by errno: a flow
 // the NAT dropped times out or is abandoned in the pod, with no errno
-// that names the NAT.
-func clientFailures(s *nat.Space, host *aggregate.Summary) string {
+// that names the NAT. A client is a namespace with flows in the space, or
+// one whose source address is on a network the translating namespace is
+// attached to (nets): a pod that got no NAT port at all is the one that
+// fails.
+func clientFailures(s *nat.Space, host *aggregate.Summary, nets []netip.Prefix) string {
 	if host == nil {
 		return ""
 	}
@@ -123,11 +131,17 @@ func clientFailures(s *nat.Space, host *aggregate.Summary) string {
 			clients[c.Netns] = true
 		}
 	}
+	behind := func(hs *aggregate.SpaceSummary) bool {
+		if hs.Netns == s.Netns || hs.Key.Src == s.Addr {
+			return false
+		}
+		return clients[hs.Netns] || slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Contains(hs.Key.Src) })
+	}
 	byErrno := map[string]uint64{}
 	var order []string
 	for i := range host.Spaces {
 		hs := &host.Spaces[i]
-		if !clients[hs.Netns] || hs.Key.Dst != s.Dst {
+		if hs.Key.Dst != s.Dst || !behind(hs) {
 			continue
 		}
 		for _, f := range hs.Failures {
@@ -175,7 +189,7 @@ func natAddresses(s *nat.Space) (Finding, bool) {
 		return Finding{}, false
 	}
 	top := s.Clients[0]
-	fix := fmt.Sprintf("give the rule more source addresses (SNAT --to-source A1-A2, nft snat to A1-A2): each address is a space of %d ports toward %s, and nf_nat puts each client on one of them by a hash of its and the destination's address, so %d addresses take about %d clients each; a single client (the top one, %s, holds %d) gains nothing",
+	fix := fmt.Sprintf("give the rule more source addresses (SNAT --to-source A1-A2, nft snat to A1-A2): each address is a space of %d ports toward %s, and nf_nat puts each client on one of them by a hash of its and the destination's address, so %d addresses take about %d of them each; a single client (the top one, %s, holds %d) gains nothing",
 		s.Ports, s.Dst, 2*s.Addrs, (len(s.Clients)+2*s.Addrs-1)/(2*s.Addrs), top.Addr, top.Used)
 	return Finding{
 		Rule:     "nat-more-addresses",

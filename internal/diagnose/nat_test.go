@@ -34,15 +34,20 @@ func TestNATExhausted(t *testing.T) {
 	host := &aggregate.Summary{Spaces: []aggregate.SpaceSummary{
 		{Key: aggregate.SpaceKey{Netns: 100, Dst: s.Dst}, Netns: 100, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 4}}},
 		{Key: aggregate.SpaceKey{Netns: 101, Dst: s.Dst}, Netns: 101, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 3}}},
-		{Key: aggregate.SpaceKey{Netns: 555, Dst: s.Dst}, Netns: 555, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 50}}}, // not a client
+		// A pod on the node's network that got no NAT port at all.
+		{Key: aggregate.SpaceKey{Netns: 102, Src: netip.MustParseAddr("10.77.9.2"), Dst: s.Dst}, Netns: 102, Failures: []aggregate.Failure{{Errno: "ETIMEDOUT", Last: 5}}},
+		// Not behind the NAT: another network, or the node itself.
+		{Key: aggregate.SpaceKey{Netns: 555, Src: netip.MustParseAddr("192.168.1.5"), Dst: s.Dst}, Netns: 555, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 50}}},
+		{Key: aggregate.SpaceKey{Netns: 7, Src: netip.MustParseAddr("10.77.9.1"), Dst: s.Dst}, Netns: 7, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 60}}},
 	}}
-	fs := NAT(&nat.Summary{Spaces: []nat.Space{s}}, host)
+	node := nat.Conntrack{Netns: 7, Nets: []netip.Prefix{netip.MustParsePrefix("10.77.9.0/24"), netip.MustParsePrefix("10.78.0.0/24")}}
+	fs := NAT(&nat.Summary{Spaces: []nat.Space{s}, Tables: []nat.Conntrack{node}}, host)
 	got := strings.Join(rulesOf(fs), " ")
 	if got != "nat-reuse-connections nat-more-addresses nat-exempt-destination nat-wider-range" {
 		t.Fatalf("rules %q", got)
 	}
 	sit := fs[0].Situation
-	for _, want := range []string{"20 of 20 NAT ports held", "insert_failed +30", "10.77.1.2 (netns 100) 10 (50%)", "7 ECANCELED", "masquerade to :41000-41019"} {
+	for _, want := range []string{"20 of 20 NAT ports held", "insert_failed +30", "10.77.1.2 (netns 100) 10 (50%)", "failed connects in the last minute (7 ECANCELED, 5 ETIMEDOUT)", "masquerade to :41000-41019"} {
 		if !strings.Contains(sit, want) {
 			t.Errorf("situation %q lacks %q", sit, want)
 		}

@@ -84,7 +84,11 @@ type Conntrack struct {
 	Rise    Stats   `json:"rise"`
 	Seconds float64 `json:"seconds"`
 	Rules   []Rule  `json:"rules,omitempty"`
-	Err     string  `json:"error,omitempty"`
+	// Nets are the networks the namespace is attached to (its
+	// addresses' prefixes): a client on one of them that reaches a NAT
+	// space's destination goes through the NAT.
+	Nets []netip.Prefix `json:"nets,omitempty"`
+	Err  string         `json:"error,omitempty"`
 }
 
 // TableFull says whether the table is at its limit, or its limit evicted
@@ -161,6 +165,11 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 			continue
 		}
 		c := Conntrack{Netns: ns, Count: t.Count, Max: t.Max, Stats: t.Stats, Rules: t.Rules, Err: t.Err}
+		for _, p := range t.Addrs {
+			if !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
+				c.Nets = append(c.Nets, p.Masked())
+			}
+		}
 		if h := tr.hist[ns]; len(h) > 1 {
 			c.Rise = h[len(h)-1].s.Sub(h[0].s)
 			c.Seconds = h[len(h)-1].t.Sub(h[0].t).Seconds()
@@ -291,7 +300,8 @@ func addrOwners(tables map[uint32]Table) map[netip.Addr]uint32 {
 	out := map[netip.Addr]uint32{}
 	shared := map[netip.Addr]bool{}
 	for ns, t := range tables {
-		for _, a := range t.Addrs {
+		for _, p := range t.Addrs {
+			a := p.Addr()
 			if a.IsLoopback() || a.IsLinkLocalUnicast() {
 				continue
 			}

@@ -108,9 +108,9 @@ func TestSpacePerAddress(t *testing.T) {
 // address (not a shared one) and to the socket's owner.
 func TestTrackerRiseAndClients(t *testing.T) {
 	tr := NewTracker(time.Minute)
-	pod := Table{Netns: 11, Addrs: []netip.Addr{netip.MustParseAddr("10.77.1.2"), netip.MustParseAddr("127.0.0.1")}}
-	twin1 := Table{Netns: 12, Addrs: []netip.Addr{netip.MustParseAddr("10.77.2.2")}}
-	twin2 := Table{Netns: 13, Addrs: []netip.Addr{netip.MustParseAddr("10.77.2.2")}}
+	pod := Table{Netns: 11, Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.1.2/24"), netip.MustParsePrefix("127.0.0.1/8")}}
+	twin1 := Table{Netns: 12, Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.2.2/24")}}
+	twin2 := Table{Netns: 13, Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.2.2/24")}}
 	n0 := table(7, 0, []Rule{masq})
 	n0.Stats = Stats{InsertFailed: 100, Drop: 100}
 	tr.Add([]Table{n0, pod, twin1, twin2})

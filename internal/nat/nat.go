@@ -78,9 +78,11 @@ type Table struct {
 	// Dropped counts those past the bound.
 	Entries []Entry `json:"entries,omitempty"`
 	Dropped int     `json:"dropped,omitempty"`
-	// Addrs are the addresses of the namespace's interfaces: how a
-	// client address is traced to the namespace (the pod) it came from.
-	Addrs []netip.Addr `json:"addrs,omitempty"`
+	// Addrs are the addresses of the namespace's interfaces with their
+	// prefix lengths (10.77.1.1/24): how a client address is traced to
+	// the namespace (the pod) it came from, and which networks a
+	// translating namespace serves.
+	Addrs []netip.Prefix `json:"addrs,omitempty"`
 	// Err says what could not be read (the rules, the entries).
 	Err string `json:"error,omitempty"`
 }

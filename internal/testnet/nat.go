@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -13,8 +14,9 @@ import (
 )
 
 // NATNet is a node that routes pods to an upstream: every one a network
-// namespace of its own, joined by veth pairs. Pod i is 10.77.i.2 behind
-// the node's 10.77.i.1; the node is 10.78.0.1 toward the upstream at
+// namespace of its own, joined by veth pairs. Pod i is 10.P.i.2 behind
+// the node's 10.P.i.1, P drawn at random so that the pods of tests that
+// run at once have addresses of their own (PodNet is 10.P.0.0/16); the node is 10.78.0.1 toward the upstream at
 // 10.78.0.2 (and 10.78.0.3, a second upstream address), on the node's
 // interface UpLink. No route leads back to the pods from the upstream:
 // only translated traffic gets answers, as on a node whose pod network
@@ -23,6 +25,7 @@ import (
 type NATNet struct {
 	Pods     []*Netns
 	PodAddrs []netip.Addr
+	PodNet   netip.Prefix
 	Node     *Netns
 	Upstream *Netns
 	NodeAddr netip.Addr
@@ -41,20 +44,22 @@ func NewNAT(t testing.TB, pods int) *NATNet {
 	nn := &NATNet{Node: New(t, 32768, 60999), Upstream: New(t, 32768, 60999), NodeAddr: netip.MustParseAddr("10.78.0.1")}
 	nn.UpAddrs = []netip.Addr{netip.MustParseAddr("10.78.0.2"), netip.MustParseAddr("10.78.0.3")}
 	tag := fmt.Sprint(nn.Node.Inode % 100000)
+	p := 16 + rand.IntN(200) // 10.16-215: clear of 10.78.0.0/24
+	nn.PodNet = netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/16", p))
 	link(t, nn.Node, UpLink, nn.Upstream, "eth0", "up"+tag)
 	nn.Node.Exec(t, "ip", "addr", "add", "10.78.0.1/24", "dev", UpLink)
 	nn.Upstream.Exec(t, "ip", "addr", "add", "10.78.0.2/24", "dev", "eth0")
 	nn.Upstream.Exec(t, "ip", "addr", "add", "10.78.0.3/24", "dev", "eth0")
 	nn.Node.Sysctl(t, "net/ipv4/ip_forward", "1")
 	for i := 1; i <= pods; i++ {
-		p := New(t, 32768, 60999)
+		pod := New(t, 32768, 60999)
 		dev := fmt.Sprintf("pod%d", i)
-		link(t, nn.Node, dev, p, "eth0", fmt.Sprintf("p%d-%s", i, tag))
-		nn.Node.Exec(t, "ip", "addr", "add", fmt.Sprintf("10.77.%d.1/24", i), "dev", dev)
-		p.Exec(t, "ip", "addr", "add", fmt.Sprintf("10.77.%d.2/24", i), "dev", "eth0")
-		p.Exec(t, "ip", "route", "add", "default", "via", fmt.Sprintf("10.77.%d.1", i))
-		nn.Pods = append(nn.Pods, p)
-		nn.PodAddrs = append(nn.PodAddrs, netip.MustParseAddr(fmt.Sprintf("10.77.%d.2", i)))
+		link(t, nn.Node, dev, pod, "eth0", fmt.Sprintf("p%d-%s", i, tag))
+		nn.Node.Exec(t, "ip", "addr", "add", fmt.Sprintf("10.%d.%d.1/24", p, i), "dev", dev)
+		pod.Exec(t, "ip", "addr", "add", fmt.Sprintf("10.%d.%d.2/24", p, i), "dev", "eth0")
+		pod.Exec(t, "ip", "route", "add", "default", "via", fmt.Sprintf("10.%d.%d.1", p, i))
+		nn.Pods = append(nn.Pods, pod)
+		nn.PodAddrs = append(nn.PodAddrs, netip.MustParseAddr(fmt.Sprintf("10.%d.%d.2", p, i)))
 	}
 	return nn
 }
