@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/porttrace/porttrace/internal/conntrack"
 	"github.com/porttrace/porttrace/internal/netns"
@@ -16,10 +18,17 @@ func doctorNAT(w io.Writer) {
 		fmt.Fprintf(w, "source NAT: %v\n", err)
 		return
 	}
-	tables, err := conntrack.ReadAll(all)
 	fmt.Fprintln(w, "source NAT (conntrack over ctnetlink, rules over nftables: iptables-nft's too)")
 	quiet := 0
-	for _, t := range tables {
+	var errs []error
+	for _, s := range all {
+		t, err := conntrack.Read(s.Path, s.Inode)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if !t.Translates() && t.Err == "" {
 			quiet++
 			continue
@@ -34,7 +43,7 @@ func doctorNAT(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "  %d other namespaces translate nothing\n", quiet)
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(w, "  not read: %v\n", err)
 	}
 }

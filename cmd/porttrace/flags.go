@@ -131,7 +131,7 @@ func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, 
 		t.Close()
 		return nil, nil, err
 	}
-	mon.TrackNAT(conntrack.ReadAll) // trouble shows in the header
+	mon.TrackNAT(conntrack.ReadAll)
 	return t, mon, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -17,29 +18,50 @@ import (
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
-// ReadAll reads every namespace in all; a namespace that cannot be read
-// at all is skipped and its trouble joined into the error.
+// ReadAll reads every namespace in all as the live view needs them: each
+// one's conntrack counters and translated entries; the NAT rules of those
+// whose table has entries (with none there is no NAT space); and, only
+// when some namespace has translated entries, every namespace's
+// addresses, which trace the clients. A namespace that cannot be read at
+// all is skipped and its trouble joined into the error.
 func ReadAll(all []netns.Settings) ([]nat.Table, error) {
 	var out []nat.Table
+	var paths []string
 	var errs []error
+	translated := false
 	for _, s := range all {
-		t, err := Read(s.Path, s.Inode)
+		t, err := readNetns(s.Path, s.Inode, false)
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 			continue
 		}
-		out = append(out, t)
+		translated = translated || len(t.Entries) > 0
+		out, paths = append(out, t), append(paths, s.Path)
+	}
+	if translated {
+		for i := range out {
+			addAddrs(paths[i], &out[i])
+		}
 	}
 	return out, errors.Join(errs...)
 }
 
 // Read reads the namespace at path (a /proc/PID/ns/net or /run/netns/NAME;
-// "" for porttrace's own), whose inode is inode. What can be read is
-// returned with the rest's trouble in Table.Err; the error is for a
-// namespace that could not be entered at all.
+// "" for porttrace's own), whose inode is inode, in full: conntrack, NAT
+// rules and addresses. What can be read is returned with the rest's
+// trouble in Table.Err; the error is for a namespace that could not be
+// entered at all.
 func Read(path string, inode uint32) (nat.Table, error) {
+	t, err := readNetns(path, inode, true)
+	if err == nil {
+		addAddrs(path, &t)
+	}
+	return t, err
+}
+
+func readNetns(path string, inode uint32, rules bool) (nat.Table, error) {
 	t := nat.Table{Netns: inode, Time: time.Now()}
 	fd := -1
 	if path != "" {
@@ -54,20 +76,27 @@ func Read(path string, inode uint32) (nat.Table, error) {
 	if err := readConntrack(fd, &t); err != nil {
 		errs = append(errs, fmt.Errorf("conntrack: %w", err))
 	}
-	rules, err := readRules(fd)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("nftables: %w", err))
+	if rules || t.Count > 0 {
+		r, err := readRules(fd)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("nftables: %w", err))
+		}
+		t.Rules = r
 	}
-	t.Rules = rules
-	addrs, err := readAddrs(path)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("addresses: %w", err))
-	}
-	t.Addrs = addrs
 	if e := errors.Join(errs...); e != nil {
 		t.Err = e.Error()
 	}
 	return t, nil
+}
+
+// addAddrs adds the namespace's addresses to t, or their trouble to its
+// Err.
+func addAddrs(path string, t *nat.Table) {
+	addrs, err := readAddrs(path)
+	t.Addrs = addrs
+	if err != nil {
+		t.Err = strings.TrimPrefix(t.Err+"; ", "; ") + "addresses: " + err.Error()
+	}
 }
 
 func readConntrack(fd int, t *nat.Table) error {

@@ -20,28 +20,35 @@ type NATTables func([]netns.Settings) ([]nat.Table, error)
 const NATWindow = time.Minute
 
 type natState struct {
-	read  NATTables
-	mu    sync.Mutex
-	tr    *nat.Tracker
-	last  *nat.Summary
-	names map[uint32][]string
+	read   NATTables
+	rounds sync.Mutex // one round at a time, in order
+	mu     sync.Mutex // guards last and names
+	tr     *nat.Tracker
+	last   *nat.Summary
+	names  map[uint32][]string
 }
 
-// TrackNAT makes the monitor read the NAT spaces on every resync, the
-// first time now; call it before Run.
-func (m *Monitor) TrackNAT(read NATTables) error {
+// TrackNAT makes the monitor read the NAT spaces on every resync, and
+// once now, in the background so that a machine with many namespaces does
+// not wait for it to start; call it before Run.
+func (m *Monitor) TrackNAT(read NATTables) {
 	m.nat = &natState{read: read, tr: nat.NewTracker(NATWindow)}
-	_, err := m.sync()
-	return err
+	go func() {
+		if all, err := netns.All(); err == nil {
+			m.syncNAT(all, nil)
+		}
+	}()
 }
 
 // syncNAT reads a round of conntrack tables and computes the NAT spaces,
 // their clients traced through the socket tables just read.
 func (m *Monitor) syncNAT(all []netns.Settings, sockets []event.SocketTable) error {
 	n := m.nat
-	if n == nil {
-		return nil
+	if n == nil || len(all) == 0 {
+		return nil // no namespace list this time (its trouble is the sync's): not a round
 	}
+	n.rounds.Lock()
+	defer n.rounds.Unlock()
 	round, err := n.read(all)
 	names := map[uint32][]string{}
 	for _, s := range all {
