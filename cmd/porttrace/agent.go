@@ -130,6 +130,9 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 	if err != nil {
 		return err
 	}
+	if err := x.ExportNAT(mon.NATSummary); err != nil {
+		return err
+	}
 	mon.Observe(x.Observe)
 	fmt.Fprintf(stderr, "porttrace: exporting %s\n", x)
 	var exports func() error

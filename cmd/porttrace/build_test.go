@@ -10,12 +10,12 @@ import (
 )
 
 // kernelSide are the packages that may link netlink and BPF: the tracer,
-// the socket table reader, and test tools. netns and cgroup are kernel
+// the socket table reader, the conntrack and nftables reader, and test tools. netns and cgroup are kernel
 // readers too, but their Linux-only parts are in _linux.go files: their
 // plain types (netns.Settings, cgroup.Workload) and parsers are the
 // core's. live is given its socket tables (sockdiag.ReadAll) by the
 // command.
-var kernelSide = []string{"tracer", "internal/sockdiag", "internal/churn", "internal/testnet", "internal/vmtest"}
+var kernelSide = []string{"tracer", "internal/sockdiag", "internal/conntrack", "internal/churn", "internal/testnet", "internal/vmtest"}
 
 // TestCoreKnowsNoKernel: every other package builds without netlink and
 // BPF, so that captures can be read anywhere and the core tested alone.
@@ -33,7 +33,7 @@ func TestCoreKnowsNoKernel(t *testing.T) {
 		}
 		checked++
 		for _, d := range strings.Fields(deps) {
-			if strings.HasPrefix(d, "github.com/vishvananda/netlink") || strings.HasPrefix(d, "github.com/cilium/ebpf") || kernel(strings.TrimPrefix(d, "github.com/porttrace/porttrace/")) {
+			if strings.HasPrefix(d, "github.com/vishvananda/netlink") || strings.HasPrefix(d, "github.com/mdlayher/netlink") || strings.HasPrefix(d, "github.com/cilium/ebpf") || kernel(strings.TrimPrefix(d, "github.com/porttrace/porttrace/")) {
 				t.Errorf("%s depends on %s", rel, d)
 			}
 		}

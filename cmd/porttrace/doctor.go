@@ -52,6 +52,7 @@ func runDoctor(w, stderr io.Writer) error {
 	}
 	working := doctorBackends(w)
 	doctorNetns(w)
+	doctorNAT(w)
 	if working == "" {
 		return errors.New("no backend attaches on this kernel: see the reasons above")
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/conntrack"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/sanitize"
@@ -130,6 +131,7 @@ func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, 
 		t.Close()
 		return nil, nil, err
 	}
+	mon.TrackNAT(conntrack.ReadAll)
 	return t, mon, nil
 }
 
@@ -176,6 +178,9 @@ func (f *otlpFlags) check() error {
 func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, error) {
 	x, err := export.New(context.Background(), f.options(w), mon.Summary)
 	if err != nil {
+		return nil, err
+	}
+	if err := x.ExportNAT(mon.NATSummary); err != nil {
 		return nil, err
 	}
 	mon.Observe(x.Observe)

@@ -6,6 +6,7 @@ package frame
 import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/nat"
 )
 
 // Frame is a summary, its findings, and the trouble of the moment (a socket
@@ -14,4 +15,7 @@ type Frame struct {
 	*aggregate.Summary
 	Findings []diagnose.Finding `json:"diagnosis"`
 	Warning  string             `json:"warning,omitempty"`
+	// NAT is the source NAT port spaces and conntrack tables (nil when
+	// they are not read).
+	NAT *nat.Summary `json:"nat,omitempty"`
 }

@@ -37,6 +37,8 @@ type Monitor struct {
 	warn    error // the last sync's trouble, shown until a sync succeeds
 	start   time.Time
 	beat    atomic.Pointer[time.Time] // the background loop's last tick
+
+	nat *natState // nil unless TrackNAT
 }
 
 // Tables reads every namespace's settings and socket table; the error
@@ -161,7 +163,7 @@ func (m *Monitor) sync() (int, error) {
 	m.agg.SetNetns(all)
 	m.agg.Sync(tables)
 	m.mu.Unlock()
-	return len(tables), m.setWarn(err)
+	return len(tables), m.setWarn(errors.Join(err, m.syncNAT(all, tables)))
 }
 
 // labelByPod sets the pod of each namespace whose port spaces' processes
@@ -248,7 +250,8 @@ func (m *Monitor) setWarn(err error) error {
 // made outside the lock.
 func (m *Monitor) Frame() frame.Frame {
 	r := m.Summary()
-	s := frame.Frame{Summary: r, Findings: diagnose.Diagnose(r)}
+	s := frame.Frame{Summary: r, Findings: diagnose.Diagnose(r), NAT: m.natSummary(r)}
+	s.Findings = append(s.Findings, diagnose.NAT(s.NAT, r)...)
 	m.mu.Lock()
 	if m.warn != nil {
 		s.Warning = m.warn.Error()

@@ -222,6 +222,9 @@ func Text(s *frame.Frame, info Info, o Options) string {
 	for _, l := range Spaces(s, o) {
 		b.WriteString(l + "\n")
 	}
+	if nat := NAT(s); nat != nil {
+		b.WriteString("\n" + strings.Join(nat, "\n") + "\n")
+	}
 	b.WriteString("\n" + ProcessHeader + "\n")
 	procs := Processes(s, o)
 	for i, l := range procs {

@@ -247,6 +247,7 @@ func (m Model) table() (string, []string) {
 		}
 		rows = append(rows, row)
 	}
+	rows = append(rows, m.natRows()...)
 	return tableHeader(cols, widths), rows
 }
 

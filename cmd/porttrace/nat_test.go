@@ -1,0 +1,184 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/testnet"
+)
+
+// TestTopNAT is the issue's situation seen through `porttrace top --json`
+// as a user runs it: three pods behind a node that masquerades to one
+// upstream with 20 ports keep 30 connections open. top names the node's
+// NAT space toward the upstream, 20 of 20 ports, insert_failed's rise as
+// conntrack -S counts it, the three pods with the shares conntrack -L and
+// the clients saw (and, once a resync has read the socket tables, the
+// process that owns their sockets), the fixes, and ties the pods' failed connects to the
+// NAT space.
+func TestTopNAT(t *testing.T) {
+	testnet.RequireRoot(t)
+	nn := testnet.NewNAT(t, 3)
+	nn.Node.Exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", testnet.UpLink, "-p", "tcp", "-j", "MASQUERADE", "--to-ports", "41000-41019")
+	dst := nn.Upstream.Serve(t, "10.78.0.2:8080", func(c net.Conn) { io.Copy(io.Discard, c) })
+	before := nn.Node.ConntrackS(t)
+
+	top := startTop(t, "12s")
+	outcomes := nn.Connect(t, dst, 10, 2500*time.Millisecond)
+	f := top.wait(t)
+	after := nn.Node.ConntrackS(t)
+	list := nn.Node.ConntrackL(t)
+
+	ok, failed := map[int]int{}, 0
+	for _, o := range outcomes {
+		if o.Err != nil {
+			failed++
+		} else {
+			ok[o.Pod]++
+		}
+	}
+	held := map[netip.Addr]int{}
+	for _, e := range list {
+		if e.Dst == dst && e.ReplyDst.Addr() == nn.NodeAddr && e.State != "TIME_WAIT" && e.State != "CLOSE" {
+			held[e.Src.Addr()]++
+		}
+	}
+	insertFailed := after["insert_failed"] - before["insert_failed"]
+	t.Logf("clients %v connected, %d failed; conntrack -L held %v; conntrack -S insert_failed +%d drop +%d", ok, failed, held, insertFailed, after["drop"]-before["drop"])
+	if failed != 10 {
+		t.Fatalf("%d connects failed, want 10: the situation did not happen", failed)
+	}
+	if f.NAT == nil {
+		t.Fatalf("top read no NAT spaces:\n%s", strings.Join(top.log, "\n"))
+	}
+	// top sees every namespace on the machine: other tests' too.
+	var mine []nat.Space
+	for _, sp := range f.NAT.Spaces {
+		if sp.Netns == nn.Node.Inode {
+			mine = append(mine, sp)
+		}
+	}
+	if len(mine) != 1 {
+		t.Fatalf("top shows %d NAT spaces of the node: %+v\n%s", len(mine), f.NAT, strings.Join(top.log, "\n"))
+	}
+	sp := mine[0]
+	if sp.Netns != nn.Node.Inode || sp.Addr != nn.NodeAddr || sp.Dst != dst || sp.Ports != 20 || sp.Used != 20 {
+		t.Errorf("NAT space netns %d %s->%s %d/%d, want node %d %s->%s 20/20", sp.Netns, sp.Addr, sp.Dst, sp.Used, sp.Ports, nn.Node.Inode, nn.NodeAddr, dst)
+	}
+	// The node is new: conntrack -S's counters are this test's. top's rise
+	// counts from its first reading, which a loaded machine may make after
+	// the failures: it is at most the total (internal/conntrack's tests
+	// compare it exactly, reading before and after).
+	var node nat.Conntrack
+	for _, c := range f.NAT.Tables {
+		if c.Netns == nn.Node.Inode {
+			node = c
+		}
+	}
+	if node.Stats.InsertFailed != after["insert_failed"] || node.Stats.Drop != after["drop"] || uint64(node.Count) != after["count"] {
+		t.Errorf("conntrack table: insert_failed %d drop %d entries %d; conntrack -S %d %d, -C %d", node.Stats.InsertFailed, node.Stats.Drop, node.Count, after["insert_failed"], after["drop"], after["count"])
+	}
+	if sp.InsertFailed > insertFailed || sp.InsertFailed != node.Rise.InsertFailed || sp.Drop != node.Rise.Drop {
+		t.Errorf("insert_failed +%d drop +%d (table +%d +%d); conntrack -S +%d +%d", sp.InsertFailed, sp.Drop, node.Rise.InsertFailed, node.Rise.Drop, insertFailed, after["drop"]-before["drop"])
+	}
+	for _, c := range sp.Clients {
+		pod := slices.Index(nn.PodAddrs, c.Addr)
+		if pod < 0 || c.Used != held[c.Addr] || c.Used != ok[pod] || c.Netns != nn.Pods[pod].Inode || len(c.Names) == 0 || c.PID != 0 && c.PID != uint32(os.Getpid()) {
+			t.Errorf("client %+v; conntrack -L %d, the pod connected %d", c, held[c.Addr], ok[pod])
+		}
+	}
+	if len(sp.Clients) != len(held) {
+		t.Errorf("%d clients, conntrack -L %d", len(sp.Clients), len(held))
+	}
+	// The pods' failed connects toward the upstream, as their own spaces
+	// count them, are the NAT space's refusals.
+	var podFailures uint64
+	for _, s := range f.Spaces {
+		if s.Dst == dst.String() && slices.ContainsFunc(nn.Pods, func(p *testnet.Netns) bool { return p.Inode == s.Netns }) {
+			for _, x := range s.Failures {
+				podFailures += x.Last
+			}
+		}
+	}
+	var rules []string
+	situation := ""
+	for _, x := range f.Findings {
+		if x.Netns == nn.Node.Inode && strings.HasPrefix(x.Space, "NAT ") {
+			rules, situation = append(rules, x.Rule), x.Situation
+		}
+	}
+	t.Logf("pods' failures toward %s: %d; findings %v: %s", dst, podFailures, rules, situation)
+	if strings.Join(rules, " ") != "nat-reuse-connections nat-more-addresses nat-exempt-destination nat-wider-range" {
+		t.Errorf("findings %v", rules)
+	}
+	if podFailures != uint64(failed) || !strings.Contains(situation, fmt.Sprintf("clients' failed connects in the last minute (%d ", failed)) {
+		t.Errorf("the pods' own spaces count %d failures toward %s (the clients saw %d); the NAT finding says %q", podFailures, dst, failed, situation)
+	}
+}
+
+// TestAgentNATMetrics: the agent's /metrics carries the node's NAT space
+// (ports held and usable) and its conntrack counters as conntrack -L and
+// -S count them.
+func TestAgentNATMetrics(t *testing.T) {
+	testnet.RequireRoot(t)
+	nn := testnet.NewNAT(t, 2)
+	nn.Node.Exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", testnet.UpLink, "-p", "tcp", "-j", "MASQUERADE", "--to-ports", "41000-41009")
+	dst := nn.Upstream.Serve(t, "10.78.0.2:8080", func(c net.Conn) { io.Copy(io.Discard, c) })
+	agent := startAgent(t, nil, "--metrics-addr", "127.0.0.1:0")
+	addr := agent.metricsAddr(t)
+	outcomes := nn.Connect(t, dst, 8, 2500*time.Millisecond)
+	ok, failed := 0, 0
+	for _, o := range outcomes {
+		if o.Err != nil {
+			failed++
+		} else {
+			ok++
+		}
+	}
+	s := nn.Node.ConntrackS(t)
+	held := 0
+	for _, e := range nn.Node.ConntrackL(t) {
+		if e.Dst == dst && e.ReplyDst.Addr() == nn.NodeAddr && e.State != "TIME_WAIT" && e.State != "CLOSE" {
+			held++
+		}
+	}
+	t.Logf("%d connected, %d failed; conntrack -L %d held; conntrack -S insert_failed %d drop %d", ok, failed, held, s["insert_failed"], s["drop"])
+	if ok != 10 || held != 10 {
+		t.Fatalf("the situation did not happen")
+	}
+	ns := fmt.Sprintf(`porttrace_netns="%d"`, nn.Node.Inode)
+	want := map[string]float64{
+		"porttrace_nat_ports_used":                float64(held),
+		"porttrace_nat_ports_usable":              10,
+		"porttrace_conntrack_insert_failed_total": float64(s["insert_failed"]),
+		"porttrace_conntrack_drop_total":          float64(s["drop"]),
+		"porttrace_conntrack_entries":             float64(s["count"]),
+	}
+	var got map[string]float64
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		got = map[string]float64{}
+		for _, line := range strings.Split(get(t, "http://"+addr+"/metrics", 200), "\n") {
+			name, rest, _ := strings.Cut(line, "{")
+			if _, ok := want[name]; ok && strings.Contains(rest, ns) {
+				var v float64
+				fmt.Sscan(rest[strings.LastIndexByte(rest, ' ')+1:], &v)
+				got[name] = v
+			}
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+	}
+	t.Logf("/metrics: %v", got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("/metrics %v, conntrack says %v", got, want)
+	}
+	agent.stop(t)
+}

@@ -1,0 +1,199 @@
+//go:build linux
+
+package conntrack
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	ct "github.com/ti-mo/conntrack"
+
+	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+// ReadAll reads every namespace in all as the live view needs them: each
+// one's conntrack counters and translated entries; the NAT rules of those
+// whose table has entries (with none there is no NAT space); and, only
+// when some namespace has translated entries, every namespace's
+// addresses, which trace the clients. A namespace that cannot be read at
+// all is skipped and its trouble joined into the error.
+func ReadAll(all []netns.Settings) ([]nat.Table, error) {
+	var out []nat.Table
+	var paths []string
+	var errs []error
+	translated := false
+	for _, s := range all {
+		t, err := readNetns(s.Path, s.Inode, false)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		translated = translated || len(t.Entries) > 0
+		out, paths = append(out, t), append(paths, s.Path)
+	}
+	if translated {
+		for i := range out {
+			addAddrs(paths[i], &out[i])
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// Read reads the namespace at path (a /proc/PID/ns/net or /run/netns/NAME;
+// "" for porttrace's own), whose inode is inode, in full: conntrack, NAT
+// rules and addresses. What can be read is returned with the rest's
+// trouble in Table.Err; the error is for a namespace that could not be
+// entered at all.
+func Read(path string, inode uint32) (nat.Table, error) {
+	t, err := readNetns(path, inode, true)
+	if err == nil {
+		addAddrs(path, &t)
+	}
+	return t, err
+}
+
+func readNetns(path string, inode uint32, rules bool) (nat.Table, error) {
+	t := nat.Table{Netns: inode, Time: time.Now()}
+	fd := -1
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return t, err
+		}
+		defer f.Close()
+		fd = int(f.Fd())
+	}
+	var errs []error
+	if err := readConntrack(fd, &t); err != nil {
+		errs = append(errs, fmt.Errorf("conntrack: %w", err))
+	}
+	if rules || t.Count > 0 {
+		r, err := readRules(fd)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("nftables: %w", err))
+		}
+		t.Rules = r
+	}
+	if e := errors.Join(errs...); e != nil {
+		t.Err = e.Error()
+	}
+	return t, nil
+}
+
+// addAddrs adds the namespace's addresses to t, or their trouble to its
+// Err.
+func addAddrs(path string, t *nat.Table) {
+	addrs, err := readAddrs(path)
+	t.Addrs = addrs
+	if err != nil {
+		t.Err = strings.TrimPrefix(t.Err+"; ", "; ") + "addresses: " + err.Error()
+	}
+}
+
+func readConntrack(fd int, t *nat.Table) error {
+	cfg := &netlink.Config{}
+	if fd >= 0 {
+		cfg.NetNS = fd
+	}
+	c, err := ct.Dial(cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	g, err := c.StatsGlobal()
+	if err != nil {
+		return err
+	}
+	t.Count, t.Max = int(g.Entries), int(g.MaxEntries)
+	cpus, err := c.Stats()
+	if err != nil {
+		return err
+	}
+	for _, s := range cpus {
+		t.Stats.Found += uint64(s.Found)
+		t.Stats.Invalid += uint64(s.Invalid)
+		t.Stats.Insert += uint64(s.Insert)
+		t.Stats.InsertFailed += uint64(s.InsertFailed)
+		t.Stats.Drop += uint64(s.Drop)
+		t.Stats.EarlyDrop += uint64(s.EarlyDrop)
+		t.Stats.Error += uint64(s.Error)
+		t.Stats.SearchRestart += uint64(s.SearchRestart)
+	}
+	if t.Count > MaxDump {
+		return fmt.Errorf("%d entries, more than the %d porttrace lists: NAT spaces not counted", t.Count, MaxDump)
+	}
+	if t.Count == 0 {
+		return nil
+	}
+	flows, err := c.Dump(nil)
+	if err != nil {
+		return err
+	}
+	for _, f := range flows {
+		if e, ok := entry(f); ok {
+			if len(t.Entries) >= nat.MaxEntries {
+				t.Dropped++
+				continue
+			}
+			t.Entries = append(t.Entries, e)
+		}
+	}
+	return nil
+}
+
+// entry converts a source-translated flow; other flows are not NAT's.
+func entry(f ct.Flow) (nat.Entry, bool) {
+	if !f.Status.SrcNAT() {
+		return nat.Entry{}, false
+	}
+	o, r := f.TupleOrig, f.TupleReply
+	e := nat.Entry{
+		Proto:  o.Proto.Protocol,
+		Src:    netip.AddrPortFrom(o.IP.SourceAddress.Unmap(), o.Proto.SourcePort),
+		Dst:    netip.AddrPortFrom(o.IP.DestinationAddress.Unmap(), o.Proto.DestinationPort),
+		NATSrc: netip.AddrPortFrom(r.IP.DestinationAddress.Unmap(), r.Proto.DestinationPort),
+	}
+	if f.ProtoInfo.TCP != nil && int(f.ProtoInfo.TCP.State) < len(nat.TCPStates) {
+		e.State = nat.TCPStates[f.ProtoInfo.TCP.State]
+	}
+	return e, true
+}
+
+// readAddrs lists the addresses of the namespace's interfaces with their
+// prefix lengths.
+func readAddrs(path string) ([]netip.Prefix, error) {
+	var list []net.Addr
+	var err error
+	read := func() { list, err = net.InterfaceAddrs() }
+	if path == "" {
+		read()
+	} else if e := netns.Within(path, read); e != nil {
+		return nil, e
+	}
+	var out []netip.Prefix
+	for _, a := range list {
+		if n, ok := a.(*net.IPNet); ok {
+			ip, ok := netip.AddrFromSlice(n.IP)
+			ones, bits := n.Mask.Size()
+			if ok {
+				if ip.Is4In6() {
+					ip = ip.Unmap()
+					if bits == 128 {
+						ones -= 96
+					}
+				}
+				out = append(out, netip.PrefixFrom(ip, ones))
+			}
+		}
+	}
+	return out, err
+}

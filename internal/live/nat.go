@@ -1,0 +1,109 @@
+package live
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/netns"
+)
+
+// NATTables reads every namespace's conntrack, NAT rules and addresses
+// (conntrack.ReadAll); the error gathers the namespaces it could not read.
+type NATTables func([]netns.Settings) ([]nat.Table, error)
+
+// NATWindow is how far back a NAT space's insert_failed and drop rise
+// are counted.
+const NATWindow = time.Minute
+
+type natState struct {
+	read   NATTables
+	rounds sync.Mutex // one round at a time, in order
+	mu     sync.Mutex // guards last and names
+	tr     *nat.Tracker
+	last   *nat.Summary
+	names  map[uint32][]string
+}
+
+// TrackNAT makes the monitor read the NAT spaces on every resync, and
+// once now, in the background so that a machine with many namespaces does
+// not wait for it to start; call it before Run.
+func (m *Monitor) TrackNAT(read NATTables) {
+	m.nat = &natState{read: read, tr: nat.NewTracker(NATWindow)}
+	go func() {
+		if all, err := netns.All(); err == nil {
+			m.syncNAT(all, nil)
+		}
+	}()
+}
+
+// syncNAT reads a round of conntrack tables and computes the NAT spaces,
+// their clients traced through the socket tables just read.
+func (m *Monitor) syncNAT(all []netns.Settings, sockets []event.SocketTable) error {
+	n := m.nat
+	if n == nil || len(all) == 0 {
+		return nil // no namespace list this time (its trouble is the sync's): not a round
+	}
+	n.rounds.Lock()
+	defer n.rounds.Unlock()
+	round, err := n.read(all)
+	names := map[uint32][]string{}
+	for _, s := range all {
+		names[s.Inode] = s.Names
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.tr.Add(round)
+	n.last, n.names = n.tr.Summary(sockets), names
+	return err
+}
+
+// natSummary is the last NAT summary, nil when NAT is not tracked, with
+// each namespace named: by its pod where r labels it, else its names.
+func (m *Monitor) natSummary(r *aggregate.Summary) *nat.Summary {
+	n := m.nat
+	if n == nil {
+		return nil
+	}
+	n.mu.Lock()
+	last, names := n.last, n.names
+	n.mu.Unlock()
+	if last == nil {
+		return nil
+	}
+	pods := map[uint32]string{}
+	for _, ns := range r.Netns {
+		if ns.Pod != "" {
+			pods[ns.Inode] = ns.Pod
+		}
+	}
+	name := func(ino uint32) []string {
+		if p, ok := pods[ino]; ok {
+			return []string{"pod " + p}
+		}
+		return names[ino]
+	}
+	out := &nat.Summary{Spaces: slices.Clone(last.Spaces), Tables: slices.Clone(last.Tables)}
+	for i := range out.Spaces {
+		s := &out.Spaces[i]
+		s.Names = name(s.Netns)
+		s.Clients = slices.Clone(s.Clients)
+		for j := range s.Clients {
+			if s.Clients[j].Netns != 0 {
+				s.Clients[j].Names = name(s.Clients[j].Netns)
+			}
+		}
+	}
+	for i := range out.Tables {
+		out.Tables[i].Names = name(out.Tables[i].Netns)
+	}
+	return out
+}
+
+// NATSummary is the last NAT summary with namespaces named by their
+// names (nil when NAT is not tracked): for the exporter, which reads it
+// from its own goroutine.
+func (m *Monitor) NATSummary() *nat.Summary { return m.natSummary(&aggregate.Summary{}) }

@@ -1,0 +1,332 @@
+package nat
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/porttrace/porttrace/internal/event"
+)
+
+// Space is one NAT port space: the ports one translating namespace can
+// give flows from one translated address toward one destination, and
+// what holds them.
+type Space struct {
+	Netns uint32   `json:"netns"` // the namespace that translates (the node)
+	Names []string `json:"names,omitempty"`
+	Proto string   `json:"proto"`
+	// Addr is the translated source address; Dst the destination.
+	Addr netip.Addr     `json:"nat_addr"`
+	Dst  netip.AddrPort `json:"dst"`
+	// Rule is the NAT rule the space's entries came from (its String);
+	// "" when no rule read covers them, and Ports is then nf_nat's
+	// default range.
+	Rule string `json:"rule"`
+	// Ports is how many ports the rule gives this address toward Dst;
+	// Used how many of them conntrack entries hold: entries in any state
+	// but TCP's TIME_WAIT and CLOSE, whose port nf_nat takes over for a
+	// new flow (6.18: churn alone does not exhaust a NAT range). Only
+	// ports inside the rule's range count, so Used never exceeds Ports.
+	Ports int `json:"ports"`
+	Used  int `json:"used"`
+	// PortMin..PortMax is the range the rule names; 0 when it names none.
+	PortMin uint16 `json:"port_min,omitempty"`
+	PortMax uint16 `json:"port_max,omitempty"`
+	// ByState counts the entries that hold a port by conntrack state;
+	// Lingering those in TIME_WAIT or CLOSE, which hold none.
+	ByState   map[string]int `json:"by_state"`
+	Lingering int            `json:"lingering"`
+	// Addrs is how many addresses the rule names (a --to-source range);
+	// nf_nat picks one per client and destination by a hash
+	// (find_best_ips_proto), so each is its own space.
+	Addrs       int  `json:"rule_addrs"`
+	FullyRandom bool `json:"fully_random,omitempty"`
+	// Clients are the original sources holding the space's ports, most
+	// first, at most MaxClients.
+	Clients []Client `json:"clients"`
+	// InsertFailed and Drop are the translating namespace's conntrack
+	// counters' rise over the tracker's window: new flows that found no
+	// unique tuple (insert_failed) and the packets dropped (drop). They
+	// are the namespace's, not the space's alone.
+	InsertFailed uint64 `json:"insert_failed"`
+	Drop         uint64 `json:"drop"`
+}
+
+// Full says whether every port of the space is held.
+func (s *Space) Full() bool { return s.Used >= s.Ports }
+
+// Client is one original source address behind a NAT space.
+type Client struct {
+	Addr netip.Addr `json:"addr"`
+	Used int        `json:"used"` // ports of the space its flows hold
+	// Netns is the namespace that owns Addr (0 when none or several do);
+	// Names how to find it (the caller fills them: a pod, a netns name).
+	Netns uint32   `json:"netns,omitempty"`
+	Names []string `json:"names,omitempty"`
+	// PID and Comm own the most of its flows' sockets, where a socket
+	// table of the client's namespace shows them.
+	PID  uint32 `json:"pid,omitempty"`
+	Comm string `json:"comm,omitempty"`
+}
+
+// MaxClients bounds the clients listed per space.
+const MaxClients = 10
+
+// Conntrack is one namespace's conntrack table and its counters.
+type Conntrack struct {
+	Netns uint32   `json:"netns"`
+	Names []string `json:"names,omitempty"`
+	Count int      `json:"count"` // nf_conntrack_count
+	Max   int      `json:"max"`   // nf_conntrack_max
+	Stats Stats    `json:"stats"` // since the namespace was made
+	// Rise is the counters' rise over Seconds, the tracker's window.
+	Rise    Stats   `json:"rise"`
+	Seconds float64 `json:"seconds"`
+	Rules   []Rule  `json:"rules,omitempty"`
+	// Nets are the networks the namespace is attached to (its
+	// addresses' prefixes): a client on one of them that reaches a NAT
+	// space's destination goes through the NAT.
+	Nets []netip.Prefix `json:"nets,omitempty"`
+	Err  string         `json:"error,omitempty"`
+}
+
+// TableFull says whether the table is at its limit, or its limit evicted
+// or dropped new entries during the window: then flows fail for want of
+// an entry, whatever ports are free.
+func (c *Conntrack) TableFull() bool {
+	return c.Max > 0 && c.Count >= c.Max || c.Rise.EarlyDrop > 0
+}
+
+// Summary is every NAT space and every translating namespace's table.
+type Summary struct {
+	Spaces []Space     `json:"spaces"`
+	Tables []Conntrack `json:"conntrack"`
+}
+
+// Tracker keeps the latest conntrack reading of each namespace and its
+// counters over a window, to tell a count that rises from one that
+// rose long ago.
+type Tracker struct {
+	Window time.Duration
+	last   map[uint32]Table
+	hist   map[uint32][]stamp
+}
+
+type stamp struct {
+	t time.Time
+	s Stats
+}
+
+// maxStamps bounds a namespace's history of counters.
+const maxStamps = 256
+
+// NewTracker returns a tracker whose counters rise over window.
+func NewTracker(window time.Duration) *Tracker {
+	return &Tracker{Window: window, last: map[uint32]Table{}, hist: map[uint32][]stamp{}}
+}
+
+// Add takes one round of readings (every namespace read at one time);
+// namespaces absent from it are gone.
+func (tr *Tracker) Add(round []Table) {
+	seen := map[uint32]bool{}
+	for _, t := range round {
+		seen[t.Netns] = true
+		tr.last[t.Netns] = t
+		h := append(tr.hist[t.Netns], stamp{t.Time, t.Stats})
+		for len(h) > 2 && (t.Time.Sub(h[0].t) > tr.Window || len(h) > maxStamps) {
+			h = h[1:]
+		}
+		tr.hist[t.Netns] = h
+	}
+	for ns := range tr.last {
+		if !seen[ns] {
+			delete(tr.last, ns)
+			delete(tr.hist, ns)
+		}
+	}
+}
+
+// Summary computes the NAT spaces from the latest readings. sockets, the
+// namespaces' socket tables, name the processes behind client flows;
+// nil is fine.
+func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
+	out := &Summary{Spaces: []Space{}, Tables: []Conntrack{}}
+	owner := addrOwners(tr.last)
+	procs := socketOwners(sockets)
+	var inodes []uint32
+	for ns := range tr.last {
+		inodes = append(inodes, ns)
+	}
+	slices.Sort(inodes)
+	for _, ns := range inodes {
+		t := tr.last[ns]
+		if !t.Translates() && t.Count == 0 {
+			continue
+		}
+		c := Conntrack{Netns: ns, Count: t.Count, Max: t.Max, Stats: t.Stats, Rules: t.Rules, Err: t.Err}
+		for _, p := range t.Addrs {
+			if !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
+				c.Nets = append(c.Nets, p.Masked())
+			}
+		}
+		if h := tr.hist[ns]; len(h) > 1 {
+			c.Rise = h[len(h)-1].s.Sub(h[0].s)
+			c.Seconds = h[len(h)-1].t.Sub(h[0].t).Seconds()
+		}
+		out.Tables = append(out.Tables, c)
+		for _, s := range Spaces(&t, owner, procs) {
+			s.InsertFailed, s.Drop = c.Rise.InsertFailed, c.Rise.Drop
+			out.Spaces = append(out.Spaces, s)
+		}
+	}
+	slices.SortStableFunc(out.Spaces, func(a, b Space) int {
+		return cmp.Compare(float64(b.Used)/float64(max(b.Ports, 1)), float64(a.Used)/float64(max(a.Ports, 1)))
+	})
+	return out
+}
+
+// Spaces groups one namespace's translated entries into NAT spaces.
+// owner maps a client address to the namespace that has it; procs a
+// client flow (source, destination) to the socket's owner.
+func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]proc) []Space {
+	type key struct {
+		proto uint8
+		addr  netip.Addr
+		dst   netip.AddrPort
+	}
+	type acc struct {
+		s       Space
+		rule    *Rule
+		ports   map[uint16]bool
+		clients map[netip.Addr]*clientAcc
+	}
+	spaces := map[key]*acc{}
+	var order []key
+	for _, e := range t.Entries {
+		k := key{e.Proto, e.NATSrc.Addr(), e.Dst}
+		a := spaces[k]
+		if a == nil {
+			a = &acc{s: Space{Netns: t.Netns, Proto: ProtoName(e.Proto), Addr: k.addr, Dst: e.Dst, ByState: map[string]int{}, Addrs: 1}, ports: map[uint16]bool{}, clients: map[netip.Addr]*clientAcc{}}
+			a.rule = ruleFor(t.Rules, e)
+			a.s.Ports = DefaultPorts(e.Src.Port())
+			if a.rule != nil {
+				a.s.Rule, a.s.Ports, a.s.Addrs, a.s.FullyRandom = a.rule.String(), a.rule.Ports(e.Src.Port()), a.rule.Addrs(), a.rule.FullyRandom
+				a.s.PortMin, a.s.PortMax = a.rule.PortMin, a.rule.PortMax
+			}
+			spaces[k] = a
+			order = append(order, k)
+		}
+		if e.Proto == 6 && (e.State == "TIME_WAIT" || e.State == "CLOSE") {
+			a.s.Lingering++
+			continue
+		}
+		if a.rule != nil && !a.rule.Covers(e.NATSrc) || a.ports[e.NATSrc.Port()] {
+			continue // outside the rule's range, or counted
+		}
+		a.ports[e.NATSrc.Port()] = true
+		a.s.ByState[e.State]++
+		c := a.clients[e.Src.Addr()]
+		if c == nil {
+			c = &clientAcc{Client: Client{Addr: e.Src.Addr(), Netns: owner[e.Src.Addr()]}, procs: map[proc]int{}}
+			a.clients[e.Src.Addr()] = c
+		}
+		c.Used++
+		if p, ok := procs[[2]netip.AddrPort{e.Src, e.Dst}]; ok {
+			c.procs[p]++
+		}
+	}
+	out := make([]Space, 0, len(order))
+	for _, k := range order {
+		a := spaces[k]
+		a.s.Used = min(len(a.ports), a.s.Ports)
+		for _, c := range a.clients {
+			a.s.Clients = append(a.s.Clients, c.named())
+		}
+		slices.SortFunc(a.s.Clients, func(x, y Client) int {
+			return cmp.Or(cmp.Compare(y.Used, x.Used), x.Addr.Compare(y.Addr))
+		})
+		if len(a.s.Clients) > MaxClients {
+			a.s.Clients = a.s.Clients[:MaxClients]
+		}
+		out = append(out, a.s)
+	}
+	return out
+}
+
+// ruleFor is the first NAT rule that applies to the entry's original
+// tuple and could have given its translated source.
+func ruleFor(rules []Rule, e Entry) *Rule {
+	for i := range rules {
+		r := &rules[i]
+		if r.NAT() && r.Matches(e.Proto, e.Src.Addr(), e.Dst.Addr()) && r.Covers(e.NATSrc) {
+			return r
+		}
+	}
+	return nil
+}
+
+type proc struct {
+	netns uint32
+	pid   uint32
+	comm  string
+}
+
+type clientAcc struct {
+	Client
+	procs map[proc]int
+}
+
+func (c *clientAcc) named() Client {
+	best, n := proc{}, 0
+	for p, k := range c.procs {
+		if k > n || k == n && p.pid < best.pid {
+			best, n = p, k
+		}
+	}
+	out := c.Client
+	if n > 0 {
+		out.PID, out.Comm = best.pid, best.comm
+		if out.Netns == 0 {
+			out.Netns = best.netns
+		}
+	}
+	return out
+}
+
+// addrOwners maps each address to the one namespace that has it;
+// loopback and addresses that several namespaces share map to none.
+func addrOwners(tables map[uint32]Table) map[netip.Addr]uint32 {
+	out := map[netip.Addr]uint32{}
+	shared := map[netip.Addr]bool{}
+	for ns, t := range tables {
+		for _, p := range t.Addrs {
+			a := p.Addr()
+			if a.IsLoopback() || a.IsLinkLocalUnicast() {
+				continue
+			}
+			if o, ok := out[a]; ok && o != ns {
+				shared[a] = true
+			}
+			out[a] = ns
+		}
+	}
+	for a := range shared {
+		delete(out, a)
+	}
+	return out
+}
+
+// socketOwners maps a flow (source, destination) to the process that owns
+// its socket, from every namespace's socket table.
+func socketOwners(tables []event.SocketTable) map[[2]netip.AddrPort]proc {
+	out := map[[2]netip.AddrPort]proc{}
+	for _, t := range tables {
+		for _, s := range t.Sockets {
+			if s.PID != 0 {
+				out[[2]netip.AddrPort{s.Src, s.Dst}] = proc{t.Netns, s.PID, s.Comm}
+			}
+		}
+	}
+	return out
+}
