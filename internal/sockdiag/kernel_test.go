@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -87,5 +90,80 @@ func TestKernelDump(t *testing.T) {
 	}
 	if _, err := Dump("/run/netns/does-not-exist"); err == nil {
 		t.Error("no error for a missing namespace")
+	}
+}
+
+// TestKernelReader: a Reader dumps a namespace again only when it was
+// touched or its idle period ran out, and looks up in /proc only the owners
+// of sockets it has not named before.
+func TestKernelReader(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/"+ns.Name, &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := uint32(st.Ino)
+	clock := time.Now()
+	r := NewReader()
+	r.now = func() time.Time { return clock }
+	var looked []int
+	r.lookup = func(want map[uint32]bool) map[uint32]Owner {
+		looked = append(looked, len(want))
+		return Owners(want)
+	}
+	round := func(touched map[uint32]bool) event.SocketTable {
+		t.Helper()
+		looked = nil
+		_, tables, err := r.Read(touched)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tb := range tables {
+			if tb.Netns == ino {
+				return tb
+			}
+		}
+		t.Fatalf("no table for namespace %d", ino)
+		return event.SocketTable{}
+	}
+	clients := func(tb event.SocketTable) (n int) {
+		for _, s := range tb.Sockets {
+			if s.Dst == dst {
+				n++
+				if s.PID != uint32(os.Getpid()) {
+					t.Errorf("client socket %+v: want this process (%d) as its owner", s, os.Getpid())
+				}
+			}
+		}
+		return n
+	}
+	first := round(nil)
+	if clients(first) != 0 || len(looked) != 1 {
+		t.Fatalf("first round: %d client sockets (want 0), %d owner lookups (want 1: the listener's)", clients(first), len(looked))
+	}
+	var conn net.Conn
+	ns.Do(t, func() {
+		var err error
+		if conn, err = net.Dial("tcp", dst.String()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer conn.Close()
+	clock = clock.Add(time.Second)
+	if tb := round(nil); !tb.Time.Equal(first.Time) || clients(tb) != 0 || len(looked) != 0 {
+		t.Errorf("untouched namespace: table of %s with %d client sockets, %d owner lookups; want the first round's (%s, 0), none",
+			tb.Time, clients(tb), len(looked), first.Time)
+	}
+	touched := round(map[uint32]bool{ino: true})
+	if touched.Time.Equal(first.Time) || clients(touched) != 1 || len(looked) != 1 {
+		t.Errorf("touched namespace: table of %s with %d client sockets, %d owner lookups; want a new table, 1, 1 (the new socket)",
+			touched.Time, clients(touched), len(looked))
+	}
+	clock = clock.Add(IdleRead)
+	if tb := round(nil); tb.Time.Equal(touched.Time) || clients(tb) != 1 || len(looked) != 0 {
+		t.Errorf("idle period over: table of %s with %d client sockets, %d owner lookups; want a new table, 1, none (owners known)",
+			tb.Time, clients(tb), len(looked))
 	}
 }
