@@ -139,7 +139,7 @@ func AllReading(read func(path string, inode uint32) (Settings, error)) ([]Setti
 	var out []Settings
 	for ino, path := range first {
 		s, err := read(path, ino)
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || err != nil && !IsNamespace(path) {
 			continue // gone since it was listed: a pod that ended
 		}
 		if err != nil {
@@ -156,6 +156,14 @@ func AllReading(read func(path string, inode uint32) (Settings, error)) ([]Setti
 		return out[i].Inode == self || (out[j].Inode != self && out[i].Inode < out[j].Inode)
 	})
 	return out, nil
+}
+
+// IsNamespace reports whether path still opens a namespace: `ip netns del`
+// unmounts the namespace before it removes the file, and a process's
+// ns/net link vanishes with the process.
+func IsNamespace(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
 
 // runtimeNetns are where ip netns and container runtimes keep namespaces:

@@ -9,23 +9,27 @@ import (
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
-// IdleRead is how often Reader reads again a namespace in which nothing
-// happened: what events cannot show there (a socket older than porttrace
-// that closes, a sysctl changed) shows within it.
-const IdleRead = time.Minute
+// How often Reader reads again a namespace in which nothing happened: its
+// sysctls (a change shows within IdleSettings) and its socket table (a
+// socket older than porttrace that closes there shows within IdleDump).
+// A settings read enters the namespace and reads five files; a dump walks
+// the kernel's whole socket hash, whatever the namespace holds.
+const (
+	IdleSettings = time.Minute
+	IdleDump     = 5 * time.Minute
+)
 
 // Reader reads, round after round, what ReadAll reads, but enters again
 // only the namespaces where something may have changed: one it has not read
 // yet, one touched since its last read (porttrace saw an event there), and
-// any other once per IdleRead, the namespaces' turns spread over it. For the
-// rest it gives the settings and the table it read before, with the time it
-// read them. A dump costs a walk of the kernel's whole socket hash, whatever
+// any other once per IdleSettings (its settings) and IdleDump (its table),
+// the namespaces' turns spread over each. For the rest it gives the
+// settings and the table it read before, with the time it read them. A dump costs a walk of the kernel's whole socket hash, whatever
 // the namespace holds (about 5 ms here): reading 200 idle namespaces every
 // 5 s took 0.12 of a core. The owners of sockets (/proc/PID/fd) are looked
 // up only for socket inodes it has not named before. Not safe for
 // concurrent use.
 type Reader struct {
-	idle   time.Duration
 	now    func() time.Time
 	seen   map[uint32]*nsRead
 	owners map[uint32]Owner // by socket inode; zero where none was found
@@ -35,12 +39,13 @@ type Reader struct {
 type nsRead struct {
 	settings netns.Settings
 	table    event.SocketTable
-	due      time.Time // when it is read again, if nothing happens there
+	// When each is read again, if nothing happens there.
+	settingsDue, dumpDue time.Time
 }
 
 // NewReader returns a Reader that has read nothing yet.
 func NewReader() *Reader {
-	return &Reader{idle: IdleRead, now: time.Now, seen: map[uint32]*nsRead{}, owners: map[uint32]Owner{}, lookup: Owners}
+	return &Reader{now: time.Now, seen: map[uint32]*nsRead{}, owners: map[uint32]Owner{}, lookup: Owners}
 }
 
 // Read lists every network namespace and returns, as ReadAll does, their
@@ -48,12 +53,12 @@ func NewReader() *Reader {
 // which something happened since the last round, which are read again.
 func (r *Reader) Read(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable, error) {
 	now := r.now()
-	fresh := map[uint32]bool{}
+	reread := map[uint32]bool{}
 	all, err := netns.AllReading(func(path string, ino uint32) (netns.Settings, error) {
-		if c := r.seen[ino]; c != nil && !touched[ino] && now.Before(c.due) {
+		if c := r.seen[ino]; c != nil && !touched[ino] && now.Before(c.settingsDue) {
 			return c.settings, nil
 		}
-		fresh[ino] = true
+		reread[ino] = true
 		return netns.Read(path)
 	})
 	if err != nil {
@@ -65,7 +70,11 @@ func (r *Reader) Read(touched map[uint32]bool) ([]netns.Settings, []event.Socket
 	for _, ns := range all {
 		listed[ns.Inode] = true
 		c := r.seen[ns.Inode]
-		if !fresh[ns.Inode] {
+		if c != nil && !touched[ns.Inode] && now.Before(c.dumpDue) {
+			if reread[ns.Inode] {
+				c.settingsDue = now.Add(IdleSettings)
+			}
+			c.settings = ns
 			tables = append(tables, c.table)
 			continue
 		}
@@ -81,13 +90,15 @@ func (r *Reader) Read(touched map[uint32]bool) ([]netns.Settings, []event.Socket
 		table := event.SocketTable{Netns: ns.Inode, Time: t, Sockets: socks}
 		dumped = append(dumped, table)
 		tables = append(tables, table)
-		due := now.Add(r.idle)
+		next := &nsRead{settings: ns, table: table, settingsDue: now.Add(IdleSettings), dumpDue: now.Add(IdleDump)}
 		if c == nil {
-			// Spread the first reads' turns over the period, so that
+			// Spread the first reads' turns over the periods, so that
 			// idle namespaces are not all read in the same round.
-			due = due.Add(-time.Duration(ns.Inode%64) * r.idle / 64)
+			turn := time.Duration(ns.Inode % 64)
+			next.settingsDue = next.settingsDue.Add(-turn * IdleSettings / 64)
+			next.dumpDue = next.dumpDue.Add(-turn * IdleDump / 64)
 		}
-		r.seen[ns.Inode] = &nsRead{settings: ns, table: table, due: due}
+		r.seen[ns.Inode] = next
 	}
 	for ino := range r.seen {
 		if !listed[ino] {
