@@ -2,7 +2,7 @@
 // side by side with the tracers people use today (BCC's tcpstates and
 // bpftrace), in one run: it alternates the conditions over several rounds
 // of connection churn and reports medians and ratios against no tracer.
-// `make bench` runs it as root; see README.md, Performance.
+// `make bench` runs it as root; see docs/performance.md.
 package main
 
 import (
