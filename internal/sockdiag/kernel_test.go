@@ -175,6 +175,15 @@ func TestKernelReader(t *testing.T) {
 		t.Errorf("touched namespace: table of %s with %d client sockets, %d owner lookups; want a new table, 1, 1 (the new socket)",
 			touched.Time, clients(touched), ours(touched))
 	}
+	// The same inode under another path: a new namespace that took the
+	// inode of one that went. Read at once.
+	r.seen[ino].path = "/run/netns/gone"
+	clock = clock.Add(time.Second)
+	again := round(nil)
+	if again.Time.Equal(touched.Time) || clients(again) != 1 {
+		t.Errorf("inode seen under another path: table of %s with %d client sockets; want a new table, 1", again.Time, clients(again))
+	}
+	touched = again
 	clock = clock.Add(IdleSettings)
 	if tb := round(nil); !tb.Time.Equal(touched.Time) {
 		t.Errorf("settings' idle period over: table of %s, want the last one (%s): only the settings are read again", tb.Time, touched.Time)

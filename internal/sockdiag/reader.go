@@ -37,6 +37,10 @@ type Reader struct {
 }
 
 type nsRead struct {
+	// The path it was read from: an inode names another namespace once
+	// the first is gone, and a new pod's namespace comes under a new path
+	// (a new /run/netns name, another process).
+	path     string
 	settings netns.Settings
 	table    event.SocketTable
 	// When each is read again, if nothing happens there.
@@ -55,7 +59,7 @@ func (r *Reader) Read(touched map[uint32]bool) ([]netns.Settings, []event.Socket
 	now := r.now()
 	reread := map[uint32]bool{}
 	all, err := netns.AllReading(func(path string, ino uint32) (netns.Settings, error) {
-		if c := r.seen[ino]; c != nil && !touched[ino] && now.Before(c.settingsDue) {
+		if c := r.seen[ino]; c != nil && c.path == path && !touched[ino] && now.Before(c.settingsDue) {
 			return c.settings, nil
 		}
 		reread[ino] = true
@@ -70,7 +74,7 @@ func (r *Reader) Read(touched map[uint32]bool) ([]netns.Settings, []event.Socket
 	for _, ns := range all {
 		listed[ns.Inode] = true
 		c := r.seen[ns.Inode]
-		if c != nil && !touched[ns.Inode] && now.Before(c.dumpDue) {
+		if c != nil && c.path == ns.Path && !touched[ns.Inode] && now.Before(c.dumpDue) {
 			if reread[ns.Inode] {
 				c.settingsDue = now.Add(IdleSettings)
 			}
@@ -90,7 +94,7 @@ func (r *Reader) Read(touched map[uint32]bool) ([]netns.Settings, []event.Socket
 		table := event.SocketTable{Netns: ns.Inode, Time: t, Sockets: socks}
 		dumped = append(dumped, table)
 		tables = append(tables, table)
-		next := &nsRead{settings: ns, table: table, settingsDue: now.Add(IdleSettings), dumpDue: now.Add(IdleDump)}
+		next := &nsRead{path: ns.Path, settings: ns, table: table, settingsDue: now.Add(IdleSettings), dumpDue: now.Add(IdleDump)}
 		if c == nil {
 			// Spread the first reads' turns over the periods, so that
 			// idle namespaces are not all read in the same round.
