@@ -33,9 +33,9 @@ build-macos: ## cross-compile bin/porttrace-darwin-{arm64,amd64}, which read cap
 run: run-deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
 	./$(BIN) $(ARGS)
 
-generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go output
+generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go output (porttrace's probes, portbench's floor programs)
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
-	$(GO) generate ./tracer
+	$(GO) generate ./tracer ./cmd/portbench/floor
 
 test: deps test-unit test-vm ## every test: unit, kernel (this kernel), and kernel in VMs on Debian's 6.1 and 6.12
 
@@ -76,7 +76,7 @@ bench-vm: ## what the fentry and kprobe backends cost, as ratios, under qemu on 
 			| grep -E 'PORTTRACE-COST|PORTTRACE-VM-RESULT|FAIL'; \
 	done
 
-bench: deps ## what porttrace costs the machine it traces, beside BCC tcpstates and bpftrace (root, about 8 minutes)
+bench: deps ## what porttrace costs the machine it traces, beside a bare BPF program, a minimal streamer, BCC tcpstates and bpftrace, and the idle agent's cost (root, about 16 minutes)
 	$(GO) build -o bin/porttrace ./cmd/porttrace
 	$(GO) build -o bin/churn ./cmd/churn
 	$(GO) build -o bin/portbench ./cmd/portbench

@@ -21,9 +21,9 @@ volatile const __u8 syscalls = 0;
 /* porttrace's own process: its export connections are not the traced
  * machine's, and reporting them would feed back into what it exports. */
 volatile const __u32 self_pid = 0;
-/* Wake the reader only once this much is waiting in the ring: a wakeup per
- * event costs 7-14 us of IRQ work inside the probe (README, Performance), the
- * reader polls on a timer instead. */
+/* Wake the reader only as the backlog crosses a multiple of this: a wakeup
+ * per event costs 7-14 us of IRQ work inside the probe
+ * (docs/performance.md), the reader polls on a timer instead. */
 volatile const __u32 wakeup_bytes = 1 << 20;
 
 /* ---- to user space ---- */

@@ -37,8 +37,6 @@ const struct event *const unused_event __attribute__((unused)) = 0;
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(pt_state, struct sock *sk, const int oldstate, const int newstate)
 {
-	if (!sk_is_tcp(sk))
-		return 0;
 	on_state(sk, oldstate, newstate);
 	return 0;
 }

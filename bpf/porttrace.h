@@ -83,6 +83,7 @@ struct event {
 struct owner {
 	__u64 cgroup_id;
 	__u64 syn_sent_ns; /* when the socket entered SYN_SENT, just before the port search */
+	__u64 netns_cookie;
 	__u32 tid;
 	__u32 pid;
 	__u32 netns;

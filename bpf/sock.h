@@ -47,10 +47,22 @@ static __always_inline struct event *reserve(void)
 	return e;
 }
 
+/* A record's size in the ring: the event and the ring's 8-byte header. */
+#define RECORD_BYTES (sizeof(struct event) + 8)
+
+/* Submits e without waking the reader, which polls on a timer, unless the
+ * backlog just crossed a multiple of wakeup_bytes: then the reader is
+ * behind, and one wakeup brings it before the ring fills. Once per
+ * crossing, not per event while the backlog stays high: a reader starved
+ * of CPU (a loaded machine) would otherwise cost every event an IRQ-work
+ * wakeup, measured at 3x the program's time (docs/performance.md). Two
+ * CPUs crossing at once may both wake it, or (their records interleaved)
+ * neither, and then the next multiple does. */
 static __always_inline void submit(struct event *e)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (avail >= wakeup_bytes && (avail - RECORD_BYTES) / wakeup_bytes != avail / wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }
@@ -107,6 +119,57 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	} else {
 		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+/* ---- direct reads, for programs whose sk is a BTF pointer (tp_btf) ----
+ * A load through the pointer the tracepoint hands over is a plain memory
+ * access (CO-RE relocated); BPF_CORE_READ goes through
+ * bpf_probe_read_kernel, a helper call per field. The kprobe programs' sk is
+ * a number, so they keep the probed readers above. Fields past struct sock
+ * (inet_sock, tcp_sock) stay probed: the verifier checks a direct access
+ * against struct sock's size. */
+
+static __always_inline int sk_is_tcp_btf(const struct sock *sk)
+{
+	__u16 proto = BPF_CORE_READ_BITFIELD(sk, sk_protocol);
+	__u16 family = sk->__sk_common.skc_family;
+	return proto == IPPROTO_TCP && (family == AF_INET || family == AF_INET6);
+}
+
+static __always_inline __u32 sk_netns_btf(const struct sock *sk)
+{
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+/* sk_sport as a direct read where it can be. */
+static __always_inline __u16 sk_sport_btf(const struct sock *sk)
+{
+	__u16 port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return port ? port : sk->__sk_common.skc_num;
+}
+
+/* fill_sock for a BTF sk whose namespace the caller already knows. */
+static __always_inline void fill_sock_btf(struct event *e, const struct sock *sk, __u32 netns, __u64 netns_cookie)
+{
+	e->family = sk->__sk_common.skc_family;
+	e->sport = sk_sport_btf(sk);
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	e->netns = netns;
+	e->netns_cookie = netns_cookie;
+	__u32 *s = (__u32 *)e->saddr, *d = (__u32 *)e->daddr;
+	if (e->family == AF_INET6) {
+		s[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
+		s[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
+		s[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
+		s[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+		d[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
+		d[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
+		d[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
+		d[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
+	} else {
+		s[0] = sk->__sk_common.skc_rcv_saddr;
+		d[0] = sk->__sk_common.skc_daddr;
 	}
 }
 

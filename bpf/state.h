@@ -17,26 +17,47 @@
 
 /* Only sockets that enter SYN_SENT are followed: they are the ones that take
  * an ephemeral port. tcp_v{4,6}_connect sets SYN_SENT in the connecting task,
- * right before the port search. */
+ * right before the port search. What stays true for the socket's life (its
+ * owner, names, namespace) is read here once, and later events copy it. */
 static __always_inline struct owner *remember_owner(struct sock *sk)
 {
-	if (current_is_self())
+	__u64 id = bpf_get_current_pid_tgid();
+	if ((id >> 32) == self_pid)
 		return NULL;
 	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o)
 		return NULL;
-	__u64 id = bpf_get_current_pid_tgid();
 	o->tid = (__u32)id;
 	o->pid = id >> 32;
 	o->cgroup_id = bpf_get_current_cgroup_id();
 	o->syn_sent_ns = bpf_ktime_get_ns();
-	o->netns = sk_netns(sk);
+	o->netns = sk_netns_btf(sk);
+	o->netns_cookie = sk_netns_cookie(sk);
 	o->reset = 0;
 	o->port_sent = 0;
 	/* A port before the search means bind() took it. */
-	o->bound = BPF_CORE_READ(sk, __sk_common.skc_num) != 0;
-	current_comms(o->comm, o->thread_comm);
+	o->bound = sk->__sk_common.skc_num != 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	bpf_probe_read_kernel(o->comm, TASK_COMM_LEN, &task->group_leader->comm);
+	bpf_get_current_comm(o->thread_comm, TASK_COMM_LEN);
 	return o;
+}
+
+/* state_event reserves an event about a followed socket, filled from the
+ * socket (direct reads) and its owner; NULL when the ring is full. */
+static __always_inline struct event *state_event(__u8 kind, const struct sock *sk, __u64 cookie, int ret,
+						 __u8 flags, const struct owner *o)
+{
+	struct event *e = reserve();
+	if (!e)
+		return NULL;
+	e->kind = kind;
+	e->cookie = cookie;
+	e->ret = ret;
+	e->flags = flags;
+	fill_sock_btf(e, sk, o->netns, o->netns_cookie);
+	fill_owner(e, o);
+	return e;
 }
 
 static __always_inline void mark_reset(struct sock *sk)
@@ -70,7 +91,7 @@ static __always_inline int attempt_result(const struct sock *sk, struct owner *o
 		*flags |= FLAG_SEARCHED;
 		return c->search_ret;
 	}
-	int err = BPF_CORE_READ(sk, sk_err);
+	int err = sk->sk_err;
 	return err ? -err : -ECANCELED;
 }
 
@@ -78,11 +99,10 @@ static __always_inline int attempt_result(const struct sock *sk, struct owner *o
  * connecting task brackets it. */
 static __always_inline void emit_failed_search(const struct sock *sk, __u64 cookie, struct owner *o)
 {
-	struct event *e = sock_event(EV_ALLOC, sk, cookie, -EADDRNOTAVAIL, FLAG_LATENCY_APPROX);
+	struct event *e = state_event(EV_ALLOC, sk, cookie, -EADDRNOTAVAIL, FLAG_LATENCY_APPROX, o);
 	if (!e)
 		return;
 	e->latency_ns = e->ts_ns - o->syn_sent_ns;
-	fill_owner(e, o);
 	submit(e);
 }
 
@@ -94,25 +114,21 @@ static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct
 		ret = attempt_result(sk, o, &flags);
 		if (backend == BACKEND_TRACEPOINT && ret == -EADDRNOTAVAIL && !o->bound)
 			emit_failed_search(sk, cookie, o);
-	} else if ((oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && !o->reset &&
-		   BPF_CORE_READ(sk, sk_err) == 0) {
+	} else if ((oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && !o->reset && sk->sk_err == 0) {
 		/* tcp_time_wait() swaps the socket for a time-wait socket and
 		 * closes it, so TCP_TIME_WAIT never shows. A reset received
 		 * closes the same way but sets sk_err first; one sent (an
 		 * orphan's FIN_WAIT2 timer) is marked by pt_send_reset. */
-		struct event *e = sock_event(EV_TIME_WAIT, sk, cookie, 0, flags);
-		if (e) {
-			fill_owner(e, o);
+		struct event *e = state_event(EV_TIME_WAIT, sk, cookie, 0, flags, o);
+		if (e)
 			submit(e);
-		}
 		return;
 	}
-	struct event *e = sock_event(EV_STATE, sk, cookie, ret, flags);
+	struct event *e = state_event(EV_STATE, sk, cookie, ret, flags, o);
 	if (!e)
 		return;
 	e->old_state = oldstate;
 	e->new_state = TCP_CLOSE;
-	fill_owner(e, o);
 	submit(e);
 }
 
@@ -120,35 +136,40 @@ static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct
  * owner), CLOSE (the port released, the attempt's outcome, or TIME_WAIT),
  * and ESTABLISHED only where no event has told the socket's port (the
  * search hooks do, sock_ops does, and a bound socket has it at SYN_SENT).
- * The rest cost a ring record each and say nothing more. */
+ * The rest cost a ring record each and say nothing more. Every other
+ * transition, and every socket that never entered SYN_SENT (the server
+ * side: half of all runs), leaves after comparing the new state, or after
+ * one lookup of the socket's own storage. */
 static __always_inline void on_state(struct sock *sk, int oldstate, int newstate)
 {
 	struct owner *o;
 	if (newstate == TCP_SYN_SENT) {
+		if (!sk_is_tcp_btf(sk))
+			return;
 		o = remember_owner(sk);
 		if (!o)
 			return;
 		note_connect_source(sk);
-	} else {
+	} else if (newstate == TCP_CLOSE || (newstate == TCP_ESTABLISHED && backend == BACKEND_TRACEPOINT)) {
+		/* Only a TCP socket that entered SYN_SENT has an owner. */
 		o = bpf_sk_storage_get(&owners, sk, 0, 0);
 		if (!o)
 			return;
-		if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+		if (newstate == TCP_ESTABLISHED && (o->bound || o->port_sent))
 			return;
-		if (newstate == TCP_ESTABLISHED && (backend != BACKEND_TRACEPOINT || o->bound || o->port_sent))
-			return;
+	} else {
+		return;
 	}
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	if (newstate == TCP_CLOSE) {
 		on_close(sk, cookie, o, oldstate);
 		return;
 	}
-	struct event *e = sock_event(EV_STATE, sk, cookie, 0, o->bound ? FLAG_BOUND : 0);
+	struct event *e = state_event(EV_STATE, sk, cookie, 0, o->bound ? FLAG_BOUND : 0, o);
 	if (!e)
 		return;
 	e->old_state = oldstate;
 	e->new_state = newstate;
-	fill_owner(e, o);
 	submit(e);
 }
 

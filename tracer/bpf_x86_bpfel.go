@@ -78,18 +78,19 @@ const (
 )
 
 type bpfOwner struct {
-	_          structs.HostLayout
-	CgroupId   uint64
-	SynSentNs  uint64
-	Tid        uint32
-	Pid        uint32
-	Netns      uint32
-	Reset      uint8
-	Bound      uint8
-	PortSent   uint8
-	Pad        [1]uint8
-	Comm       [16]int8
-	ThreadComm [16]int8
+	_           structs.HostLayout
+	CgroupId    uint64
+	SynSentNs   uint64
+	NetnsCookie uint64
+	Tid         uint32
+	Pid         uint32
+	Netns       uint32
+	Reset       uint8
+	Bound       uint8
+	PortSent    uint8
+	Pad         [1]uint8
+	Comm        [16]int8
+	ThreadComm  [16]int8
 }
 
 type bpfSockcall struct {

@@ -38,10 +38,11 @@ type bench struct {
 		cpuPerMillion             time.Duration
 		name                      string
 	}
-	spacesRSS  int
-	spacesSeen uint64
-	spacesLost uint64
-	getppid    map[string]float64 // condition → rate against no tracer
+	spacesRSS   int
+	spacesSeen  uint64
+	spacesLost  uint64
+	getppid     map[string]float64 // condition → rate against no tracer
+	idleResults []idleResult
 }
 
 // churn runs the load generator once.
@@ -123,23 +124,36 @@ func column[T any](ss []sample, f func(sample) T) []T {
 func (b *bench) table(mode string, conds []condition) {
 	title := map[string]string{"reset": "Reset close (RST, no TIME_WAIT): CPU-bound churn", "fin": "TIME_WAIT close (the client closes first)"}[mode]
 	fmt.Printf("%s, 1 client thread\n", title)
-	fmt.Printf("  %-24s %12s %7s %12s %7s %12s %9s %10s\n", "condition", "connects/s", "ratio", "connect p50", "ratio", "events", "lost", "lost %")
+	fmt.Printf("  %-24s %12s %7s %8s %9s %12s %7s %12s %9s %7s\n", "condition", "connects/s", "ratio", "of bare", "spread", "connect p50", "ratio", "events", "lost", "lost %")
 	base := b.results[mode]["no tracer"]
 	baseRate := median(column(base, func(s sample) float64 { return s.churn.Rate }))
 	baseP50 := median(column(base, func(s sample) time.Duration { return s.churn.P50 }))
+	bareRate := b.rate(mode, "bare program (counts)")
 	for _, c := range conds {
 		ss := b.results[mode][c.name]
-		rate := median(column(ss, func(s sample) float64 { return s.churn.Rate }))
+		rates := column(ss, func(s sample) float64 { return s.churn.Rate })
+		rate := median(rates)
 		p50 := median(column(ss, func(s sample) time.Duration { return s.churn.P50 }))
-		line := fmt.Sprintf("  %-24s %12s %6.2fx %12s %6.2fx", c.name, humanize.Comma(int64(rate)), rate/baseRate, p50.Round(100*time.Nanosecond), float64(p50)/float64(baseP50))
+		line := fmt.Sprintf("  %-24s %12s %6.3fx %7.3fx %9s %12s %6.2fx", c.name, humanize.Comma(int64(rate)), rate/baseRate, rate/bareRate,
+			fmt.Sprintf("±%.1f%%", 100*(slices.Max(rates)-slices.Min(rates))/2/rate), p50.Round(100*time.Nanosecond), float64(p50)/float64(baseP50))
 		if c.argv != nil {
 			ev := median(column(ss, func(s sample) uint64 { return s.stats.Events }))
 			lost := median(column(ss, func(s sample) uint64 { return s.stats.Lost }))
-			line += fmt.Sprintf(" %12s %9s %9.1f%%", humanize.Comma(int64(ev)), humanize.Comma(int64(lost)), 100*float64(lost)/float64(max(ev+lost, 1)))
+			line += fmt.Sprintf(" %12s %9s %6.1f%%", humanize.Comma(int64(ev)), humanize.Comma(int64(lost)), 100*float64(lost)/float64(max(ev+lost, 1)))
 		}
 		fmt.Println(line)
 	}
 	fmt.Println()
+}
+
+// rate is the median connects/s of a condition in a mode, 0 if it was not
+// measured.
+func (b *bench) rate(mode, name string) float64 {
+	ss := b.results[mode][name]
+	if len(ss) == 0 {
+		return 0
+	}
+	return median(column(ss, func(s sample) float64 { return s.churn.Rate }))
 }
 
 // best is the first porttrace condition: the backend auto would choose.

@@ -12,6 +12,7 @@ import (
 // bpfProg is what `bpftool prog show -j` says of a program once
 // kernel.bpf_stats_enabled is on.
 type bpfProg struct {
+	ID        int    `json:"id"`
 	Name      string `json:"name"`
 	RunTimeNs uint64 `json:"run_time_ns"`
 	RunCnt    uint64 `json:"run_cnt"`
@@ -20,9 +21,10 @@ type bpfProg struct {
 const statsSysctl = "/proc/sys/kernel/bpf_stats_enabled"
 
 // bpfCost runs reset churn once more with the kernel's BPF statistics on
-// (they cost a little themselves, so the ratio runs go without) and prints
-// what each porttrace program costs per connection: this is where the
-// traced machine's time goes.
+// (they cost a little themselves, so the ratio runs go without), under
+// porttrace and under the minimal streamer, and prints what each of their
+// programs costs per connection: this is where the traced machine's time
+// goes.
 func (b *bench) bpfCost(conds []condition) error {
 	c, _ := best(conds)
 	old, err := os.ReadFile(statsSysctl)
@@ -33,16 +35,44 @@ func (b *bench) bpfCost(conds []condition) error {
 		return err
 	}
 	defer os.WriteFile(statsSysctl, old, 0o644)
+	runs := []condition{c}
+	for _, f := range floorConditions() {
+		if f.name == "minimal streamer" {
+			runs = append(runs, f)
+		}
+	}
+	for _, c := range runs {
+		if err := b.bpfCostOf(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) bpfCostOf(c condition) error {
+	before, err := programs()
+	if err != nil {
+		return err
+	}
 	t, err := start(c)
 	if err != nil {
 		return err
 	}
 	r, err := b.churn("--mode", "reset", "--duration", b.o.duration.String())
-	progs, err2 := porttracePrograms()
+	after, err2 := programs()
 	_, err3 := t.stop()
 	if err = cmpErr(cmpErr(err, err2), err3); err != nil {
 		return err
 	}
+	// Its own programs: those loaded since, with a name it gives.
+	seen := map[int]bool{}
+	for _, p := range before {
+		seen[p.ID] = true
+	}
+	progs := slices.DeleteFunc(after, func(p bpfProg) bool {
+		return seen[p.ID] || p.RunCnt == 0 || !(strings.HasPrefix(p.Name, "pt_") || strings.HasPrefix(p.Name, "floor_"))
+	})
+	slices.SortFunc(progs, func(x, y bpfProg) int { return int(y.RunTimeNs) - int(x.RunTimeNs) })
 	conns := float64(r.Attempts)
 	perConn := 1e9 / r.Rate
 	fmt.Printf("Where the traced machine's time goes (reset close, %s, kernel BPF statistics on):\n", c.name)
@@ -57,8 +87,8 @@ func (b *bench) bpfCost(conds []condition) error {
 	return nil
 }
 
-// porttracePrograms are the loaded programs whose names porttrace gives.
-func porttracePrograms() ([]bpfProg, error) {
+// programs are the loaded BPF programs.
+func programs() ([]bpfProg, error) {
 	out, err := exec.Command("bpftool", "prog", "show", "-j").Output()
 	if err != nil {
 		return nil, fmt.Errorf("bpftool prog show: %w", err)
@@ -67,7 +97,5 @@ func porttracePrograms() ([]bpfProg, error) {
 	if err := json.Unmarshal(out, &all); err != nil {
 		return nil, fmt.Errorf("bpftool prog show: %w", err)
 	}
-	progs := slices.DeleteFunc(all, func(p bpfProg) bool { return !strings.HasPrefix(p.Name, "pt_") || p.RunCnt == 0 })
-	slices.SortFunc(progs, func(x, y bpfProg) int { return int(y.RunTimeNs) - int(x.RunTimeNs) })
-	return progs, nil
+	return all, nil
 }

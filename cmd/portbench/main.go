@@ -2,7 +2,7 @@
 // side by side with the tracers people use today (BCC's tcpstates and
 // bpftrace), in one run: it alternates the conditions over several rounds
 // of connection churn and reports medians and ratios against no tracer.
-// `make bench` runs it as root; see README.md, Performance.
+// `make bench` runs it as root; see docs/performance.md.
 package main
 
 import (
@@ -21,6 +21,9 @@ type options struct {
 	rounds           int
 	duration         time.Duration
 	bccSource        string
+	floor            string
+	idle             string
+	idleWindow       time.Duration
 }
 
 func main() {
@@ -30,7 +33,17 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of every condition, alternated")
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "churn per measurement")
 	flag.StringVar(&o.bccSource, "bcc-kernel-source", os.Getenv("BCC_KERNEL_SOURCE"), "kernel headers for BCC, when this kernel has none")
+	flag.StringVar(&o.floor, "floor", "", "run only the floor program, count or stream, until interrupted (how portbench runs the floor conditions)")
+	flag.StringVar(&o.idle, "idle", "0,200,1000", "idle network namespaces to measure the idle agent with, comma-separated")
+	flag.DurationVar(&o.idleWindow, "idle-window", 65*time.Second, "how long the idle agent's CPU time is measured (at least a minute: idle namespaces are read once a minute)")
 	flag.Parse()
+	if o.floor != "" {
+		if err := runFloor(o.floor); err != nil {
+			fmt.Fprintln(os.Stderr, "portbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "portbench:", err)
 		os.Exit(1)
@@ -69,6 +82,9 @@ func run(o options) error {
 		return err
 	}
 	if err := b.bpfCost(conds); err != nil {
+		return err
+	}
+	if err := b.idle(); err != nil {
 		return err
 	}
 	b.verdicts()

@@ -24,6 +24,9 @@ type condition struct {
 	ready string // a line of its output that says its probes are attached
 	// porttrace prints its figures as JSON on stdout when it stops
 	porttrace bool
+	// jsonStats: it prints events and lost_events as JSON when it stops,
+	// as porttrace does (the floor programs)
+	jsonStats bool
 }
 
 // bpftraceProg prints every event of the tracepoint tcpstates uses.
@@ -32,7 +35,7 @@ const bpftraceProg = `tracepoint:sock:inet_sock_set_state { printf("%d %s %d %d 
 // conditions are no tracer, porttrace with each backend that attaches, and
 // the peers that are installed; notes say what was left out and why.
 func conditions(o options) ([]condition, []string) {
-	conds := []condition{{name: "no tracer"}}
+	conds := append([]condition{{name: "no tracer"}}, floorConditions()...)
 	var notes []string
 	for _, b := range []string{"fentry", "kprobe", "tracepoint"} {
 		c := condition{name: "porttrace (" + b + ")", porttrace: true, ready: "tracing with",
@@ -142,7 +145,7 @@ func (t *tracer) read(r io.Reader, isStdout bool, ready func()) {
 		} else if isStdout {
 			t.lines++
 		}
-		if isStdout && t.c.porttrace {
+		if isStdout && (t.c.porttrace || t.c.jsonStats) {
 			t.stdout.WriteString(line + "\n")
 		}
 		if !isStdout {
@@ -183,7 +186,7 @@ func (t *tracer) stop() (Stats, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st.Events, st.Lost = uint64(t.lines), uint64(t.lost)
-	if t.c.porttrace {
+	if t.c.porttrace || t.c.jsonStats {
 		var r struct {
 			Events uint64 `json:"events"`
 			Lost   uint64 `json:"lost_events"`

@@ -126,7 +126,7 @@ func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, 
 	if err != nil {
 		return nil, nil, err
 	}
-	mon, err := live.New(t, sockdiag.ReadAll, aggregate.DefaultLimits)
+	mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits)
 	if err != nil {
 		t.Close()
 		return nil, nil, err

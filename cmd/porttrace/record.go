@@ -111,7 +111,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	defer cancel()
 	var src event.Source = t
 	if of.endpoint != "" {
-		mon, err := live.New(t, sockdiag.ReadAll, aggregate.DefaultLimits)
+		mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits)
 		if err != nil {
 			return err
 		}

@@ -39,16 +39,25 @@ type Monitor struct {
 	beat    atomic.Pointer[time.Time] // the background loop's last tick
 
 	nat *natState // nil unless TrackNAT
+	// touched are the namespaces events came from since the last sync;
+	// last is the latest, so that a run of events from one namespace
+	// costs one comparison each.
+	touched map[uint32]bool
+	last    uint32
 }
 
 // Tables reads every namespace's settings and socket table; the error
-// gathers trouble, and says so when no table could be read at all.
-type Tables func() ([]netns.Settings, []event.SocketTable, error)
+// gathers trouble, and says so when no table could be read at all. touched
+// are the namespaces (by inode) that events came from since the last call:
+// a reader may give the others as it read them before
+// (sockdiag.Reader.Read), so that an idle machine costs little whatever its
+// number of namespaces.
+type Tables func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable, error)
 
 // New seeds an aggregator from the socket tables of every namespace, so a
 // running incident shows from the first frame.
 func New(src event.Source, tables Tables, limits aggregate.Limits) (*Monitor, error) {
-	m := &Monitor{src: src, tables: tables, start: time.Now()}
+	m := &Monitor{src: src, tables: tables, start: time.Now(), touched: map[uint32]bool{}}
 	m.agg = aggregate.New(m.start, limits, Cgroup)
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
@@ -98,6 +107,9 @@ func (m *Monitor) Observe(fn func(*event.Event)) { m.observe = fn }
 func (m *Monitor) Add(e *event.Event) {
 	m.mu.Lock()
 	m.agg.Add(e)
+	if e.Netns != m.last || len(m.touched) == 0 {
+		m.touched[e.Netns], m.last = true, e.Netns
+	}
 	m.mu.Unlock()
 	if m.observe != nil {
 		m.observe(e)
@@ -157,8 +169,10 @@ func guard(fn func() error) (err error) {
 func (m *Monitor) sync() (int, error) {
 	m.mu.Lock()
 	m.agg.BeginSync()
+	touched := m.touched
+	m.touched = map[uint32]bool{}
 	m.mu.Unlock()
-	all, tables, err := m.tables()
+	all, tables, err := m.tables(touched)
 	m.mu.Lock()
 	m.agg.SetNetns(all)
 	m.agg.Sync(tables)

@@ -53,7 +53,7 @@ func run(t *testing.T, src event.Source) error {
 }
 
 // oneTable is a host with one namespace and no socket.
-func oneTable() ([]netns.Settings, []event.SocketTable, error) {
+func oneTable(map[uint32]bool) ([]netns.Settings, []event.SocketTable, error) {
 	return []netns.Settings{{Inode: 1, PortLow: 32768, PortHigh: 60999}}, []event.SocketTable{{Netns: 1, Time: time.Now()}}, nil
 }
 
@@ -65,5 +65,29 @@ func TestRunEndsWithItsSource(t *testing.T) {
 	e := event.Event{Time: time.Now(), Kind: event.State, NewState: event.SynSent}
 	if err := run(t, &source{events: []event.Event{e}, panic: true}); err == nil || !strings.Contains(err.Error(), "panic: assignment to entry in nil map") {
 		t.Errorf("Run returned %v, want the panic as an error", err)
+	}
+}
+
+// TestTouchedNamespaces: each sync tells the table reader which namespaces
+// events came from since the last one, and only those.
+func TestTouchedNamespaces(t *testing.T) {
+	var got []map[uint32]bool
+	tables := func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable, error) {
+		got = append(got, touched)
+		return oneTable(touched)
+	}
+	m, err := New(&source{}, tables, aggregate.DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ino := range []uint32{7, 7, 9, 7} {
+		m.Add(&event.Event{Kind: event.State, NewState: event.TCPState(2), Netns: ino, Time: time.Now()})
+	}
+	m.sync()
+	m.Add(&event.Event{Kind: event.State, NewState: event.TCPState(2), Netns: 7, Time: time.Now()})
+	m.sync()
+	m.sync()
+	if len(got) != 4 || len(got[0]) != 0 || len(got[1]) != 2 || !got[1][7] || !got[1][9] || len(got[2]) != 1 || !got[2][7] || len(got[3]) != 0 {
+		t.Errorf("touched per sync: %v, want none (the first), 7 and 9, 7, none", got)
 	}
 }

@@ -41,7 +41,7 @@ func TestTrackNAT(t *testing.T) {
 	m.sync()
 	// A sync that could not list the namespaces is no round: the spaces
 	// stay.
-	m.tables = func() ([]netns.Settings, []event.SocketTable, error) {
+	m.tables = func(map[uint32]bool) ([]netns.Settings, []event.SocketTable, error) {
 		return nil, nil, errors.New("netns gone meanwhile")
 	}
 	m.sync()

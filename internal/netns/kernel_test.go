@@ -1,6 +1,7 @@
 package netns_test
 
 import (
+	"io/fs"
 	"testing"
 
 	"github.com/porttrace/porttrace/internal/netns"
@@ -33,4 +34,26 @@ func TestKernelRead(t *testing.T) {
 		}
 	}
 	t.Errorf("All() misses namespace %d", ns.Inode)
+}
+
+// TestKernelAllSkipsGone: a namespace that goes between being listed and
+// being read (a pod that ended) is left out, and the others are listed.
+func TestKernelAllSkipsGone(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	gone := "/run/netns/" + ns.Name
+	all, err := netns.AllReading(func(path string, ino uint32) (netns.Settings, error) {
+		if path == gone {
+			return netns.Settings{}, &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist}
+		}
+		return netns.Read(path)
+	})
+	if err != nil || len(all) == 0 {
+		t.Fatalf("AllReading: %d namespaces, %v; want the others, no error", len(all), err)
+	}
+	for _, s := range all {
+		if s.Path == gone {
+			t.Errorf("%s is listed, though it was gone when read", gone)
+		}
+	}
 }

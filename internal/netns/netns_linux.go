@@ -3,7 +3,9 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -90,6 +92,13 @@ func Within(path string, fn func()) error {
 // nothing, never name one, and a namespace with a lasting name is not also
 // named by the processes in it.
 func All() ([]Settings, error) {
+	return AllReading(func(path string, _ uint32) (Settings, error) { return Read(path) })
+}
+
+// AllReading is All, with read giving each namespace's settings from a path
+// that opens it and its inode: a caller that keeps settings it read before
+// gives those back instead of entering the namespace again.
+func AllReading(read func(path string, inode uint32) (Settings, error)) ([]Settings, error) {
 	paths := map[uint32][]string{}
 	first := map[uint32]string{}
 	lasting := map[uint32]bool{}
@@ -129,7 +138,10 @@ func All() ([]Settings, error) {
 	}
 	var out []Settings
 	for ino, path := range first {
-		s, err := Read(path)
+		s, err := read(path, ino)
+		if errors.Is(err, fs.ErrNotExist) || err != nil && !IsNamespace(path) {
+			continue // gone since it was listed: a pod that ended
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -144,6 +156,14 @@ func All() ([]Settings, error) {
 		return out[i].Inode == self || (out[j].Inode != self && out[i].Inode < out[j].Inode)
 	})
 	return out, nil
+}
+
+// IsNamespace reports whether path still opens a namespace: `ip netns del`
+// unmounts the namespace before it removes the file, and a process's
+// ns/net link vanishes with the process.
+func IsNamespace(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
 
 // runtimeNetns are where ip netns and container runtimes keep namespaces:

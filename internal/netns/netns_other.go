@@ -15,3 +15,9 @@ func Within(string, func()) error { return errNotLinux }
 
 // All fails off Linux.
 func All() ([]Settings, error) { return nil, errNotLinux }
+
+// AllReading fails off Linux, without calling read.
+func AllReading(func(string, uint32) (Settings, error)) ([]Settings, error) { return nil, errNotLinux }
+
+// IsNamespace is false off Linux.
+func IsNamespace(string) bool { return false }

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -87,5 +90,107 @@ func TestKernelDump(t *testing.T) {
 	}
 	if _, err := Dump("/run/netns/does-not-exist"); err == nil {
 		t.Error("no error for a missing namespace")
+	}
+}
+
+// TestKernelReader: a Reader dumps a namespace again only when it was
+// touched or its idle period ran out, and looks up in /proc only the owners
+// of sockets it has not named before.
+func TestKernelReader(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/"+ns.Name, &st); err != nil {
+		t.Fatal(err)
+	}
+	ino := uint32(st.Ino)
+	clock := time.Now()
+	r := NewReader()
+	r.now = func() time.Time { return clock }
+	// The owners looked up in /proc, of this namespace's sockets: other
+	// tests' namespaces may come and go meanwhile.
+	looked := map[uint32]bool{}
+	r.lookup = func(want map[uint32]bool) map[uint32]Owner {
+		for ino := range want {
+			looked[ino] = true
+		}
+		return Owners(want)
+	}
+	ours := func(tb event.SocketTable) (n int) {
+		for _, s := range tb.Sockets {
+			if looked[s.Inode] {
+				n++
+			}
+		}
+		return n
+	}
+	round := func(touched map[uint32]bool) event.SocketTable {
+		t.Helper()
+		clear(looked)
+		_, tables, err := r.Read(touched)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tb := range tables {
+			if tb.Netns == ino {
+				return tb
+			}
+		}
+		t.Fatalf("no table for namespace %d", ino)
+		return event.SocketTable{}
+	}
+	clients := func(tb event.SocketTable) (n int) {
+		for _, s := range tb.Sockets {
+			if s.Dst == dst {
+				n++
+				if s.PID != uint32(os.Getpid()) {
+					t.Errorf("client socket %+v: want this process (%d) as its owner", s, os.Getpid())
+				}
+			}
+		}
+		return n
+	}
+	first := round(nil)
+	if clients(first) != 0 || ours(first) != 1 {
+		t.Fatalf("first round: %d client sockets (want 0), %d owner lookups (want 1: the listener's)", clients(first), ours(first))
+	}
+	var conn net.Conn
+	ns.Do(t, func() {
+		var err error
+		if conn, err = net.Dial("tcp", dst.String()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer conn.Close()
+	clock = clock.Add(time.Second)
+	if tb := round(nil); !tb.Time.Equal(first.Time) || clients(tb) != 0 || ours(tb) != 0 {
+		t.Errorf("untouched namespace: table of %s with %d client sockets, %d owner lookups; want the first round's (%s, 0), none",
+			tb.Time, clients(tb), ours(tb), first.Time)
+	}
+	touched := round(map[uint32]bool{ino: true})
+	// The new client socket (its accepted peer is on the listener's port,
+	// which is not ephemeral).
+	if touched.Time.Equal(first.Time) || clients(touched) != 1 || ours(touched) != 1 {
+		t.Errorf("touched namespace: table of %s with %d client sockets, %d owner lookups; want a new table, 1, 1 (the new socket)",
+			touched.Time, clients(touched), ours(touched))
+	}
+	// The same inode under another path: a new namespace that took the
+	// inode of one that went. Read at once.
+	r.seen[ino].path = "/run/netns/gone"
+	clock = clock.Add(time.Second)
+	again := round(nil)
+	if again.Time.Equal(touched.Time) || clients(again) != 1 {
+		t.Errorf("inode seen under another path: table of %s with %d client sockets; want a new table, 1", again.Time, clients(again))
+	}
+	touched = again
+	clock = clock.Add(IdleSettings)
+	if tb := round(nil); !tb.Time.Equal(touched.Time) {
+		t.Errorf("settings' idle period over: table of %s, want the last one (%s): only the settings are read again", tb.Time, touched.Time)
+	}
+	clock = clock.Add(IdleDump)
+	if tb := round(nil); tb.Time.Equal(touched.Time) || clients(tb) != 1 || ours(tb) != 0 {
+		t.Errorf("table's idle period over: table of %s with %d client sockets, %d owner lookups; want a new table, 1, none (owners known)",
+			tb.Time, clients(tb), ours(tb))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/internal/event"
+	pnetns "github.com/porttrace/porttrace/internal/netns"
 )
 
 const timerTW = 3 // idiag_timer of a time-wait socket
@@ -62,6 +63,9 @@ func handle(path string) (*netlink.Handle, error) {
 	}
 	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+	if err != nil && !pnetns.IsNamespace(path) {
+		return nil, fmt.Errorf("%w: %s", ErrGone, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket in %s: %w", path, err)
 	}

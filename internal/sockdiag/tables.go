@@ -33,14 +33,14 @@ func ReadAll() ([]netns.Settings, []event.SocketTable, error) {
 	if len(tables) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("no network namespace could be read"))
 	}
-	nameOwners(all, tables)
+	nameOwners(all, tables, Owners)
 	return all, tables, errors.Join(errs...)
 }
 
 // nameOwners finds the processes behind listeners and open sockets on
 // ephemeral ports, as ss -p does: sockets older than porttrace have no
 // other owner, and a listener's owner is named in advice.
-func nameOwners(all []netns.Settings, tables []event.SocketTable) {
+func nameOwners(all []netns.Settings, tables []event.SocketTable, owned func(want map[uint32]bool) map[uint32]Owner) {
 	ranges := map[uint32]netns.Settings{}
 	for _, s := range all {
 		ranges[s.Inode] = s
@@ -59,7 +59,7 @@ func nameOwners(all []netns.Settings, tables []event.SocketTable) {
 		}
 	}
 	each(func(so *event.Socket) { want[so.Inode] = true })
-	owners := Owners(want)
+	owners := owned(want)
 	each(func(so *event.Socket) {
 		o := owners[so.Inode]
 		so.PID, so.Comm = o.PID, o.Comm
