@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	encbin "encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/otlptest"
@@ -307,6 +310,23 @@ func TestAgentCollectorDown(t *testing.T) {
 	agent.stop(t)
 }
 
+// rawHeader is a capture's header block as stored, not as a reader
+// cleans it: the first block after the magic and version, zstd.
+func rawHeader(t *testing.T, file string) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := len("porttrace-capture\n") + 1
+	stored := int(encbin.LittleEndian.Uint32(b[off+5:]))
+	dec, _ := zstd.NewReader(nil)
+	raw, err := dec.DecodeAll(b[off+13:off+13+stored], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
 // TestTopAndRecordExport: top and record export as the agent does, at the
 // same time as they show or record.
 func TestTopAndRecordExport(t *testing.T) {
@@ -316,7 +336,9 @@ func TestTopAndRecordExport(t *testing.T) {
 	forTop, forRecord := otlptest.Start(t), otlptest.Start(t)
 	file := filepath.Join(t.TempDir(), "capture.ptr")
 	top := startExporting(t, nil, "top", "--json", "--interval", "1m", "--otlp-endpoint", forTop.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s")
-	rec := startExporting(t, nil, "record", "-o", file, "--otlp-endpoint", forRecord.HTTP(), "--export-interval", "1s")
+	// Credentials in the endpoint are neither printed nor stored (issue 21).
+	withPassword := strings.Replace(forRecord.HTTP(), "http://", "http://user:s3cret@", 1)
+	rec := startExporting(t, nil, "record", "-o", file, "--otlp-endpoint", withPassword, "--export-interval", "1s")
 	res := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin}).Wait(t)
 	space := map[string]string{"server.address": "127.0.0.1", "server.port": "8080", "porttrace.netns": fmt.Sprint(ns.Inode)}
 	for name, rcv := range map[string]*otlptest.Receiver{"top": forTop, "record": forRecord} {
@@ -334,7 +356,11 @@ func TestTopAndRecordExport(t *testing.T) {
 	}
 	top.stop(t)
 	rec.stop(t)
-	sp := spaceToward(t, liveOf(runReport(t, file)), ns.Inode, dst)
+	r := runReport(t, file)
+	if header := rawHeader(t, file); strings.Contains(rec.stderr(), "s3cret") || strings.Contains(header, "s3cret") || !strings.Contains(header, "user:xxxxx@") {
+		t.Errorf("the endpoint's password: record printed\n%s\nthe capture's header: %s", rec.stderr(), header)
+	}
+	sp := spaceToward(t, liveOf(r), ns.Inode, dst)
 	if sp.TotalConns != uint64(res.Attempts) {
 		t.Errorf("the capture recorded while exporting has %d attempts, the client made %d", sp.TotalConns, res.Attempts)
 	}

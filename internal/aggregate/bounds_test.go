@@ -24,7 +24,9 @@ func TestClockStep(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := newStream(t, DefaultLimits)
-			dst := func(i int) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}), 443) }
+			dst := func(i int) netip.AddrPort {
+				return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}), 443)
+			}
 			for i := range 10 {
 				s.churn(curl, dst(i), 20, 0, 5, 100*time.Millisecond)
 			}

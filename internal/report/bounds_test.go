@@ -12,6 +12,7 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
@@ -150,5 +151,24 @@ func TestHostileCaptures(t *testing.T) {
 				t.Errorf("replay: peak heap %d MiB, over %d MiB", heap>>20, ceiling>>20)
 			}
 		})
+	}
+}
+
+// TestReplayClockSteps: a replay at real speed of a capture with clock
+// steps takes the steps out: the 10-year and 2116 steps of the forged
+// capture play in seconds, not in ninety years.
+func TestReplayClockSteps(t *testing.T) {
+	data := forge(t, hostile["clock steps"])
+	now := t0
+	p, err := NewPlayer(bytes.NewReader(data), 1, func() time.Time { now = now.Add(time.Second); return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f frame.Frame
+	for range 10 {
+		f = p.Frame()
+	}
+	if p.done != "end of the capture" || f.Summary.Dropped.ClockSteps != 2 {
+		t.Errorf("after 10 s of replay: %q, dropped %+v; want the end, two clock steps", p.done, f.Summary.Dropped)
 	}
 }

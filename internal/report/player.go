@@ -7,6 +7,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/frame"
 
+	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
@@ -60,8 +61,7 @@ func (p *Player) Frame() frame.Frame {
 	if p.begun.IsZero() {
 		p.begun = now
 	}
-	at := p.start.Add(time.Duration(float64(now.Sub(p.begun)) * p.speed))
-	p.play(at)
+	at := p.play(p.start.Add(time.Duration(float64(now.Sub(p.begun)) * p.speed)))
 	if p.done != "" && at.After(p.last) {
 		at = p.last
 	}
@@ -91,11 +91,20 @@ func (p *Player) read() {
 	}
 }
 
-func (p *Player) play(until time.Time) {
+// play feeds the records due by until, and returns until with the clock
+// steps it met taken out: a record more than aggregate.MaxStep after the
+// last one played, or MaxStepBack before, moves the replay's start, so
+// that it comes a second after the last one played and the rest follows at
+// speed (a capture with a ten-year step replays in seconds, not ten years).
+func (p *Player) play(until time.Time) time.Time {
 	for p.have {
 		t := recordTime(p.pending)
+		if gap := t.Sub(p.last); !t.IsZero() && (gap > aggregate.MaxStep || gap < -aggregate.MaxStepBack) {
+			shift := gap - time.Second
+			p.start, until = p.start.Add(shift), until.Add(shift)
+		}
 		if t.After(until) {
-			return
+			return until
 		}
 		if !t.IsZero() {
 			p.last = t
@@ -103,4 +112,5 @@ func (p *Player) play(until time.Time) {
 		p.apply(p.pending)
 		p.read()
 	}
+	return until
 }
