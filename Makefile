@@ -86,6 +86,8 @@ deb: ## build bin/porttrace_VERSION_amd64.deb with nfpm: static binary, systemd 
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/pkg/porttrace ./cmd/porttrace
 	bin/pkg/porttrace gen-docs --man bin/pkg/man --completions bin/pkg/completions
 	gzip -9n bin/pkg/man/*.1
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e "s/@DATE@/$$(git log -1 --format=%aD 2>/dev/null || date -R)/" \
+		packaging/changelog | gzip -9n > bin/pkg/changelog.gz
 	VERSION=$(DEB_VERSION) nfpm package --config packaging/nfpm.yaml --packager deb --target bin/
 
 image: ## build the container image with docker (deploy/Dockerfile; IMAGE=ghcr.io/porttrace/porttrace:dev)
