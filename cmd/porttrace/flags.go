@@ -144,19 +144,38 @@ type otlpFlags struct {
 	endpoint string
 	protocol string
 	interval time.Duration
+	// What the metrics' series carry (export.Cardinality).
+	spaces     int
+	attributes string
 }
 
 func (f *otlpFlags) register(cmd *cobra.Command, what string) {
 	cmd.Flags().StringVar(&f.endpoint, "otlp-endpoint", "", what)
 	cmd.Flags().StringVar(&f.protocol, "otlp-protocol", "", "grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
 	cmd.Flags().DurationVar(&f.interval, "export-interval", 0, fmt.Sprintf("metric export period (default: $OTEL_METRIC_EXPORT_INTERVAL, else %s)", export.DefaultInterval))
+	cmd.Flags().IntVar(&f.spaces, "metric-spaces", export.DefaultCardinality.Spaces,
+		"port spaces with metric series of their own, the most active first (as many again under pressure); the rest of a namespace's spaces are one series with porttrace.port_space.kind=other")
+	cmd.Flags().StringVar(&f.attributes, "metric-attributes", "",
+		"optional attributes added to metric series, comma-separated: "+strings.Join(export.OptionalAttributes, ", ")+" (process.pid makes a series per process)")
 	cmd.RegisterFlagCompletionFunc("otlp-protocol", cobra.FixedCompletions(export.Protocols, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("metric-attributes", cobra.FixedCompletions(export.OptionalAttributes, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// cardinality is what the metric flags ask for.
+func (f *otlpFlags) cardinality() (export.Cardinality, error) {
+	c := export.DefaultCardinality
+	if f.spaces < 1 {
+		return c, fmt.Errorf("--metric-spaces must be at least 1")
+	}
+	c.Spaces = f.spaces
+	return c.ParseAttributes(f.attributes)
 }
 
 func (f *otlpFlags) options(w io.Writer) export.Options {
+	card, _ := f.cardinality() // check refused it before
 	return export.Options{
 		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
-		Limits: aggregate.DefaultLimits, Version: version(), Warn: w,
+		Limits: aggregate.DefaultLimits, Version: version(), Warn: w, Cardinality: card,
 	}
 }
 
@@ -167,6 +186,9 @@ func (f *otlpFlags) check() error {
 		return err
 	}
 	if err := checkOTELEnv(); err != nil {
+		return err
+	}
+	if _, err := f.cardinality(); err != nil {
 		return err
 	}
 	return f.options(nil).Check()
