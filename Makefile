@@ -90,8 +90,16 @@ deb: ## build bin/porttrace_VERSION_amd64.deb with nfpm: static binary, systemd 
 		packaging/changelog | gzip -9n > bin/pkg/changelog.gz
 	VERSION=$(DEB_VERSION) nfpm package --config packaging/nfpm.yaml --packager deb --target bin/
 
-image: ## build the container image with docker (deploy/Dockerfile; IMAGE=ghcr.io/porttrace/porttrace:dev)
-	docker build -f deploy/Dockerfile -t $(or $(IMAGE),ghcr.io/porttrace/porttrace:dev) .
+IMAGE     ?= localhost/porttrace:dev
+IMAGE_TAR ?= bin/porttrace-image.tar
+
+image: ## build the container image IMAGE with buildah (no Docker engine), and save it as the OCI archive IMAGE_TAR
+	rm -rf bin/image && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/image/porttrace ./cmd/porttrace
+	cp /etc/ssl/certs/ca-certificates.crt bin/image/
+	buildah build --quiet --layers=false -f deploy/Dockerfile -t $(IMAGE) bin/image
+	rm -f $(IMAGE_TAR)
+	buildah push --quiet $(IMAGE) oci-archive:$(IMAGE_TAR):$(IMAGE)
 
 manifests: ## regenerate deploy/kubernetes from the Helm chart
 	{ printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: porttrace\n'; \
