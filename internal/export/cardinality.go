@@ -90,7 +90,7 @@ func newChooser(c Cardinality) *chooser {
 	return &chooser{c: c, changed: map[aggregate.SpaceKey]activity{}, own: map[aggregate.SpaceKey]bool{}}
 }
 
-// pick returns the spaces with series of their own, at most twice
+// pick returns the spaces with series of their own (true), at most twice
 // Spaces: up to Spaces under pressure (the fullest first), and up to
 // Spaces of the others that changed within Idle (the most active over the
 // last minute first). A space that had its own keeps it while it ranks
@@ -130,7 +130,12 @@ func (ch *chooser) pick(spaces []aggregate.SpaceSummary, now time.Time) map[aggr
 		return cmp.Or(cmp.Compare(y.UsedPct, x.UsedPct), byRate(x, y))
 	})
 	slices.SortStableFunc(active, byRate)
-	own := map[aggregate.SpaceKey]bool{}
+	// Every space seen is in the map: false for the folded ones, so that
+	// the latency recorder tells them from spaces it has not seen yet.
+	own := make(map[aggregate.SpaceKey]bool, len(seen))
+	for k := range seen {
+		own[k] = false
+	}
 	n := ch.c.Spaces
 	for _, s := range hot[:min(n, len(hot))] {
 		own[s.Key] = true

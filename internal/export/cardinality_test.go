@@ -76,8 +76,14 @@ func TestPickBounded(t *testing.T) {
 	ch := newChooser(Cardinality{Spaces: 5, Idle: time.Minute})
 	spaces := syntheticSpaces(100, 100)
 	own := ch.pick(spaces, time.Now())
-	if len(own) != 10 {
-		t.Fatalf("%d own series, want 10", len(own))
+	n := 0
+	for _, mine := range own {
+		if mine {
+			n++
+		}
+	}
+	if n != 10 || len(own) != len(spaces) {
+		t.Fatalf("%d own series of %d spaces, want 10 of %d", n, len(own), len(spaces))
 	}
 	for i := range 5 { // the fullest under pressure: UsedPct 99..95
 		if s := spaces[199-i]; !own[s.Key] {

@@ -269,6 +269,11 @@ func TestSeriesBounded(t *testing.T) {
 		if wantOthers := map[bool]int{true: 0, false: 3}[c.card.Spaces > 1000]; others != wantOthers {
 			t.Errorf("%+v: %d other series, want %d", c.card, others, wantOthers)
 		}
-		t.Logf("%+v: %d failure series for 1,000 spaces × 3 errnos", c.card, len(pts))
+		// The histogram: the spaces chosen, the namespace's other, and
+		// at most Spaces new ones recorded before the first collection.
+		if lat := rcv.Last(latencyName); c.card.Spaces == 0 && len(lat) > 3*DefaultCardinality.Spaces+1 {
+			t.Errorf("%d latency series, want at most %d", len(lat), 3*DefaultCardinality.Spaces+1)
+		}
+		t.Logf("%+v: %d failure series, %d latency series for 1,000 spaces × 3 errnos", c.card, len(pts), len(rcv.Last(latencyName)))
 	}
 }
