@@ -6,7 +6,7 @@ ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
 DEB_VERSION ?= 0.1.0
 
-.PHONY: help deps run-deps build build-macos run generate test test-unit test-vm bench bench-vm manifests deb image clean
+.PHONY: help deps run-deps build build-macos run generate test test-unit test-vm test-cluster bench bench-vm manifests deb image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go ou
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
 	$(GO) generate ./tracer
 
-test: deps test-unit test-vm ## every test: unit, kernel (this kernel), and kernel in VMs on Debian's 6.1 and 6.12
+test: deps test-unit test-vm test-cluster ## every test: unit, kernel (this kernel), kernel in VMs on Debian's 6.1 and 6.12, and a real single-node Kubernetes
 
 test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 turns their skip into a failure)
 	$(GO) vet ./...
@@ -62,6 +62,9 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
 			internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^(TestRecordReport|TestAgentExports|TestModel.*)$$'; \
 	done
+
+test-cluster: ## a real single-node Kubernetes (parts cached by .ci/k8s-deps): helm install of the chart, a pod exhausting ports, Prometheus names it (root)
+	PORTTRACE_CLUSTER=1 $(GO) test -count=1 -timeout 30m -v -run '^TestCluster$$' ./deploy/cluster
 
 bench-vm: ## what the fentry and kprobe backends cost, as ratios, under qemu on Debian's 6.1 and 6.12 kernels (TCG: compare ratios only)
 	mkdir -p $(VM_CACHE)
