@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/porttrace/porttrace/internal/testnet"
@@ -55,6 +57,10 @@ func decode(t *testing.T, stream []byte) []any {
 			obj = &appsv1.DaemonSet{}
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			obj = &monitoringv1.ServiceMonitor{}
+		case "monitoring.coreos.com/v1 PodMonitor":
+			obj = &monitoringv1.PodMonitor{}
+		case "networking.k8s.io/v1 NetworkPolicy":
+			obj = &networkingv1.NetworkPolicy{}
 		default:
 			t.Fatalf("unexpected object %s %s", meta.APIVersion, meta.Kind)
 		}
@@ -162,6 +168,9 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, socket string) {
 	if lp := c.LivenessProbe; lp == nil || lp.HTTPGet == nil || lp.HTTPGet.Path != "/healthz" || lp.HTTPGet.Port.String() != "metrics" {
 		t.Errorf("liveness probe %+v: want /healthz on the metrics port", lp)
 	}
+	if rp := c.ReadinessProbe; rp == nil || rp.HTTPGet == nil || rp.HTTPGet.Path != "/readyz" || rp.HTTPGet.Port.String() != "metrics" {
+		t.Errorf("readiness probe %+v: want /readyz on the metrics port", rp)
+	}
 	if !slices.Contains(c.Args, fmt.Sprintf("--metrics-addr=:%d", port)) ||
 		ds.Spec.Template.Annotations["prometheus.io/port"] != fmt.Sprint(port) || ds.Spec.Template.Annotations["prometheus.io/scrape"] != "true" {
 		t.Errorf("args %v, annotations %v: want /metrics on %d, annotated for scraping", c.Args, ds.Spec.Template.Annotations, port)
@@ -193,5 +202,80 @@ func TestManifests(t *testing.T) {
 			one[*corev1.Namespace](t, objs)
 			checkDaemonSet(t, one[*appsv1.DaemonSet](t, objs), "/run/containerd/containerd.sock")
 		}
+	}
+}
+
+// TestChartValues: the values fleet users of porttrace's peers expect,
+// each rendered where Kubernetes reads it; priorityClassName is empty by
+// default; a NetworkPolicy lets in only the peers named, and is refused
+// without any.
+func TestChartValues(t *testing.T) {
+	ds := one[*appsv1.DaemonSet](t, decode(t, helm(t, "template", "porttrace", chart)))
+	if p := ds.Spec.Template.Spec.PriorityClassName; p != "" {
+		t.Errorf("priorityClassName %q by default, want none", p)
+	}
+	if u := ds.Spec.UpdateStrategy; u.Type != appsv1.RollingUpdateDaemonSetStrategyType || u.RollingUpdate == nil || u.RollingUpdate.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("update strategy %+v, want rolling, one node at a time", u)
+	}
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	os.WriteFile(values, []byte(`
+priorityClassName: system-node-critical
+extraEnv:
+  - name: OTEL_EXPORTER_OTLP_HEADERS
+    valueFrom: {secretKeyRef: {name: otlp-auth, key: headers}}
+envFrom: [{secretRef: {name: otlp}}]
+extraVolumes: [{name: ca, configMap: {name: ca-bundle}}]
+extraVolumeMounts: [{name: ca, mountPath: /etc/porttrace/ca, readOnly: true}]
+appArmorProfile: {type: Localhost, localhostProfile: porttrace}
+seLinuxOptions: {type: spc_t}
+updateStrategy: {type: OnDelete}
+podMonitor: {enabled: true, interval: 30s}
+networkPolicy:
+  enabled: true
+  from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
+      podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}
+`), 0o644)
+	objs := decode(t, helm(t, "template", "porttrace", chart, "--namespace", "porttrace", "-f", values))
+	ds = one[*appsv1.DaemonSet](t, objs)
+	checkDaemonSet(t, ds, "/run/containerd/containerd.sock")
+	pod := ds.Spec.Template.Spec
+	c := pod.Containers[0]
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	if e := env["OTEL_EXPORTER_OTLP_HEADERS"]; e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "otlp-auth" || env["K8S_NODE_NAME"].ValueFrom == nil {
+		t.Errorf("env %+v: want the chart's and OTEL_EXPORTER_OTLP_HEADERS from the secret", c.Env)
+	}
+	if len(c.EnvFrom) != 1 || c.EnvFrom[0].SecretRef == nil || c.EnvFrom[0].SecretRef.Name != "otlp" {
+		t.Errorf("envFrom %+v", c.EnvFrom)
+	}
+	if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == "ca" && v.ConfigMap != nil }) ||
+		!slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "ca" && m.MountPath == "/etc/porttrace/ca" }) {
+		t.Errorf("volumes %+v, mounts %+v: want the extra CA volume mounted", pod.Volumes, c.VolumeMounts)
+	}
+	sc := c.SecurityContext
+	if sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeLocalhost || *sc.AppArmorProfile.LocalhostProfile != "porttrace" ||
+		sc.SELinuxOptions == nil || sc.SELinuxOptions.Type != "spc_t" {
+		t.Errorf("security context %+v: want the AppArmor profile and SELinux type given", sc)
+	}
+	if pod.PriorityClassName != "system-node-critical" || ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType {
+		t.Errorf("priority class %q, update strategy %+v", pod.PriorityClassName, ds.Spec.UpdateStrategy)
+	}
+	pm := one[*monitoringv1.PodMonitor](t, objs)
+	if ep := pm.Spec.PodMetricsEndpoints; len(ep) != 1 || ep[0].Port == nil || *ep[0].Port != "metrics" || ep[0].Path != "/metrics" || ep[0].Interval != "30s" ||
+		!maps.Equal(pm.Spec.Selector.MatchLabels, ds.Spec.Selector.MatchLabels) {
+		t.Errorf("PodMonitor %+v: want the DaemonSet's pods' metrics port every 30s", pm.Spec)
+	}
+	np := one[*networkingv1.NetworkPolicy](t, objs)
+	if !maps.Equal(np.Spec.PodSelector.MatchLabels, ds.Spec.Selector.MatchLabels) || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) ||
+		len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].From[0].NamespaceSelector == nil ||
+		len(np.Spec.Ingress[0].Ports) != 1 || np.Spec.Ingress[0].Ports[0].Port.String() != "metrics" {
+		t.Errorf("NetworkPolicy %+v: want ingress to the metrics port from the monitoring namespace's Prometheus only", np.Spec)
+	}
+	out, err := exec.Command(testnet.RequireTool(t, "helm"), "template", "porttrace", chart, "--set", "networkPolicy.enabled=true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "networkPolicy.from must name who may scrape") {
+		t.Errorf("a NetworkPolicy without peers: %v\n%s", err, out)
 	}
 }

@@ -134,7 +134,7 @@ func testAgentExports(t *testing.T, proto string) {
 	if proto == "grpc" {
 		endpoint = rcv.GRPC()
 	}
-	agent := startAgent(t, nil, "--otlp-endpoint", endpoint, "--otlp-protocol", proto, "--export-interval", "1s")
+	agent := startAgent(t, nil, "--otlp-endpoint", endpoint, "--otlp-protocol", proto, "--export-interval", "1s", "--metric-attributes", "process.pid")
 	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 30, Close: churn.CloseFin})
 	res := cl.Wait(t)
 	time.Sleep(200 * time.Millisecond)
@@ -174,7 +174,7 @@ func testAgentExports(t *testing.T, proto string) {
 		t.Errorf("port search latency %+v, want an exponential histogram of %d searches", h, res.Attempts)
 	}
 	pid := fmt.Sprint(cl.Cmd.Process.Pid)
-	proc := map[string]string{"process.pid": pid, "process.executable.name": testnet.Comm(os.Args[0])}
+	proc := map[string]string{"process.pid": pid, "process.executable.name": exeName(t)}
 	if p := otlptest.One(t, rcv.Last("porttrace.process.connect.attempts"), proc); p.Value != float64(res.Attempts) {
 		t.Errorf("client's attempts %v, want %d", p.Value, res.Attempts)
 	}
@@ -399,4 +399,15 @@ func TestAgentStopsInTime(t *testing.T) {
 			t.Errorf("%s: summary %q, want the failed exports counted and the last export's error", proto, last)
 		}
 	}
+}
+
+// exeName is the test binary's executable name, as process.executable.name
+// gives it for the clients it runs.
+func exeName(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Base(self)
 }

@@ -36,6 +36,8 @@ type tracerFlags struct {
 	// namespaces: the command reads other namespaces' port settings and
 	// socket tables (top, record, agent), which takes CAP_SYS_ADMIN.
 	namespaces bool
+	// quiet: no line about the backend chosen and those refused.
+	quiet bool
 }
 
 func (f *tracerFlags) register(cmd *cobra.Command) {
@@ -45,6 +47,7 @@ func (f *tracerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.syscalls, "syscalls", false, "tracepoint backend: also attach the connect()/bind() syscall tracepoints, "+
 		"to see connect() failures before any TCP state change (no route, no source address) and bind()'s result; "+
 		"costs every syscall of every process on the machine about 30-45 ns (the other backends see these without it)")
+	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print no line about the backend chosen, the ones refused and what it cannot see")
 	cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions(backendNames(), cobra.ShellCompDirectiveNoFileComp))
 }
 
@@ -98,25 +101,39 @@ func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range t.Attempts() {
-		if a.Err != nil {
-			fmt.Fprintf(stderr, "porttrace: backend %s refused: %v\n", a.Backend, a.Err)
-		}
-		for _, h := range a.Hooks {
-			if a.Err == nil && h.Err != nil {
-				fmt.Fprintf(stderr, "porttrace: optional hook %s missing (%s): %v\n", h.Name, h.Optional, h.Err)
-			}
-		}
+	if !f.quiet {
+		fmt.Fprintln(stderr, backendLine(t, f.syscalls))
 	}
+	return t, nil
+}
+
+// backendLine says, in one line, which backend traces, what it cannot
+// see, and why each better one was refused or which optional hook is
+// missing.
+func backendLine(t *tracer.Tracer, syscalls bool) string {
 	note := "port search latency is exact"
 	if !t.Backend().ExactLatency() {
 		note = "port search latency is approximate (bracketed by neighbouring hooks)"
 	}
-	if !t.Backend().SeesEarlyFailures() && !f.syscalls {
+	if !t.Backend().SeesEarlyFailures() && !syscalls {
 		note += "; connect() failures before any TCP state change and bind() are not seen (--syscalls adds them, at a cost to every syscall)"
 	}
-	fmt.Fprintf(stderr, "porttrace: tracing with the %s backend; %s\n", t.Backend(), note)
-	return t, nil
+	var why []string
+	for _, a := range t.Attempts() {
+		if a.Err != nil {
+			why = append(why, fmt.Sprintf("%s refused: %v", a.Backend, a.Err))
+		}
+		for _, h := range a.Hooks {
+			if a.Err == nil && h.Err != nil {
+				why = append(why, fmt.Sprintf("optional hook %s missing (%s): %v", h.Name, h.Optional, h.Err))
+			}
+		}
+	}
+	line := fmt.Sprintf("porttrace: tracing with the %s backend; %s", t.Backend(), note)
+	if len(why) > 0 {
+		line += " [" + strings.Join(why, "; ") + "]"
+	}
+	return line
 }
 
 // monitor opens the tracer, then a live monitor of its events seeded from
@@ -146,19 +163,38 @@ type otlpFlags struct {
 	endpoint string
 	protocol string
 	interval time.Duration
+	// What the metrics' series carry (export.Cardinality).
+	spaces     int
+	attributes string
 }
 
 func (f *otlpFlags) register(cmd *cobra.Command, what string) {
 	cmd.Flags().StringVar(&f.endpoint, "otlp-endpoint", "", what)
 	cmd.Flags().StringVar(&f.protocol, "otlp-protocol", "", "grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
 	cmd.Flags().DurationVar(&f.interval, "export-interval", 0, fmt.Sprintf("metric export period (default: $OTEL_METRIC_EXPORT_INTERVAL, else %s)", export.DefaultInterval))
+	cmd.Flags().IntVar(&f.spaces, "metric-spaces", export.DefaultCardinality.Spaces,
+		"port spaces with metric series of their own, the most active first (as many again under pressure); the rest of a namespace's spaces are one series with porttrace.port_space.kind=other")
+	cmd.Flags().StringVar(&f.attributes, "metric-attributes", "",
+		"optional attributes added to metric series, comma-separated: "+strings.Join(export.OptionalAttributes, ", ")+" (process.pid makes a series per process)")
 	cmd.RegisterFlagCompletionFunc("otlp-protocol", cobra.FixedCompletions(export.Protocols, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("metric-attributes", cobra.FixedCompletions(export.OptionalAttributes, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// cardinality is what the metric flags ask for.
+func (f *otlpFlags) cardinality() (export.Cardinality, error) {
+	c := export.DefaultCardinality
+	if f.spaces < 1 {
+		return c, fmt.Errorf("--metric-spaces must be at least 1")
+	}
+	c.Spaces = f.spaces
+	return c.ParseAttributes(f.attributes)
 }
 
 func (f *otlpFlags) options(w io.Writer) export.Options {
+	card, _ := f.cardinality() // check refused it before
 	return export.Options{
 		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
-		Limits: aggregate.DefaultLimits, Version: version(), Warn: w,
+		Limits: aggregate.DefaultLimits, Version: version(), Warn: w, Cardinality: card,
 	}
 }
 
@@ -169,6 +205,9 @@ func (f *otlpFlags) check() error {
 		return err
 	}
 	if err := checkOTELEnv(); err != nil {
+		return err
+	}
+	if _, err := f.cardinality(); err != nil {
 		return err
 	}
 	return f.options(nil).Check()

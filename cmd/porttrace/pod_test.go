@@ -49,7 +49,7 @@ func TestAgentNamesPods(t *testing.T) {
 	socket := startCRI(t, sd)
 
 	rcv := otlptest.Start(t)
-	agent := startAgent(t, nil, "--otlp-endpoint", rcv.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s", "--cri-socket", socket)
+	agent := startAgent(t, nil, "--otlp-endpoint", rcv.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s", "--cri-socket", socket, "--metric-attributes", "process.pid")
 	// Each client is done within milliseconds, before the agent reads its
 	// first event: the event's cgroup id must name its container.
 	pids := map[*fakePod]string{}
@@ -101,7 +101,7 @@ func TestAgentNamesPods(t *testing.T) {
 	// No runtime: UIDs and ids, and one line saying why names lack.
 	rcv2 := otlptest.Start(t)
 	missing := filepath.Join(t.TempDir(), "absent.sock")
-	agent = startAgent(t, nil, "--otlp-endpoint", rcv2.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s", "--cri-socket", missing)
+	agent = startAgent(t, nil, "--otlp-endpoint", rcv2.GRPC(), "--otlp-protocol", "grpc", "--export-interval", "1s", "--cri-socket", missing, "--metric-attributes", "process.pid")
 	ns := testnet.New(t, 40000, 40009)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 	var cl *testnet.Client

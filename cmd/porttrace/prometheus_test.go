@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -313,4 +315,97 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// TestAgentPrometheusCardinality: a client in a private namespace makes
+// one refused connect() to each of 200 destinations, from a thread whose
+// comm is not its executable's name. By default the agent's /metrics, as
+// Prometheus from Debian stores it, has series of their own for at most
+// 2×20 of those spaces, the rest of the namespace in one "other" series,
+// with counts adding up to the client's 200; the process series carry the
+// executable's name and no pid, and the latency histogram has classic
+// buckets on a text scrape. A second agent asked for every space
+// (--metric-spaces 1000) and pids shows what that costs.
+func TestAgentPrometheusCardinality(t *testing.T) {
+	testnet.RequireRoot(t)
+	promBin := testnet.RequireTool(t, "prometheus")
+	ns := testnet.New(t, 40000, 40999)
+	bounded := startAgent(t, nil, "--metrics-addr", "127.0.0.1:0")
+	all := startAgent(t, nil, "--metrics-addr", "127.0.0.1:0", "--metric-spaces", "1000", "--metric-attributes", "process.pid")
+	prom := startPrometheus(t, promBin, bounded.metricsAddr(t))
+	dst := netip.MustParseAddrPort("127.0.0.1:9000") // nothing listens
+	client := ns.StartClient(t, churn.Config{Target: dst, Spaces: 200, Count: 200, Close: churn.CloseReset, ThreadName: "conn"})
+	res := client.Wait(t)
+	if res.Failures[churn.ErrName(syscall.ECONNREFUSED)] != 200 {
+		t.Fatalf("setup: client %+v, want 200 ECONNREFUSED", res)
+	}
+	netns := fmt.Sprintf(`porttrace_netns="%d"`, ns.Inode)
+	prom.waitValue(t, fmt.Sprintf(`sum(porttrace_connect_failures_total{%s,error_type="ECONNREFUSED"})`, netns), 200)
+	time.Sleep(2 * time.Second)
+	for q, want := range map[string]float64{
+		fmt.Sprintf(`sum(porttrace_connect_attempts_total{%s})`, netns):                                     200,
+		fmt.Sprintf(`count(porttrace_connect_attempts_total{%s,porttrace_port_space_kind="other"})`, netns): 1,
+	} {
+		if got := prom.query(t, q); len(got) != 1 || got[0].value != want {
+			t.Errorf("%s = %+v, want %v", q, got, want)
+		}
+	}
+	series := prom.query(t, fmt.Sprintf(`count({%s})`, netns))
+	// Each space: 7 instruments and the histogram's 12 lines.
+	if len(series) != 1 || series[0].value > (2*20+1)*19 {
+		t.Errorf("%+v series name the namespace, want at most 41 spaces' worth", series)
+	}
+	own := prom.query(t, fmt.Sprintf(`count(porttrace_connect_attempts_total{%s,porttrace_port_space_kind="connect"})`, netns))
+	if len(own) != 1 || own[0].value > 40 {
+		t.Errorf("%+v spaces have series of their own, want at most 40", own)
+	}
+
+	self, _ := os.Executable()
+	exe := filepath.Base(self)
+	// Other tests' clients on this machine share the executable's name:
+	// by default they are one series.
+	procs := prom.query(t, `porttrace_process_connect_attempts_total{process_executable_name="`+exe+`"}`)
+	if len(procs) != 1 || procs[0].value < 200 || procs[0].labels["process_pid"] != "" {
+		t.Errorf("process series of %s: %+v, want one of 200 or more without a pid", exe, procs)
+	}
+	if got := prom.query(t, `porttrace_process_connect_attempts_total{process_executable_name=~"conn-[0-9]+"}`); len(got) != 0 {
+		t.Errorf("process series named by the thread's comm: %+v", got)
+	}
+
+	scrape := get(t, "http://"+bounded.metricsAddr(t)+"/metrics", http.StatusOK)
+	if !regexp.MustCompile(`porttrace_port_alloc_duration_seconds_bucket\{[^}]*le="0\.0009765625"`).MatchString(scrape) {
+		t.Error("the text scrape has no classic bucket at 2^-10 s for the latency histogram")
+	}
+	lines := func(text string) int {
+		n := 0
+		for _, l := range strings.Split(text, "\n") {
+			if strings.Contains(l, netns) && !strings.HasPrefix(l, "#") {
+				n++
+			}
+		}
+		return n
+	}
+	var before int
+	otlptest.Eventually(20*time.Second, func() bool {
+		before = lines(get(t, "http://"+all.metricsAddr(t)+"/metrics", http.StatusOK))
+		return before >= 200*4
+	})
+	pid := fmt.Sprintf(`process_pid="%d"`, client.Cmd.Process.Pid)
+	var proc string
+	for _, l := range strings.Split(get(t, "http://"+all.metricsAddr(t)+"/metrics", http.StatusOK), "\n") {
+		if strings.HasPrefix(l, "porttrace_process_connect_attempts_total{") && strings.Contains(l, pid) {
+			proc = l
+		}
+	}
+	if !strings.Contains(proc, `process_executable_name="`+exe+`"`) || !strings.HasSuffix(proc, " 200") {
+		t.Errorf("with process.pid, the client's series is %q, want %s named %s, of 200", proc, pid, exe)
+	}
+	after := lines(scrape)
+	t.Logf("series naming the namespace for 200 refused destinations: %d with --metric-spaces 1000, %d by default (Prometheus counts %v)",
+		before, after, series[0].value)
+	if before < 200*4 || after*5 > before {
+		t.Errorf("%d series with every space, %d by default: want the default at most a fifth", before, after)
+	}
+	bounded.stop(t)
+	all.stop(t)
 }

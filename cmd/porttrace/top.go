@@ -29,6 +29,7 @@ func newTop() *cobra.Command {
 	var interval time.Duration
 	var replay, mem string
 	var speed float64
+	var stream bool
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "Live view: which port spaces fill up, who fills them, and what to do",
@@ -39,7 +40,8 @@ the fixes the evidence supports.
 
 On a terminal it refreshes every --interval until q or Ctrl-C. With --once or
 --json, or when stdout is not a terminal, it watches for --interval, prints
-the figures once (as text or JSON) and exits. TIME_WAIT and open sockets are
+the figures once (as text or JSON) and exits; with --json --stream it prints
+one JSON document per line every --interval until Ctrl-C. TIME_WAIT and open sockets are
 read from the kernel's socket tables at start, so a running incident shows
 at once; rates need at least one second.`,
 		Args: cobra.NoArgs,
@@ -74,10 +76,16 @@ at once; rates need at least one second.`,
 				}
 				return runReplay(f, speed, interval, sel)
 			}
+			if stream && !asJSON {
+				return fmt.Errorf("--stream streams JSON: add --json")
+			}
 			if err := errors.Join(tf.check(), of.check()); err != nil {
 				return err
 			}
-			return runTop(cmd, &tf, &of, &cf, sel, once || asJSON || !isTerminal(os.Stdout), asJSON, interval)
+			if stream {
+				return runTop(cmd, &tf, &of, &cf, sel, streamJSON, interval)
+			}
+			return runTop(cmd, &tf, &of, &cf, sel, outputOf(once || asJSON || !isTerminal(os.Stdout), asJSON), interval)
 		},
 	}
 	cmd.Flags().StringVar(&replay, "replay", "", "play a capture made by porttrace record instead of watching the kernel (no root needed)")
@@ -90,13 +98,36 @@ at once; rates need at least one second.`,
 	of.register(cmd, "also export over OTLP to this collector, as porttrace agent does, e.g. http://localhost:4318")
 	cmd.Flags().BoolVar(&once, "once", false, "watch for --interval, print the figures as text and exit")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "like --once, as one JSON object")
+	cmd.Flags().BoolVar(&stream, "stream", false, "with --json, print one JSON object per line every --interval until Ctrl-C (JSON Lines)")
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "refresh period; with --once or --json, how long to watch")
 	return cmd
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(f.Fd()) }
 
-func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel view.Select, once, asJSON bool, interval time.Duration) error {
+// topOutput is what top prints: the live view, the figures once (as text
+// or JSON), or JSON every interval.
+type topOutput int
+
+const (
+	liveView topOutput = iota
+	onceText
+	onceJSON
+	streamJSON
+)
+
+func outputOf(once, asJSON bool) topOutput {
+	switch {
+	case !once:
+		return liveView
+	case asJSON:
+		return onceJSON
+	}
+	return onceText
+}
+
+func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel view.Select, output topOutput, interval time.Duration) error {
+	once := output != liveView
 	stderr := cmd.ErrOrStderr()
 	names, stopNames, err := cf.start(stderr)
 	if err != nil {
@@ -132,8 +163,14 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- mon.Run(ctx) }() // a panic in it comes back as an error
-	if once {
-		err = printOnce(ctx, cmd.OutOrStdout(), view.Selected{Source: mon, Select: sel}, info, asJSON, interval)
+	src := view.Selected{Source: mon, Select: sel}
+	switch output {
+	case streamJSON:
+		err = printStream(ctx, cmd.OutOrStdout(), src, interval)
+		cancel()
+		return errors.Join(err, <-done)
+	case onceText, onceJSON:
+		err = printOnce(ctx, cmd.OutOrStdout(), src, info, output == onceJSON, interval)
 		cancel()
 		return errors.Join(err, <-done)
 	}
@@ -154,6 +191,25 @@ func printOnce(ctx context.Context, w io.Writer, src view.Source, info view.Info
 	}
 	_, err := io.WriteString(w, view.Text(&f, info, view.Options{Window: 10}))
 	return err
+}
+
+// printStream prints a frame as one line of JSON every interval until ctx
+// ends (a signal).
+func printStream(ctx context.Context, w io.Writer, src view.Source, interval time.Duration) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		f := src.Frame()
+		if err := enc.Encode(f); err != nil {
+			return err
+		}
+	}
 }
 
 // runView runs the terminal view until q, a signal, or the end of the event

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/porttrace/porttrace/internal/cgroup"
+	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/event"
 )
 
@@ -19,6 +21,7 @@ func newTrace() *cobra.Command {
 	var ff filterFlags
 	var asJSON bool
 	var duration time.Duration
+	var cf criFlag
 	cmd := &cobra.Command{
 		Use:   "trace",
 		Short: "Print every connect, port search, state change and TIME_WAIT entry",
@@ -38,18 +41,28 @@ Runs until Ctrl-C (or --duration).`,
 			if err != nil {
 				return err
 			}
-			return runTrace(cmd, &tf, f, asJSON, duration)
+			return runTrace(cmd, &tf, &cf, f, asJSON, duration)
 		},
 	}
 	tf.register(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	cf.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line, with the container and pod (docs/fleet.md lists the fields)")
 	ff.register(cmd, true)
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	return cmd
 }
 
-func runTrace(cmd *cobra.Command, tf *tracerFlags, f eventFilter, asJSON bool, duration time.Duration) error {
+func runTrace(cmd *cobra.Command, tf *tracerFlags, cf *criFlag, f eventFilter, asJSON bool, duration time.Duration) error {
 	stderr := cmd.ErrOrStderr()
+	var names *cri.Cache
+	if asJSON {
+		n, stopNames, err := cf.start(stderr)
+		if err != nil {
+			return err
+		}
+		defer stopNames()
+		names = n
+	}
 	t, err := tf.open(stderr)
 	if err != nil {
 		return err
@@ -73,8 +86,7 @@ func runTrace(cmd *cobra.Command, tf *tracerFlags, f eventFilter, asJSON bool, d
 		}
 		shown++
 		if asJSON {
-			b, _ := json.Marshal(e)
-			out.line(string(b))
+			out.line(traceJSON(e, names))
 			return
 		}
 		out.line(e.Text())
@@ -86,6 +98,37 @@ func runTrace(cmd *cobra.Command, tf *tracerFlags, f eventFilter, asJSON bool, d
 		err = lerr
 	}
 	return err
+}
+
+// workloadJSON is where an event's process runs, added to its JSON:
+// the container (full id) and pod (UID) from its cgroup, and their names
+// from the container runtime when one answers.
+type workloadJSON struct {
+	ContainerID   string `json:"container_id,omitempty"`
+	PodUID        string `json:"k8s_pod_uid,omitempty"`
+	PodName       string `json:"k8s_pod_name,omitempty"`
+	PodNamespace  string `json:"k8s_namespace_name,omitempty"`
+	ContainerName string `json:"k8s_container_name,omitempty"`
+}
+
+// traceJSON is the event's JSON object with its workload's fields.
+func traceJSON(e *event.Event, names *cri.Cache) string {
+	b, _ := json.Marshal(e)
+	short := cgroup.Container(e.PID, e.CgroupID)
+	if short == "" {
+		return string(b)
+	}
+	w := workloadJSON{ContainerID: short}
+	if full, ok := cgroup.Lookup(short); ok {
+		w.ContainerID, w.PodUID = full.ContainerID, full.PodUID
+		if names != nil {
+			if n, ok := names.Lookup(full.ContainerID); ok {
+				w.PodName, w.PodNamespace, w.ContainerName = n.Pod, n.Namespace, n.Container
+			}
+		}
+	}
+	extra, _ := json.Marshal(w)
+	return string(b[:len(b)-1]) + "," + string(extra[1:])
 }
 
 // flusher buffers output and flushes it a few times a second, so that a

@@ -69,6 +69,9 @@ type Options struct {
 	// endpoint (see Serve). NoOTLP leaves Prometheus as the only output.
 	Prometheus *prometheus.Registry
 	NoOTLP     bool
+	// Cardinality bounds the metrics' series; the zero value is
+	// DefaultCardinality.
+	Cardinality Cardinality
 	// Names, if not nil, gives the Kubernetes names of a container by its
 	// full id, without waiting (cri.Cache.Lookup).
 	Names func(containerID string) (cri.Names, bool)
@@ -84,6 +87,7 @@ type Exporter struct {
 	desc    string
 	names   func(string) (cri.Names, bool)
 	pods    *netnsPods
+	exes    *exeNames
 }
 
 // New starts exporting. summary is called at every metric collection, from
@@ -146,10 +150,10 @@ func New(ctx context.Context, o Options, summary func() *aggregate.Summary) (*Ex
 	}
 	x.desc = strings.Join(outputs, " and ")
 	x.lp = sdklog.NewLoggerProvider(lopts...)
-	x.names, x.pods = o.Names, newNetnsPods(o.Names)
-	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names, pods: x.pods}
+	x.names, x.pods, x.exes = o.Names, newNetnsPods(o.Names), newExeNames()
+	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names, pods: x.pods, exes: x.exes}
 	x.mp = sdkmetric.NewMeterProvider(mopts...)
-	if x.latency, err = register(x.mp.Meter(scope), o.Limits, summary, x); err != nil {
+	if x.latency, err = register(x.mp.Meter(scope), o.Cardinality.orDefault(), summary, x); err != nil {
 		return nil, errors.Join(err, x.Shutdown(ctx))
 	}
 	return x, nil

@@ -2,7 +2,6 @@ package export
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -166,7 +165,8 @@ func checkProcesses(t *testing.T, rcv *otlptest.Receiver) {
 		w                    who
 		attempts, fails, tws float64
 	}{{nginx, 12, 0, 12}, {curl, 25, 25, 0}} {
-		proc := map[string]string{"process.pid": fmt.Sprint(c.w.pid), "process.executable.name": c.w.comm}
+		// No process.pid by default (Cardinality.PID).
+		proc := map[string]string{"process.executable.name": c.w.comm}
 		if p := otlptest.One(t, rcv.Last("porttrace.process.connect.attempts"), proc); p.Value != c.attempts {
 			t.Errorf("%s attempts %v, want %v", c.w.comm, p.Value, c.attempts)
 		}
@@ -221,22 +221,59 @@ func checkFailureLogs(t *testing.T, rcv *otlptest.Receiver, failures int) {
 	}
 }
 
-// TestEveryRowExported: a thousand port spaces failing with three errnos
-// each are 3,000 series of one instrument; the aggregator bounds them, and
-// none may be folded into the SDK's overflow series.
-func TestEveryRowExported(t *testing.T) {
-	rcv := otlptest.Start(t)
-	f := newFixture(t, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Limits: aggregate.DefaultLimits})
-	for i := range 1000 {
-		dst := netip.AddrPortFrom(upstream.Addr(), uint16(10000+i))
-		for _, errno := range []syscall.Errno{syscall.EADDRNOTAVAIL, syscall.ECONNREFUSED, syscall.ETIMEDOUT} {
-			f.attempt(curl, dst, time.Microsecond, errno)
+// TestSeriesBounded: a thousand port spaces failing with three errnos
+// each. By default they make at most 2×Spaces series of their own per
+// errno, the rest one "other" series per errno, and the counts add up to
+// every failure; with Spaces above a thousand, every space has its own
+// series, and none is folded into the SDK's overflow series.
+func TestSeriesBounded(t *testing.T) {
+	for _, c := range []struct {
+		card      Cardinality
+		maxSeries int
+	}{
+		{Cardinality{}, 3 * (2*DefaultCardinality.Spaces + 1)},
+		{Cardinality{Spaces: 2000}, 3000},
+	} {
+		rcv := otlptest.Start(t)
+		f := newFixture(t, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Limits: aggregate.DefaultLimits, Cardinality: c.card})
+		for i := range 1000 {
+			dst := netip.AddrPortFrom(upstream.Addr(), uint16(10000+i))
+			for _, errno := range []syscall.Errno{syscall.EADDRNOTAVAIL, syscall.ECONNREFUSED, syscall.ETIMEDOUT} {
+				f.attempt(curl, dst, time.Microsecond, errno)
+			}
 		}
-	}
-	otlptest.Wait(t, "3,000 failure series", func() bool { return len(rcv.Last("porttrace.connect.failures")) >= 3000 })
-	for _, p := range rcv.Last("porttrace.connect.failures") {
-		if p.Attrs["otel.metric.overflow"] != "" || p.Value != 1 {
-			t.Fatalf("point %+v: want one failure per series and no overflow", p)
+		var pts []otlptest.Point
+		otlptest.Wait(t, "3,000 failures", func() bool {
+			pts = rcv.Last("porttrace.connect.failures")
+			sum := 0.0
+			for _, p := range pts {
+				sum += p.Value
+			}
+			return sum == 3000
+		})
+		if len(pts) > c.maxSeries {
+			t.Errorf("%+v: %d failure series, want at most %d", c.card, len(pts), c.maxSeries)
 		}
+		others := 0
+		for _, p := range pts {
+			if p.Attrs["otel.metric.overflow"] != "" {
+				t.Fatalf("%+v: point %+v in the overflow series", c.card, p)
+			}
+			if p.Attrs["porttrace.port_space.kind"] == "other" {
+				others++
+				if p.Attrs["porttrace.netns"] != strconv.Itoa(ino) || p.Attrs["server.port"] != "" {
+					t.Errorf("other series %v: want its namespace and no destination", p.Attrs)
+				}
+			}
+		}
+		if wantOthers := map[bool]int{true: 0, false: 3}[c.card.Spaces > 1000]; others != wantOthers {
+			t.Errorf("%+v: %d other series, want %d", c.card, others, wantOthers)
+		}
+		// The histogram: the spaces chosen, the namespace's other, and
+		// at most Spaces new ones recorded before the first collection.
+		if lat := rcv.Last(latencyName); c.card.Spaces == 0 && len(lat) > 3*DefaultCardinality.Spaces+1 {
+			t.Errorf("%d latency series, want at most %d", len(lat), 3*DefaultCardinality.Spaces+1)
+		}
+		t.Logf("%+v: %d failure series, %d latency series for 1,000 spaces × 3 errnos", c.card, len(pts), len(rcv.Last(latencyName)))
 	}
 }

@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -22,18 +23,26 @@ const (
 	latencyName   = "porttrace.port_alloc.duration"
 )
 
-// instruments are read from the aggregator's summary at each collection.
+// instruments are read from the aggregator's summary at each collection,
+// through sums that bound their series (Cardinality).
 type instruments struct {
 	attempts, failures, twEntries                metric.Int64ObservableCounter
 	procAttempts, procFailures, procTWEntries    metric.Int64ObservableCounter
 	used, usable, timeWait                       metric.Int64ObservableGauge
 	utilization, eta                             metric.Float64ObservableGauge
 	lost, exportFailures, dropped, suppressedAll metric.Int64ObservableCounter
+
+	card                      Cardinality
+	choose                    *chooser
+	sAttempts, sFailures, sTW *sums
+	pAttempts, pFailures, pTW *sums
 }
 
 // register creates every instrument and the callback that reads them.
-func register(m metric.Meter, limits aggregate.Limits, summary func() *aggregate.Summary, x *Exporter) (*latencyRecorder, error) {
-	var in instruments
+func register(m metric.Meter, card Cardinality, summary func() *aggregate.Summary, x *Exporter) (*latencyRecorder, error) {
+	in := instruments{card: card, choose: newChooser(card),
+		sAttempts: newSums(), sFailures: newSums(), sTW: newSums(),
+		pAttempts: newSums(), pFailures: newSums(), pTW: newSums()}
 	var errs []error
 	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
 		c, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
@@ -73,11 +82,12 @@ func register(m metric.Meter, limits aggregate.Limits, summary func() *aggregate
 			return nil, err
 		}
 	}
-	rec := newLatencyRecorder(lat, limits.Spaces, x.pods)
+	rec := newLatencyRecorder(lat, card.Spaces, x.pods)
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		r := summary()
-		rec.keep(r)
-		in.observe(o, r, x)
+		own := in.choose.pick(r.Spaces, time.Now())
+		rec.keep(own)
+		in.observe(o, r, own, x)
 		return nil
 	}, in.attempts, in.failures, in.twEntries, in.procAttempts, in.procFailures, in.procTWEntries,
 		in.used, in.usable, in.timeWait, in.utilization, in.eta,
@@ -85,13 +95,81 @@ func register(m metric.Meter, limits aggregate.Limits, summary func() *aggregate
 	return rec, err
 }
 
-func (in *instruments) observe(o metric.Observer, r *aggregate.Summary, x *Exporter) {
+// otherGauges are the gauges of a namespace's spaces without series of
+// their own, summed: ports used and in TIME_WAIT (usable ports,
+// utilization and ETA are a single space's).
+type otherGauges struct{ used, timeWait int64 }
+
+func (in *instruments) observe(o metric.Observer, r *aggregate.Summary, own map[aggregate.SpaceKey]bool, x *Exporter) {
+	now := time.Now()
+	others := map[attribute.Distinct]*otherGauges{}
 	for i := range r.Spaces {
-		in.observeSpace(o, &r.Spaces[i], x)
+		s := &r.Spaces[i]
+		attrs := spaceAttrs(s, own[s.Key], x.pods)
+		set := attribute.NewSet(attrs...)
+		m := member{space: s.Key, other: s.Other}
+		in.sAttempts.add(m, set, s.TotalConns)
+		in.sTW.add(m, set, s.TotalTWIn)
+		for _, f := range s.Failures {
+			m.errno = f.Errno
+			in.sFailures.add(m, withErrno(attrs, f.Errno), f.Total)
+		}
+		if !own[s.Key] {
+			g := others[set.Equivalent()]
+			if g == nil {
+				g = &otherGauges{}
+				others[set.Equivalent()] = g
+			}
+			g.used += int64(s.Used)
+			g.timeWait += int64(s.TimeWait)
+			continue
+		}
+		opt := metric.WithAttributeSet(set)
+		o.ObserveInt64(in.used, int64(s.Used), opt)
+		o.ObserveInt64(in.timeWait, int64(s.TimeWait), opt)
+		if s.Usable > 0 {
+			o.ObserveInt64(in.usable, int64(s.Usable), opt)
+			o.ObserveFloat64(in.utilization, s.UsedPct/100, opt)
+		}
+		if s.ETA != nil {
+			o.ObserveFloat64(in.eta, *s.ETA, opt)
+		}
 	}
+	idle := in.card.Idle
+	in.sAttempts.end(now, idle, func(set attribute.Set, v uint64) {
+		opt := metric.WithAttributeSet(set)
+		o.ObserveInt64(in.attempts, int64(v), opt)
+		if g := others[set.Equivalent()]; g != nil {
+			o.ObserveInt64(in.used, g.used, opt)
+			o.ObserveInt64(in.timeWait, g.timeWait, opt)
+		}
+	})
+	in.sTW.end(now, idle, counterOf(o, in.twEntries))
+	in.sFailures.end(now, idle, counterOf(o, in.failures))
+
 	for i := range r.Processes {
-		in.observeProcess(o, &r.Processes[i], x)
+		p := &r.Processes[i]
+		attrs := []attribute.KeyValue{otherProcKey.Bool(true)}
+		if !p.Other {
+			pid := uint32(0)
+			if in.card.PID {
+				pid = p.PID
+			}
+			attrs = processAttrs(pid, x.exes.name(p.PID, p.Comm), p.Container, x.names)
+		}
+		set := attribute.NewSet(attrs...)
+		m := member{pid: p.PID, comm: p.Comm, other: p.Other}
+		in.pAttempts.add(m, set, p.Total)
+		in.pTW.add(m, set, p.TotalTWIn)
+		for _, f := range p.Failures {
+			m.errno = f.Errno
+			in.pFailures.add(m, withErrno(attrs, f.Errno), f.Total)
+		}
 	}
+	in.pAttempts.end(now, idle, counterOf(o, in.procAttempts))
+	in.pTW.end(now, idle, counterOf(o, in.procTWEntries))
+	in.pFailures.end(now, idle, counterOf(o, in.procFailures))
+
 	o.ObserveInt64(in.lost, int64(r.Lost))
 	o.ObserveInt64(in.exportFailures, int64(x.health.metricFailures.Load()), metric.WithAttributes(signalKey.String("metrics")))
 	o.ObserveInt64(in.exportFailures, int64(x.health.logFailures.Load()), metric.WithAttributes(signalKey.String("logs")))
@@ -99,58 +177,37 @@ func (in *instruments) observe(o metric.Observer, r *aggregate.Summary, x *Expor
 	o.ObserveInt64(in.suppressedAll, int64(x.logs.suppressedTotal.Load()))
 }
 
-func (in *instruments) observeSpace(o metric.Observer, s *aggregate.SpaceSummary, x *Exporter) {
-	attrs := spaceAttrs(s.Key, s.Other, x.pods)
-	set := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	o.ObserveInt64(in.attempts, int64(s.TotalConns), set)
-	o.ObserveInt64(in.twEntries, int64(s.TotalTWIn), set)
-	for _, f := range s.Failures {
-		o.ObserveInt64(in.failures, int64(f.Total), withErrno(attrs, f.Errno))
-	}
-	o.ObserveInt64(in.used, int64(s.Used), set)
-	o.ObserveInt64(in.timeWait, int64(s.TimeWait), set)
-	if s.Usable > 0 {
-		o.ObserveInt64(in.usable, int64(s.Usable), set)
-		o.ObserveFloat64(in.utilization, s.UsedPct/100, set)
-	}
-	if s.ETA != nil {
-		o.ObserveFloat64(in.eta, *s.ETA, set)
-	}
+func counterOf(o metric.Observer, c metric.Int64ObservableCounter) func(attribute.Set, uint64) {
+	return func(set attribute.Set, v uint64) { o.ObserveInt64(c, int64(v), metric.WithAttributeSet(set)) }
 }
 
-func (in *instruments) observeProcess(o metric.Observer, p *aggregate.ProcessSummary, x *Exporter) {
-	attrs := []attribute.KeyValue{otherProcKey.Bool(true)}
-	if !p.Other {
-		attrs = processAttrs(p.PID, p.Comm, p.Container, x.names)
-	}
-	o.ObserveInt64(in.procAttempts, int64(p.Total), metric.WithAttributes(attrs...))
-	o.ObserveInt64(in.procTWEntries, int64(p.TotalTWIn), metric.WithAttributes(attrs...))
-	for _, f := range p.Failures {
-		o.ObserveInt64(in.procFailures, int64(f.Total), withErrno(attrs, f.Errno))
-	}
+func withErrno(attrs []attribute.KeyValue, errno string) attribute.Set {
+	return attribute.NewSet(append(attrs[:len(attrs):len(attrs)], semconv.ErrorTypeKey.String(errno))...)
 }
 
-func withErrno(attrs []attribute.KeyValue, errno string) metric.ObserveOption {
-	kv := append(attrs[:len(attrs):len(attrs)], semconv.ErrorTypeKey.String(errno))
-	return metric.WithAttributes(kv...)
-}
-
-// spaceAttrs names a port space, and the pod whose network namespace holds
-// it (pods may be nil). The source port is never among them: it is what
-// churns.
-func spaceAttrs(k aggregate.SpaceKey, other bool, pods *netnsPods) []attribute.KeyValue {
-	if other {
+// spaceAttrs names a port space: its namespace, addresses and kind, and
+// the pod whose network namespace holds it. A space without series of its
+// own (own false) is named by its namespace and pod alone, with kind
+// "other"; the aggregator's row of spaces beyond its limits by that kind
+// alone. The source port is never among them: it is what churns.
+func spaceAttrs(s *aggregate.SpaceSummary, own bool, pods *netnsPods) []attribute.KeyValue {
+	if s.Other {
 		return []attribute.KeyValue{spaceKindKey.String("other")}
 	}
-	attrs := []attribute.KeyValue{
-		netnsKey.Int64(int64(k.Netns)),
-		semconv.NetworkLocalAddress(k.Src.String()),
-		semconv.NetworkTypeIPv4,
+	attrs := []attribute.KeyValue{netnsKey.Int64(int64(s.Key.Netns))}
+	attrs = append(attrs, spacePod(s, pods)...)
+	if !own {
+		return append(attrs, spaceKindKey.String("other"))
 	}
+	return append(attrs, keyAttrs(s.Key)...)
+}
+
+// keyAttrs are the addresses and kind of a space's key.
+func keyAttrs(k aggregate.SpaceKey) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{semconv.NetworkLocalAddress(k.Src.String()), semconv.NetworkTypeIPv4}
 	if k.Src.Is6() {
-		attrs[2] = semconv.NetworkTypeIPv6
+		attrs[1] = semconv.NetworkTypeIPv6
 	}
-	attrs = append(attrs, pods.attrs(k.Netns)...)
 	if k.IsBindPool() {
 		return append(attrs, spaceKindKey.String("bind"))
 	}
@@ -158,12 +215,37 @@ func spaceAttrs(k aggregate.SpaceKey, other bool, pods *netnsPods) []attribute.K
 		semconv.ServerAddress(k.Dst.Addr().String()), semconv.ServerPort(int(k.Dst.Port())))
 }
 
-// processAttrs names a process, and its container and pod when it runs in
-// one: container is the short id the aggregator keeps; the full id and
+// spacePod is the pod of the space's namespace as the event path saw
+// it (the connecting tasks of one pod only), else as the summary names it
+// (every process seen in the namespace is that pod's), which also covers
+// sockets that were open before porttrace started.
+func spacePod(s *aggregate.SpaceSummary, pods *netnsPods) []attribute.KeyValue {
+	if attrs := pods.attrs(s.Key.Netns); len(attrs) > 0 || s.Pod == "" {
+		return attrs
+	}
+	for _, p := range s.Processes {
+		if p.PodUID == "" || p.Pod() != s.Pod {
+			continue
+		}
+		attrs := []attribute.KeyValue{semconv.K8SPodUID(p.PodUID)}
+		if p.PodName != "" {
+			attrs = append(attrs, semconv.K8SPodName(p.PodName), semconv.K8SNamespaceName(p.PodNamespace))
+		}
+		return attrs
+	}
+	return nil
+}
+
+// processAttrs names a process (by pid only if pid is not 0; exe is its
+// executable's name), and its container and pod when it runs in one:
+// container is the short id the aggregator keeps; the full id and
 // the pod's UID come from its cgroup path, the names from names (nil when
 // no container runtime is asked).
-func processAttrs(pid uint32, comm, container string, names func(id string) (cri.Names, bool)) []attribute.KeyValue {
-	attrs := []attribute.KeyValue{semconv.ProcessPID(int(pid)), semconv.ProcessExecutableName(comm)}
+func processAttrs(pid uint32, exe, container string, names func(id string) (cri.Names, bool)) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{semconv.ProcessExecutableName(exe)}
+	if pid != 0 {
+		attrs = append(attrs, semconv.ProcessPID(int(pid)))
+	}
 	if container == "" {
 		return attrs
 	}

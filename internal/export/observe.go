@@ -3,6 +3,9 @@ package export
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +30,9 @@ const LogRate = 10
 // into the histogram, failures into log records. It must be called from
 // one goroutine, and it does not block on the network.
 func (x *Exporter) Observe(e *event.Event) {
-	if e.Kind == event.Alloc || e.Kind == event.Connect || e.Kind == event.Bind { // the connecting task's own
+	if inTask(e) {
 		x.pods.observe(e)
+		x.exes.observe(e)
 	}
 	switch e.Kind {
 	case event.Alloc, event.Bind:
@@ -39,24 +43,40 @@ func (x *Exporter) Observe(e *event.Event) {
 	}
 }
 
+// inTask: the event ran in the connecting task, whose pid, comm and
+// cgroup it carries: the port search, connect() and bind(), and the
+// socket entering SYN_SENT (inside connect(), on every backend). Later
+// state changes run in softirq context, on behalf of whoever was
+// interrupted.
+func inTask(e *event.Event) bool {
+	switch e.Kind {
+	case event.Alloc, event.Connect, event.Bind:
+		return true
+	case event.State:
+		return e.NewState == event.SynSent
+	}
+	return false
+}
+
 // latencyRecorder records port search latency under the attributes of the
-// event's port space, computed once per space. Like the aggregator, it
-// holds at most limit spaces; the rest share the "other" series.
+// event's port space, computed once per space: the spaces with series of
+// their own (as the last collection chose them, and new spaces while
+// there is room for them) each get one, the others their namespace's
+// "other" series.
 type latencyRecorder struct {
 	h     metric.Float64Histogram
 	limit int
-	other metric.RecordOption
 	pods  *netnsPods
 
-	mu   sync.Mutex
-	sets map[aggregate.SpaceKey]metric.RecordOption
+	mu     sync.Mutex
+	own    map[aggregate.SpaceKey]bool // as the last collection chose them
+	sets   map[aggregate.SpaceKey]metric.RecordOption
+	others map[uint32]metric.RecordOption // by namespace
 }
 
 func newLatencyRecorder(h metric.Float64Histogram, limit int, pods *netnsPods) *latencyRecorder {
-	return &latencyRecorder{
-		h: h, limit: limit, sets: map[aggregate.SpaceKey]metric.RecordOption{}, pods: pods,
-		other: metric.WithAttributeSet(attribute.NewSet(spaceAttrs(aggregate.SpaceKey{}, true, nil)...)),
-	}
+	return &latencyRecorder{h: h, limit: limit, pods: pods,
+		sets: map[aggregate.SpaceKey]metric.RecordOption{}, others: map[uint32]metric.RecordOption{}}
 }
 
 func (l *latencyRecorder) record(e *event.Event) {
@@ -64,35 +84,81 @@ func (l *latencyRecorder) record(e *event.Event) {
 	l.mu.Lock()
 	opt, ok := l.sets[k]
 	if !ok {
-		opt = l.other
-		if len(l.sets) < l.limit {
-			opt = metric.WithAttributeSet(attribute.NewSet(spaceAttrs(k, false, l.pods)...))
+		_, known := l.own[k]
+		if l.own[k] || (!known && len(l.sets) < l.limit) {
+			s := aggregate.SpaceSummary{Key: k}
+			opt = metric.WithAttributeSet(attribute.NewSet(spaceAttrs(&s, true, l.pods)...))
 			l.sets[k] = opt
+		} else if opt, ok = l.others[k.Netns]; !ok {
+			if len(l.others) >= maxSeen {
+				clear(l.others)
+			}
+			s := aggregate.SpaceSummary{Key: aggregate.SpaceKey{Netns: k.Netns}}
+			opt = metric.WithAttributeSet(attribute.NewSet(spaceAttrs(&s, false, l.pods)...))
+			l.others[k.Netns] = opt
 		}
 	}
 	l.mu.Unlock()
 	l.h.Record(context.Background(), e.Latency.Seconds(), opt)
 }
 
-// keep forgets the spaces the aggregator no longer reports (it folded them
-// into "other"), so that new ones get series of their own, up to the
-// histogram's own cardinality limit (readerOptions): the SDK keeps every
-// series it has seen, and beyond that folds new ones into its overflow
-// series.
-func (l *latencyRecorder) keep(r *aggregate.Summary) {
-	live := make(map[aggregate.SpaceKey]bool, len(r.Spaces))
-	for _, s := range r.Spaces {
-		if !s.Other {
-			live[s.Key] = true
-		}
-	}
+// keep takes the spaces the last collection chose (own: true) or folded
+// (false): the folded ones record into their namespace's "other" series
+// from now on. The SDK keeps every series it has seen, up to the
+// histogram's own cardinality limit (readerOptions), beyond which it
+// folds new ones into its overflow series.
+func (l *latencyRecorder) keep(own map[aggregate.SpaceKey]bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.own = own
 	for k := range l.sets {
-		if !live[k] {
+		if !own[k] {
 			delete(l.sets, k)
 		}
 	}
+}
+
+// exeNames knows the executable name of the processes that connect, read
+// once per process from /proc/PID/exe while it runs (the event's comm
+// is a thread's 15-byte name, which a process may set to anything).
+type exeNames struct {
+	mu sync.RWMutex
+	m  map[uint32]exeName
+}
+
+type exeName struct{ comm, exe string }
+
+func newExeNames() *exeNames { return &exeNames{m: map[uint32]exeName{}} }
+
+// observe notes the event's process, once per pid and comm.
+func (x *exeNames) observe(e *event.Event) {
+	comm := e.Comm.String()
+	x.mu.RLock()
+	n, ok := x.m[e.PID]
+	x.mu.RUnlock()
+	if ok && n.comm == comm {
+		return
+	}
+	exe := comm
+	if path, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", e.PID)); err == nil {
+		exe = filepath.Base(strings.TrimSuffix(path, " (deleted)"))
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.m) >= maxSeen {
+		clear(x.m)
+	}
+	x.m[e.PID] = exeName{comm, exe}
+}
+
+// name is the process's executable name, else comm.
+func (x *exeNames) name(pid uint32, comm string) string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if n, ok := x.m[pid]; ok && n.comm == comm {
+		return n.exe
+	}
+	return comm
 }
 
 // failureLogs turns failed connect() and bind() calls into log records, at
@@ -106,6 +172,7 @@ type failureLogs struct {
 	suppressedTotal atomic.Uint64
 	names           func(string) (cri.Names, bool)
 	pods            *netnsPods
+	exes            *exeNames
 }
 
 func (f *failureLogs) observe(e *event.Event) {
@@ -118,12 +185,12 @@ func (f *failureLogs) observe(e *event.Event) {
 		return
 	}
 	f.sent++
-	r := failureRecord(e, f.pending, f.names, f.pods)
+	r := failureRecord(e, f.pending, f.names, f.pods, f.exes)
 	f.pending = 0
 	f.logger.Emit(context.Background(), r)
 }
 
-func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Names, bool), pods *netnsPods) log.Record {
+func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Names, bool), pods *netnsPods, exes *exeNames) log.Record {
 	errno := event.ErrnoName(e.Errno)
 	k := aggregate.SpaceOf(e)
 	name := "porttrace.connect.failure"
@@ -140,7 +207,8 @@ func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Nam
 	r.SetSeverityText("WARN")
 	r.SetBody(attribute.StringValue(body))
 	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.TID)), suppressedKey.Int64(suppressed))
-	r.AddAttributes(spaceAttrs(k, false, pods)...)
-	r.AddAttributes(processAttrs(e.PID, e.Comm.String(), cgroup.Container(e.PID, e.CgroupID), names)...)
+	s := aggregate.SpaceSummary{Key: k}
+	r.AddAttributes(spaceAttrs(&s, true, pods)...)
+	r.AddAttributes(processAttrs(e.PID, exes.name(e.PID, e.Comm.String()), cgroup.Container(e.PID, e.CgroupID), names)...)
 	return r
 }

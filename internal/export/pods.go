@@ -57,14 +57,28 @@ func (n *netnsPods) observe(e *event.Event) {
 	n.seen[k] = true
 	if cur, ok := n.pod[e.Netns]; !ok {
 		n.pod[e.Netns] = w
-	} else if cur.PodUID != w.PodUID {
+	} else if podKey(cur) != podKey(w) {
 		n.pod[e.Netns] = cgroup.Workload{}
 	}
 }
 
-// attrs are the pod attributes of a namespace's port spaces: its UID, and
-// its name and namespace when the runtime tells them; none when the
-// namespace is no single pod's.
+// podKey tells pods apart: by UID, else (a cgroup layout without the pod,
+// such as the kubelet's cgroupfs driver without per-QoS cgroups) by the
+// container, so that two containers of such a pod count as two pods and
+// their namespace is labelled with neither, rather than wrongly.
+func podKey(w cgroup.Workload) string {
+	if w.PodUID != "" {
+		return w.PodUID
+	}
+	if w.ContainerID != "" {
+		return "container " + w.ContainerID
+	}
+	return ""
+}
+
+// attrs are the pod attributes of a namespace's port spaces: its UID
+// where the cgroup path gives it, and its name and namespace when the
+// runtime tells them; none when the namespace is no single pod's.
 func (n *netnsPods) attrs(netns uint32) []attribute.KeyValue {
 	if n == nil {
 		return nil
@@ -72,10 +86,13 @@ func (n *netnsPods) attrs(netns uint32) []attribute.KeyValue {
 	n.mu.RLock()
 	w := n.pod[netns]
 	n.mu.RUnlock()
-	if w.PodUID == "" {
+	if podKey(w) == "" {
 		return nil
 	}
-	attrs := []attribute.KeyValue{semconv.K8SPodUID(w.PodUID)}
+	var attrs []attribute.KeyValue
+	if w.PodUID != "" {
+		attrs = append(attrs, semconv.K8SPodUID(w.PodUID))
+	}
 	if n.names == nil {
 		return attrs
 	}

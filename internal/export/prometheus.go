@@ -23,7 +23,7 @@ import (
 // porttrace.ports.utilization (unit 1) porttrace_ports_utilization_ratio,
 // the resource the target_info series.
 func prometheusReader(reg *prometheus.Registry) (sdkmetric.Reader, error) {
-	r, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	r, err := otelprom.New(otelprom.WithRegisterer(withClassicBuckets(reg)), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, fmt.Errorf("Prometheus exporter: %w", err)
 	}
