@@ -220,16 +220,17 @@ func (p *promServer) waitValue(t *testing.T, q string, want int) {
 	}
 }
 
-// readmeRules is the alert rules block of the README.
+// readmeRules is the alert rules block of docs/metrics.md, the one place
+// users copy them from.
 func readmeRules(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile("../../docs/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := regexp.MustCompile("(?s)```yaml\n(groups:\n- name: porttrace\n.*?)```").FindSubmatch(b)
 	if m == nil {
-		t.Fatal("README has no porttrace alert rules")
+		t.Fatal("docs/metrics.md has no porttrace alert rules")
 	}
 	return string(m[1])
 }
