@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
 
 	"github.com/porttrace/porttrace/internal/nat"
@@ -63,30 +62,31 @@ func Read(path string, inode uint32) (nat.Table, error) {
 
 func readNetns(path string, inode uint32, rules bool) (nat.Table, error) {
 	t := nat.Table{Netns: inode, Time: time.Now()}
-	fd := -1
-	if path != "" {
-		f, err := os.Open(path)
-		if err != nil {
-			return t, err
+	read := func() {
+		var errs []error
+		if err := readConntrack(&t); err != nil {
+			errs = append(errs, fmt.Errorf("conntrack: %w", err))
 		}
-		defer f.Close()
-		fd = int(f.Fd())
-	}
-	var errs []error
-	if err := readConntrack(fd, &t); err != nil {
-		errs = append(errs, fmt.Errorf("conntrack: %w", err))
-	}
-	if rules || t.Count > 0 {
-		r, err := readRules(fd)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("nftables: %w", err))
+		if rules || t.Count > 0 {
+			r, err := readRules()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("nftables: %w", err))
+			}
+			t.Rules = r
 		}
-		t.Rules = r
+		if e := errors.Join(errs...); e != nil {
+			t.Err = e.Error()
+		}
 	}
-	if e := errors.Join(errs...); e != nil {
-		t.Err = e.Error()
+	if path == "" {
+		read()
+		return t, nil
 	}
-	return t, nil
+	// The namespace is entered here, not through the netlink libraries'
+	// NetNS option: under that option mdlayher/socket v0.5.1 (withNetNS)
+	// drops socket()'s error, so on a kernel without nfnetlink loaded
+	// conntrack.Dial panicked on a nil connection instead of failing.
+	return t, netns.Within(path, read)
 }
 
 // addAddrs adds the namespace's addresses to t, or their trouble to its
@@ -99,12 +99,10 @@ func addAddrs(path string, t *nat.Table) {
 	}
 }
 
-func readConntrack(fd int, t *nat.Table) error {
-	cfg := &netlink.Config{}
-	if fd >= 0 {
-		cfg.NetNS = fd
-	}
-	c, err := ct.Dial(cfg)
+// readConntrack reads the conntrack table of the calling thread's network
+// namespace into t.
+func readConntrack(t *nat.Table) error {
+	c, err := ct.Dial(nil)
 	if err != nil {
 		return err
 	}

@@ -22,13 +22,10 @@ const maxRules = 4096
 // readRules lists the source NAT rules, and the rules that return or
 // accept before them, of every table with a NAT chain at the postrouting
 // hook: that chain first, ordered by priority, then the chains it may
-// jump to (kube-proxy's KUBE-POSTROUTING).
-func readRules(fd int) ([]nat.Rule, error) {
-	var opts []nftables.ConnOption
-	if fd >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(fd))
-	}
-	c, err := nftables.New(opts...)
+// jump to (kube-proxy's KUBE-POSTROUTING), in the calling thread's network
+// namespace.
+func readRules() ([]nat.Rule, error) {
+	c, err := nftables.New()
 	if err != nil {
 		return nil, err
 	}
