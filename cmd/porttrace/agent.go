@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/export"
 )
 
@@ -100,7 +101,8 @@ func (f *agentFlags) otlpOff(of *otlpFlags) bool {
 
 func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) error {
 	quiet := &quietWriter{w: stderr}
-	o := of.options(quiet)
+	where := cgroup.NewResolver()
+	o := of.options(quiet, where)
 	var health export.Health
 	if af.metricsAddr != "" {
 		o.Prometheus, o.NoOTLP = prometheus.NewRegistry(), af.otlpOff(of)
@@ -121,7 +123,7 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 	if names != nil {
 		o.Names = names.Lookup
 	}
-	t, mon, err := tf.monitor(stderr)
+	t, mon, err := tf.monitor(stderr, where)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/conntrack"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
@@ -137,13 +138,14 @@ func backendLine(t *tracer.Tracer, syscalls bool) string {
 }
 
 // monitor opens the tracer, then a live monitor of its events seeded from
-// the socket tables; the caller closes the tracer.
-func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, error) {
+// the socket tables, whose processes where places; the caller closes the
+// tracer.
+func (f *tracerFlags) monitor(stderr io.Writer, where *cgroup.Resolver) (*tracer.Tracer, *live.Monitor, error) {
 	t, err := f.open(stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits)
+	mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits, where)
 	if err != nil {
 		t.Close()
 		return nil, nil, err
@@ -190,11 +192,11 @@ func (f *otlpFlags) cardinality() (export.Cardinality, error) {
 	return c.ParseAttributes(f.attributes)
 }
 
-func (f *otlpFlags) options(w io.Writer) export.Options {
+func (f *otlpFlags) options(w io.Writer, where *cgroup.Resolver) export.Options {
 	card, _ := f.cardinality() // check refused it before
 	return export.Options{
 		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
-		Limits: aggregate.DefaultLimits, Version: version(), Warn: w, Cardinality: card,
+		Limits: aggregate.DefaultLimits, Version: version(), Warn: w, Cardinality: card, Where: where,
 	}
 }
 
@@ -210,12 +212,13 @@ func (f *otlpFlags) check() error {
 	if _, err := f.cardinality(); err != nil {
 		return err
 	}
-	return f.options(nil).Check()
+	return f.options(nil, nil).Check()
 }
 
-// start exports mon's figures and events; warnings go to w.
-func (f *otlpFlags) start(w io.Writer, mon *live.Monitor) (*export.Exporter, error) {
-	x, err := export.New(context.Background(), f.options(w), mon.Summary)
+// start exports mon's figures and events, whose processes where places;
+// warnings go to w.
+func (f *otlpFlags) start(w io.Writer, mon *live.Monitor, where *cgroup.Resolver) (*export.Exporter, error) {
+	x, err := export.New(context.Background(), f.options(w, where), mon.Summary)
 	if err != nil {
 		return nil, err
 	}

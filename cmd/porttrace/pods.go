@@ -37,9 +37,9 @@ func (f *criFlag) start(stderr io.Writer) (names *cri.Cache, stop func(), err er
 }
 
 // byShortID names a pod by its container's short id, the one summaries carry.
-func byShortID(c *cri.Cache) func(short string) (pod, namespace string, ok bool) {
+func byShortID(c *cri.Cache, where *cgroup.Resolver) func(short string) (pod, namespace string, ok bool) {
 	return func(short string) (string, string, bool) {
-		w, ok := cgroup.Lookup(short)
+		w, ok := where.Lookup(short)
 		if !ok {
 			return "", "", false
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/recorder"
@@ -105,17 +106,18 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		return err
 	}
 	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll); return r }
-	o.Netns, o.Cgroup = first.Netns, live.Cgroup
+	where := cgroup.NewResolver()
+	o.Netns, o.Cgroup = first.Netns, where.Of
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()
 	var src event.Source = t
 	if of.endpoint != "" {
-		mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits)
+		mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits, where)
 		if err != nil {
 			return err
 		}
-		x, err := of.start(stderr, mon)
+		x, err := of.start(stderr, mon, where)
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
 
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/report"
 	"github.com/porttrace/porttrace/internal/view"
 	"github.com/porttrace/porttrace/tracer"
@@ -134,13 +135,14 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 		return err
 	}
 	defer stopNames()
-	t, mon, err := tf.monitor(stderr)
+	where := cgroup.NewResolver()
+	t, mon, err := tf.monitor(stderr, where)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
 	if names != nil {
-		mon.Pods(byShortID(names))
+		mon.Pods(byShortID(names, where))
 	}
 	if of.endpoint != "" {
 		// Export trouble would garble the live view: it is held and
@@ -151,7 +153,7 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 			defer func() { io.Copy(stderr, held) }()
 			warn = held
 		}
-		x, err := of.start(warn, mon)
+		x, err := of.start(warn, mon, where)
 		if err != nil {
 			return err
 		}

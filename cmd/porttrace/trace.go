@@ -80,13 +80,14 @@ func runTrace(cmd *cobra.Command, tf *tracerFlags, cf *criFlag, f eventFilter, a
 		out.line(event.TextHeader)
 	}
 	shown := 0
+	where := cgroup.NewResolver()
 	err = t.Run(ctx, func(e *event.Event) {
 		if !f.match(e) {
 			return
 		}
 		shown++
 		if asJSON {
-			out.line(traceJSON(e, names))
+			out.line(traceJSON(e, where, names))
 			return
 		}
 		out.line(e.Text())
@@ -112,14 +113,14 @@ type workloadJSON struct {
 }
 
 // traceJSON is the event's JSON object with its workload's fields.
-func traceJSON(e *event.Event, names *cri.Cache) string {
+func traceJSON(e *event.Event, where *cgroup.Resolver, names *cri.Cache) string {
 	b, _ := json.Marshal(e)
-	short := cgroup.Container(e.PID, e.CgroupID)
+	short := where.Container(e.PID, e.CgroupID)
 	if short == "" {
 		return string(b)
 	}
 	w := workloadJSON{ContainerID: short}
-	if full, ok := cgroup.Lookup(short); ok {
+	if full, ok := where.Lookup(short); ok {
 		w.ContainerID, w.PodUID = full.ContainerID, full.PodUID
 		if names != nil {
 			if n, ok := names.Lookup(full.ContainerID); ok {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -84,7 +85,7 @@ type pendingTW struct {
 // Start.
 type Aggregator struct {
 	limits    Limits
-	cgroup    func(pid uint32, cgroupID uint64) Cgroup
+	cgroup    func(pid uint32, cgroupID uint64) cgroup.Process
 	start     time.Time
 	now       int64
 	spaces    map[SpaceKey]*space
@@ -110,25 +111,17 @@ type Aggregator struct {
 	dropped     Dropped
 }
 
-// Cgroup is where a process runs: its cgroup path, the short id of its
-// container and its Kubernetes pod's UID ("" for none).
-type Cgroup struct {
-	Path      string
-	Container string
-	PodUID    string
-}
-
-// New returns an aggregator whose first second begins at start. cgroup, if
+// New returns an aggregator whose first second begins at start. where, if
 // not nil, tells where a process runs, from its pid and the cgroup id its
-// events carry; it is called once per process.
-func New(start time.Time, limits Limits, cgroup func(pid uint32, cgroupID uint64) Cgroup) *Aggregator {
+// events carry (cgroup.Resolver.Of); it is called once per process.
+func New(start time.Time, limits Limits, where func(pid uint32, cgroupID uint64) cgroup.Process) *Aggregator {
 	if limits.Namespaces <= 0 {
 		limits.Namespaces = DefaultLimits.Namespaces
 	}
 	a := &Aggregator{
-		limits: limits, cgroup: cgroup, start: start,
+		limits: limits, cgroup: where, start: start,
 		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
-		otherProc: newProc(ProcKey{}, Cgroup{}),
+		otherProc: newProc(ProcKey{}, cgroup.Process{}),
 		socks:     map[uint64]sock{}, ns: map[uint32]*nsState{},
 	}
 	a.other = a.newSpace(SpaceKey{})
@@ -322,7 +315,7 @@ func (a *Aggregator) proc(k ProcKey, sec int64) *proc {
 		if len(a.procs) >= a.limits.Processes {
 			p = a.otherProc
 		} else {
-			var c Cgroup
+			var c cgroup.Process
 			if a.cgroup != nil {
 				c = a.cgroup(k.PID, k.CgroupID)
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -481,7 +482,7 @@ func TestGoneNamespace(t *testing.T) {
 	// A namespace never listed is gone only once two listings missed it:
 	// the first may have been read before it was made.
 	s = newStream(t, DefaultLimits)
-	s.a = New(t0, DefaultLimits, func(uint32, uint64) Cgroup { return Cgroup{} })
+	s.a = New(t0, DefaultLimits, func(uint32, uint64) cgroup.Process { return cgroup.Process{} })
 	s.a.SetNetns([]netns.Settings{host})
 	s.fail(at(1), nginx1, upstream, syscall.EADDRNOTAVAIL)
 	if !s.a.Unknown() {

@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/window"
 )
 
@@ -10,7 +11,7 @@ const maxSpacesPerProc = 8
 // proc is the state of one process.
 type proc struct {
 	key    ProcKey
-	cgroup Cgroup
+	cgroup cgroup.Process
 	conns  window.Counter
 	fails  failures
 	twIn   window.Counter
@@ -18,7 +19,7 @@ type proc struct {
 	active int64
 }
 
-func newProc(k ProcKey, cg Cgroup) *proc {
+func newProc(k ProcKey, cg cgroup.Process) *proc {
 	return &proc{key: k, cgroup: cg, fails: failures{}, spaces: map[SpaceKey]*window.Counter{}}
 }
 

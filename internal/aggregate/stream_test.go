@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -32,7 +33,7 @@ type stream struct {
 }
 
 func newStream(t *testing.T, limits Limits) *stream {
-	a := New(t0, limits, func(uint32, uint64) Cgroup { return Cgroup{} })
+	a := New(t0, limits, func(uint32, uint64) cgroup.Process { return cgroup.Process{} })
 	a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, TWReuse: 0}})
 	return &stream{t: t, a: a, cookie: 1000, port: 39999, ports: map[uint64]uint16{}}
 }

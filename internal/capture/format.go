@@ -27,7 +27,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -80,16 +80,16 @@ type Round struct {
 	Tables []event.SocketTable `json:"tables"`
 	// Cgroups are the cgroups that events since the last round came from,
 	// by cgroup id: where their processes ran (path, container, pod).
-	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"`
+	Cgroups map[uint64]cgroup.Process `json:"cgroups,omitempty"`
 }
 
 // chunk is one block of a round.
 type chunk struct {
-	Time    time.Time                   `json:"time"`
-	Netns   []netns.Settings            `json:"netns,omitempty"`   // in the first chunk
-	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"` // in the first chunk
-	Tables  []event.SocketTable         `json:"tables"`
-	Last    bool                        `json:"last"`
+	Time    time.Time                 `json:"time"`
+	Netns   []netns.Settings          `json:"netns,omitempty"`   // in the first chunk
+	Cgroups map[uint64]cgroup.Process `json:"cgroups,omitempty"` // in the first chunk
+	Tables  []event.SocketTable       `json:"tables"`
+	Last    bool                      `json:"last"`
 }
 
 // Trailer is written when recording ends cleanly.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/sanitize"
@@ -101,7 +101,7 @@ func cleanNetns(all []netns.Settings) {
 func cleanChunk(ch *chunk) {
 	cleanNetns(ch.Netns)
 	for id, c := range ch.Cgroups {
-		ch.Cgroups[id] = aggregate.Cgroup{Path: sanitize.Text(c.Path, sanitize.Line),
+		ch.Cgroups[id] = cgroup.Process{Path: sanitize.Text(c.Path, sanitize.Line),
 			Container: sanitize.Text(c.Container, sanitize.Name), PodUID: sanitize.Text(c.PodUID, sanitize.Name)}
 	}
 	for i := range ch.Tables {

@@ -61,13 +61,44 @@ func Parse(s string) Workload {
 	return w
 }
 
-// MaxKnown bounds the containers Lookup remembers.
+// MaxKnown bounds the containers a Resolver remembers.
 const MaxKnown = 4096
 
-var known = struct {
-	sync.RWMutex
-	m map[string]Workload // by short id
-}{m: map[string]Workload{}}
+// Process is where a process runs: its cgroup path, the short (12-digit)
+// id of its container and its Kubernetes pod's UID, each "" for none. It
+// is the one type that names a workload; summaries and captures carry it.
+type Process struct {
+	Path      string
+	Container string
+	PodUID    string
+}
+
+// PodKey tells pods apart: by UID, else (a cgroup layout without the pod,
+// such as the kubelet's cgroupfs driver without per-QoS cgroups) by the
+// container, so that two containers of such a pod count as two pods and
+// their namespace is labelled with neither, rather than wrongly; "" for a
+// process in no container.
+func (p Process) PodKey() string {
+	if p.PodUID != "" {
+		return p.PodUID
+	}
+	if p.Container != "" {
+		return "container " + p.Container
+	}
+	return ""
+}
+
+// Resolver tells where processes run, from their cgroups, and remembers
+// the containers it named (MaxKnown at most) so that Lookup finds their
+// full ids by the short ones summaries carry. Its methods are safe for
+// concurrent use; the zero value is not: use NewResolver.
+type Resolver struct {
+	mu    sync.RWMutex
+	known map[string]Workload // by short id
+}
+
+// NewResolver returns a Resolver that knows no container yet.
+func NewResolver() *Resolver { return &Resolver{known: map[string]Workload{}} }
 
 // Container returns the short (12-digit) id of the container of process
 // pid, whose cgroup v2 id (the event's, bpf_get_current_cgroup_id) is
@@ -75,20 +106,12 @@ var known = struct {
 // are then known to Lookup. The cgroup id names the container even after
 // the process has exited; /proc/PID/cgroup serves where it does not (a
 // host with cgroup v1 only, or the id is 0).
-func Container(pid uint32, cgroupID uint64) string {
-	return Of(pid, cgroupID).Container
+func (r *Resolver) Container(pid uint32, cgroupID uint64) string {
+	return r.Of(pid, cgroupID).Container
 }
 
-// Process is a process's cgroup path, the short id of its container and
-// its pod's UID ("" for none).
-type Process struct {
-	Path      string
-	Container string
-	PodUID    string
-}
-
-// Of is Container with the cgroup path as well.
-func Of(pid uint32, cgroupID uint64) Process {
+// Of is Container with the cgroup path and the pod's UID as well.
+func (r *Resolver) Of(pid uint32, cgroupID uint64) Process {
 	w := byID(cgroupID)
 	if w.ContainerID == "" {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
@@ -99,23 +122,58 @@ func Of(pid uint32, cgroupID uint64) Process {
 		return Process{Path: w.Path}
 	}
 	short := w.ContainerID[:12]
-	known.Lock()
-	if _, ok := known.m[short]; !ok && len(known.m) >= MaxKnown {
-		for k := range known.m { // forget one: it will be read again
-			delete(known.m, k)
+	r.mu.Lock()
+	if _, ok := r.known[short]; !ok && len(r.known) >= MaxKnown {
+		for k := range r.known { // forget one: it will be read again
+			delete(r.known, k)
 			break
 		}
 	}
-	known.m[short] = w
-	known.Unlock()
+	r.known[short] = w
+	r.mu.Unlock()
 	return Process{Path: w.Path, Container: short, PodUID: w.PodUID}
 }
 
-// Lookup returns the workload of a container that Container named, by its
-// short id.
-func Lookup(short string) (Workload, bool) {
-	known.RLock()
-	defer known.RUnlock()
-	w, ok := known.m[short]
+// Lookup returns the workload of a container that Container or Of named,
+// by its short id.
+func (r *Resolver) Lookup(short string) (Workload, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	w, ok := r.known[short]
 	return w, ok
+}
+
+// NetnsPods labels network namespaces by pod, the one place porttrace
+// does: every container of a pod shares one network namespace, so a
+// namespace is a pod's when every process seen in it is that pod's (by
+// PodKey). A namespace in which processes of two pods, or of a pod and of
+// none, are seen (the host's, with hostNetwork pods) belongs to no pod.
+// The live view labels each summary's namespaces with a fresh one; the
+// exporter keeps one fed from events. Safe for concurrent use.
+type NetnsPods struct {
+	mu  sync.RWMutex
+	pod map[uint32]Process // by namespace inode; zero when shared
+}
+
+// NewNetnsPods returns a NetnsPods that has seen no process.
+func NewNetnsPods() *NetnsPods { return &NetnsPods{pod: map[uint32]Process{}} }
+
+// Note says that process p was seen in namespace netns.
+func (n *NetnsPods) Note(netns uint32, p Process) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if cur, ok := n.pod[netns]; !ok {
+		n.pod[netns] = p
+	} else if cur.PodKey() != p.PodKey() {
+		n.pod[netns] = Process{}
+	}
+}
+
+// Pod is a process of the pod namespace netns belongs to; false when it
+// belongs to none (shared, only processes in no container, or not seen).
+func (n *NetnsPods) Pod(netns uint32) (Process, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	p := n.pod[netns]
+	return p, p.PodKey() != ""
 }

@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/sanitize"
 )
@@ -75,6 +76,9 @@ type Options struct {
 	// Names, if not nil, gives the Kubernetes names of a container by its
 	// full id, without waiting (cri.Cache.Lookup).
 	Names func(containerID string) (cri.Names, bool)
+	// Where tells where the processes of events run; nil for a resolver
+	// of the exporter's own.
+	Where *cgroup.Resolver
 }
 
 // Exporter owns the SDK's meter and logger providers.
@@ -85,7 +89,6 @@ type Exporter struct {
 	latency *latencyRecorder
 	logs    *failureLogs
 	desc    string
-	names   func(string) (cri.Names, bool)
 	pods    *netnsPods
 	exes    *exeNames
 }
@@ -150,8 +153,11 @@ func New(ctx context.Context, o Options, summary func() *aggregate.Summary) (*Ex
 	}
 	x.desc = strings.Join(outputs, " and ")
 	x.lp = sdklog.NewLoggerProvider(lopts...)
-	x.names, x.pods, x.exes = o.Names, newNetnsPods(o.Names), newExeNames()
-	x.logs = &failureLogs{logger: x.lp.Logger(scope), names: o.Names, pods: x.pods, exes: x.exes}
+	if o.Where == nil {
+		o.Where = cgroup.NewResolver()
+	}
+	x.pods, x.exes = newNetnsPods(o.Names, o.Where), newExeNames()
+	x.logs = &failureLogs{logger: x.lp.Logger(scope), pods: x.pods, exes: x.exes}
 	x.mp = sdkmetric.NewMeterProvider(mopts...)
 	if x.latency, err = register(x.mp.Meter(scope), o.Cardinality.orDefault(), summary, x); err != nil {
 		return nil, errors.Join(err, x.Shutdown(ctx))

@@ -9,8 +9,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
-	"github.com/porttrace/porttrace/internal/cgroup"
-	"github.com/porttrace/porttrace/internal/cri"
 )
 
 // Attribute keys of porttrace's own, where no semantic convention exists.
@@ -155,7 +153,7 @@ func (in *instruments) observe(o metric.Observer, r *aggregate.Summary, own map[
 			if in.card.PID {
 				pid = p.PID
 			}
-			attrs = processAttrs(pid, x.exes.name(p.PID, p.Comm), p.Container, x.names)
+			attrs = processAttrs(pid, x.exes.name(p.PID, p.Comm), p.Container, x.pods)
 		}
 		set := attribute.NewSet(attrs...)
 		m := member{pid: p.PID, comm: p.Comm, other: p.Other}
@@ -224,10 +222,13 @@ func spacePod(s *aggregate.SpaceSummary, pods *netnsPods) []attribute.KeyValue {
 		return attrs
 	}
 	for _, p := range s.Processes {
-		if p.PodUID == "" || p.Pod() != s.Pod {
+		if p.Pod() != s.Pod {
 			continue
 		}
-		attrs := []attribute.KeyValue{semconv.K8SPodUID(p.PodUID)}
+		var attrs []attribute.KeyValue
+		if p.PodUID != "" {
+			attrs = append(attrs, semconv.K8SPodUID(p.PodUID))
+		}
 		if p.PodName != "" {
 			attrs = append(attrs, semconv.K8SPodName(p.PodName), semconv.K8SNamespaceName(p.PodNamespace))
 		}
@@ -239,9 +240,9 @@ func spacePod(s *aggregate.SpaceSummary, pods *netnsPods) []attribute.KeyValue {
 // processAttrs names a process (by pid only if pid is not 0; exe is its
 // executable's name), and its container and pod when it runs in one:
 // container is the short id the aggregator keeps; the full id and
-// the pod's UID come from its cgroup path, the names from names (nil when
-// no container runtime is asked).
-func processAttrs(pid uint32, exe, container string, names func(id string) (cri.Names, bool)) []attribute.KeyValue {
+// the pod's UID come from its cgroup path (pods.where), the names from
+// pods.names (nil when no container runtime is asked).
+func processAttrs(pid uint32, exe, container string, pods *netnsPods) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{semconv.ProcessExecutableName(exe)}
 	if pid != 0 {
 		attrs = append(attrs, semconv.ProcessPID(int(pid)))
@@ -249,7 +250,7 @@ func processAttrs(pid uint32, exe, container string, names func(id string) (cri.
 	if container == "" {
 		return attrs
 	}
-	w, ok := cgroup.Lookup(container)
+	w, ok := pods.where.Lookup(container)
 	if !ok {
 		return append(attrs, semconv.ContainerID(container))
 	}
@@ -257,10 +258,10 @@ func processAttrs(pid uint32, exe, container string, names func(id string) (cri.
 	if w.PodUID != "" {
 		attrs = append(attrs, semconv.K8SPodUID(w.PodUID))
 	}
-	if names == nil {
+	if pods.names == nil {
 		return attrs
 	}
-	if n, ok := names(w.ContainerID); ok {
+	if n, ok := pods.names(w.ContainerID); ok {
 		for _, kv := range []attribute.KeyValue{semconv.K8SPodName(n.Pod), semconv.K8SNamespaceName(n.Namespace), semconv.K8SContainerName(n.Container)} {
 			if kv.Value.AsString() != "" {
 				attrs = append(attrs, kv)

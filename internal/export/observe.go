@@ -16,8 +16,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
-	"github.com/porttrace/porttrace/internal/cgroup"
-	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/event"
 )
 
@@ -170,7 +168,6 @@ type failureLogs struct {
 	sent            int
 	pending         int64 // suppressed since the last record
 	suppressedTotal atomic.Uint64
-	names           func(string) (cri.Names, bool)
 	pods            *netnsPods
 	exes            *exeNames
 }
@@ -185,12 +182,12 @@ func (f *failureLogs) observe(e *event.Event) {
 		return
 	}
 	f.sent++
-	r := failureRecord(e, f.pending, f.names, f.pods, f.exes)
+	r := failureRecord(e, f.pending, f.pods, f.exes)
 	f.pending = 0
 	f.logger.Emit(context.Background(), r)
 }
 
-func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Names, bool), pods *netnsPods, exes *exeNames) log.Record {
+func failureRecord(e *event.Event, suppressed int64, pods *netnsPods, exes *exeNames) log.Record {
 	errno := event.ErrnoName(e.Errno)
 	k := aggregate.SpaceOf(e)
 	name := "porttrace.connect.failure"
@@ -209,6 +206,6 @@ func failureRecord(e *event.Event, suppressed int64, names func(string) (cri.Nam
 	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.TID)), suppressedKey.Int64(suppressed))
 	s := aggregate.SpaceSummary{Key: k}
 	r.AddAttributes(spaceAttrs(&s, true, pods)...)
-	r.AddAttributes(processAttrs(e.PID, exes.name(e.PID, e.Comm.String()), cgroup.Container(e.PID, e.CgroupID), names)...)
+	r.AddAttributes(processAttrs(e.PID, exes.name(e.PID, e.Comm.String()), pods.where.Container(e.PID, e.CgroupID), pods)...)
 	return r
 }

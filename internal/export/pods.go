@@ -14,15 +14,16 @@ import (
 // maxSeen bounds the (namespace, cgroup) pairs netnsPods remembers.
 const maxSeen = 16384
 
-// netnsPods knows which pod owns a network namespace: every container of
-// a pod shares one, so its port spaces are the pod's. A namespace in which
-// processes of two pods, or of a pod and of none, make connections (the
-// host's, with hostNetwork pods) belongs to no pod.
+// netnsPods knows where the processes of events run (where, a resolver
+// the command passes in), their Kubernetes names (names), and which pod
+// owns a network namespace, as cgroup.NetnsPods tells from the processes
+// that make connections in it.
 type netnsPods struct {
 	names func(string) (cri.Names, bool)
+	where *cgroup.Resolver
+	pods  *cgroup.NetnsPods
 
 	mu   sync.RWMutex
-	pod  map[uint32]cgroup.Workload // by namespace inode; zero when shared
 	seen map[netnsCgroup]bool
 }
 
@@ -31,8 +32,8 @@ type netnsCgroup struct {
 	cgroup uint64
 }
 
-func newNetnsPods(names func(string) (cri.Names, bool)) *netnsPods {
-	return &netnsPods{names: names, pod: map[uint32]cgroup.Workload{}, seen: map[netnsCgroup]bool{}}
+func newNetnsPods(names func(string) (cri.Names, bool), where *cgroup.Resolver) *netnsPods {
+	return &netnsPods{names: names, where: where, pods: cgroup.NewNetnsPods(), seen: map[netnsCgroup]bool{}}
 }
 
 // observe notes the pod of the event's process, once per namespace and
@@ -45,35 +46,14 @@ func (n *netnsPods) observe(e *event.Event) {
 	if done {
 		return
 	}
-	var w cgroup.Workload
-	if short := cgroup.Container(e.PID, e.CgroupID); short != "" {
-		w, _ = cgroup.Lookup(short)
-	}
+	w := n.where.Of(e.PID, e.CgroupID)
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if len(n.seen) >= maxSeen {
 		clear(n.seen)
 	}
 	n.seen[k] = true
-	if cur, ok := n.pod[e.Netns]; !ok {
-		n.pod[e.Netns] = w
-	} else if podKey(cur) != podKey(w) {
-		n.pod[e.Netns] = cgroup.Workload{}
-	}
-}
-
-// podKey tells pods apart: by UID, else (a cgroup layout without the pod,
-// such as the kubelet's cgroupfs driver without per-QoS cgroups) by the
-// container, so that two containers of such a pod count as two pods and
-// their namespace is labelled with neither, rather than wrongly.
-func podKey(w cgroup.Workload) string {
-	if w.PodUID != "" {
-		return w.PodUID
-	}
-	if w.ContainerID != "" {
-		return "container " + w.ContainerID
-	}
-	return ""
+	n.mu.Unlock()
+	n.pods.Note(e.Netns, cgroup.Process{Container: w.Container, PodUID: w.PodUID})
 }
 
 // attrs are the pod attributes of a namespace's port spaces: its UID
@@ -83,17 +63,19 @@ func (n *netnsPods) attrs(netns uint32) []attribute.KeyValue {
 	if n == nil {
 		return nil
 	}
-	n.mu.RLock()
-	w := n.pod[netns]
-	n.mu.RUnlock()
-	if podKey(w) == "" {
+	p, ok := n.pods.Pod(netns)
+	if !ok {
 		return nil
 	}
 	var attrs []attribute.KeyValue
-	if w.PodUID != "" {
-		attrs = append(attrs, semconv.K8SPodUID(w.PodUID))
+	if p.PodUID != "" {
+		attrs = append(attrs, semconv.K8SPodUID(p.PodUID))
 	}
 	if n.names == nil {
+		return attrs
+	}
+	w, ok := n.where.Lookup(p.Container)
+	if !ok {
 		return attrs
 	}
 	if names, ok := n.names(w.ContainerID); ok && names.Pod != "" {

@@ -32,6 +32,7 @@ type Monitor struct {
 	tables  Tables
 	observe func(*event.Event)
 	names   func(container string) (pod, namespace string, ok bool)
+	where   *cgroup.Resolver
 	mu      sync.Mutex
 	agg     *aggregate.Aggregator
 	warn    error // the last sync's trouble, shown until a sync succeeds
@@ -55,22 +56,16 @@ type Monitor struct {
 type Tables func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable, error)
 
 // New seeds an aggregator from the socket tables of every namespace, so a
-// running incident shows from the first frame.
-func New(src event.Source, tables Tables, limits aggregate.Limits) (*Monitor, error) {
-	m := &Monitor{src: src, tables: tables, start: time.Now(), touched: map[uint32]bool{}}
-	m.agg = aggregate.New(m.start, limits, Cgroup)
+// running incident shows from the first frame. where tells where the
+// processes of events run.
+func New(src event.Source, tables Tables, limits aggregate.Limits, where *cgroup.Resolver) (*Monitor, error) {
+	m := &Monitor{src: src, tables: tables, where: where, start: time.Now(), touched: map[uint32]bool{}}
+	m.agg = aggregate.New(m.start, limits, where.Of)
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
 		return nil, err
 	}
 	return m, nil
-}
-
-// Cgroup says where a process ran, from its pid and the cgroup id of its
-// events (internal/cgroup).
-func Cgroup(pid uint32, id uint64) aggregate.Cgroup {
-	c := cgroup.Of(pid, id)
-	return aggregate.Cgroup{Path: c.Path, Container: c.Container, PodUID: c.PodUID}
 }
 
 // Run feeds events and resyncs until ctx ends or the source fails, then
@@ -180,30 +175,30 @@ func (m *Monitor) sync() (int, error) {
 	return len(tables), m.setWarn(errors.Join(err, m.syncNAT(all, tables)))
 }
 
-// labelByPod sets the pod of each namespace whose port spaces' processes
-// all belong to one pod: a pod's containers share its network namespace.
-func labelByPod(r *aggregate.Summary) {
-	pods := map[uint32]map[string]bool{}
+// LabelByPod sets the pod of each namespace whose port spaces' processes
+// all belong to one pod (cgroup.NetnsPods, the rule the exporter's
+// metrics follow too), by that pod's name (ProcRef.Pod).
+func LabelByPod(r *aggregate.Summary) {
+	pods := cgroup.NewNetnsPods()
+	named := map[string]string{} // a pod's name by its PodKey
 	for i := range r.Spaces {
 		sp := &r.Spaces[i]
 		if sp.Other {
 			continue
 		}
-		if pods[sp.Netns] == nil {
-			pods[sp.Netns] = map[string]bool{}
-		}
 		for j := range sp.Processes {
-			pods[sp.Netns][sp.Processes[j].Pod()] = true
+			p := &sp.Processes[j]
+			w := cgroup.Process{Container: p.Container, PodUID: p.PodUID}
+			pods.Note(sp.Netns, w)
+			named[w.PodKey()] = p.Pod()
 		}
 	}
 	label := func(ino uint32) string {
-		if len(pods[ino]) != 1 {
+		p, ok := pods.Pod(ino)
+		if !ok {
 			return ""
 		}
-		for p := range pods[ino] {
-			return p
-		}
-		return ""
+		return named[p.PodKey()]
 	}
 	for i := range r.Spaces {
 		r.Spaces[i].Pod = label(r.Spaces[i].Netns)
@@ -230,7 +225,7 @@ func (m *Monitor) Summary() *aggregate.Summary {
 // namePods fills in the pods' names, where the runtime knows them, and
 // labels a namespace by its pod where all its processes are that pod's.
 func (m *Monitor) namePods(r *aggregate.Summary) {
-	defer labelByPod(r)
+	defer LabelByPod(r)
 	if m.names == nil {
 		return
 	}

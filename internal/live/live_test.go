@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -34,7 +35,7 @@ func (s *source) Lost() (uint64, error) { return 7, nil }
 
 func run(t *testing.T, src event.Source) error {
 	t.Helper()
-	m, err := New(src, oneTable, aggregate.DefaultLimits)
+	m, err := New(src, oneTable, aggregate.DefaultLimits, cgroup.NewResolver())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestTouchedNamespaces(t *testing.T) {
 		got = append(got, touched)
 		return oneTable(touched)
 	}
-	m, err := New(&source{}, tables, aggregate.DefaultLimits)
+	m, err := New(&source{}, tables, aggregate.DefaultLimits, cgroup.NewResolver())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
@@ -16,7 +17,7 @@ import (
 // A monitor that tracks NAT reads a round at each sync, counts the rise
 // between rounds, names namespaces, and diagnoses a full NAT space.
 func TestTrackNAT(t *testing.T) {
-	m, err := New(&source{}, oneTable, aggregate.DefaultLimits)
+	m, err := New(&source{}, oneTable, aggregate.DefaultLimits, cgroup.NewResolver())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -37,7 +37,7 @@ type Options struct {
 	Netns []netns.Settings
 	// Cgroup, if set, says where a process ran from its pid and cgroup id;
 	// each round carries the cgroups its events came from.
-	Cgroup   func(pid uint32, cgroupID uint64) aggregate.Cgroup
+	Cgroup   func(pid uint32, cgroupID uint64) cgroup.Process
 	Progress func(Progress) // every second
 }
 
@@ -335,7 +335,7 @@ func (r *recorder) tables() {
 	round := r.o.Tables()
 	known := inodes(round.Netns)
 	if len(todo) > 0 {
-		round.Cgroups = map[uint64]aggregate.Cgroup{}
+		round.Cgroups = map[uint64]cgroup.Process{}
 		for id, pid := range todo {
 			round.Cgroups[id] = r.o.Cgroup(pid, id)
 		}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/netns"
@@ -60,9 +60,9 @@ var hostile = map[string]func(w *capture.Writer){
 	"cgroups": func(w *capture.Writer) {
 		id := uint64(1)
 		for r := range 20 {
-			cg := map[uint64]aggregate.Cgroup{}
+			cg := map[uint64]cgroup.Process{}
 			for range 15_000 {
-				cg[id] = aggregate.Cgroup{Path: fmt.Sprintf("/kubepods/burstable/pod%08x-aaaa-bbbb-cccc-%012x/%064x", id, id, id),
+				cg[id] = cgroup.Process{Path: fmt.Sprintf("/kubepods/burstable/pod%08x-aaaa-bbbb-cccc-%012x/%064x", id, id, id),
 					Container: fmt.Sprintf("%012x", id), PodUID: fmt.Sprintf("%08x-aaaa-bbbb-cccc-%012x", id, id)}
 				id++
 			}

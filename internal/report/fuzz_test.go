@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -48,7 +48,7 @@ func streamCapture(data []byte) []byte {
 				Tables: []event.SocketTable{{Netns: uint32(ns), Time: at, Sockets: []event.Socket{
 					{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: dst, Cookie: uint64(i), PID: 9, Comm: strings.Repeat("\x1bx", 40),
 						TimeWait: data[13]&1 != 0, Expires: time.Duration(int64(le.Uint64(data)))}}}},
-				Cgroups: map[uint64]aggregate.Cgroup{uint64(i): {Path: "/\x1b]0;x\x07"}}})
+				Cgroups: map[uint64]cgroup.Process{uint64(i): {Path: "/\x1b]0;x\x07"}}})
 		}
 	}
 	w.Close(capture.Trailer{End: at})

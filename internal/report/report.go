@@ -12,6 +12,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
 )
@@ -150,7 +151,7 @@ func lostOf(t *capture.Trailer) uint64 {
 // to name processes with.
 type feed struct {
 	agg            *aggregate.Aggregator
-	cgroups        map[uint64]aggregate.Cgroup // named by the rounds so far, maxCgroups at most
+	cgroups        map[uint64]cgroup.Process // named by the rounds so far, maxCgroups at most
 	droppedCgroups uint64
 	origin         time.Time // the aggregator's second 0
 	second         int64     // the last second ticked
@@ -160,7 +161,7 @@ func newFeed(h capture.Header) *feed {
 	limits, _ := Bounds(MaxMemory)
 	agg := aggregate.New(h.Start, limits, nil)
 	agg.SetNetns(h.Netns)
-	return &feed{agg: agg, cgroups: map[uint64]aggregate.Cgroup{}, origin: h.Start}
+	return &feed{agg: agg, cgroups: map[uint64]cgroup.Process{}, origin: h.Start}
 }
 
 func (f *feed) apply(rec capture.Record) {
@@ -193,17 +194,17 @@ func (f *feed) apply(rec capture.Record) {
 // annotate says where each process ran, from the cgroups the capture's
 // rounds named (a process is often seen before the round that names its
 // cgroup).
-func annotate(r *aggregate.Summary, cgroups map[uint64]aggregate.Cgroup) {
+func annotate(r *aggregate.Summary, cgroups map[uint64]cgroup.Process) {
 	if r == nil {
 		return
 	}
-	byPID := map[uint32]aggregate.Cgroup{}
+	byPID := map[uint32]cgroup.Process{}
 	for i := range r.Processes {
 		p := &r.Processes[i]
 		if c, ok := cgroups[p.CgroupID]; ok && p.CgroupPath == "" {
 			p.CgroupPath, p.Container, p.PodUID = c.Path, c.Container, c.PodUID
 		}
-		byPID[p.PID] = aggregate.Cgroup{Path: p.CgroupPath, Container: p.Container, PodUID: p.PodUID}
+		byPID[p.PID] = cgroup.Process{Path: p.CgroupPath, Container: p.Container, PodUID: p.PodUID}
 	}
 	for i := range r.Spaces {
 		for j := range r.Spaces[i].Processes {
