@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -83,6 +84,39 @@ func TestBuildsForMacOS(t *testing.T) {
 		}
 		if !bytes.HasPrefix(b, []byte{0xcf, 0xfa, 0xed, 0xfe}) { // MH_MAGIC_64, little-endian
 			t.Errorf("darwin/%s: not a 64-bit Mach-O executable", arch)
+		}
+	}
+}
+
+// runsTheModel are the packages that run the aggregator: live feeds it
+// from the kernel, report from a capture. Every other package reads what
+// leaves the model (internal/summary), never the aggregator itself.
+var runsTheModel = []string{"internal/aggregate", "internal/live", "internal/report"}
+
+// TestSummaryReadersKnowNoAggregator: the packages that only read
+// summaries (the capture format, export, the views, diagnosis...) do not
+// depend on internal/aggregate, so that the model's inside can change
+// without them.
+func TestSummaryReadersKnowNoAggregator(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Deps \" \"}}", "github.com/porttrace/porttrace/internal/...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readers := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, deps, _ := strings.Cut(line, " ")
+		rel := strings.TrimPrefix(pkg, "github.com/porttrace/porttrace/")
+		if slices.Contains(runsTheModel, rel) {
+			continue
+		}
+		readers[rel] = true
+		if slices.Contains(strings.Fields(deps), "github.com/porttrace/porttrace/internal/aggregate") {
+			t.Errorf("%s depends on internal/aggregate: it should need internal/summary only", rel)
+		}
+	}
+	for _, want := range []string{"internal/capture", "internal/diagnose", "internal/export", "internal/frame", "internal/view", "internal/recorder"} {
+		if !readers[want] {
+			t.Errorf("%s was not checked: is the list right?", want)
 		}
 	}
 }

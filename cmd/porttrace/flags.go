@@ -196,7 +196,7 @@ func (f *otlpFlags) options(w io.Writer, where *cgroup.Resolver) export.Options 
 	card, _ := f.cardinality() // check refused it before
 	return export.Options{
 		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
-		Limits: aggregate.DefaultLimits, Version: version(), Warn: w, Cardinality: card, Where: where,
+		Spaces: aggregate.DefaultLimits.Spaces, Version: version(), Warn: w, Cardinality: card, Where: where,
 	}
 }
 

@@ -14,9 +14,9 @@ import (
 
 	"github.com/porttrace/porttrace/internal/frame"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -60,8 +60,8 @@ func invariants(t *testing.T, s frame.Frame) {
 	}
 }
 
-func netnsSpaces(s frame.Frame, ino uint32) []aggregate.SpaceSummary {
-	var out []aggregate.SpaceSummary
+func netnsSpaces(s frame.Frame, ino uint32) []summary.SpaceSummary {
+	var out []summary.SpaceSummary
 	for _, sp := range s.Spaces {
 		if sp.Netns == ino {
 			out = append(out, sp)
@@ -88,7 +88,7 @@ func rules(fs []diagnose.Finding) []string {
 	return out
 }
 
-func procOf(s frame.Frame, pid uint32) *aggregate.ProcessSummary {
+func procOf(s frame.Frame, pid uint32) *summary.ProcessSummary {
 	for i := range s.Processes {
 		if s.Processes[i].PID == pid {
 			return &s.Processes[i]
@@ -158,7 +158,7 @@ func TestModelBindPool(t *testing.T) {
 		t.Fatalf("setup: client %+v, ss %d in TIME_WAIT; want 20 connected, 10 EADDRINUSE, 20", res, tw)
 	}
 	pid := uint32(cl.Cmd.Process.Pid)
-	var pool *aggregate.SpaceSummary
+	var pool *summary.SpaceSummary
 	for _, sp := range netnsSpaces(snap, ns.Inode) {
 		if sp.Dst == "" {
 			pool = &sp
@@ -249,7 +249,7 @@ func TestModelThreadNames(t *testing.T) {
 	snap := top.done(t)
 	self, _ := os.Executable()
 	comm := testnet.Comm(self)
-	var rows []aggregate.ProcessSummary
+	var rows []summary.ProcessSummary
 	for _, p := range snap.Processes {
 		if p.PID == uint32(cl.Cmd.Process.Pid) {
 			rows = append(rows, p)
@@ -350,7 +350,7 @@ func TestModelBindConflict(t *testing.T) {
 	if len(sp.Processes) != 1 || sp.Processes[0].PID != holder.Pid() || sp.Processes[0].Sockets != 20 {
 		t.Errorf("processes %+v, want the holder %d with 20 sockets, named from the socket table", sp.Processes, holder.Pid())
 	}
-	var conflict *aggregate.Conflict
+	var conflict *summary.Conflict
 	for _, n := range snap.Netns {
 		if n.Inode == ns.Inode && len(n.Conflicts) == 1 {
 			conflict = &n.Conflicts[0]

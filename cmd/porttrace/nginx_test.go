@@ -16,8 +16,8 @@ import (
 
 	"github.com/porttrace/porttrace/internal/frame"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -134,7 +134,7 @@ func countLines(t *testing.T, path, substr string) int {
 }
 
 // finding is the advice of one rule about the port space sp.
-func finding(s frame.Frame, rule string, sp aggregate.SpaceSummary) *diagnose.Finding {
+func finding(s frame.Frame, rule string, sp summary.SpaceSummary) *diagnose.Finding {
 	for i := range s.Findings {
 		if s.Findings[i].Rule == rule && s.Findings[i].Space == sp.Where() {
 			return &s.Findings[i]

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/report"
+	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -317,7 +317,7 @@ func TestReportGoneNamespace(t *testing.T) {
 		t.Fatalf("record: %v\n%s", err, log)
 	}
 	r := runReport(t, file)
-	for name, s := range map[string]*aggregate.Summary{"final": r.Final, "peak": r.Peak} {
+	for name, s := range map[string]*summary.Summary{"final": r.Final, "peak": r.Peak} {
 		if s == nil {
 			t.Fatalf("no %s summary", name)
 		}

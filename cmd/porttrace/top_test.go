@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -72,7 +72,7 @@ func (r *topRun) wait(t *testing.T) frame.Frame {
 	return s
 }
 
-func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) aggregate.SpaceSummary {
+func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) summary.SpaceSummary {
 	t.Helper()
 	for _, sp := range s.Spaces {
 		if sp.Netns == ino && sp.Dst == dst.String() {
@@ -80,10 +80,10 @@ func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) ag
 		}
 	}
 	t.Fatalf("no port space toward %s in netns %d:\n%+v", dst, ino, s.Spaces)
-	return aggregate.SpaceSummary{}
+	return summary.SpaceSummary{}
 }
 
-func failures(sp aggregate.SpaceSummary, errno string) uint64 {
+func failures(sp summary.SpaceSummary, errno string) uint64 {
 	for _, f := range sp.Failures {
 		if f.Errno == errno {
 			return f.Total

@@ -20,6 +20,7 @@ import (
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Limits bound the memory an aggregator may use whatever the traffic. Keys
@@ -75,7 +76,7 @@ func (o sock) established() bool { return o.state != 0 && o.state != event.SynSe
 // pendingTW is a TIME_WAIT entry seen while a socket table was being read:
 // the table may or may not include it.
 type pendingTW struct {
-	key        SpaceKey
+	key        summary.SpaceKey
 	port       uint16
 	due        int64
 	bound, fin bool
@@ -88,7 +89,7 @@ type Aggregator struct {
 	cgroup    func(pid uint32, cgroupID uint64) cgroup.Process
 	start     time.Time
 	now       int64
-	spaces    map[SpaceKey]*space
+	spaces    map[summary.SpaceKey]*space
 	procs     map[ProcKey]*proc
 	other     *space
 	otherProc *proc
@@ -108,7 +109,7 @@ type Aggregator struct {
 	evictedAt   int64
 	tickedAt    time.Time // the latest time given to Tick
 	untracked   uint64    // sockets beyond Limits.Sockets
-	dropped     Dropped
+	dropped     summary.Dropped
 }
 
 // New returns an aggregator whose first second begins at start. where, if
@@ -120,15 +121,15 @@ func New(start time.Time, limits Limits, where func(pid uint32, cgroupID uint64)
 	}
 	a := &Aggregator{
 		limits: limits, cgroup: where, start: start,
-		spaces: map[SpaceKey]*space{}, procs: map[ProcKey]*proc{},
+		spaces: map[summary.SpaceKey]*space{}, procs: map[ProcKey]*proc{},
 		otherProc: newProc(ProcKey{}, cgroup.Process{}),
 		socks:     map[uint64]sock{}, ns: map[uint32]*nsState{},
 	}
-	a.other = a.newSpace(SpaceKey{})
+	a.other = a.newSpace(summary.SpaceKey{})
 	return a
 }
 
-func (a *Aggregator) newSpace(k SpaceKey) *space {
+func (a *Aggregator) newSpace(k summary.SpaceKey) *space {
 	a.nextID++
 	return newSpace(k, a.nextID, &a.timeWaits)
 }
@@ -277,7 +278,7 @@ func (a *Aggregator) forget(ino uint32) {
 // SetLost records the tracer's count of events it could not deliver.
 func (a *Aggregator) SetLost(n uint64) { a.lost = n }
 
-func (a *Aggregator) space(k SpaceKey, sec int64) *space {
+func (a *Aggregator) space(k summary.SpaceKey, sec int64) *space {
 	s := a.spaceQuiet(k)
 	s.active = sec
 	return s
@@ -286,7 +287,7 @@ func (a *Aggregator) space(k SpaceKey, sec int64) *space {
 // spaceQuiet finds or makes a space without marking it active: a socket
 // table is not activity, and a space only a table knows is the first to go
 // when the table of spaces is full.
-func (a *Aggregator) spaceQuiet(k SpaceKey) *space {
+func (a *Aggregator) spaceQuiet(k summary.SpaceKey) *space {
 	if s := a.spaces[k]; s != nil {
 		return s
 	}
@@ -302,7 +303,7 @@ func (a *Aggregator) spaceQuiet(k SpaceKey) *space {
 }
 
 // lookup is the space a key's figures go to: its own, or "other".
-func (a *Aggregator) lookup(k SpaceKey) *space {
+func (a *Aggregator) lookup(k summary.SpaceKey) *space {
 	if s := a.spaces[k]; s != nil {
 		return s
 	}
@@ -357,7 +358,7 @@ func (a *Aggregator) Add(e *event.Event) {
 			}
 		}
 	}
-	k := SpaceOf(e)
+	k := summary.SpaceOf(e)
 	pk := procOf(e)
 	switch e.Kind {
 	case event.State:
@@ -392,7 +393,7 @@ func (a *Aggregator) fail(s *space, e *event.Event, sec int64, pk ProcKey) {
 	a.proc(pk, sec).fails.add(sec, f)
 }
 
-func (a *Aggregator) bindEvent(e *event.Event, sec int64, k SpaceKey, pk ProcKey, n *nsState) {
+func (a *Aggregator) bindEvent(e *event.Event, sec int64, k summary.SpaceKey, pk ProcKey, n *nsState) {
 	if e.Flags&event.FixedPort != 0 {
 		if e.Failed() {
 			n.conflict(sec, e, pk, a.holderOf(e.Netns, e.Src.Port()))
@@ -456,13 +457,13 @@ func (a *Aggregator) synSent(e *event.Event, sec int64, s *space, n *nsState) {
 	bound := e.Flags&event.Bound != 0
 	k := s.key
 	if s == a.other {
-		k = SpaceOf(e)
+		k = summary.SpaceOf(e)
 	}
 	s.attempt(sec, pk, bound)
 	p := a.proc(pk, sec)
 	p.connect(sec, k)
 	if bound {
-		a.space(SpaceKey{Netns: k.Netns, Src: k.Src}, sec).attempt(sec, pk, true)
+		a.space(summary.SpaceKey{Netns: k.Netns, Src: k.Src}, sec).attempt(sec, pk, true)
 	}
 	if o, ok := a.socks[e.Cookie]; ok { // a socket table counted it first
 		o.start, o.proc = e.Time.UnixNano(), p
@@ -566,9 +567,9 @@ func (a *Aggregator) timeWait(e *event.Event, sec int64, s *space, n *nsState) {
 	// until the next socket table says, it is taken for what the space's
 	// time-wait sockets were at the last one.
 	fin := s.orphans
-	hold := TimeWaitLen * time.Second
+	hold := summary.TimeWaitLen * time.Second
 	if fin && n.known && n.settings.FinTimeout > 0 {
-		hold = time.Duration(min(n.settings.FinTimeout, TimeWaitLen)) * time.Second
+		hold = time.Duration(min(n.settings.FinTimeout, summary.TimeWaitLen)) * time.Second
 	}
 	due := a.second(e.Time.Add(hold))
 	if s.ports.timeWait(a.now, key, due, bound, fin, a.limits.Sockets) && bound {
@@ -689,7 +690,7 @@ func (a *Aggregator) recount(synced map[uint32]time.Time) {
 
 func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Socket, present map[uint64]bool, wasBound map[*space]map[uint64]bool) {
 	if so.Listening() {
-		n.listeners = append(n.listeners, Listener{Addr: so.Src, PID: so.PID, Comm: event.MakeComm(so.Comm).String()})
+		n.listeners = append(n.listeners, summary.Listener{Addr: so.Src, PID: so.PID, Comm: event.MakeComm(so.Comm).String()})
 		return
 	}
 	if !so.TimeWait {
@@ -699,13 +700,13 @@ func (a *Aggregator) syncSocket(sn event.SocketTable, n *nsState, so *event.Sock
 		// A server's side: one in CLOSE_WAIT is a peer that never closes
 		// a connection a client of this namespace closed.
 		if so.State == tcpCloseWait {
-			if s := a.spaces[SpaceKey{Netns: sn.Netns, Src: so.Dst.Addr(), Dst: so.Src}]; s != nil {
+			if s := a.spaces[summary.SpaceKey{Netns: sn.Netns, Src: so.Dst.Addr(), Dst: so.Src}]; s != nil {
 				s.peerCloseWait++
 			}
 		}
 		return // a server's side, or a fixed bind outside the range
 	}
-	k := SpaceKey{Netns: sn.Netns, Src: so.Src.Addr(), Dst: so.Dst}
+	k := summary.SpaceKey{Netns: sn.Netns, Src: so.Src.Addr(), Dst: so.Dst}
 	s := a.spaceQuiet(k)
 	if so.TimeWait {
 		pk := s.portKey(so.Src.Port())

@@ -12,6 +12,7 @@ import (
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 func near(t *testing.T, what string, got, want, tol float64) {
@@ -31,10 +32,10 @@ func TestRatesRollOver(t *testing.T) {
 		t.Errorf("%d events, processes %+v; want 400 events and 100 TIME_WAIT entries of nginx", rep.Events, rep.Processes)
 	}
 	r := s.space(rep, upstream)
-	if r.Conns != (Rates{10, 10, 10}) || r.TotalConns != 100 {
+	if r.Conns != (summary.Rates{S1: 10, S10: 10, S60: 10}) || r.TotalConns != 100 {
 		t.Errorf("at 10 s: conns %+v total %d, want 10/s in every window, 100", r.Conns, r.TotalConns)
 	}
-	if r.TWIn != (Rates{10, 10, 10}) {
+	if r.TWIn != (summary.Rates{S1: 10, S10: 10, S60: 10}) {
 		t.Errorf("TIME_WAIT entries %+v, want 10/s", r.TWIn)
 	}
 	r = s.space(s.summary(30), upstream)
@@ -252,7 +253,7 @@ func TestEvictionBoundsMemory(t *testing.T) {
 		t.Fatalf("tables grew past their limits: %d spaces, %d processes", len(s.a.spaces), len(s.a.procs))
 	}
 	var sum uint64
-	var other *SpaceSummary
+	var other *summary.SpaceSummary
 	for i := range r.Spaces {
 		sum += r.Spaces[i].TotalConns
 		if r.Spaces[i].Other {
@@ -297,7 +298,7 @@ func TestBindPool(t *testing.T) {
 		}
 	}
 	rep := s.summary(2)
-	var pool *SpaceSummary
+	var pool *summary.SpaceSummary
 	for i := range rep.Spaces {
 		if rep.Spaces[i].Key.IsBindPool() {
 			pool = &rep.Spaces[i]
@@ -357,13 +358,13 @@ func TestOtherIsReconciled(t *testing.T) {
 		{Src: netip.AddrPortFrom(src, 40010), Dst: far, State: 6, TimeWait: true, Expires: 50 * time.Second, Cookie: 10},
 		{Src: netip.AddrPortFrom(src, 40011), Dst: far, State: 1, Cookie: 11},
 	}
-	other := func(r *Summary) *SpaceSummary {
+	other := func(r *summary.Summary) *summary.SpaceSummary {
 		for i := range r.Spaces {
 			if r.Spaces[i].Other {
 				return &r.Spaces[i]
 			}
 		}
-		return &SpaceSummary{}
+		return &summary.SpaceSummary{}
 	}
 	for i := 0; i < 3; i++ {
 		s.a.BeginSync()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // TestClockStep: a step of the clock, either way, is taken out in
@@ -31,7 +32,7 @@ func TestClockStep(t *testing.T) {
 				s.churn(curl, dst(i), 20, 0, 5, 100*time.Millisecond)
 			}
 			before := s.space(s.summary(10), dst(0)).TimeWait
-			done := make(chan *Summary)
+			done := make(chan *summary.Summary)
 			go func() {
 				s.a.Tick(to)
 				// The node goes on at the new time: 30 connections a second.
@@ -44,7 +45,7 @@ func TestClockStep(t *testing.T) {
 				}
 				done <- s.a.Summary()
 			}()
-			var r *Summary
+			var r *summary.Summary
 			select {
 			case r = <-done:
 			case <-time.After(10 * time.Second):

@@ -9,6 +9,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // TestTakeOverTable is tcp_twsk_unique (net/ipv4/tcp_ipv4.c, 6.13+) case
@@ -203,7 +204,7 @@ func TestNoETAWhenEveryAttemptFails(t *testing.T) {
 // are in TIME_WAIT still hands them out: not exhausted while every call
 // succeeds; a failed call is exhaustion whatever the setting.
 func TestBindPoolAutobindReuse(t *testing.T) {
-	pool := func(autobind int, failed bool) *SpaceSummary {
+	pool := func(autobind int, failed bool) *summary.SpaceSummary {
 		s := newStream(t, DefaultLimits)
 		s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40009, Timestamps: 1, AutobindReuse: autobind}})
 		dst := netip.MustParseAddrPort("127.0.0.2:8080")
@@ -308,7 +309,7 @@ func TestConflictHolderSameNamespace(t *testing.T) {
 	s.port = 40004
 	c := s.open(at(1), curl, upstream, time.Microsecond) // port 40005 in testNetns
 	_ = c
-	bind := func(ns uint32) *Conflict {
+	bind := func(ns uint32) *summary.Conflict {
 		e := s.ev(at(2), nginx1, event.Bind, 99, netip.AddrPort{})
 		e.Netns, e.Flags, e.Errno, e.Src = ns, event.FixedPort, syscall.EADDRINUSE, netip.MustParseAddrPort("0.0.0.0:40005")
 		s.add(e)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // maxHolders bounds the holders a space's summary lists.
@@ -52,25 +53,14 @@ func (a *Aggregator) sampleHeld() {
 	}
 }
 
-// Holder is one process's open sockets in one TCP state in a port space.
-type Holder struct {
-	State   string `json:"state"` // as ss names it: ESTABLISHED, CLOSE_WAIT, SYN_SENT...
-	PID     uint32 `json:"pid,omitempty"`
-	Comm    string `json:"comm,omitempty"` // "" where no owner is known
-	Sockets int    `json:"sockets"`
-	// Oldest is how long, in seconds, the oldest of them has been open,
-	// where porttrace saw it connect; 0 where it was older than porttrace.
-	Oldest float64 `json:"oldest_seconds,omitempty"`
-}
-
 // summary lists the holders, most sockets first, and counts the sockets
 // by state; at is the moment ages are taken at.
-func (h heldBy) summary(at time.Time) (map[string]int, []Holder) {
+func (h heldBy) summary(at time.Time) (map[string]int, []summary.Holder) {
 	states := map[string]int{}
-	var out []Holder
+	var out []summary.Holder
 	for k, st := range h {
 		states[k.state.String()] += st.n
-		x := Holder{State: k.state.String(), Sockets: st.n}
+		x := summary.Holder{State: k.state.String(), Sockets: st.n}
 		if k.proc != nil {
 			x.PID, x.Comm = k.proc.key.PID, k.proc.key.Comm.String()
 		}
@@ -79,7 +69,7 @@ func (h heldBy) summary(at time.Time) (map[string]int, []Holder) {
 		}
 		out = append(out, x)
 	}
-	slices.SortFunc(out, func(x, y Holder) int {
+	slices.SortFunc(out, func(x, y summary.Holder) int {
 		return cmp.Or(cmp.Compare(y.Sockets, x.Sockets), cmp.Compare(x.State, y.State), cmp.Compare(x.PID, y.PID))
 	})
 	if len(out) > maxHolders {

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"math"
 
+	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/window"
 )
 
@@ -96,7 +97,7 @@ func (h *holds) dropFin(x *hold) {
 // beyond limit time-wait ports in all it is not taken.
 func (h *holds) timeWait(now int64, k uint64, due int64, bound, fin bool, limit int) bool {
 	x := h.m[k]
-	due = min(due, now+TimeWaitLen+1) // TIME_WAIT lasts no longer, whatever a table says
+	due = min(due, now+summary.TimeWaitLen+1) // TIME_WAIT lasts no longer, whatever a table says
 	if due <= now || x.twDue != 0 || *h.total >= limit {
 		if x.twDue != 0 && bound && !x.bound {
 			x.bound = true
@@ -119,7 +120,7 @@ func (h *holds) timeWait(now int64, k uint64, due int64, bound, fin bool, limit 
 // for each one bound by bind().
 func (h *holds) expire(now int64, fn func(k uint64)) {
 	if h.expired == 0 {
-		h.expired = now - TimeWaitLen - 1
+		h.expired = now - summary.TimeWaitLen - 1
 	}
 	if now-h.expired > int64(len(h.due)) {
 		// A leap: visit the seconds that have ports due, not every second

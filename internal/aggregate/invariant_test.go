@@ -10,6 +10,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // TestInvariants feeds random streams of events and socket tables, in and
@@ -96,7 +97,7 @@ func randomTable(rng *rand.Rand, srcs []netip.Addr, dsts []netip.AddrPort) []eve
 	return out
 }
 
-func check(t *testing.T, seed uint64, step int, r *Summary) {
+func check(t *testing.T, seed uint64, step int, r *summary.Summary) {
 	t.Helper()
 	for _, s := range r.Spaces {
 		if s.Used < 0 || s.Live < 0 || s.TimeWait < 0 || s.Reusable < 0 || s.Bound < 0 {
@@ -105,7 +106,7 @@ func check(t *testing.T, seed uint64, step int, r *Summary) {
 		if s.Usable > 0 && (s.Used > s.Usable || s.UsedPct > 100) {
 			t.Fatalf("seed %d step %d: %s: used %d of %d", seed, step, s.Name, s.Used, s.Usable)
 		}
-		if s.Exhausted && s.Used < s.Usable && s.Exhaustion60() == 0 && s.exhaustionFailures() == 0 {
+		if s.Exhausted && s.Used < s.Usable && s.Exhaustion60() == 0 && exhaustionFailures(&s) == 0 {
 			t.Fatalf("seed %d step %d: %s: exhausted at %d of %d without a failure for want of a port", seed, step, s.Name, s.Used, s.Usable)
 		}
 		for _, f := range s.Failures {

@@ -1,9 +1,8 @@
 package aggregate
 
 import (
-	"net/netip"
-
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // nsState is what one network namespace shares between its port spaces.
@@ -23,7 +22,7 @@ type nsState struct {
 	bound map[uint16]int
 	// listeners from the last socket table; they hold their ports by
 	// bind() too.
-	listeners []Listener
+	listeners []summary.Listener
 	// conflicts are bind()s to a named port that failed, by port.
 	conflicts map[uint16]*conflict
 	// tw is the time-wait sockets of its spaces, against
@@ -39,14 +38,6 @@ type nsState struct {
 // ("TCP: time wait bucket table overflow"): the socket closes at once.
 func (n *nsState) twFull() bool {
 	return n.known && n.settings.MaxTWBuckets > 0 && n.tw >= n.settings.MaxTWBuckets
-}
-
-// Listener is a listening socket, and who owns it where the socket table
-// could tell.
-type Listener struct {
-	Addr netip.AddrPort `json:"addr"`
-	PID  uint32         `json:"pid,omitempty"`
-	Comm string         `json:"comm,omitempty"`
 }
 
 func newNS() *nsState {

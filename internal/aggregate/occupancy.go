@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // occupancy is a port space's ports as the kernel's search finds them.
@@ -18,12 +19,12 @@ type occupancy struct {
 func (a *Aggregator) occupancies() map[*space]occupancy {
 	out := make(map[*space]occupancy, len(a.spaces)+1)
 	bound := map[uint32]map[uint16]bool{}
-	bySrc := map[SpaceKey][]*space{}
+	bySrc := map[summary.SpaceKey][]*space{}
 	for k, s := range a.spaces {
 		if k.IsBindPool() {
 			continue
 		}
-		bySrc[SpaceKey{Netns: k.Netns, Src: k.Src}] = append(bySrc[SpaceKey{Netns: k.Netns, Src: k.Src}], s)
+		bySrc[summary.SpaceKey{Netns: k.Netns, Src: k.Src}] = append(bySrc[summary.SpaceKey{Netns: k.Netns, Src: k.Src}], s)
 		if _, ok := bound[k.Netns]; !ok {
 			if n := a.ns[k.Netns]; n != nil {
 				bound[k.Netns] = n.boundPorts()
@@ -72,7 +73,7 @@ func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) o
 			// The time-wait socket entered at second twDue-TimeWaitLen
 			// (an orphan's timer is shorter, but it is never taken over).
 			rule.FinWait2 = x.fin
-			rule.Age = time.Duration(a.now-(int64(x.twDue)-TimeWaitLen)) * time.Second
+			rule.Age = time.Duration(a.now-(int64(x.twDue)-summary.TimeWaitLen)) * time.Second
 			if rule.Allowed() {
 				o.reusable++
 				continue
@@ -85,7 +86,7 @@ func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) o
 
 // pool: every port held by a socket with the pool's address, whatever its
 // destination, or by a listener on that address or the wildcard.
-func (a *Aggregator) pool(k SpaceKey, n *nsState, spaces []*space) occupancy {
+func (a *Aggregator) pool(k summary.SpaceKey, n *nsState, spaces []*space) occupancy {
 	taken := map[uint16]bool{}
 	var o occupancy
 	for _, l := range n.listeners {

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"github.com/porttrace/porttrace/internal/cgroup"
+	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/window"
 )
 
@@ -15,15 +16,15 @@ type proc struct {
 	conns  window.Counter
 	fails  failures
 	twIn   window.Counter
-	spaces map[SpaceKey]*window.Counter
+	spaces map[summary.SpaceKey]*window.Counter
 	active int64
 }
 
 func newProc(k ProcKey, cg cgroup.Process) *proc {
-	return &proc{key: k, cgroup: cg, fails: failures{}, spaces: map[SpaceKey]*window.Counter{}}
+	return &proc{key: k, cgroup: cg, fails: failures{}, spaces: map[summary.SpaceKey]*window.Counter{}}
 }
 
-func (p *proc) connect(sec int64, k SpaceKey) {
+func (p *proc) connect(sec int64, k summary.SpaceKey) {
 	p.conns.Add(sec, 1)
 	c := p.spaces[k]
 	if c == nil {

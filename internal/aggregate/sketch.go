@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
+
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Durations over the last minute go into six 10-second sketches, so old
@@ -50,17 +52,9 @@ func (d *sketches) Add(sec int64, v time.Duration) {
 	d.max[i] = max(d.max[i], v)
 }
 
-// Durations is a distribution reduced to what a table shows.
-type Durations struct {
-	Count uint64        `json:"count"`
-	P50   time.Duration `json:"p50_ns"`
-	P99   time.Duration `json:"p99_ns"`
-	Max   time.Duration `json:"max_ns"`
-}
-
 // summary merges the slots of the last minute as seen at sec.
-func (d *sketches) summary(sec int64) Durations {
-	var s Durations
+func (d *sketches) summary(sec int64) summary.Durations {
+	var s summary.Durations
 	merged := newSketch()
 	epoch := sec / sketchSlotLen
 	for i, sk := range d.slots {
@@ -72,7 +66,7 @@ func (d *sketches) summary(sec int64) Durations {
 	}
 	s.Count = uint64(merged.GetCount())
 	if s.Count == 0 {
-		return Durations{}
+		return summary.Durations{}
 	}
 	q, _ := merged.GetValuesAtQuantiles([]float64{0.5, 0.99})
 	s.P50, s.P99 = time.Duration(q[0]), min(time.Duration(q[1]), s.Max)

@@ -3,12 +3,9 @@ package aggregate
 import (
 	"syscall"
 
+	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/window"
 )
-
-// TimeWaitLen is how long a port stays in TIME_WAIT: TCP_TIMEWAIT_LEN, fixed
-// in the kernel.
-const TimeWaitLen = 60
 
 // maxProcsPerSpace bounds the processes remembered per port space; a space
 // shared by more keeps those with the most failures, then connections, then
@@ -67,7 +64,7 @@ func (p *procStat) weight(now int64) [3]int64 {
 
 // space is the state of one port space.
 type space struct {
-	key      SpaceKey
+	key      summary.SpaceKey
 	id       uint64         // tells its ports apart once folded into "other"
 	conns    window.Counter // connection attempts
 	bound    window.Counter // ... of which from a socket bound by bind() first
@@ -112,7 +109,7 @@ func (s *space) fillSince(now int64) (float64, bool) {
 	return float64(int64(cur)-s.firstUsed) / float64(now-s.firstSec), true
 }
 
-func newSpace(k SpaceKey, id uint64, timeWaits *int) *space {
+func newSpace(k summary.SpaceKey, id uint64, timeWaits *int) *space {
 	s := &space{key: k, id: id, fails: failures{}, procs: map[ProcKey]*procStat{}}
 	s.ports.init(timeWaits)
 	return s

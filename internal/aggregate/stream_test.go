@@ -9,6 +9,7 @@ import (
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // A synthetic event stream, shaped as the tracer delivers it.
@@ -109,12 +110,12 @@ func (s *stream) churn(w who, dst netip.AddrPort, perSec int, from, to float64, 
 	}
 }
 
-func (s *stream) summary(sec float64) *Summary {
+func (s *stream) summary(sec float64) *summary.Summary {
 	s.a.Tick(at(sec))
 	return s.a.Summary()
 }
 
-func (s *stream) space(r *Summary, dst netip.AddrPort) *SpaceSummary {
+func (s *stream) space(r *summary.Summary, dst netip.AddrPort) *summary.SpaceSummary {
 	s.t.Helper()
 	for i := range r.Spaces {
 		if r.Spaces[i].Key.Dst == dst && !r.Spaces[i].Other {

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Cause is what holds a space's ports, which decides the finding and the
@@ -33,7 +33,7 @@ const (
 )
 
 // holding counts the space's used ports by what holds them.
-func holding(s *aggregate.SpaceSummary) map[Cause]int {
+func holding(s *summary.SpaceSummary) map[Cause]int {
 	st := s.States
 	return map[Cause]int{
 		Churn:           max(s.TimeWait-s.Reusable, 0),
@@ -70,7 +70,7 @@ const leakCloses = 10
 // holdersIn names the processes holding the space's sockets in state, as
 // "app (pid 4242) holds 20 sockets in CLOSE_WAIT, the oldest open for
 // 2m0s", and returns how many and the oldest age seen.
-func holdersIn(s *aggregate.SpaceSummary, states ...string) (text string, n int, oldest float64) {
+func holdersIn(s *summary.SpaceSummary, states ...string) (text string, n int, oldest float64) {
 	var parts []string
 	for _, h := range s.Holders {
 		if !contains(states, h.State) {
@@ -116,7 +116,7 @@ func seconds(f float64) string {
 
 // leakRate is how fast a leak takes ports, per second: the space's fill
 // rate, else what is held over the age of the oldest; 0 if unknown.
-func leakRate(s *aggregate.SpaceSummary, held int, oldest float64) float64 {
+func leakRate(s *summary.SpaceSummary, held int, oldest float64) float64 {
 	if s.FillRate > 0 {
 		return s.FillRate
 	}

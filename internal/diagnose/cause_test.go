@@ -6,32 +6,32 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // small is a 20-port space toward a local upstream, as the kernel tests
 // make it, full and failing.
-func small() *aggregate.SpaceSummary {
-	return &aggregate.SpaceSummary{
-		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
+func small() *summary.SpaceSummary {
+	return &summary.SpaceSummary{
+		Key:   summary.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
 		Name:  "127.0.0.1 -> 127.0.0.1:8080",
 		Netns: ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
-		Processes: []aggregate.ProcRef{{PID: 4242, Comm: "app"}},
-		Conns:     aggregate.Rates{S1: 5, S10: 5, S60: 2},
-		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Exhaustion: true, Rates: aggregate.Rates{S10: 1}, Last: 5, Total: 5}},
+		Processes: []summary.ProcRef{{PID: 4242, Comm: "app"}},
+		Conns:     summary.Rates{S1: 5, S10: 5, S60: 2},
+		Failures:  []summary.Failure{{Errno: "EADDRNOTAVAIL", Exhaustion: true, Rates: summary.Rates{S10: 1}, Last: 5, Total: 5}},
 		Used:      20, Usable: 20, UsedPct: 100, Exhausted: true,
 	}
 }
 
-func smallNetns(st netns.Settings) []aggregate.NetnsSummary {
+func smallNetns(st netns.Settings) []summary.NetnsSummary {
 	st.Inode, st.PortLow, st.PortHigh = ino, 40000, 40019
-	return []aggregate.NetnsSummary{{Settings: st, Usable: st.Usable(),
-		Listeners: []aggregate.Listener{{Addr: netip.MustParseAddrPort("127.0.0.1:8080"), PID: 77, Comm: "server"}}}}
+	return []summary.NetnsSummary{{Settings: st, Usable: st.Usable(),
+		Listeners: []summary.Listener{{Addr: netip.MustParseAddrPort("127.0.0.1:8080"), PID: 77, Comm: "server"}}}}
 }
 
-func diagnoseIn(st netns.Settings, s *aggregate.SpaceSummary) []Finding {
-	return Diagnose(&aggregate.Summary{Netns: smallNetns(st), Spaces: []aggregate.SpaceSummary{*s}})
+func diagnoseIn(st netns.Settings, s *summary.SpaceSummary) []Finding {
+	return Diagnose(&summary.Summary{Netns: smallNetns(st), Spaces: []summary.SpaceSummary{*s}})
 }
 
 // capacity are the rules that offer ports: none helps a leak, orphans or
@@ -74,7 +74,7 @@ func TestCauseOrphans(t *testing.T) {
 func TestCauseCloseWait(t *testing.T) {
 	s := small()
 	s.Live, s.States = 20, map[string]int{"CLOSE_WAIT": 20}
-	s.Holders = []aggregate.Holder{{State: "CLOSE_WAIT", PID: 4242, Comm: "app", Sockets: 20, Oldest: 40}}
+	s.Holders = []summary.Holder{{State: "CLOSE_WAIT", PID: 4242, Comm: "app", Sockets: 20, Oldest: 40}}
 	fs := diagnoseIn(netns.Settings{TWReuse: 1, Timestamps: 1, FinTimeout: 60}, s)
 	// 20 sockets over 40 s: 0.5/s; 1024-65535 is 64,492 more ports than
 	// 20: 128,984 s.
@@ -87,7 +87,7 @@ func TestCauseCloseWait(t *testing.T) {
 func TestCauseEstablishedLeak(t *testing.T) {
 	s := small()
 	s.Live, s.States, s.FillRate = 20, map[string]int{"ESTABLISHED": 20}, 2
-	s.Holders = []aggregate.Holder{{State: "ESTABLISHED", PID: 4242, Comm: "app", Sockets: 20, Oldest: 10}}
+	s.Holders = []summary.Holder{{State: "ESTABLISHED", PID: 4242, Comm: "app", Sockets: 20, Oldest: 10}}
 	fs := diagnoseIn(netns.Settings{TWReuse: 1, Timestamps: 1}, s)
 	wantOnly(t, fs, "established_leak", "app (pid 4242) holds 20 sockets in ESTABLISHED", "at the leak's 2 ports/s delays the failure by 8h57m26s")
 	s.Closed60 = 200
@@ -101,8 +101,8 @@ func TestCauseEstablishedLeak(t *testing.T) {
 func TestCauseSynSent(t *testing.T) {
 	s := small()
 	s.Live, s.States = 20, map[string]int{"SYN_SENT": 20}
-	s.Holders = []aggregate.Holder{{State: "SYN_SENT", PID: 4242, Comm: "app", Sockets: 20, Oldest: 5}}
-	s.Failures = append(s.Failures, aggregate.Failure{Errno: "ETIMEDOUT", Last: 3, Total: 3})
+	s.Holders = []summary.Holder{{State: "SYN_SENT", PID: 4242, Comm: "app", Sockets: 20, Oldest: 5}}
+	s.Failures = append(s.Failures, summary.Failure{Errno: "ETIMEDOUT", Last: 3, Total: 3})
 	wantOnly(t, diagnoseIn(netns.Settings{}, s), "syn_sent", "the upstream does not answer", "3 attempts timed out", "tcp_syn_retries")
 }
 
@@ -110,7 +110,7 @@ func TestCauseSynSent(t *testing.T) {
 func TestCauseHalfClosed(t *testing.T) {
 	s := small()
 	s.Live, s.States = 20, map[string]int{"FIN_WAIT2": 20}
-	s.Holders = []aggregate.Holder{{State: "FIN_WAIT2", PID: 4242, Comm: "app", Sockets: 20}}
+	s.Holders = []summary.Holder{{State: "FIN_WAIT2", PID: 4242, Comm: "app", Sockets: 20}}
 	wantOnly(t, diagnoseIn(netns.Settings{FinTimeout: 60}, s), "half_closed", "app (pid 4242) holds 20 sockets in FIN_WAIT2", "adds 64,492 ports, which the leak fills")
 }
 
@@ -119,9 +119,9 @@ func TestCauseHalfClosed(t *testing.T) {
 func TestNotExhaustion(t *testing.T) {
 	s := small()
 	s.Used, s.UsedPct, s.Exhausted = 2, 10, false
-	s.Failures = []aggregate.Failure{{Errno: "ETIMEDOUT", Last: 7, Total: 7}}
+	s.Failures = []summary.Failure{{Errno: "ETIMEDOUT", Last: 7, Total: 7}}
 	wantOnly(t, diagnoseIn(netns.Settings{}, s), "not_port_exhaustion", "7 ETIMEDOUT", "2 of 20 ports in use", "not port exhaustion")
-	s.Failures = []aggregate.Failure{{Errno: "ECONNREFUSED", Last: 7, Total: 7}}
+	s.Failures = []summary.Failure{{Errno: "ECONNREFUSED", Last: 7, Total: 7}}
 	if fs := diagnoseIn(netns.Settings{}, s); len(fs) != 0 {
 		t.Errorf("refusals: %v", fs)
 	}
@@ -156,11 +156,11 @@ func TestCapacityListIsRules(t *testing.T) {
 // namespace is the same whole list: what is reserved now, the listeners
 // the widest range would take, the one inside the range now, a conflict.
 func TestReservedLinesAgree(t *testing.T) {
-	r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{*incident()}}
+	r := &summary.Summary{Netns: settings(0), Spaces: []summary.SpaceSummary{*incident()}}
 	r.Netns[0].Reserved = "9000"
-	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")}, {Addr: netip.MustParseAddrPort("[::]:40000")},
+	r.Netns[0].Listeners = []summary.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")}, {Addr: netip.MustParseAddrPort("[::]:40000")},
 		{Addr: netip.MustParseAddrPort("127.0.0.1:40000")}, {Addr: netip.MustParseAddrPort("0.0.0.0:9000")}}
-	r.Netns[0].Conflicts = []aggregate.Conflict{{Addr: "0.0.0.0:41006", Port: 41006, By: aggregate.ProcRef{PID: 10, Comm: "svc"}, Total: 1}}
+	r.Netns[0].Conflicts = []summary.Conflict{{Addr: "0.0.0.0:41006", Port: 41006, By: summary.ProcRef{PID: 10, Comm: "svc"}, Total: 1}}
 	var lines []string
 	for _, f := range Diagnose(r) {
 		if _, rest, ok := strings.Cut(f.Fix, "ip_local_reserved_ports="); ok {
@@ -179,13 +179,13 @@ func TestReservedLinesAgree(t *testing.T) {
 func TestMoreDestinationsAreNew(t *testing.T) {
 	a, b := *incident(), *incident()
 	b.Key.Dst, b.Dst, b.Name = netip.MustParseAddrPort("127.0.0.2:8080"), "127.0.0.2:8080", "127.0.0.1 -> 127.0.0.2:8080"
-	r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{a, b}}
-	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")}}
+	r := &summary.Summary{Netns: settings(0), Spaces: []summary.SpaceSummary{a, b}}
+	r.Netns[0].Listeners = []summary.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")}}
 	f := find(Diagnose(r), "more_destinations")
 	if f == nil || !strings.Contains(f.Fix, "adding 127.0.0.3:8080 and 127.0.0.4:8080") {
 		t.Errorf("more destinations with 127.0.0.2 in use: %v", f)
 	}
-	r.Spaces[1].Processes = []aggregate.ProcRef{{PID: 999, Comm: "other"}}
+	r.Spaces[1].Processes = []summary.ProcRef{{PID: 999, Comm: "other"}}
 	if f := find(Diagnose(r), "more_destinations"); f == nil || !strings.Contains(f.Fix, "adding 127.0.0.2:8080 and 127.0.0.3:8080") {
 		t.Errorf("another process's destination: %v", f)
 	}
@@ -198,9 +198,9 @@ func TestRateIsTheProcesses(t *testing.T) {
 	s := incident()
 	s.Processes = nil
 	for i := range 6 {
-		s.Processes = append(s.Processes, aggregate.ProcRef{PID: uint32(100 + i), Comm: "curl-like", Conns60: 10})
+		s.Processes = append(s.Processes, summary.ProcRef{PID: uint32(100 + i), Comm: "curl-like", Conns60: 10})
 	}
-	s.Processes = append(s.Processes, aggregate.ProcRef{PID: 200, Comm: "wget", Conns60: 90}, aggregate.ProcRef{PID: 201, Comm: "wget", Conns60: 60})
+	s.Processes = append(s.Processes, summary.ProcRef{PID: 200, Comm: "wget", Conns60: 90}, summary.ProcRef{PID: 201, Comm: "wget", Conns60: 60})
 	s.ProcessCount = 17
 	k := find(diagnose(0, s), "keepalive")
 	for _, want := range []string{"1,950 connection attempts/s to 127.0.0.1:8080 were made: ",

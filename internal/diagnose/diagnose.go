@@ -16,8 +16,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Finding is one piece of advice about one port space, or about a whole
@@ -91,8 +91,8 @@ const widestLow, widestHigh = 1024, 65535
 
 // Diagnose returns the findings for every port space under pressure, in the
 // summary's order (most urgent first), then each namespace's own.
-func Diagnose(r *aggregate.Summary) []Finding {
-	settings := map[uint32]*aggregate.NetnsSummary{}
+func Diagnose(r *summary.Summary) []Finding {
+	settings := map[uint32]*summary.NetnsSummary{}
 	for i := range r.Netns {
 		settings[r.Netns[i].Inode] = &r.Netns[i]
 	}
@@ -128,9 +128,9 @@ func Diagnose(r *aggregate.Summary) []Finding {
 }
 
 type check struct {
-	s  *aggregate.SpaceSummary
+	s  *summary.SpaceSummary
 	ns netns.Settings
-	nr *aggregate.NetnsSummary
+	nr *summary.NetnsSummary
 	// used are the destinations that the space's processes already
 	// connect to from its namespace.
 	used map[netip.AddrPort]bool
@@ -138,14 +138,14 @@ type check struct {
 
 // usedDestinations are the destinations of every space of s's namespace
 // that shares a process with s.
-func usedDestinations(all []aggregate.SpaceSummary, s *aggregate.SpaceSummary) map[netip.AddrPort]bool {
+func usedDestinations(all []summary.SpaceSummary, s *summary.SpaceSummary) map[netip.AddrPort]bool {
 	pids := map[uint32]bool{}
 	for _, p := range s.Processes {
 		pids[p.PID] = true
 	}
 	out := map[netip.AddrPort]bool{}
 	for _, o := range all {
-		if o.Netns == s.Netns && o.Key.Dst.IsValid() && slices.ContainsFunc(o.Processes, func(p aggregate.ProcRef) bool { return pids[p.PID] }) {
+		if o.Netns == s.Netns && o.Key.Dst.IsValid() && slices.ContainsFunc(o.Processes, func(p summary.ProcRef) bool { return pids[p.PID] }) {
 			out[o.Key.Dst] = true
 		}
 	}
@@ -193,7 +193,7 @@ func (c *check) connectAdvice() bool {
 }
 
 // perSecond is what a space of n ports sustains without reuse.
-func perSecond(n int) float64 { return float64(n) / aggregate.TimeWaitLen }
+func perSecond(n int) float64 { return float64(n) / summary.TimeWaitLen }
 
 func perSecondText(n int) string {
 	if f := perSecond(n); f < 10 {
@@ -264,7 +264,7 @@ func noSourceAddress(c *check) (Finding, bool) {
 // enough of them in the last minute to judge their lifetimes.
 func (c *check) churning() bool {
 	s := c.s
-	return s.Conns.S10*aggregate.TimeWaitLen >= churnShare*float64(s.Usable) && s.Closed60 >= minClosed
+	return s.Conns.S10*summary.TimeWaitLen >= churnShare*float64(s.Usable) && s.Closed60 >= minClosed
 }
 
 func keepalive(c *check) (Finding, bool) {
@@ -277,7 +277,7 @@ func keepalive(c *check) (Finding, bool) {
 	ev := fmt.Sprintf("%s; %.0f%% of the %s closed in the last minute lived under 1 s; %s ports sustain %s connections/s without reuse",
 		c.whoMade("connection attempts/s to "+s.Dst), s.ShortPct, num(int(s.Closed60)), num(s.Usable), perSecondText(s.Usable))
 	fix := fmt.Sprintf("reuse connections to %s (HTTP keep-alive or a connection pool)", s.Dst)
-	if slices.ContainsFunc(s.Processes, func(p aggregate.ProcRef) bool { return p.Comm == "nginx" }) {
+	if slices.ContainsFunc(s.Processes, func(p summary.ProcRef) bool { return p.Comm == "nginx" }) {
 		fix = `enable upstream keepalive: "keepalive 32;" in the upstream block, and "proxy_http_version 1.1;" and "proxy_set_header Connection "";" where it is proxied ` +
 			`(where it is already on, raise keepalive_requests, 1000 by default: each connection closes after that many requests)`
 	}
@@ -313,8 +313,8 @@ func twReuse(c *check) (Finding, bool) {
 }
 
 // listenersOn are the namespace's listeners on port.
-func (c *check) listenersOn(port uint16) []aggregate.Listener {
-	var out []aggregate.Listener
+func (c *check) listenersOn(port uint16) []summary.Listener {
+	var out []summary.Listener
 	for _, l := range c.nr.Listeners {
 		if l.Addr.Port() == port {
 			out = append(out, l)
@@ -343,7 +343,7 @@ func moreDestinations(c *check) (Finding, bool) {
 	more := fmt.Sprintf("adding %s and %s as upstream addresses triples this port space to %s ports, %s connections/s",
 		netip.AddrPortFrom(a2, dst.Port()), netip.AddrPortFrom(a3, dst.Port()), num(3*s.Usable), perSecondText(3*s.Usable))
 	ls := c.listenersOn(dst.Port())
-	if slices.ContainsFunc(ls, func(l aggregate.Listener) bool { return l.Addr.Addr().IsUnspecified() }) {
+	if slices.ContainsFunc(ls, func(l summary.Listener) bool { return l.Addr.Addr().IsUnspecified() }) {
 		return Finding{Rule: "more_destinations", Evidence: ev,
 			Fix: more + fmt.Sprintf(" (the listener on %s accepts on every address)", listenerText(ls[0]))}, true
 	}
@@ -356,7 +356,7 @@ func moreDestinations(c *check) (Finding, bool) {
 		"if the upstream listens on 0.0.0.0 or on those addresses too (its listener is not in this namespace's table), %s", more)}, true
 }
 
-func listenerText(l aggregate.Listener) string {
+func listenerText(l summary.Listener) string {
 	if l.PID == 0 {
 		return l.Addr.String()
 	}
@@ -445,7 +445,7 @@ func reservedWith(cur string, ports []int) string {
 // and the listeners inside it, or, when a finding advises the widest
 // range (widen), inside that. Each reserved-ports line offers all of
 // them, so that no line undoes another.
-func toReserve(n *aggregate.NetnsSummary, widen bool) []int {
+func toReserve(n *summary.NetnsSummary, widen bool) []int {
 	reserved := netns.ParseRanges(n.Reserved)
 	var out []int
 	add := func(p, lo, hi int) {
@@ -503,7 +503,7 @@ func slowPortSearch(c *check) (Finding, bool) {
 // name with its own count, and how many processes are not listed.
 func (c *check) whoMade(what string) string {
 	s := c.s
-	cmds := aggregate.Commands(s.Processes)
+	cmds := summary.Commands(s.Processes)
 	if len(cmds) == 1 && s.ProcessCount <= len(s.Processes) {
 		return fmt.Sprintf("%s made %s %s", processes(s.Processes), rate(s.Conns.S10), what)
 	}
@@ -523,8 +523,8 @@ func (c *check) whoMade(what string) string {
 	return fmt.Sprintf("%s %s were made: %s", rate(s.Conns.S10), what, strings.Join(parts, ", "))
 }
 
-func refsOf(refs []aggregate.ProcRef, comm string) []aggregate.ProcRef {
-	var out []aggregate.ProcRef
+func refsOf(refs []summary.ProcRef, comm string) []summary.ProcRef {
+	var out []summary.ProcRef
 	for _, p := range refs {
 		if p.Comm == comm {
 			out = append(out, p)
@@ -537,12 +537,12 @@ func refsOf(refs []aggregate.ProcRef, comm string) []aggregate.ProcRef {
 const maxPids = 4
 
 // processes names the processes behind a space as "nginx (pids 812, 813)".
-func processes(refs []aggregate.ProcRef) string {
+func processes(refs []summary.ProcRef) string {
 	if len(refs) == 0 {
 		return "processes started before porttrace"
 	}
 	var out []string
-	for _, c := range aggregate.Commands(refs) {
+	for _, c := range summary.Commands(refs) {
 		var pids []string
 		for _, pid := range c.PIDs {
 			pids = append(pids, fmt.Sprint(pid))
@@ -572,7 +572,7 @@ func rate(f float64) string {
 
 // namespaceFindings are a namespace's own: ports that services listen on
 // or bind() to inside the ephemeral range.
-func namespaceFindings(n *aggregate.NetnsSummary, widen bool) []Finding {
+func namespaceFindings(n *summary.NetnsSummary, widen bool) []Finding {
 	var out []Finding
 	where := fmt.Sprintf("netns %d", n.Inode)
 	rng := fmt.Sprintf("ip_local_port_range %d-%d", n.PortLow, n.PortHigh)

@@ -6,30 +6,30 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 const ino = 4026532177
 
 // incident is the seed articles' case: nginx churning toward a localhost
 // upstream, 28,232 ports nearly all in TIME_WAIT, connect() failing.
-func incident() *aggregate.SpaceSummary {
-	return &aggregate.SpaceSummary{
-		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
+func incident() *summary.SpaceSummary {
+	return &summary.SpaceSummary{
+		Key:   summary.SpaceKey{Netns: ino, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
 		Name:  "127.0.0.1 -> 127.0.0.1:8080",
 		Netns: ino, Src: "127.0.0.1", Dst: "127.0.0.1:8080",
-		Processes: []aggregate.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
-		Conns:     aggregate.Rates{S1: 1950, S10: 1950, S60: 1900},
-		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Exhaustion: true, Rates: aggregate.Rates{S10: 30}, Last: 312, Total: 312}},
+		Processes: []summary.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
+		Conns:     summary.Rates{S1: 1950, S10: 1950, S60: 1900},
+		Failures:  []summary.Failure{{Errno: "EADDRNOTAVAIL", Exhaustion: true, Rates: summary.Rates{S10: 30}, Last: 312, Total: 312}},
 		TimeWait:  27610, Live: 90, Used: 27700, Usable: 28232, UsedPct: 98.1,
 		Closed60: 100000, ShortPct: 98,
 	}
 }
 
-func settings(twReuse int) []aggregate.NetnsSummary {
+func settings(twReuse int) []summary.NetnsSummary {
 	s := netns.Settings{Inode: ino, PortLow: 32768, PortHigh: 60999, TWReuse: twReuse}
-	return []aggregate.NetnsSummary{{Settings: s, Usable: s.Usable()}}
+	return []summary.NetnsSummary{{Settings: s, Usable: s.Usable()}}
 }
 
 func ruleNames(fs []Finding) []string {
@@ -49,8 +49,8 @@ func find(fs []Finding, rule string) *Finding {
 	return nil
 }
 
-func diagnose(twReuse int, spaces ...*aggregate.SpaceSummary) []Finding {
-	r := &aggregate.Summary{Netns: settings(twReuse)}
+func diagnose(twReuse int, spaces ...*summary.SpaceSummary) []Finding {
+	r := &summary.Summary{Netns: settings(twReuse)}
 	for _, s := range spaces {
 		r.Spaces = append(r.Spaces, *s)
 	}
@@ -88,7 +88,7 @@ func TestKeepaliveConfigured(t *testing.T) {
 	// The same space a few seconds after keepalive: few new connections,
 	// TIME_WAIT still draining.
 	s := incident()
-	s.Conns = aggregate.Rates{S1: 0, S10: 0.4, S60: 1200}
+	s.Conns = summary.Rates{S1: 0, S10: 0.4, S60: 1200}
 	if f := find(diagnose(0, s), "keepalive"); f != nil {
 		t.Errorf("keepalive advised without churn: %v", f)
 	}
@@ -106,7 +106,7 @@ func TestKeepaliveConfigured(t *testing.T) {
 	}
 	// Generic client: generic advice.
 	s = incident()
-	s.Processes = []aggregate.ProcRef{{PID: 900, Comm: "python3"}}
+	s.Processes = []summary.ProcRef{{PID: 900, Comm: "python3"}}
 	if f := find(diagnose(0, s), "keepalive"); f == nil || strings.Contains(f.Fix, "proxy_http_version") || !strings.Contains(f.Evidence, "python3 (pid 900)") {
 		t.Errorf("generic keepalive: %v", f)
 	}
@@ -114,7 +114,7 @@ func TestKeepaliveConfigured(t *testing.T) {
 
 func TestHealthy(t *testing.T) {
 	s := incident()
-	s.Failures, s.TimeWait, s.Used, s.UsedPct, s.Conns = nil, 900, 1000, 3.5, aggregate.Rates{S10: 15}
+	s.Failures, s.TimeWait, s.Used, s.UsedPct, s.Conns = nil, 900, 1000, 3.5, summary.Rates{S10: 15}
 	if fs := diagnose(0, s); len(fs) != 0 {
 		t.Errorf("advice for a healthy space: %v", fs)
 	}
@@ -144,7 +144,7 @@ func TestTWReuse(t *testing.T) {
 	}
 }
 
-func remote() *aggregate.SpaceSummary {
+func remote() *summary.SpaceSummary {
 	s := incident()
 	s.Key.Src, s.Key.Dst = netip.MustParseAddr("10.0.0.5"), netip.MustParseAddrPort("10.0.0.9:5432")
 	s.Src, s.Dst = "10.0.0.5", "10.0.0.9:5432"
@@ -162,9 +162,9 @@ func TestRemoteUpstream(t *testing.T) {
 }
 
 func TestWideRangeNoRangeAdvice(t *testing.T) {
-	r := &aggregate.Summary{Spaces: []aggregate.SpaceSummary{*incident()}}
+	r := &summary.Summary{Spaces: []summary.SpaceSummary{*incident()}}
 	s := netns.Settings{Inode: ino, PortLow: 1024, PortHigh: 65535}
-	r.Netns = []aggregate.NetnsSummary{{Settings: s, Usable: s.Usable()}}
+	r.Netns = []summary.NetnsSummary{{Settings: s, Usable: s.Usable()}}
 	if f := find(Diagnose(r), "port_range"); f != nil {
 		t.Errorf("range advice for the widest range: %v", f)
 	}
@@ -173,7 +173,7 @@ func TestWideRangeNoRangeAdvice(t *testing.T) {
 func TestBindNoPort(t *testing.T) {
 	s := incident()
 	s.Key.Dst, s.Dst = netip.AddrPort{}, ""
-	s.Failures = []aggregate.Failure{{Errno: "EADDRINUSE", Exhaustion: true, Last: 40, Total: 40}}
+	s.Failures = []summary.Failure{{Errno: "EADDRINUSE", Exhaustion: true, Last: 40, Total: 40}}
 	fs := diagnose(0, s)
 	if f := find(fs, "bind_no_port"); f == nil || !strings.Contains(f.Fix, "IP_BIND_ADDRESS_NO_PORT") || !strings.Contains(f.Situation, "40 EADDRINUSE") {
 		t.Errorf("bind pool: %v", fs)
@@ -188,7 +188,7 @@ func TestBindNoPort(t *testing.T) {
 
 func TestSlowPortSearch(t *testing.T) {
 	s := incident()
-	s.AllocLatency = aggregate.Durations{Count: 500, P50: 1340 * time.Microsecond, P99: 2700 * time.Microsecond, Max: 3 * time.Millisecond}
+	s.AllocLatency = summary.Durations{Count: 500, P50: 1340 * time.Microsecond, P99: 2700 * time.Microsecond, Max: 3 * time.Millisecond}
 	if f := find(diagnose(0, s), "slow_port_search"); f == nil || !strings.Contains(f.Evidence, "2.7ms at p99") {
 		t.Errorf("slow search: %v", f)
 	}
@@ -196,7 +196,7 @@ func TestSlowPortSearch(t *testing.T) {
 	if f := find(diagnose(0, s), "slow_port_search"); f != nil {
 		t.Errorf("fast search flagged: %v", f)
 	}
-	s.AllocLatency = aggregate.Durations{Count: 3, P99: time.Second}
+	s.AllocLatency = summary.Durations{Count: 3, P99: time.Second}
 	if f := find(diagnose(0, s), "slow_port_search"); f != nil {
 		t.Errorf("flagged from 3 searches: %v", f)
 	}
@@ -215,11 +215,11 @@ func TestUnknownNamespaceAndOther(t *testing.T) {
 // TestNoSourceAddress: EADDRNOTAVAIL without a port search is named for
 // what it is, with no exhaustion advice and no ETA.
 func TestNoSourceAddress(t *testing.T) {
-	s := &aggregate.SpaceSummary{
-		Key:   aggregate.SpaceKey{Netns: ino, Src: netip.IPv6Unspecified(), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
+	s := &summary.SpaceSummary{
+		Key:   summary.SpaceKey{Netns: ino, Src: netip.IPv6Unspecified(), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
 		Netns: ino, Src: "::", Dst: "[2001:db8::1]:80", Usable: 28232,
-		Conns:    aggregate.Rates{S10: 50},
-		Failures: []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Rates: aggregate.Rates{S10: 50}, Last: 500, Total: 500}},
+		Conns:    summary.Rates{S10: 50},
+		Failures: []summary.Failure{{Errno: "EADDRNOTAVAIL", Rates: summary.Rates{S10: 50}, Last: 500, Total: 500}},
 	}
 	fs := diagnose(0, s)
 	if got := strings.Join(ruleNames(fs), " "); got != "no_source_address" {
@@ -244,9 +244,9 @@ func TestMoreDestinationsFollowsTheListener(t *testing.T) {
 		{"127.0.0.1:8080", "accepts only on 127.0.0.1: make it listen on 0.0.0.0", "", false},
 		{"", "if the upstream listens on 0.0.0.0", "", true},
 	} {
-		r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{*incident()}}
+		r := &summary.Summary{Netns: settings(0), Spaces: []summary.SpaceSummary{*incident()}}
 		if tc.listen != "" {
-			r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort(tc.listen), PID: 77, Comm: "app"}}
+			r.Netns[0].Listeners = []summary.Listener{{Addr: netip.MustParseAddrPort(tc.listen), PID: 77, Comm: "app"}}
 		}
 		f := find(Diagnose(r), "more_destinations")
 		if f == nil || !strings.Contains(f.Fix, tc.want) || tc.wantNot != "" && strings.Contains(f.Fix, tc.wantNot) {
@@ -258,9 +258,9 @@ func TestMoreDestinationsFollowsTheListener(t *testing.T) {
 // TestPortRangeNamesListeners: a wider range would hand out the ports that
 // services listen on: the advice names them and the reserved-ports line.
 func TestPortRangeNamesListeners(t *testing.T) {
-	r := &aggregate.Summary{Netns: settings(0), Spaces: []aggregate.SpaceSummary{*incident()}}
+	r := &summary.Summary{Netns: settings(0), Spaces: []summary.SpaceSummary{*incident()}}
 	r.Netns[0].Reserved = "9000"
-	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")},
+	r.Netns[0].Listeners = []summary.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:8080")},
 		{Addr: netip.MustParseAddrPort("[::]:8080")}, {Addr: netip.MustParseAddrPort("0.0.0.0:9000")}, {Addr: netip.MustParseAddrPort("0.0.0.0:22")}}
 	f := find(Diagnose(r), "port_range")
 	if f == nil || !strings.Contains(f.Fix, "listening ports 8080 would fall inside it") ||
@@ -272,10 +272,10 @@ func TestPortRangeNamesListeners(t *testing.T) {
 // TestNamespaceFindings: a listener inside the ephemeral range, and a
 // bind() to a named port that an outgoing connection took.
 func TestNamespaceFindings(t *testing.T) {
-	r := &aggregate.Summary{Netns: settings(0)}
-	r.Netns[0].Listeners = []aggregate.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:41005"), PID: 9, Comm: "svc"}}
-	r.Netns[0].Conflicts = []aggregate.Conflict{{Addr: "0.0.0.0:41006", Port: 41006, By: aggregate.ProcRef{PID: 10, Comm: "svc2"},
-		Holder: &aggregate.ProcRef{PID: 11, Comm: "client"}, Total: 3}}
+	r := &summary.Summary{Netns: settings(0)}
+	r.Netns[0].Listeners = []summary.Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:41005"), PID: 9, Comm: "svc"}}
+	r.Netns[0].Conflicts = []summary.Conflict{{Addr: "0.0.0.0:41006", Port: 41006, By: summary.ProcRef{PID: 10, Comm: "svc2"},
+		Holder: &summary.ProcRef{PID: 11, Comm: "client"}, Total: 3}}
 	fs := Diagnose(r)
 	if got := strings.Join(ruleNames(fs), " "); got != "bind_conflict listener_in_range" {
 		t.Fatalf("rules %q", got)
@@ -322,7 +322,7 @@ func TestNoEmptyClaims(t *testing.T) {
 // too small, keep-alive is already on.
 func TestIdlePool(t *testing.T) {
 	s := incident()
-	s.ShortPct, s.Lifetime = 10, aggregate.Durations{Count: 100, P50: 90 * time.Second}
+	s.ShortPct, s.Lifetime = 10, summary.Durations{Count: 100, P50: 90 * time.Second}
 	fs := diagnose(0, s)
 	if find(fs, "keepalive") != nil || find(fs, "idle_pool") == nil {
 		t.Errorf("rules %v, want idle_pool and no keepalive", ruleNames(fs))

@@ -8,8 +8,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Thresholds of the NAT rules.
@@ -25,7 +25,7 @@ const (
 // table that is full (its own finding: not a port shortage). host, the
 // summary of the hosts' own spaces (nil is fine), ties the clients'
 // failed attempts toward a space's destination to it.
-func NAT(n *nat.Summary, host *aggregate.Summary) []Finding {
+func NAT(n *nat.Summary, host *summary.Summary) []Finding {
 	out := []Finding{}
 	if n == nil {
 		return out
@@ -71,7 +71,7 @@ func natWhere(s *nat.Space) string {
 
 // natSituation: the space's fill, its rule, its failures, its clients and
 // what they saw.
-func natSituation(s *nat.Space, host *aggregate.Summary, nets []netip.Prefix) string {
+func natSituation(s *nat.Space, host *summary.Summary, nets []netip.Prefix) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d of %d NAT ports held", s.Used, s.Ports)
 	if s.Rule != "" {
@@ -121,7 +121,7 @@ func clientName(c nat.Client) string {
 // one whose source address is on a network the translating namespace is
 // attached to (nets): a pod that got no NAT port at all is the one that
 // fails.
-func clientFailures(s *nat.Space, host *aggregate.Summary, nets []netip.Prefix) string {
+func clientFailures(s *nat.Space, host *summary.Summary, nets []netip.Prefix) string {
 	if host == nil {
 		return ""
 	}
@@ -131,7 +131,7 @@ func clientFailures(s *nat.Space, host *aggregate.Summary, nets []netip.Prefix) 
 			clients[c.Netns] = true
 		}
 	}
-	behind := func(hs *aggregate.SpaceSummary) bool {
+	behind := func(hs *summary.SpaceSummary) bool {
 		if hs.Netns == s.Netns || hs.Key.Src == s.Addr {
 			return false
 		}

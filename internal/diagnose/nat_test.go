@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 func natSpace(used, ports int, clients ...int) nat.Space {
@@ -31,14 +31,14 @@ func rulesOf(fs []Finding) []string {
 func TestNATExhausted(t *testing.T) {
 	s := natSpace(20, 20, 10, 9, 1)
 	s.InsertFailed, s.Drop = 30, 30
-	host := &aggregate.Summary{Spaces: []aggregate.SpaceSummary{
-		{Key: aggregate.SpaceKey{Netns: 100, Dst: s.Dst}, Netns: 100, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 4}}},
-		{Key: aggregate.SpaceKey{Netns: 101, Dst: s.Dst}, Netns: 101, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 3}}},
+	host := &summary.Summary{Spaces: []summary.SpaceSummary{
+		{Key: summary.SpaceKey{Netns: 100, Dst: s.Dst}, Netns: 100, Failures: []summary.Failure{{Errno: "ECANCELED", Last: 4}}},
+		{Key: summary.SpaceKey{Netns: 101, Dst: s.Dst}, Netns: 101, Failures: []summary.Failure{{Errno: "ECANCELED", Last: 3}}},
 		// A pod on the node's network that got no NAT port at all.
-		{Key: aggregate.SpaceKey{Netns: 102, Src: netip.MustParseAddr("10.77.9.2"), Dst: s.Dst}, Netns: 102, Failures: []aggregate.Failure{{Errno: "ETIMEDOUT", Last: 5}}},
+		{Key: summary.SpaceKey{Netns: 102, Src: netip.MustParseAddr("10.77.9.2"), Dst: s.Dst}, Netns: 102, Failures: []summary.Failure{{Errno: "ETIMEDOUT", Last: 5}}},
 		// Not behind the NAT: another network, or the node itself.
-		{Key: aggregate.SpaceKey{Netns: 555, Src: netip.MustParseAddr("192.168.1.5"), Dst: s.Dst}, Netns: 555, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 50}}},
-		{Key: aggregate.SpaceKey{Netns: 7, Src: netip.MustParseAddr("10.77.9.1"), Dst: s.Dst}, Netns: 7, Failures: []aggregate.Failure{{Errno: "ECANCELED", Last: 60}}},
+		{Key: summary.SpaceKey{Netns: 555, Src: netip.MustParseAddr("192.168.1.5"), Dst: s.Dst}, Netns: 555, Failures: []summary.Failure{{Errno: "ECANCELED", Last: 50}}},
+		{Key: summary.SpaceKey{Netns: 7, Src: netip.MustParseAddr("10.77.9.1"), Dst: s.Dst}, Netns: 7, Failures: []summary.Failure{{Errno: "ECANCELED", Last: 60}}},
 	}}
 	node := nat.Conntrack{Netns: 7, Nets: []netip.Prefix{netip.MustParsePrefix("10.77.9.0/24"), netip.MustParsePrefix("10.78.0.0/24")}}
 	fs := NAT(&nat.Summary{Spaces: []nat.Space{s}, Tables: []nat.Conntrack{node}}, host)

@@ -9,7 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Cardinality bounds the series the metrics make, so that a node with
@@ -61,7 +61,7 @@ func (c Cardinality) ParseAttributes(list string) (Cardinality, error) {
 }
 
 // pressured: a space that must keep series of its own whatever its rank.
-func pressured(s *aggregate.SpaceSummary) bool {
+func pressured(s *summary.SpaceSummary) bool {
 	if s.UsedPct >= 50 || s.ETA != nil || s.Exhausted {
 		return true
 	}
@@ -77,8 +77,8 @@ func pressured(s *aggregate.SpaceSummary) bool {
 // when each last changed.
 type chooser struct {
 	c       Cardinality
-	changed map[aggregate.SpaceKey]activity
-	own     map[aggregate.SpaceKey]bool
+	changed map[summary.SpaceKey]activity
+	own     map[summary.SpaceKey]bool
 }
 
 type activity struct {
@@ -87,7 +87,7 @@ type activity struct {
 }
 
 func newChooser(c Cardinality) *chooser {
-	return &chooser{c: c, changed: map[aggregate.SpaceKey]activity{}, own: map[aggregate.SpaceKey]bool{}}
+	return &chooser{c: c, changed: map[summary.SpaceKey]activity{}, own: map[summary.SpaceKey]bool{}}
 }
 
 // pick returns the spaces with series of their own (true), at most twice
@@ -96,9 +96,9 @@ func newChooser(c Cardinality) *chooser {
 // last minute first). A space that had its own keeps it while it ranks
 // within twice Spaces, so that spaces of near equal rates do not trade
 // places at every collection.
-func (ch *chooser) pick(spaces []aggregate.SpaceSummary, now time.Time) map[aggregate.SpaceKey]bool {
-	seen := make(map[aggregate.SpaceKey]bool, len(spaces))
-	var hot, active []*aggregate.SpaceSummary
+func (ch *chooser) pick(spaces []summary.SpaceSummary, now time.Time) map[summary.SpaceKey]bool {
+	seen := make(map[summary.SpaceKey]bool, len(spaces))
+	var hot, active []*summary.SpaceSummary
 	for i := range spaces {
 		s := &spaces[i]
 		if s.Other {
@@ -123,16 +123,16 @@ func (ch *chooser) pick(spaces []aggregate.SpaceSummary, now time.Time) map[aggr
 			delete(ch.changed, k)
 		}
 	}
-	byRate := func(x, y *aggregate.SpaceSummary) int {
+	byRate := func(x, y *summary.SpaceSummary) int {
 		return cmp.Or(cmp.Compare(y.Conns.S60, x.Conns.S60), cmp.Compare(y.TotalConns, x.TotalConns))
 	}
-	slices.SortStableFunc(hot, func(x, y *aggregate.SpaceSummary) int {
+	slices.SortStableFunc(hot, func(x, y *summary.SpaceSummary) int {
 		return cmp.Or(cmp.Compare(y.UsedPct, x.UsedPct), byRate(x, y))
 	})
 	slices.SortStableFunc(active, byRate)
 	// Every space seen is in the map: false for the folded ones, so that
 	// the latency recorder tells them from spaces it has not seen yet.
-	own := make(map[aggregate.SpaceKey]bool, len(seen))
+	own := make(map[summary.SpaceKey]bool, len(seen))
 	for k := range seen {
 		own[k] = false
 	}
@@ -166,7 +166,7 @@ func (ch *chooser) pick(spaces []aggregate.SpaceSummary, now time.Time) map[aggr
 // member is one contribution to a series: a port space's or a process's
 // count, with an error type for failures.
 type member struct {
-	space aggregate.SpaceKey
+	space summary.SpaceKey
 	other bool // the aggregator's own "other" row
 	pid   uint32
 	comm  string

@@ -10,7 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel/attribute"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // TestSumsNeverGoDown: a member that moves from a set to another, and one
@@ -159,10 +159,10 @@ func TestClassicBuckets(t *testing.T) {
 
 // syntheticSpaces are active spaces (the first, busier as i grows) and
 // spaces under pressure (then, fuller as i grows).
-func syntheticSpaces(active, hot int) []aggregate.SpaceSummary {
-	var out []aggregate.SpaceSummary
+func syntheticSpaces(active, hot int) []summary.SpaceSummary {
+	var out []summary.SpaceSummary
 	for i := range active + hot {
-		s := aggregate.SpaceSummary{Key: aggregate.SpaceKey{Netns: ino, Src: upstream.Addr(),
+		s := summary.SpaceSummary{Key: summary.SpaceKey{Netns: ino, Src: upstream.Addr(),
 			Dst: netip.AddrPortFrom(upstream.Addr(), uint16(10000+i))}, TotalConns: uint64(i + 1)}
 		s.Conns.S60 = float64(i)
 		if i >= active {

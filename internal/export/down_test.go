@@ -28,7 +28,7 @@ func TestCollectorDown(t *testing.T) {
 
 func testCollectorDown(t *testing.T, proto string) {
 	rcv := otlptest.Start(t)
-	f := newFixture(t, Options{Endpoint: endpointOf(rcv, proto), Protocol: proto, Interval: exportInterval, Limits: smallLimits, Timeout: time.Second})
+	f := newFixture(t, smallLimits, Options{Endpoint: endpointOf(rcv, proto), Protocol: proto, Interval: exportInterval, Timeout: time.Second})
 	failures := 0
 	fail := func(dst netip.AddrPort) {
 		f.attempt(curl, dst, time.Microsecond, syscall.EADDRNOTAVAIL)
@@ -97,7 +97,7 @@ func heapInUse() int64 {
 func TestSlowCollector(t *testing.T) {
 	rcv := otlptest.Start(t)
 	rcv.SetDelay(time.Hour)
-	f := newFixture(t, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Limits: smallLimits, Timeout: time.Second})
+	f := newFixture(t, smallLimits, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Timeout: time.Second})
 	otlptest.Wait(t, "an export waiting on the collector", func() bool { return rcv.Requests() > 0 })
 	done := make(chan struct{})
 	go func() {

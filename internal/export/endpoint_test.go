@@ -16,13 +16,13 @@ func TestDefaultEndpoint(t *testing.T) {
 		t.Setenv(v, "")
 	}
 	for proto, want := range map[string]string{"": "http://localhost:4318", "http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"} {
-		_, base, err := Options{Protocol: proto, Limits: aggregate.DefaultLimits}.parse()
+		_, base, err := Options{Protocol: proto, Spaces: aggregate.DefaultLimits.Spaces}.parse()
 		if err != nil || base == nil || base.String() != want {
 			t.Errorf("protocol %q: %v %v, want %s", proto, base, err, want)
 		}
 	}
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
-	if _, base, err := (Options{Limits: aggregate.DefaultLimits}).parse(); err != nil || base != nil {
+	if _, base, err := (Options{Spaces: aggregate.DefaultLimits.Spaces}).parse(); err != nil || base != nil {
 		t.Errorf("with OTEL_EXPORTER_OTLP_ENDPOINT set: %v %v", base, err)
 	}
 }
@@ -62,7 +62,7 @@ func TestTLSChecked(t *testing.T) {
 		for k, v := range c.env {
 			t.Setenv(k, v)
 		}
-		err := Options{Endpoint: c.endpoint, Limits: aggregate.DefaultLimits}.Check()
+		err := Options{Endpoint: c.endpoint, Spaces: aggregate.DefaultLimits.Spaces}.Check()
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%s %v: %v, want %q", c.endpoint, c.env, err, c.want)
 		}
@@ -73,7 +73,7 @@ func TestTLSChecked(t *testing.T) {
 // terminal (issue 21: record printed http://user:password@… on stderr).
 func TestEndpointRedacted(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	proto, base, err := Options{Endpoint: "http://user:password@collector:4318", Limits: aggregate.DefaultLimits}.parse()
+	proto, base, err := Options{Endpoint: "http://user:password@collector:4318", Spaces: aggregate.DefaultLimits.Spaces}.parse()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,10 +34,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/cri"
 	"github.com/porttrace/porttrace/internal/sanitize"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // DefaultInterval is the metric export period when neither the caller nor
@@ -57,9 +57,10 @@ type Options struct {
 	Endpoint string
 	Protocol string
 	Interval time.Duration
-	// Limits are the aggregator's: they bound the series the histogram
-	// keeps as they bound every other metric's.
-	Limits aggregate.Limits
+	// Spaces is the most port spaces a summary lists (the aggregator's
+	// Limits.Spaces): it bounds the series the histogram keeps as it
+	// bounds every other metric's.
+	Spaces int
 	// Timeout bounds one export, retries included; 0 leaves it to
 	// OTEL_METRIC_EXPORT_TIMEOUT and OTEL_BLRP_EXPORT_TIMEOUT, else 30 s.
 	Timeout time.Duration
@@ -96,7 +97,7 @@ type Exporter struct {
 // New starts exporting. summary is called at every metric collection, from
 // the SDK's goroutine, and must be safe for that. A collector that cannot
 // be reached is not an error: the exporters retry and count what they drop.
-func New(ctx context.Context, o Options, summary func() *aggregate.Summary) (*Exporter, error) {
+func New(ctx context.Context, o Options, summary func() *summary.Summary) (*Exporter, error) {
 	proto, base, err := o.parse()
 	if err != nil {
 		return nil, err
@@ -145,7 +146,7 @@ func New(ctx context.Context, o Options, summary func() *aggregate.Summary) (*Ex
 		}
 		// The Prometheus reader takes no per-kind limit: the provider's
 		// applies to it, the histogram's bound (readerOptions).
-		mopts = append(mopts, sdkmetric.WithReader(r), sdkmetric.WithCardinalityLimit(histogramLimit(o.Limits)))
+		mopts = append(mopts, sdkmetric.WithReader(r), sdkmetric.WithCardinalityLimit(histogramLimit(o.Spaces)))
 		outputs = append(outputs, "Prometheus metrics")
 	}
 	if len(outputs) == 0 {
@@ -183,7 +184,7 @@ func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 		// a bound of its own.
 		sdkmetric.WithCardinalityLimitSelector(func(k sdkmetric.InstrumentKind) (int, bool) {
 			if k == sdkmetric.InstrumentKindHistogram {
-				return histogramLimit(o.Limits), false
+				return histogramLimit(o.Spaces), false
 			}
 			return 0, false
 		}),
@@ -200,7 +201,7 @@ func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 }
 
 // histogramLimit bounds the latency histogram's series.
-func histogramLimit(l aggregate.Limits) int { return 4*l.Spaces + 1 }
+func histogramLimit(spaces int) int { return 4*spaces + 1 }
 
 // Check reports options that New would refuse, so that a command can
 // refuse them before it attaches probes.
@@ -213,8 +214,8 @@ func (o Options) parse() (string, *url.URL, error) {
 	if o.Interval < 0 {
 		return "", nil, errors.New("--export-interval must not be negative (0 for the default)")
 	}
-	if o.Limits.Spaces < 1 || o.Limits.Processes < 1 {
-		return "", nil, errors.New("export needs the aggregator's limits")
+	if o.Spaces < 1 {
+		return "", nil, errors.New("export needs the aggregator's limit on port spaces")
 	}
 	proto, err := protocol(o.Protocol)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/otlptest"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 const ino = 4026532177
@@ -38,8 +39,10 @@ type fixture struct {
 	cookie uint64
 }
 
-func newFixture(t *testing.T, o Options) *fixture {
-	f := &fixture{t: t, agg: aggregate.New(time.Now(), o.Limits, nil), cookie: 1}
+// newFixture exports an aggregator bounded by limits.
+func newFixture(t *testing.T, limits aggregate.Limits, o Options) *fixture {
+	o.Spaces = limits.Spaces
+	f := &fixture{t: t, agg: aggregate.New(time.Now(), limits, nil), cookie: 1}
 	f.agg.SetNetns([]netns.Settings{{Inode: ino, PortLow: 40000, PortHigh: 40019}})
 	x, err := New(context.Background(), o, f.summary)
 	if err != nil {
@@ -54,7 +57,7 @@ func newFixture(t *testing.T, o Options) *fixture {
 	return f
 }
 
-func (f *fixture) summary() *aggregate.Summary {
+func (f *fixture) summary() *summary.Summary {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.agg.Tick(time.Now())
@@ -120,7 +123,7 @@ func TestExport(t *testing.T) {
 
 func testExport(t *testing.T, proto string) {
 	rcv := otlptest.Start(t)
-	f := newFixture(t, Options{Endpoint: endpointOf(rcv, proto), Protocol: proto, Interval: exportInterval, Limits: aggregate.DefaultLimits, Version: "test"})
+	f := newFixture(t, aggregate.DefaultLimits, Options{Endpoint: endpointOf(rcv, proto), Protocol: proto, Interval: exportInterval, Version: "test"})
 	for i := range 12 {
 		f.attempt(nginx, upstream, time.Duration(i+1)*10*time.Microsecond, 0)
 	}
@@ -235,7 +238,7 @@ func TestSeriesBounded(t *testing.T) {
 		{Cardinality{Spaces: 2000}, 3000},
 	} {
 		rcv := otlptest.Start(t)
-		f := newFixture(t, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Limits: aggregate.DefaultLimits, Cardinality: c.card})
+		f := newFixture(t, aggregate.DefaultLimits, Options{Endpoint: rcv.GRPC(), Protocol: "grpc", Interval: exportInterval, Cardinality: c.card})
 		for i := range 1000 {
 			dst := netip.AddrPortFrom(upstream.Addr(), uint16(10000+i))
 			for _, errno := range []syscall.Errno{syscall.EADDRNOTAVAIL, syscall.ECONNREFUSED, syscall.ETIMEDOUT} {

@@ -8,7 +8,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Attribute keys of porttrace's own, where no semantic convention exists.
@@ -37,7 +37,7 @@ type instruments struct {
 }
 
 // register creates every instrument and the callback that reads them.
-func register(m metric.Meter, card Cardinality, summary func() *aggregate.Summary, x *Exporter) (*latencyRecorder, error) {
+func register(m metric.Meter, card Cardinality, summary func() *summary.Summary, x *Exporter) (*latencyRecorder, error) {
 	in := instruments{card: card, choose: newChooser(card),
 		sAttempts: newSums(), sFailures: newSums(), sTW: newSums(),
 		pAttempts: newSums(), pFailures: newSums(), pTW: newSums()}
@@ -98,7 +98,7 @@ func register(m metric.Meter, card Cardinality, summary func() *aggregate.Summar
 // utilization and ETA are a single space's).
 type otherGauges struct{ used, timeWait int64 }
 
-func (in *instruments) observe(o metric.Observer, r *aggregate.Summary, own map[aggregate.SpaceKey]bool, x *Exporter) {
+func (in *instruments) observe(o metric.Observer, r *summary.Summary, own map[summary.SpaceKey]bool, x *Exporter) {
 	now := time.Now()
 	others := map[attribute.Distinct]*otherGauges{}
 	for i := range r.Spaces {
@@ -188,7 +188,7 @@ func withErrno(attrs []attribute.KeyValue, errno string) attribute.Set {
 // own (own false) is named by its namespace and pod alone, with kind
 // "other"; the aggregator's row of spaces beyond its limits by that kind
 // alone. The source port is never among them: it is what churns.
-func spaceAttrs(s *aggregate.SpaceSummary, own bool, pods *netnsPods) []attribute.KeyValue {
+func spaceAttrs(s *summary.SpaceSummary, own bool, pods *netnsPods) []attribute.KeyValue {
 	if s.Other {
 		return []attribute.KeyValue{spaceKindKey.String("other")}
 	}
@@ -201,7 +201,7 @@ func spaceAttrs(s *aggregate.SpaceSummary, own bool, pods *netnsPods) []attribut
 }
 
 // keyAttrs are the addresses and kind of a space's key.
-func keyAttrs(k aggregate.SpaceKey) []attribute.KeyValue {
+func keyAttrs(k summary.SpaceKey) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{semconv.NetworkLocalAddress(k.Src.String()), semconv.NetworkTypeIPv4}
 	if k.Src.Is6() {
 		attrs[1] = semconv.NetworkTypeIPv6
@@ -217,7 +217,7 @@ func keyAttrs(k aggregate.SpaceKey) []attribute.KeyValue {
 // it (the connecting tasks of one pod only), else as the summary names it
 // (every process seen in the namespace is that pod's), which also covers
 // sockets that were open before porttrace started.
-func spacePod(s *aggregate.SpaceSummary, pods *netnsPods) []attribute.KeyValue {
+func spacePod(s *summary.SpaceSummary, pods *netnsPods) []attribute.KeyValue {
 	if attrs := pods.attrs(s.Key.Netns); len(attrs) > 0 || s.Pod == "" {
 		return attrs
 	}

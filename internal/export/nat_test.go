@@ -10,13 +10,14 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // NAT spaces and conntrack tables are exported as read, at most
 // MaxNATSpaces and MaxNATTables of them.
 func TestExportNAT(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	x, err := New(t.Context(), Options{Prometheus: reg, NoOTLP: true, Limits: aggregate.DefaultLimits}, func() *aggregate.Summary { return &aggregate.Summary{} })
+	x, err := New(t.Context(), Options{Prometheus: reg, NoOTLP: true, Spaces: aggregate.DefaultLimits.Spaces}, func() *summary.Summary { return &summary.Summary{} })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // LogRate is the most failure log records sent per second. A collector
@@ -67,31 +67,31 @@ type latencyRecorder struct {
 	pods  *netnsPods
 
 	mu     sync.Mutex
-	own    map[aggregate.SpaceKey]bool // as the last collection chose them
-	sets   map[aggregate.SpaceKey]metric.RecordOption
+	own    map[summary.SpaceKey]bool // as the last collection chose them
+	sets   map[summary.SpaceKey]metric.RecordOption
 	others map[uint32]metric.RecordOption // by namespace
 }
 
 func newLatencyRecorder(h metric.Float64Histogram, limit int, pods *netnsPods) *latencyRecorder {
 	return &latencyRecorder{h: h, limit: limit, pods: pods,
-		sets: map[aggregate.SpaceKey]metric.RecordOption{}, others: map[uint32]metric.RecordOption{}}
+		sets: map[summary.SpaceKey]metric.RecordOption{}, others: map[uint32]metric.RecordOption{}}
 }
 
 func (l *latencyRecorder) record(e *event.Event) {
-	k := aggregate.SpaceOf(e)
+	k := summary.SpaceOf(e)
 	l.mu.Lock()
 	opt, ok := l.sets[k]
 	if !ok {
 		_, known := l.own[k]
 		if l.own[k] || (!known && len(l.sets) < l.limit) {
-			s := aggregate.SpaceSummary{Key: k}
+			s := summary.SpaceSummary{Key: k}
 			opt = metric.WithAttributeSet(attribute.NewSet(spaceAttrs(&s, true, l.pods)...))
 			l.sets[k] = opt
 		} else if opt, ok = l.others[k.Netns]; !ok {
 			if len(l.others) >= maxSeen {
 				clear(l.others)
 			}
-			s := aggregate.SpaceSummary{Key: aggregate.SpaceKey{Netns: k.Netns}}
+			s := summary.SpaceSummary{Key: summary.SpaceKey{Netns: k.Netns}}
 			opt = metric.WithAttributeSet(attribute.NewSet(spaceAttrs(&s, false, l.pods)...))
 			l.others[k.Netns] = opt
 		}
@@ -105,7 +105,7 @@ func (l *latencyRecorder) record(e *event.Event) {
 // from now on. The SDK keeps every series it has seen, up to the
 // histogram's own cardinality limit (readerOptions), beyond which it
 // folds new ones into its overflow series.
-func (l *latencyRecorder) keep(own map[aggregate.SpaceKey]bool) {
+func (l *latencyRecorder) keep(own map[summary.SpaceKey]bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.own = own
@@ -189,7 +189,7 @@ func (f *failureLogs) observe(e *event.Event) {
 
 func failureRecord(e *event.Event, suppressed int64, pods *netnsPods, exes *exeNames) log.Record {
 	errno := event.ErrnoName(e.Errno)
-	k := aggregate.SpaceOf(e)
+	k := summary.SpaceOf(e)
 	name := "porttrace.connect.failure"
 	body := fmt.Sprintf("connect() from %s to %s failed: %s (%v)", k.Src, k.Dst, errno, e.Errno)
 	if e.Kind == event.Bind {
@@ -204,7 +204,7 @@ func failureRecord(e *event.Event, suppressed int64, pods *netnsPods, exes *exeN
 	r.SetSeverityText("WARN")
 	r.SetBody(attribute.StringValue(body))
 	r.AddAttributes(semconv.ErrorTypeKey.String(errno), semconv.ThreadID(int(e.TID)), suppressedKey.Int64(suppressed))
-	s := aggregate.SpaceSummary{Key: k}
+	s := summary.SpaceSummary{Key: k}
 	r.AddAttributes(spaceAttrs(&s, true, pods)...)
 	r.AddAttributes(processAttrs(e.PID, exes.name(e.PID, e.Comm.String()), pods.where.Container(e.PID, e.CgroupID), pods)...)
 	return r

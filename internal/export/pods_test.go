@@ -5,9 +5,9 @@ import (
 
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // TestPodLabelsAgree: the live view (live.LabelByPod, on a summary) and
@@ -35,11 +35,11 @@ func TestPodLabelsAgree(t *testing.T) {
 		{"two containers without pod UIDs", []cgroup.Process{c, c2}, ""},
 	} {
 		const ino = 4026531840
-		r := &aggregate.Summary{Netns: []aggregate.NetnsSummary{{}}, Spaces: []aggregate.SpaceSummary{{Netns: ino}}}
+		r := &summary.Summary{Netns: []summary.NetnsSummary{{}}, Spaces: []summary.SpaceSummary{{Netns: ino}}}
 		r.Netns[0].Inode = ino
 		pods := newNetnsPods(nil, cgroup.NewResolver())
 		for _, p := range tc.procs {
-			ref := aggregate.ProcRef{Container: p.Container, PodUID: p.PodUID}
+			ref := summary.ProcRef{Container: p.Container, PodUID: p.PodUID}
 			if p.PodUID == "" && p.Container != "" {
 				// The runtime names c's and c2's pod although their
 				// cgroup paths do not: one pod, or two of one name?
@@ -55,7 +55,7 @@ func TestPodLabelsAgree(t *testing.T) {
 		}
 		// The metrics: from events, and from the summary's label.
 		for _, p := range []*netnsPods{pods, nil} {
-			var got aggregate.ProcRef
+			var got summary.ProcRef
 			for _, kv := range spacePod(&r.Spaces[0], p) {
 				switch kv.Key {
 				case semconv.K8SPodUIDKey:

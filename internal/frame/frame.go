@@ -4,15 +4,15 @@
 package frame
 
 import (
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Frame is a summary, its findings, and the trouble of the moment (a socket
 // table that could not be read, the end of a replay).
 type Frame struct {
-	*aggregate.Summary
+	*summary.Summary
 	Findings []diagnose.Finding `json:"diagnosis"`
 	Warning  string             `json:"warning,omitempty"`
 	// NAT is the source NAT port spaces and conntrack tables (nil when

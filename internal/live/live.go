@@ -19,6 +19,7 @@ import (
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Resync is how often socket tables are read again. A dump costs about a
@@ -65,6 +66,7 @@ func New(src event.Source, tables Tables, limits aggregate.Limits, where *cgroup
 	if n, err := m.sync(); n == 0 {
 		return nil, err
 	}
+	m.agg.Tick(time.Now()) // the seed is the first summary's
 	return m, nil
 }
 
@@ -178,7 +180,7 @@ func (m *Monitor) sync() (int, error) {
 // LabelByPod sets the pod of each namespace whose port spaces' processes
 // all belong to one pod (cgroup.NetnsPods, the rule the exporter's
 // metrics follow too), by that pod's name (ProcRef.Pod).
-func LabelByPod(r *aggregate.Summary) {
+func LabelByPod(r *summary.Summary) {
 	pods := cgroup.NewNetnsPods()
 	named := map[string]string{} // a pod's name by its PodKey
 	for i := range r.Spaces {
@@ -208,14 +210,14 @@ func LabelByPod(r *aggregate.Summary) {
 	}
 }
 
-// Summary is the aggregator's summary now. Only taking it holds up the
+// Summary is the aggregator's summary as of its last tick (Background
+// ticks it every second; reading does not). Only taking it holds up the
 // event path: pods are named after, on the copy.
-func (m *Monitor) Summary() *aggregate.Summary {
+func (m *Monitor) Summary() *summary.Summary {
 	m.mu.Lock()
 	if lost, err := m.src.Lost(); err == nil {
 		m.agg.SetLost(lost)
 	}
-	m.agg.Tick(time.Now())
 	r := m.agg.Summary()
 	m.mu.Unlock()
 	m.namePods(r)
@@ -224,7 +226,7 @@ func (m *Monitor) Summary() *aggregate.Summary {
 
 // namePods fills in the pods' names, where the runtime knows them, and
 // labels a namespace by its pod where all its processes are that pod's.
-func (m *Monitor) namePods(r *aggregate.Summary) {
+func (m *Monitor) namePods(r *summary.Summary) {
 	defer LabelByPod(r)
 	if m.names == nil {
 		return

@@ -92,3 +92,21 @@ func TestTouchedNamespaces(t *testing.T) {
 		t.Errorf("touched per sync: %v, want none (the first), 7 and 9, 7, none", got)
 	}
 }
+
+// TestSummaryKeepsTheClock: reading a summary does not tick the
+// aggregator (which would sample occupancy and expire ports at every
+// read): two reads with no tick between them are of the same moment.
+func TestSummaryKeepsTheClock(t *testing.T) {
+	m, err := New(&source{}, oneTable, aggregate.DefaultLimits, cgroup.NewResolver())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := m.Summary()
+	if first.Time.IsZero() {
+		t.Fatal("the seeded monitor's summary has no time")
+	}
+	time.Sleep(20 * time.Millisecond)
+	if again := m.Summary(); !again.Time.Equal(first.Time) || again.Seconds != first.Seconds {
+		t.Errorf("a second read moved the clock from %v (%d s) to %v (%d s)", first.Time, first.Seconds, again.Time, again.Seconds)
+	}
+}

@@ -5,10 +5,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // NATTables reads every namespace's conntrack, NAT rules and addresses
@@ -63,7 +63,7 @@ func (m *Monitor) syncNAT(all []netns.Settings, sockets []event.SocketTable) err
 
 // natSummary is the last NAT summary, nil when NAT is not tracked, with
 // each namespace named: by its pod where r labels it, else its names.
-func (m *Monitor) natSummary(r *aggregate.Summary) *nat.Summary {
+func (m *Monitor) natSummary(r *summary.Summary) *nat.Summary {
 	n := m.nat
 	if n == nil {
 		return nil
@@ -106,4 +106,4 @@ func (m *Monitor) natSummary(r *aggregate.Summary) *nat.Summary {
 // NATSummary is the last NAT summary with namespaces named by their
 // names (nil when NAT is not tracked): for the exporter, which reads it
 // from its own goroutine.
-func (m *Monitor) NATSummary() *nat.Summary { return m.natSummary(&aggregate.Summary{}) }
+func (m *Monitor) NATSummary() *nat.Summary { return m.natSummary(&summary.Summary{}) }

@@ -15,6 +15,7 @@ import (
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Step is the timeline's resolution.
@@ -58,20 +59,20 @@ type Point struct {
 
 // Report is a capture, summarised.
 type Report struct {
-	Header   capture.Header     `json:"header"`
-	Trailer  *capture.Trailer   `json:"trailer"` // nil: recording did not end cleanly
-	Events   uint64             `json:"events"`
-	Failures uint64             `json:"failures"`
-	Start    time.Time          `json:"start"`
-	End      time.Time          `json:"end"`
-	Damage   string             `json:"damage,omitempty"` // why reading stopped early
-	Final    *aggregate.Summary `json:"final"`
+	Header   capture.Header   `json:"header"`
+	Trailer  *capture.Trailer `json:"trailer"` // nil: recording did not end cleanly
+	Events   uint64           `json:"events"`
+	Failures uint64           `json:"failures"`
+	Start    time.Time        `json:"start"`
+	End      time.Time        `json:"end"`
+	Damage   string           `json:"damage,omitempty"` // why reading stopped early
+	Final    *summary.Summary `json:"final"`
 	// Peak is the step with the most failures (its time, processes and
 	// namespaces), with each port space as it was at its own worst step:
 	// the most failures of its own, then the fullest. The diagnosis is
 	// made from it, so each space's advice quotes its own worst moment,
 	// and a filter keeps each kept space's own moment.
-	Peak *aggregate.Summary `json:"peak"`
+	Peak *summary.Summary `json:"peak"`
 	// WorstAt is when each port space's worst step ended, by its Where name.
 	WorstAt map[string]time.Time `json:"worst_at,omitempty"`
 	// PeakUsed is each port space's highest USED% at any second, by its
@@ -91,7 +92,7 @@ func Build(r io.Reader) (*Report, error) {
 	h := cr.Header
 	_, cr.MaxRoundSockets = Bounds(MaxMemory)
 	rep := &Report{Header: h}
-	b := &builder{feed: newFeed(h), rep: rep, gone: map[string]aggregate.SpaceSummary{}}
+	b := &builder{feed: newFeed(h), rep: rep, gone: map[string]summary.SpaceSummary{}}
 	var ev event.Event
 	for {
 		rec, err := cr.Next(&ev)
@@ -194,7 +195,7 @@ func (f *feed) apply(rec capture.Record) {
 // annotate says where each process ran, from the cgroups the capture's
 // rounds named (a process is often seen before the round that names its
 // cgroup).
-func annotate(r *aggregate.Summary, cgroups map[uint64]cgroup.Process) {
+func annotate(r *summary.Summary, cgroups map[uint64]cgroup.Process) {
 	if r == nil {
 		return
 	}
@@ -237,7 +238,7 @@ type builder struct {
 	peakFail uint64
 	// gone is the last step's summary of each space whose namespace had
 	// gone: the aggregator forgets it GoneFor later, the report does not.
-	gone        map[string]aggregate.SpaceSummary
+	gone        map[string]summary.SpaceSummary
 	droppedRows uint64 // steps, gone spaces, worst moments and peaks beyond the bounds
 	// worst is each space at its worst step so far.
 	worst map[string]atStep
@@ -245,13 +246,13 @@ type builder struct {
 
 // atStep is a space as a step's end saw it.
 type atStep struct {
-	space aggregate.SpaceSummary
+	space summary.SpaceSummary
 	at    time.Time
 }
 
 // worse reports whether x is a worse moment than y: more failures in its
 // step, then fuller.
-func worse(x, y *aggregate.SpaceSummary) bool {
+func worse(x, y *summary.SpaceSummary) bool {
 	fx, fy := x.SumFailures(nil).Rates.S10, y.SumFailures(nil).Rates.S10
 	if fx != fy {
 		return fx > fy
@@ -260,7 +261,7 @@ func worse(x, y *aggregate.SpaceSummary) bool {
 }
 
 // noteWorst keeps each space of r that is at its worst so far.
-func (b *builder) noteWorst(r *aggregate.Summary, at time.Time) {
+func (b *builder) noteWorst(r *summary.Summary, at time.Time) {
 	if b.worst == nil {
 		b.worst = map[string]atStep{}
 	}
@@ -274,7 +275,7 @@ func (b *builder) noteWorst(r *aggregate.Summary, at time.Time) {
 }
 
 // eachAtWorst puts each space of r as it was at its own worst step.
-func (b *builder) eachAtWorst(r *aggregate.Summary) {
+func (b *builder) eachAtWorst(r *summary.Summary) {
 	seen := map[string]bool{}
 	for i := range r.Spaces {
 		if w, ok := b.worst[r.Spaces[i].Where()]; ok {
@@ -287,7 +288,7 @@ func (b *builder) eachAtWorst(r *aggregate.Summary) {
 			r.Spaces = append(r.Spaces, w.space)
 		}
 	}
-	slices.SortFunc(r.Spaces, aggregate.ByUrgency)
+	slices.SortFunc(r.Spaces, summary.ByUrgency)
 	b.rep.WorstAt = map[string]time.Time{}
 	for _, s := range r.Spaces {
 		if w, ok := b.worst[s.Where()]; ok {
@@ -298,14 +299,14 @@ func (b *builder) eachAtWorst(r *aggregate.Summary) {
 
 // keepGone adds to r the spaces of namespaces gone during the capture that
 // the aggregator has forgotten since, as the last step saw them.
-func (b *builder) keepGone(r *aggregate.Summary) {
+func (b *builder) keepGone(r *summary.Summary) {
 	for i := range r.Spaces {
 		delete(b.gone, r.Spaces[i].Where())
 	}
 	for _, s := range b.gone {
 		r.Spaces = append(r.Spaces, s)
 	}
-	slices.SortFunc(r.Spaces, aggregate.ByUrgency)
+	slices.SortFunc(r.Spaces, summary.ByUrgency)
 }
 
 func (b *builder) record(rec capture.Record) {

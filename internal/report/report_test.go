@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -212,7 +212,7 @@ func TestGoneNamespaceStays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gone *aggregate.SpaceSummary
+	var gone *summary.SpaceSummary
 	for i := range r.Final.Spaces {
 		if r.Final.Spaces[i].Netns == 7 {
 			gone = &r.Final.Spaces[i]

@@ -8,8 +8,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // table is rows of cells, drawn as aligned text or as Markdown.
@@ -155,7 +155,7 @@ func (r *Report) when() string {
 	return " (each port space at its own worst 10 s; the most failures at " + r.Peak.Time.Format("15:04:05") + ")"
 }
 
-func failures(fs []aggregate.Failure) string {
+func failures(fs []summary.Failure) string {
 	if len(fs) == 0 {
 		return "0"
 	}
@@ -167,9 +167,9 @@ func failures(fs []aggregate.Failure) string {
 }
 
 // procs names the first three task names of refs, and how many more.
-func procs(refs []aggregate.ProcRef) string {
+func procs(refs []summary.ProcRef) string {
 	var parts []string
-	cs := aggregate.Commands(refs)
+	cs := summary.Commands(refs)
 	for i, c := range cs {
 		if i == 3 {
 			parts = append(parts, fmt.Sprintf("+%d", len(cs)-i))

@@ -8,7 +8,7 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // column is one column of a table of the live view, whose rows are R
@@ -35,34 +35,34 @@ type cellCtx struct {
 
 const trendTitle = "USED% 60s"
 
-var spaceColumns = []column[aggregate.SpaceSummary]{
-	{title: "PORT SPACE", min: 24, want: 32, max: 44, left: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return r.Name }},
-	{title: "NETNS", min: 10, max: 22, drop: 7, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
+var spaceColumns = []column[summary.SpaceSummary]{
+	{title: "PORT SPACE", min: 24, want: 32, max: 44, left: true, cell: func(r *summary.SpaceSummary, _ *cellCtx) string { return r.Name }},
+	{title: "NETNS", min: 10, max: 22, drop: 7, cell: func(r *summary.SpaceSummary, _ *cellCtx) string {
 		if r.Pod != "" { // a pod's namespace is the pod's
 			return r.Pod
 		}
 		return fmt.Sprint(r.Netns)
 	}},
-	{title: "PROCESS", min: 12, want: 16, max: 22, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return procNames(r.Processes) }},
-	{title: "CONN/S", min: 7, max: 7, drop: 2, right: true, cell: func(r *aggregate.SpaceSummary, c *cellCtx) string { return rate(pick(r.Conns, c.window)) }},
-	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(r *aggregate.SpaceSummary, c *cellCtx) string { return rate(failRate(r, c.window)) }},
-	{title: "TIME_WAIT", min: 9, max: 9, drop: 4, right: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return count(r.TimeWait) }},
-	{title: "USED/USABLE", min: 13, max: 15, drop: 5, right: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
+	{title: "PROCESS", min: 12, want: 16, max: 22, cell: func(r *summary.SpaceSummary, _ *cellCtx) string { return procNames(r.Processes) }},
+	{title: "CONN/S", min: 7, max: 7, drop: 2, right: true, cell: func(r *summary.SpaceSummary, c *cellCtx) string { return rate(pick(r.Conns, c.window)) }},
+	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(r *summary.SpaceSummary, c *cellCtx) string { return rate(failRate(r, c.window)) }},
+	{title: "TIME_WAIT", min: 9, max: 9, drop: 4, right: true, cell: func(r *summary.SpaceSummary, _ *cellCtx) string { return count(r.TimeWait) }},
+	{title: "USED/USABLE", min: 13, max: 15, drop: 5, right: true, cell: func(r *summary.SpaceSummary, _ *cellCtx) string {
 		usable := "?"
 		if r.Usable > 0 {
 			usable = count(r.Usable)
 		}
 		return count(r.Used) + "/" + usable
 	}},
-	{title: "USED%", min: 6, max: 6, right: true, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
+	{title: "USED%", min: 6, max: 6, right: true, cell: func(r *summary.SpaceSummary, _ *cellCtx) string {
 		if r.Usable == 0 {
 			return "?"
 		}
 		return fmt.Sprintf("%.1f%%", r.UsedPct)
 	}},
-	{title: trendTitle, min: 9, max: 30, drop: 3, cell: func(r *aggregate.SpaceSummary, c *cellCtx) string { return c.trend(r.Where(), c.width) }},
-	{title: "ETA", min: 9, max: 9, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string { return eta(r) }},
-	{title: "ALLOC p50/p99", min: 13, max: 15, drop: 6, cell: func(r *aggregate.SpaceSummary, _ *cellCtx) string {
+	{title: trendTitle, min: 9, max: 30, drop: 3, cell: func(r *summary.SpaceSummary, c *cellCtx) string { return c.trend(r.Where(), c.width) }},
+	{title: "ETA", min: 9, max: 9, cell: func(r *summary.SpaceSummary, _ *cellCtx) string { return eta(r) }},
+	{title: "ALLOC p50/p99", min: 13, max: 15, drop: 6, cell: func(r *summary.SpaceSummary, _ *cellCtx) string {
 		if r.AllocLatency.Count == 0 {
 			return "-"
 		}
@@ -73,35 +73,35 @@ var spaceColumns = []column[aggregate.SpaceSummary]{
 // layout picks the columns that fit width and their widths: the least
 // urgent are dropped first, the spare width widens the flexible ones.
 // processColumns are the process table's (Tab).
-var processColumns = []column[aggregate.ProcessSummary]{
-	{title: "PID", min: 7, max: 8, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+var processColumns = []column[summary.ProcessSummary]{
+	{title: "PID", min: 7, max: 8, cell: func(p *summary.ProcessSummary, _ *cellCtx) string {
 		if p.Other {
 			return "-"
 		}
 		return fmt.Sprint(p.PID)
 	}},
-	{title: "COMM", min: 15, max: 16, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+	{title: "COMM", min: 15, max: 16, cell: func(p *summary.ProcessSummary, _ *cellCtx) string {
 		if p.Other {
 			return "(other)"
 		}
 		return p.Comm
 	}},
-	{title: "POD OR CONTAINER", min: 16, max: 32, drop: 3, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+	{title: "POD OR CONTAINER", min: 16, max: 32, drop: 3, cell: func(p *summary.ProcessSummary, _ *cellCtx) string {
 		return cmp.Or(p.Workload(), "-")
 	}},
-	{title: "CONN/S", min: 7, max: 7, drop: 1, right: true, cell: func(p *aggregate.ProcessSummary, c *cellCtx) string {
+	{title: "CONN/S", min: 7, max: 7, drop: 1, right: true, cell: func(p *summary.ProcessSummary, c *cellCtx) string {
 		return rate(pick(p.Conns, c.window))
 	}},
-	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(p *aggregate.ProcessSummary, c *cellCtx) string {
+	{title: "FAIL/S", min: 7, max: 7, right: true, cell: func(p *summary.ProcessSummary, c *cellCtx) string {
 		return rate(processFailRate(p, c.window))
 	}},
-	{title: "TW/S", min: 7, max: 7, drop: 2, right: true, cell: func(p *aggregate.ProcessSummary, c *cellCtx) string {
+	{title: "TW/S", min: 7, max: 7, drop: 2, right: true, cell: func(p *summary.ProcessSummary, c *cellCtx) string {
 		return rate(pick(p.TWIn, c.window))
 	}},
-	{title: "TOTAL", min: 10, max: 10, drop: 4, right: true, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+	{title: "TOTAL", min: 10, max: 10, drop: 4, right: true, cell: func(p *summary.ProcessSummary, _ *cellCtx) string {
 		return count(int(p.Total))
 	}},
-	{title: "PORT SPACES", min: 20, max: 200, cell: func(p *aggregate.ProcessSummary, _ *cellCtx) string {
+	{title: "PORT SPACES", min: 20, max: 200, cell: func(p *summary.ProcessSummary, _ *cellCtx) string {
 		return strings.Join(p.Spaces, "; ")
 	}},
 }

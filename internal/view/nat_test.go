@@ -7,15 +7,15 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // NAT spaces print as rows of their own, marked NAT, with their clients,
 // failures, fill and rule, then the conntrack tables; no NAT, no table.
 func TestNATRows(t *testing.T) {
-	f := frame.Frame{Summary: &aggregate.Summary{}}
+	f := frame.Frame{Summary: &summary.Summary{}}
 	if strings.Contains(Text(&f, Info{}, Options{}), "NAT SPACE") {
 		t.Error("a NAT table with no NAT")
 	}

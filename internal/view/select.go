@@ -6,8 +6,8 @@ import (
 
 	"github.com/porttrace/porttrace/internal/frame"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Select is what the --pid, --comm, --netns, --dport and --dst flags keep of
@@ -41,11 +41,11 @@ type who struct {
 	podUID, pod, k8sNS string
 }
 
-func refWho(p aggregate.ProcRef) who {
+func refWho(p summary.ProcRef) who {
 	return who{p.PID, p.Comm, p.PodUID, p.PodName, p.PodNamespace}
 }
 
-func summaryWho(p aggregate.ProcessSummary) who {
+func summaryWho(p summary.ProcessSummary) who {
 	return who{p.PID, p.Comm, p.PodUID, p.PodName, p.PodNamespace}
 }
 func (s Select) bySpace() bool { return s.Netns != 0 || s.DPort != 0 || s.Dst.IsValid() }
@@ -56,7 +56,7 @@ func (s Select) process(w who) bool {
 		(s.Pod == "" || s.Pod == w.pod || s.Pod == w.podUID) && (s.K8sNS == "" || s.K8sNS == w.k8sNS)
 }
 
-func (s Select) space(r *aggregate.SpaceSummary) bool {
+func (s Select) space(r *summary.SpaceSummary) bool {
 	if s.Netns != 0 && r.Netns != s.Netns {
 		return false
 	}
@@ -69,17 +69,17 @@ func (s Select) space(r *aggregate.SpaceSummary) bool {
 			return false
 		}
 	}
-	return !s.byProcess() || slices.ContainsFunc(r.Processes, func(p aggregate.ProcRef) bool { return s.process(refWho(p)) })
+	return !s.byProcess() || slices.ContainsFunc(r.Processes, func(p summary.ProcRef) bool { return s.process(refWho(p)) })
 }
 
 // Filter is a copy of r with only what s keeps, and the findings about the
 // port spaces kept. Totals (events, lost events) stay those of the whole.
-func (s Select) Filter(r *aggregate.Summary, findings []diagnose.Finding) (*aggregate.Summary, []diagnose.Finding) {
+func (s Select) Filter(r *summary.Summary, findings []diagnose.Finding) (*summary.Summary, []diagnose.Finding) {
 	if r == nil || s.Empty() {
 		return r, findings
 	}
 	out := *r
-	out.Spaces, out.Processes = []aggregate.SpaceSummary{}, []aggregate.ProcessSummary{}
+	out.Spaces, out.Processes = []summary.SpaceSummary{}, []summary.ProcessSummary{}
 	kept := map[string]bool{}
 	for i := range r.Spaces {
 		if s.space(&r.Spaces[i]) {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/frame"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Info is what the header says about where porttrace runs.
@@ -51,7 +51,7 @@ func (s Sort) String() string { return sortNames[s] }
 // Next is the following order, cycling.
 func (s Sort) Next() Sort { return (s + 1) % sorts }
 
-func pick(r aggregate.Rates, w int) float64 {
+func pick(r summary.Rates, w int) float64 {
 	switch w {
 	case 1:
 		return r.S1
@@ -61,7 +61,7 @@ func pick(r aggregate.Rates, w int) float64 {
 	return r.S10
 }
 
-func failRate(s *aggregate.SpaceSummary, w int) float64 { return pick(s.SumFailures(nil).Rates, w) }
+func failRate(s *summary.SpaceSummary, w int) float64 { return pick(s.SumFailures(nil).Rates, w) }
 
 // Header is the lines above the tables.
 func Header(s *frame.Frame, info Info, o Options) []string {
@@ -85,7 +85,7 @@ func Header(s *frame.Frame, info Info, o Options) []string {
 	}
 	shown := 0
 	for _, ns := range s.Netns {
-		if !slices.ContainsFunc(s.Spaces, func(sp aggregate.SpaceSummary) bool { return sp.Netns == ns.Inode }) && len(s.Netns) > 1 {
+		if !slices.ContainsFunc(s.Spaces, func(sp summary.SpaceSummary) bool { return sp.Netns == ns.Inode }) && len(s.Netns) > 1 {
 			continue
 		}
 		if shown == 3 {
@@ -128,12 +128,12 @@ func Spaces(s *frame.Frame, o Options) []string {
 }
 
 // sortedSpaces is the port spaces in the order o asks for.
-func sortedSpaces(s *frame.Frame, o Options) []*aggregate.SpaceSummary {
+func sortedSpaces(s *frame.Frame, o Options) []*summary.SpaceSummary {
 	if s.Summary == nil {
 		return nil
 	}
 	rows := slices.Clone(s.Spaces)
-	slices.SortStableFunc(rows, func(x, y aggregate.SpaceSummary) int {
+	slices.SortStableFunc(rows, func(x, y summary.SpaceSummary) int {
 		switch o.Sort {
 		case ByConns:
 			return cmp.Compare(pick(y.Conns, o.Window), pick(x.Conns, o.Window))
@@ -144,16 +144,16 @@ func sortedSpaces(s *frame.Frame, o Options) []*aggregate.SpaceSummary {
 		case ByUsed:
 			return cmp.Compare(y.UsedPct, x.UsedPct)
 		}
-		return aggregate.ByUrgency(x, y)
+		return summary.ByUrgency(x, y)
 	})
-	out := make([]*aggregate.SpaceSummary, len(rows))
+	out := make([]*summary.SpaceSummary, len(rows))
 	for i := range rows {
 		out[i] = &rows[i]
 	}
 	return out
 }
 
-func spaceRow(r *aggregate.SpaceSummary, w int) string {
+func spaceRow(r *summary.SpaceSummary, w int) string {
 	name := r.Name
 	usable, pct := "?", "?"
 	if r.Usable > 0 {
@@ -187,7 +187,7 @@ func Processes(s *frame.Frame, o Options) []string {
 }
 
 // processRow is a process as the plain table prints it, under ProcessHeader.
-func processRow(p *aggregate.ProcessSummary, w int) string {
+func processRow(p *summary.ProcessSummary, w int) string {
 	pid, comm := fmt.Sprint(p.PID), p.Comm
 	if p.Other {
 		pid, comm = "-", "(other)"
@@ -196,8 +196,8 @@ func processRow(p *aggregate.ProcessSummary, w int) string {
 		rate(pick(p.Conns, w)), rate(processFailRate(p, w)), rate(pick(p.TWIn, w)), count(int(p.Total)), strings.Join(p.Spaces, "; "))
 }
 
-func processFailRate(p *aggregate.ProcessSummary, w int) float64 {
-	return pick(aggregate.SumFailures(p.Failures, nil).Rates, w)
+func processFailRate(p *summary.ProcessSummary, w int) float64 {
+	return pick(summary.SumFailures(p.Failures, nil).Rates, w)
 }
 
 // Diagnosis is the findings as paragraphs, or a line saying there are none.
@@ -245,9 +245,9 @@ func matches(line, filter string) bool {
 	return filter == "" || strings.Contains(strings.ToLower(line), strings.ToLower(filter))
 }
 
-func procNames(refs []aggregate.ProcRef) string {
+func procNames(refs []summary.ProcRef) string {
 	var parts []string
-	for _, c := range aggregate.Commands(refs) {
+	for _, c := range summary.Commands(refs) {
 		parts = append(parts, c.String())
 	}
 	return cmp.Or(strings.Join(parts, ","), "-")
@@ -264,7 +264,7 @@ func count(n int) string { return humanize.Comma(int64(n)) }
 
 // eta is the ETA cell: gone (the namespace is), EXHAUSTED, the time left,
 // or - when the space is not filling.
-func eta(r *aggregate.SpaceSummary) string {
+func eta(r *summary.SpaceSummary) string {
 	switch {
 	case r.Gone:
 		return "gone"

@@ -13,8 +13,8 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // Source gives the live view its frames: live.Monitor and report.Player.
@@ -253,12 +253,12 @@ func (m Model) table() (string, []string) {
 
 // spaces is the port spaces in the chosen order that pass the filter (on
 // the same text the plain table prints).
-func (m Model) spaces() []*aggregate.SpaceSummary {
+func (m Model) spaces() []*summary.SpaceSummary {
 	if m.frame.Summary == nil {
 		return nil
 	}
 	order := sortedSpaces(&m.frame, m.opts)
-	var out []*aggregate.SpaceSummary
+	var out []*summary.SpaceSummary
 	for _, sp := range order {
 		if matches(spaceRow(sp, m.opts.Window), m.opts.Filter) {
 			out = append(out, sp)
@@ -276,7 +276,7 @@ func (m Model) findings() []diagnose.Finding {
 	rank := map[string]int{}
 	rowMatch := map[string]bool{}
 	urgent := slices.Clone(m.frame.Spaces)
-	slices.SortStableFunc(urgent, aggregate.ByUrgency)
+	slices.SortStableFunc(urgent, summary.ByUrgency)
 	for i := range urgent {
 		rank[urgent[i].Where()] = i
 		rowMatch[urgent[i].Where()] = matches(spaceRow(&urgent[i], m.opts.Window), m.opts.Filter)

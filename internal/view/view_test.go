@@ -13,8 +13,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/summary"
 )
 
 type fixed struct{ s frame.Frame }
@@ -23,23 +23,23 @@ func (f *fixed) Frame() frame.Frame { return f.s }
 
 func testFrame() frame.Frame {
 	eta := 90.0
-	full := aggregate.SpaceSummary{
+	full := summary.SpaceSummary{
 		Name: "127.0.0.1 -> 127.0.0.1:8080", Netns: 7, Dst: "127.0.0.1:8080",
-		Key:       aggregate.SpaceKey{Netns: 7, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
-		Processes: []aggregate.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
-		Conns:     aggregate.Rates{S1: 1950, S10: 1900, S60: 1200},
-		Failures:  []aggregate.Failure{{Errno: "EADDRNOTAVAIL", Rates: aggregate.Rates{S10: 30}}},
+		Key:       summary.SpaceKey{Netns: 7, Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddrPort("127.0.0.1:8080")},
+		Processes: []summary.ProcRef{{PID: 812, Comm: "nginx"}, {PID: 813, Comm: "nginx"}},
+		Conns:     summary.Rates{S1: 1950, S10: 1900, S60: 1200},
+		Failures:  []summary.Failure{{Errno: "EADDRNOTAVAIL", Rates: summary.Rates{S10: 30}}},
 		TimeWait:  27610, Used: 28232, Usable: 28232, UsedPct: 100, Exhausted: true,
 	}
-	filling := aggregate.SpaceSummary{
+	filling := summary.SpaceSummary{
 		Name: "10.0.0.5 -> 10.0.0.9:5432", Netns: 7, Dst: "10.0.0.9:5432",
-		Processes: []aggregate.ProcRef{{PID: 900, Comm: "python3"}},
-		Conns:     aggregate.Rates{S10: 3000}, TimeWait: 1000, Used: 1200, Usable: 28232, UsedPct: 4.3, ETA: &eta,
-		AllocLatency: aggregate.Durations{Count: 10, P50: 7000, P99: 1340000},
+		Processes: []summary.ProcRef{{PID: 900, Comm: "python3"}},
+		Conns:     summary.Rates{S10: 3000}, TimeWait: 1000, Used: 1200, Usable: 28232, UsedPct: 4.3, ETA: &eta,
+		AllocLatency: summary.Durations{Count: 10, P50: 7000, P99: 1340000},
 	}
 	return frame.Frame{
-		Summary: &aggregate.Summary{Seconds: 12, Spaces: []aggregate.SpaceSummary{full, filling},
-			Processes: []aggregate.ProcessSummary{{PID: 812, Comm: "nginx"}, {PID: 900, Comm: "python3"}}},
+		Summary: &summary.Summary{Seconds: 12, Spaces: []summary.SpaceSummary{full, filling},
+			Processes: []summary.ProcessSummary{{PID: 812, Comm: "nginx"}, {PID: 900, Comm: "python3"}}},
 		Findings: []diagnose.Finding{{Rule: "keepalive", Space: full.Where(), Situation: "28,232 of 28,232 ports in use", Evidence: "nginx churns", Fix: "enable keepalive"}},
 	}
 }
@@ -124,14 +124,14 @@ func TestKeys(t *testing.T) {
 // view must sort it up.
 func crowded(n int) frame.Frame {
 	s := testFrame()
-	var spaces []aggregate.SpaceSummary
+	var spaces []summary.SpaceSummary
 	var findings []diagnose.Finding
 	for i := range n {
 		eta := float64(100 + i)
-		sp := aggregate.SpaceSummary{
+		sp := summary.SpaceSummary{
 			Name: fmt.Sprintf("10.1.0.%d -> 10.2.0.%d:443", i, i), Netns: 7, Dst: fmt.Sprintf("10.2.0.%d:443", i),
-			Processes: []aggregate.ProcRef{{PID: uint32(1000 + i), Comm: "envoy"}},
-			Conns:     aggregate.Rates{S10: 400}, Used: 20000, Usable: 28232, UsedPct: 70.8, ETA: &eta,
+			Processes: []summary.ProcRef{{PID: uint32(1000 + i), Comm: "envoy"}},
+			Conns:     summary.Rates{S10: 400}, Used: 20000, Usable: 28232, UsedPct: 70.8, ETA: &eta,
 		}
 		spaces = append(spaces, sp)
 		findings = append(findings, diagnose.Finding{Rule: "keepalive", Space: sp.Where(), Situation: "filling",
@@ -246,7 +246,7 @@ func TestTrend(t *testing.T) {
 	src := &fixed{testFrame()}
 	src.s.Spaces = src.s.Spaces[1:] // the filling one
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var m tea.Model = sized(NewModel(&fixed{frame.Frame{Summary: &aggregate.Summary{Time: t0}}}, Info{}, 1), 200, 50)
+	var m tea.Model = sized(NewModel(&fixed{frame.Frame{Summary: &summary.Summary{Time: t0}}}, Info{}, 1), 200, 50)
 	mm := m.(Model)
 	mm.src = src
 	m = mm
