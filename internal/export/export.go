@@ -203,9 +203,17 @@ func readerOptions(o Options) []sdkmetric.PeriodicReaderOption {
 // histogramLimit bounds the latency histogram's series.
 func histogramLimit(spaces int) int { return 4*spaces + 1 }
 
-// Check reports options that New would refuse, so that a command can
-// refuse them before it attaches probes.
+// Check reports options that New would refuse, and standard OTEL_*
+// variables that are set but do not parse (which the SDK would replace
+// with its defaults silently), so that a command can refuse them before
+// it attaches probes. Errors name Endpoint as --otlp-endpoint.
 func (o Options) Check() error {
+	if err := checkEndpoint("--otlp-endpoint", o.Endpoint); err != nil {
+		return err
+	}
+	if err := checkEnv(); err != nil {
+		return err
+	}
 	_, _, err := o.parse()
 	return err
 }
