@@ -210,15 +210,16 @@ func LabelByPod(r *summary.Summary) {
 	}
 }
 
-// Summary is the aggregator's summary as of its last tick (Background
-// ticks it every second; reading does not). Only taking it holds up the
-// event path: pods are named after, on the copy.
+// Summary is the aggregator's current summary (aggregate.Current): its
+// clock is the last tick's, which Background makes every second; reading
+// moves no clock. Only taking it holds up the event path: pods are named
+// after, on the copy.
 func (m *Monitor) Summary() *summary.Summary {
 	m.mu.Lock()
 	if lost, err := m.src.Lost(); err == nil {
 		m.agg.SetLost(lost)
 	}
-	r := m.agg.Summary()
+	r := m.agg.Current()
 	m.mu.Unlock()
 	m.namePods(r)
 	return r
