@@ -508,31 +508,3 @@ func TestGoneNamespace(t *testing.T) {
 		t.Errorf("replaced: %d spaces, namespaces %+v; want none, the host's and the new one", len(r.Spaces), r.Netns)
 	}
 }
-
-// TestCurrentMovesNoClock: Current counts the ports that events took since
-// the last Tick, as the counters do, without moving the clock or sampling
-// (Summary stays as of the Tick).
-func TestCurrentMovesNoClock(t *testing.T) {
-	s := newStream(t, DefaultLimits)
-	s.churn(curl, upstream, 20, 5, 6, 10*time.Millisecond)
-	if r := s.space(s.summary(6), upstream); r.TimeWait != 20 {
-		t.Fatalf("setup: TIME_WAIT %d, want 20", r.TimeWait)
-	}
-	for i := 0; i < 5; i++ {
-		s.open(at(6.5), curl, upstream, time.Microsecond)
-	}
-	ticked := s.space(s.a.Summary(), upstream)
-	for range 3 {
-		r := s.a.Current()
-		cur := s.space(r, upstream)
-		if cur.Live != 5 || cur.Used != 25 || cur.TotalConns != 25 {
-			t.Errorf("current: live %d used %d of %d connections, want 5, 25 of 25", cur.Live, cur.Used, cur.TotalConns)
-		}
-		if r.Seconds != 6 || !r.Time.Equal(at(6)) || cur.UsedMax60 != 25 {
-			t.Errorf("current: at %d s (%v), used at most %d; want the last Tick's clock, 6 s, and 25", r.Seconds, r.Time, cur.UsedMax60)
-		}
-	}
-	if again := s.space(s.a.Summary(), upstream); again.Used != ticked.Used || again.Used != 20 || again.UsedMax60 != 20 {
-		t.Errorf("after Current, Summary has used %d (at most %d), want the Tick's 20", again.Used, again.UsedMax60)
-	}
-}

@@ -33,18 +33,10 @@ func failureSummaries(m failures, now int64) []summary.Failure {
 
 // Summary is what the aggregator holds as of its last Tick, port spaces by
 // urgency and processes by churn; Tick first to age it to a moment.
-func (a *Aggregator) Summary() *summary.Summary { return a.summary(a.occ) }
-
-// Current is Summary with every space's occupancy as the events since the
-// last Tick left it, so that it agrees with the counts, which events
-// update as they come. It moves no clock and samples nothing: ports due
-// out of TIME_WAIT since the last Tick still count until the next.
-func (a *Aggregator) Current() *summary.Summary { return a.summary(a.occupancies()) }
-
-// summary is the aggregator's summary with the spaces' occupancy occ.
-func (a *Aggregator) summary(occ map[*space]occupancy) *summary.Summary {
+func (a *Aggregator) Summary() *summary.Summary {
 	r := &summary.Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked, Dropped: a.dropped,
 		Netns: []summary.NetnsSummary{}, Spaces: []summary.SpaceSummary{}, Processes: []summary.ProcessSummary{}}
+	occ := a.occ // as of the last Tick
 	tw := map[uint32]int{}
 	for k, s := range a.spaces {
 		tw[k.Netns] += s.ports.tw

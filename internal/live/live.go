@@ -39,6 +39,10 @@ type Monitor struct {
 	warn    error // the last sync's trouble, shown until a sync succeeds
 	start   time.Time
 	beat    atomic.Pointer[time.Time] // the background loop's last tick
+	syncing atomic.Pointer[time.Time] // when the resync under way began
+	// snap is the summary made at the last tick, pods named: what
+	// Summary gives, without touching the aggregator.
+	snap atomic.Pointer[summary.Summary]
 
 	nat *natState // nil unless TrackNAT
 	// touched are the namespaces events came from since the last sync;
@@ -66,7 +70,7 @@ func New(src event.Source, tables Tables, limits aggregate.Limits, where *cgroup
 	if n, err := m.sync(); n == 0 {
 		return nil, err
 	}
-	m.agg.Tick(time.Now()) // the seed is the first summary's
+	m.tick(time.Now()) // the seed is the first summary's
 	return m, nil
 }
 
@@ -84,7 +88,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}()
 	err := guard(func() error { return m.src.Run(ctx, m.Add) })
 	cancel()
-	return errors.Join(err, <-bg)
+	err = errors.Join(err, <-bg)
+	// The last summary counts every event the source gave.
+	return errors.Join(err, guard(func() error { m.tick(time.Now()); return nil }))
 }
 
 // Pods names pods: names returns the pod and Kubernetes namespace of a
@@ -113,43 +119,76 @@ func (m *Monitor) Add(e *event.Event) {
 	}
 }
 
-// Background samples occupancy every second, whatever the view's refresh,
-// and resyncs every Resync, until ctx ends.
+// Background ticks the aggregator every second, whatever the view's
+// refresh, and resyncs every Resync, until ctx ends. The two run apart, so
+// that a slow read of the socket tables does not hold up the summary; a
+// panic in either ends both and is raised again here.
 func (m *Monitor) Background(ctx context.Context) {
-	resync := time.NewTicker(Resync)
-	defer resync.Stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wake := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- guard(func() error { m.resyncs(ctx, wake); return nil })
+		cancel()
+	}()
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if err := <-done; err != nil {
+				panic(err)
+			}
 			return
-		case <-resync.C:
-			m.sync()
 		case now := <-second.C:
-			m.mu.Lock()
-			m.agg.Tick(now)
-			unknown := m.agg.Unknown()
-			m.mu.Unlock()
+			unknown := m.tick(now)
 			t := time.Now()
 			m.beat.Store(&t)
 			// A namespace that just appeared gets its size within a
 			// second, not at the next resync.
 			if unknown {
-				m.sync()
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}
 }
 
+// resyncs reads the socket tables every Resync, and when woken, until ctx
+// ends.
+func (m *Monitor) resyncs(ctx context.Context, wake <-chan struct{}) {
+	resync := time.NewTicker(Resync)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-resync.C:
+		case <-wake:
+		}
+		t := time.Now()
+		m.syncing.Store(&t)
+		m.sync()
+		m.syncing.Store(nil)
+	}
+}
+
 // Beat is when the background loop last ticked the aggregator (a second
-// apart while it runs), or when the monitor was made if it has not yet:
-// liveness for the agent.
+// apart while it runs), or when the monitor was made if it has not yet,
+// or when a resync began if it has not ended since: liveness for the
+// agent.
 func (m *Monitor) Beat() time.Time {
+	beat := m.start
 	if t := m.beat.Load(); t != nil {
+		beat = *t
+	}
+	if t := m.syncing.Load(); t != nil && t.Before(beat) {
 		return *t
 	}
-	return m.start
+	return beat
 }
 
 func guard(fn func() error) (err error) {
@@ -210,19 +249,32 @@ func LabelByPod(r *summary.Summary) {
 	}
 }
 
-// Summary is the aggregator's current summary (aggregate.Current): its
-// clock is the last tick's, which Background makes every second; reading
-// moves no clock. Only taking it holds up the event path: pods are named
-// after, on the copy.
-func (m *Monitor) Summary() *summary.Summary {
+// tick moves the aggregator's clock to now (every second, from
+// Background) and makes the summary that Summary gives until the next
+// tick; it says whether a namespace of unknown size was seen. Only
+// making the summary holds up the event path: pods are named after, on
+// the copy.
+func (m *Monitor) tick(now time.Time) (unknown bool) {
 	m.mu.Lock()
 	if lost, err := m.src.Lost(); err == nil {
 		m.agg.SetLost(lost)
 	}
-	r := m.agg.Current()
+	m.agg.Tick(now)
+	unknown = m.agg.Unknown()
+	r := m.agg.Summary()
 	m.mu.Unlock()
 	m.namePods(r)
-	return r
+	m.snap.Store(r)
+	return unknown
+}
+
+// Summary is the summary as of the last tick (a second old at most while
+// Background runs): reading it moves no clock and takes no lock on the
+// event path. Its slices are shared with other readers: do not change
+// their elements.
+func (m *Monitor) Summary() *summary.Summary {
+	r := *m.snap.Load()
+	return &r
 }
 
 // namePods fills in the pods' names, where the runtime knows them, and
