@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/export"
 )
 
@@ -101,8 +100,7 @@ func (f *agentFlags) otlpOff(of *otlpFlags) bool {
 
 func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) error {
 	quiet := &quietWriter{w: stderr}
-	where := cgroup.NewResolver()
-	o := of.options(quiet, where)
+	o := of.options(quiet)
 	var health export.Health
 	if af.metricsAddr != "" {
 		o.Prometheus, o.NoOTLP = prometheus.NewRegistry(), af.otlpOff(of)
@@ -115,28 +113,12 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 		defer srv.Shutdown(context.Background())
 		fmt.Fprintf(stderr, "porttrace: serving /metrics, /healthz and /readyz on http://%s\n", srv.Addr())
 	}
-	names, stopNames, err := af.cri.start(stderr)
+	p, err := assemble(stderr, tf, sinks{cri: &af.cri, model: true, export: &o})
 	if err != nil {
 		return err
 	}
-	defer stopNames()
-	if names != nil {
-		o.Names = names.Lookup
-	}
-	t, mon, err := tf.monitor(stderr, where)
-	if err != nil {
-		return err
-	}
-	defer t.Close()
-	x, err := export.New(context.Background(), o, mon.Summary)
-	if err != nil {
-		return err
-	}
-	if err := x.ExportNAT(mon.NATSummary); err != nil {
-		return err
-	}
-	mon.Observe(x.Observe)
-	fmt.Fprintf(stderr, "porttrace: exporting %s\n", x)
+	defer p.close()
+	t, mon, x := p.tracer, p.mon, p.x
 	var exports func() error
 	if !o.NoOTLP {
 		exports = x.Failing

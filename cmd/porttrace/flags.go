@@ -17,11 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
-	"github.com/porttrace/porttrace/internal/cgroup"
-	"github.com/porttrace/porttrace/internal/conntrack"
 	"github.com/porttrace/porttrace/internal/export"
-	"github.com/porttrace/porttrace/internal/live"
-	"github.com/porttrace/porttrace/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer"
 )
 
@@ -134,23 +130,6 @@ func backendLine(t *tracer.Tracer, syscalls bool) string {
 	return line
 }
 
-// monitor opens the tracer, then a live monitor of its events seeded from
-// the socket tables, whose processes where places; the caller closes the
-// tracer.
-func (f *tracerFlags) monitor(stderr io.Writer, where *cgroup.Resolver) (*tracer.Tracer, *live.Monitor, error) {
-	t, err := f.open(stderr)
-	if err != nil {
-		return nil, nil, err
-	}
-	mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits, where)
-	if err != nil {
-		t.Close()
-		return nil, nil, err
-	}
-	mon.TrackNAT(conntrack.ReadAll)
-	return t, mon, nil
-}
-
 // signalContext is cancelled by SIGINT or SIGTERM, so that commands finish
 // cleanly (drain the ring buffer, report lost events) instead of dying.
 func signalContext() (context.Context, context.CancelFunc) {
@@ -189,11 +168,13 @@ func (f *otlpFlags) cardinality() (export.Cardinality, error) {
 	return c.ParseAttributes(f.attributes)
 }
 
-func (f *otlpFlags) options(w io.Writer, where *cgroup.Resolver) export.Options {
+// options are what the flags ask of the exporter; the pipeline fills in
+// where processes run and their names.
+func (f *otlpFlags) options(w io.Writer) export.Options {
 	card, _ := f.cardinality() // check refused it before
 	return export.Options{
 		Endpoint: f.endpoint, Protocol: f.protocol, Interval: f.interval,
-		Spaces: aggregate.DefaultLimits.Spaces, Version: version(), Warn: w, Cardinality: card, Where: where,
+		Spaces: aggregate.DefaultLimits.Spaces, Version: version(), Warn: w, Cardinality: card,
 	}
 }
 
@@ -203,22 +184,7 @@ func (f *otlpFlags) check() error {
 	if _, err := f.cardinality(); err != nil {
 		return err
 	}
-	return f.options(nil, nil).Check()
-}
-
-// start exports mon's figures and events, whose processes where places;
-// warnings go to w.
-func (f *otlpFlags) start(w io.Writer, mon *live.Monitor, where *cgroup.Resolver) (*export.Exporter, error) {
-	x, err := export.New(context.Background(), f.options(w, where), mon.Summary)
-	if err != nil {
-		return nil, err
-	}
-	if err := x.ExportNAT(mon.NATSummary); err != nil {
-		return nil, err
-	}
-	mon.Observe(x.Observe)
-	fmt.Fprintf(w, "porttrace: exporting %s\n", x)
-	return x, nil
+	return f.options(nil).Check()
 }
 
 // stopBudget is how long a stop may take once SIGTERM or SIGINT arrives,

@@ -13,11 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
-	"github.com/porttrace/porttrace/internal/cgroup"
-	"github.com/porttrace/porttrace/internal/event"
-	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/recorder"
 	"github.com/porttrace/porttrace/internal/sanitize"
 	"github.com/porttrace/porttrace/internal/sockdiag"
@@ -85,11 +81,21 @@ written when the trigger fires, then recording goes on for --duration.`,
 
 func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, overwrite bool, o recorder.Options) error {
 	stderr := cmd.ErrOrStderr()
-	t, err := tf.open(stderr)
+	s := sinks{}
+	if of.endpoint != "" {
+		// Exporting while recording, as the agent does, takes the model.
+		x := of.options(stderr)
+		s.model, s.export = true, &x
+	}
+	p, err := assemble(stderr, tf, s)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
+	defer p.close()
+	if p.x != nil {
+		defer stop(p.x, stderr)
+	}
+	t := p.tracer
 	first, err := recorder.ReadRound(sockdiag.ReadAll)
 	if err != nil {
 		return err
@@ -106,25 +112,11 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		return err
 	}
 	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll); return r }
-	where := cgroup.NewResolver()
-	o.Netns, o.Cgroup = first.Netns, where.Of
+	o.Netns, o.Cgroup = first.Netns, p.where.Of
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()
-	var src event.Source = t
-	if of.endpoint != "" {
-		mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits, where)
-		if err != nil {
-			return err
-		}
-		x, err := of.start(stderr, mon, where)
-		if err != nil {
-			return err
-		}
-		defer stop(x, stderr)
-		go mon.Background(ctx)
-		src = event.Tee(t, mon.Add)
-	}
+	src := p.events(ctx)
 	tr, err := recorder.Record(ctx, src, w, o)
 	if isTerminal(os.Stderr) {
 		fmt.Fprintln(stderr)

@@ -14,7 +14,6 @@ import (
 	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
 
-	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/report"
 	"github.com/porttrace/porttrace/internal/view"
 	"github.com/porttrace/porttrace/tracer"
@@ -130,20 +129,7 @@ func outputOf(once, asJSON bool) topOutput {
 func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel view.Select, output topOutput, interval time.Duration) error {
 	once := output != liveView
 	stderr := cmd.ErrOrStderr()
-	names, stopNames, err := cf.start(stderr)
-	if err != nil {
-		return err
-	}
-	defer stopNames()
-	where := cgroup.NewResolver()
-	t, mon, err := tf.monitor(stderr, where)
-	if err != nil {
-		return err
-	}
-	defer t.Close()
-	if names != nil {
-		mon.Pods(byShortID(names, where))
-	}
+	s := sinks{cri: cf, model: true}
 	if of.endpoint != "" {
 		// Export trouble would garble the live view: it is held and
 		// printed when the view ends.
@@ -153,12 +139,18 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 			defer func() { io.Copy(stderr, held) }()
 			warn = held
 		}
-		x, err := of.start(warn, mon, where)
-		if err != nil {
-			return err
-		}
-		defer stop(x, warn) // after the view, in order with the held lines
+		o := of.options(warn)
+		s.export = &o
 	}
+	p, err := assemble(stderr, tf, s)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	if p.x != nil {
+		defer stop(p.x, s.export.Warn) // after the view, in order with the held lines
+	}
+	mon, t := p.mon, p.tracer
 	host, _ := os.Hostname()
 	info := view.Info{Host: host, Kernel: tracer.KernelRelease(), Backend: string(t.Backend())}
 	ctx, cancel := signalContext()

@@ -54,20 +54,16 @@ Runs until Ctrl-C (or --duration).`,
 
 func runTrace(cmd *cobra.Command, tf *tracerFlags, cf *criFlag, f eventFilter, asJSON bool, duration time.Duration) error {
 	stderr := cmd.ErrOrStderr()
-	var names *cri.Cache
+	var s sinks
 	if asJSON {
-		n, stopNames, err := cf.start(stderr)
-		if err != nil {
-			return err
-		}
-		defer stopNames()
-		names = n
+		s.cri = cf // the JSON names pods
 	}
-	t, err := tf.open(stderr)
+	p, err := assemble(stderr, tf, s)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
+	defer p.close()
+	t, names, where := p.tracer, p.names, p.where
 	ctx, cancel := signalContext()
 	defer cancel()
 	if duration > 0 {
@@ -80,7 +76,6 @@ func runTrace(cmd *cobra.Command, tf *tracerFlags, cf *criFlag, f eventFilter, a
 		out.line(event.TextHeader)
 	}
 	shown := 0
-	where := cgroup.NewResolver()
 	err = t.Run(ctx, func(e *event.Event) {
 		if !f.match(e) {
 			return
