@@ -53,7 +53,7 @@ test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 tur
 test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for the fentry and kprobe backends
 	mkdir -p $(VM_CACHE)
 	$(GO) test -c -o $(VM_CACHE)/tracer.test ./tracer
-	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace
+	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace/e2e
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
 	# One vCPU and single-threaded TCG (run.sh's default): multi-threaded TCG
 	# sometimes locks up while the kernel live-patches static keys as probes
@@ -71,7 +71,7 @@ test-cluster: ## a real single-node Kubernetes (parts cached by .ci/k8s-deps): h
 
 bench-vm: ## what the fentry and kprobe backends cost, as ratios, under qemu on Debian's 6.1 and 6.12 kernels (TCG: compare ratios only)
 	mkdir -p $(VM_CACHE)
-	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace
+	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace/e2e
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
 	set -e; for k in $(VM_KERNELS); do \
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestImage: make image builds porttrace's image with buildah, from the

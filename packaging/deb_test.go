@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 func run(t *testing.T, name string, args ...string) string {

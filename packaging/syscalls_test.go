@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestUnitSyscalls: every system call `porttrace agent` makes while it

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 	"github.com/porttrace/porttrace/tracer"
 )
 

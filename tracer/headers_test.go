@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestBPFHeadersCompileAlone: each header in bpf/ includes what it uses, so

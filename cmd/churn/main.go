@@ -30,7 +30,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
 )
 
 // inNetns marks the re-executed child that runs inside the new namespace.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestExhaust: in its own namespace of 10 ports with tcp_tw_reuse=0, 30

@@ -5,7 +5,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
 )
 
 // syscallConditions are what an unrelated program pays: no tracer,

@@ -16,7 +16,7 @@ import (
 // plain types (netns.Settings, cgroup.Workload) and parsers are the
 // core's. live is given its socket tables (sockdiag.ReadAll) by the
 // command.
-var kernelSide = []string{"tracer", "internal/sockdiag", "internal/conntrack", "internal/churn", "internal/testnet", "internal/vmtest"}
+var kernelSide = []string{"tracer", "internal/sockdiag", "internal/conntrack", "internal/testkit/churn", "internal/testkit/testnet", "internal/vmtest"}
 
 // TestCoreKnowsNoKernel: every other package builds without netlink and
 // BPF, so that captures can be read anywhere and the core tested alone.

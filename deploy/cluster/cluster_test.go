@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/otlptest"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/otlptest"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // clientPorts is the client pod's ip_local_port_range: 10 ports, and it

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/nat"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // read reads every namespace of the NAT network as one round.

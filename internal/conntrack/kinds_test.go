@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/nat"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // truth is conntrack -L's translated entries grouped as NAT spaces.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
-	"github.com/porttrace/porttrace/internal/otlptest"
+	"github.com/porttrace/porttrace/internal/testkit/otlptest"
 )
 
 var smallLimits = aggregate.Limits{Spaces: 64, Processes: 64, Sockets: 1 << 16}

@@ -12,8 +12,8 @@ import (
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/otlptest"
 	"github.com/porttrace/porttrace/internal/summary"
+	"github.com/porttrace/porttrace/internal/testkit/otlptest"
 )
 
 const ino = 4026532177

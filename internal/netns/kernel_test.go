@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/porttrace/porttrace/internal/netns"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestKernelRead reads a namespace set up with known sysctls, and finds it

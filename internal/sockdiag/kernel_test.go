@@ -8,9 +8,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/event"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 func TestMain(m *testing.M) {

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/churn"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestKernelTimeWaitSubstate: a time-wait socket reports its substate.

@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/netns"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
 )
 
 // RequireRoot skips a test that needs root and BPF, with a message, unless

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"fmt"
@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/nat"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestTopNAT is the issue's situation seen through `porttrace top --json`

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"fmt"
@@ -13,9 +13,9 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/porttrace/porttrace/internal/churn"
-	"github.com/porttrace/porttrace/internal/otlptest"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/otlptest"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestCollectorPipeline runs deploy/collector/otel-collector.yaml for real:
@@ -99,7 +99,7 @@ func TestCollectorPipeline(t *testing.T) {
 // without k8sattributes and with the Collector's own telemetry off.
 func collectorConfig(t *testing.T, grpcAddr, httpAddr, remoteWrite string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../../deploy/collector/otel-collector.yaml")
+	b, err := os.ReadFile("../../../deploy/collector/otel-collector.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
 )
 
 // Scenarios are client programs beyond churn's loop, each run as its own

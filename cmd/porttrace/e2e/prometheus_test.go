@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/churn"
-	"github.com/porttrace/porttrace/internal/otlptest"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/otlptest"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // TestAgentPrometheus: Prometheus from Debian scrapes `porttrace agent
@@ -224,7 +224,7 @@ func (p *promServer) waitValue(t *testing.T, q string, want int) {
 // users copy them from.
 func readmeRules(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("../../docs/metrics.md")
+	b, err := os.ReadFile("../../../docs/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}

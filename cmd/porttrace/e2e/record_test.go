@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -14,10 +14,10 @@ import (
 
 	"github.com/porttrace/porttrace/internal/frame"
 
-	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/report"
 	"github.com/porttrace/porttrace/internal/summary"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // startRecord starts `record` and returns once the probes are attached.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"io"
@@ -14,10 +14,10 @@ import (
 
 	"github.com/porttrace/porttrace/internal/frame"
 
-	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/summary"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // The port model beyond the textbook case (issue 11): each test is a

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -18,10 +18,14 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/porttrace/porttrace/internal/churn"
-	"github.com/porttrace/porttrace/internal/otlptest"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/otlptest"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
+
+// stopBudget is how long a stop may take once SIGTERM or SIGINT arrives,
+// as docs/metrics.md promises (cmd/porttrace's stopBudget).
+const stopBudget = 5 * time.Second
 
 // agentRun is porttrace exporting in the background: agent, or top or
 // record with --otlp-endpoint.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/event"
-	"github.com/porttrace/porttrace/internal/testnet"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
+	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 var binary string
@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	binary = os.Getenv("PORTTRACE_BINARY")
 	if binary == "" {
 		binary = filepath.Join(dir, "porttrace")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binary, "github.com/porttrace/porttrace/cmd/porttrace").CombinedOutput()
 		if err != nil {
 			panic(string(out))
 		}
@@ -243,30 +243,6 @@ func TestBadEnvironment(t *testing.T) {
 	}
 }
 
-// TestParseSize checks the spellings operators type, with go-humanize's
-// meaning: k, M, MB decimal; KiB, MiB binary; a bare number is bytes.
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]uint64{
-		"512k": 512_000, "512K": 512_000, "512KiB": 512 << 10, "8M": 8_000_000, "8MB": 8_000_000,
-		"8MiB": 8 << 20, "8 MiB": 8 << 20, "1G": 1_000_000_000, "1GiB": 1 << 30, "4096": 4096, "1.5M": 1_500_000,
-	} {
-		if got, err := parseSize("--ring-size", in, minRingSize, maxRingSize); err != nil || got != want {
-			t.Errorf("%s: %d %v, want %d", in, got, err, want)
-		}
-	}
-	if got, err := parseSize("--max-size", "100MB", minCaptureSize, maxCaptureSize); err != nil || got != 100_000_000 {
-		t.Errorf("--max-size 100MB: %d %v", got, err)
-	}
-	for _, bad := range []string{"", "0", "-1M", "2G", "M", "lots", "1e3", "100", "4KB"} {
-		_, err := parseSize("--ring-size", bad, minRingSize, maxRingSize)
-		if err == nil {
-			t.Errorf("%q accepted", bad)
-		} else if !strings.Contains(err.Error(), "4.0 KiB") || !strings.Contains(err.Error(), "1.0 GiB") {
-			t.Errorf("%q: %v does not state the limits", bad, err)
-		}
-	}
-}
-
 // TestVersion: version and --version print the build's facts; make build's
 // stamp wins over what the build info lacks.
 func TestVersion(t *testing.T) {
@@ -290,7 +266,7 @@ func TestVersion(t *testing.T) {
 	}
 	stamped := filepath.Join(t.TempDir(), "porttrace")
 	ld := "-X main.stampVersion=v9.8.7 -X main.stampCommit=0123abc -X main.stampDate=2026-01-02T03:04:05Z"
-	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", stamped, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", stamped, "github.com/porttrace/porttrace/cmd/porttrace").CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	out, err := exec.Command(stamped, "version").Output()
@@ -303,14 +279,14 @@ func TestVersion(t *testing.T) {
 // the tests' peers, and stamps the binary it runs.
 func TestMakeRun(t *testing.T) {
 	testnet.RequireTool(t, "make")
-	out, err := exec.Command("make", "-C", "../..", "-n", "run").CombinedOutput()
+	out, err := exec.Command("make", "-C", "../../..", "-n", "run").CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n run: %v\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "sh .ci/run-deps") || strings.Contains(string(out), ".ci/deps") || !strings.Contains(string(out), "main.stampVersion=") {
 		t.Errorf("make run:\n%s", out)
 	}
-	script, err := os.ReadFile("../../.ci/run-deps")
+	script, err := os.ReadFile("../../../.ci/run-deps")
 	if err != nil {
 		t.Fatal(err)
 	}
