@@ -163,8 +163,10 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 	return coll, nil
 }
 
-// Lost is the number of events the probes could not put in the ring buffer
-// since Open, because it was full.
+// Lost is how many events porttrace may have missed since Open: those the
+// probes could not put in the ring buffer because it was full (the lost
+// map), plus the probe runs the kernel skipped (Missed). A skipped run may
+// have been one that sends nothing, so this is an upper bound.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
 	if err := t.coll.Maps[bpfMapLost].Lookup(uint32(0), &perCPU); err != nil {
@@ -174,7 +176,30 @@ func (t *Tracer) Lost() (uint64, error) {
 	for _, v := range perCPU {
 		n += v
 	}
-	return n, nil
+	return n + t.Missed(), nil
+}
+
+// Missed is how many times since Open the kernel did not run one of
+// porttrace's programs: a tracing program (tp_btf, fentry) that an interrupt
+// entered again on the same CPU, or a kprobe program while another BPF
+// program ran there, counts in the program's recursion_misses (Linux 5.12+);
+// a kprobe that found no free kretprobe instance counts in its link's missed
+// count (Linux 6.7+). Where the kernel has neither, it adds nothing.
+func (t *Tracer) Missed() uint64 {
+	var n uint64
+	for _, p := range t.coll.Programs {
+		if st, err := p.Stats(); err == nil {
+			n += st.RecursionMisses
+		}
+	}
+	for _, l := range t.links {
+		if info, err := l.Info(); err == nil && info.PerfEvent() != nil {
+			if k := info.PerfEvent().Kprobe(); k != nil {
+				n += k.Missed
+			}
+		}
+	}
+	return n
 }
 
 // Close detaches every probe and frees the maps.

@@ -44,6 +44,10 @@ type Monitor struct {
 	// costs one comparison each.
 	touched map[uint32]bool
 	last    uint32
+	// active: when each namespace last had events, as of the syncs; lost:
+	// the source's lost count when the background loop last looked.
+	active map[uint32]time.Time
+	lost   uint64
 }
 
 // Tables reads every namespace's settings and socket table; the error
@@ -57,7 +61,7 @@ type Tables func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable
 // New seeds an aggregator from the socket tables of every namespace, so a
 // running incident shows from the first frame.
 func New(src event.Source, tables Tables, limits aggregate.Limits) (*Monitor, error) {
-	m := &Monitor{src: src, tables: tables, start: time.Now(), touched: map[uint32]bool{}}
+	m := &Monitor{src: src, tables: tables, start: time.Now(), touched: map[uint32]bool{}, active: map[uint32]time.Time{}}
 	m.agg = aggregate.New(m.start, limits, Cgroup)
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
@@ -137,8 +141,9 @@ func (m *Monitor) Background(ctx context.Context) {
 			t := time.Now()
 			m.beat.Store(&t)
 			// A namespace that just appeared gets its size within a
-			// second, not at the next resync.
-			if unknown {
+			// second, not at the next resync; counts that lost events
+			// made wrong are read again within a second.
+			if m.newLoss() || unknown {
 				m.sync()
 			}
 		}
@@ -164,6 +169,28 @@ func guard(fn func() error) (err error) {
 	return fn()
 }
 
+// newLoss says whether the source lost events since it was last asked,
+// and if so has the next sync read again every namespace that had events
+// in the last minute: which of them the lost events came from is unknown,
+// and only their socket tables can set the counts right again.
+func (m *Monitor) newLoss() bool {
+	lost, err := m.src.Lost()
+	if err != nil || lost <= m.lost {
+		return false
+	}
+	m.lost = lost
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ino, t := range m.active {
+		if time.Since(t) < time.Minute {
+			m.touched[ino] = true
+		} else {
+			delete(m.active, ino)
+		}
+	}
+	return true
+}
+
 // sync reads every namespace's settings and sockets, and returns how many
 // tables it read; trouble is kept for the header.
 func (m *Monitor) sync() (int, error) {
@@ -171,6 +198,10 @@ func (m *Monitor) sync() (int, error) {
 	m.agg.BeginSync()
 	touched := m.touched
 	m.touched = map[uint32]bool{}
+	now := time.Now()
+	for ino := range touched {
+		m.active[ino] = now
+	}
 	m.mu.Unlock()
 	all, tables, err := m.tables(touched)
 	m.mu.Lock()
