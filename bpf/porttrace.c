@@ -5,7 +5,9 @@
  * syscall tracepoints that --syscalls adds.
  *
  *   all backends  tp_btf inet_sock_set_state  owners, attempts and their
- *                                             outcome, TIME_WAIT
+ *                                             outcome, TIME_WAIT (twice:
+ *                                             pt_state_nested does the
+ *                                             runs the kernel skips)
  *                 tp_btf tcp_send_reset       a FIN_WAIT2 that dies is not
  *                                             TIME_WAIT
  *   fentry        fentry+fexit inet{,6}_hash_connect, inet_csk_get_port;
@@ -37,6 +39,39 @@ const struct event *const unused_event __attribute__((unused)) = 0;
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(pt_state, struct sock *sk, const int oldstate, const int newstate)
 {
+	__u32 zero = 0;
+	volatile struct state_calls *c = bpf_map_lookup_elem(&state_calls, &zero);
+	if (c) {
+		__u32 i = c->next++ % STATE_CALLS;
+		c->sk[i] = (__u64)sk;
+		c->state[i] = newstate;
+	}
+	on_state(sk, oldstate, newstate);
+	return 0;
+}
+
+/* Attached after pt_state: it finds the call where pt_state ran, and
+ * clears it. Where it is missing, the kernel skipped pt_state for this call
+ * (its recursion_misses), and this counts it and does its work. Every call
+ * is looked at, those on_state ignores too, so that the skips it counts are
+ * all of pt_state's, and the lost count is exact. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(pt_state_nested, struct sock *sk, const int oldstate, const int newstate)
+{
+	__u32 zero = 0;
+	volatile struct state_calls *c = bpf_map_lookup_elem(&state_calls, &zero);
+	if (!c)
+		return 0;
+	for (int i = 0; i < STATE_CALLS; i++) {
+		if (c->sk[i] == (__u64)sk && c->state[i] == newstate) {
+			c->sk[i] = 0;
+			return 0;
+		}
+	}
+	__u32 slot = LOST_REDONE;
+	__u64 *n = bpf_map_lookup_elem(&lost, &slot);
+	if (n)
+		__sync_fetch_and_add(n, 1);
 	on_state(sk, oldstate, newstate);
 	return 0;
 }

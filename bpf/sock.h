@@ -36,8 +36,8 @@ static __always_inline struct event *reserve(void)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+		__u32 slot = LOST_RING;
+		__u64 *n = bpf_map_lookup_elem(&lost, &slot);
 		if (n)
 			__sync_fetch_and_add(n, 1);
 		return NULL;

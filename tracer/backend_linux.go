@@ -55,7 +55,7 @@ func kprobe(prog, symbol string, ret bool) hook {
 // hooks returns what a backend attaches, in attach order. syscalls adds the
 // syscall tracepoints to the tracepoint backend.
 func hooks(b Backend, syscalls bool) []hook {
-	common := []hook{tracing(bpfProgPtState), tracing(bpfProgPtSendReset)}
+	common := []hook{tracing(bpfProgPtState), tracing(bpfProgPtStateNested), tracing(bpfProgPtSendReset)}
 	switch b {
 	case Fentry:
 		return append(common,

@@ -294,3 +294,44 @@ func TestKernelBindExhaustion(t *testing.T) {
 		t.Errorf("%d attempts marked bound, client connected %d bound sockets", bound, res.Connected)
 	}
 }
+
+// TestKernelNestedStateChanges: under churn, an interrupt's softirq changes
+// sockets' states while pt_state runs in a task on the same CPU, and the
+// kernel skips pt_state for those (its recursion_misses: 354 in 228,000
+// connections here before pt_state_nested). Every connection's SYN_SENT
+// must still arrive, no more TIME_WAIT than connections, and nothing may
+// count as lost.
+func TestKernelNestedStateChanges(t *testing.T) {
+	tr, rec, stop := trace(t)
+	ns := testnet.New(t, 20000, 60999)
+	dst := ns.Listen(t, "127.0.0.1:8080", 5*time.Millisecond)
+	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 6000, Duration: 8 * time.Second, Threads: 4, Close: churn.CloseFin})
+	res := cl.Wait(t)
+	if res.Connected != res.Attempts || res.Connected == 0 {
+		t.Fatalf("test setup: %d of %d attempts connected (%v)", res.Connected, res.Attempts, res.Failures)
+	}
+	// A client thread held up past the server's 5 ms closes second and
+	// leaves no TIME_WAIT, and tcp_tw_reuse=2 hands loopback ports back:
+	// ss may list fewer than the connections.
+	ssTW := settleTimeWait(t, ns, dst, res.Connected)
+	lost := stop()
+	t.Logf("%d connections; the kernel skipped %d probe runs", res.Connected, tr.Missed())
+	evs := rec.in(ns.Inode)
+	pid := uint32(cl.Cmd.Process.Pid)
+	synSent := count(evs, func(e *event.Event) bool {
+		return e.PID == pid && e.Kind == event.State && e.NewState == event.SynSent
+	})
+	tw := count(evs, func(e *event.Event) bool { return e.Kind == event.TimeWait && sameDst(e, dst) })
+	if synSent < res.Attempts || tw > res.Connected || lost != 0 {
+		t.Errorf("%d SYN_SENT, %d TIME_WAIT, %d lost; the client made %d connections, ss shows %d in TIME_WAIT",
+			synSent, tw, lost, res.Attempts, ssTW)
+	}
+	// Not yet required: pt_state_nested once in about 50,000 connections
+	// does a SYN_SENT that pt_state did too, and now and then a burst of a few dozen consecutive
+	// connections' TIME_WAIT transitions sends nothing with no skip counted
+	// (seen on 6.18 with and without pt_state_nested); the socket-table
+	// round after sets the counts right.
+	if tw < ssTW || synSent > res.Attempts {
+		t.Logf("%d SYN_SENT, %d TIME_WAIT events; ss lists %d", synSent, tw, ssTW)
+	}
+}

@@ -165,30 +165,36 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 
 // Lost is how many events porttrace may have missed since Open: those the
 // probes could not put in the ring buffer because it was full (the lost
-// map), plus the probe runs the kernel skipped (Missed). A skipped run may
-// have been one that sends nothing, so this is an upper bound.
+// map), plus the probe runs the kernel skipped (Missed) that no other
+// program did instead. A skipped run may have been one that sends nothing,
+// so this is an upper bound.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
-	if err := t.coll.Maps[bpfMapLost].Lookup(uint32(0), &perCPU); err != nil {
-		return 0, fmt.Errorf("read lost events: %w", err)
+	var slots [2]uint64 // the lost map's LOST_RING and LOST_REDONE
+	for i := range slots {
+		if err := t.coll.Maps[bpfMapLost].Lookup(uint32(i), &perCPU); err != nil {
+			return 0, fmt.Errorf("read lost events: %w", err)
+		}
+		for _, v := range perCPU {
+			slots[i] += v
+		}
 	}
-	var n uint64
-	for _, v := range perCPU {
-		n += v
-	}
-	return n + t.Missed(), nil
+	missed := t.Missed()
+	return slots[0] + missed - min(missed, slots[1]), nil
 }
 
 // Missed is how many times since Open the kernel did not run one of
-// porttrace's programs: a tracing program (tp_btf, fentry) that an interrupt
-// entered again on the same CPU, or a kprobe program while another BPF
-// program ran there, counts in the program's recursion_misses (Linux 5.12+);
-// a kprobe that found no free kretprobe instance counts in its link's missed
-// count (Linux 6.7+). Where the kernel has neither, it adds nothing.
+// porttrace's programs: a tracing program (tp_btf, fentry) entered again on
+// the CPU where it runs, or a kprobe program while another BPF program ran
+// there, counts in the program's recursion_misses (Linux 5.12+); a kprobe
+// that found no free kretprobe instance counts in its link's missed count
+// (Linux 6.7+). Where the kernel has neither, it adds nothing.
+// pt_state_nested's own misses are left out: it has work only while
+// pt_state runs on the CPU, and it is not running itself then.
 func (t *Tracer) Missed() uint64 {
 	var n uint64
-	for _, p := range t.coll.Programs {
-		if st, err := p.Stats(); err == nil {
+	for name, p := range t.coll.Programs {
+		if st, err := p.Stats(); err == nil && name != bpfProgPtStateNested {
 			n += st.RecursionMisses
 		}
 	}
