@@ -112,13 +112,19 @@ func ctChunks(r *ConntrackRound) []ctChunk {
 	return out
 }
 
-// conntrack writes a conntrack round in chunks.
+// conntrack writes a conntrack round in chunks, its first
+// DefaultRoundEntries entries: the rest are counted in their table's
+// Dropped.
 func (c *Writer) conntrack(r ConntrackRound) error {
 	r.Tables = append([]nat.Table(nil), r.Tables...)
+	left := DefaultRoundEntries
 	for i := range r.Tables {
 		t := &r.Tables[i]
 		t.Rules = cloneRules(t.Rules)
 		boundTable(t)
+		keep := min(len(t.Entries), left)
+		t.Dropped += len(t.Entries) - keep
+		t.Entries, left = t.Entries[:keep], left-keep
 	}
 	for _, ch := range ctChunks(&r) {
 		b, _ := json.Marshal(ch)

@@ -1,12 +1,11 @@
 package live
 
 import (
-	"slices"
 	"sync"
-	"time"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
 )
@@ -17,7 +16,7 @@ type NATTables func([]netns.Settings) ([]nat.Table, error)
 
 // NATWindow is how far back a NAT space's insert_failed and drop rise
 // are counted.
-const NATWindow = time.Minute
+const NATWindow = nat.Window
 
 type natState struct {
 	read   NATTables
@@ -74,33 +73,7 @@ func (m *Monitor) natSummary(r *aggregate.Summary) *nat.Summary {
 	if last == nil {
 		return nil
 	}
-	pods := map[uint32]string{}
-	for _, ns := range r.Netns {
-		if ns.Pod != "" {
-			pods[ns.Inode] = ns.Pod
-		}
-	}
-	name := func(ino uint32) []string {
-		if p, ok := pods[ino]; ok {
-			return []string{"pod " + p}
-		}
-		return names[ino]
-	}
-	out := &nat.Summary{Spaces: slices.Clone(last.Spaces), Tables: slices.Clone(last.Tables)}
-	for i := range out.Spaces {
-		s := &out.Spaces[i]
-		s.Names = name(s.Netns)
-		s.Clients = slices.Clone(s.Clients)
-		for j := range s.Clients {
-			if s.Clients[j].Netns != 0 {
-				s.Clients[j].Names = name(s.Clients[j].Netns)
-			}
-		}
-	}
-	for i := range out.Tables {
-		out.Tables[i].Names = name(out.Tables[i].Netns)
-	}
-	return out
+	return last.Named(frame.NATNames(r, names))
 }
 
 // NATSummary is the last NAT summary with namespaces named by their

@@ -88,7 +88,10 @@ type Conntrack struct {
 	// addresses' prefixes): a client on one of them that reaches a NAT
 	// space's destination goes through the NAT.
 	Nets []netip.Prefix `json:"nets,omitempty"`
-	Err  string         `json:"error,omitempty"`
+	// Dropped is the translated entries not listed, past a reading's or
+	// a capture's bound: the spaces do not count them.
+	Dropped int    `json:"dropped_entries,omitempty"`
+	Err     string `json:"error,omitempty"`
 }
 
 // TableFull says whether the table is at its limit, or its limit evicted
@@ -100,9 +103,35 @@ func (c *Conntrack) TableFull() bool {
 
 // Summary is every NAT space and every translating namespace's table.
 type Summary struct {
+	// Time is when the latest reading was made.
+	Time   time.Time   `json:"time"`
 	Spaces []Space     `json:"spaces"`
 	Tables []Conntrack `json:"conntrack"`
 }
+
+// Named is a copy of s with every namespace named by name (a pod, a
+// netns's names): the spaces', their clients' and the tables'.
+func (s *Summary) Named(name func(netns uint32) []string) *Summary {
+	out := &Summary{Time: s.Time, Spaces: slices.Clone(s.Spaces), Tables: slices.Clone(s.Tables)}
+	for i := range out.Spaces {
+		sp := &out.Spaces[i]
+		sp.Names = name(sp.Netns)
+		sp.Clients = slices.Clone(sp.Clients)
+		for j := range sp.Clients {
+			if sp.Clients[j].Netns != 0 {
+				sp.Clients[j].Names = name(sp.Clients[j].Netns)
+			}
+		}
+	}
+	for i := range out.Tables {
+		out.Tables[i].Names = name(out.Tables[i].Netns)
+	}
+	return out
+}
+
+// Window is how far back the live view and a report count a namespace's
+// insert_failed and drop rise.
+const Window = time.Minute
 
 // Tracker keeps the latest conntrack reading of each namespace and its
 // counters over a window, to tell a count that rises from one that
@@ -161,10 +190,13 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 	slices.Sort(inodes)
 	for _, ns := range inodes {
 		t := tr.last[ns]
+		if t.Time.After(out.Time) {
+			out.Time = t.Time
+		}
 		if !t.Translates() && t.Count == 0 {
 			continue
 		}
-		c := Conntrack{Netns: ns, Count: t.Count, Max: t.Max, Stats: t.Stats, Rules: t.Rules, Err: t.Err}
+		c := Conntrack{Netns: ns, Count: t.Count, Max: t.Max, Stats: t.Stats, Rules: t.Rules, Dropped: t.Dropped, Err: t.Err}
 		for _, p := range t.Addrs {
 			if !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
 				c.Nets = append(c.Nets, p.Masked())
