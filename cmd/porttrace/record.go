@@ -15,6 +15,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/conntrack"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/recorder"
@@ -89,7 +90,8 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		return err
 	}
 	defer t.Close()
-	first, err := recorder.ReadRound(sockdiag.ReadAll)
+	ct := conntrack.NewReader()
+	first, err := recorder.ReadRound(sockdiag.ReadAll, ct.Read)
 	if err != nil {
 		return err
 	}
@@ -104,7 +106,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	if err != nil {
 		return err
 	}
-	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll); return r }
+	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll, ct.Read); return r }
 	o.Netns, o.Cgroup = first.Netns, live.Cgroup
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()

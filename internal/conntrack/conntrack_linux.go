@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
 	ct "github.com/ti-mo/conntrack"
@@ -17,63 +15,33 @@ import (
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
-// ReadAll reads every namespace in all as the live view needs them: each
-// one's conntrack counters and translated entries; the NAT rules of those
-// whose table has entries (with none there is no NAT space); and, only
-// when some namespace has translated entries, every namespace's
-// addresses, which trace the clients. A namespace that cannot be read at
-// all is skipped and its trouble joined into the error.
-func ReadAll(all []netns.Settings) ([]nat.Table, error) {
-	var out []nat.Table
-	var paths []string
-	var errs []error
-	translated := false
-	for _, s := range all {
-		t, err := readNetns(s.Path, s.Inode, false)
-		if err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		translated = translated || len(t.Entries) > 0
-		out, paths = append(out, t), append(paths, s.Path)
-	}
-	if translated {
-		for i := range out {
-			addAddrs(paths[i], &out[i])
-		}
-	}
-	return out, errors.Join(errs...)
-}
-
 // Read reads the namespace at path (a /proc/PID/ns/net or /run/netns/NAME;
 // "" for porttrace's own), whose inode is inode, in full: conntrack, NAT
 // rules and addresses. What can be read is returned with the rest's
 // trouble in Table.Err; the error is for a namespace that could not be
 // entered at all.
 func Read(path string, inode uint32) (nat.Table, error) {
-	t, err := readNetns(path, inode, true)
+	t, err := readNetns(path, inode)
 	if err == nil {
 		addAddrs(path, &t)
 	}
 	return t, err
 }
 
-func readNetns(path string, inode uint32, rules bool) (nat.Table, error) {
+// readNetns reads a namespace's conntrack counters, translated entries and
+// NAT rules.
+func readNetns(path string, inode uint32) (nat.Table, error) {
 	t := nat.Table{Netns: inode, Time: time.Now()}
 	read := func() {
 		var errs []error
 		if err := readConntrack(&t); err != nil {
 			errs = append(errs, fmt.Errorf("conntrack: %w", err))
 		}
-		if rules || t.Count > 0 {
-			r, err := readRules()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("nftables: %w", err))
-			}
-			t.Rules = r
+		r, err := readRules()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("nftables: %w", err))
 		}
+		t.Rules = r
 		if e := errors.Join(errs...); e != nil {
 			t.Err = e.Error()
 		}
@@ -95,7 +63,7 @@ func addAddrs(path string, t *nat.Table) {
 	addrs, err := readAddrs(path)
 	t.Addrs = addrs
 	if err != nil {
-		t.Err = strings.TrimPrefix(t.Err+"; ", "; ") + "addresses: " + err.Error()
+		t.Err = joinErr(t.Err, "addresses: "+err.Error())
 	}
 }
 

@@ -11,7 +11,8 @@ import (
 )
 
 // NATTables reads every namespace's conntrack, NAT rules and addresses
-// (conntrack.ReadAll); the error gathers the namespaces it could not read.
+// (conntrack.Reader's Read); the error gathers the namespaces it could
+// not read.
 type NATTables func([]netns.Settings) ([]nat.Table, error)
 
 // NATWindow is how far back a NAT space's insert_failed and drop rise
@@ -19,19 +20,22 @@ type NATTables func([]netns.Settings) ([]nat.Table, error)
 const NATWindow = nat.Window
 
 type natState struct {
-	read   NATTables
-	rounds sync.Mutex // one round at a time, in order
-	mu     sync.Mutex // guards last and names
-	tr     *nat.Tracker
-	last   *nat.Summary
-	names  map[uint32][]string
+	read     NATTables
+	pressure func()     // a client failed: tell read (nil is fine)
+	rounds   sync.Mutex // one round at a time, in order
+	mu       sync.Mutex // guards last and names
+	tr       *nat.Tracker
+	last     *nat.Summary
+	names    map[uint32][]string
 }
 
 // TrackNAT makes the monitor read the NAT spaces on every resync, and
 // once now, in the background so that a machine with many namespaces does
-// not wait for it to start; call it before Run.
-func (m *Monitor) TrackNAT(read NATTables) {
-	m.nat = &natState{read: read, tr: nat.NewTracker(NATWindow)}
+// not wait for it to start; call it before Run. pressure, if not nil, is
+// called on every failed connect or bind (conntrack.Reader's Pressure:
+// idle namespaces are then re-checked at the next resync).
+func (m *Monitor) TrackNAT(read NATTables, pressure func()) {
+	m.nat = &natState{read: read, pressure: pressure, tr: nat.NewTracker(NATWindow)}
 	go func() {
 		if all, err := netns.All(); err == nil {
 			m.syncNAT(all, nil)
