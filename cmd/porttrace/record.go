@@ -111,7 +111,12 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()
-	var src event.Source = t
+	// A failed connect re-checks idle namespaces' conntrack at the next round.
+	var src event.Source = event.Tee(t, func(e *event.Event) {
+		if e.Failed() {
+			ct.Pressure()
+		}
+	})
 	if of.endpoint != "" {
 		mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits)
 		if err != nil {
@@ -123,7 +128,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		}
 		defer stop(x, stderr)
 		go mon.Background(ctx)
-		src = event.Tee(t, mon.Add)
+		src = event.Tee(src, mon.Add)
 	}
 	tr, err := recorder.Record(ctx, src, w, o)
 	if isTerminal(os.Stderr) {
