@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ct "github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
@@ -31,7 +32,7 @@ func Read(path string, inode uint32) (nat.Table, error) {
 // readNetns reads a namespace's conntrack counters, translated entries and
 // NAT rules.
 func readNetns(path string, inode uint32) (nat.Table, error) {
-	t := nat.Table{Netns: inode, Time: time.Now()}
+	t := nat.Table{Netns: inode, Time: time.Now(), TakesOverClosing: takesOverClosing}
 	read := func() {
 		var errs []error
 		if err := readConntrack(&t); err != nil {
@@ -163,3 +164,15 @@ func readAddrs(path string) ([]netip.Prefix, error) {
 	}
 	return out, err
 }
+
+// takesOverClosing says whether this kernel's nf_nat evicts a closing TCP
+// entry whose port a new flow needs: Linux 6.5 on (nat.Table's
+// TakesOverClosing). A kernel whose release cannot be parsed is taken to
+// be recent.
+var takesOverClosing = func() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return true
+	}
+	return KernelAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 5)
+}()

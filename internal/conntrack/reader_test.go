@@ -79,3 +79,12 @@ func TestReaderIdle(t *testing.T) {
 		}
 	}
 }
+
+func TestKernelAtLeast(t *testing.T) {
+	for release, want := range map[string]bool{"6.1.0-57-cloud-amd64": false, "6.4.16": false, "6.5.0": true,
+		"6.12.118+deb12-cloud-amd64": true, "6.18.44-fc-v1272": true, "5.15.0-91-generic": false, "7.0": true, "weird": true} {
+		if got := KernelAtLeast(release, 6, 5); got != want {
+			t.Errorf("%s: %v, want %v", release, got, want)
+		}
+	}
+}

@@ -24,17 +24,18 @@ type Space struct {
 	// default range.
 	Rule string `json:"rule"`
 	// Ports is how many ports the rule gives this address toward Dst;
-	// Used how many of them conntrack entries hold: entries in any state
-	// but TCP's TIME_WAIT and CLOSE, whose port nf_nat takes over for a
-	// new flow (6.18: churn alone does not exhaust a NAT range). Only
-	// ports inside the rule's range count, so Used never exceeds Ports.
+	// Used how many of them conntrack entries hold: entries in any state,
+	// but TCP's TIME_WAIT and CLOSE where the kernel takes their port
+	// over for a new flow (Table.TakesOverClosing: 6.5 on, where churn
+	// alone does not exhaust a NAT range). Only ports inside the rule's
+	// range count, so Used never exceeds Ports.
 	Ports int `json:"ports"`
 	Used  int `json:"used"`
 	// PortMin..PortMax is the range the rule names; 0 when it names none.
 	PortMin uint16 `json:"port_min,omitempty"`
 	PortMax uint16 `json:"port_max,omitempty"`
 	// ByState counts the entries that hold a port by conntrack state;
-	// Lingering those in TIME_WAIT or CLOSE, which hold none.
+	// Lingering those in TIME_WAIT or CLOSE where they hold none.
 	ByState   map[string]int `json:"by_state"`
 	Lingering int            `json:"lingering"`
 	// Addrs is how many addresses the rule names (a --to-source range);
@@ -249,7 +250,7 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 			spaces[k] = a
 			order = append(order, k)
 		}
-		if e.Proto == 6 && (e.State == "TIME_WAIT" || e.State == "CLOSE") {
+		if t.TakesOverClosing && e.Proto == 6 && (e.State == "TIME_WAIT" || e.State == "CLOSE") {
 			a.s.Lingering++
 			continue
 		}

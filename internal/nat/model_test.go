@@ -23,8 +23,9 @@ func table(ns uint32, at int, rules []Rule, entries ...Entry) Table {
 	return Table{Netns: ns, Time: time.Unix(int64(1000+at), 0), Rules: rules, Entries: entries, Count: len(entries), Max: 262144}
 }
 
-// A NAT port is held by an entry in any state but TIME_WAIT and CLOSE,
-// once per port, only inside the rule's range: Used never exceeds Ports.
+// A NAT port is held by an entry in any state but TIME_WAIT and CLOSE
+// where the kernel takes those over (in any state before 6.5), once per
+// port, only inside the rule's range: Used never exceeds Ports.
 func TestSpaceCountsWhatTheKernelRefuses(t *testing.T) {
 	var es []Entry
 	for i := range 12 {
@@ -38,9 +39,14 @@ func TestSpaceCountsWhatTheKernelRefuses(t *testing.T) {
 		flow(2, 51004, 41000, "ESTABLISHED"), // the same port toward the same space: once
 	)
 	tb := table(7, 0, []Rule{masq}, es...)
+	tb.TakesOverClosing = true
 	sp := Spaces(&tb, nil, nil)
 	if len(sp) != 1 {
 		t.Fatalf("%d spaces", len(sp))
+	}
+	tb.TakesOverClosing = false
+	if old := Spaces(&tb, nil, nil)[0]; old.Used != 15 || old.Lingering != 0 || old.ByState["TIME_WAIT"] != 1 {
+		t.Errorf("before 6.5: used %d, lingering %d, by state %v; want 15, 0, one TIME_WAIT", old.Used, old.Lingering, old.ByState)
 	}
 	s := sp[0]
 	if s.Ports != 20 || s.Used != 13 || s.Lingering != 2 || s.ByState["SYN_SENT"] != 1 || s.ByState["ESTABLISHED"] != 12 {
