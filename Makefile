@@ -70,7 +70,7 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 	set -e; for k in $(VM_KERNELS); do \
 		VM_KERNEL=$$k VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE)/$$k -test.run '^TestKernel'; \
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS="$(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
-			internal/vmtest/run.sh $(VM_CACHE)/conntrack.test $(VM_CACHE)/$$k -test.run '^TestNAT'; \
+			internal/vmtest/run.sh $(VM_CACHE)/conntrack.test $(VM_CACHE)/$$k -test.run '^(TestNAT.*|TestConntrackTableFull)$$'; \
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS="$(VM_CACHE)/porttrace $(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
 			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k \
 			-test.run '^(TestRecordReport|TestAgentExports|TestModel.*|TestTopNAT|TestRecordNAT|TestAgentNATMetrics)$$'; \
