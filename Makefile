@@ -66,7 +66,8 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 	# with each backend, the agent's export (port search latency is exact
 	# there), the port model's situations and source NAT (iptables-nft, nft
 	# and conntrack ride along; the NAT space readings need no backend, so
-	# internal/conntrack's run once per kernel).
+	# internal/conntrack's run once per kernel), and once without the
+	# netfilter modules: a kernel with no conntrack to read.
 	set -e; for k in $(VM_KERNELS); do \
 		VM_KERNEL=$$k VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE)/$$k -test.run '^TestKernel'; \
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS="$(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
@@ -74,6 +75,8 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS="$(VM_CACHE)/porttrace $(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
 			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k \
 			-test.run '^(TestRecordReport|TestAgentExports|TestModel.*|TestTopNAT|TestRecordNAT|TestAgentNATMetrics)$$'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_SKIP_MODULES='^(nf|nft|x_|xt_|libcrc32c)' VM_EXTRA_BINS=$(VM_CACHE)/porttrace \
+			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^TestWithoutConntrack$$'; \
 	done
 
 test-cluster: ## a real single-node Kubernetes (parts cached by .ci/k8s-deps): helm install of the chart, a pod exhausting ports, Prometheus names it (root)

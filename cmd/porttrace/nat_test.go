@@ -6,12 +6,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/porttrace/porttrace/internal/churn"
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
@@ -282,5 +286,40 @@ func TestRecordNAT(t *testing.T) {
 	}
 	if !strings.Contains(situation, fmt.Sprintf("clients' failed connects in the last minute (%d ", failed)) {
 		t.Errorf("the NAT finding does not tie the pods' %d failures to the space: %q", failed, situation)
+	}
+}
+
+// TestWithoutConntrack: on a kernel without nfnetlink (make test-vm boots
+// 6.1 once without its netfilter modules for this), doctor says that
+// conntrack cannot be read and why, top shows its port spaces without
+// NAT, and a capture recorded there reports without NAT.
+func TestWithoutConntrack(t *testing.T) {
+	testnet.RequireRoot(t)
+	if fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_NETFILTER); err == nil {
+		unix.Close(fd)
+		t.Skip("this kernel has nfnetlink: make test-vm runs this test in a VM without netfilter modules")
+	}
+	out, _ := exec.Command(binary, "doctor").CombinedOutput()
+	t.Logf("doctor:\n%s", out)
+	if !strings.Contains(string(out), "nfnetlink is not loaded") || strings.Contains(string(out), "panic") {
+		t.Errorf("doctor does not say that conntrack cannot be read")
+	}
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	top := startTop(t, "3s")
+	if res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t); res.Connected != 5 {
+		t.Fatalf("client %+v", res)
+	}
+	f := top.wait(t)
+	if f.NAT != nil && len(f.NAT.Spaces)+len(f.NAT.Tables) > 0 || spaceToward(t, f, ns.Inode, dst).TotalConns != 5 {
+		t.Errorf("top: NAT %+v; its space toward %s should count the 5 connections", f.NAT, dst)
+	}
+	file := filepath.Join(t.TempDir(), "nonat.ptcap")
+	rec, log := startRecord(t, "-o", file, "--duration", "2s")
+	if err := rec.Wait(); err != nil {
+		t.Fatalf("record: %v\n%s", err, log)
+	}
+	if r := runReport(t, file); r.NAT != nil && len(r.NAT.Spaces)+len(r.NAT.Tables) > 0 {
+		t.Errorf("report: NAT %+v", r.NAT)
 	}
 }

@@ -73,7 +73,7 @@ func addAddrs(path string, t *nat.Table) {
 func readConntrack(t *nat.Table) error {
 	c, err := ct.Dial(nil)
 	if err != nil {
-		return err
+		return noNetfilter(err)
 	}
 	defer c.Close()
 	g, err := c.StatsGlobal()
@@ -176,3 +176,13 @@ var takesOverClosing = func() bool {
 	}
 	return KernelAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 5)
 }()
+
+// noNetfilter names the usual reason a netfilter netlink socket cannot be
+// made: a kernel without nfnetlink (module not loaded, or not built),
+// which has no conntrack and no nftables, hence no source NAT to read.
+func noNetfilter(err error) error {
+	if errors.Is(err, unix.EPROTONOSUPPORT) {
+		return fmt.Errorf("nfnetlink is not loaded: this kernel has no conntrack or nftables to read (%w)", err)
+	}
+	return err
+}

@@ -27,7 +27,7 @@ const maxRules = 4096
 func readRules() ([]nat.Rule, error) {
 	c, err := nftables.New()
 	if err != nil {
-		return nil, err
+		return nil, noNetfilter(err)
 	}
 	chains, err := c.ListChains()
 	if err != nil {

@@ -20,6 +20,8 @@
 #                    shared libraries they need (e.g. "/usr/sbin/nginx")
 #   VM_EXTRA_FILES   host files or directories to copy in as they are, at the
 #                    same path (e.g. iptables' extensions, which it dlopens)
+#   VM_SKIP_MODULES  extended regex of modules (NAME.ko) not to load, e.g. to
+#                    test a kernel without netfilter
 #   PORTTRACE_*      exported into the guest test runs (except the two above,
 #                    which the harness sets per backend)
 #
@@ -147,7 +149,7 @@ copy_libs "$test_bin"
 while read -r mod; do
 	[ -n "$mod" ] && cp "$cache/modules/$mod" "$root/lib/modules/"
 done <"$cache/modules.list"
-cp "$cache/modules.list" "$root/lib/modules/order"
+grep -Ev "${VM_SKIP_MODULES:-^$}" "$cache/modules.list" >"$root/lib/modules/order" || true
 
 # Name lookups: Go resolves "localhost" from /etc/hosts, ss -p and os/user
 # want passwd/group.
