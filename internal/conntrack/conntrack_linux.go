@@ -43,8 +43,8 @@ func readNetns(path string, inode uint32) (nat.Table, error) {
 			errs = append(errs, fmt.Errorf("nftables: %w", err))
 		}
 		t.Rules = r
-		if e := errors.Join(errs...); e != nil {
-			t.Err = e.Error()
+		for _, e := range errs {
+			t.Err = joinErr(t.Err, e.Error()) // one line, for doctor and the views
 		}
 	}
 	if path == "" {

@@ -31,7 +31,7 @@ func readRules() ([]nat.Rule, error) {
 	}
 	chains, err := c.ListChains()
 	if err != nil {
-		return nil, err
+		return nil, noNetfilter(err) // the library dials on first use
 	}
 	natTables := map[string]bool{}
 	base := func(ch *nftables.Chain) bool {
