@@ -91,8 +91,10 @@ type Conntrack struct {
 	Nets []netip.Prefix `json:"nets,omitempty"`
 	// Dropped is the translated entries not listed, past a reading's or
 	// a capture's bound: the spaces do not count them.
-	Dropped int    `json:"dropped_entries,omitempty"`
-	Err     string `json:"error,omitempty"`
+	Dropped int `json:"dropped_entries,omitempty"`
+	// DroppedSpaces is the NAT spaces past MaxSpaces, not computed.
+	DroppedSpaces int    `json:"dropped_spaces,omitempty"`
+	Err           string `json:"error,omitempty"`
 }
 
 // TableFull says whether the table is at its limit, or its limit evicted
@@ -208,7 +210,9 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 			c.Seconds = h[len(h)-1].t.Sub(h[0].t).Seconds()
 		}
 		out.Tables = append(out.Tables, c)
-		for _, s := range Spaces(&t, owner, procs) {
+		sp, dropped := spaces(&t, owner, procs)
+		out.Tables[len(out.Tables)-1].DroppedSpaces = dropped
+		for _, s := range sp {
 			s.InsertFailed, s.Drop = c.Rise.InsertFailed, c.Rise.Drop
 			out.Spaces = append(out.Spaces, s)
 		}
@@ -219,26 +223,81 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 	return out
 }
 
-// Spaces groups one namespace's translated entries into NAT spaces.
-// owner maps a client address to the namespace that has it; procs a
-// client flow (source, destination) to the socket's owner.
-func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]proc) []Space {
-	type key struct {
-		proto uint8
-		addr  netip.Addr
-		dst   netip.AddrPort
+// MaxSpaces bounds the NAT spaces of one namespace that are computed:
+// those with the most entries holding a port. A space costs a few maps, so
+// a table of 65,536 entries toward as many destinations (a gateway, or a
+// forged capture) made 65,536 spaces and 160 MiB of heap; the rest are
+// counted in Conntrack.DroppedSpaces.
+const MaxSpaces = 1024
+
+type spaceKey struct {
+	proto uint8
+	addr  netip.Addr
+	dst   netip.AddrPort
+}
+
+// closing says whether e is a TCP entry in TIME_WAIT or CLOSE whose port
+// t's kernel takes over, holding none.
+func closing(t *Table, e *Entry) bool {
+	return t.TakesOverClosing && e.Proto == 6 && (e.State == "TIME_WAIT" || e.State == "CLOSE")
+}
+
+// busiest are the MaxSpaces spaces of t with the most entries holding a
+// port (all of them if there are no more), and how many others there are.
+func busiest(t *Table) (map[spaceKey]bool, int) {
+	held := map[spaceKey]int{}
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		k := spaceKey{e.Proto, e.NATSrc.Addr(), e.Dst}
+		n := held[k]
+		if !closing(t, e) {
+			n++
+		}
+		held[k] = n
 	}
+	keys := make([]spaceKey, 0, len(held))
+	for k := range held {
+		keys = append(keys, k)
+	}
+	if len(keys) > MaxSpaces {
+		slices.SortFunc(keys, func(a, b spaceKey) int {
+			return cmp.Or(cmp.Compare(held[b], held[a]), a.addr.Compare(b.addr), a.dst.Compare(b.dst), cmp.Compare(a.proto, b.proto))
+		})
+	}
+	keep := map[spaceKey]bool{}
+	for _, k := range keys[:min(len(keys), MaxSpaces)] {
+		keep[k] = true
+	}
+	return keep, len(keys) - len(keep)
+}
+
+// Spaces groups one namespace's translated entries into NAT spaces, at
+// most MaxSpaces of them (the busiest). owner maps a client address to
+// the namespace that has it; procs a client flow (source, destination) to
+// the socket's owner.
+func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]proc) []Space {
+	sp, _ := spaces(t, owner, procs)
+	return sp
+}
+
+// spaces is Spaces, with the number of spaces past MaxSpaces.
+func spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]proc) ([]Space, int) {
+	type key = spaceKey
+	keep, dropped := busiest(t)
 	type acc struct {
 		s       Space
 		rule    *Rule
 		ports   map[uint16]bool
 		clients map[netip.Addr]*clientAcc
 	}
-	spaces := map[key]*acc{}
+	byKey := map[key]*acc{}
 	var order []key
 	for _, e := range t.Entries {
 		k := key{e.Proto, e.NATSrc.Addr(), e.Dst}
-		a := spaces[k]
+		if !keep[k] {
+			continue
+		}
+		a := byKey[k]
 		if a == nil {
 			a = &acc{s: Space{Netns: t.Netns, Proto: ProtoName(e.Proto), Addr: k.addr, Dst: e.Dst, ByState: map[string]int{}, Addrs: 1}, ports: map[uint16]bool{}, clients: map[netip.Addr]*clientAcc{}}
 			a.rule = ruleFor(t.Rules, e)
@@ -247,10 +306,10 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 				a.s.Rule, a.s.Ports, a.s.Addrs, a.s.FullyRandom = a.rule.String(), a.rule.Ports(e.Src.Port()), a.rule.Addrs(), a.rule.FullyRandom
 				a.s.PortMin, a.s.PortMax = a.rule.PortMin, a.rule.PortMax
 			}
-			spaces[k] = a
+			byKey[k] = a
 			order = append(order, k)
 		}
-		if t.TakesOverClosing && e.Proto == 6 && (e.State == "TIME_WAIT" || e.State == "CLOSE") {
+		if closing(t, &e) {
 			a.s.Lingering++
 			continue
 		}
@@ -271,7 +330,7 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 	}
 	out := make([]Space, 0, len(order))
 	for _, k := range order {
-		a := spaces[k]
+		a := byKey[k]
 		a.s.Used = min(len(a.ports), a.s.Ports)
 		for _, c := range a.clients {
 			a.s.Clients = append(a.s.Clients, c.named())
@@ -284,7 +343,7 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 		}
 		out = append(out, a.s)
 	}
-	return out
+	return out, dropped
 }
 
 // ruleFor is the first NAT rule that applies to the entry's original

@@ -28,6 +28,9 @@ func NAT(s *frame.Frame) []string {
 		if c.Dropped > 0 {
 			line += fmt.Sprintf("; %d translated entries past the bound, not counted", c.Dropped)
 		}
+		if c.DroppedSpaces > 0 {
+			line += fmt.Sprintf("; %d quieter NAT spaces past the %d shown", c.DroppedSpaces, nat.MaxSpaces)
+		}
 		if c.Err != "" {
 			line += "; " + c.Err
 		}
