@@ -4,6 +4,10 @@ BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
+# The NAT tests' tools in the VM: iptables (nft backend, with the extensions
+# it dlopens), nft and conntrack, as Debian installs them.
+VM_NAT_BINS ?= /usr/sbin/iptables /usr/sbin/nft /usr/sbin/conntrack
+VM_NAT_FILES ?= /usr/lib/x86_64-linux-gnu/xtables /etc/protocols
 DEB_VERSION ?= 0.1.0
 
 .PHONY: help deps run-deps build build-macos run generate test test-unit test-vm test-cluster bench bench-vm manifests deb image clean
@@ -54,16 +58,25 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 	mkdir -p $(VM_CACHE)
 	$(GO) test -c -o $(VM_CACHE)/tracer.test ./tracer
 	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace
+	$(GO) test -c -o $(VM_CACHE)/conntrack.test ./internal/conntrack
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
 	# One vCPU and single-threaded TCG (run.sh's default): multi-threaded TCG
 	# sometimes locks up while the kernel live-patches static keys as probes
 	# attach and detach. Then, with the built binary: a capture recorded
 	# with each backend, the agent's export (port search latency is exact
-	# there), and the port model's situations.
+	# there), the port model's situations and source NAT (iptables-nft, nft
+	# and conntrack ride along; the NAT space readings need no backend, so
+	# internal/conntrack's run once per kernel), and once without the
+	# netfilter modules: a kernel with no conntrack to read.
 	set -e; for k in $(VM_KERNELS); do \
 		VM_KERNEL=$$k VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE)/$$k -test.run '^TestKernel'; \
-		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
-			internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^(TestRecordReport|TestAgentExports|TestModel.*)$$'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS="$(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
+			internal/vmtest/run.sh $(VM_CACHE)/conntrack.test $(VM_CACHE)/$$k -test.run '^(TestNAT.*|TestConntrackTableFull)$$'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS="$(VM_CACHE)/porttrace $(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
+			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k \
+			-test.run '^(TestRecordReport|TestAgentExports|TestModel.*|TestTopNAT|TestRecordNAT|TestAgentNATMetrics)$$'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_SKIP_MODULES='^(nf|nft|x_|xt_|libcrc32c)' VM_EXTRA_BINS=$(VM_CACHE)/porttrace \
+			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^TestWithoutConntrack$$'; \
 	done
 
 test-cluster: ## a real single-node Kubernetes (parts cached by .ci/k8s-deps): helm install of the chart, a pod exhausting ports, Prometheus names it (root)

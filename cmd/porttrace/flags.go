@@ -148,7 +148,8 @@ func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, 
 		t.Close()
 		return nil, nil, err
 	}
-	mon.TrackNAT(conntrack.ReadAll)
+	ct := conntrack.NewReader()
+	mon.TrackNAT(ct.Read, ct.Pressure)
 	return t, mon, nil
 }
 

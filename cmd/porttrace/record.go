@@ -15,6 +15,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/capture"
+	"github.com/porttrace/porttrace/internal/conntrack"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/recorder"
@@ -89,7 +90,8 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		return err
 	}
 	defer t.Close()
-	first, err := recorder.ReadRound(sockdiag.ReadAll)
+	ct := conntrack.NewReader()
+	first, err := recorder.ReadRound(sockdiag.ReadAll, ct.Read)
 	if err != nil {
 		return err
 	}
@@ -104,12 +106,17 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	if err != nil {
 		return err
 	}
-	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll); return r }
+	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll, ct.Read); return r }
 	o.Netns, o.Cgroup = first.Netns, live.Cgroup
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()
 	defer cancel()
-	var src event.Source = t
+	// A failed connect re-checks idle namespaces' conntrack at the next round.
+	var src event.Source = event.Tee(t, func(e *event.Event) {
+		if e.Failed() {
+			ct.Pressure()
+		}
+	})
 	if of.endpoint != "" {
 		mon, err := live.New(t, sockdiag.NewReader().Read, aggregate.DefaultLimits)
 		if err != nil {
@@ -121,7 +128,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		}
 		defer stop(x, stderr)
 		go mon.Background(ctx)
-		src = event.Tee(t, mon.Add)
+		src = event.Tee(src, mon.Add)
 	}
 	tr, err := recorder.Record(ctx, src, w, o)
 	if isTerminal(os.Stderr) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
@@ -236,6 +237,7 @@ func FuzzReader(f *testing.F) {
 	}
 	w.Close(Trailer{})
 	f.Add(buf.Bytes())
+	f.Add(ctCapture(f, &ConntrackRound{Time: t0, Tables: []nat.Table{ctTable(7, 3), {Netns: 8}}}))
 	f.Add([]byte(magic + "\x01"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := NewReader(bytes.NewReader(data))

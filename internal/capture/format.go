@@ -15,7 +15,10 @@
 // events, and rounds of socket tables, the first right after the header.
 // A round is a sync-begin marker written when its dump starts (events that
 // race the dump come between), then its tables in one or more blocks. If
-// recording ended cleanly, a trailer (JSON) comes last.
+// recording ended cleanly, a trailer (JSON) comes last. Since version 3, a
+// round of socket tables may be followed by a round of conntrack tables
+// read with it (kindConntrack blocks: conntrack.go); version 2 captures,
+// which have none, are read as before.
 package capture
 
 import (
@@ -34,7 +37,9 @@ import (
 
 const (
 	magic   = "porttrace-capture\n"
-	Version = 2 // 2: netns cookie and thread name in events
+	Version = 3 // 2: netns cookie and thread name in events; 3: conntrack rounds
+	// MinVersion is the oldest format this porttrace reads.
+	MinVersion = 2
 )
 
 // Block kinds.
@@ -44,6 +49,7 @@ const (
 	kindRound     = 3 // a chunk of a round of socket tables (JSON)
 	kindTrailer   = 4
 	kindSyncBegin = 5 // a round's dump begins
+	kindConntrack = 6 // a chunk of a round of conntrack tables (JSON)
 )
 
 const blockHeaderLen = 1 + 4 + 4 + 4
@@ -81,6 +87,9 @@ type Round struct {
 	// Cgroups are the cgroups that events since the last round came from,
 	// by cgroup id: where their processes ran (path, container, pod).
 	Cgroups map[uint64]aggregate.Cgroup `json:"cgroups,omitempty"`
+	// Conntrack, if not nil, is the conntrack tables read with the
+	// socket tables, written after them in blocks of their own.
+	Conntrack *ConntrackRound `json:"-"`
 }
 
 // chunk is one block of a round.

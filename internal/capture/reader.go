@@ -38,6 +38,14 @@ type Reader struct {
 	// counted in DroppedSockets.
 	MaxRoundSockets int
 	DroppedSockets  uint64
+	ct              *ConntrackRound // a conntrack round whose chunks are still coming
+	ctChunks        int
+	ctEntries       int // in the conntrack round so far
+	// MaxRoundEntries bounds the translated entries a conntrack round
+	// keeps (DefaultRoundEntries unless set); the rest are dropped, and
+	// counted in DroppedEntries and their table's Dropped.
+	MaxRoundEntries int
+	DroppedEntries  uint64
 }
 
 // DefaultRoundSockets is the sockets a round keeps by default: ~30 MiB
@@ -59,8 +67,8 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil || string(head[:len(magic)]) != magic {
 		return nil, errors.New("not a porttrace capture (no capture header)")
 	}
-	if v := head[len(magic)]; v != Version {
-		return nil, fmt.Errorf("capture format version %d, this porttrace reads version %d", v, Version)
+	if v := head[len(magic)]; v < MinVersion || v > Version {
+		return nil, fmt.Errorf("capture format version %d, this porttrace reads versions %d to %d", v, MinVersion, Version)
 	}
 	cr.offset = int64(len(head))
 	kind, b, err := cr.block()
@@ -123,11 +131,12 @@ const (
 )
 
 // Record is one item of a capture: an event, the start of a round's dump,
-// or a round.
+// a round of socket tables, or a round of conntrack tables.
 type Record struct {
 	Event     *event.Event // valid until the next call to Next
 	SyncBegin bool
 	Round     *Round
+	Conntrack *ConntrackRound
 }
 
 // Next returns the next record, io.EOF after the trailer or at a clean end
@@ -136,14 +145,17 @@ type Record struct {
 func (c *Reader) Next(ev *event.Event) (Record, error) {
 	for len(c.events) == 0 {
 		kind, b, err := c.block()
-		if err == io.EOF && c.round != nil {
-			err = c.errHere(fmt.Errorf("%w: inside a round of socket tables", ErrTruncated))
+		if err == io.EOF && (c.round != nil || c.ct != nil) {
+			err = c.errHere(fmt.Errorf("%w: inside a round of socket or conntrack tables", ErrTruncated))
 		}
 		if err != nil {
 			return Record{}, err
 		}
 		if c.round != nil && kind != kindRound {
 			return Record{}, c.errHere(fmt.Errorf("%w: a round of socket tables is cut short", ErrCorrupt))
+		}
+		if c.ct != nil && kind != kindConntrack {
+			return Record{}, c.errHere(fmt.Errorf("%w: a round of conntrack tables is cut short", ErrCorrupt))
 		}
 		switch kind {
 		case kindEvents:
@@ -157,6 +169,11 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 			r, err := c.chunk(b)
 			if err != nil || r != nil {
 				return Record{Round: r}, err
+			}
+		case kindConntrack:
+			r, err := c.ctChunk(b)
+			if err != nil || r != nil {
+				return Record{Conntrack: r}, err
 			}
 		case kindTrailer:
 			var t Trailer

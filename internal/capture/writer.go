@@ -90,7 +90,8 @@ func (c *Writer) SyncBegin() error {
 }
 
 // Round writes a round of socket tables, after the events buffered before
-// it, in chunks of at most chunkSockets sockets.
+// it, in chunks of at most chunkSockets sockets, then its conntrack tables
+// if it has them.
 func (c *Writer) Round(r Round) error {
 	if err := c.flushEvents(); err != nil {
 		return err
@@ -100,6 +101,9 @@ func (c *Writer) Round(r Round) error {
 		if err := c.block(kindRound, b); err != nil {
 			return err
 		}
+	}
+	if r.Conntrack != nil {
+		return c.conntrack(*r.Conntrack)
 	}
 	return nil
 }

@@ -19,3 +19,22 @@ type Frame struct {
 	// they are not read).
 	NAT *nat.Summary `json:"nat,omitempty"`
 }
+
+// NATNames names a namespace as the views do: by its pod where r labels
+// one, else by names (a netns's names by inode; nil is fine).
+func NATNames(r *aggregate.Summary, names map[uint32][]string) func(uint32) []string {
+	pods := map[uint32]string{}
+	if r != nil {
+		for _, ns := range r.Netns {
+			if ns.Pod != "" {
+				pods[ns.Inode] = ns.Pod
+			}
+		}
+	}
+	return func(ino uint32) []string {
+		if p, ok := pods[ino]; ok {
+			return []string{"pod " + p}
+		}
+		return names[ino]
+	}
+}

@@ -47,7 +47,10 @@ CONFIG_KPROBES CONFIG_KPROBE_EVENTS CONFIG_FUNCTION_TRACER CONFIG_DYNAMIC_FTRACE
 CONFIG_FTRACE_SYSCALLS CONFIG_TRACING CONFIG_NET_NS CONFIG_IPV6 CONFIG_CGROUPS CONFIG_CGROUP_BPF
 CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP CONFIG_SERIAL_8250 CONFIG_SERIAL_8250_CONSOLE
 CONFIG_VIRTIO_CONSOLE CONFIG_UNIX CONFIG_INET CONFIG_DEBUG_FS CONFIG_VETH
-CONFIG_INET_DIAG CONFIG_INET_TCP_DIAG"
+CONFIG_INET_DIAG CONFIG_INET_TCP_DIAG
+CONFIG_NETFILTER_NETLINK CONFIG_NF_CONNTRACK CONFIG_NF_CT_NETLINK CONFIG_NF_NAT
+CONFIG_NF_TABLES CONFIG_NETFILTER_XTABLES CONFIG_NFT_COMPAT CONFIG_NETFILTER_XT_TARGET_MASQUERADE
+CONFIG_NETFILTER_XT_NAT CONFIG_NFT_MASQ CONFIG_NFT_NAT"
 
 if [ "${VM_KERNEL_REFRESH:-0}" != 1 ] && [ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-version" ] &&
 	[ -f "$cache/modules.list" ] && [ "$(cat "$cache/needed" 2>/dev/null)" = "$series $needed" ]; then
@@ -171,6 +174,19 @@ for opt in $modules_needed; do
 	CONFIG_VETH) mod=veth ;;
 	CONFIG_INET_DIAG) mod=inet_diag ;;
 	CONFIG_INET_TCP_DIAG) mod=tcp_diag ;;
+	# Source NAT and conntrack, for the NAT tests (iptables-nft, nft and
+	# conntrack in the guest).
+	CONFIG_NETFILTER_NETLINK) mod=nfnetlink ;;
+	CONFIG_NF_CONNTRACK) mod=nf_conntrack ;;
+	CONFIG_NF_CT_NETLINK) mod=nf_conntrack_netlink ;;
+	CONFIG_NF_NAT) mod=nf_nat ;;
+	CONFIG_NF_TABLES) mod=nf_tables ;;
+	CONFIG_NETFILTER_XTABLES) mod=x_tables ;;
+	CONFIG_NFT_COMPAT) mod=nft_compat ;;
+	CONFIG_NETFILTER_XT_TARGET_MASQUERADE) mod=xt_MASQUERADE ;;
+	CONFIG_NETFILTER_XT_NAT) mod=xt_nat ;;
+	CONFIG_NFT_MASQ) mod=nft_masq ;;
+	CONFIG_NFT_NAT) mod="nft_chain_nat nft_nat" ;;
 	CONFIG_VIRTIO_CONSOLE) continue ;;
 	*)
 		echo "kernel.sh: $opt is a module and kernel.sh does not know which" >&2
@@ -178,7 +194,9 @@ for opt in $modules_needed; do
 		continue
 		;;
 	esac
-	add_module "$mod" || missing="$missing $opt"
+	for m in $mod; do
+		add_module "$m" || missing="$missing $opt"
+	done
 done
 
 # Tracing without these is no use; refuse rather than fail obscurely in the VM.
@@ -187,6 +205,10 @@ fatal=""
 for opt in $missing; do
 	case "$opt" in
 	CONFIG_VIRTIO_CONSOLE | CONFIG_VETH | CONFIG_DEBUG_FS | CONFIG_KPROBE_EVENTS) ;;
+	# Without them only the NAT tests fail, saying what is missing.
+	CONFIG_NETFILTER_NETLINK | CONFIG_NF_CONNTRACK | CONFIG_NF_CT_NETLINK | CONFIG_NF_NAT | CONFIG_NF_TABLES | \
+		CONFIG_NETFILTER_XTABLES | CONFIG_NFT_COMPAT | CONFIG_NETFILTER_XT_TARGET_MASQUERADE | CONFIG_NETFILTER_XT_NAT | \
+		CONFIG_NFT_MASQ | CONFIG_NFT_NAT) ;;
 	*) fatal="$fatal $opt" ;;
 	esac
 done

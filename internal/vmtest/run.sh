@@ -18,6 +18,10 @@
 #                    and stack traces; 8 shows everything)
 #   VM_EXTRA_BINS    host executables to copy in, at the same path, with the
 #                    shared libraries they need (e.g. "/usr/sbin/nginx")
+#   VM_EXTRA_FILES   host files or directories to copy in as they are, at the
+#                    same path (e.g. iptables' extensions, which it dlopens)
+#   VM_SKIP_MODULES  extended regex of modules (NAME.ko) not to load, e.g. to
+#                    test a kernel without netfilter
 #   PORTTRACE_*      exported into the guest test runs (except the two above,
 #                    which the harness sets per backend)
 #
@@ -130,15 +134,22 @@ for extra in ${VM_EXTRA_BINS:-}; do
 	[ "$(readlink -f "$extra")" = "$extra" ] || ln -sf "$(readlink -f "$extra")" "$root$extra"
 done
 
+for extra in ${VM_EXTRA_FILES:-}; do
+	mkdir -p "$root$(dirname "$extra")"
+	cp -rL "$extra" "$root$extra"
+done
+
 # A cgo-linked test binary needs libc and the loader; a static one needs nothing.
 cp "$test_bin" "$root/test.bin"
 chmod 0755 "$root/test.bin"
 copy_libs "$test_bin"
 
-# Modules the kernel has as =m but the tests need (kernel.sh decides).
+# Modules the kernel has as =m but the tests need (kernel.sh decides), loaded
+# in the list's order: each after the modules it depends on.
 while read -r mod; do
 	[ -n "$mod" ] && cp "$cache/modules/$mod" "$root/lib/modules/"
 done <"$cache/modules.list"
+grep -Ev "${VM_SKIP_MODULES:-^$}" "$cache/modules.list" >"$root/lib/modules/order" || true
 
 # Name lookups: Go resolves "localhost" from /etc/hosts, ss -p and os/user
 # want passwd/group.
@@ -195,10 +206,10 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 chmod 1777 /tmp
 hostname porttrace-vm
-for m in /lib/modules/*.ko; do
-	[ -e "$m" ] || continue
-	insmod "$m" || echo "PORTTRACE-VM: insmod $m failed"
-done
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$m" || echo "PORTTRACE-VM: insmod $m failed"
+done </lib/modules/order
 ip link set lo up
 # quiet keeps boot short; from here on show warnings and the stack traces
 # that WARN/BUG print at the default level (console level 5 = levels 0-4).
