@@ -6,7 +6,7 @@ ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
 DEB_VERSION ?= 0.1.0
 
-.PHONY: help deps run-deps build build-macos run generate test test-unit test-vm test-cluster bench bench-vm manifests deb image clean
+.PHONY: help deps run-deps build build-macos run generate vmlinux test test-unit test-vm test-cluster bench bench-vm manifests deb image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,14 +33,19 @@ build-macos: ## cross-compile bin/porttrace-darwin-{arm64,amd64}, which read cap
 run: run-deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
 	./$(BIN) $(ARGS)
 
-generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go output (porttrace's probes, portbench's floor programs)
-	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
+generate: ## regenerate the bpf2go output for amd64 and arm64 (porttrace's probes, portbench's floor programs) from the pinned bpf/headers
 	$(GO) generate ./tracer ./cmd/portbench/floor
+
+vmlinux: ## regenerate the pinned bpf/headers: vmlinux-x86.h from this kernel, vmlinux-arm64.h from Debian's arm64 cloud kernel, libbpf's headers
+	sh bpf/headers/update.sh
 
 test: deps test-unit test-vm test-cluster ## every test: unit, kernel (this kernel), kernel in VMs on Debian's 6.1 and 6.12, and a real single-node Kubernetes
 
 test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 turns their skip into a failure)
 	$(GO) vet ./...
+	# arm64 (Graviton, Ampere): every package and test, with the arm64
+	# BPF objects, must build and vet for it.
+	GOARCH=arm64 CGO_ENABLED=0 $(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
 	# The capture decoder against random input, for a bounded count: a
 	# -fuzztime duration races Go's fuzz coordinator at its deadline and
