@@ -91,13 +91,15 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := &node{t: t, run: run, bin: bin}
+	t0 := time.Now()
 	image(t, "localhost/pause:local", run+"/pause.tar", `["/bin/busybox","sleep","2147483647"]`)
 	image(t, "localhost/busybox:local", run+"/busybox.tar", `["/bin/busybox"]`)
 	tag := fmt.Sprintf("localhost/porttrace:cluster-%d", os.Getpid())
 	sh(t, "make", "-C", "../..", "image", "IMAGE="+tag, "IMAGE_TAR="+run+"/porttrace.tar")
 	t.Cleanup(func() { exec.Command("buildah", "rmi", "-f", tag).Run() })
+	t.Logf("images built in %s", time.Since(t0).Round(time.Second))
 
-	t0 := time.Now()
+	t0 = time.Now()
 	cmd := exec.Command("sh", "node.sh", "start", run)
 	cmd.Env = append(os.Environ(), "K8S_BIN="+bin)
 	startOut, startErr := cmd.CombinedOutput()
@@ -160,6 +162,7 @@ func TestCluster(t *testing.T) {
 		"containers":[{"name":"nc","image":"localhost/busybox:local","imagePullPolicy":"Never","command":["/bin/busybox","sh","-c",%q]}]}}`, clientPorts, script))
 	checkNAT(t, prom, up, host, n.waitRunning("shop", "app=client"))
 	t.Logf("NAT space checked %s after the client pod was applied", time.Since(t0).Round(time.Second))
+	t0 = time.Now()
 	var failed int
 	if err := otlptest.Eventually(90*time.Second, func() bool {
 		logs, _ := filepath.Glob(run + "/pod-logs/shop_client_*/nc/0.log")
@@ -197,7 +200,11 @@ func TestCluster(t *testing.T) {
 		prom.waitValue(t, q, failed)
 	}
 	t.Logf("Prometheus holds the client's %d EADDRNOTAVAIL under its pod, namespace and container", failed)
-	checkCollector(t, rcv, n.kubectl("-n", "shop", "get", "pod", "client", "-o", "jsonpath={.metadata.uid}"), failed)
+	checkCollector(t, rcv, n.kubectl("-n", "shop", "get", "pod", "client", "-o", "jsonpath={.metadata.uid}"),
+		strings.TrimPrefix(n.kubectl("-n", "shop", "get", "pod", "client", "-o", "jsonpath={.status.containerStatuses[0].containerID}"), "containerd://"), failed)
+	t.Logf("client's failures in, Prometheus and the Collector checked in %s", time.Since(t0).Round(time.Second))
+
+	t0 = time.Now()
 
 	n.kubectl("delete", "namespace", "shop", "--wait=true", "--timeout=90s")
 	uninstall := exec.Command("helm", "uninstall", "porttrace", "--namespace", "porttrace", "--wait", "--timeout", "90s")
@@ -213,6 +220,7 @@ func TestCluster(t *testing.T) {
 		tasks, _ := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "tasks", "ls").CombinedOutput()
 		t.Errorf("left after kubectl delete and helm uninstall: pods %q, tasks:\n%s", n.kubectl("get", "pods", "-A", "-o", "name"), tasks)
 	}
+	t.Logf("kubectl delete and helm uninstall, nothing left, in %s", time.Since(t0).Round(time.Second))
 	t.Logf("cluster test: %s in all", time.Since(start).Round(time.Second))
 }
 

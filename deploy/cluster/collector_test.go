@@ -150,14 +150,16 @@ func exported(rcv *otlptest.Receiver, metric string, res, attrs map[string]strin
 // checkCollector waits until the Collector's export holds the client
 // pod's failed connects, failed of them, on resources that k8sattributes
 // named from the API server: the pod (uid, the API server's), its
-// namespace and its container (from container.id). porttrace puts only
-// k8s.pod.uid and container.id where groupbyattrs moves them to the
-// resource (the names it has from the runtime stay on the data points),
-// so the names on the resource can come only from k8sattributes.
-func checkCollector(t *testing.T, rcv *otlptest.Receiver, uid string, failed int) {
+// namespace and its container (nc's id, as the API server has it: the
+// processor names a one-container pod's container even without it).
+// porttrace puts only k8s.pod.uid and container.id where groupbyattrs
+// moves them to the resource (the names it has from the runtime stay on
+// the data points), so the names on the resource can come only from
+// k8sattributes.
+func checkCollector(t *testing.T, rcv *otlptest.Receiver, uid, containerID string, failed int) {
 	t.Helper()
 	pod := map[string]string{"k8s.pod.uid": uid, "k8s.pod.name": "client", "k8s.namespace.name": "shop"}
-	container := map[string]string{"k8s.container.name": "nc"}
+	container := map[string]string{"k8s.container.name": "nc", "container.id": containerID}
 	for k, v := range pod {
 		container[k] = v
 	}
