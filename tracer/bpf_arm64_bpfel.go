@@ -105,6 +105,14 @@ type bpfSockcall struct {
 	Pad       [3]uint8
 }
 
+type bpfStateCalls struct {
+	_     structs.HostLayout
+	Sk    [8]uint64
+	State [8]uint32
+	Next  uint32
+	_     [4]byte
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -115,6 +123,7 @@ const (
 	bpfMapEvents                   = "events"
 	bpfMapLost                     = "lost"
 	bpfMapOwners                   = "owners"
+	bpfMapStateCalls               = "state_calls"
 	bpfProgPtEnterBind             = "pt_enter_bind"
 	bpfProgPtEnterConnect          = "pt_enter_connect"
 	bpfProgPtExitBind              = "pt_exit_bind"
@@ -140,6 +149,7 @@ const (
 	bpfProgPtSendReset             = "pt_send_reset"
 	bpfProgPtSockops               = "pt_sockops"
 	bpfProgPtState                 = "pt_state"
+	bpfProgPtStateNested           = "pt_state_nested"
 	bpfVarBackend                  = "backend"
 	bpfVarSelfPid                  = "self_pid"
 	bpfVarSyscalls                 = "syscalls"
@@ -216,18 +226,20 @@ type bpfProgramSpecs struct {
 	PtSendReset             *ebpf.ProgramSpec `ebpf:"pt_send_reset"`
 	PtSockops               *ebpf.ProgramSpec `ebpf:"pt_sockops"`
 	PtState                 *ebpf.ProgramSpec `ebpf:"pt_state"`
+	PtStateNested           *ebpf.ProgramSpec `ebpf:"pt_state_nested"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Binds    *ebpf.MapSpec `ebpf:"binds"`
-	Calls    *ebpf.MapSpec `ebpf:"calls"`
-	Connects *ebpf.MapSpec `ebpf:"connects"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Lost     *ebpf.MapSpec `ebpf:"lost"`
-	Owners   *ebpf.MapSpec `ebpf:"owners"`
+	Binds      *ebpf.MapSpec `ebpf:"binds"`
+	Calls      *ebpf.MapSpec `ebpf:"calls"`
+	Connects   *ebpf.MapSpec `ebpf:"connects"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Lost       *ebpf.MapSpec `ebpf:"lost"`
+	Owners     *ebpf.MapSpec `ebpf:"owners"`
+	StateCalls *ebpf.MapSpec `ebpf:"state_calls"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -263,12 +275,13 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Binds    *ebpf.Map `ebpf:"binds"`
-	Calls    *ebpf.Map `ebpf:"calls"`
-	Connects *ebpf.Map `ebpf:"connects"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Lost     *ebpf.Map `ebpf:"lost"`
-	Owners   *ebpf.Map `ebpf:"owners"`
+	Binds      *ebpf.Map `ebpf:"binds"`
+	Calls      *ebpf.Map `ebpf:"calls"`
+	Connects   *ebpf.Map `ebpf:"connects"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Lost       *ebpf.Map `ebpf:"lost"`
+	Owners     *ebpf.Map `ebpf:"owners"`
+	StateCalls *ebpf.Map `ebpf:"state_calls"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -279,6 +292,7 @@ func (m *bpfMaps) Close() error {
 		m.Events,
 		m.Lost,
 		m.Owners,
+		m.StateCalls,
 	)
 }
 
@@ -324,6 +338,7 @@ type bpfPrograms struct {
 	PtSendReset             *ebpf.Program `ebpf:"pt_send_reset"`
 	PtSockops               *ebpf.Program `ebpf:"pt_sockops"`
 	PtState                 *ebpf.Program `ebpf:"pt_state"`
+	PtStateNested           *ebpf.Program `ebpf:"pt_state_nested"`
 }
 
 func (p *bpfPrograms) Close() error {
@@ -353,6 +368,7 @@ func (p *bpfPrograms) Close() error {
 		p.PtSendReset,
 		p.PtSockops,
 		p.PtState,
+		p.PtStateNested,
 	)
 }
 
