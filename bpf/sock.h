@@ -221,6 +221,39 @@ static __always_inline void fill_owner(struct event *e, const struct owner *o)
 	e->flags |= FLAG_OWNER_FROM_SOCKET;
 }
 
+/* Fills a from a sockaddr_in / sockaddr_in6 of n bytes already copied. */
+static __always_inline int parse_sockaddr(struct sockcall *a, const struct sockaddr_in6 *sa, long n)
+{
+	a->family = sa->sin6_family;
+	a->port = bpf_ntohs(sa->sin6_port);
+	if (a->family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		*(__u32 *)a->addr = s4->sin_addr.s_addr;
+	} else if (a->family == AF_INET6 && n == sizeof(struct sockaddr_in6)) {
+		__builtin_memcpy(a->addr, &sa->sin6_addr, 16);
+	} else {
+		return -1; /* AF_UNSPEC disconnects, nothing to trace */
+	}
+	return 0;
+}
+
+/* An EV_BIND of the current task for the bind() of sk to a's address and
+ * port (FLAG_FIXED_PORT when it named one), which returned ret; the caller
+ * adds what else it knows and submits it. */
+static __always_inline struct event *bind_event(const struct sock *sk, const struct sockcall *a, long ret, __u8 flags)
+{
+	if (a->port)
+		flags |= FLAG_FIXED_PORT;
+	struct event *e = sock_event(EV_BIND, sk, sk_cookie_field(sk), ret, flags);
+	if (!e)
+		return NULL;
+	if (a->port)
+		e->sport = a->port;
+	__builtin_memcpy(e->saddr, a->addr, 16);
+	fill_current(e);
+	return e;
+}
+
 /* Kernel-internal codes (ERESTARTSYS = 512 and up) never reach user space:
  * the call was interrupted and restarted, or the caller died. */
 static __always_inline int user_errno(long ret)
