@@ -376,3 +376,42 @@ func TestSettingsChangedMidRun(t *testing.T) {
 		t.Errorf("read again: used %d of %d, exhausted %v, unknown %v", sp.Used, sp.Usable, sp.Exhausted, s.a.Unknown())
 	}
 }
+
+// TestBindNotOnHost: bind() to an address the host does not have fails
+// with EADDRNOTAVAIL before any port search, whether it asked for port 0
+// or named one: a failed call on that address, never exhaustion nor a
+// conflict; EACCES likewise. Only EADDRINUSE is a pool gone empty.
+func TestBindNotOnHost(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	away := netip.MustParseAddr("10.9.9.9")
+	add := func(cookie uint64, port uint16, errno syscall.Errno) {
+		e := s.ev(at(1), nginx1, event.Bind, cookie, netip.AddrPort{})
+		e.Src, e.Errno = netip.AddrPortFrom(away, port), errno
+		if port != 0 {
+			e.Flags = event.FixedPort
+		}
+		s.add(e)
+	}
+	add(1, 0, syscall.EADDRNOTAVAIL)
+	add(2, 8080, syscall.EADDRNOTAVAIL)
+	add(3, 80, syscall.EACCES)
+	rep := s.summary(2)
+	var pool *SpaceSummary
+	for i := range rep.Spaces {
+		if rep.Spaces[i].Key.IsBindPool() && rep.Spaces[i].Src == away.String() {
+			pool = &rep.Spaces[i]
+		}
+	}
+	if pool == nil {
+		t.Fatalf("no %s bind() pool in %+v", away, rep.Spaces)
+	}
+	if pool.Errno("EADDRNOTAVAIL") != 2 || pool.Errno("EACCES") != 1 || pool.NoAddress60() != 2 ||
+		pool.Exhaustion60() != 0 || pool.Exhausted || pool.TotalConns != 3 {
+		t.Errorf("pool failures %+v, %d attempts, exhausted %v: want 2 EADDRNOTAVAIL without a search, 1 EACCES, 3 attempts", pool.Failures, pool.TotalConns, pool.Exhausted)
+	}
+	for _, n := range rep.Netns {
+		if len(n.Conflicts) != 0 {
+			t.Errorf("conflicts %+v: none of these is a port taken", n.Conflicts)
+		}
+	}
+}
