@@ -168,8 +168,12 @@ var rules = []func(*check) (Finding, bool){
 	noSourceAddress, notExhaustion, orphans, closeWaitLeak, establishedLeak, synSentPileUp, halfClosed, keepalive, idlePool, twReuse, moreDestinations, unixSocket, portRange, sourceAddresses, bindNoPort, slowPortSearch,
 }
 
-func (c *check) pressure() bool {
-	s := c.s
+func (c *check) pressure() bool { return UnderPressure(c.s) }
+
+// UnderPressure tells whether a space is under pressure: at least
+// pressurePct used, full within pressureETA, or a call that failed for
+// want of a port in the last minute. Only such spaces get findings.
+func UnderPressure(s *aggregate.SpaceSummary) bool {
 	return s.Usable > 0 && (s.UsedPct >= pressurePct || s.Exhaustion60() > 0 ||
 		s.ETA != nil && *s.ETA <= pressureETA.Seconds())
 }
