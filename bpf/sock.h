@@ -254,6 +254,28 @@ static __always_inline struct event *bind_event(const struct sock *sk, const str
 	return e;
 }
 
+/* inet_sock's local_port_range as Linux 6.3-6.7 declared it; a u32
+ * (low | high << 16) since 6.8: the same four bytes either way. */
+struct inet_sock___v63 {
+	struct {
+		__u16 lo;
+		__u16 hi;
+	} local_port_range;
+} __attribute__((preserve_access_index));
+
+/* The socket's own IP_LOCAL_PORT_RANGE (setsockopt, Linux 6.3+) into
+ * e's range_low and range_high; nothing on a kernel without it. */
+static __always_inline void fill_port_range(struct event *e, const struct sock *sk)
+{
+	__u32 r = 0;
+	if (bpf_core_field_exists(struct inet_sock, local_port_range))
+		r = BPF_CORE_READ((struct inet_sock *)sk, local_port_range);
+	else if (bpf_core_field_exists(struct inet_sock___v63, local_port_range))
+		bpf_probe_read_kernel(&r, sizeof(r), __builtin_preserve_access_index(&((struct inet_sock___v63 *)sk)->local_port_range));
+	e->range_low = r & 0xffff;
+	e->range_high = r >> 16;
+}
+
 /* Kernel-internal codes (ERESTARTSYS = 512 and up) never reach user space:
  * the call was interrupted and restarted, or the caller died. */
 static __always_inline int user_errno(long ret)

@@ -52,7 +52,9 @@ type bpfEvent struct {
 	Flags       uint8
 	OldState    uint8
 	NewState    uint8
-	Pad         [6]uint8
+	RangeLow    uint16
+	RangeHigh   uint16
+	Pad         [2]uint8
 	Comm        [16]int8
 	ThreadComm  [16]int8
 }

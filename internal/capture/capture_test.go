@@ -32,6 +32,9 @@ func sample(i int) event.Event {
 	if i%7 == 2 {
 		e.Src = netip.AddrPort{}
 	}
+	if i%5 == 3 {
+		e.PortRange = [2]uint16{40000, uint16(40004 + i)}
+	}
 	return e
 }
 

@@ -34,7 +34,7 @@ import (
 
 const (
 	magic   = "porttrace-capture\n"
-	Version = 2 // 2: netns cookie and thread name in events
+	Version = 3 // 2: netns cookie and thread name in events; 3: a socket's IP_LOCAL_PORT_RANGE
 )
 
 // Block kinds.
@@ -123,7 +123,7 @@ func (e *BlockError) Error() string {
 func (e *BlockError) Unwrap() error { return e.Err }
 
 // eventLen is an event's encoded size.
-const eventLen = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16
+const eventLen = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16 + 4
 
 // Address flags in an encoded event.
 const (
@@ -168,6 +168,8 @@ func putEvent(b []byte, e *event.Event) {
 	le.PutUint16(b[103:], e.Dst.Port())
 	le.PutUint64(b[105:], e.NetnsCookie)
 	copy(b[113:129], e.ThreadComm[:])
+	le.PutUint16(b[129:], e.PortRange[0])
+	le.PutUint16(b[131:], e.PortRange[1])
 }
 
 func getEvent(b []byte, e *event.Event) error {
@@ -188,6 +190,7 @@ func getEvent(b []byte, e *event.Event) error {
 	e.Dst = addrPort(b[68]&dstValid != 0, b[68]&dst4 != 0, b[87:103], le.Uint16(b[103:]))
 	e.NetnsCookie = le.Uint64(b[105:])
 	copy(e.ThreadComm[:], b[113:129])
+	e.PortRange = [2]uint16{le.Uint16(b[129:]), le.Uint16(b[131:])}
 	return nil
 }
 

@@ -154,6 +154,10 @@ type Event struct {
 	ThreadComm Comm
 	Src        netip.AddrPort
 	Dst        netip.AddrPort
+	// PortRange is, at SYN_SENT, the socket's own IP_LOCAL_PORT_RANGE
+	// (setsockopt, Linux 6.3+): [low, high], each 0 when unset; zero on
+	// older kernels and for other events.
+	PortRange [2]uint16
 }
 
 // Failed reports whether the event records a failed connection attempt or
