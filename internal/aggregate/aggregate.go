@@ -481,6 +481,9 @@ func (a *Aggregator) synSent(e *event.Event, sec int64, s *space, n *nsState) {
 		k = SpaceOf(e)
 	}
 	s.attempt(sec, pk, bound)
+	if e.PortRange != ([2]uint16{}) {
+		s.sockRange = sockRange{r: e.PortRange, proc: pk, last: sec}
+	}
 	p := a.proc(pk, sec)
 	p.connect(sec, k)
 	if bound {

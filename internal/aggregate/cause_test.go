@@ -415,3 +415,54 @@ func TestBindNotOnHost(t *testing.T) {
 		}
 	}
 }
+
+// TestSocketPortRange: a process whose sockets set IP_LOCAL_PORT_RANGE
+// 40000-40004 inside a namespace range of 40000-40099 with 40002 reserved
+// has 4 ports, not 99: usable is the kernel's window minus the reserved
+// port, used counts only the window's ports, and the space names the
+// process. A bound outside the namespace's range leaves that bound alone
+// (inet_sk_get_local_port_range); a minute without such an attempt gives
+// the namespace's range back.
+func TestSocketPortRange(t *testing.T) {
+	for _, c := range []struct {
+		name           string
+		r              [2]uint16
+		lo, hi, usable int
+	}{
+		{"inside", [2]uint16{40000, 40004}, 40000, 40004, 4},
+		{"high bound only", [2]uint16{0, 40004}, 40000, 40004, 4},
+		{"low bound below the namespace's", [2]uint16{30000, 40009}, 40000, 40009, 9},
+		{"high bound above the namespace's", [2]uint16{40090, 50000}, 40090, 40099, 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newStream(t, DefaultLimits)
+			s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, Reserved: "40002"}})
+			s.port = uint16(c.lo - 1)
+			for i := 0; i < 3; i++ {
+				s.cookie++
+				s.port++
+				if s.port == 40002 {
+					s.port++
+				}
+				s.ports[s.cookie] = 0
+				syn := s.ev(at(1), curl, event.State, s.cookie, upstream)
+				syn.OldState, syn.NewState, syn.PortRange = event.Close, event.SynSent, c.r
+				s.add(syn)
+				s.ports[s.cookie] = s.port
+				s.state(at(1), curl, s.cookie, upstream, event.SynSent, event.Established)
+			}
+			// Another process's connection outside the window.
+			s.port = 40050
+			s.open(at(1), nginx1, upstream, time.Microsecond)
+			sp := s.space(s.summary(2), upstream)
+			want := &SocketRange{Low: c.r[0], High: c.r[1], SearchLow: c.lo, SearchHigh: c.hi, By: ProcRef{PID: curl.pid, Comm: curl.comm}}
+			if sp.SocketRange == nil || *sp.SocketRange != *want || sp.Usable != c.usable || sp.Used != 3 {
+				t.Errorf("range %+v, used %d of %d; want %+v, 3 of %d", sp.SocketRange, sp.Used, sp.Usable, want, c.usable)
+			}
+			sp = s.space(s.summary(63), upstream)
+			if sp.SocketRange != nil || sp.Usable != 99 || sp.Used != 4 {
+				t.Errorf("a minute later: range %+v, used %d of %d; want none, 4 of 99", sp.SocketRange, sp.Used, sp.Usable)
+			}
+		})
+	}
+}
