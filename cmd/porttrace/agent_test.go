@@ -173,6 +173,12 @@ func testAgentExports(t *testing.T, proto string) {
 	if h := otlptest.One(t, rcv.Last("porttrace.port_alloc.duration"), space); h.Count != uint64(res.Attempts) || h.Kind != "exponential_histogram" || h.Max <= 0 {
 		t.Errorf("port search latency %+v, want an exponential histogram of %d searches", h, res.Attempts)
 	}
+	// The diagnosis is in the agent's log, each finding with its rule and
+	// space as fields.
+	agent.waitLine(t, fmt.Sprintf(`port_space="127.0.0.1 -> 127.0.0.1:8080 (netns %d)" netns=%d`, ns.Inode, ns.Inode))
+	if !strings.Contains(agent.stderr(), `level=WARN msg=finding rule=`) {
+		t.Errorf("the agent's log has no finding record:\n%s", agent.stderr())
+	}
 	pid := fmt.Sprint(cl.Cmd.Process.Pid)
 	proc := map[string]string{"process.pid": pid, "process.executable.name": exeName(t)}
 	if p := otlptest.One(t, rcv.Last("porttrace.process.connect.attempts"), proc); p.Value != float64(res.Attempts) {

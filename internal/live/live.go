@@ -41,6 +41,8 @@ type Monitor struct {
 
 	nat  *natState  // nil unless TrackNAT
 	bind *bindWatch // nil unless the source watches bind() on demand
+	// findings is nil unless LogFindings; only Background uses it.
+	findings *findingLog
 	log  *slog.Logger
 	// touched are the namespaces events came from since the last sync;
 	// last is the latest, so that a run of events from one namespace
@@ -134,8 +136,11 @@ func (m *Monitor) Background(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-resync.C:
+		case now := <-resync.C:
 			m.sync()
+			if m.findings != nil {
+				m.findings.check(m.Frame().Findings, now)
+			}
 		case now := <-second.C:
 			m.mu.Lock()
 			m.agg.Tick(now)
