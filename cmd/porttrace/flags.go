@@ -22,6 +22,7 @@ import (
 	"github.com/porttrace/porttrace/internal/conntrack"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/sanitize"
 	"github.com/porttrace/porttrace/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer"
@@ -151,6 +152,7 @@ func (f *tracerFlags) monitor(stderr io.Writer) (*tracer.Tracer, *live.Monitor, 
 		return nil, nil, err
 	}
 	mon.TrackNAT(conntrack.ReadAll)
+	mon.RereadSettings(netns.Read)
 	return t, mon, nil
 }
 

@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/porttrace/porttrace/internal/churn"
+	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/testnet"
 )
 
@@ -54,5 +56,33 @@ func TestModelSocketPortRange(t *testing.T) {
 	}
 	if !named {
 		t.Errorf("findings %v: want socket_port_range naming pid %d and its option", rules(findingsIn(snap, ns.Inode)), pid)
+	}
+}
+
+// TestModelRangeWidenedWhileIdle: a full 10-port space whose clients have
+// stopped; past a socket-table round (so that the namespace is idle to
+// the reader, which would read it again only after a minute), the
+// operator widens ip_local_port_range to 100 ports. No event contradicts
+// the old range, yet the next refresh shows 100 usable, with ss's
+// TIME_WAIT as used, and the space is not exhausted.
+func TestModelRangeWidenedWhileIdle(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
+	top := startTop(t, "5m")
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 10, Close: churn.CloseFin}).Wait(t)
+	time.Sleep(live.Resync + 2*time.Second) // a round that found it untouched since
+	ns.Sysctl(t, "net/ipv4/ip_local_port_range", "40000 40099")
+	time.Sleep(1500 * time.Millisecond) // one refresh, and a second to spare
+	tw := ns.TimeWait(t, dst)
+	top.cmd.Process.Signal(syscall.SIGINT)
+	snap := top.wait(t)
+	invariants(t, snap)
+	if res.Connected != 10 || tw != 10 {
+		t.Fatalf("setup: client %+v, ss %d in TIME_WAIT; want 10 and 10", res, tw)
+	}
+	sp := spaceToward(t, snap, ns.Inode, dst)
+	if sp.Usable != 100 || sp.Used != tw || sp.Exhausted {
+		t.Errorf("used %d of %d, exhausted %v; the range is 100 ports now, ss %d in TIME_WAIT", sp.Used, sp.Usable, sp.Exhausted, tw)
 	}
 }

@@ -466,3 +466,41 @@ func TestSocketPortRange(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchedSettings: a namespace with a space at least half full is
+// watched, and a new read of its settings replaces the old at once; an
+// unchanged read, or one of another namespace under the same inode, does
+// nothing.
+func TestWatchedSettings(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, Cookie: 5, Path: "/run/netns/x"}})
+	for i := 0; i < 49; i++ {
+		s.open(at(1), curl, upstream, time.Microsecond)
+	}
+	s.summary(2)
+	if w := s.a.Watched(8); len(w) != 0 {
+		t.Fatalf("49 of 100 used: watched %+v", w)
+	}
+	s.open(at(2), curl, upstream, time.Microsecond)
+	s.summary(3)
+	w := s.a.Watched(8)
+	if len(w) != 1 || w[0].Inode != testNetns || w[0].Path != "/run/netns/x" {
+		t.Fatalf("50 of 100 used: watched %+v, want the namespace with its path", w)
+	}
+	wide := w[0]
+	wide.PortHigh, wide.Path = 40999, ""
+	if s.a.UpdateSettings(wide) != true {
+		t.Fatal("a wider range: not taken")
+	}
+	if sp := s.space(s.summary(4), upstream); sp.Usable != 1000 {
+		t.Errorf("usable %d after the range widened to 1000", sp.Usable)
+	}
+	if s.a.UpdateSettings(wide) {
+		t.Error("the same settings again: reported as a change")
+	}
+	other := wide
+	other.Cookie, other.PortHigh = 6, 40009
+	if s.a.UpdateSettings(other) {
+		t.Error("another namespace's settings under the same inode: taken")
+	}
+}

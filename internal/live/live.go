@@ -43,6 +43,8 @@ type Monitor struct {
 	bind *bindWatch // nil unless the source watches bind() on demand
 	// findings is nil unless LogFindings; only Background uses it.
 	findings *findingLog
+	// reread reads one namespace's settings again (RereadSettings).
+	reread func(path string) (netns.Settings, error)
 	log  *slog.Logger
 	// touched are the namespaces events came from since the last sync;
 	// last is the latest, so that a run of events from one namespace
@@ -147,6 +149,7 @@ func (m *Monitor) Background(ctx context.Context) {
 			unknown := m.agg.Unknown()
 			m.mu.Unlock()
 			m.watchBind(now)
+			m.rereadSettings()
 			t := time.Now()
 			m.beat.Store(&t)
 			// A namespace that just appeared gets its size within a
