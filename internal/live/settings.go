@@ -4,7 +4,7 @@ import "github.com/porttrace/porttrace/internal/netns"
 
 // WatchedNamespaces bounds how many namespaces have their settings read
 // again every second (aggregate.Watched): each read enters the namespace
-// and reads a few files, about 0.1 ms.
+// and reads a few files (not timed here).
 const WatchedNamespaces = 8
 
 // RereadSettings has the monitor read again, every second, the settings of
