@@ -45,7 +45,7 @@ type Monitor struct {
 	findings *findingLog
 	// reread reads one namespace's settings again (RereadSettings).
 	reread func(path string) (netns.Settings, error)
-	log  *slog.Logger
+	log    *slog.Logger
 	// touched are the namespaces events came from since the last sync;
 	// last is the latest, so that a run of events from one namespace
 	// costs one comparison each.
