@@ -111,13 +111,16 @@ struct {
 	__type(value, struct call);
 } calls SEC(".maps");
 
-/* ---- between a syscall's entry and exit: tracepoint with --syscalls ---- */
+/* ---- between a syscall's entry and exit: tracepoint (syscalls.h), and
+ * between inet{,6}_bind's kprobe and kretprobe (bind.h) ---- */
 
 /* A connect() or bind() syscall in progress in one thread: its arguments,
  * and for connect() the source address the kernel chose. */
 struct sockcall {
 	__u64 ts_ns;
 	__u64 sk;          /* struct sock *, as a number: read again at exit */
+	__u64 uaddr;       /* kprobe inet{,6}_bind: the kernel's copy of the sockaddr */
+	__s64 addr_len;
 	__u8 addr[16];     /* destination for connect(), local for bind() */
 	__u8 saddr[16];    /* connect(): source chosen before the port search */
 	__u16 family;
@@ -138,8 +141,10 @@ struct {
 	__type(value, struct sockcall);
 } connects SEC(".maps");
 
-/* bind() calls on TCP sockets, keyed by thread id: sys_enter_bind inserts,
- * sys_exit_bind reads and deletes. LRU, as connects. */
+/* bind() calls, keyed by thread id. Tracepoint backend: sys_enter_bind
+ * inserts (TCP sockets only; it deletes the thread's entry otherwise),
+ * sys_exit_bind reads and deletes. kprobe backend: kprobe inet{,6}_bind
+ * inserts, its kretprobe reads and deletes. LRU, as connects. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);

@@ -11,11 +11,14 @@
  *                 tp_btf tcp_send_reset       a FIN_WAIT2 that dies is not
  *                                             TIME_WAIT
  *   fentry        fentry+fexit inet{,6}_hash_connect, inet_csk_get_port;
- *                 fexit tcp_v{4,6}_connect (connect()'s errno)
+ *                 fexit tcp_v{4,6}_connect (connect()'s errno),
+ *                 fexit inet{,6}_bind (bind()'s errno)
  *   kprobe        the same as kprobe+kretprobe
  *   tracepoint    sock_ops TCP_CONNECT_CB ends the port search; a failed
  *                 search is SYN_SENT -> CLOSE before any segment was sent;
- *                 with --syscalls, sys_{enter,exit}_{connect,bind}
+ *                 sys_{enter,exit}_bind while a bind() pool is under
+ *                 pressure; with --syscalls, sys_{enter,exit}_{connect,bind}
+ *                 always
  */
 #include "headers/vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -26,6 +29,7 @@
 #include "search.h"
 #include "state.h"
 #include "syscalls.h"
+#include "bind.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -142,6 +146,20 @@ int BPF_PROG(pt_fexit_get_port, struct sock *sk, unsigned short snum, int ret)
 	return 0;
 }
 
+SEC("fexit/inet_bind")
+int BPF_PROG(pt_fexit_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	bind_end(BPF_CORE_READ(sock, sk), uaddr, addr_len, ret);
+	return 0;
+}
+
+SEC("fexit/inet6_bind")
+int BPF_PROG(pt_fexit_bind6, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	bind_end(BPF_CORE_READ(sock, sk), uaddr, addr_len, ret);
+	return 0;
+}
+
 /* ---- kprobe backend ---- */
 
 SEC("kprobe/tcp_v4_connect")
@@ -211,6 +229,34 @@ SEC("kretprobe/inet_csk_get_port")
 int BPF_KRETPROBE(pt_kretprobe_get_port, int ret)
 {
 	get_port_end(NULL, ret);
+	return 0;
+}
+
+SEC("kprobe/inet_bind")
+int BPF_KPROBE(pt_kprobe_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len)
+{
+	bind_begin(sock, uaddr, addr_len);
+	return 0;
+}
+
+SEC("kretprobe/inet_bind")
+int BPF_KRETPROBE(pt_kretprobe_bind, int ret)
+{
+	bind_return(ret);
+	return 0;
+}
+
+SEC("kprobe/inet6_bind")
+int BPF_KPROBE(pt_kprobe_bind6, struct socket *sock, struct sockaddr *uaddr, int addr_len)
+{
+	bind_begin(sock, uaddr, addr_len);
+	return 0;
+}
+
+SEC("kretprobe/inet6_bind")
+int BPF_KRETPROBE(pt_kretprobe_bind6, int ret)
+{
+	bind_return(ret);
 	return 0;
 }
 

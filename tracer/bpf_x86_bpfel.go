@@ -52,7 +52,9 @@ type bpfEvent struct {
 	Flags       uint8
 	OldState    uint8
 	NewState    uint8
-	Pad         [6]uint8
+	RangeLow    uint16
+	RangeHigh   uint16
+	Pad         [2]uint8
 	Comm        [16]int8
 	ThreadComm  [16]int8
 }
@@ -97,6 +99,8 @@ type bpfSockcall struct {
 	_         structs.HostLayout
 	TsNs      uint64
 	Sk        uint64
+	Uaddr     uint64
+	AddrLen   int64
 	Addr      [16]uint8
 	Saddr     [16]uint8
 	Family    uint16
@@ -131,16 +135,22 @@ const (
 	bpfProgPtFentryGetPort         = "pt_fentry_get_port"
 	bpfProgPtFentryHash6Connect    = "pt_fentry_hash6_connect"
 	bpfProgPtFentryHashConnect     = "pt_fentry_hash_connect"
+	bpfProgPtFexitBind             = "pt_fexit_bind"
+	bpfProgPtFexitBind6            = "pt_fexit_bind6"
 	bpfProgPtFexitGetPort          = "pt_fexit_get_port"
 	bpfProgPtFexitHash6Connect     = "pt_fexit_hash6_connect"
 	bpfProgPtFexitHashConnect      = "pt_fexit_hash_connect"
 	bpfProgPtFexitV4Connect        = "pt_fexit_v4_connect"
 	bpfProgPtFexitV6Connect        = "pt_fexit_v6_connect"
+	bpfProgPtKprobeBind            = "pt_kprobe_bind"
+	bpfProgPtKprobeBind6           = "pt_kprobe_bind6"
 	bpfProgPtKprobeGetPort         = "pt_kprobe_get_port"
 	bpfProgPtKprobeHash6Connect    = "pt_kprobe_hash6_connect"
 	bpfProgPtKprobeHashConnect     = "pt_kprobe_hash_connect"
 	bpfProgPtKprobeV4Connect       = "pt_kprobe_v4_connect"
 	bpfProgPtKprobeV6Connect       = "pt_kprobe_v6_connect"
+	bpfProgPtKretprobeBind         = "pt_kretprobe_bind"
+	bpfProgPtKretprobeBind6        = "pt_kretprobe_bind6"
 	bpfProgPtKretprobeGetPort      = "pt_kretprobe_get_port"
 	bpfProgPtKretprobeHash6Connect = "pt_kretprobe_hash6_connect"
 	bpfProgPtKretprobeHashConnect  = "pt_kretprobe_hash_connect"
@@ -208,16 +218,22 @@ type bpfProgramSpecs struct {
 	PtFentryGetPort         *ebpf.ProgramSpec `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.ProgramSpec `ebpf:"pt_fentry_hash_connect"`
+	PtFexitBind             *ebpf.ProgramSpec `ebpf:"pt_fexit_bind"`
+	PtFexitBind6            *ebpf.ProgramSpec `ebpf:"pt_fexit_bind6"`
 	PtFexitGetPort          *ebpf.ProgramSpec `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.ProgramSpec `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.ProgramSpec `ebpf:"pt_fexit_hash_connect"`
 	PtFexitV4Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v4_connect"`
 	PtFexitV6Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v6_connect"`
+	PtKprobeBind            *ebpf.ProgramSpec `ebpf:"pt_kprobe_bind"`
+	PtKprobeBind6           *ebpf.ProgramSpec `ebpf:"pt_kprobe_bind6"`
 	PtKprobeGetPort         *ebpf.ProgramSpec `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash_connect"`
 	PtKprobeV4Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v4_connect"`
 	PtKprobeV6Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v6_connect"`
+	PtKretprobeBind         *ebpf.ProgramSpec `ebpf:"pt_kretprobe_bind"`
+	PtKretprobeBind6        *ebpf.ProgramSpec `ebpf:"pt_kretprobe_bind6"`
 	PtKretprobeGetPort      *ebpf.ProgramSpec `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash_connect"`
@@ -320,16 +336,22 @@ type bpfPrograms struct {
 	PtFentryGetPort         *ebpf.Program `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.Program `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.Program `ebpf:"pt_fentry_hash_connect"`
+	PtFexitBind             *ebpf.Program `ebpf:"pt_fexit_bind"`
+	PtFexitBind6            *ebpf.Program `ebpf:"pt_fexit_bind6"`
 	PtFexitGetPort          *ebpf.Program `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.Program `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.Program `ebpf:"pt_fexit_hash_connect"`
 	PtFexitV4Connect        *ebpf.Program `ebpf:"pt_fexit_v4_connect"`
 	PtFexitV6Connect        *ebpf.Program `ebpf:"pt_fexit_v6_connect"`
+	PtKprobeBind            *ebpf.Program `ebpf:"pt_kprobe_bind"`
+	PtKprobeBind6           *ebpf.Program `ebpf:"pt_kprobe_bind6"`
 	PtKprobeGetPort         *ebpf.Program `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.Program `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.Program `ebpf:"pt_kprobe_hash_connect"`
 	PtKprobeV4Connect       *ebpf.Program `ebpf:"pt_kprobe_v4_connect"`
 	PtKprobeV6Connect       *ebpf.Program `ebpf:"pt_kprobe_v6_connect"`
+	PtKretprobeBind         *ebpf.Program `ebpf:"pt_kretprobe_bind"`
+	PtKretprobeBind6        *ebpf.Program `ebpf:"pt_kretprobe_bind6"`
 	PtKretprobeGetPort      *ebpf.Program `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.Program `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.Program `ebpf:"pt_kretprobe_hash_connect"`
@@ -350,16 +372,22 @@ func (p *bpfPrograms) Close() error {
 		p.PtFentryGetPort,
 		p.PtFentryHash6Connect,
 		p.PtFentryHashConnect,
+		p.PtFexitBind,
+		p.PtFexitBind6,
 		p.PtFexitGetPort,
 		p.PtFexitHash6Connect,
 		p.PtFexitHashConnect,
 		p.PtFexitV4Connect,
 		p.PtFexitV6Connect,
+		p.PtKprobeBind,
+		p.PtKprobeBind6,
 		p.PtKprobeGetPort,
 		p.PtKprobeHash6Connect,
 		p.PtKprobeHashConnect,
 		p.PtKprobeV4Connect,
 		p.PtKprobeV6Connect,
+		p.PtKretprobeBind,
+		p.PtKretprobeBind6,
 		p.PtKretprobeGetPort,
 		p.PtKretprobeHash6Connect,
 		p.PtKretprobeHashConnect,

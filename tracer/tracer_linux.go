@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -21,6 +22,12 @@ type probes struct {
 	reader *ringbuf.Reader
 	poll   time.Duration
 	clock  clock
+
+	mu sync.Mutex
+	// bindLinks are the bind() tracepoints WatchBind attached, nil while
+	// they are off; onDemand tells that WatchBind may attach them.
+	bindLinks []link.Link
+	onDemand  bool
 }
 
 // Open checks privileges and kernel support, then attaches the requested
@@ -69,7 +76,8 @@ func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 		a.Err = explain(b, err)
 		return nil, a
 	}
-	t := &Tracer{backend: b, probes: probes{coll: coll, poll: opts.Poll, clock: newClock()}}
+	t := &Tracer{backend: b, probes: probes{coll: coll, poll: opts.Poll, clock: newClock(),
+		onDemand: b == Tracepoint && !opts.Syscalls}}
 	for _, h := range hooks(b, opts.Syscalls) {
 		l, err := h.attach(coll.Programs[h.prog])
 		a.Hooks = append(a.Hooks, HookStatus{Name: h.name(), Err: err, Optional: h.optional})
@@ -123,7 +131,7 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 		return nil, fmt.Errorf("read BPF object: %w", err)
 	}
 	keep := map[string]bool{}
-	for _, h := range hooks(b, opts.Syscalls) {
+	for _, h := range loaded(b, opts.Syscalls) {
 		keep[h.prog] = true
 	}
 	for name := range spec.Programs {
@@ -208,8 +216,47 @@ func (t *Tracer) Missed() uint64 {
 	return n
 }
 
+// BindOnDemand tells whether bind()'s result is seen only while WatchBind
+// has it watched: the tracepoint backend without Options.Syscalls. The
+// other backends see it always, from hooks on the bind path itself.
+func (t *Tracer) BindOnDemand() bool { return t.onDemand }
+
+// WatchBind attaches (on) or detaches the bind() syscall tracepoints where
+// BindOnDemand, and reports whether that changed anything. While attached,
+// every syscall of every task pays the tracing slow path (about 30-45 ns,
+// docs/performance.md), which is why they are off while nothing needs
+// them. Elsewhere it does nothing.
+func (t *Tracer) WatchBind(on bool) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.onDemand || on == (t.bindLinks != nil) {
+		return false, nil
+	}
+	if !on {
+		for _, l := range t.bindLinks {
+			l.Close()
+		}
+		t.bindLinks = nil
+		return true, nil
+	}
+	var ls []link.Link
+	for _, h := range bindHooks() {
+		l, err := h.attach(t.coll.Programs[h.prog])
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return false, fmt.Errorf("attach %s: %w", h.name(), err)
+		}
+		ls = append(ls, l)
+	}
+	t.bindLinks = ls
+	return true, nil
+}
+
 // Close detaches every probe and frees the maps.
 func (t *Tracer) Close() error {
+	t.WatchBind(false)
 	for _, l := range t.links {
 		l.Close()
 	}

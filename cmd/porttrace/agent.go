@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -134,6 +135,9 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 		return err
 	}
 	mon.Observe(x.Observe)
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	mon.Logger(logger)
+	mon.LogFindings(logger)
 	fmt.Fprintf(stderr, "porttrace: exporting %s\n", x)
 	var exports func() error
 	if !o.NoOTLP {

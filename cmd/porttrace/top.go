@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"time"
@@ -139,6 +140,9 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 		return err
 	}
 	defer t.Close()
+	if once { // the live view owns the terminal: its status line says it
+		mon.Logger(slog.New(slog.NewTextHandler(stderr, nil)))
+	}
 	if names != nil {
 		mon.Pods(byShortID(names))
 	}

@@ -165,15 +165,23 @@ func tablesOver() [][]byte {
 	return out
 }
 
-// TestVersion2: a capture from before conntrack rounds (format version 2)
-// still reads; a newer version than this porttrace's is refused in one
-// line naming both.
+// TestVersion2: captures from before conntrack rounds (format version 2)
+// and before events carried a port range (3) still read, their events
+// whole; a newer version than this porttrace's is refused in one line
+// naming both.
 func TestVersion2(t *testing.T) {
-	data := write(t, 50, true)
-	data[len(magic)] = 2
-	if _, evs, rounds, err := readAll(data); err != nil || len(evs) != 50 || rounds != 1 {
-		t.Errorf("version 2: %d events, %d rounds, %v", len(evs), rounds, err)
+	for _, v := range []byte{2, 3} {
+		_, evs, rounds, err := readAll(writeVersion(t, 50, true, v))
+		if err != nil || len(evs) != 50 || rounds != 1 {
+			t.Fatalf("version %d: %d events, %d rounds, %v", v, len(evs), rounds, err)
+		}
+		want := sample(49)
+		want.PortRange = [2]uint16{}
+		if evs[49] != want {
+			t.Errorf("version %d: event %+v, want %+v", v, evs[49], want)
+		}
 	}
+	data := write(t, 50, true)
 	data[len(magic)] = Version + 1
 	if _, err := NewReader(bytes.NewReader(data)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("version %d", Version+1)) {
 		t.Errorf("version %d: %v", Version+1, err)

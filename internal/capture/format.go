@@ -18,7 +18,8 @@
 // recording ended cleanly, a trailer (JSON) comes last. Since version 3, a
 // round of socket tables may be followed by a round of conntrack tables
 // read with it (kindConntrack blocks: conntrack.go); version 2 captures,
-// which have none, are read as before.
+// which have none, are read as before. Since version 4, an event carries
+// its socket's IP_LOCAL_PORT_RANGE (4 bytes more).
 package capture
 
 import (
@@ -36,8 +37,10 @@ import (
 )
 
 const (
-	magic   = "porttrace-capture\n"
-	Version = 3 // 2: netns cookie and thread name in events; 3: conntrack rounds
+	magic = "porttrace-capture\n"
+	// 2: netns cookie and thread name in events; 3: conntrack rounds;
+	// 4: a socket's IP_LOCAL_PORT_RANGE in events.
+	Version = 4
 	// MinVersion is the oldest format this porttrace reads.
 	MinVersion = 2
 )
@@ -131,8 +134,12 @@ func (e *BlockError) Error() string {
 
 func (e *BlockError) Unwrap() error { return e.Err }
 
-// eventLen is an event's encoded size.
-const eventLen = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16
+// eventLen is an event's encoded size; before version 4, eventLen3 (no
+// port range).
+const (
+	eventLen  = eventLen3 + 4
+	eventLen3 = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16
+)
 
 // Address flags in an encoded event.
 const (
@@ -177,6 +184,10 @@ func putEvent(b []byte, e *event.Event) {
 	le.PutUint16(b[103:], e.Dst.Port())
 	le.PutUint64(b[105:], e.NetnsCookie)
 	copy(b[113:129], e.ThreadComm[:])
+	if len(b) >= eventLen {
+		le.PutUint16(b[129:], e.PortRange[0])
+		le.PutUint16(b[131:], e.PortRange[1])
+	}
 }
 
 func getEvent(b []byte, e *event.Event) error {
@@ -197,6 +208,9 @@ func getEvent(b []byte, e *event.Event) error {
 	e.Dst = addrPort(b[68]&dstValid != 0, b[68]&dst4 != 0, b[87:103], le.Uint16(b[103:]))
 	e.NetnsCookie = le.Uint64(b[105:])
 	copy(e.ThreadComm[:], b[113:129])
+	if len(b) >= eventLen {
+		e.PortRange = [2]uint16{le.Uint16(b[129:]), le.Uint16(b[131:])}
+	}
 	return nil
 }
 

@@ -29,6 +29,7 @@ type Reader struct {
 	raw        []byte
 	stored     []byte
 	events     []byte // undecoded events of the current block
+	eventLen   int    // an event's size in this capture's version
 	lastOffset int64
 	round      *Round // a round whose chunks are still coming
 	chunks     int
@@ -67,8 +68,13 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil || string(head[:len(magic)]) != magic {
 		return nil, errors.New("not a porttrace capture (no capture header)")
 	}
-	if v := head[len(magic)]; v < MinVersion || v > Version {
+	v := head[len(magic)]
+	if v < MinVersion || v > Version {
 		return nil, fmt.Errorf("capture format version %d, this porttrace reads versions %d to %d", v, MinVersion, Version)
+	}
+	cr.eventLen = eventLen
+	if v < 4 {
+		cr.eventLen = eventLen3
 	}
 	cr.offset = int64(len(head))
 	kind, b, err := cr.block()
@@ -159,7 +165,7 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 		}
 		switch kind {
 		case kindEvents:
-			if len(b)%eventLen != 0 {
+			if len(b)%c.eventLen != 0 {
 				return Record{}, c.errHere(fmt.Errorf("%w: events block of %d bytes", ErrCorrupt, len(b)))
 			}
 			c.events = b
@@ -190,10 +196,10 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 			return Record{}, c.errHere(fmt.Errorf("%w: block kind %d", ErrCorrupt, kind))
 		}
 	}
-	if err := getEvent(c.events[:eventLen], ev); err != nil {
+	if err := getEvent(c.events[:c.eventLen], ev); err != nil {
 		return Record{}, c.errHere(err)
 	}
-	c.events = c.events[eventLen:]
+	c.events = c.events[c.eventLen:]
 	return Record{Event: ev}, nil
 }
 

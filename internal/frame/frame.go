@@ -15,6 +15,9 @@ type Frame struct {
 	*aggregate.Summary
 	Findings []diagnose.Finding `json:"diagnosis"`
 	Warning  string             `json:"warning,omitempty"`
+	// Status says which probes come and go with the load and whether they
+	// are on: the tracepoint backend's bind() tracepoints (live.BindHold).
+	Status string `json:"status,omitempty"`
 	// NAT is the source NAT port spaces and conntrack tables (nil when
 	// they are not read).
 	NAT *nat.Summary `json:"nat,omitempty"`

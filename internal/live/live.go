@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,13 @@ type Monitor struct {
 	start   time.Time
 	beat    atomic.Pointer[time.Time] // the background loop's last tick
 
-	nat *natState // nil unless TrackNAT
+	nat  *natState  // nil unless TrackNAT
+	bind *bindWatch // nil unless the source watches bind() on demand
+	// findings is nil unless LogFindings; only Background uses it.
+	findings *findingLog
+	// reread reads one namespace's settings again (RereadSettings).
+	reread func(path string) (netns.Settings, error)
+	log    *slog.Logger
 	// touched are the namespaces events came from since the last sync;
 	// last is the latest, so that a run of events from one namespace
 	// costs one comparison each.
@@ -61,7 +68,11 @@ type Tables func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable
 // New seeds an aggregator from the socket tables of every namespace, so a
 // running incident shows from the first frame.
 func New(src event.Source, tables Tables, limits aggregate.Limits) (*Monitor, error) {
-	m := &Monitor{src: src, tables: tables, start: time.Now(), touched: map[uint32]bool{}, active: map[uint32]time.Time{}}
+	m := &Monitor{src: src, tables: tables, start: time.Now(), touched: map[uint32]bool{}, active: map[uint32]time.Time{},
+		log: slog.New(slog.DiscardHandler)}
+	if w, ok := src.(BindWatcher); ok && w.BindOnDemand() {
+		m.bind = &bindWatch{w: w}
+	}
 	m.agg = aggregate.New(m.start, limits, Cgroup)
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
@@ -134,13 +145,18 @@ func (m *Monitor) Background(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-resync.C:
+		case now := <-resync.C:
 			m.sync()
+			if m.findings != nil {
+				m.findings.check(m.Frame().Findings, now)
+			}
 		case now := <-second.C:
 			m.mu.Lock()
 			m.agg.Tick(now)
 			unknown := m.agg.Unknown()
 			m.mu.Unlock()
+			m.watchBind(now)
+			m.rereadSettings()
 			t := time.Now()
 			m.beat.Store(&t)
 			// A namespace that just appeared gets its size within a
@@ -304,6 +320,7 @@ func (m *Monitor) Frame() frame.Frame {
 	if m.warn != nil {
 		s.Warning = m.warn.Error()
 	}
+	s.Status = m.bindStatus()
 	m.mu.Unlock()
 	return s
 }
