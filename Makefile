@@ -4,9 +4,13 @@ BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
+# The NAT tests' tools in the VM: iptables (nft backend, with the extensions
+# it dlopens), nft and conntrack, as Debian installs them.
+VM_NAT_BINS ?= /usr/sbin/iptables /usr/sbin/nft /usr/sbin/conntrack
+VM_NAT_FILES ?= /usr/lib/x86_64-linux-gnu/xtables /etc/protocols
 DEB_VERSION ?= 0.1.0
 
-.PHONY: help deps run-deps build build-macos run generate test test-unit test-vm test-cluster bench bench-vm manifests deb image clean
+.PHONY: help deps run-deps build build-macos run generate vmlinux test test-unit test-vm test-vm-arm64 test-cluster bench bench-vm manifests deb image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,14 +37,19 @@ build-macos: ## cross-compile bin/porttrace-darwin-{arm64,amd64}, which read cap
 run: run-deps build ## set up, build and run porttrace (ARGS=top by default: the live view)
 	./$(BIN) $(ARGS)
 
-generate: ## regenerate bpf/headers/vmlinux.h from this kernel and the bpf2go output (porttrace's probes, portbench's floor programs)
-	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
+generate: ## regenerate the bpf2go output for amd64 and arm64 (porttrace's probes, portbench's floor programs) from the pinned bpf/headers
 	$(GO) generate ./tracer ./cmd/portbench/floor
 
-test: deps test-unit test-vm test-cluster ## every test: unit, kernel (this kernel), kernel in VMs on Debian's 6.1 and 6.12, and a real single-node Kubernetes
+vmlinux: ## regenerate the pinned bpf/headers: vmlinux-x86.h from this kernel, vmlinux-arm64.h from Debian's arm64 cloud kernel, libbpf's headers
+	sh bpf/headers/update.sh
+
+test: deps test-unit test-vm test-vm-arm64 test-cluster ## every test: unit, kernel (this kernel), kernel in VMs on Debian's 6.1 and 6.12 (amd64) and 6.12 (arm64), and a real single-node Kubernetes
 
 test-unit: ## go test ./... (kernel tests need root; PORTTRACE_REQUIRE_BPF=1 turns their skip into a failure)
 	$(GO) vet ./...
+	# arm64 (Graviton, Ampere): every package and test, with the arm64
+	# BPF objects, must build and vet for it.
+	GOARCH=arm64 CGO_ENABLED=0 $(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
 	# The capture decoder against random input, for a bounded count: a
 	# -fuzztime duration races Go's fuzz coordinator at its deadline and
@@ -54,17 +63,31 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 	mkdir -p $(VM_CACHE)
 	$(GO) test -c -o $(VM_CACHE)/tracer.test ./tracer
 	$(GO) test -c -o $(VM_CACHE)/cmd.test ./cmd/porttrace/e2e
+	$(GO) test -c -o $(VM_CACHE)/conntrack.test ./internal/conntrack
 	$(GO) build -o $(VM_CACHE)/porttrace ./cmd/porttrace
 	# One vCPU and single-threaded TCG (run.sh's default): multi-threaded TCG
 	# sometimes locks up while the kernel live-patches static keys as probes
 	# attach and detach. Then, with the built binary: a capture recorded
 	# with each backend, the agent's export (port search latency is exact
-	# there), and the port model's situations.
+	# there), the port model's situations and source NAT (iptables-nft, nft
+	# and conntrack ride along; the NAT space readings need no backend, so
+	# internal/conntrack's run once per kernel), and once without the
+	# netfilter modules: a kernel with no conntrack to read.
 	set -e; for k in $(VM_KERNELS); do \
 		VM_KERNEL=$$k VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/tracer.test $(VM_CACHE)/$$k -test.run '^TestKernel'; \
-		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS=$(VM_CACHE)/porttrace PORTTRACE_BINARY=$(VM_CACHE)/porttrace \
-			internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^(TestRecordReport|TestAgentExports|TestModel.*)$$'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_EXTRA_BINS="$(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
+			internal/vmtest/run.sh $(VM_CACHE)/conntrack.test $(VM_CACHE)/$$k -test.run '^(TestNAT.*|TestConntrackTableFull)$$'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS="$(VM_CACHE)/porttrace $(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
+			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k \
+			-test.run '^(TestRecordReport|TestAgentExports|TestModel.*|TestTopNAT|TestRecordNAT|TestAgentNATMetrics)$$'; \
+		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_SKIP_MODULES='^(nf|nft|x_|xt_|libcrc32c)' VM_EXTRA_BINS=$(VM_CACHE)/porttrace \
+			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^TestWithoutConntrack$$'; \
 	done
+
+test-vm-arm64: ## the kernel tests under qemu-system-aarch64 (TCG) on Debian's arm64 6.12 cloud kernel, fentry and kprobe backends
+	mkdir -p $(VM_CACHE)/arm64-6.12
+	GOARCH=arm64 CGO_ENABLED=0 $(GO) test -c -o $(VM_CACHE)/arm64-6.12/tracer.test ./tracer
+	VM_ARCH=arm64 VM_KERNEL=6.12 VM_SMP=1 internal/vmtest/run.sh $(VM_CACHE)/arm64-6.12/tracer.test $(VM_CACHE)/arm64-6.12 -test.run '^TestKernel'
 
 test-cluster: ## a real single-node Kubernetes (parts cached by .ci/k8s-deps): helm install of the chart, a pod exhausting ports, Prometheus names it (root)
 	PORTTRACE_CLUSTER=1 $(GO) test -count=1 -timeout 30m -v -run '^TestCluster$$' ./deploy/cluster

@@ -35,17 +35,40 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-/* Events the ring buffer could not take, per CPU. reserve() adds to it when
- * the ring is full; tracer.Lost sums it. Nothing resets it: a reader that
- * wants a rate takes deltas, and so loses no count to a race with a reset. */
+/* Per CPU: [LOST_RING] events the ring buffer could not take (reserve()
+ * adds to it when the ring is full), [LOST_REDONE] runs of pt_state that
+ * the kernel skipped and pt_state_nested did instead. tracer.Lost sums
+ * them. Nothing resets them: a reader that wants a rate takes deltas, and
+ * so loses no count to a race with a reset. */
+enum { LOST_RING, LOST_REDONE, LOST_SLOTS };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, LOST_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
 
 /* ---- between hooks, every backend ---- */
+
+/* Per CPU, the last calls of inet_sock_set_state that pt_state began: the
+ * socket's address and its new state. The kernel skips a tracing program entered again on the CPU
+ * where it runs (an interrupt's softirq changing another socket's state
+ * while pt_state, or the kernel's wrapper around it, runs in a task): the
+ * skipped call's socket and state are missing here when pt_state_nested, attached after
+ * pt_state, looks, and it does that call's work. pt_state writes a call,
+ * pt_state_nested clears it. */
+#define STATE_CALLS 8
+struct state_calls {
+	__u64 sk[STATE_CALLS];
+	__u32 state[STATE_CALLS];
+	__u32 next;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct state_calls);
+} state_calls SEC(".maps");
 
 /* Client sockets' owners, in the socket itself. pt_state creates the entry
  * when a socket enters SYN_SENT (remember_owner); pt_send_reset marks a
@@ -88,13 +111,16 @@ struct {
 	__type(value, struct call);
 } calls SEC(".maps");
 
-/* ---- between a syscall's entry and exit: tracepoint with --syscalls ---- */
+/* ---- between a syscall's entry and exit: tracepoint (syscalls.h), and
+ * between inet{,6}_bind's kprobe and kretprobe (bind.h) ---- */
 
 /* A connect() or bind() syscall in progress in one thread: its arguments,
  * and for connect() the source address the kernel chose. */
 struct sockcall {
 	__u64 ts_ns;
 	__u64 sk;          /* struct sock *, as a number: read again at exit */
+	__u64 uaddr;       /* kprobe inet{,6}_bind: the kernel's copy of the sockaddr */
+	__s64 addr_len;
 	__u8 addr[16];     /* destination for connect(), local for bind() */
 	__u8 saddr[16];    /* connect(): source chosen before the port search */
 	__u16 family;
@@ -115,8 +141,10 @@ struct {
 	__type(value, struct sockcall);
 } connects SEC(".maps");
 
-/* bind() calls on TCP sockets, keyed by thread id: sys_enter_bind inserts,
- * sys_exit_bind reads and deletes. LRU, as connects. */
+/* bind() calls, keyed by thread id. Tracepoint backend: sys_enter_bind
+ * inserts (TCP sockets only; it deletes the thread's entry otherwise),
+ * sys_exit_bind reads and deletes. kprobe backend: kprobe inet{,6}_bind
+ * inserts, its kretprobe reads and deletes. LRU, as connects. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);

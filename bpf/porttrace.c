@@ -5,15 +5,20 @@
  * syscall tracepoints that --syscalls adds.
  *
  *   all backends  tp_btf inet_sock_set_state  owners, attempts and their
- *                                             outcome, TIME_WAIT
+ *                                             outcome, TIME_WAIT (twice:
+ *                                             pt_state_nested does the
+ *                                             runs the kernel skips)
  *                 tp_btf tcp_send_reset       a FIN_WAIT2 that dies is not
  *                                             TIME_WAIT
  *   fentry        fentry+fexit inet{,6}_hash_connect, inet_csk_get_port;
- *                 fexit tcp_v{4,6}_connect (connect()'s errno)
+ *                 fexit tcp_v{4,6}_connect (connect()'s errno),
+ *                 fexit inet{,6}_bind (bind()'s errno)
  *   kprobe        the same as kprobe+kretprobe
  *   tracepoint    sock_ops TCP_CONNECT_CB ends the port search; a failed
  *                 search is SYN_SENT -> CLOSE before any segment was sent;
- *                 with --syscalls, sys_{enter,exit}_{connect,bind}
+ *                 sys_{enter,exit}_bind while a bind() pool is under
+ *                 pressure; with --syscalls, sys_{enter,exit}_{connect,bind}
+ *                 always
  */
 #include "headers/vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -24,6 +29,7 @@
 #include "search.h"
 #include "state.h"
 #include "syscalls.h"
+#include "bind.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -37,6 +43,39 @@ const struct event *const unused_event __attribute__((unused)) = 0;
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(pt_state, struct sock *sk, const int oldstate, const int newstate)
 {
+	__u32 zero = 0;
+	volatile struct state_calls *c = bpf_map_lookup_elem(&state_calls, &zero);
+	if (c) {
+		__u32 i = c->next++ % STATE_CALLS;
+		c->sk[i] = (__u64)sk;
+		c->state[i] = newstate;
+	}
+	on_state(sk, oldstate, newstate);
+	return 0;
+}
+
+/* Attached after pt_state: it finds the call where pt_state ran, and
+ * clears it. Where it is missing, the kernel skipped pt_state for this call
+ * (its recursion_misses), and this counts it and does its work. Every call
+ * is looked at, those on_state ignores too, so that the skips it counts are
+ * all of pt_state's, and the lost count is exact. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(pt_state_nested, struct sock *sk, const int oldstate, const int newstate)
+{
+	__u32 zero = 0;
+	volatile struct state_calls *c = bpf_map_lookup_elem(&state_calls, &zero);
+	if (!c)
+		return 0;
+	for (int i = 0; i < STATE_CALLS; i++) {
+		if (c->sk[i] == (__u64)sk && c->state[i] == newstate) {
+			c->sk[i] = 0;
+			return 0;
+		}
+	}
+	__u32 slot = LOST_REDONE;
+	__u64 *n = bpf_map_lookup_elem(&lost, &slot);
+	if (n)
+		__sync_fetch_and_add(n, 1);
 	on_state(sk, oldstate, newstate);
 	return 0;
 }
@@ -104,6 +143,20 @@ SEC("fexit/inet_csk_get_port")
 int BPF_PROG(pt_fexit_get_port, struct sock *sk, unsigned short snum, int ret)
 {
 	get_port_end(sk, ret);
+	return 0;
+}
+
+SEC("fexit/inet_bind")
+int BPF_PROG(pt_fexit_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	bind_end(BPF_CORE_READ(sock, sk), uaddr, addr_len, ret);
+	return 0;
+}
+
+SEC("fexit/inet6_bind")
+int BPF_PROG(pt_fexit_bind6, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	bind_end(BPF_CORE_READ(sock, sk), uaddr, addr_len, ret);
 	return 0;
 }
 
@@ -176,6 +229,34 @@ SEC("kretprobe/inet_csk_get_port")
 int BPF_KRETPROBE(pt_kretprobe_get_port, int ret)
 {
 	get_port_end(NULL, ret);
+	return 0;
+}
+
+SEC("kprobe/inet_bind")
+int BPF_KPROBE(pt_kprobe_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len)
+{
+	bind_begin(sock, uaddr, addr_len);
+	return 0;
+}
+
+SEC("kretprobe/inet_bind")
+int BPF_KRETPROBE(pt_kretprobe_bind, int ret)
+{
+	bind_return(ret);
+	return 0;
+}
+
+SEC("kprobe/inet6_bind")
+int BPF_KPROBE(pt_kprobe_bind6, struct socket *sock, struct sockaddr *uaddr, int addr_len)
+{
+	bind_begin(sock, uaddr, addr_len);
+	return 0;
+}
+
+SEC("kretprobe/inet6_bind")
+int BPF_KRETPROBE(pt_kretprobe_bind6, int ret)
+{
+	bind_return(ret);
 	return 0;
 }
 

@@ -72,7 +72,11 @@ struct event {
 	__u8 flags;         /* enum event_flag */
 	__u8 old_state;     /* EV_STATE */
 	__u8 new_state;
-	__u8 _pad[6];
+	/* EV_STATE to SYN_SENT: the socket's own IP_LOCAL_PORT_RANGE
+	 * (Linux 6.3+), each bound 0 when unset. */
+	__u16 range_low;
+	__u16 range_high;
+	__u8 _pad[2];
 	char comm[TASK_COMM_LEN];        /* the process's name (its group leader's) */
 	char thread_comm[TASK_COMM_LEN]; /* the connecting thread's own */
 };

@@ -36,8 +36,8 @@ static __always_inline struct event *reserve(void)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+		__u32 slot = LOST_RING;
+		__u64 *n = bpf_map_lookup_elem(&lost, &slot);
 		if (n)
 			__sync_fetch_and_add(n, 1);
 		return NULL;
@@ -219,6 +219,61 @@ static __always_inline void fill_owner(struct event *e, const struct owner *o)
 	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
 	__builtin_memcpy(e->thread_comm, o->thread_comm, sizeof(e->thread_comm));
 	e->flags |= FLAG_OWNER_FROM_SOCKET;
+}
+
+/* Fills a from a sockaddr_in / sockaddr_in6 of n bytes already copied. */
+static __always_inline int parse_sockaddr(struct sockcall *a, const struct sockaddr_in6 *sa, long n)
+{
+	a->family = sa->sin6_family;
+	a->port = bpf_ntohs(sa->sin6_port);
+	if (a->family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		*(__u32 *)a->addr = s4->sin_addr.s_addr;
+	} else if (a->family == AF_INET6 && n == sizeof(struct sockaddr_in6)) {
+		__builtin_memcpy(a->addr, &sa->sin6_addr, 16);
+	} else {
+		return -1; /* AF_UNSPEC disconnects, nothing to trace */
+	}
+	return 0;
+}
+
+/* An EV_BIND of the current task for the bind() of sk to a's address and
+ * port (FLAG_FIXED_PORT when it named one), which returned ret; the caller
+ * adds what else it knows and submits it. */
+static __always_inline struct event *bind_event(const struct sock *sk, const struct sockcall *a, long ret, __u8 flags)
+{
+	if (a->port)
+		flags |= FLAG_FIXED_PORT;
+	struct event *e = sock_event(EV_BIND, sk, sk_cookie_field(sk), ret, flags);
+	if (!e)
+		return NULL;
+	if (a->port)
+		e->sport = a->port;
+	__builtin_memcpy(e->saddr, a->addr, 16);
+	fill_current(e);
+	return e;
+}
+
+/* inet_sock's local_port_range as Linux 6.3-6.7 declared it; a u32
+ * (low | high << 16) since 6.8: the same four bytes either way. */
+struct inet_sock___v63 {
+	struct {
+		__u16 lo;
+		__u16 hi;
+	} local_port_range;
+} __attribute__((preserve_access_index));
+
+/* The socket's own IP_LOCAL_PORT_RANGE (setsockopt, Linux 6.3+) into
+ * e's range_low and range_high; nothing on a kernel without it. */
+static __always_inline void fill_port_range(struct event *e, const struct sock *sk)
+{
+	__u32 r = 0;
+	if (bpf_core_field_exists(struct inet_sock, local_port_range))
+		r = BPF_CORE_READ((struct inet_sock *)sk, local_port_range);
+	else if (bpf_core_field_exists(struct inet_sock___v63, local_port_range))
+		bpf_probe_read_kernel(&r, sizeof(r), __builtin_preserve_access_index(&((struct inet_sock___v63 *)sk)->local_port_range));
+	e->range_low = r & 0xffff;
+	e->range_high = r >> 16;
 }
 
 /* Kernel-internal codes (ERESTARTSYS = 512 and up) never reach user space:

@@ -170,6 +170,8 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 		return;
 	e->old_state = oldstate;
 	e->new_state = newstate;
+	if (newstate == TCP_SYN_SENT)
+		fill_port_range(e, sk); /* the range the port search will use */
 	submit(e);
 }
 

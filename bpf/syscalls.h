@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* connect() and bind() as the caller sees them, for the tracepoint backend
- * with --syscalls: what only a syscall hook shows there (a connect() that
- * fails before any TCP state change, bind()'s result). Off by default:
- * enabling any syscall tracepoint sends every syscall of every task on the
- * machine through the tracing slow path. */
+/* connect() and bind() as the caller sees them, for the tracepoint backend:
+ * what only a syscall hook shows there (a connect() that fails before any
+ * TCP state change, bind()'s result). connect()'s only with --syscalls;
+ * bind()'s with --syscalls, or while some bind() pool is under pressure
+ * (tracer.Tracer.WatchBind). Enabling any syscall tracepoint sends every
+ * syscall of every task on the machine through the tracing slow path, so
+ * they are off while nothing needs them. */
 #ifndef PORTTRACE_SYSCALLS_H
 #define PORTTRACE_SYSCALLS_H
 
@@ -43,32 +45,25 @@ static __always_inline int read_sockaddr(struct sockcall *a, const void *uaddr, 
 							    : sizeof(struct sockaddr_in);
 	if (len < (long)sizeof(struct sockaddr_in) || bpf_probe_read_user(&sa, n, uaddr))
 		return -1;
-	a->family = sa.sin6_family;
-	a->port = bpf_ntohs(sa.sin6_port);
-	if (a->family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
-		*(__u32 *)a->addr = s4->sin_addr.s_addr;
-	} else if (a->family == AF_INET6 && n == sizeof(struct sockaddr_in6)) {
-		__builtin_memcpy(a->addr, &sa.sin6_addr, 16);
-	} else {
-		return -1; /* AF_UNSPEC disconnects, nothing to trace */
-	}
-	return 0;
+	return parse_sockaddr(a, &sa, n);
 }
 
 static __always_inline int enter_sockcall(void *map, struct trace_event_raw_sys_enter *ctx)
 {
 	if (current_is_self())
 		return 0;
+	__u32 tid = current_tid();
 	struct sock *sk = fd_tcp_sock(ctx->args[0]);
-	if (!sk)
-		return 0;
 	struct sockcall a = {};
-	if (read_sockaddr(&a, (const void *)ctx->args[1], ctx->args[2]))
+	if (!sk || read_sockaddr(&a, (const void *)ctx->args[1], ctx->args[2])) {
+		/* An entry left by a call whose exit was not attached yet (the
+		 * bind() tracepoints come and go) must not be taken for this
+		 * one's. */
+		bpf_map_delete_elem(map, &tid);
 		return 0;
+	}
 	a.ts_ns = bpf_ktime_get_ns();
 	a.sk = (__u64)sk;
-	__u32 tid = current_tid();
 	bpf_map_update_elem(map, &tid, &a, BPF_ANY);
 	return 0;
 }
@@ -124,7 +119,9 @@ static __always_inline void exit_connect(long ret)
 
 /* bind() with port 0 takes a port from the address's pool (the tracepoint
  * backend's view of inet_csk_get_port; the syscall brackets the search:
- * approximate latency); bind() to a named port is followed for its failure. */
+ * approximate latency); a failure is reported with its errno, whatever it
+ * is (EADDRINUSE: the pool or the named port is taken; EADDRNOTAVAIL: the
+ * address is not on the host; EACCES: a privileged port). */
 static __always_inline void exit_bind(long ret)
 {
 	__u32 tid;
@@ -134,17 +131,13 @@ static __always_inline void exit_bind(long ret)
 	const struct sock *sk = (const struct sock *)a->sk;
 	int fixed = a->port != 0;
 	/* IP_BIND_ADDRESS_NO_PORT defers the port to connect(): nothing was
-	 * allocated here. Only EADDRINUSE says that a port was taken. */
+	 * allocated here. */
 	if ((ret == 0 && (fixed || BPF_CORE_READ(sk, __sk_common.skc_num) == 0)) ||
-	    (ret != 0 && ret != -EADDRINUSE))
+	    (ret != 0 && !user_errno(ret)))
 		goto out;
-	struct event *e = sock_event(EV_BIND, sk, sk_cookie_field(sk), ret, fixed ? FLAG_FIXED_PORT : FLAG_LATENCY_APPROX);
+	struct event *e = bind_event(sk, a, ret, fixed ? 0 : FLAG_LATENCY_APPROX);
 	if (e) {
 		e->latency_ns = e->ts_ns - a->ts_ns;
-		if (fixed)
-			e->sport = a->port;
-		__builtin_memcpy(e->saddr, a->addr, 16);
-		fill_current(e);
 		submit(e);
 	}
 out:

@@ -34,9 +34,10 @@ func (b Backend) ExactLatency() bool { return b != Tracepoint }
 
 // SeesEarlyFailures tells whether the backend reports, without syscall
 // tracepoints, a connect() that fails before the socket reaches SYN_SENT
-// (no route, no source address) and bind()'s result: fentry and kprobe
-// hook tcp_v{4,6}_connect and inet_csk_get_port; the tracepoint backend
-// needs Options.Syscalls for them.
+// (no route, no source address) and every bind()'s result: fentry and
+// kprobe hook tcp_v{4,6}_connect, inet_csk_get_port and inet{,6}_bind; the
+// tracepoint backend needs Options.Syscalls for connect(), and sees bind()
+// while Tracer.WatchBind has its tracepoints attached.
 func (b Backend) SeesEarlyFailures() bool { return b != Tracepoint }
 
 // HookStatus says whether one probe attached, and if not, why.

@@ -55,14 +55,15 @@ func kprobe(prog, symbol string, ret bool) hook {
 // hooks returns what a backend attaches, in attach order. syscalls adds the
 // syscall tracepoints to the tracepoint backend.
 func hooks(b Backend, syscalls bool) []hook {
-	common := []hook{tracing(bpfProgPtState), tracing(bpfProgPtSendReset)}
+	common := []hook{tracing(bpfProgPtState), tracing(bpfProgPtStateNested), tracing(bpfProgPtSendReset)}
 	switch b {
 	case Fentry:
 		return append(common,
 			tracing(bpfProgPtFentryHashConnect), tracing(bpfProgPtFexitHashConnect),
 			tracing(bpfProgPtFentryHash6Connect), tracing(bpfProgPtFexitHash6Connect),
 			tracing(bpfProgPtFexitV4Connect), tracing(bpfProgPtFexitV6Connect),
-			tracing(bpfProgPtFentryGetPort), tracing(bpfProgPtFexitGetPort))
+			tracing(bpfProgPtFentryGetPort), tracing(bpfProgPtFexitGetPort),
+			tracing(bpfProgPtFexitBind), tracing(bpfProgPtFexitBind6))
 	case Kprobe:
 		return append(common,
 			kprobe(bpfProgPtKprobeV4Connect, "tcp_v4_connect", false),
@@ -74,7 +75,11 @@ func hooks(b Backend, syscalls bool) []hook {
 			kprobe(bpfProgPtKprobeHash6Connect, "inet6_hash_connect", false),
 			kprobe(bpfProgPtKretprobeHash6Connect, "inet6_hash_connect", true),
 			kprobe(bpfProgPtKprobeGetPort, "inet_csk_get_port", false),
-			kprobe(bpfProgPtKretprobeGetPort, "inet_csk_get_port", true))
+			kprobe(bpfProgPtKretprobeGetPort, "inet_csk_get_port", true),
+			kprobe(bpfProgPtKprobeBind, "inet_bind", false),
+			kprobe(bpfProgPtKretprobeBind, "inet_bind", true),
+			kprobe(bpfProgPtKprobeBind6, "inet6_bind", false),
+			kprobe(bpfProgPtKretprobeBind6, "inet6_bind", true))
 	}
 	sockops := hook{prog: bpfProgPtSockops, attach: attachSockops,
 		optional: "no latency for successful port searches"}
@@ -82,9 +87,28 @@ func hooks(b Backend, syscalls bool) []hook {
 	if syscalls {
 		out = append(out,
 			tracepoint(bpfProgPtEnterConnect, "syscalls", "sys_enter_connect"),
-			tracepoint(bpfProgPtExitConnect, "syscalls", "sys_exit_connect"),
-			tracepoint(bpfProgPtEnterBind, "syscalls", "sys_enter_bind"),
-			tracepoint(bpfProgPtExitBind, "syscalls", "sys_exit_bind"))
+			tracepoint(bpfProgPtExitConnect, "syscalls", "sys_exit_connect"))
+		out = append(out, bindHooks()...)
+	}
+	return out
+}
+
+// bindHooks are the tracepoint backend's bind() syscall tracepoints:
+// attached for good with --syscalls, otherwise by WatchBind. The entry
+// first, so that no exit goes without its entry's arguments.
+func bindHooks() []hook {
+	return []hook{
+		tracepoint(bpfProgPtEnterBind, "syscalls", "sys_enter_bind"),
+		tracepoint(bpfProgPtExitBind, "syscalls", "sys_exit_bind"),
+	}
+}
+
+// loaded is what a backend loads: its hooks' programs, and the tracepoint
+// backend's bind() tracepoints even when they are not attached yet.
+func loaded(b Backend, syscalls bool) []hook {
+	out := hooks(b, syscalls)
+	if b == Tracepoint && !syscalls {
+		out = append(out, bindHooks()...)
 	}
 	return out
 }

@@ -52,7 +52,9 @@ type bpfEvent struct {
 	Flags       uint8
 	OldState    uint8
 	NewState    uint8
-	Pad         [6]uint8
+	RangeLow    uint16
+	RangeHigh   uint16
+	Pad         [2]uint8
 	Comm        [16]int8
 	ThreadComm  [16]int8
 }
@@ -97,12 +99,22 @@ type bpfSockcall struct {
 	_         structs.HostLayout
 	TsNs      uint64
 	Sk        uint64
+	Uaddr     uint64
+	AddrLen   int64
 	Addr      [16]uint8
 	Saddr     [16]uint8
 	Family    uint16
 	Port      uint16
 	HaveSaddr uint8
 	Pad       [3]uint8
+}
+
+type bpfStateCalls struct {
+	_     structs.HostLayout
+	Sk    [8]uint64
+	State [8]uint32
+	Next  uint32
+	_     [4]byte
 }
 
 // Names of all BPF objects in the ELF.
@@ -115,6 +127,7 @@ const (
 	bpfMapEvents                   = "events"
 	bpfMapLost                     = "lost"
 	bpfMapOwners                   = "owners"
+	bpfMapStateCalls               = "state_calls"
 	bpfProgPtEnterBind             = "pt_enter_bind"
 	bpfProgPtEnterConnect          = "pt_enter_connect"
 	bpfProgPtExitBind              = "pt_exit_bind"
@@ -122,16 +135,22 @@ const (
 	bpfProgPtFentryGetPort         = "pt_fentry_get_port"
 	bpfProgPtFentryHash6Connect    = "pt_fentry_hash6_connect"
 	bpfProgPtFentryHashConnect     = "pt_fentry_hash_connect"
+	bpfProgPtFexitBind             = "pt_fexit_bind"
+	bpfProgPtFexitBind6            = "pt_fexit_bind6"
 	bpfProgPtFexitGetPort          = "pt_fexit_get_port"
 	bpfProgPtFexitHash6Connect     = "pt_fexit_hash6_connect"
 	bpfProgPtFexitHashConnect      = "pt_fexit_hash_connect"
 	bpfProgPtFexitV4Connect        = "pt_fexit_v4_connect"
 	bpfProgPtFexitV6Connect        = "pt_fexit_v6_connect"
+	bpfProgPtKprobeBind            = "pt_kprobe_bind"
+	bpfProgPtKprobeBind6           = "pt_kprobe_bind6"
 	bpfProgPtKprobeGetPort         = "pt_kprobe_get_port"
 	bpfProgPtKprobeHash6Connect    = "pt_kprobe_hash6_connect"
 	bpfProgPtKprobeHashConnect     = "pt_kprobe_hash_connect"
 	bpfProgPtKprobeV4Connect       = "pt_kprobe_v4_connect"
 	bpfProgPtKprobeV6Connect       = "pt_kprobe_v6_connect"
+	bpfProgPtKretprobeBind         = "pt_kretprobe_bind"
+	bpfProgPtKretprobeBind6        = "pt_kretprobe_bind6"
 	bpfProgPtKretprobeGetPort      = "pt_kretprobe_get_port"
 	bpfProgPtKretprobeHash6Connect = "pt_kretprobe_hash6_connect"
 	bpfProgPtKretprobeHashConnect  = "pt_kretprobe_hash_connect"
@@ -140,6 +159,7 @@ const (
 	bpfProgPtSendReset             = "pt_send_reset"
 	bpfProgPtSockops               = "pt_sockops"
 	bpfProgPtState                 = "pt_state"
+	bpfProgPtStateNested           = "pt_state_nested"
 	bpfVarBackend                  = "backend"
 	bpfVarSelfPid                  = "self_pid"
 	bpfVarSyscalls                 = "syscalls"
@@ -198,16 +218,22 @@ type bpfProgramSpecs struct {
 	PtFentryGetPort         *ebpf.ProgramSpec `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.ProgramSpec `ebpf:"pt_fentry_hash_connect"`
+	PtFexitBind             *ebpf.ProgramSpec `ebpf:"pt_fexit_bind"`
+	PtFexitBind6            *ebpf.ProgramSpec `ebpf:"pt_fexit_bind6"`
 	PtFexitGetPort          *ebpf.ProgramSpec `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.ProgramSpec `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.ProgramSpec `ebpf:"pt_fexit_hash_connect"`
 	PtFexitV4Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v4_connect"`
 	PtFexitV6Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v6_connect"`
+	PtKprobeBind            *ebpf.ProgramSpec `ebpf:"pt_kprobe_bind"`
+	PtKprobeBind6           *ebpf.ProgramSpec `ebpf:"pt_kprobe_bind6"`
 	PtKprobeGetPort         *ebpf.ProgramSpec `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash_connect"`
 	PtKprobeV4Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v4_connect"`
 	PtKprobeV6Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v6_connect"`
+	PtKretprobeBind         *ebpf.ProgramSpec `ebpf:"pt_kretprobe_bind"`
+	PtKretprobeBind6        *ebpf.ProgramSpec `ebpf:"pt_kretprobe_bind6"`
 	PtKretprobeGetPort      *ebpf.ProgramSpec `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash_connect"`
@@ -216,18 +242,20 @@ type bpfProgramSpecs struct {
 	PtSendReset             *ebpf.ProgramSpec `ebpf:"pt_send_reset"`
 	PtSockops               *ebpf.ProgramSpec `ebpf:"pt_sockops"`
 	PtState                 *ebpf.ProgramSpec `ebpf:"pt_state"`
+	PtStateNested           *ebpf.ProgramSpec `ebpf:"pt_state_nested"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Binds    *ebpf.MapSpec `ebpf:"binds"`
-	Calls    *ebpf.MapSpec `ebpf:"calls"`
-	Connects *ebpf.MapSpec `ebpf:"connects"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Lost     *ebpf.MapSpec `ebpf:"lost"`
-	Owners   *ebpf.MapSpec `ebpf:"owners"`
+	Binds      *ebpf.MapSpec `ebpf:"binds"`
+	Calls      *ebpf.MapSpec `ebpf:"calls"`
+	Connects   *ebpf.MapSpec `ebpf:"connects"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Lost       *ebpf.MapSpec `ebpf:"lost"`
+	Owners     *ebpf.MapSpec `ebpf:"owners"`
+	StateCalls *ebpf.MapSpec `ebpf:"state_calls"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -263,12 +291,13 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Binds    *ebpf.Map `ebpf:"binds"`
-	Calls    *ebpf.Map `ebpf:"calls"`
-	Connects *ebpf.Map `ebpf:"connects"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Lost     *ebpf.Map `ebpf:"lost"`
-	Owners   *ebpf.Map `ebpf:"owners"`
+	Binds      *ebpf.Map `ebpf:"binds"`
+	Calls      *ebpf.Map `ebpf:"calls"`
+	Connects   *ebpf.Map `ebpf:"connects"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Lost       *ebpf.Map `ebpf:"lost"`
+	Owners     *ebpf.Map `ebpf:"owners"`
+	StateCalls *ebpf.Map `ebpf:"state_calls"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -279,6 +308,7 @@ func (m *bpfMaps) Close() error {
 		m.Events,
 		m.Lost,
 		m.Owners,
+		m.StateCalls,
 	)
 }
 
@@ -306,16 +336,22 @@ type bpfPrograms struct {
 	PtFentryGetPort         *ebpf.Program `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.Program `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.Program `ebpf:"pt_fentry_hash_connect"`
+	PtFexitBind             *ebpf.Program `ebpf:"pt_fexit_bind"`
+	PtFexitBind6            *ebpf.Program `ebpf:"pt_fexit_bind6"`
 	PtFexitGetPort          *ebpf.Program `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.Program `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.Program `ebpf:"pt_fexit_hash_connect"`
 	PtFexitV4Connect        *ebpf.Program `ebpf:"pt_fexit_v4_connect"`
 	PtFexitV6Connect        *ebpf.Program `ebpf:"pt_fexit_v6_connect"`
+	PtKprobeBind            *ebpf.Program `ebpf:"pt_kprobe_bind"`
+	PtKprobeBind6           *ebpf.Program `ebpf:"pt_kprobe_bind6"`
 	PtKprobeGetPort         *ebpf.Program `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.Program `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.Program `ebpf:"pt_kprobe_hash_connect"`
 	PtKprobeV4Connect       *ebpf.Program `ebpf:"pt_kprobe_v4_connect"`
 	PtKprobeV6Connect       *ebpf.Program `ebpf:"pt_kprobe_v6_connect"`
+	PtKretprobeBind         *ebpf.Program `ebpf:"pt_kretprobe_bind"`
+	PtKretprobeBind6        *ebpf.Program `ebpf:"pt_kretprobe_bind6"`
 	PtKretprobeGetPort      *ebpf.Program `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.Program `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.Program `ebpf:"pt_kretprobe_hash_connect"`
@@ -324,6 +360,7 @@ type bpfPrograms struct {
 	PtSendReset             *ebpf.Program `ebpf:"pt_send_reset"`
 	PtSockops               *ebpf.Program `ebpf:"pt_sockops"`
 	PtState                 *ebpf.Program `ebpf:"pt_state"`
+	PtStateNested           *ebpf.Program `ebpf:"pt_state_nested"`
 }
 
 func (p *bpfPrograms) Close() error {
@@ -335,16 +372,22 @@ func (p *bpfPrograms) Close() error {
 		p.PtFentryGetPort,
 		p.PtFentryHash6Connect,
 		p.PtFentryHashConnect,
+		p.PtFexitBind,
+		p.PtFexitBind6,
 		p.PtFexitGetPort,
 		p.PtFexitHash6Connect,
 		p.PtFexitHashConnect,
 		p.PtFexitV4Connect,
 		p.PtFexitV6Connect,
+		p.PtKprobeBind,
+		p.PtKprobeBind6,
 		p.PtKprobeGetPort,
 		p.PtKprobeHash6Connect,
 		p.PtKprobeHashConnect,
 		p.PtKprobeV4Connect,
 		p.PtKprobeV6Connect,
+		p.PtKretprobeBind,
+		p.PtKretprobeBind6,
 		p.PtKretprobeGetPort,
 		p.PtKretprobeHash6Connect,
 		p.PtKretprobeHashConnect,
@@ -353,6 +396,7 @@ func (p *bpfPrograms) Close() error {
 		p.PtSendReset,
 		p.PtSockops,
 		p.PtState,
+		p.PtStateNested,
 	)
 }
 

@@ -294,3 +294,112 @@ func TestKernelBindExhaustion(t *testing.T) {
 		t.Errorf("%d attempts marked bound, client connected %d bound sockets", bound, res.Connected)
 	}
 }
+
+// TestKernelNestedStateChanges: under churn, an interrupt's softirq changes
+// sockets' states while pt_state runs in a task on the same CPU, and the
+// kernel skips pt_state for those (its recursion_misses: 354 in 228,000
+// connections here before pt_state_nested). Every connection's SYN_SENT
+// must still arrive, no more TIME_WAIT than connections, and nothing may
+// count as lost.
+func TestKernelNestedStateChanges(t *testing.T) {
+	tr, rec, stop := trace(t)
+	ns := testnet.New(t, 20000, 60999)
+	dst := ns.Listen(t, "127.0.0.1:8080", 5*time.Millisecond)
+	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 6000, Duration: 8 * time.Second, Threads: 4, Close: churn.CloseFin})
+	res := cl.Wait(t)
+	if res.Connected != res.Attempts || res.Connected == 0 {
+		t.Fatalf("test setup: %d of %d attempts connected (%v)", res.Connected, res.Attempts, res.Failures)
+	}
+	// A client thread held up past the server's 5 ms closes second and
+	// leaves no TIME_WAIT, and tcp_tw_reuse=2 hands loopback ports back:
+	// ss may list fewer than the connections.
+	ssTW := settleTimeWait(t, ns, dst, res.Connected)
+	lost := stop()
+	t.Logf("%d connections; the kernel skipped %d probe runs", res.Connected, tr.Missed())
+	evs := rec.in(ns.Inode)
+	pid := uint32(cl.Cmd.Process.Pid)
+	synSent := count(evs, func(e *event.Event) bool {
+		return e.PID == pid && e.Kind == event.State && e.NewState == event.SynSent
+	})
+	tw := count(evs, func(e *event.Event) bool { return e.Kind == event.TimeWait && sameDst(e, dst) })
+	if synSent < res.Attempts || tw > res.Connected || lost != 0 {
+		t.Errorf("%d SYN_SENT, %d TIME_WAIT, %d lost; the client made %d connections, ss shows %d in TIME_WAIT",
+			synSent, tw, lost, res.Attempts, ssTW)
+	}
+	// Not yet required: pt_state_nested once in about 50,000 connections
+	// does a SYN_SENT that pt_state did too, and now and then a burst of a
+	// few dozen consecutive connections' TIME_WAIT transitions sends nothing with no skip counted
+	// (seen on 6.18 with and without pt_state_nested); the socket-table
+	// round after sets the counts right.
+	if tw < ssTW || synSent > res.Attempts {
+		t.Logf("%d SYN_SENT, %d TIME_WAIT events; ss lists %d", synSent, tw, ssTW)
+	}
+}
+
+// TestKernelBindErrnos: bind() failures of every errno, without --syscalls,
+// one event per failed call with the errno and address the caller got:
+// EADDRINUSE from a pool gone empty, EADDRNOTAVAIL from an address (IPv4
+// and IPv6) that is not in the namespace. fentry and kprobe see them from
+// inet{,6}_bind always; the tracepoint backend while WatchBind has its
+// bind() tracepoints on, and not after it turns them off.
+func TestKernelBindErrnos(t *testing.T) {
+	tr, rec, stop := trace(t)
+	if want := tr.Backend() == tracer.Tracepoint; tr.BindOnDemand() != want {
+		t.Fatalf("%s: BindOnDemand %v, want %v", tr.Backend(), tr.BindOnDemand(), want)
+	}
+	if _, err := tr.WatchBind(true); err != nil {
+		t.Fatal(err)
+	}
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	away4, away6 := netip.MustParseAddr("10.9.9.9"), netip.MustParseAddr("2001:db8::9")
+	pool := ns.StartClient(t, churn.Config{Target: dst, Count: 14, Close: churn.CloseFin, BindFirst: true})
+	gone4 := ns.StartClient(t, churn.Config{Target: dst, Count: 3, BindFirst: true, BindAddr: away4})
+	gone6 := ns.StartClient(t, churn.Config{Target: netip.MustParseAddrPort("[::1]:8080"), Count: 2, BindFirst: true, BindAddr: away6})
+	resPool, res4, res6 := pool.Wait(t), gone4.Wait(t), gone6.Wait(t)
+	if resPool.Connected != 10 || resPool.Failures["EADDRINUSE"] != 4 || res4.Failures["EADDRNOTAVAIL"] != 3 || res6.Failures["EADDRNOTAVAIL"] != 2 {
+		t.Fatalf("setup: pool client %+v (want 10 connected, 4 EADDRINUSE), %s client %+v (3 EADDRNOTAVAIL), %s client %+v (2 EADDRNOTAVAIL)",
+			resPool, away4, resPool, away6, res6)
+	}
+	// Off again: a failure now is not seen on the tracepoint backend.
+	changed, err := tr.WatchBind(false)
+	if err != nil || changed != tr.BindOnDemand() {
+		t.Fatalf("WatchBind(false): changed %v, %v", changed, err)
+	}
+	after := ns.StartClient(t, churn.Config{Target: dst, Count: 2, BindFirst: true, BindAddr: away4})
+	if r := after.Wait(t); r.Failures["EADDRNOTAVAIL"] != 2 {
+		t.Fatalf("setup: client after the watch %+v, want 2 EADDRNOTAVAIL", r)
+	}
+	if lost := stop(); lost != 0 {
+		t.Errorf("lost %d events", lost)
+	}
+	evs := rec.in(ns.Inode)
+	failed := func(cl *testnet.Client, errno syscall.Errno, addr netip.Addr) int {
+		pid := uint32(cl.Cmd.Process.Pid)
+		return count(evs, func(e *event.Event) bool {
+			return e.Kind == event.Bind && e.PID == pid && e.Errno == errno && (!addr.IsValid() || e.Src.Addr() == addr)
+		})
+	}
+	for _, c := range []struct {
+		name  string
+		cl    *testnet.Client
+		errno syscall.Errno
+		addr  netip.Addr
+		want  int
+	}{
+		{"pool's EADDRINUSE", pool, syscall.EADDRINUSE, netip.Addr{}, resPool.Failures["EADDRINUSE"]},
+		{"EADDRNOTAVAIL from " + away4.String(), gone4, syscall.EADDRNOTAVAIL, away4, res4.Failures["EADDRNOTAVAIL"]},
+		{"EADDRNOTAVAIL from " + away6.String(), gone6, syscall.EADDRNOTAVAIL, away6, res6.Failures["EADDRNOTAVAIL"]},
+	} {
+		if got := failed(c.cl, c.errno, c.addr); got != c.want {
+			t.Errorf("%s: %d bind events, the client got %d", c.name, got, c.want)
+		}
+	}
+	want := 2
+	if tr.BindOnDemand() {
+		want = 0
+	}
+	if got := failed(after, syscall.EADDRNOTAVAIL, away4); got != want {
+		t.Errorf("after WatchBind(false): %d bind events, want %d (the client got 2)", got, want)
+	}
+}

@@ -76,6 +76,7 @@ func (t *Tracer) decode(raw []byte, ev *event.Event) error {
 		ThreadComm:  *(*event.Comm)(unsafe.Pointer(&k.ThreadComm)),
 		Src:         netip.AddrPortFrom(addr(k.Family, &k.Saddr), k.Sport),
 		Dst:         netip.AddrPortFrom(addr(k.Family, &k.Daddr), k.Dport),
+		PortRange:   [2]uint16{k.RangeLow, k.RangeHigh},
 	}
 	if k.Ret > 0 {
 		ev.Errno = 0

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -21,6 +22,12 @@ type probes struct {
 	reader *ringbuf.Reader
 	poll   time.Duration
 	clock  clock
+
+	mu sync.Mutex
+	// bindLinks are the bind() tracepoints WatchBind attached, nil while
+	// they are off; onDemand tells that WatchBind may attach them.
+	bindLinks []link.Link
+	onDemand  bool
 }
 
 // Open checks privileges and kernel support, then attaches the requested
@@ -69,7 +76,8 @@ func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 		a.Err = explain(b, err)
 		return nil, a
 	}
-	t := &Tracer{backend: b, probes: probes{coll: coll, poll: opts.Poll, clock: newClock()}}
+	t := &Tracer{backend: b, probes: probes{coll: coll, poll: opts.Poll, clock: newClock(),
+		onDemand: b == Tracepoint && !opts.Syscalls}}
 	for _, h := range hooks(b, opts.Syscalls) {
 		l, err := h.attach(coll.Programs[h.prog])
 		a.Hooks = append(a.Hooks, HookStatus{Name: h.name(), Err: err, Optional: h.optional})
@@ -123,7 +131,7 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 		return nil, fmt.Errorf("read BPF object: %w", err)
 	}
 	keep := map[string]bool{}
-	for _, h := range hooks(b, opts.Syscalls) {
+	for _, h := range loaded(b, opts.Syscalls) {
 		keep[h.prog] = true
 	}
 	for name := range spec.Programs {
@@ -163,22 +171,92 @@ func load(b Backend, opts Options) (*ebpf.Collection, error) {
 	return coll, nil
 }
 
-// Lost is the number of events the probes could not put in the ring buffer
-// since Open, because it was full.
+// Lost is how many events porttrace may have missed since Open: those the
+// probes could not put in the ring buffer because it was full (the lost
+// map), plus the probe runs the kernel skipped (Missed) that no other
+// program did instead. A skipped run may have been one that sends nothing,
+// so this is an upper bound.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
-	if err := t.coll.Maps[bpfMapLost].Lookup(uint32(0), &perCPU); err != nil {
-		return 0, fmt.Errorf("read lost events: %w", err)
+	var slots [2]uint64 // the lost map's LOST_RING and LOST_REDONE
+	for i := range slots {
+		if err := t.coll.Maps[bpfMapLost].Lookup(uint32(i), &perCPU); err != nil {
+			return 0, fmt.Errorf("read lost events: %w", err)
+		}
+		for _, v := range perCPU {
+			slots[i] += v
+		}
 	}
+	missed := t.Missed()
+	return slots[0] + missed - min(missed, slots[1]), nil
+}
+
+// Missed is how many times since Open the kernel did not run one of
+// porttrace's programs: a tracing program (tp_btf, fentry) entered again on
+// the CPU where it runs, or a kprobe program while another BPF program ran
+// there, counts in the program's recursion_misses (Linux 5.12+); a kprobe
+// that found no free kretprobe instance counts in its link's missed count
+// (Linux 6.7+). Where the kernel has neither, it adds nothing.
+// pt_state_nested's own misses are left out: it has work only while
+// pt_state runs on the CPU, and it is not running itself then.
+func (t *Tracer) Missed() uint64 {
 	var n uint64
-	for _, v := range perCPU {
-		n += v
+	for name, p := range t.coll.Programs {
+		if st, err := p.Stats(); err == nil && name != bpfProgPtStateNested {
+			n += st.RecursionMisses
+		}
 	}
-	return n, nil
+	for _, l := range t.links {
+		if info, err := l.Info(); err == nil && info.PerfEvent() != nil {
+			if k := info.PerfEvent().Kprobe(); k != nil {
+				n += k.Missed
+			}
+		}
+	}
+	return n
+}
+
+// BindOnDemand tells whether bind()'s result is seen only while WatchBind
+// has it watched: the tracepoint backend without Options.Syscalls. The
+// other backends see it always, from hooks on the bind path itself.
+func (t *Tracer) BindOnDemand() bool { return t.onDemand }
+
+// WatchBind attaches (on) or detaches the bind() syscall tracepoints where
+// BindOnDemand, and reports whether that changed anything. While attached,
+// every syscall of every task pays the tracing slow path (about 30-45 ns,
+// docs/performance.md), which is why they are off while nothing needs
+// them. Elsewhere it does nothing.
+func (t *Tracer) WatchBind(on bool) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.onDemand || on == (t.bindLinks != nil) {
+		return false, nil
+	}
+	if !on {
+		for _, l := range t.bindLinks {
+			l.Close()
+		}
+		t.bindLinks = nil
+		return true, nil
+	}
+	var ls []link.Link
+	for _, h := range bindHooks() {
+		l, err := h.attach(t.coll.Programs[h.prog])
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return false, fmt.Errorf("attach %s: %w", h.name(), err)
+		}
+		ls = append(ls, l)
+	}
+	t.bindLinks = ls
+	return true, nil
 }
 
 // Close detaches every probe and frees the maps.
 func (t *Tracer) Close() error {
+	t.WatchBind(false)
 	for _, l := range t.links {
 		l.Close()
 	}

@@ -22,3 +22,9 @@ func (t *Tracer) Lost() (uint64, error) { return 0, ErrNotLinux }
 
 // Close does nothing: nothing was opened.
 func (t *Tracer) Close() error { return nil }
+
+// BindOnDemand is false: no Tracer exists off Linux.
+func (t *Tracer) BindOnDemand() bool { return false }
+
+// WatchBind does nothing: no Tracer exists off Linux.
+func (t *Tracer) WatchBind(bool) (bool, error) { return false, nil }

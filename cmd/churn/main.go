@@ -8,6 +8,7 @@
 //	churn --mode fin --threads 2                # every client port to TIME_WAIT
 //	churn --mode exhaust --ports 40000-40999    # tcp_tw_reuse=0: EADDRNOTAVAIL
 //	churn --mode spaces --spaces 100000         # one attempt per port space
+//	churn --mode reset --bind                   # bind() before each connect()
 package main
 
 import (
@@ -45,6 +46,7 @@ type options struct {
 	count    int
 	ports    string
 	spaces   int
+	bind     bool
 	asJSON   bool
 }
 
@@ -56,6 +58,7 @@ func main() {
 	flag.IntVar(&o.count, "count", 0, "attempts per thread at most; 0 for no limit")
 	flag.StringVar(&o.ports, "ports", "", "the namespace's ip_local_port_range, LOW-HIGH (default: the kernel's, 32768-60999; with --mode exhaust, 40000-40999)")
 	flag.IntVar(&o.spaces, "spaces", 100_000, "with --mode spaces, how many destinations")
+	flag.BoolVar(&o.bind, "bind", false, "bind() each socket to port 0 of the listener's address before connect(), as nginx proxy_bind does")
 	flag.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -75,7 +78,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	c := churn.Config{Target: target, Count: o.count, Duration: o.duration, Threads: o.threads, Close: churn.CloseFin}
+	c := churn.Config{Target: target, Count: o.count, Duration: o.duration, Threads: o.threads, Close: churn.CloseFin, BindFirst: o.bind}
 	switch o.mode {
 	case "reset":
 		c.Close = churn.CloseReset

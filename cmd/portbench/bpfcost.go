@@ -21,10 +21,10 @@ type bpfProg struct {
 const statsSysctl = "/proc/sys/kernel/bpf_stats_enabled"
 
 // bpfCost runs reset churn once more with the kernel's BPF statistics on
-// (they cost a little themselves, so the ratio runs go without), under
-// porttrace and under the minimal streamer, and prints what each of their
-// programs costs per connection: this is where the traced machine's time
-// goes.
+// (they cost a little themselves, so the ratio runs go without), then again
+// with bind() before each connect(), under porttrace and under the minimal
+// streamer, and prints what each of their programs costs per connection:
+// this is where the traced machine's time goes.
 func (b *bench) bpfCost(conds []condition) error {
 	c, _ := best(conds)
 	old, err := os.ReadFile(statsSysctl)
@@ -41,15 +41,20 @@ func (b *bench) bpfCost(conds []condition) error {
 			runs = append(runs, f)
 		}
 	}
-	for _, c := range runs {
-		if err := b.bpfCostOf(c); err != nil {
-			return err
+	// Reset churn, then the same with bind() before each connect(): the
+	// bind() hooks run only there, and the first table shows that
+	// connections without bind() do not pay for them.
+	for _, bind := range []bool{false, true} {
+		for _, c := range runs {
+			if err := b.bpfCostOf(c, bind); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func (b *bench) bpfCostOf(c condition) error {
+func (b *bench) bpfCostOf(c condition, bind bool) error {
 	before, err := programs()
 	if err != nil {
 		return err
@@ -58,7 +63,12 @@ func (b *bench) bpfCostOf(c condition) error {
 	if err != nil {
 		return err
 	}
-	r, err := b.churn("--mode", "reset", "--duration", b.o.duration.String())
+	args := []string{"--mode", "reset", "--duration", b.o.duration.String()}
+	what := "reset close"
+	if bind {
+		args, what = append(args, "--bind"), "reset close, bind() before each connect()"
+	}
+	r, err := b.churn(args...)
 	after, err2 := programs()
 	_, err3 := t.stop()
 	if err = cmpErr(cmpErr(err, err2), err3); err != nil {
@@ -75,7 +85,7 @@ func (b *bench) bpfCostOf(c condition) error {
 	slices.SortFunc(progs, func(x, y bpfProg) int { return int(y.RunTimeNs) - int(x.RunTimeNs) })
 	conns := float64(r.Attempts)
 	perConn := 1e9 / r.Rate
-	fmt.Printf("Where the traced machine's time goes (reset close, %s, kernel BPF statistics on):\n", c.name)
+	fmt.Printf("Where the traced machine's time goes (%s, %s, kernel BPF statistics on):\n", what, c.name)
 	fmt.Printf("  %-18s %10s %10s %12s\n", "program", "runs/conn", "ns/run", "ns/conn")
 	var total float64
 	for _, p := range progs {

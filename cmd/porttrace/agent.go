@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -113,7 +114,10 @@ func runAgent(stderr io.Writer, tf *tracerFlags, of *otlpFlags, af *agentFlags) 
 		defer srv.Shutdown(context.Background())
 		fmt.Fprintf(stderr, "porttrace: serving /metrics, /healthz and /readyz on http://%s\n", srv.Addr())
 	}
-	p, err := assemble(stderr, tf, sinks{cri: &af.cri, model: true, export: &o})
+	// The monitor logs the bind() watch and each finding as it appears,
+	// changes and clears.
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	p, err := assemble(stderr, tf, sinks{cri: &af.cri, model: true, export: &o, log: log, findings: true})
 	if err != nil {
 		return err
 	}

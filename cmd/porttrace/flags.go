@@ -38,8 +38,9 @@ func (f *tracerFlags) register(cmd *cobra.Command) {
 	f.command = cmd.Name()
 	cmd.Flags().StringVar(&f.backend, "backend", "auto", "probe backend: fentry, kprobe, tracepoint, or auto (best that attaches)")
 	cmd.Flags().StringVar(&f.ringSize, "ring-size", "8MiB", "ring buffer size, rounded up to a power of two: 4KiB to 1GiB, e.g. 512KiB, 8M, 64MiB")
-	cmd.Flags().BoolVar(&f.syscalls, "syscalls", false, "tracepoint backend: also attach the connect()/bind() syscall tracepoints, "+
-		"to see connect() failures before any TCP state change (no route, no source address) and bind()'s result; "+
+	cmd.Flags().BoolVar(&f.syscalls, "syscalls", false, "tracepoint backend: also attach the connect()/bind() syscall tracepoints for good, "+
+		"to see connect() failures before any TCP state change (no route, no source address) and every bind()'s result "+
+		"(without it, bind()'s tracepoints attach only while a bind() pool is under pressure); "+
 		"costs every syscall of every process on the machine about 30-45 ns (the other backends see these without it)")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "print no line about the backend chosen, the ones refused and what it cannot see")
 	cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions(backendNames(), cobra.ShellCompDirectiveNoFileComp))
@@ -110,7 +111,8 @@ func backendLine(t *tracer.Tracer, syscalls bool) string {
 		note = "port search latency is approximate (bracketed by neighbouring hooks)"
 	}
 	if !t.Backend().SeesEarlyFailures() && !syscalls {
-		note += "; connect() failures before any TCP state change and bind() are not seen (--syscalls adds them, at a cost to every syscall)"
+		note += "; connect() failures before any TCP state change are not seen (--syscalls adds them, at a cost to every syscall), " +
+			"bind() failures only while a bind() pool is under pressure (the bind() syscall tracepoints attach then)"
 	}
 	var why []string
 	for _, a := range t.Attempts() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/porttrace/porttrace/internal/aggregate"
 	"github.com/porttrace/porttrace/internal/cgroup"
@@ -12,6 +13,7 @@ import (
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/export"
 	"github.com/porttrace/porttrace/internal/live"
+	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/sockdiag"
 	"github.com/porttrace/porttrace/tracer"
 )
@@ -30,6 +32,11 @@ type sinks struct {
 	// pipeline fills in Where and Names. Its Warn gets export trouble and
 	// the line that says where figures go.
 	export *export.Options
+	// log, if not nil, gets what the model changes on its own (the bind()
+	// watch attached or detached); with findings, also each diagnosis
+	// finding as it appears, changes and clears (agent).
+	log      *slog.Logger
+	findings bool
 }
 
 // pipeline is porttrace against the running kernel: the tracer, a
@@ -39,10 +46,14 @@ type sinks struct {
 type pipeline struct {
 	tracer *tracer.Tracer
 	where  *cgroup.Resolver
-	names  *cri.Cache       // nil without a runtime
-	mon    *live.Monitor    // nil without the model
-	x      *export.Exporter // nil without export; the command stops it
-	stops  []func()         // in the order to call them
+	// conntrack reads the namespaces' conntrack for the model's NAT
+	// spaces and record's rounds: one reader, so that they share its
+	// readings of idle namespaces.
+	conntrack *conntrack.Reader
+	names     *cri.Cache       // nil without a runtime
+	mon       *live.Monitor    // nil without the model
+	x         *export.Exporter // nil without export; the command stops it
+	stops     []func()         // in the order to call them
 }
 
 // assemble builds what s asks for: the runtime's names first (they are
@@ -50,7 +61,7 @@ type pipeline struct {
 // tables, then the exporter reading the model. On error what was started
 // is stopped.
 func assemble(stderr io.Writer, tf *tracerFlags, s sinks) (_ *pipeline, err error) {
-	p := &pipeline{where: cgroup.NewResolver()}
+	p := &pipeline{where: cgroup.NewResolver(), conntrack: conntrack.NewReader()}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -73,7 +84,14 @@ func assemble(stderr io.Writer, tf *tracerFlags, s sinks) (_ *pipeline, err erro
 	if p.mon, err = live.New(p.tracer, sockdiag.NewReader().Read, aggregate.DefaultLimits, p.where); err != nil {
 		return nil, err
 	}
-	p.mon.TrackNAT(conntrack.ReadAll)
+	p.mon.TrackNAT(p.conntrack.Read, p.conntrack.Pressure)
+	p.mon.RereadSettings(netns.Read)
+	if s.log != nil {
+		p.mon.Logger(s.log)
+		if s.findings {
+			p.mon.LogFindings(s.log)
+		}
+	}
 	if p.names != nil {
 		p.mon.Pods(byShortID(p.names, p.where))
 	}
@@ -106,10 +124,16 @@ func (p *pipeline) exportTo(o export.Options) error {
 
 // events is the source for a command that reads the tracer's events
 // itself (record): the tracer, teed into the model when there is one,
-// which is then kept up to date in the background until ctx ends.
+// which is then kept up to date in the background until ctx ends. A
+// failed connect or bind has the conntrack reader re-check idle
+// namespaces at its next read (the model's Add says so itself).
 func (p *pipeline) events(ctx context.Context) event.Source {
 	if p.mon == nil {
-		return p.tracer
+		return event.Tee(p.tracer, func(e *event.Event) {
+			if e.Failed() {
+				p.conntrack.Pressure()
+			}
+		})
 	}
 	go p.mon.Background(ctx)
 	return event.Tee(p.tracer, p.mon.Add)

@@ -96,7 +96,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 		defer stop(p.x, stderr)
 	}
 	t := p.tracer
-	first, err := recorder.ReadRound(sockdiag.ReadAll)
+	first, err := recorder.ReadRound(sockdiag.ReadAll, p.conntrack.Read)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func runRecord(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, path string, 
 	if err != nil {
 		return err
 	}
-	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll); return r }
+	o.Tables = func() capture.Round { r, _ := recorder.ReadRound(sockdiag.ReadAll, p.conntrack.Read); return r }
 	o.Netns, o.Cgroup = first.Netns, p.where.Of
 	o.Progress = progress(stderr, isTerminal(os.Stderr))
 	ctx, cancel := signalContext()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"time"
@@ -130,6 +131,9 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 	once := output != liveView
 	stderr := cmd.ErrOrStderr()
 	s := sinks{cri: cf, model: true}
+	if once { // the live view owns the terminal: its status line says it
+		s.log = slog.New(slog.NewTextHandler(stderr, nil))
+	}
 	if of.endpoint != "" {
 		// Export trouble would garble the live view: it is held and
 		// printed when the view ends.

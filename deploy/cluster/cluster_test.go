@@ -69,7 +69,11 @@ func image(t *testing.T, name, archive string, entrypoint string) {
 // must hold those 5 under the client's pod, namespace and
 // container, for the process and for the pod's port space. kubectl delete
 // and helm uninstall leave no pod or container; stopping the node leaves
-// no process, mount, interface, network namespace or NAT rule. Run by make test-cluster.
+// no process, mount, interface, network namespace or NAT rule. Beside
+// that, the Collector's k8sattributes must name the client's failures
+// from the API server (collector_test.go), and the node's NAT space its
+// masqueraded connections to an upstream off the node (nat_test.go).
+// Run by make test-cluster.
 func TestCluster(t *testing.T) {
 	if os.Getenv("PORTTRACE_CLUSTER") != "1" {
 		t.Skip("the cluster test runs with PORTTRACE_CLUSTER=1 (make test-cluster)")
@@ -87,13 +91,15 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := &node{t: t, run: run, bin: bin}
+	t0 := time.Now()
 	image(t, "localhost/pause:local", run+"/pause.tar", `["/bin/busybox","sleep","2147483647"]`)
 	image(t, "localhost/busybox:local", run+"/busybox.tar", `["/bin/busybox"]`)
 	tag := fmt.Sprintf("localhost/porttrace:cluster-%d", os.Getpid())
 	sh(t, "make", "-C", "../..", "image", "IMAGE="+tag, "IMAGE_TAR="+run+"/porttrace.tar")
 	t.Cleanup(func() { exec.Command("buildah", "rmi", "-f", tag).Run() })
+	t.Logf("images built in %s", time.Since(t0).Round(time.Second))
 
-	t0 := time.Now()
+	t0 = time.Now()
 	cmd := exec.Command("sh", "node.sh", "start", run)
 	cmd.Env = append(os.Environ(), "K8S_BIN="+bin)
 	startOut, startErr := cmd.CombinedOutput()
@@ -109,8 +115,10 @@ func TestCluster(t *testing.T) {
 	}
 
 	repo, imageTag, _ := strings.Cut(tag, ":")
+	t0 = time.Now()
 	helm := exec.Command("helm", "install", "porttrace", "../helm/porttrace", "--namespace", "porttrace", "--create-namespace",
-		"--set", "image.repository="+repo+",image.tag="+imageTag+",image.pullPolicy=Never,criSocket="+sock)
+		"--set", "image.repository="+repo+",image.tag="+imageTag+",image.pullPolicy=Never,criSocket="+sock,
+		"--set", "otlp.endpoint=http://"+collectorListen+",otlp.exportInterval=1s")
 	helm.Env = append(os.Environ(), "KUBECONFIG="+run+"/kubeconfig")
 	if out, err := helm.CombinedOutput(); err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
@@ -130,17 +138,31 @@ func TestCluster(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the agent's /healthz never answered 200:\n%s", n.kubectl("-n", "porttrace", "describe", "pods"))
 	}
+	t.Logf("agent's pod healthy in %s after helm install", time.Since(t0).Round(time.Second))
 	prom := startPrometheus(t, run, agentIP+":9464")
+	t0 = time.Now()
+	rcv := otlptest.Start(t)
+	startCollector(t, n, rcv)
+	t.Logf("Collector listening in %s", time.Since(t0).Round(time.Second))
+	host := hostNetns(t)
+	up := startUpstream(t)
 
 	n.kubectl("create", "namespace", "shop")
 	n.apply(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"server","namespace":"shop"},"spec":{"containers":[
 		{"name":"httpd","image":"localhost/busybox:local","imagePullPolicy":"Never","args":["httpd","-f","-p","8080"]}]}}`)
 	serverIP := n.waitRunning("shop", "")
-	// Each nc holds its connection 20 s; the ones that find no port say so.
-	script := fmt.Sprintf(`for i in $(seq 15); do (sleep 20 | nc %s 8080 2>&1 | grep -c 'Cannot assign requested address') & done; wait`, serverIP)
-	n.apply(fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"client","namespace":"shop"},"spec":{"restartPolicy":"Never",
+	// Each nc toward the server pod holds its connection 20 s; the ones
+	// that find no port say so. Beside them, upConns toward the upstream
+	// off the node, through the masquerade, held 40 s.
+	script := fmt.Sprintf(`for i in $(seq 15); do (sleep 20 | nc %s 8080 2>&1 | grep -c 'Cannot assign requested address' | sed 's/^/server /') & done; `+
+		`for i in $(seq %d); do (sleep 40 | nc %s %d >/dev/null 2>&1) & done; wait`, serverIP, upConns, upAddr, upPort)
+	t0 = time.Now()
+	n.apply(fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"client","namespace":"shop","labels":{"app":"client"}},"spec":{"restartPolicy":"Never",
 		"securityContext":{"sysctls":[{"name":"net.ipv4.ip_local_port_range","value":%q}]},
 		"containers":[{"name":"nc","image":"localhost/busybox:local","imagePullPolicy":"Never","command":["/bin/busybox","sh","-c",%q]}]}}`, clientPorts, script))
+	checkNAT(t, prom, up, host, n.waitRunning("shop", "app=client"))
+	t.Logf("NAT space checked %s after the client pod was applied", time.Since(t0).Round(time.Second))
+	t0 = time.Now()
 	var failed int
 	if err := otlptest.Eventually(90*time.Second, func() bool {
 		logs, _ := filepath.Glob(run + "/pod-logs/shop_client_*/nc/0.log")
@@ -148,13 +170,18 @@ func TestCluster(t *testing.T) {
 			return false
 		}
 		b, _ := os.ReadFile(logs[0])
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if strings.Contains(l, " server ") {
+				lines = append(lines, l)
+			}
+		}
 		if len(lines) < 15 {
 			return false
 		}
 		failed = 0
 		for _, l := range lines {
-			if strings.HasSuffix(l, " 1") {
+			if strings.HasSuffix(l, " server 1") {
 				failed++
 			}
 		}
@@ -173,6 +200,11 @@ func TestCluster(t *testing.T) {
 		prom.waitValue(t, q, failed)
 	}
 	t.Logf("Prometheus holds the client's %d EADDRNOTAVAIL under its pod, namespace and container", failed)
+	checkCollector(t, rcv, n.kubectl("-n", "shop", "get", "pod", "client", "-o", "jsonpath={.metadata.uid}"),
+		strings.TrimPrefix(n.kubectl("-n", "shop", "get", "pod", "client", "-o", "jsonpath={.status.containerStatuses[0].containerID}"), "containerd://"), failed)
+	t.Logf("client's failures in, Prometheus and the Collector checked in %s", time.Since(t0).Round(time.Second))
+
+	t0 = time.Now()
 
 	n.kubectl("delete", "namespace", "shop", "--wait=true", "--timeout=90s")
 	uninstall := exec.Command("helm", "uninstall", "porttrace", "--namespace", "porttrace", "--wait", "--timeout", "90s")
@@ -188,6 +220,7 @@ func TestCluster(t *testing.T) {
 		tasks, _ := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "tasks", "ls").CombinedOutput()
 		t.Errorf("left after kubectl delete and helm uninstall: pods %q, tasks:\n%s", n.kubectl("get", "pods", "-A", "-o", "name"), tasks)
 	}
+	t.Logf("kubectl delete and helm uninstall, nothing left, in %s", time.Since(t0).Round(time.Second))
 	t.Logf("cluster test: %s in all", time.Since(start).Round(time.Second))
 }
 
@@ -254,7 +287,10 @@ func stopNode(t *testing.T, run string) {
 	if nat, _ := exec.Command("iptables", "-t", "nat", "-S").Output(); strings.Contains(string(nat), "porttrace-test") {
 		t.Error("the CNI's masquerade rules are left after node.sh stop")
 	}
-	if netns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(netns), "cni-") {
+	if exec.Command("ip", "link", "show", upLink).Run() == nil {
+		t.Errorf("the upstream's link %s is left", upLink)
+	}
+	if netns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(netns), "cni-") || strings.Contains(string(netns), "porttrace-node-") {
 		t.Errorf("pod network namespaces are left after node.sh stop:\n%s", netns)
 	}
 }

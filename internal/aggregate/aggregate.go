@@ -394,21 +394,36 @@ func (a *Aggregator) fail(s *space, e *event.Event, sec int64, pk ProcKey) {
 }
 
 func (a *Aggregator) bindEvent(e *event.Event, sec int64, k summary.SpaceKey, pk ProcKey, n *nsState) {
-	if e.Flags&event.FixedPort != 0 {
+	if e.Flags&event.FixedPort != 0 && e.Errno == event.EADDRINUSE {
 		if e.Failed() {
 			n.conflict(sec, e, pk, a.holderOf(e.Netns, e.Src.Port()))
 			a.proc(pk, sec).fails.add(sec, failure{errno: e.Errno})
 		}
 		return
 	}
+	// A named port that failed otherwise (EADDRNOTAVAIL: the address is
+	// not on the host) is a failed call on that address, as one to port 0.
 	s := a.space(k, sec)
-	s.latency.Add(sec, e.Latency)
+	if e.Flags&event.FixedPort == 0 {
+		s.latency.Add(sec, e.Latency)
+	}
 	if e.Failed() {
 		// The attempt ends here: no connect() follows.
 		s.attempt(sec, pk, true)
 		a.proc(pk, sec).connect(sec, k)
 		a.fail(s, e, sec, pk)
 	}
+}
+
+// BindPools tells whether some bind() pool has a space of its own: only
+// then can one be under pressure.
+func (a *Aggregator) BindPools() bool {
+	for k := range a.spaces {
+		if k.IsBindPool() {
+			return true
+		}
+	}
+	return false
 }
 
 // holderOf is the process behind a socket of the namespace on port: the
@@ -460,6 +475,9 @@ func (a *Aggregator) synSent(e *event.Event, sec int64, s *space, n *nsState) {
 		k = summary.SpaceOf(e)
 	}
 	s.attempt(sec, pk, bound)
+	if e.PortRange != ([2]uint16{}) {
+		s.sockRange = sockRange{r: e.PortRange, proc: pk, last: sec}
+	}
 	p := a.proc(pk, sec)
 	p.connect(sec, k)
 	if bound {

@@ -377,3 +377,131 @@ func TestSettingsChangedMidRun(t *testing.T) {
 		t.Errorf("read again: used %d of %d, exhausted %v, unknown %v", sp.Used, sp.Usable, sp.Exhausted, s.a.Unknown())
 	}
 }
+
+// TestBindNotOnHost: bind() to an address the host does not have fails
+// with EADDRNOTAVAIL before any port search, whether it asked for port 0
+// or named one: a failed call on that address, never exhaustion nor a
+// conflict; EACCES likewise. Only EADDRINUSE is a pool gone empty.
+func TestBindNotOnHost(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	away := netip.MustParseAddr("10.9.9.9")
+	add := func(cookie uint64, port uint16, errno syscall.Errno) {
+		e := s.ev(at(1), nginx1, event.Bind, cookie, netip.AddrPort{})
+		e.Src, e.Errno = netip.AddrPortFrom(away, port), errno
+		if port != 0 {
+			e.Flags = event.FixedPort
+		}
+		s.add(e)
+	}
+	add(1, 0, syscall.EADDRNOTAVAIL)
+	add(2, 8080, syscall.EADDRNOTAVAIL)
+	add(3, 80, syscall.EACCES)
+	rep := s.summary(2)
+	var pool *summary.SpaceSummary
+	for i := range rep.Spaces {
+		if rep.Spaces[i].Key.IsBindPool() && rep.Spaces[i].Src == away.String() {
+			pool = &rep.Spaces[i]
+		}
+	}
+	if pool == nil {
+		t.Fatalf("no %s bind() pool in %+v", away, rep.Spaces)
+	}
+	if pool.Errno("EADDRNOTAVAIL") != 2 || pool.Errno("EACCES") != 1 || pool.NoAddress60() != 2 ||
+		pool.Exhaustion60() != 0 || pool.Exhausted || pool.TotalConns != 3 {
+		t.Errorf("pool failures %+v, %d attempts, exhausted %v: want 2 EADDRNOTAVAIL without a search, 1 EACCES, 3 attempts", pool.Failures, pool.TotalConns, pool.Exhausted)
+	}
+	for _, n := range rep.Netns {
+		if len(n.Conflicts) != 0 {
+			t.Errorf("conflicts %+v: none of these is a port taken", n.Conflicts)
+		}
+	}
+}
+
+// TestSocketPortRange: a process whose sockets set IP_LOCAL_PORT_RANGE
+// 40000-40004 inside a namespace range of 40000-40099 with 40002 reserved
+// has 4 ports, not 99: usable is the kernel's window minus the reserved
+// port, used counts only the window's ports, and the space names the
+// process. A bound outside the namespace's range leaves that bound alone
+// (inet_sk_get_local_port_range); a minute without such an attempt gives
+// the namespace's range back.
+func TestSocketPortRange(t *testing.T) {
+	for _, c := range []struct {
+		name           string
+		r              [2]uint16
+		lo, hi, usable int
+	}{
+		{"inside", [2]uint16{40000, 40004}, 40000, 40004, 4},
+		{"high bound only", [2]uint16{0, 40004}, 40000, 40004, 4},
+		{"low bound below the namespace's", [2]uint16{30000, 40009}, 40000, 40009, 9},
+		{"high bound above the namespace's", [2]uint16{40090, 50000}, 40090, 40099, 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newStream(t, DefaultLimits)
+			s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, Reserved: "40002"}})
+			s.port = uint16(c.lo - 1)
+			for i := 0; i < 3; i++ {
+				s.cookie++
+				s.port++
+				if s.port == 40002 {
+					s.port++
+				}
+				s.ports[s.cookie] = 0
+				syn := s.ev(at(1), curl, event.State, s.cookie, upstream)
+				syn.OldState, syn.NewState, syn.PortRange = event.Close, event.SynSent, c.r
+				s.add(syn)
+				s.ports[s.cookie] = s.port
+				s.state(at(1), curl, s.cookie, upstream, event.SynSent, event.Established)
+			}
+			// Another process's connection outside the window.
+			s.port = 40050
+			s.open(at(1), nginx1, upstream, time.Microsecond)
+			sp := s.space(s.summary(2), upstream)
+			want := &summary.SocketRange{Low: c.r[0], High: c.r[1], SearchLow: c.lo, SearchHigh: c.hi, By: summary.ProcRef{PID: curl.pid, Comm: curl.comm}}
+			if sp.SocketRange == nil || *sp.SocketRange != *want || sp.Usable != c.usable || sp.Used != 3 {
+				t.Errorf("range %+v, used %d of %d; want %+v, 3 of %d", sp.SocketRange, sp.Used, sp.Usable, want, c.usable)
+			}
+			sp = s.space(s.summary(63), upstream)
+			if sp.SocketRange != nil || sp.Usable != 99 || sp.Used != 4 {
+				t.Errorf("a minute later: range %+v, used %d of %d; want none, 4 of 99", sp.SocketRange, sp.Used, sp.Usable)
+			}
+		})
+	}
+}
+
+// TestWatchedSettings: a namespace with a space at least half full is
+// watched, and a new read of its settings replaces the old at once; an
+// unchanged read, or one of another namespace under the same inode, does
+// nothing.
+func TestWatchedSettings(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	s.a.SetNetns([]netns.Settings{{Inode: testNetns, PortLow: 40000, PortHigh: 40099, Cookie: 5, Path: "/run/netns/x"}})
+	for i := 0; i < 49; i++ {
+		s.open(at(1), curl, upstream, time.Microsecond)
+	}
+	s.summary(2)
+	if w := s.a.Watched(8); len(w) != 0 {
+		t.Fatalf("49 of 100 used: watched %+v", w)
+	}
+	s.open(at(2), curl, upstream, time.Microsecond)
+	s.summary(3)
+	w := s.a.Watched(8)
+	if len(w) != 1 || w[0].Inode != testNetns || w[0].Path != "/run/netns/x" {
+		t.Fatalf("50 of 100 used: watched %+v, want the namespace with its path", w)
+	}
+	wide := w[0]
+	wide.PortHigh, wide.Path = 40999, ""
+	if s.a.UpdateSettings(wide) != true {
+		t.Fatal("a wider range: not taken")
+	}
+	if sp := s.space(s.summary(4), upstream); sp.Usable != 1000 {
+		t.Errorf("usable %d after the range widened to 1000", sp.Usable)
+	}
+	if s.a.UpdateSettings(wide) {
+		t.Error("the same settings again: reported as a change")
+	}
+	other := wide
+	other.Cookie, other.PortHigh = 6, 40009
+	if s.a.UpdateSettings(other) {
+		t.Error("another namespace's settings under the same inode: taken")
+	}
+}

@@ -1,6 +1,8 @@
 package aggregate
 
 import (
+	"reflect"
+
 	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/summary"
 )
@@ -92,4 +94,49 @@ func (n *nsState) boundPorts() map[uint16]bool {
 		}
 	}
 	return out
+}
+
+// Watched lists the settings, as last read, of at most max namespaces
+// whose figures an operator is likely watching and changing: those with a
+// space at least half full at the last sample. A change there (a range
+// widened while the clients are idle, so that no event contradicts the
+// old one) should show at the next refresh, whereas an idle namespace is
+// read again only once a minute (sockdiag.IdleSettings).
+func (a *Aggregator) Watched(max int) []netns.Settings {
+	usable := map[uint32]int{}
+	seen := map[uint32]bool{}
+	var out []netns.Settings
+	for s, o := range a.occ {
+		ino := s.key.Netns
+		n := a.ns[ino]
+		if s == a.other || n == nil || !n.known || n.gone || seen[ino] || len(out) >= max {
+			continue
+		}
+		u, ok := usable[ino]
+		if !ok {
+			u = n.settings.Usable()
+			usable[ino] = u
+		}
+		if u > 0 && 2*o.used >= u {
+			seen[ino] = true
+			out = append(out, n.settings)
+		}
+	}
+	return out
+}
+
+// UpdateSettings replaces one namespace's settings with a new read of them
+// (Watched's), and reports whether they changed. A namespace gone, or
+// another one under the same inode (its cookie differs), is left alone.
+func (a *Aggregator) UpdateSettings(s netns.Settings) bool {
+	n := a.ns[s.Inode]
+	if n == nil || !n.known || n.gone || s.Cookie != n.settings.Cookie {
+		return false
+	}
+	s.Path, s.Names = n.settings.Path, n.settings.Names
+	if reflect.DeepEqual(s, n.settings) {
+		return false
+	}
+	n.setSettings(s)
+	return true
 }

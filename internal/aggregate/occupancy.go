@@ -57,8 +57,19 @@ func (a *Aggregator) loose(s *space) occupancy {
 // connectSpace: the ports bound in the namespace, and those whose 4-tuple
 // an open or time-wait socket holds, unless connect() may take it over
 // (TakeOver: tcp_tw_reuse, never an orphan in FIN_WAIT2).
+//
+// For a space whose sockets set IP_LOCAL_PORT_RANGE, only the ports of
+// their window count (portWindow): the search looks nowhere else.
 func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) occupancy {
-	o := occupancy{tw: s.ports.tw, fin: s.ports.fin, bound: len(bound), used: len(bound)}
+	lo, hi, _ := a.portWindow(s, n)
+	in := func(p uint16) bool { return int(p) >= lo && int(p) <= hi }
+	o := occupancy{tw: s.ports.tw, fin: s.ports.fin}
+	for p := range bound {
+		if in(p) {
+			o.bound++
+		}
+	}
+	o.used = o.bound
 	rule := takeOver(n.settings, s.key.Src.IsLoopback() || s.key.Dst.Addr().IsLoopback())
 	if rule.Delay == 0 { // settings from before porttrace read it
 		rule.Delay = netns.DefaultTWReuseDelay * time.Millisecond
@@ -66,7 +77,7 @@ func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) o
 	for k, x := range s.ports.m {
 		o.live += int(x.live)
 		port := uint16(k)
-		if !n.ephemeral(port) || bound[port] {
+		if !n.ephemeral(port) || bound[port] || !in(port) {
 			continue
 		}
 		if x.live == 0 && x.twDue != 0 {
@@ -82,6 +93,39 @@ func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) o
 		o.used++
 	}
 	return o
+}
+
+// portWindow is the ports connect() searches for the space's sockets:
+// the namespace's range, or, where an attempt of the last minute carried
+// the socket's own IP_LOCAL_PORT_RANGE, what the kernel makes of it
+// (inet_sk_get_local_port_range: each of the socket's bounds that lies
+// inside the namespace's range replaces that bound). narrowed says that
+// the socket's range narrowed it.
+func (a *Aggregator) portWindow(s *space, n *nsState) (lo, hi int, narrowed bool) {
+	lo, hi = n.settings.PortLow, n.settings.PortHigh
+	r := s.sockRange
+	if r.r == ([2]uint16{}) || r.last < a.now-60 {
+		return lo, hi, false
+	}
+	if sl := int(r.r[0]); lo <= sl && sl <= hi {
+		lo = sl
+	}
+	if sh := int(r.r[1]); lo <= sh && sh <= hi {
+		hi = sh
+	}
+	return lo, hi, lo != n.settings.PortLow || hi != n.settings.PortHigh
+}
+
+// windowUsable is the ephemeral ports of [lo, hi]: the range minus the
+// reserved ports.
+func windowUsable(n *nsState, lo, hi int) int {
+	c := 0
+	for p := lo; p <= hi; p++ {
+		if n.ephemeral(uint16(p)) {
+			c++
+		}
+	}
+	return c
 }
 
 // pool: every port held by a socket with the pool's address, whatever its

@@ -89,6 +89,16 @@ type space struct {
 	// rate before the gauge spans enough seconds for its slope.
 	firstSec, firstUsed int64
 	sampled             bool
+	// sockRange is the last IP_LOCAL_PORT_RANGE an attempt carried.
+	sockRange sockRange
+}
+
+// sockRange is a socket's own IP_LOCAL_PORT_RANGE, who set it, and the
+// second of the last attempt that carried it.
+type sockRange struct {
+	r    [2]uint16
+	proc ProcKey
+	last int64
 }
 
 // noteUsed records the occupancy sampled at sec.

@@ -144,6 +144,12 @@ func (a *Aggregator) headroom(s *space, r *summary.SpaceSummary, nsTimeWait int)
 		return
 	}
 	r.Usable = n.settings.Usable()
+	if lo, hi, ok := a.portWindow(s, n); ok {
+		r.Usable = windowUsable(n, lo, hi)
+		p := s.sockRange.proc
+		r.SocketRange = &summary.SocketRange{Low: s.sockRange.r[0], High: s.sockRange.r[1], SearchLow: lo, SearchHigh: hi,
+			By: summary.ProcRef{PID: p.PID, Comm: p.Comm.String()}}
+	}
 	if r.Usable == 0 || n.gone {
 		return
 	}

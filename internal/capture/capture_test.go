@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -11,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
@@ -32,6 +36,9 @@ func sample(i int) event.Event {
 	if i%7 == 2 {
 		e.Src = netip.AddrPort{}
 	}
+	if i%5 == 3 {
+		e.PortRange = [2]uint16{40000, uint16(40004 + i)}
+	}
 	return e
 }
 
@@ -39,9 +46,15 @@ func sample(i int) event.Event {
 // returns it with the offsets where blocks end.
 func write(t *testing.T, n int, trailer bool) []byte {
 	t.Helper()
+	return writeVersion(t, n, trailer, Version)
+}
+
+// writeVersion is write in an older format version.
+func writeVersion(t *testing.T, n int, trailer bool, version byte) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, Header{Host: "h", Kernel: "6.1", Backend: "fentry", Start: t0,
-		Netns: []netns.Settings{{Inode: 4026532177, PortLow: 40000, PortHigh: 40099}}})
+	w, err := newWriter(&buf, Header{Host: "h", Kernel: "6.1", Backend: "fentry", Start: t0,
+		Netns: []netns.Settings{{Inode: 4026532177, PortLow: 40000, PortHigh: 40099}}}, version)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +249,7 @@ func FuzzReader(f *testing.F) {
 	}
 	w.Close(Trailer{})
 	f.Add(buf.Bytes())
+	f.Add(ctCapture(f, &ConntrackRound{Time: t0, Tables: []nat.Table{ctTable(7, 3), {Netns: 8}}}))
 	f.Add([]byte(magic + "\x01"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := NewReader(bytes.NewReader(data))
@@ -307,5 +321,56 @@ func TestTrailingData(t *testing.T) {
 	}
 	if _, _, _, err := readAll(one); err != nil {
 		t.Errorf("no trailing data: %v", err)
+	}
+}
+
+// blocks are the offsets of a capture's blocks (the header's first).
+func blocks(t *testing.T, data []byte) []int {
+	t.Helper()
+	var out []int
+	for off := len(magic) + 1; off < len(data); {
+		out = append(out, off)
+		off += blockHeaderLen + int(binary.LittleEndian.Uint32(data[off+5:]))
+	}
+	return out
+}
+
+// TestWrongChecksumValidFrame: a block whose CRC is wrong while its zstd
+// frame is intact (it decodes to its length) is refused where it is,
+// whichever bit of the CRC is off: the frame's own integrity is no
+// substitute for the block's checksum. No event after it is read.
+func TestWrongChecksumValidFrame(t *testing.T) {
+	data := write(t, 300, true)
+	offs := blocks(t, data)
+	if len(offs) < 4 {
+		t.Fatalf("%d blocks, want a header, events and more", len(offs))
+	}
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	_, all, _, err := readAll(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(offs); i++ {
+		off := offs[i]
+		stored := data[off+blockHeaderLen : off+blockHeaderLen+int(binary.LittleEndian.Uint32(data[off+5:]))]
+		if raw, err := dec.DecodeAll(stored, nil); err != nil || len(raw) != int(binary.LittleEndian.Uint32(data[off+1:])) {
+			t.Fatalf("block %d: the frame itself does not decode (%v): the test's premise", i, err)
+		}
+		for _, bit := range []int{0, 13, 31} {
+			bad := bytes.Clone(data)
+			bad[off+9+bit/8] ^= 1 << (bit % 8)
+			_, evs, _, err := readAll(bad)
+			var be *BlockError
+			if !errors.As(err, &be) || !errors.Is(err, ErrCorrupt) || be.Index != i || be.Offset != int64(off) {
+				t.Fatalf("block %d, CRC bit %d flipped: %v, want it corrupt at block %d, byte %d", i, bit, err, i, off)
+			}
+			if i < len(offs)-1 && len(evs) >= len(all) { // the last is the trailer
+				t.Errorf("block %d: all %d events read past a bad block", i, len(evs))
+			}
+		}
 	}
 }

@@ -15,7 +15,11 @@
 // events, and rounds of socket tables, the first right after the header.
 // A round is a sync-begin marker written when its dump starts (events that
 // race the dump come between), then its tables in one or more blocks. If
-// recording ended cleanly, a trailer (JSON) comes last.
+// recording ended cleanly, a trailer (JSON) comes last. Since version 3, a
+// round of socket tables may be followed by a round of conntrack tables
+// read with it (kindConntrack blocks: conntrack.go); version 2 captures,
+// which have none, are read as before. Since version 4, an event carries
+// its socket's IP_LOCAL_PORT_RANGE (4 bytes more).
 package capture
 
 import (
@@ -33,8 +37,12 @@ import (
 )
 
 const (
-	magic   = "porttrace-capture\n"
-	Version = 2 // 2: netns cookie and thread name in events
+	magic = "porttrace-capture\n"
+	// 2: netns cookie and thread name in events; 3: conntrack rounds;
+	// 4: a socket's IP_LOCAL_PORT_RANGE in events.
+	Version = 4
+	// MinVersion is the oldest format this porttrace reads.
+	MinVersion = 2
 )
 
 // Block kinds.
@@ -44,6 +52,7 @@ const (
 	kindRound     = 3 // a chunk of a round of socket tables (JSON)
 	kindTrailer   = 4
 	kindSyncBegin = 5 // a round's dump begins
+	kindConntrack = 6 // a chunk of a round of conntrack tables (JSON)
 )
 
 const blockHeaderLen = 1 + 4 + 4 + 4
@@ -81,6 +90,9 @@ type Round struct {
 	// Cgroups are the cgroups that events since the last round came from,
 	// by cgroup id: where their processes ran (path, container, pod).
 	Cgroups map[uint64]cgroup.Process `json:"cgroups,omitempty"`
+	// Conntrack, if not nil, is the conntrack tables read with the
+	// socket tables, written after them in blocks of their own.
+	Conntrack *ConntrackRound `json:"-"`
 }
 
 // chunk is one block of a round.
@@ -122,8 +134,12 @@ func (e *BlockError) Error() string {
 
 func (e *BlockError) Unwrap() error { return e.Err }
 
-// eventLen is an event's encoded size.
-const eventLen = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16
+// eventLen is an event's encoded size; before version 4, eventLen3 (no
+// port range).
+const (
+	eventLen  = eventLen3 + 4
+	eventLen3 = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16
+)
 
 // Address flags in an encoded event.
 const (
@@ -168,6 +184,10 @@ func putEvent(b []byte, e *event.Event) {
 	le.PutUint16(b[103:], e.Dst.Port())
 	le.PutUint64(b[105:], e.NetnsCookie)
 	copy(b[113:129], e.ThreadComm[:])
+	if len(b) >= eventLen {
+		le.PutUint16(b[129:], e.PortRange[0])
+		le.PutUint16(b[131:], e.PortRange[1])
+	}
 }
 
 func getEvent(b []byte, e *event.Event) error {
@@ -188,6 +208,9 @@ func getEvent(b []byte, e *event.Event) error {
 	e.Dst = addrPort(b[68]&dstValid != 0, b[68]&dst4 != 0, b[87:103], le.Uint16(b[103:]))
 	e.NetnsCookie = le.Uint64(b[105:])
 	copy(e.ThreadComm[:], b[113:129])
+	if len(b) >= eventLen {
+		e.PortRange = [2]uint16{le.Uint16(b[129:]), le.Uint16(b[131:])}
+	}
 	return nil
 }
 

@@ -29,6 +29,7 @@ type Reader struct {
 	raw        []byte
 	stored     []byte
 	events     []byte // undecoded events of the current block
+	eventLen   int    // an event's size in this capture's version
 	lastOffset int64
 	round      *Round // a round whose chunks are still coming
 	chunks     int
@@ -38,6 +39,14 @@ type Reader struct {
 	// counted in DroppedSockets.
 	MaxRoundSockets int
 	DroppedSockets  uint64
+	ct              *ConntrackRound // a conntrack round whose chunks are still coming
+	ctChunks        int
+	ctEntries       int // in the conntrack round so far
+	// MaxRoundEntries bounds the translated entries a conntrack round
+	// keeps (DefaultRoundEntries unless set); the rest are dropped, and
+	// counted in DroppedEntries and their table's Dropped.
+	MaxRoundEntries int
+	DroppedEntries  uint64
 }
 
 // DefaultRoundSockets is the sockets a round keeps by default: ~30 MiB
@@ -59,8 +68,13 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil || string(head[:len(magic)]) != magic {
 		return nil, errors.New("not a porttrace capture (no capture header)")
 	}
-	if v := head[len(magic)]; v != Version {
-		return nil, fmt.Errorf("capture format version %d, this porttrace reads version %d", v, Version)
+	v := head[len(magic)]
+	if v < MinVersion || v > Version {
+		return nil, fmt.Errorf("capture format version %d, this porttrace reads versions %d to %d", v, MinVersion, Version)
+	}
+	cr.eventLen = eventLen
+	if v < 4 {
+		cr.eventLen = eventLen3
 	}
 	cr.offset = int64(len(head))
 	kind, b, err := cr.block()
@@ -123,11 +137,12 @@ const (
 )
 
 // Record is one item of a capture: an event, the start of a round's dump,
-// or a round.
+// a round of socket tables, or a round of conntrack tables.
 type Record struct {
 	Event     *event.Event // valid until the next call to Next
 	SyncBegin bool
 	Round     *Round
+	Conntrack *ConntrackRound
 }
 
 // Next returns the next record, io.EOF after the trailer or at a clean end
@@ -136,8 +151,8 @@ type Record struct {
 func (c *Reader) Next(ev *event.Event) (Record, error) {
 	for len(c.events) == 0 {
 		kind, b, err := c.block()
-		if err == io.EOF && c.round != nil {
-			err = c.errHere(fmt.Errorf("%w: inside a round of socket tables", ErrTruncated))
+		if err == io.EOF && (c.round != nil || c.ct != nil) {
+			err = c.errHere(fmt.Errorf("%w: inside a round of socket or conntrack tables", ErrTruncated))
 		}
 		if err != nil {
 			return Record{}, err
@@ -145,9 +160,12 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 		if c.round != nil && kind != kindRound {
 			return Record{}, c.errHere(fmt.Errorf("%w: a round of socket tables is cut short", ErrCorrupt))
 		}
+		if c.ct != nil && kind != kindConntrack {
+			return Record{}, c.errHere(fmt.Errorf("%w: a round of conntrack tables is cut short", ErrCorrupt))
+		}
 		switch kind {
 		case kindEvents:
-			if len(b)%eventLen != 0 {
+			if len(b)%c.eventLen != 0 {
 				return Record{}, c.errHere(fmt.Errorf("%w: events block of %d bytes", ErrCorrupt, len(b)))
 			}
 			c.events = b
@@ -157,6 +175,11 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 			r, err := c.chunk(b)
 			if err != nil || r != nil {
 				return Record{Round: r}, err
+			}
+		case kindConntrack:
+			r, err := c.ctChunk(b)
+			if err != nil || r != nil {
+				return Record{Conntrack: r}, err
 			}
 		case kindTrailer:
 			var t Trailer
@@ -173,10 +196,10 @@ func (c *Reader) Next(ev *event.Event) (Record, error) {
 			return Record{}, c.errHere(fmt.Errorf("%w: block kind %d", ErrCorrupt, kind))
 		}
 	}
-	if err := getEvent(c.events[:eventLen], ev); err != nil {
+	if err := getEvent(c.events[:c.eventLen], ev); err != nil {
 		return Record{}, c.errHere(err)
 	}
-	c.events = c.events[eventLen:]
+	c.events = c.events[c.eventLen:]
 	return Record{Event: ev}, nil
 }
 

@@ -31,22 +31,32 @@ type Writer struct {
 	events  uint64
 	stored  uint64 // events in blocks written whole
 	err     error  // the first write error: the file ends before it
+	evLen   int    // an event's encoded size in the version written
 }
 
 // NewWriter writes the magic and the header block to w.
 func NewWriter(w io.Writer, h Header) (*Writer, error) {
+	return newWriter(w, h, Version)
+}
+
+// newWriter writes a capture of an older version too, for the tests that
+// read one.
+func newWriter(w io.Writer, h Header, version byte) (*Writer, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}
-	cw := &Writer{w: w, enc: enc, sync: func() error { return nil }}
+	cw := &Writer{w: w, enc: enc, sync: func() error { return nil }, evLen: eventLen}
+	if version < 4 {
+		cw.evLen = eventLen3
+	}
 	if f, ok := w.(*os.File); ok {
 		cw.sync = f.Sync
 	}
 	// The magic and the header in one write: a file cut before it is
 	// empty, not a capture without a header.
 	hb, _ := json.Marshal(h)
-	if err := cw.blockAfter([]byte(magic+string(rune(Version))), kindHeader, hb); err != nil {
+	if err := cw.blockAfter([]byte(magic+string(rune(version))), kindHeader, hb); err != nil {
 		return nil, err
 	}
 	return cw, cw.syncNow()
@@ -71,7 +81,7 @@ func (c *Writer) Event(e *event.Event) error {
 		return c.err
 	}
 	n := len(c.buf)
-	c.buf = append(c.buf, make([]byte, eventLen)...)
+	c.buf = append(c.buf, make([]byte, c.evLen)...)
 	putEvent(c.buf[n:], e)
 	c.events++
 	if len(c.buf) >= blockTarget {
@@ -90,7 +100,8 @@ func (c *Writer) SyncBegin() error {
 }
 
 // Round writes a round of socket tables, after the events buffered before
-// it, in chunks of at most chunkSockets sockets.
+// it, in chunks of at most chunkSockets sockets, then its conntrack tables
+// if it has them.
 func (c *Writer) Round(r Round) error {
 	if err := c.flushEvents(); err != nil {
 		return err
@@ -100,6 +111,9 @@ func (c *Writer) Round(r Round) error {
 		if err := c.block(kindRound, b); err != nil {
 			return err
 		}
+	}
+	if r.Conntrack != nil {
+		return c.conntrack(*r.Conntrack)
 	}
 	return nil
 }
@@ -155,7 +169,7 @@ func (c *Writer) flushEvents() error {
 	}
 	err := c.block(kindEvents, c.buf)
 	if err == nil {
-		c.stored += uint64(len(c.buf) / eventLen)
+		c.stored += uint64(len(c.buf) / c.evLen)
 	}
 	c.buf = c.buf[:0]
 	return err

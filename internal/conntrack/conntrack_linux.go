@@ -7,45 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
 	ct "github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
 )
-
-// ReadAll reads every namespace in all as the live view needs them: each
-// one's conntrack counters and translated entries; the NAT rules of those
-// whose table has entries (with none there is no NAT space); and, only
-// when some namespace has translated entries, every namespace's
-// addresses, which trace the clients. A namespace that cannot be read at
-// all is skipped and its trouble joined into the error.
-func ReadAll(all []netns.Settings) ([]nat.Table, error) {
-	var out []nat.Table
-	var paths []string
-	var errs []error
-	translated := false
-	for _, s := range all {
-		t, err := readNetns(s.Path, s.Inode, false)
-		if err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		translated = translated || len(t.Entries) > 0
-		out, paths = append(out, t), append(paths, s.Path)
-	}
-	if translated {
-		for i := range out {
-			addAddrs(paths[i], &out[i])
-		}
-	}
-	return out, errors.Join(errs...)
-}
 
 // Read reads the namespace at path (a /proc/PID/ns/net or /run/netns/NAME;
 // "" for porttrace's own), whose inode is inode, in full: conntrack, NAT
@@ -53,29 +22,29 @@ func ReadAll(all []netns.Settings) ([]nat.Table, error) {
 // trouble in Table.Err; the error is for a namespace that could not be
 // entered at all.
 func Read(path string, inode uint32) (nat.Table, error) {
-	t, err := readNetns(path, inode, true)
+	t, err := readNetns(path, inode)
 	if err == nil {
 		addAddrs(path, &t)
 	}
 	return t, err
 }
 
-func readNetns(path string, inode uint32, rules bool) (nat.Table, error) {
-	t := nat.Table{Netns: inode, Time: time.Now()}
+// readNetns reads a namespace's conntrack counters, translated entries and
+// NAT rules.
+func readNetns(path string, inode uint32) (nat.Table, error) {
+	t := nat.Table{Netns: inode, Time: time.Now(), TakesOverClosing: takesOverClosing}
 	read := func() {
 		var errs []error
 		if err := readConntrack(&t); err != nil {
 			errs = append(errs, fmt.Errorf("conntrack: %w", err))
 		}
-		if rules || t.Count > 0 {
-			r, err := readRules()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("nftables: %w", err))
-			}
-			t.Rules = r
+		r, err := readRules()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("nftables: %w", err))
 		}
-		if e := errors.Join(errs...); e != nil {
-			t.Err = e.Error()
+		t.Rules = r
+		for _, e := range errs {
+			t.Err = joinErr(t.Err, e.Error()) // one line, for doctor and the views
 		}
 	}
 	if path == "" {
@@ -95,7 +64,7 @@ func addAddrs(path string, t *nat.Table) {
 	addrs, err := readAddrs(path)
 	t.Addrs = addrs
 	if err != nil {
-		t.Err = strings.TrimPrefix(t.Err+"; ", "; ") + "addresses: " + err.Error()
+		t.Err = joinErr(t.Err, "addresses: "+err.Error())
 	}
 }
 
@@ -104,7 +73,7 @@ func addAddrs(path string, t *nat.Table) {
 func readConntrack(t *nat.Table) error {
 	c, err := ct.Dial(nil)
 	if err != nil {
-		return err
+		return noNetfilter(err)
 	}
 	defer c.Close()
 	g, err := c.StatsGlobal()
@@ -194,4 +163,26 @@ func readAddrs(path string) ([]netip.Prefix, error) {
 		}
 	}
 	return out, err
+}
+
+// takesOverClosing says whether this kernel's nf_nat evicts a closing TCP
+// entry whose port a new flow needs: Linux 6.5 on (nat.Table's
+// TakesOverClosing). A kernel whose release cannot be parsed is taken to
+// be recent.
+var takesOverClosing = func() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return true
+	}
+	return KernelAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 5)
+}()
+
+// noNetfilter names the usual reason a netfilter netlink socket cannot be
+// made: a kernel without nfnetlink (module not loaded, or not built),
+// which has no conntrack and no nftables, hence no source NAT to read.
+func noNetfilter(err error) error {
+	if errors.Is(err, unix.EPROTONOSUPPORT) {
+		return fmt.Errorf("nfnetlink is not loaded: this kernel has no conntrack or nftables to read (%w)", err)
+	}
+	return err
 }

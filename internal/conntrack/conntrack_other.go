@@ -3,12 +3,14 @@
 package conntrack
 
 import (
+	"net/netip"
+
 	"github.com/porttrace/porttrace/internal/nat"
-	"github.com/porttrace/porttrace/internal/netns"
 )
 
 // Read returns ErrNotLinux.
 func Read(path string, inode uint32) (nat.Table, error) { return nat.Table{}, ErrNotLinux }
 
-// ReadAll returns ErrNotLinux.
-func ReadAll(all []netns.Settings) ([]nat.Table, error) { return nil, ErrNotLinux }
+func readNetns(string, uint32) (nat.Table, error) { return nat.Table{}, ErrNotLinux }
+
+func readAddrs(string) ([]netip.Prefix, error) { return nil, ErrNotLinux }

@@ -27,11 +27,11 @@ const maxRules = 4096
 func readRules() ([]nat.Rule, error) {
 	c, err := nftables.New()
 	if err != nil {
-		return nil, err
+		return nil, noNetfilter(err)
 	}
 	chains, err := c.ListChains()
 	if err != nil {
-		return nil, err
+		return nil, noNetfilter(err) // the library dials on first use
 	}
 	natTables := map[string]bool{}
 	base := func(ch *nftables.Chain) bool {

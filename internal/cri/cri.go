@@ -27,9 +27,12 @@ var Sockets = []string{"/run/containerd/containerd.sock", "/run/crio/crio.sock"}
 // Refresh is how often the names are read again without being asked.
 const Refresh = 30 * time.Second
 
-// Names are a container's Kubernetes names, as the kubelet labels it.
+// Names are a container's Kubernetes names, as the kubelet labels it,
+// and its pod's UID (for nodes whose cgroup paths do not carry it, such
+// as the cgroupfs driver without per-QoS cgroups).
 type Names struct {
 	Pod, Namespace, Container string
+	PodUID                    string
 }
 
 // Cache holds the names of the runtime's containers, by full id.
@@ -113,6 +116,7 @@ const (
 	podNameLabel       = "io.kubernetes.pod.name"
 	podNamespaceLabel  = "io.kubernetes.pod.namespace"
 	containerNameLabel = "io.kubernetes.container.name"
+	podUIDLabel        = "io.kubernetes.pod.uid"
 )
 
 func (c *Cache) refresh(ctx context.Context) {
@@ -134,12 +138,13 @@ func (c *Cache) refresh(ctx context.Context) {
 	c.failing = false
 	names := make(map[string]Names, len(resp.Containers))
 	for _, ct := range resp.Containers {
-		n := Names{Pod: ct.Labels[podNameLabel], Namespace: ct.Labels[podNamespaceLabel], Container: ct.Labels[containerNameLabel]}
+		n := Names{Pod: ct.Labels[podNameLabel], Namespace: ct.Labels[podNamespaceLabel], Container: ct.Labels[containerNameLabel], PodUID: ct.Labels[podUIDLabel]}
 		if n.Container == "" && ct.Metadata != nil {
 			n.Container = ct.Metadata.Name
 		}
 		// The runtime's labels are anyone's text: make them safe to print.
 		n.Pod, n.Namespace, n.Container = sanitize.Text(n.Pod, sanitize.Name), sanitize.Text(n.Namespace, sanitize.Name), sanitize.Text(n.Container, sanitize.Name)
+		n.PodUID = sanitize.Text(n.PodUID, sanitize.Name)
 		names[ct.Id] = n
 	}
 	c.names = names

@@ -213,3 +213,37 @@ func TestRateIsTheProcesses(t *testing.T) {
 		t.Errorf("one process name given the space's rate: %s", k.Evidence)
 	}
 }
+
+// TestCauseSocketPortRange: a process's own IP_LOCAL_PORT_RANGE of 5
+// ports fills while the namespace has 20: the finding names the process
+// and its option with the arithmetic of both windows, and no finding
+// offers the sysctl; without the option the same space gets port_range.
+func TestCauseSocketPortRange(t *testing.T) {
+	s := small()
+	s.Used, s.Usable, s.TimeWait, s.Closed60, s.ShortPct = 5, 5, 5, 100, 100
+	s.SocketRange = &summary.SocketRange{Low: 40000, High: 40004, SearchLow: 40000, SearchHigh: 40004, By: summary.ProcRef{PID: 4242, Comm: "app"}}
+	fs := diagnoseIn(netns.Settings{Timestamps: 1}, s)
+	got := ruleNames(fs)
+	if !slices.Contains(got, "socket_port_range") || slices.Contains(got, "port_range") {
+		t.Fatalf("rules %v: want socket_port_range, never port_range", got)
+	}
+	for _, f := range fs {
+		if strings.Contains(f.Fix, "ip_local_port_range") {
+			t.Errorf("%s offers the sysctl: %s", f.Rule, f.Fix)
+		}
+		if f.Rule != "socket_port_range" {
+			continue
+		}
+		// 5 ports / 60 s: 0.1 connections/s; 20 / 60: 0.3.
+		for _, want := range []string{"app[4242] sets IP_LOCAL_PORT_RANGE 40000-40004", "searches 40000-40004 only, 5 usable ports (0.1 connections/s", "of the namespace's 20",
+			"widen or drop that option in app", "namespace's 40000-40019, 20 usable ports, 0.3 connections/s"} {
+			if !strings.Contains(f.String(), want) {
+				t.Errorf("finding %q lacks %q", f, want)
+			}
+		}
+	}
+	s.SocketRange = nil
+	if got := ruleNames(diagnoseIn(netns.Settings{Timestamps: 1}, s)); slices.Contains(got, "socket_port_range") || !slices.Contains(got, "port_range") {
+		t.Errorf("without the option: rules %v, want port_range", got)
+	}
+}

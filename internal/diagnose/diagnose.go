@@ -165,11 +165,15 @@ func (c *check) freshDestinations(dst netip.AddrPort, n int) []netip.Addr {
 }
 
 var rules = []func(*check) (Finding, bool){
-	noSourceAddress, notExhaustion, orphans, closeWaitLeak, establishedLeak, synSentPileUp, halfClosed, keepalive, idlePool, twReuse, moreDestinations, unixSocket, portRange, sourceAddresses, bindNoPort, slowPortSearch,
+	noSourceAddress, socketPortRange, notExhaustion, orphans, closeWaitLeak, establishedLeak, synSentPileUp, halfClosed, keepalive, idlePool, twReuse, moreDestinations, unixSocket, portRange, sourceAddresses, bindNoPort, slowPortSearch,
 }
 
-func (c *check) pressure() bool {
-	s := c.s
+func (c *check) pressure() bool { return UnderPressure(c.s) }
+
+// UnderPressure tells whether a space is under pressure: at least
+// pressurePct used, full within pressureETA, or a call that failed for
+// want of a port in the last minute. Only such spaces get findings.
+func UnderPressure(s *summary.SpaceSummary) bool {
 	return s.Usable > 0 && (s.UsedPct >= pressurePct || s.Exhaustion60() > 0 ||
 		s.ETA != nil && *s.ETA <= pressureETA.Seconds())
 }
@@ -373,7 +377,9 @@ func unixSocket(c *check) (Finding, bool) {
 
 func portRange(c *check) (Finding, bool) {
 	cur := c.ns.PortHigh - c.ns.PortLow + 1
-	if !c.pressure() || c.viaBind() || cur >= widestHigh-widestLow+1 || c.cause() != Churn {
+	// Sockets with their own IP_LOCAL_PORT_RANGE search their window,
+	// whatever the namespace's range: socketPortRange says so.
+	if !c.pressure() || c.viaBind() || cur >= widestHigh-widestLow+1 || c.cause() != Churn || c.s.SocketRange != nil {
 		return Finding{}, false
 	}
 	wide := netns.Settings{PortLow: widestLow, PortHigh: widestHigh, Reserved: c.ns.Reserved}.Usable()
@@ -388,6 +394,24 @@ func portRange(c *check) (Finding, bool) {
 		Evidence: fmt.Sprintf("ip_local_port_range is %d-%d in netns %d: %s usable ports, %s connections/s per destination",
 			c.ns.PortLow, c.ns.PortHigh, c.ns.Inode, num(c.s.Usable), perSecondText(c.s.Usable)),
 		Fix: fix,
+	}, true
+}
+
+// socketPortRange: the space's sockets set IP_LOCAL_PORT_RANGE, which
+// narrows the search to a window of the namespace's range. The fix is in
+// the process, never the sysctl: the option keeps these sockets inside
+// its window however wide the namespace's range is.
+func socketPortRange(c *check) (Finding, bool) {
+	r := c.s.SocketRange
+	if r == nil || !c.pressure() {
+		return Finding{}, false
+	}
+	nsUsable := c.ns.Usable()
+	return Finding{Rule: "socket_port_range",
+		Evidence: fmt.Sprintf("%s[%d] sets IP_LOCAL_PORT_RANGE %d-%d on its sockets: connect() searches %d-%d only, %s usable ports (%s connections/s per destination) of the namespace's %s",
+			r.By.Comm, r.By.PID, r.Low, r.High, r.SearchLow, r.SearchHigh, num(c.s.Usable), perSecondText(c.s.Usable), num(nsUsable)),
+		Fix: fmt.Sprintf("widen or drop that option in %s (setsockopt IPPROTO_IP, IP_LOCAL_PORT_RANGE): without it, its sockets get the namespace's %d-%d, %s usable ports, %s connections/s per destination",
+			r.By.Comm, c.ns.PortLow, c.ns.PortHigh, num(nsUsable), perSecondText(nsUsable)),
 	}, true
 }
 

@@ -154,6 +154,10 @@ type Event struct {
 	ThreadComm Comm
 	Src        netip.AddrPort
 	Dst        netip.AddrPort
+	// PortRange is, at SYN_SENT, the socket's own IP_LOCAL_PORT_RANGE
+	// (setsockopt, Linux 6.3+): [low, high], each 0 when unset; zero on
+	// older kernels and for other events.
+	PortRange [2]uint16
 }
 
 // Failed reports whether the event records a failed connection attempt or
@@ -171,8 +175,8 @@ func (e *Event) Failed() bool {
 
 // Attempt reports whether the event begins a connection attempt, or is one
 // that never reached SYN_SENT: a socket entering SYN_SENT, a connect() that
-// failed before it, a bind() that found its pool empty (no connect()
-// follows).
+// failed before it, a bind() that failed (no connect() follows) but for a
+// named port taken, which is a conflict.
 func (e *Event) Attempt() bool {
 	switch e.Kind {
 	case State:
@@ -180,7 +184,7 @@ func (e *Event) Attempt() bool {
 	case Connect:
 		return e.Failed() && e.Flags&Searched == 0
 	case Bind:
-		return e.Failed() && e.Flags&FixedPort == 0
+		return e.Failed() && (e.Flags&FixedPort == 0 || e.Errno != EADDRINUSE)
 	}
 	return false
 }
@@ -193,7 +197,10 @@ func (e *Event) Exhaustion() bool {
 	}
 	switch {
 	case e.Kind == Bind:
-		return e.Flags&FixedPort == 0
+		// bind(addr, 0) found the address's pool empty. A named port
+		// taken is a conflict; EADDRNOTAVAIL (an address not on the
+		// host), EACCES or EINVAL are no search at all.
+		return e.Flags&FixedPort == 0 && e.Errno == EADDRINUSE
 	case e.Errno == EADDRNOTAVAIL:
 		return e.Flags&Searched != 0 && e.Flags&Bound == 0
 	}

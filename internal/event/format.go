@@ -26,6 +26,9 @@ type JSON struct {
 	OldState      string    `json:"old_state,omitempty"`
 	NewState      string    `json:"new_state,omitempty"`
 	Cookie        uint64    `json:"socket_cookie,omitempty"`
+	// PortRange is the socket's IP_LOCAL_PORT_RANGE, "low-high" (0 for
+	// a bound left unset), where it set one.
+	PortRange string `json:"ip_local_port_range,omitempty"`
 }
 
 // MarshalJSON writes the event as JSON.
@@ -41,6 +44,9 @@ func (e *Event) MarshalJSON() ([]byte, error) {
 	}
 	if e.Kind == State {
 		j.OldState, j.NewState = e.OldState.String(), e.NewState.String()
+	}
+	if e.PortRange != [2]uint16{} {
+		j.PortRange = fmt.Sprintf("%d-%d", e.PortRange[0], e.PortRange[1])
 	}
 	return json.Marshal(j)
 }

@@ -240,8 +240,9 @@ func spacePod(s *summary.SpaceSummary, pods *netnsPods) []attribute.KeyValue {
 // processAttrs names a process (by pid only if pid is not 0; exe is its
 // executable's name), and its container and pod when it runs in one:
 // container is the short id the aggregator keeps; the full id and
-// the pod's UID come from its cgroup path (pods.where), the names from
-// pods.names (nil when no container runtime is asked).
+// the pod's UID come from its cgroup path (pods.where), the names (and
+// the UID where the path has none) from pods.names (nil when no container
+// runtime is asked).
 func processAttrs(pid uint32, exe, container string, pods *netnsPods) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{semconv.ProcessExecutableName(exe)}
 	if pid != 0 {
@@ -262,6 +263,9 @@ func processAttrs(pid uint32, exe, container string, pods *netnsPods) []attribut
 		return attrs
 	}
 	if n, ok := pods.names(w.ContainerID); ok {
+		if w.PodUID == "" && n.PodUID != "" {
+			attrs = append(attrs, semconv.K8SPodUID(n.PodUID)) // the cgroup path lacks it
+		}
 		for _, kv := range []attribute.KeyValue{semconv.K8SPodName(n.Pod), semconv.K8SNamespaceName(n.Namespace), semconv.K8SContainerName(n.Container)} {
 			if kv.Value.AsString() != "" {
 				attrs = append(attrs, kv)

@@ -57,8 +57,9 @@ func (n *netnsPods) observe(e *event.Event) {
 }
 
 // attrs are the pod attributes of a namespace's port spaces: its UID
-// where the cgroup path gives it, and its name and namespace when the
-// runtime tells them; none when the namespace is no single pod's.
+// where the cgroup path or the runtime gives it, and its name and
+// namespace when the runtime tells them; none when the namespace is no
+// single pod's.
 func (n *netnsPods) attrs(netns uint32) []attribute.KeyValue {
 	if n == nil {
 		return nil
@@ -79,6 +80,9 @@ func (n *netnsPods) attrs(netns uint32) []attribute.KeyValue {
 		return attrs
 	}
 	if names, ok := n.names(w.ContainerID); ok && names.Pod != "" {
+		if w.PodUID == "" && names.PodUID != "" {
+			attrs = append(attrs, semconv.K8SPodUID(names.PodUID)) // the cgroup path lacks it
+		}
 		attrs = append(attrs, semconv.K8SPodName(names.Pod), semconv.K8SNamespaceName(names.Namespace))
 	}
 	return attrs

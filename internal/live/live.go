@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -44,12 +45,24 @@ type Monitor struct {
 	// Summary gives, without touching the aggregator.
 	snap atomic.Pointer[summary.Summary]
 
-	nat *natState // nil unless TrackNAT
+	nat  *natState  // nil unless TrackNAT
+	bind *bindWatch // nil unless the source watches bind() on demand
+	// findings is nil unless LogFindings; only Background's ticks use
+	// it, when a resync on the clock set findingsDue.
+	findings    *findingLog
+	findingsDue atomic.Bool
+	// reread reads one namespace's settings again (RereadSettings).
+	reread func(path string) (netns.Settings, error)
+	log    *slog.Logger
 	// touched are the namespaces events came from since the last sync;
 	// last is the latest, so that a run of events from one namespace
 	// costs one comparison each.
 	touched map[uint32]bool
 	last    uint32
+	// active: when each namespace last had events, as of the syncs; lost:
+	// the source's lost count when the background loop last looked.
+	active map[uint32]time.Time
+	lost   uint64
 }
 
 // Tables reads every namespace's settings and socket table; the error
@@ -64,7 +77,11 @@ type Tables func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable
 // running incident shows from the first frame. where tells where the
 // processes of events run.
 func New(src event.Source, tables Tables, limits aggregate.Limits, where *cgroup.Resolver) (*Monitor, error) {
-	m := &Monitor{src: src, tables: tables, where: where, start: time.Now(), touched: map[uint32]bool{}}
+	m := &Monitor{src: src, tables: tables, where: where, start: time.Now(), touched: map[uint32]bool{}, active: map[uint32]time.Time{},
+		log: slog.New(slog.DiscardHandler)}
+	if w, ok := src.(BindWatcher); ok && w.BindOnDemand() {
+		m.bind = &bindWatch{w: w}
+	}
 	m.agg = aggregate.New(m.start, limits, where.Of)
 	// Partial trouble is shown in the header; nothing read at all is fatal.
 	if n, err := m.sync(); n == 0 {
@@ -114,6 +131,9 @@ func (m *Monitor) Add(e *event.Event) {
 		m.touched[e.Netns], m.last = true, e.Netns
 	}
 	m.mu.Unlock()
+	if m.nat != nil && m.nat.pressure != nil && e.Failed() {
+		m.nat.pressure()
+	}
 	if m.observe != nil {
 		m.observe(e)
 	}
@@ -142,12 +162,21 @@ func (m *Monitor) Background(ctx context.Context) {
 			}
 			return
 		case now := <-second.C:
+			due := m.findingsDue.Swap(false)
+			// Settings read again first, so that this tick's summary
+			// shows a range widened while the clients are idle.
+			m.rereadSettings()
 			unknown := m.tick(now)
+			m.watchBind(now)
+			if m.findings != nil && due {
+				m.findings.check(m.Frame().Findings, now)
+			}
 			t := time.Now()
 			m.beat.Store(&t)
 			// A namespace that just appeared gets its size within a
-			// second, not at the next resync.
-			if unknown {
+			// second, not at the next resync; counts that lost events
+			// made wrong are read again within a second.
+			if m.newLoss() || unknown {
 				select {
 				case wake <- struct{}{}:
 				default:
@@ -163,16 +192,23 @@ func (m *Monitor) resyncs(ctx context.Context, wake <-chan struct{}) {
 	resync := time.NewTicker(Resync)
 	defer resync.Stop()
 	for {
+		clock := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-resync.C:
+			clock = true
 		case <-wake:
 		}
 		t := time.Now()
 		m.syncing.Store(&t)
 		m.sync()
 		m.syncing.Store(nil)
+		// The findings are checked after each round on the clock, on
+		// the first summary made after it (at Background's next tick).
+		if clock {
+			m.findingsDue.Store(true)
+		}
 	}
 }
 
@@ -200,6 +236,28 @@ func guard(fn func() error) (err error) {
 	return fn()
 }
 
+// newLoss says whether the source lost events since it was last asked,
+// and if so has the next sync read again every namespace that had events
+// in the last minute: which of them the lost events came from is unknown,
+// and only their socket tables can set the counts right again.
+func (m *Monitor) newLoss() bool {
+	lost, err := m.src.Lost()
+	if err != nil || lost <= m.lost {
+		return false
+	}
+	m.lost = lost
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ino, t := range m.active {
+		if time.Since(t) < time.Minute {
+			m.touched[ino] = true
+		} else {
+			delete(m.active, ino)
+		}
+	}
+	return true
+}
+
 // sync reads every namespace's settings and sockets, and returns how many
 // tables it read; trouble is kept for the header.
 func (m *Monitor) sync() (int, error) {
@@ -207,6 +265,10 @@ func (m *Monitor) sync() (int, error) {
 	m.agg.BeginSync()
 	touched := m.touched
 	m.touched = map[uint32]bool{}
+	now := time.Now()
+	for ino := range touched {
+		m.active[ino] = now
+	}
 	m.mu.Unlock()
 	all, tables, err := m.tables(touched)
 	m.mu.Lock()
@@ -320,6 +382,7 @@ func (m *Monitor) Frame() frame.Frame {
 	if m.warn != nil {
 		s.Warning = m.warn.Error()
 	}
+	s.Status = m.bindStatus()
 	m.mu.Unlock()
 	return s
 }

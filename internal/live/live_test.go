@@ -110,3 +110,43 @@ func TestSummaryKeepsTheClock(t *testing.T) {
 		t.Errorf("a second read moved the clock from %v (%d s) to %v (%d s)", first.Time, first.Seconds, again.Time, again.Seconds)
 	}
 }
+
+// losing is a source whose lost count the test sets.
+type losing struct {
+	source
+	lost uint64
+}
+
+func (s *losing) Lost() (uint64, error) { return s.lost, nil }
+
+// TestLossRereadsActiveNamespaces: events lost leave counts that only the
+// socket tables can set right, so the sync after a loss reads again every
+// namespace that had events in the last minute, not only the last round's.
+func TestLossRereadsActiveNamespaces(t *testing.T) {
+	var got []map[uint32]bool
+	tables := func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable, error) {
+		got = append(got, touched)
+		return oneTable(touched)
+	}
+	src := &losing{}
+	m, err := New(src, tables, aggregate.DefaultLimits, cgroup.NewResolver())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ino := range []uint32{7, 9} {
+		m.Add(&event.Event{Kind: event.State, NewState: event.TCPState(2), Netns: ino, Time: time.Now()})
+	}
+	m.sync()
+	m.active[9] = time.Now().Add(-2 * time.Minute) // idle since
+	if m.newLoss() {
+		t.Error("a loss reported with none")
+	}
+	src.lost = 3
+	if !m.newLoss() || m.newLoss() {
+		t.Error("3 lost events: want one loss reported, once")
+	}
+	m.sync()
+	if len(got) != 3 || len(got[2]) != 1 || !got[2][7] {
+		t.Errorf("touched per sync: %v; want 7 read again after the loss, not 9 (idle for 2 minutes)", got)
+	}
+}

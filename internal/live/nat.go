@@ -1,38 +1,41 @@
 package live
 
 import (
-	"slices"
 	"sync"
-	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/summary"
 )
 
 // NATTables reads every namespace's conntrack, NAT rules and addresses
-// (conntrack.ReadAll); the error gathers the namespaces it could not read.
+// (conntrack.Reader's Read); the error gathers the namespaces it could
+// not read.
 type NATTables func([]netns.Settings) ([]nat.Table, error)
 
 // NATWindow is how far back a NAT space's insert_failed and drop rise
 // are counted.
-const NATWindow = time.Minute
+const NATWindow = nat.Window
 
 type natState struct {
-	read   NATTables
-	rounds sync.Mutex // one round at a time, in order
-	mu     sync.Mutex // guards last and names
-	tr     *nat.Tracker
-	last   *nat.Summary
-	names  map[uint32][]string
+	read     NATTables
+	pressure func()     // a client failed: tell read (nil is fine)
+	rounds   sync.Mutex // one round at a time, in order
+	mu       sync.Mutex // guards last and names
+	tr       *nat.Tracker
+	last     *nat.Summary
+	names    map[uint32][]string
 }
 
 // TrackNAT makes the monitor read the NAT spaces on every resync, and
 // once now, in the background so that a machine with many namespaces does
-// not wait for it to start; call it before Run.
-func (m *Monitor) TrackNAT(read NATTables) {
-	m.nat = &natState{read: read, tr: nat.NewTracker(NATWindow)}
+// not wait for it to start; call it before Run. pressure, if not nil, is
+// called on every failed connect or bind (conntrack.Reader's Pressure:
+// idle namespaces are then re-checked at the next resync).
+func (m *Monitor) TrackNAT(read NATTables, pressure func()) {
+	m.nat = &natState{read: read, pressure: pressure, tr: nat.NewTracker(NATWindow)}
 	go func() {
 		if all, err := netns.All(); err == nil {
 			m.syncNAT(all, nil)
@@ -74,33 +77,7 @@ func (m *Monitor) natSummary(r *summary.Summary) *nat.Summary {
 	if last == nil {
 		return nil
 	}
-	pods := map[uint32]string{}
-	for _, ns := range r.Netns {
-		if ns.Pod != "" {
-			pods[ns.Inode] = ns.Pod
-		}
-	}
-	name := func(ino uint32) []string {
-		if p, ok := pods[ino]; ok {
-			return []string{"pod " + p}
-		}
-		return names[ino]
-	}
-	out := &nat.Summary{Spaces: slices.Clone(last.Spaces), Tables: slices.Clone(last.Tables)}
-	for i := range out.Spaces {
-		s := &out.Spaces[i]
-		s.Names = name(s.Netns)
-		s.Clients = slices.Clone(s.Clients)
-		for j := range s.Clients {
-			if s.Clients[j].Netns != 0 {
-				s.Clients[j].Names = name(s.Clients[j].Netns)
-			}
-		}
-	}
-	for i := range out.Tables {
-		out.Tables[i].Names = name(out.Tables[i].Netns)
-	}
-	return out
+	return last.Named(frame.NATNames(r, names))
 }
 
 // NATSummary is the last NAT summary with namespaces named by their

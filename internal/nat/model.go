@@ -24,17 +24,18 @@ type Space struct {
 	// default range.
 	Rule string `json:"rule"`
 	// Ports is how many ports the rule gives this address toward Dst;
-	// Used how many of them conntrack entries hold: entries in any state
-	// but TCP's TIME_WAIT and CLOSE, whose port nf_nat takes over for a
-	// new flow (6.18: churn alone does not exhaust a NAT range). Only
-	// ports inside the rule's range count, so Used never exceeds Ports.
+	// Used how many of them conntrack entries hold: entries in any state,
+	// but TCP's TIME_WAIT and CLOSE where the kernel takes their port
+	// over for a new flow (Table.TakesOverClosing: 6.5 on, where churn
+	// alone does not exhaust a NAT range). Only ports inside the rule's
+	// range count, so Used never exceeds Ports.
 	Ports int `json:"ports"`
 	Used  int `json:"used"`
 	// PortMin..PortMax is the range the rule names; 0 when it names none.
 	PortMin uint16 `json:"port_min,omitempty"`
 	PortMax uint16 `json:"port_max,omitempty"`
 	// ByState counts the entries that hold a port by conntrack state;
-	// Lingering those in TIME_WAIT or CLOSE, which hold none.
+	// Lingering those in TIME_WAIT or CLOSE where they hold none.
 	ByState   map[string]int `json:"by_state"`
 	Lingering int            `json:"lingering"`
 	// Addrs is how many addresses the rule names (a --to-source range);
@@ -88,7 +89,12 @@ type Conntrack struct {
 	// addresses' prefixes): a client on one of them that reaches a NAT
 	// space's destination goes through the NAT.
 	Nets []netip.Prefix `json:"nets,omitempty"`
-	Err  string         `json:"error,omitempty"`
+	// Dropped is the translated entries not listed, past a reading's or
+	// a capture's bound: the spaces do not count them.
+	Dropped int `json:"dropped_entries,omitempty"`
+	// DroppedSpaces is the NAT spaces past MaxSpaces, not computed.
+	DroppedSpaces int    `json:"dropped_spaces,omitempty"`
+	Err           string `json:"error,omitempty"`
 }
 
 // TableFull says whether the table is at its limit, or its limit evicted
@@ -100,9 +106,35 @@ func (c *Conntrack) TableFull() bool {
 
 // Summary is every NAT space and every translating namespace's table.
 type Summary struct {
+	// Time is when the latest reading was made.
+	Time   time.Time   `json:"time"`
 	Spaces []Space     `json:"spaces"`
 	Tables []Conntrack `json:"conntrack"`
 }
+
+// Named is a copy of s with every namespace named by name (a pod, a
+// netns's names): the spaces', their clients' and the tables'.
+func (s *Summary) Named(name func(netns uint32) []string) *Summary {
+	out := &Summary{Time: s.Time, Spaces: slices.Clone(s.Spaces), Tables: slices.Clone(s.Tables)}
+	for i := range out.Spaces {
+		sp := &out.Spaces[i]
+		sp.Names = name(sp.Netns)
+		sp.Clients = slices.Clone(sp.Clients)
+		for j := range sp.Clients {
+			if sp.Clients[j].Netns != 0 {
+				sp.Clients[j].Names = name(sp.Clients[j].Netns)
+			}
+		}
+	}
+	for i := range out.Tables {
+		out.Tables[i].Names = name(out.Tables[i].Netns)
+	}
+	return out
+}
+
+// Window is how far back the live view and a report count a namespace's
+// insert_failed and drop rise.
+const Window = time.Minute
 
 // Tracker keeps the latest conntrack reading of each namespace and its
 // counters over a window, to tell a count that rises from one that
@@ -161,10 +193,13 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 	slices.Sort(inodes)
 	for _, ns := range inodes {
 		t := tr.last[ns]
+		if t.Time.After(out.Time) {
+			out.Time = t.Time
+		}
 		if !t.Translates() && t.Count == 0 {
 			continue
 		}
-		c := Conntrack{Netns: ns, Count: t.Count, Max: t.Max, Stats: t.Stats, Rules: t.Rules, Err: t.Err}
+		c := Conntrack{Netns: ns, Count: t.Count, Max: t.Max, Stats: t.Stats, Rules: t.Rules, Dropped: t.Dropped, Err: t.Err}
 		for _, p := range t.Addrs {
 			if !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
 				c.Nets = append(c.Nets, p.Masked())
@@ -175,7 +210,9 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 			c.Seconds = h[len(h)-1].t.Sub(h[0].t).Seconds()
 		}
 		out.Tables = append(out.Tables, c)
-		for _, s := range Spaces(&t, owner, procs) {
+		sp, dropped := spaces(&t, owner, procs)
+		out.Tables[len(out.Tables)-1].DroppedSpaces = dropped
+		for _, s := range sp {
 			s.InsertFailed, s.Drop = c.Rise.InsertFailed, c.Rise.Drop
 			out.Spaces = append(out.Spaces, s)
 		}
@@ -186,26 +223,81 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 	return out
 }
 
-// Spaces groups one namespace's translated entries into NAT spaces.
-// owner maps a client address to the namespace that has it; procs a
-// client flow (source, destination) to the socket's owner.
-func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]proc) []Space {
-	type key struct {
-		proto uint8
-		addr  netip.Addr
-		dst   netip.AddrPort
+// MaxSpaces bounds the NAT spaces of one namespace that are computed:
+// those with the most entries holding a port. A space costs a few maps, so
+// a table of 65,536 entries toward as many destinations (a gateway, or a
+// forged capture) made 65,536 spaces and 160 MiB of heap; the rest are
+// counted in Conntrack.DroppedSpaces.
+const MaxSpaces = 1024
+
+type spaceKey struct {
+	proto uint8
+	addr  netip.Addr
+	dst   netip.AddrPort
+}
+
+// closing says whether e is a TCP entry in TIME_WAIT or CLOSE whose port
+// t's kernel takes over, holding none.
+func closing(t *Table, e *Entry) bool {
+	return t.TakesOverClosing && e.Proto == 6 && (e.State == "TIME_WAIT" || e.State == "CLOSE")
+}
+
+// busiest are the MaxSpaces spaces of t with the most entries holding a
+// port (all of them if there are no more), and how many others there are.
+func busiest(t *Table) (map[spaceKey]bool, int) {
+	held := map[spaceKey]int{}
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		k := spaceKey{e.Proto, e.NATSrc.Addr(), e.Dst}
+		n := held[k]
+		if !closing(t, e) {
+			n++
+		}
+		held[k] = n
 	}
+	keys := make([]spaceKey, 0, len(held))
+	for k := range held {
+		keys = append(keys, k)
+	}
+	if len(keys) > MaxSpaces {
+		slices.SortFunc(keys, func(a, b spaceKey) int {
+			return cmp.Or(cmp.Compare(held[b], held[a]), a.addr.Compare(b.addr), a.dst.Compare(b.dst), cmp.Compare(a.proto, b.proto))
+		})
+	}
+	keep := map[spaceKey]bool{}
+	for _, k := range keys[:min(len(keys), MaxSpaces)] {
+		keep[k] = true
+	}
+	return keep, len(keys) - len(keep)
+}
+
+// Spaces groups one namespace's translated entries into NAT spaces, at
+// most MaxSpaces of them (the busiest). owner maps a client address to
+// the namespace that has it; procs a client flow (source, destination) to
+// the socket's owner.
+func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]proc) []Space {
+	sp, _ := spaces(t, owner, procs)
+	return sp
+}
+
+// spaces is Spaces, with the number of spaces past MaxSpaces.
+func spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]proc) ([]Space, int) {
+	type key = spaceKey
+	keep, dropped := busiest(t)
 	type acc struct {
 		s       Space
 		rule    *Rule
 		ports   map[uint16]bool
 		clients map[netip.Addr]*clientAcc
 	}
-	spaces := map[key]*acc{}
+	byKey := map[key]*acc{}
 	var order []key
 	for _, e := range t.Entries {
 		k := key{e.Proto, e.NATSrc.Addr(), e.Dst}
-		a := spaces[k]
+		if !keep[k] {
+			continue
+		}
+		a := byKey[k]
 		if a == nil {
 			a = &acc{s: Space{Netns: t.Netns, Proto: ProtoName(e.Proto), Addr: k.addr, Dst: e.Dst, ByState: map[string]int{}, Addrs: 1}, ports: map[uint16]bool{}, clients: map[netip.Addr]*clientAcc{}}
 			a.rule = ruleFor(t.Rules, e)
@@ -214,10 +306,10 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 				a.s.Rule, a.s.Ports, a.s.Addrs, a.s.FullyRandom = a.rule.String(), a.rule.Ports(e.Src.Port()), a.rule.Addrs(), a.rule.FullyRandom
 				a.s.PortMin, a.s.PortMax = a.rule.PortMin, a.rule.PortMax
 			}
-			spaces[k] = a
+			byKey[k] = a
 			order = append(order, k)
 		}
-		if e.Proto == 6 && (e.State == "TIME_WAIT" || e.State == "CLOSE") {
+		if closing(t, &e) {
 			a.s.Lingering++
 			continue
 		}
@@ -238,7 +330,7 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 	}
 	out := make([]Space, 0, len(order))
 	for _, k := range order {
-		a := spaces[k]
+		a := byKey[k]
 		a.s.Used = min(len(a.ports), a.s.Ports)
 		for _, c := range a.clients {
 			a.s.Clients = append(a.s.Clients, c.named())
@@ -251,7 +343,7 @@ func Spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 		}
 		out = append(out, a.s)
 	}
-	return out
+	return out, dropped
 }
 
 // ruleFor is the first NAT rule that applies to the entry's original

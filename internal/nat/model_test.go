@@ -3,6 +3,7 @@ package nat
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -23,8 +24,9 @@ func table(ns uint32, at int, rules []Rule, entries ...Entry) Table {
 	return Table{Netns: ns, Time: time.Unix(int64(1000+at), 0), Rules: rules, Entries: entries, Count: len(entries), Max: 262144}
 }
 
-// A NAT port is held by an entry in any state but TIME_WAIT and CLOSE,
-// once per port, only inside the rule's range: Used never exceeds Ports.
+// A NAT port is held by an entry in any state but TIME_WAIT and CLOSE
+// where the kernel takes those over (in any state before 6.5), once per
+// port, only inside the rule's range: Used never exceeds Ports.
 func TestSpaceCountsWhatTheKernelRefuses(t *testing.T) {
 	var es []Entry
 	for i := range 12 {
@@ -38,9 +40,14 @@ func TestSpaceCountsWhatTheKernelRefuses(t *testing.T) {
 		flow(2, 51004, 41000, "ESTABLISHED"), // the same port toward the same space: once
 	)
 	tb := table(7, 0, []Rule{masq}, es...)
+	tb.TakesOverClosing = true
 	sp := Spaces(&tb, nil, nil)
 	if len(sp) != 1 {
 		t.Fatalf("%d spaces", len(sp))
+	}
+	tb.TakesOverClosing = false
+	if old := Spaces(&tb, nil, nil)[0]; old.Used != 15 || old.Lingering != 0 || old.ByState["TIME_WAIT"] != 1 {
+		t.Errorf("before 6.5: used %d, lingering %d, by state %v; want 15, 0, one TIME_WAIT", old.Used, old.Lingering, old.ByState)
 	}
 	s := sp[0]
 	if s.Ports != 20 || s.Used != 13 || s.Lingering != 2 || s.ByState["SYN_SENT"] != 1 || s.ByState["ESTABLISHED"] != 12 {
@@ -164,5 +171,38 @@ func TestClientsBounded(t *testing.T) {
 	tb := table(7, 0, nil, es...)
 	if s := Spaces(&tb, nil, nil)[0]; len(s.Clients) != MaxClients || s.Used != 20 {
 		t.Errorf("%d clients, %d used", len(s.Clients), s.Used)
+	}
+}
+
+// A table of 65,536 entries toward as many destinations (a gateway, or a
+// forged capture) gives MaxSpaces spaces, the busiest first, the rest
+// counted, within a heap bound: unbounded it took 160 MiB.
+func TestSpacesBounded(t *testing.T) {
+	tb := Table{Netns: 1, Time: time.Unix(1000, 0), Rules: []Rule{masq}}
+	for i := range 1 << 16 {
+		tb.Entries = append(tb.Entries, Entry{Proto: 6, State: "ESTABLISHED",
+			Src:    netip.AddrPortFrom(netip.MustParseAddr("10.77.1.2"), uint16(i)),
+			Dst:    netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 80),
+			NATSrc: netip.AddrPortFrom(netip.MustParseAddr("10.78.0.1"), uint16(41000+i%20))})
+	}
+	busy := netip.MustParseAddrPort("10.9.200.1:443")
+	for i := range 15 {
+		tb.Entries = append(tb.Entries, flow(1, 30000+i, uint16(41000+i), "ESTABLISHED"))
+		tb.Entries[len(tb.Entries)-1].Dst = busy
+	}
+	tr := NewTracker(time.Minute)
+	tr.Add([]Table{tb})
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	s := tr.Summary(nil)
+	runtime.ReadMemStats(&m1)
+	alloc := (m1.TotalAlloc - m0.TotalAlloc) >> 20
+	t.Logf("%d spaces, %d dropped, %d MiB allocated", len(s.Spaces), s.Tables[0].DroppedSpaces, alloc)
+	if len(s.Spaces) != MaxSpaces || s.Tables[0].DroppedSpaces != 1<<16+1-MaxSpaces || s.Spaces[0].Dst != busy || s.Spaces[0].Used != 15 {
+		t.Errorf("%d spaces (dropped %d), first %s with %d", len(s.Spaces), s.Tables[0].DroppedSpaces, s.Spaces[0].Dst, s.Spaces[0].Used)
+	}
+	if alloc > 48 {
+		t.Errorf("%d MiB allocated for one summary", alloc)
 	}
 }

@@ -85,6 +85,14 @@ type Table struct {
 	Addrs []netip.Prefix `json:"addrs,omitempty"`
 	// Err says what could not be read (the rules, the entries).
 	Err string `json:"error,omitempty"`
+	// TakesOverClosing says whether this kernel's nf_nat evicts a TCP
+	// entry in TIME_WAIT or CLOSE whose port a new flow needs (Linux 6.5
+	// on: "snat: evict closing tcp entries on reply tuple collision",
+	// nf_nat_used_tuple_harder). Where it does, such an entry holds no
+	// port; on older kernels it holds its port until it expires
+	// (measured: 6.1 refused 28 of 48 short flows through 20 ports, 6.18
+	// none).
+	TakesOverClosing bool `json:"takes_over_closing,omitempty"`
 }
 
 // MaxEntries bounds the translated entries kept of one namespace's

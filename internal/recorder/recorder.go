@@ -15,6 +15,7 @@ import (
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
@@ -110,15 +111,25 @@ func inodes(all []netns.Settings) map[uint32]bool {
 const maxCgroups = 4096
 
 // ReadRound reads every namespace's settings and socket table now, with
-// tables (sockdiag.ReadAll), as a capture's round. The error is tables's
-// when no table could be read; trouble with some namespaces only is not.
-func ReadRound(tables func() ([]netns.Settings, []event.SocketTable, error)) (capture.Round, error) {
+// tables (sockdiag.ReadAll), then, if ct is not nil, their conntrack
+// tables with it (conntrack.Reader's Read), as a capture's round. The
+// error is tables's when no table could be read; trouble with some
+// namespaces only is not, nor is conntrack's (a kernel without it has
+// no NAT to record: the round has no conntrack tables).
+func ReadRound(tables func() ([]netns.Settings, []event.SocketTable, error), ct func([]netns.Settings) ([]nat.Table, error)) (capture.Round, error) {
 	t := time.Now()
 	all, tabs, err := tables()
 	if len(tabs) > 0 {
 		err = nil
 	}
-	return capture.Round{Time: t, Netns: all, Tables: tabs}, err
+	r := capture.Round{Time: t, Netns: all, Tables: tabs}
+	if ct != nil && len(all) > 0 {
+		at := time.Now()
+		if cts, _ := ct(all); len(cts) > 0 {
+			r.Conntrack = &capture.ConntrackRound{Time: at, Tables: cts}
+		}
+	}
+	return r, err
 }
 
 // Begin starts a capture on f: the header, whose start and namespaces are

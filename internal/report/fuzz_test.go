@@ -13,13 +13,14 @@ import (
 	"github.com/porttrace/porttrace/internal/capture"
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/netns"
 )
 
 // streamCapture makes a capture of data, read as records of recordLen
 // bytes: a time step (any int64 of nanoseconds: clock steps either way), a
 // namespace, a kind and a destination, and now and then a round of socket
-// tables and cgroups. The fuzzer reaches the aggregator and the report
+// tables, cgroups and conntrack tables. The fuzzer reaches the aggregator and the report
 // this way; random bytes rarely pass the decoder's checksums.
 const recordLen = 16
 
@@ -48,7 +49,12 @@ func streamCapture(data []byte) []byte {
 				Tables: []event.SocketTable{{Netns: uint32(ns), Time: at, Sockets: []event.Socket{
 					{Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: dst, Cookie: uint64(i), PID: 9, Comm: strings.Repeat("\x1bx", 40),
 						TimeWait: data[13]&1 != 0, Expires: time.Duration(int64(le.Uint64(data)))}}}},
-				Cgroups: map[uint64]cgroup.Process{uint64(i): {Path: "/\x1b]0;x\x07"}}})
+				Cgroups: map[uint64]cgroup.Process{uint64(i): {Path: "/\x1b]0;x\x07"}},
+				Conntrack: &capture.ConntrackRound{Time: at, Tables: []nat.Table{{Netns: uint32(ns), Time: at, Count: int(data[12]), Max: int(data[13]),
+					Stats: nat.Stats{InsertFailed: le.Uint64(data), Drop: uint64(data[11])}, Err: "\x1b[2J",
+					Rules: []nat.Rule{{Family: "ip", Table: "nat\x1b", Chain: "\u202e", Kind: "masquerade", PortMin: uint16(data[12]), PortMax: uint16(data[13])}},
+					Entries: []nat.Entry{{Proto: data[10], State: "EST\x07", Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port), Dst: dst,
+						NATSrc: netip.AddrPortFrom(netip.MustParseAddr("10.1.0.1"), uint16(data[11]))}}}}}})
 		}
 	}
 	w.Close(capture.Trailer{End: at})

@@ -39,6 +39,7 @@ func NewPlayer(r io.Reader, speed float64, clock func() time.Time) (*Player, err
 	}
 	h := cr.Header
 	_, cr.MaxRoundSockets = Bounds(MaxMemory)
+	cr.MaxRoundEntries = cr.MaxRoundSockets
 	p := &Player{r: cr, feed: newFeed(h), speed: speed, clock: clock, start: h.Start, last: h.Start}
 	p.read()
 	for p.have && recordTime(p.pending).IsZero() { // a marker first
@@ -73,6 +74,10 @@ func (p *Player) Frame() frame.Frame {
 	rep.Dropped.Cgroups, rep.Dropped.Sockets = p.droppedCgroups, p.r.DroppedSockets
 	annotate(rep, p.cgroups)
 	s := frame.Frame{Summary: rep, Findings: diagnose.Diagnose(rep)}
+	if n := p.nat.summary(); n != nil {
+		s.NAT = n.Named(frame.NATNames(rep, p.nat.names))
+		s.Findings = append(s.Findings, diagnose.NAT(s.NAT, rep)...)
+	}
 	if p.done != "" {
 		s.Warning = "replay: " + p.done
 	}

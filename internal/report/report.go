@@ -15,6 +15,8 @@ import (
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/diagnose"
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/frame"
+	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/summary"
 )
 
@@ -80,6 +82,12 @@ type Report struct {
 	PeakUsed map[string]float64 `json:"peak_used_percent"`
 	Findings []diagnose.Finding `json:"diagnosis"`
 	Timeline []Point            `json:"timeline"`
+	// NAT is the source NAT port spaces and conntrack tables at the
+	// capture's conntrack round where the fullest NAT space was fullest
+	// (then insert_failed rose the most), the rise counted over the
+	// minute before it; nil when the capture has no conntrack rounds.
+	// Its findings are in Findings.
+	NAT *nat.Summary `json:"nat,omitempty"`
 }
 
 // Build reads the capture to its end, or to its first damaged block, which
@@ -91,6 +99,7 @@ func Build(r io.Reader) (*Report, error) {
 	}
 	h := cr.Header
 	_, cr.MaxRoundSockets = Bounds(MaxMemory)
+	cr.MaxRoundEntries = cr.MaxRoundSockets
 	rep := &Report{Header: h}
 	b := &builder{feed: newFeed(h), rep: rep, gone: map[string]summary.SpaceSummary{}}
 	var ev event.Event
@@ -130,11 +139,17 @@ func Build(r io.Reader) (*Report, error) {
 	d := &rep.Final.Dropped
 	d.Cgroups, d.Sockets, d.Rows = b.droppedCgroups, cr.DroppedSockets, b.droppedRows
 	rep.Findings = diagnose.Diagnose(rep.Final)
+	host := rep.Final
 	if rep.Peak != nil {
 		rep.Peak.Lost = rep.Final.Lost
 		b.eachAtWorst(rep.Peak)
 		annotate(rep.Peak, b.cgroups)
 		rep.Findings = diagnose.Diagnose(rep.Peak)
+		host = rep.Peak
+	}
+	if w := b.nat.worst; w != nil {
+		rep.NAT = w.Named(frame.NATNames(rep.Final, b.nat.names))
+		rep.Findings = append(rep.Findings, diagnose.NAT(rep.NAT, host)...)
 	}
 	return rep, nil
 }
@@ -156,13 +171,14 @@ type feed struct {
 	droppedCgroups uint64
 	origin         time.Time // the aggregator's second 0
 	second         int64     // the last second ticked
+	nat            *natFeed
 }
 
 func newFeed(h capture.Header) *feed {
 	limits, _ := Bounds(MaxMemory)
 	agg := aggregate.New(h.Start, limits, nil)
 	agg.SetNetns(h.Netns)
-	return &feed{agg: agg, cgroups: map[uint64]cgroup.Process{}, origin: h.Start}
+	return &feed{agg: agg, cgroups: map[uint64]cgroup.Process{}, origin: h.Start, nat: newNATFeed()}
 }
 
 func (f *feed) apply(rec capture.Record) {
@@ -180,6 +196,7 @@ func (f *feed) apply(rec capture.Record) {
 	case rec.Round != nil:
 		f.agg.SetNetns(rec.Round.Netns)
 		f.agg.Sync(rec.Round.Tables)
+		f.nat.round(rec.Round)
 		for id, c := range rec.Round.Cgroups {
 			if _, ok := f.cgroups[id]; ok || len(f.cgroups) < maxCgroups {
 				f.cgroups[id] = c
@@ -187,6 +204,8 @@ func (f *feed) apply(rec capture.Record) {
 				f.droppedCgroups++
 			}
 		}
+	case rec.Conntrack != nil:
+		f.nat.conntrack(rec.Conntrack)
 	case rec.Event != nil:
 		f.agg.Add(rec.Event)
 	}
@@ -222,6 +241,8 @@ func recordTime(rec capture.Record) time.Time {
 	switch {
 	case rec.Round != nil:
 		return rec.Round.Time
+	case rec.Conntrack != nil:
+		return rec.Conntrack.Time
 	case rec.Event != nil:
 		return rec.Event.Time
 	}

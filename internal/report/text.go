@@ -9,7 +9,9 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/summary"
+	"github.com/porttrace/porttrace/internal/view"
 )
 
 // table is rows of cells, drawn as aligned text or as Markdown.
@@ -124,6 +126,9 @@ func (r *Report) Text() string {
 	var b strings.Builder
 	b.WriteString("porttrace report\n\n" + r.summary()[1:].text())
 	b.WriteString("\nPORT SPACES\n" + r.spaces().text())
+	if n := r.natLines(); n != nil {
+		b.WriteString("\nSOURCE NAT" + r.natWhen() + "\n" + strings.Join(n, "\n") + "\n")
+	}
 	b.WriteString("\nPROCESSES\n" + r.processes().text())
 	b.WriteString("\nTIMELINE (every " + Step.String() + ")\n" + r.timeline().text())
 	b.WriteString("\nDIAGNOSIS" + r.when() + "\n" + strings.Join(r.diagnosis(), "\n") + "\n")
@@ -135,6 +140,9 @@ func (r *Report) Markdown() string {
 	var b strings.Builder
 	b.WriteString("## porttrace report\n\n" + r.summary().markdown())
 	b.WriteString("\n### Port spaces\n\n" + r.spaces().markdown())
+	if n := r.natLines(); n != nil {
+		b.WriteString("\n### Source NAT" + r.natWhen() + "\n\n```\n" + strings.Join(n, "\n") + "\n```\n")
+	}
 	b.WriteString("\n### Processes\n\n" + r.processes().markdown())
 	b.WriteString("\n### Timeline (every " + Step.String() + ")\n\n" + r.timeline().markdown())
 	b.WriteString("\n### Diagnosis" + r.when() + "\n\n")
@@ -181,3 +189,16 @@ func procs(refs []summary.ProcRef) string {
 }
 
 func count(n uint64) string { return humanize.Comma(int64(n)) }
+
+// natLines are the NAT spaces and conntrack tables as top shows them; nil
+// when the capture has no conntrack rounds or nothing translates.
+func (r *Report) natLines() []string {
+	if r.NAT == nil {
+		return nil
+	}
+	return view.NAT(&frame.Frame{NAT: r.NAT})
+}
+
+func (r *Report) natWhen() string {
+	return " (at " + r.NAT.Time.Format("15:04:05") + ", the capture's fullest conntrack round)"
+}

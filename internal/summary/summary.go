@@ -100,7 +100,11 @@ type SpaceSummary struct {
 	// at the last socket table, where the peer is in the same namespace:
 	// connections this side closed and the peer never did.
 	PeerCloseWait int `json:"peer_close_wait,omitempty"`
-	Live          int `json:"live"`
+	// SocketRange is set when the space's sockets carry their own
+	// IP_LOCAL_PORT_RANGE (an attempt of the last minute did, read by the
+	// probe at SYN_SENT): then Usable and Used are those of its window.
+	SocketRange *SocketRange `json:"socket_port_range,omitempty"`
+	Live        int          `json:"live"`
 	// States counts the open sockets holding this space's ports by TCP
 	// state, as the last socket table showed them (CLOSE_WAIT, FIN_WAIT2
 	// of a half-closed socket...) or events since (SYN_SENT, ESTABLISHED).
@@ -145,6 +149,19 @@ type SpaceSummary struct {
 // namespaces.
 func (r *SpaceSummary) Where() string {
 	return fmt.Sprintf("%s (netns %d)", r.Name, r.Netns)
+}
+
+// SocketRange is a process's IP_LOCAL_PORT_RANGE (setsockopt, Linux 6.3+)
+// and the ports it leaves connect() for those sockets.
+type SocketRange struct {
+	// Low and High are the option as set (0: that bound unset).
+	Low  uint16 `json:"low"`
+	High uint16 `json:"high"`
+	// SearchLow and SearchHigh are the ports the kernel searches: each of
+	// the option's bounds that lies inside the namespace's range.
+	SearchLow  int     `json:"search_low"`
+	SearchHigh int     `json:"search_high"`
+	By         ProcRef `json:"process"` // the process that set it
 }
 
 // SumFailures adds up the space's failures that match (all of them for

@@ -25,6 +25,12 @@ func NAT(s *frame.Frame) []string {
 		line := fmt.Sprintf("CONNTRACK netns %-11s %s/%s entries; insert_failed +%d, drop +%d, early_drop +%d in %.0f s (since start: %d, %d, %d)",
 			natNetns(c.Netns, c.Names), count(c.Count), count(c.Max), c.Rise.InsertFailed, c.Rise.Drop, c.Rise.EarlyDrop, c.Seconds,
 			c.Stats.InsertFailed, c.Stats.Drop, c.Stats.EarlyDrop)
+		if c.Dropped > 0 {
+			line += fmt.Sprintf("; %d translated entries past the bound, not counted", c.Dropped)
+		}
+		if c.DroppedSpaces > 0 {
+			line += fmt.Sprintf("; %d quieter NAT spaces past the %d shown", c.DroppedSpaces, nat.MaxSpaces)
+		}
 		if c.Err != "" {
 			line += "; " + c.Err
 		}

@@ -106,6 +106,9 @@ func Header(s *frame.Frame, info Info, o Options) []string {
 	if d := s.Dropped.String(); d != "" {
 		lines = append(lines, "dropped: "+d)
 	}
+	if s.Status != "" {
+		lines = append(lines, "probes: "+s.Status)
+	}
 	if s.Warning != "" {
 		lines = append(lines, "warning: "+s.Warning)
 	}

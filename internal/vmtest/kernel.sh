@@ -27,9 +27,12 @@ if [ $# -ne 1 ]; then
 fi
 cache=$1
 series=${VM_KERNEL:-6.1}
+# VM_ARCH=arm64: Debian's arm64 cloud kernel (for qemu-system-aarch64),
+# fetched as a foreign package (arm64-root.sh adds the architecture).
+arch=${VM_ARCH:-amd64}
 case "$series" in
-6.1) pattern='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' ;;
-6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$' ;;
+6.1) pattern="^linux-image-6\\.1\\.0-[0-9]+-cloud-$arch-unsigned\$" ;;
+6.12) pattern="^linux-image-6\\.12\\.[0-9]+\\+deb12-cloud-$arch-unsigned\$" ;;
 *)
 	echo "kernel.sh: VM_KERNEL=$series: use 6.1 or 6.12" >&2
 	exit 2
@@ -38,6 +41,8 @@ esac
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
+serial="CONFIG_SERIAL_8250 CONFIG_SERIAL_8250_CONSOLE"
+[ "$arch" = amd64 ] || serial="CONFIG_SERIAL_AMBA_PL011 CONFIG_SERIAL_AMBA_PL011_CONSOLE"
 # Options the VM run depends on. "y" is what we want; "m" means the module
 # must ride along in the initramfs; anything else is fatal.
 # Order matters for the module list: dependencies first. A cache made for
@@ -45,9 +50,12 @@ cache=$(cd "$cache" && pwd)
 needed="CONFIG_DEBUG_INFO_BTF CONFIG_BPF_SYSCALL CONFIG_BPF_JIT CONFIG_BPF_EVENTS
 CONFIG_KPROBES CONFIG_KPROBE_EVENTS CONFIG_FUNCTION_TRACER CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS
 CONFIG_FTRACE_SYSCALLS CONFIG_TRACING CONFIG_NET_NS CONFIG_IPV6 CONFIG_CGROUPS CONFIG_CGROUP_BPF
-CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP CONFIG_SERIAL_8250 CONFIG_SERIAL_8250_CONSOLE
+CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP $serial
 CONFIG_VIRTIO_CONSOLE CONFIG_UNIX CONFIG_INET CONFIG_DEBUG_FS CONFIG_VETH
-CONFIG_INET_DIAG CONFIG_INET_TCP_DIAG"
+CONFIG_INET_DIAG CONFIG_INET_TCP_DIAG
+CONFIG_NETFILTER_NETLINK CONFIG_NF_CONNTRACK CONFIG_NF_CT_NETLINK CONFIG_NF_NAT
+CONFIG_NF_TABLES CONFIG_NETFILTER_XTABLES CONFIG_NFT_COMPAT CONFIG_NETFILTER_XT_TARGET_MASQUERADE
+CONFIG_NETFILTER_XT_NAT CONFIG_NFT_MASQ CONFIG_NFT_NAT"
 
 if [ "${VM_KERNEL_REFRESH:-0}" != 1 ] && [ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-version" ] &&
 	[ -f "$cache/modules.list" ] && [ "$(cat "$cache/needed" 2>/dev/null)" = "$series $needed" ]; then
@@ -59,9 +67,9 @@ fi
 # each name is checked for a real Version before it is accepted.
 pick_package() {
 	local p v
-	for p in $(apt-cache pkgnames "linux-image-$series." 2>/dev/null |
+	for p in $(apt-cache pkgnames "linux-image-$series." 2>/dev/null | sed 's/:arm64$//' |
 		grep -E "$pattern" | sort -rV); do
-		v=$(apt-cache show --no-all-versions "$p" 2>/dev/null | awk '/^Version:/ {print $2; exit}')
+		v=$(apt-cache show --no-all-versions "$p:$arch" 2>/dev/null | awk '/^Version:/ {print $2; exit}')
 		if [ -n "$v" ]; then
 			echo "$p $v"
 			return 0
@@ -88,7 +96,7 @@ trap 'rm -rf "$work"' EXIT
 # apt-get download writes to the current directory and, as root, drops
 # privileges to _apt, which must be able to write there.
 chmod 0777 "$work"
-if ! (cd "$work" && apt-get download -qq "$pkg=$ver" >&2); then
+if ! (cd "$work" && apt-get download -qq "$pkg:$arch=$ver" >&2); then
 	# Stale package lists name an ABI the mirror has already dropped:
 	# refresh once and take whatever is newest now.
 	echo "kernel.sh: download failed, running apt-get update and retrying" >&2
@@ -100,7 +108,7 @@ if ! (cd "$work" && apt-get download -qq "$pkg=$ver" >&2); then
 	pkg=${found% *}
 	ver=${found#* }
 	echo "kernel.sh: using $pkg $ver" >&2
-	(cd "$work" && apt-get download -qq "$pkg=$ver" >&2)
+	(cd "$work" && apt-get download -qq "$pkg:$arch=$ver" >&2)
 fi
 debs=("$work"/*.deb)
 dpkg -x "${debs[0]}" "$work/root"
@@ -171,6 +179,19 @@ for opt in $modules_needed; do
 	CONFIG_VETH) mod=veth ;;
 	CONFIG_INET_DIAG) mod=inet_diag ;;
 	CONFIG_INET_TCP_DIAG) mod=tcp_diag ;;
+	# Source NAT and conntrack, for the NAT tests (iptables-nft, nft and
+	# conntrack in the guest).
+	CONFIG_NETFILTER_NETLINK) mod=nfnetlink ;;
+	CONFIG_NF_CONNTRACK) mod=nf_conntrack ;;
+	CONFIG_NF_CT_NETLINK) mod=nf_conntrack_netlink ;;
+	CONFIG_NF_NAT) mod=nf_nat ;;
+	CONFIG_NF_TABLES) mod=nf_tables ;;
+	CONFIG_NETFILTER_XTABLES) mod=x_tables ;;
+	CONFIG_NFT_COMPAT) mod=nft_compat ;;
+	CONFIG_NETFILTER_XT_TARGET_MASQUERADE) mod=xt_MASQUERADE ;;
+	CONFIG_NETFILTER_XT_NAT) mod=xt_nat ;;
+	CONFIG_NFT_MASQ) mod=nft_masq ;;
+	CONFIG_NFT_NAT) mod="nft_chain_nat nft_nat" ;;
 	CONFIG_VIRTIO_CONSOLE) continue ;;
 	*)
 		echo "kernel.sh: $opt is a module and kernel.sh does not know which" >&2
@@ -178,7 +199,9 @@ for opt in $modules_needed; do
 		continue
 		;;
 	esac
-	add_module "$mod" || missing="$missing $opt"
+	for m in $mod; do
+		add_module "$m" || missing="$missing $opt"
+	done
 done
 
 # Tracing without these is no use; refuse rather than fail obscurely in the VM.
@@ -187,6 +210,10 @@ fatal=""
 for opt in $missing; do
 	case "$opt" in
 	CONFIG_VIRTIO_CONSOLE | CONFIG_VETH | CONFIG_DEBUG_FS | CONFIG_KPROBE_EVENTS) ;;
+	# Without them only the NAT tests fail, saying what is missing.
+	CONFIG_NETFILTER_NETLINK | CONFIG_NF_CONNTRACK | CONFIG_NF_CT_NETLINK | CONFIG_NF_NAT | CONFIG_NF_TABLES | \
+		CONFIG_NETFILTER_XTABLES | CONFIG_NFT_COMPAT | CONFIG_NETFILTER_XT_TARGET_MASQUERADE | CONFIG_NETFILTER_XT_NAT | \
+		CONFIG_NFT_MASQ | CONFIG_NFT_NAT) ;;
 	*) fatal="$fatal $opt" ;;
 	esac
 done

@@ -18,6 +18,14 @@
 #                    and stack traces; 8 shows everything)
 #   VM_EXTRA_BINS    host executables to copy in, at the same path, with the
 #                    shared libraries they need (e.g. "/usr/sbin/nginx")
+#   VM_EXTRA_FILES   host files or directories to copy in as they are, at the
+#                    same path (e.g. iptables' extensions, which it dlopens)
+#   VM_SKIP_MODULES  extended regex of modules (NAME.ko) not to load, e.g. to
+#                    test a kernel without netfilter
+#   VM_ARCH          amd64 (default) or arm64: Debian's arm64 cloud kernel
+#                    under qemu-system-aarch64 (virt machine), with arm64
+#                    busybox and iproute2 from arm64-root.sh; TEST_BINARY
+#                    and VM_EXTRA_BINS must then be static arm64 binaries
 #   PORTTRACE_*      exported into the guest test runs (except the two above,
 #                    which the harness sets per backend)
 #
@@ -57,7 +65,13 @@ smp=${VM_SMP:-2}
 # thread=single, which was no slower).
 accel=${VM_ACCEL:-tcg,thread=single}
 
-for tool in qemu-system-x86_64 busybox cpio gzip ldd timeout; do
+arch=${VM_ARCH:-amd64}
+case "$arch" in
+amd64) qemu=(qemu-system-x86_64 -cpu max) console=ttyS0 ;;
+arm64) qemu=(qemu-system-aarch64 -M virt -cpu max) console=ttyAMA0 ;;
+*) echo "run.sh: VM_ARCH=$arch: use amd64 or arm64" >&2; exit 2 ;;
+esac
+for tool in "${qemu[0]}" busybox cpio gzip ldd timeout; do
 	command -v "$tool" >/dev/null || {
 		echo "run.sh: $tool not found (apt-get install qemu-system-x86 busybox-static cpio iproute2)" >&2
 		exit 2
@@ -71,6 +85,12 @@ if LC_ALL=C ldd "$busybox_bin" >/dev/null 2>&1; then
 	exit 2
 fi
 
+if [ "$arch" = arm64 ]; then
+	"$here/arm64-root.sh" "$cache" || {
+		echo "run.sh: FAIL: could not get arm64 busybox and iproute2 (arm64-root.sh)" >&2
+		exit 2
+	}
+fi
 "$here/kernel.sh" "$cache" || {
 	echo "run.sh: FAIL: could not get the kernel (kernel.sh)" >&2
 	exit 2
@@ -110,18 +130,33 @@ copy_elf() {
 
 # busybox provides the shell and coreutils; its own ip is left out so that
 # `ip` is always iproute2's (netns exec, full link/addr syntax).
-cp "$busybox_bin" "$root/bin/busybox"
+if [ "$arch" = arm64 ]; then
+	# The guest's own busybox; the applet list is the host's (the same
+	# Debian version), as an arm64 binary cannot run here.
+	cp "$cache/arm64-root/bin/busybox" "$root/bin/busybox"
+else
+	cp "$busybox_bin" "$root/bin/busybox"
+fi
 for applet in $("$busybox_bin" --list); do
 	case "$applet" in
 	busybox | ip | ss) ;;
 	*) [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet" ;;
 	esac
 done
-copy_elf "$(readlink -f "$(command -v ip)")"
-copy_elf "$(readlink -f "$(command -v ss)")"
-# ip and ss are found through PATH under both Debian names.
-ip_real=$(readlink -f "$(command -v ip)")
-ss_real=$(readlink -f "$(command -v ss)")
+if [ "$arch" = arm64 ]; then
+	a=$cache/arm64-root
+	mkdir -p "$root/lib" "$root/usr/lib"
+	cp -a "$a/lib/." "$root/lib/"
+	cp -a "$a/usr/lib/aarch64-linux-gnu" "$root/usr/lib/"
+	cp "$a/bin/ip" "$a/bin/ss" "$root/bin/"
+	ip_real=/bin/ip ss_real=/bin/ss
+else
+	copy_elf "$(readlink -f "$(command -v ip)")"
+	copy_elf "$(readlink -f "$(command -v ss)")"
+	# ip and ss are found through PATH under both Debian names.
+	ip_real=$(readlink -f "$(command -v ip)")
+	ss_real=$(readlink -f "$(command -v ss)")
+fi
 [ -e "$root/usr/sbin/ip" ] || ln -s "$ip_real" "$root/usr/sbin/ip"
 [ -e "$root/usr/bin/ss" ] || ln -s "$ss_real" "$root/usr/bin/ss"
 [ -d /etc/iproute2 ] && cp -r /etc/iproute2 "$root/etc/"
@@ -130,15 +165,22 @@ for extra in ${VM_EXTRA_BINS:-}; do
 	[ "$(readlink -f "$extra")" = "$extra" ] || ln -sf "$(readlink -f "$extra")" "$root$extra"
 done
 
+for extra in ${VM_EXTRA_FILES:-}; do
+	mkdir -p "$root$(dirname "$extra")"
+	cp -rL "$extra" "$root$extra"
+done
+
 # A cgo-linked test binary needs libc and the loader; a static one needs nothing.
 cp "$test_bin" "$root/test.bin"
 chmod 0755 "$root/test.bin"
 copy_libs "$test_bin"
 
-# Modules the kernel has as =m but the tests need (kernel.sh decides).
+# Modules the kernel has as =m but the tests need (kernel.sh decides), loaded
+# in the list's order: each after the modules it depends on.
 while read -r mod; do
 	[ -n "$mod" ] && cp "$cache/modules/$mod" "$root/lib/modules/"
 done <"$cache/modules.list"
+grep -Ev "${VM_SKIP_MODULES:-^$}" "$cache/modules.list" >"$root/lib/modules/order" || true
 
 # Name lookups: Go resolves "localhost" from /etc/hosts, ss -p and os/user
 # want passwd/group.
@@ -195,10 +237,10 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 chmod 1777 /tmp
 hostname porttrace-vm
-for m in /lib/modules/*.ko; do
-	[ -e "$m" ] || continue
-	insmod "$m" || echo "PORTTRACE-VM: insmod $m failed"
-done
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$m" || echo "PORTTRACE-VM: insmod $m failed"
+done </lib/modules/order
 ip link set lo up
 # quiet keeps boot short; from here on show warnings and the stack traces
 # that WARN/BUG print at the default level (console level 5 = levels 0-4).
@@ -253,10 +295,10 @@ lockup_args="softlockup_panic=1 watchdog_thresh=20 hung_task_panic=1"
 # mode and read the qemu monitor escape (^A) from it.
 set +e
 timeout --foreground -k 10 "$vm_timeout" \
-	qemu-system-x86_64 -accel "$accel" -cpu max -m "$mem" -smp "$smp" \
+	"${qemu[@]}" -accel "$accel" -m "$mem" -smp "$smp" \
 	-nographic -no-reboot -nic none \
 	-kernel "$cache/vmlinuz" -initrd "$initrd" \
-	-append "console=ttyS0 panic=-1 quiet rdinit=/init $lockup_args ${VM_APPEND:-}" \
+	-append "console=$console panic=-1 quiet rdinit=/init $lockup_args ${VM_APPEND:-}" \
 	</dev/null 2>&1 |
 	# SeaBIOS sends a terminal reset and clear-screen to the serial port,
 	# which would wipe the caller's terminal; the console ends lines with \r\n.

@@ -5,4 +5,4 @@ package floor
 
 // The object is generated from bpf/floor.c and committed, as tracer/'s is;
 // `make generate` reruns this.
-//go:generate go tool bpf2go -tags linux -target amd64 floor bpf/floor.c -- -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 floor bpf/floor.c -- -I../../../bpf/headers -Wall -Werror

@@ -24,8 +24,9 @@ import (
 // (groupbyattrs) and remote-writes to Debian's Prometheus 2.42. A client
 // in a pod's cgroup exhausts a port space; Prometheus must hold its
 // failures, per space and per pod, as the client counted them. The
-// k8sattributes processor is left out: it needs a Kubernetes API server,
-// and none runs here; the pod's names come from the CRI server instead.
+// k8sattributes processor is left out: it needs a Kubernetes API server
+// (TestCluster, deploy/cluster, runs it against one); the pod's names
+// come from the CRI server instead.
 func TestCollectorPipeline(t *testing.T) {
 	testnet.RequireRoot(t)
 	otelcol := testnet.RequireTool(t, "otelcol-porttrace")

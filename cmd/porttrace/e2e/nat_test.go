@@ -6,12 +6,17 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/porttrace/porttrace/internal/nat"
+	"github.com/porttrace/porttrace/internal/testkit/churn"
 	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
@@ -181,4 +186,140 @@ func TestAgentNATMetrics(t *testing.T) {
 		t.Errorf("/metrics %v, conntrack says %v", got, want)
 	}
 	agent.stop(t)
+}
+
+// TestRecordNAT records the issue's situation and reads it back: `report
+// --json` names the node's NAT space toward the upstream, 20 of 20 ports,
+// insert_failed's rise and the table's counters as conntrack -S counted
+// them in the same run, the pods' shares as conntrack -L and the pods'
+// own successes, their process, and the NAT findings with the pods'
+// failed connects tied to the space.
+func TestRecordNAT(t *testing.T) {
+	testnet.RequireRoot(t)
+	nn := testnet.NewNAT(t, 3)
+	nn.Node.Exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", testnet.UpLink, "-p", "tcp", "-j", "MASQUERADE", "--to-ports", "41000-41019")
+	dst := nn.Upstream.Serve(t, "10.78.0.2:8080", func(c net.Conn) { io.Copy(io.Discard, c) })
+	before := nn.Node.ConntrackS(t)
+	file := filepath.Join(t.TempDir(), "nat.ptcap")
+	rec, log := startRecord(t, "-o", file, "--duration", "9s")
+	// The capture exists once its first round (conntrack included) is read.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, err := os.Stat(file); err == nil && st.Size() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no capture:\n%s", log)
+		}
+	}
+	outcomes := nn.Connect(t, dst, 10, 2500*time.Millisecond)
+	after := nn.Node.ConntrackS(t)
+	list := nn.Node.ConntrackL(t)
+	if err := rec.Wait(); err != nil {
+		t.Fatalf("record: %v\n%s", err, log)
+	}
+	ok, failed := map[int]int{}, 0
+	for _, o := range outcomes {
+		if o.Err != nil {
+			failed++
+		} else {
+			ok[o.Pod]++
+		}
+	}
+	held := map[netip.Addr]int{}
+	for _, e := range list {
+		if e.Dst == dst && e.ReplyDst.Addr() == nn.NodeAddr && e.State != "TIME_WAIT" && e.State != "CLOSE" {
+			held[e.Src.Addr()]++
+		}
+	}
+	insertFailed, drop := after["insert_failed"]-before["insert_failed"], after["drop"]-before["drop"]
+	t.Logf("clients %v connected, %d failed; conntrack -L held %v; conntrack -S insert_failed +%d drop +%d, -C %d", ok, failed, held, insertFailed, drop, after["count"])
+	if failed != 10 {
+		t.Fatalf("%d connects failed, want 10: the situation did not happen", failed)
+	}
+	r := runReport(t, file)
+	if r.NAT == nil {
+		t.Fatalf("report has no NAT section:\n%s", log)
+	}
+	var sp *nat.Space
+	for i := range r.NAT.Spaces {
+		if r.NAT.Spaces[i].Netns == nn.Node.Inode {
+			if sp != nil {
+				t.Fatalf("two NAT spaces of the node: %+v", r.NAT.Spaces)
+			}
+			sp = &r.NAT.Spaces[i]
+		}
+	}
+	if sp == nil {
+		t.Fatalf("no NAT space of the node: %+v", r.NAT)
+	}
+	t.Logf("report: NAT %s %s->%s %d/%d, insert_failed +%d drop +%d, clients %+v", sp.Proto, sp.Addr, sp.Dst, sp.Used, sp.Ports, sp.InsertFailed, sp.Drop, sp.Clients)
+	if sp.Addr != nn.NodeAddr || sp.Dst != dst || sp.Ports != 20 || sp.Used != 20 || len(list) == 0 {
+		t.Errorf("NAT space %s->%s %d/%d, want %s->%s 20/20", sp.Addr, sp.Dst, sp.Used, sp.Ports, nn.NodeAddr, dst)
+	}
+	if sp.InsertFailed != insertFailed || sp.Drop != drop || insertFailed == 0 {
+		t.Errorf("insert_failed +%d drop +%d; conntrack -S +%d +%d", sp.InsertFailed, sp.Drop, insertFailed, drop)
+	}
+	for _, c := range r.NAT.Tables {
+		if c.Netns == nn.Node.Inode && (c.Stats.InsertFailed != after["insert_failed"] || c.Stats.Drop != after["drop"] || uint64(c.Count) != after["count"]) {
+			t.Errorf("conntrack table: insert_failed %d drop %d entries %d; conntrack -S %d %d, -C %d", c.Stats.InsertFailed, c.Stats.Drop, c.Count, after["insert_failed"], after["drop"], after["count"])
+		}
+	}
+	if len(sp.Clients) != len(held) {
+		t.Errorf("%d clients, conntrack -L %d", len(sp.Clients), len(held))
+	}
+	for _, c := range sp.Clients {
+		pod := slices.Index(nn.PodAddrs, c.Addr)
+		if pod < 0 || c.Used != held[c.Addr] || c.Used != ok[pod] || c.Netns != nn.Pods[pod].Inode || c.PID != uint32(os.Getpid()) {
+			t.Errorf("client %+v; conntrack -L %d, the pod connected %d, pid %d", c, held[c.Addr], ok[pod], os.Getpid())
+		}
+	}
+	var rules []string
+	situation := ""
+	for _, x := range r.Findings {
+		if x.Netns == nn.Node.Inode && strings.HasPrefix(x.Space, "NAT ") {
+			rules, situation = append(rules, x.Rule), x.Situation
+		}
+	}
+	t.Logf("findings %v: %s", rules, situation)
+	if strings.Join(rules, " ") != "nat-reuse-connections nat-more-addresses nat-exempt-destination nat-wider-range" {
+		t.Errorf("findings %v", rules)
+	}
+	if !strings.Contains(situation, fmt.Sprintf("clients' failed connects in the last minute (%d ", failed)) {
+		t.Errorf("the NAT finding does not tie the pods' %d failures to the space: %q", failed, situation)
+	}
+}
+
+// TestWithoutConntrack: on a kernel without nfnetlink (make test-vm boots
+// 6.1 once without its netfilter modules for this), doctor says that
+// conntrack cannot be read and why, top shows its port spaces without
+// NAT, and a capture recorded there reports without NAT.
+func TestWithoutConntrack(t *testing.T) {
+	testnet.RequireRoot(t)
+	if fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_NETFILTER); err == nil {
+		unix.Close(fd)
+		t.Skip("this kernel has nfnetlink: make test-vm runs this test in a VM without netfilter modules")
+	}
+	out, _ := exec.Command(binary, "doctor").CombinedOutput()
+	t.Logf("doctor:\n%s", out)
+	if !strings.Contains(string(out), "nfnetlink is not loaded") || strings.Contains(string(out), "panic") {
+		t.Errorf("doctor does not say that conntrack cannot be read")
+	}
+	ns := testnet.New(t, 40000, 40009)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	top := startTop(t, "3s")
+	if res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t); res.Connected != 5 {
+		t.Fatalf("client %+v", res)
+	}
+	f := top.wait(t)
+	if f.NAT != nil && len(f.NAT.Spaces)+len(f.NAT.Tables) > 0 || spaceToward(t, f, ns.Inode, dst).TotalConns != 5 {
+		t.Errorf("top: NAT %+v; its space toward %s should count the 5 connections", f.NAT, dst)
+	}
+	file := filepath.Join(t.TempDir(), "nonat.ptcap")
+	rec, log := startRecord(t, "-o", file, "--duration", "2s")
+	if err := rec.Wait(); err != nil {
+		t.Fatalf("record: %v\n%s", err, log)
+	}
+	if r := runReport(t, file); r.NAT != nil && len(r.NAT.Spaces)+len(r.NAT.Tables) > 0 {
+		t.Errorf("report: NAT %+v", r.NAT)
+	}
 }

@@ -61,6 +61,9 @@ type Config struct {
 	// ThreadName names each connecting thread ThreadName-N (prctl
 	// PR_SET_NAME), unlike the process.
 	ThreadName string `json:",omitempty"`
+	// PortRange, if set, is each socket's own IP_LOCAL_PORT_RANGE
+	// (Linux 6.3+): [low, high], set before bind() and connect().
+	PortRange [2]uint16 `json:",omitempty"`
 }
 
 // Result is what the client saw. Failures count both bind() and connect()
@@ -160,7 +163,7 @@ func loop(c Config, thread int) (Result, []uint32) {
 		}
 		res.Attempts++
 		t := time.Now()
-		port, err := once(target, c.Close, c.BindFirst, bindAddr)
+		port, err := once(target, c, bindAddr)
 		if len(sample) < sampleCap {
 			sample = append(sample, uint32(min(time.Since(t), math.MaxUint32)))
 		}
@@ -200,7 +203,8 @@ func percentiles(ns []uint32) (p50, p99 time.Duration) {
 
 // once connects and closes one socket; the error is bind()'s or connect()'s
 // errno.
-func once(target netip.AddrPort, mode CloseMode, bindFirst bool, bindAddr netip.Addr) (int, error) {
+func once(target netip.AddrPort, c Config, bindAddr netip.Addr) (int, error) {
+	mode, bindFirst := c.Close, c.BindFirst
 	family := unix.AF_INET
 	if target.Addr().Is6() {
 		family = unix.AF_INET6
@@ -210,6 +214,11 @@ func once(target netip.AddrPort, mode CloseMode, bindFirst bool, bindAddr netip.
 		return 0, fmt.Errorf("socket: %w", err)
 	}
 	defer unix.Close(fd)
+	if r := c.PortRange; r != ([2]uint16{}) {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(r[0])|int(r[1])<<16); err != nil {
+			return 0, fmt.Errorf("setsockopt IP_LOCAL_PORT_RANGE: %w", err)
+		}
+	}
 	if bindFirst {
 		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(bindAddr, 0))); err != nil {
 			return 0, err

@@ -239,6 +239,19 @@ func (r *Receiver) Last(name string) []Point {
 	return nil
 }
 
+// All returns the points of metric name from every export received, in
+// the order they came: a Collector that splits an export by resource
+// (groupbyattrs) sends one resource per pod, so Last sees only one.
+func (r *Receiver) All(name string) []Point {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Point
+	for _, rm := range r.metrics {
+		out = append(out, points(rm, name)...)
+	}
+	return out
+}
+
 func points(rm *metricspb.ResourceMetrics, name string) []Point {
 	res := attrs(rm.GetResource().GetAttributes())
 	var out []Point
