@@ -12,30 +12,39 @@ import (
 
 // TestBPFHeadersCompileAlone: each header in bpf/ includes what it uses, so
 // a file that includes only that header compiles, with the flags bpf2go
-// compiles porttrace.c with (gen.go's, and those bpf2go adds for its target).
+// compiles porttrace.c with (gen.go's, and those bpf2go adds for each of
+// its targets).
 func TestBPFHeadersCompileAlone(t *testing.T) {
 	clang := testnet.RequireTool(t, "clang")
-	flags := generateFlags(t)
+	targets := generateFlags(t)
 	headers, err := filepath.Glob("../bpf/*.h")
 	if err != nil || len(headers) == 0 {
 		t.Fatalf("no headers in ../bpf: %v", err)
 	}
-	for _, h := range headers {
-		name := filepath.Base(h)
-		t.Run(name, func(t *testing.T) {
-			args := append([]string{"-fsyntax-only", "-x", "c", "-"}, flags...)
-			cmd := exec.Command(clang, args...)
-			cmd.Stdin = strings.NewReader("#include \"" + name + "\"\n")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("%s does not compile alone (%v):\n%s", name, err, out)
-			}
-		})
+	for _, target := range targets {
+		for _, h := range headers {
+			name := filepath.Base(h)
+			t.Run(target.name+"/"+name, func(t *testing.T) {
+				args := append([]string{"-fsyntax-only", "-x", "c", "-"}, target.flags...)
+				cmd := exec.Command(clang, args...)
+				cmd.Stdin = strings.NewReader("#include \"" + name + "\"\n")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("%s does not compile alone for %s (%v):\n%s", name, target.name, err, out)
+				}
+			})
+		}
 	}
 }
 
+// bpfTarget is one of bpf2go's targets and the C flags it compiles with.
+type bpfTarget struct {
+	name  string
+	flags []string
+}
+
 // generateFlags reads the C flags from gen.go's go:generate line, and adds
-// what bpf2go adds for its -target.
-func generateFlags(t *testing.T) []string {
+// what bpf2go adds for each of its -target's (comma-separated) targets.
+func generateFlags(t *testing.T) []bpfTarget {
 	t.Helper()
 	src, err := os.ReadFile("gen.go")
 	if err != nil {
@@ -52,18 +61,25 @@ func generateFlags(t *testing.T) []string {
 		}
 		// bpf2go's targets (cmd/bpf2go/gen/target.go): clang's target and
 		// the architecture bpf_tracing.h reads.
-		target := map[string][]string{
+		known := map[string][]string{
 			"amd64": {"-target", "bpfel", "-D__TARGET_ARCH_x86"},
+			"arm64": {"-target", "bpfel", "-D__TARGET_ARCH_arm64"},
 		}
 		f := strings.Fields(bpf2go)
 		for i := range f[:len(f)-1] {
-			if f[i] == "-target" {
-				add, ok := target[f[i+1]]
-				if !ok {
-					t.Fatalf("gen.go: bpf2go -target %s is not known to this test", f[i+1])
-				}
-				return append([]string{"-O2", "-mcpu=v1"}, append(strings.Fields(cflags), add...)...)
+			if f[i] != "-target" {
+				continue
 			}
+			var out []bpfTarget
+			for _, name := range strings.Split(f[i+1], ",") {
+				add, ok := known[name]
+				if !ok {
+					t.Fatalf("gen.go: bpf2go -target %s is not known to this test", name)
+				}
+				flags := append([]string{"-O2", "-mcpu=v1"}, append(strings.Fields(cflags), add...)...)
+				out = append(out, bpfTarget{name: name, flags: flags})
+			}
+			return out
 		}
 		t.Fatalf("gen.go's go:generate line names no -target: %s", line)
 	}
