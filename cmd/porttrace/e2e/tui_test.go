@@ -53,18 +53,26 @@ func (term *terminal) screen() string { return term.tmux("capture-pane", "-p", "
 // waitFor returns the screen once it shows every one of want.
 func (term *terminal) waitFor(what string, want ...string) string {
 	term.t.Helper()
+	return term.waitUntil(what, func(s string) bool {
+		for _, w := range want {
+			if !strings.Contains(s, w) {
+				return false
+			}
+		}
+		return true
+	}, fmt.Sprintf("%q", want))
+}
+
+// waitUntil returns the screen once ok holds for it; desc says what ok wants.
+func (term *terminal) waitUntil(what string, ok func(string) bool, desc string) string {
+	term.t.Helper()
 	var s string
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		s = term.screen()
-		missing := false
-		for _, w := range want {
-			missing = missing || !strings.Contains(s, w)
-		}
-		if !missing {
+		if s = term.screen(); ok(s) {
 			return s
 		}
 	}
-	term.t.Fatalf("%s: the screen never showed %q:\n%s", what, want, s)
+	term.t.Fatalf("%s: the screen never showed %s:\n%s", what, desc, s)
 	return ""
 }
 
@@ -84,6 +92,11 @@ func TestTopInTerminal(t *testing.T) {
 	pid := fmt.Sprint(cl.Cmd.Process.Pid)
 	space := "127.0.0.1 -> 127.0.0.1:8080"
 	s := term.waitFor("churn", space, "EXHAUSTED", "20/20", "100.0%")
+	// The socket table alone can fill the row; the client's rates (and so
+	// the advice that quotes them) need its events and a second observed.
+	s = term.waitUntil("churn's events", func(s string) bool {
+		return strings.Contains(s, "["+pid+"]") && !strings.Contains(s, "observed 0s")
+	}, "the client's pid after the first second")
 	t.Logf("client %+v; screen:\n%s", res, s)
 	// The worst finding, opened in full, is the keepalive advice.
 	term.keys("Enter")
