@@ -13,16 +13,18 @@ import (
 )
 
 // TestModelSocketPortRange: a client whose sockets set IP_LOCAL_PORT_RANGE
-// to 40000-40004 (Linux 6.3+) exhausts those 5 ports while the namespace's
+// to 40000-40003 (Linux 6.3+) exhausts those 4 ports while the namespace's
 // range has 1,000. porttrace's usable and used are the window's, checked
 // against ss and the client's errnos; the finding names the client's pid
-// and its option, and no fix offers the sysctl.
+// and its option, and no fix offers the sysctl. The window is of an even
+// size: connect()'s search rounds an odd one down to even and, from an
+// unlucky offset, misses one port (4 of 5 connected in the 6.1 VM).
 func TestModelSocketPortRange(t *testing.T) {
 	testnet.RequireRoot(t)
 	ns := testnet.New(t, 40000, 40999)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
 	top := startTop(t, "5m")
-	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 8, Close: churn.CloseFin, PortRange: [2]uint16{40000, 40004}})
+	cl := ns.StartClient(t, churn.Config{Target: dst, Count: 7, Close: churn.CloseFin, PortRange: [2]uint16{40000, 40003}})
 	res := cl.Wait(t)
 	if res.Failures["ENOPROTOOPT"] > 0 {
 		t.Skipf("this kernel has no IP_LOCAL_PORT_RANGE (Linux 6.3+): %v", res.Failures)
@@ -31,8 +33,8 @@ func TestModelSocketPortRange(t *testing.T) {
 	tw := ns.TimeWait(t, dst)
 	snap := top.done(t)
 	invariants(t, snap)
-	if res.Connected != 5 || res.Failures["EADDRNOTAVAIL"] != 3 || tw != 5 {
-		t.Fatalf("setup: client %+v, ss %d in TIME_WAIT; want 5 connected, 3 EADDRNOTAVAIL, 5", res, tw)
+	if res.Connected != 4 || res.Failures["EADDRNOTAVAIL"] != 3 || tw != 4 {
+		t.Fatalf("setup: client %+v, ss %d in TIME_WAIT; want 4 connected, 3 EADDRNOTAVAIL, 4", res, tw)
 	}
 	pid := uint32(cl.Cmd.Process.Pid)
 	spaces := netnsSpaces(snap, ns.Inode)
@@ -40,11 +42,11 @@ func TestModelSocketPortRange(t *testing.T) {
 		t.Fatalf("spaces %+v, want the one toward %s", spaces, dst)
 	}
 	sp := spaces[0]
-	if r := sp.SocketRange; r == nil || r.Low != 40000 || r.High != 40004 || r.SearchLow != 40000 || r.SearchHigh != 40004 || r.By.PID != pid {
-		t.Errorf("socket range %+v, want 40000-40004 set by pid %d", sp.SocketRange, pid)
+	if r := sp.SocketRange; r == nil || r.Low != 40000 || r.High != 40003 || r.SearchLow != 40000 || r.SearchHigh != 40003 || r.By.PID != pid {
+		t.Errorf("socket range %+v, want 40000-40003 set by pid %d", sp.SocketRange, pid)
 	}
-	if sp.Usable != 5 || sp.Used != tw || !sp.Exhausted || sp.Errno("EADDRNOTAVAIL") != 3 || sp.Exhaustion60() != 3 {
-		t.Errorf("%s: used %d of %d, exhausted %v, failures %+v; ss: %d in TIME_WAIT, the option leaves 5 ports, the client got 3 EADDRNOTAVAIL",
+	if sp.Usable != 4 || sp.Used != tw || !sp.Exhausted || sp.Errno("EADDRNOTAVAIL") != 3 || sp.Exhaustion60() != 3 {
+		t.Errorf("%s: used %d of %d, exhausted %v, failures %+v; ss: %d in TIME_WAIT, the option leaves 4 ports, the client got 3 EADDRNOTAVAIL",
 			sp.Name, sp.Used, sp.Usable, sp.Exhausted, sp.Failures, tw)
 	}
 	var named bool
@@ -52,7 +54,7 @@ func TestModelSocketPortRange(t *testing.T) {
 		if strings.Contains(f.Fix, "ip_local_port_range") {
 			t.Errorf("%s offers the sysctl: %s", f.Rule, f.Fix)
 		}
-		named = named || f.Rule == "socket_port_range" && strings.Contains(f.Evidence, fmt.Sprintf("[%d] sets IP_LOCAL_PORT_RANGE 40000-40004", pid))
+		named = named || f.Rule == "socket_port_range" && strings.Contains(f.Evidence, fmt.Sprintf("[%d] sets IP_LOCAL_PORT_RANGE 40000-40003", pid))
 	}
 	if !named {
 		t.Errorf("findings %v: want socket_port_range naming pid %d and its option", rules(findingsIn(snap, ns.Inode)), pid)
