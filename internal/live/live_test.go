@@ -150,3 +150,38 @@ func TestLossRereadsActiveNamespaces(t *testing.T) {
 		t.Errorf("touched per sync: %v; want 7 read again after the loss, not 9 (idle for 2 minutes)", got)
 	}
 }
+
+// TestLastSummaryReadsTables: when the source ends, one more round of the
+// socket tables reads the namespaces that had events since the last, so
+// that the last summary has the size of a namespace new since then.
+func TestLastSummaryReadsTables(t *testing.T) {
+	var got []map[uint32]bool
+	tables := func(touched map[uint32]bool) ([]netns.Settings, []event.SocketTable, error) {
+		got = append(got, touched)
+		all := []netns.Settings{{Inode: 1, PortLow: 32768, PortHigh: 60999}}
+		if touched[7] {
+			all = append(all, netns.Settings{Inode: 7, PortLow: 40000, PortHigh: 40009})
+		}
+		return all, []event.SocketTable{{Netns: 1, Time: time.Now()}}, nil
+	}
+	e := event.Event{Kind: event.State, NewState: event.SynSent, Netns: 7, Time: time.Now()}
+	m, err := New(&source{events: []event.Event{e}}, tables, aggregate.DefaultLimits, cgroup.NewResolver())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if last := got[len(got)-1]; !last[7] {
+		t.Errorf("reads %v: the last did not read namespace 7 again", got)
+	}
+	var usable int
+	for _, n := range m.Summary().Netns {
+		if n.Inode == 7 {
+			usable = n.Usable
+		}
+	}
+	if usable != 10 {
+		t.Errorf("the last summary gives namespace 7 %d usable ports, want 10", usable)
+	}
+}
