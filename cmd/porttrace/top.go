@@ -168,19 +168,27 @@ func runTop(cmd *cobra.Command, tf *tracerFlags, of *otlpFlags, cf *criFlag, sel
 		cancel()
 		return errors.Join(err, <-done)
 	case onceText, onceJSON:
-		err = printOnce(ctx, cmd.OutOrStdout(), src, info, output == onceJSON, interval)
+		// The figures are printed once the monitor has stopped: its last
+		// summary has every event the ring held and the socket tables
+		// read after them.
+		var runErr error
+		select {
+		case <-ctx.Done():
+		case <-time.After(interval):
+		case runErr = <-done:
+			done = nil
+		}
 		cancel()
-		return errors.Join(err, <-done)
+		if done != nil {
+			runErr = <-done
+		}
+		return errors.Join(printOnce(cmd.OutOrStdout(), src, info, output == onceJSON), runErr)
 	}
 	return runView(ctx, cancel, done, view.Selected{Source: mon, Select: sel}, info, interval)
 }
 
-// printOnce waits for interval (or a signal) and prints what it saw.
-func printOnce(ctx context.Context, w io.Writer, src view.Source, info view.Info, asJSON bool, interval time.Duration) error {
-	select {
-	case <-ctx.Done():
-	case <-time.After(interval):
-	}
+// printOnce prints what src saw, as text or JSON.
+func printOnce(w io.Writer, src view.Source, info view.Info, asJSON bool) error {
 	f := src.Frame()
 	if asJSON {
 		enc := json.NewEncoder(w)
