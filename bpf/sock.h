@@ -173,11 +173,10 @@ static __always_inline void fill_sock_btf(struct event *e, const struct sock *sk
 	}
 }
 
-/* sock_event reserves an event of kind about sk, with its addresses,
- * namespace and cookie; NULL when the ring buffer is full (lost counts it).
- * The caller says whose it is (fill_current or fill_owner), adds what else
- * it knows, and submits it. */
-static __always_inline struct event *sock_event(__u8 kind, const struct sock *sk, __u64 cookie, int ret, __u8 flags)
+/* new_event reserves an event of kind with what every socket's event
+ * has besides the socket; NULL when the ring buffer is full (lost counts
+ * it). */
+static __always_inline struct event *new_event(__u8 kind, __u64 cookie, int ret, __u8 flags)
 {
 	struct event *e = reserve();
 	if (!e)
@@ -186,7 +185,18 @@ static __always_inline struct event *sock_event(__u8 kind, const struct sock *sk
 	e->cookie = cookie;
 	e->ret = ret;
 	e->flags = flags;
-	fill_sock(e, sk);
+	return e;
+}
+
+/* sock_event reserves an event of kind about sk, with its addresses,
+ * namespace and cookie; NULL when the ring buffer is full (lost counts it).
+ * The caller says whose it is (fill_current or fill_owner), adds what else
+ * it knows, and submits it. */
+static __always_inline struct event *sock_event(__u8 kind, const struct sock *sk, __u64 cookie, int ret, __u8 flags)
+{
+	struct event *e = new_event(kind, cookie, ret, flags);
+	if (e)
+		fill_sock(e, sk);
 	return e;
 }
 

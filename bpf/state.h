@@ -48,13 +48,9 @@ static __always_inline struct owner *remember_owner(struct sock *sk)
 static __always_inline struct event *state_event(__u8 kind, const struct sock *sk, __u64 cookie, int ret,
 						 __u8 flags, const struct owner *o)
 {
-	struct event *e = reserve();
+	struct event *e = new_event(kind, cookie, ret, flags);
 	if (!e)
 		return NULL;
-	e->kind = kind;
-	e->cookie = cookie;
-	e->ret = ret;
-	e->flags = flags;
 	fill_sock_btf(e, sk, o->netns, o->netns_cookie);
 	fill_owner(e, o);
 	return e;
