@@ -102,39 +102,49 @@ func AllReading(read func(path string, inode uint32) (Settings, error)) ([]Setti
 	paths := map[uint32][]string{}
 	first := map[uint32]string{}
 	lasting := map[uint32]bool{}
-	add := func(path, name string, lasts bool) {
+	// name is called only where a name is still wanted: most processes
+	// run in a namespace that already has a lasting name (the host's),
+	// and naming one reads two of its files.
+	add := func(path string, name func() string, lasts bool) {
 		var st unix.Stat_t
 		if unix.Stat(path, &st) != nil {
 			return
 		}
 		ino := uint32(st.Ino)
-		if _, ok := first[ino]; !ok {
+		_, known := first[ino]
+		if lasting[ino] && !lasts || known && !lasts && len(paths[ino]) >= 4 {
+			return
+		}
+		n := name()
+		if n == "" {
+			return // a kernel thread, or a process gone meanwhile
+		}
+		if !known {
 			first[ino] = path
 		}
-		if lasting[ino] && !lasts || slices.Contains(paths[ino], name) {
+		if slices.Contains(paths[ino], n) {
 			return
 		}
 		if lasts && !lasting[ino] {
 			paths[ino], lasting[ino] = nil, true // names that last replace processes
 		}
 		if len(paths[ino]) < 4 {
-			paths[ino] = append(paths[ino], name)
+			paths[ino] = append(paths[ino], n)
 		}
 	}
-	add("/proc/1/ns/net", "host", true)
-	add("/proc/self/ns/net", "current", true) // where /proc/1 is hidden (containers)
+	named := func(n string) func() string { return func() string { return n } }
+	add("/proc/1/ns/net", named("host"), true)
+	add("/proc/self/ns/net", named("current"), true) // where /proc/1 is hidden (containers)
 	for _, glob := range runtimeNetns {
-		named, _ := filepath.Glob(glob)
-		for _, p := range named {
-			add(p, p, true)
+		found, _ := filepath.Glob(glob)
+		for _, p := range found {
+			add(p, named(p), true)
 		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
 	for _, p := range procs {
 		pid := strings.Split(p, "/")[2]
-		if name := processName(pid); name != "" {
-			add(p, name, false)
-		}
+		add(p, func() string { return processName(pid) }, false)
 	}
 	var out []Settings
 	for ino, path := range first {
