@@ -158,7 +158,7 @@ func (a *Aggregator) pool(k summary.SpaceKey, n *nsState, spaces []*space) occup
 // that follows and for the fill rate (each space's Used, once a second).
 func (a *Aggregator) sample() {
 	a.occ = a.occupancies()
-	a.sampleHeld()
+	a.held = a.follower.held()
 	for s, o := range a.occ {
 		s.noteUsed(a.now, o.used)
 	}

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"syscall"
+	"time"
 
 	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/window"
@@ -184,6 +185,16 @@ func (s *space) fail(sec int64, p ProcKey, f failure) {
 	if st := s.proc(sec, p, true); st != nil {
 		st.fails.Add(sec, 1)
 	}
+}
+
+// closedAfter counts an established connection that closed at sec after
+// living life.
+func (s *space) closedAfter(sec int64, life time.Duration) {
+	s.closed.Add(sec, 1)
+	if life < time.Second {
+		s.short.Add(sec, 1)
+	}
+	s.lifetime.Add(sec, life)
 }
 
 // tick ages the space to sec.

@@ -34,8 +34,9 @@ func failureSummaries(m failures, now int64) []summary.Failure {
 // Summary is what the aggregator holds as of its last Tick, port spaces by
 // urgency and processes by churn; Tick first to age it to a moment.
 func (a *Aggregator) Summary() *summary.Summary {
-	r := &summary.Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked, Dropped: a.dropped,
-		Netns: []summary.NetnsSummary{}, Spaces: []summary.SpaceSummary{}, Processes: []summary.ProcessSummary{}}
+	r := &summary.Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.follower.untracked,
+		Dropped: summary.Dropped{Namespaces: a.namespaces.dropped, ClockSteps: a.steps, LastStep: a.lastStep},
+		Netns:   []summary.NetnsSummary{}, Spaces: []summary.SpaceSummary{}, Processes: []summary.ProcessSummary{}}
 	occ := a.occ // as of the last Tick
 	tw := map[uint32]int{}
 	for k, s := range a.spaces {
