@@ -83,6 +83,9 @@ func (a *Aggregator) connectFailed(e *event.Event, sec int64, k summary.SpaceKey
 func (a *Aggregator) fail(s *space, e *event.Event, sec int64, pk ProcKey) {
 	f := failure{e.Errno, e.Exhaustion()}
 	s.fail(sec, pk, f)
+	if f.exhaustion {
+		a.noteFull(s, sec)
+	}
 	a.proc(pk, sec).fails.add(sec, f)
 }
 

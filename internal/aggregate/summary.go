@@ -123,8 +123,19 @@ func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint
 		r.ShortPct = 100 * float64(s.short.Sum(now, 60)) / float64(r.Closed60)
 	}
 	a.headroom(s, &r, tw[s.key.Netns])
+	lastExhaustion(s.lastFull, now, &r)
 	r.Processes = a.procRefs(s)
 	return r
+}
+
+// lastExhaustion fills in when, within the last minute, a call last
+// failed for want of a port, and what was taken then.
+func lastExhaustion(m exhaustionMark, now int64, r *summary.SpaceSummary) {
+	if m.n == 0 || now-m.at >= 60 {
+		return
+	}
+	ago := float64(now - m.at)
+	r.LastExhaustion, r.UsedAtExhaustion = &ago, m.used
 }
 
 func maxUsed(g *window.Gauge, now int64) int {
