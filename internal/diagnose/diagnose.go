@@ -253,7 +253,7 @@ func (c *check) situation() string {
 // port, where ports were freed since: the failures and the figures now
 // are of different moments.
 func heldThen(s *summary.SpaceSummary) string {
-	if s.LastExhaustion == nil || s.UsedAtExhaustion <= s.Used || *s.LastExhaustion < 1 {
+	if s.LastExhaustion == nil || s.UsedAtExhaustion <= s.Used {
 		return ""
 	}
 	return fmt.Sprintf(", the last %s ago, when %s of %s ports were in use", time.Duration(*s.LastExhaustion)*time.Second, num(s.UsedAtExhaustion), num(s.Usable))

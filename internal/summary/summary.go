@@ -209,11 +209,11 @@ func (r *SpaceSummary) Errno(name string) uint64 {
 }
 
 // FreedSince tells a space exhausted by calls that failed for want of a
-// port a second or more ago, whose ports were freed since: Used is lower
-// now than when they failed. Its figures then are UsedAtExhaustion,
-// LastExhaustion seconds ago.
+// port whose ports were freed since: Used is lower now than when they
+// failed. Its figures then are UsedAtExhaustion, LastExhaustion seconds
+// ago (0: within the second).
 func (r *SpaceSummary) FreedSince() bool {
-	return r.Exhausted && r.LastExhaustion != nil && *r.LastExhaustion >= 1 && r.Used < r.UsedAtExhaustion
+	return r.Exhausted && r.LastExhaustion != nil && r.Used < r.UsedAtExhaustion
 }
 
 // Exhaustion60 is the last minute's failures for want of a port.
