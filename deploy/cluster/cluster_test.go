@@ -312,7 +312,7 @@ func startPrometheus(t *testing.T, run, target string) *prometheus {
 	ln := "127.0.0.1:19090"
 	cmd := exec.Command("prometheus", "--config.file", dir+"/prometheus.yml", "--storage.tsdb.path", dir+"/data", "--web.listen-address", ln)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	testnet.StartLogged(t, cmd, dir+"/log", "prometheus")
+	otlptest.StartLogged(t, cmd, dir+"/log", "prometheus")
 	p := &prometheus{url: "http://" + ln}
 	if err := otlptest.Eventually(30*time.Second, func() bool {
 		resp, err := http.Get(p.url + "/-/ready")

@@ -140,7 +140,7 @@ func startPrometheus(t *testing.T, bin, target string, extra ...string) *promSer
 	listen := freePort(t)
 	cmd := exec.Command(bin, append([]string{"--config.file", filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path", filepath.Join(dir, "data"), "--web.listen-address", listen}, extra...)...)
-	testnet.StartLogged(t, cmd, filepath.Join(dir, "log"), "prometheus")
+	otlptest.StartLogged(t, cmd, filepath.Join(dir, "log"), "prometheus")
 	p := &promServer{url: "http://" + listen}
 	if err := otlptest.Eventually(30*time.Second, func() bool {
 		resp, err := http.Get(p.url + "/-/ready")

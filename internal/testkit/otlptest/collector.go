@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
-
-	"github.com/porttrace/porttrace/internal/testkit/testnet"
 )
 
 // CollectorConfig is an OpenTelemetry Collector configuration as a YAML
@@ -64,7 +62,7 @@ func StartCollector(t testing.TB, otelcol, dir string, config []byte, env []stri
 	}
 	col := exec.Command(otelcol, "--config", conf)
 	col.Env = append(os.Environ(), env...)
-	testnet.StartLogged(t, col, logPath, "collector")
+	StartLogged(t, col, logPath, "collector")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("collector config:\n%s", config)
@@ -79,4 +77,28 @@ func StartCollector(t testing.TB, otelcol, dir string, config []byte, env []stri
 	}); err != nil {
 		t.Fatalf("the Collector never listened on %s", addr)
 	}
+}
+
+// StartLogged starts cmd, a server a test needs (a Collector,
+// Prometheus), with its output in logPath, which others cannot read. It
+// stops with the test, and a failed test logs that output as what's log.
+func StartLogged(t testing.TB, cmd *exec.Cmd, logPath, what string) {
+	t.Helper()
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s log:\n%s", what, b)
+		}
+	})
 }

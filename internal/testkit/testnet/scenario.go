@@ -267,27 +267,3 @@ func (n *Netns) StalledListener(t testing.TB, addr netip.AddrPort) {
 	}
 	t.Cleanup(func() { unix.Close(cfd); unix.Close(lfd) })
 }
-
-// StartLogged starts cmd, a server a test needs (a Collector,
-// Prometheus), with its output in logPath, which others cannot read. It
-// stops with the test, and a failed test logs that output as what's log.
-func StartLogged(t testing.TB, cmd *exec.Cmd, logPath, what string) {
-	t.Helper()
-	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		log.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("%s log:\n%s", what, b)
-		}
-	})
-}
