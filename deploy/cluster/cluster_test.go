@@ -311,20 +311,8 @@ func startPrometheus(t *testing.T, run, target string) *prometheus {
 	os.WriteFile(dir+"/prometheus.yml", []byte(cfg), 0o600)
 	ln := "127.0.0.1:19090"
 	cmd := exec.Command("prometheus", "--config.file", dir+"/prometheus.yml", "--storage.tsdb.path", dir+"/data", "--web.listen-address", ln)
-	log, _ := os.Create(dir + "/log")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(dir + "/log")
-			t.Logf("prometheus log:\n%s", b)
-		}
-		os.RemoveAll(dir)
-	})
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	otlptest.StartLogged(t, cmd, dir+"/log", "prometheus")
 	p := &prometheus{url: "http://" + ln}
 	if err := otlptest.Eventually(30*time.Second, func() bool {
 		resp, err := http.Get(p.url + "/-/ready")

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/porttrace/porttrace/internal/testkit/otlptest"
 )
@@ -55,37 +52,8 @@ current-context: local
 		}
 	}
 
-	dir := filepath.Join(n.run, "collector")
-	os.MkdirAll(dir, 0o700)
-	conf := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(conf, collectorConfig(t, rcv.HTTP()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	col := exec.Command(otelcol, "--config", conf)
-	col.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	log, _ := os.Create(filepath.Join(dir, "log"))
-	col.Stdout, col.Stderr = log, log
-	if err := col.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		col.Process.Kill()
-		col.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "log"))
-			t.Logf("collector log:\n%s", b)
-		}
-	})
-	if err := otlptest.Eventually(30*time.Second, func() bool {
-		c, err := net.Dial("tcp", collectorListen)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}); err != nil {
-		b, _ := os.ReadFile(filepath.Join(dir, "log"))
-		t.Fatalf("the Collector never listened on %s:\n%s", collectorListen, b)
-	}
+	otlptest.StartCollector(t, otelcol, filepath.Join(n.run, "collector"), collectorConfig(t, rcv.HTTP()),
+		[]string{"KUBECONFIG=" + kubeconfig}, collectorListen)
 }
 
 // collectorConfig is deploy/collector/otel-collector.yaml as shipped, but
@@ -94,30 +62,12 @@ current-context: local
 // and where it exports (the test's OTLP receiver, not Prometheus).
 func collectorConfig(t *testing.T, export string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../collector/otel-collector.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c map[string]any
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	get := func(m any, keys ...string) map[string]any {
-		for _, k := range keys {
-			m = m.(map[string]any)[k]
-		}
-		return m.(map[string]any)
-	}
-	get(c, "receivers", "otlp")["protocols"] = map[string]any{"http": map[string]any{"endpoint": collectorListen}}
-	get(c, "processors", "k8sattributes")["auth_type"] = "kubeConfig"
-	c["exporters"] = map[string]any{"otlphttp": map[string]any{"endpoint": export, "compression": "none"}}
-	get(c, "service", "pipelines", "metrics")["exporters"] = []any{"otlphttp"}
-	get(c, "service")["telemetry"] = map[string]any{"metrics": map[string]any{"level": "none"}}
-	out, err := yaml.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return otlptest.ReadCollectorConfig(t, "../collector/otel-collector.yaml", func(c otlptest.CollectorConfig) {
+		c.Get("receivers", "otlp")["protocols"] = map[string]any{"http": map[string]any{"endpoint": collectorListen}}
+		c.Get("processors", "k8sattributes")["auth_type"] = "kubeConfig"
+		c["exporters"] = map[string]any{"otlphttp": map[string]any{"endpoint": export, "compression": "none"}}
+		c.Get("service", "pipelines", "metrics")["exporters"] = []any{"otlphttp"}
+	})
 }
 
 // exported sums, over the series of metric that match attrs on their data

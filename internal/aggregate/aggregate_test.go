@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
 	"github.com/porttrace/porttrace/internal/summary"
@@ -184,95 +183,6 @@ func TestProcesses(t *testing.T) {
 	}
 }
 
-func TestSyncSeedsAndReconciles(t *testing.T) {
-	s := newStream(t, DefaultLimits)
-	tw := func(port uint16, expires time.Duration) event.Socket {
-		return event.Socket{Src: netip.AddrPortFrom(src, port), Dst: upstream, State: 6, TimeWait: true, Expires: expires, Cookie: uint64(port)}
-	}
-	var socks []event.Socket
-	for i := 0; i < 30; i++ {
-		socks = append(socks, tw(40000+uint16(i), 20*time.Second))
-	}
-	for i := 0; i < 5; i++ {
-		socks = append(socks, event.Socket{Src: netip.AddrPortFrom(src, 40050+uint16(i)), Dst: upstream, State: 1, Cookie: 50 + uint64(i)})
-	}
-	// Not ephemeral: a server's accepted socket and a fixed bind.
-	socks = append(socks, event.Socket{Src: upstream, Dst: netip.AddrPortFrom(src, 40070), State: 1, Cookie: 90},
-		event.Socket{Src: netip.AddrPortFrom(src, 999), Dst: upstream, State: 1, Cookie: 91})
-	s.a.BeginSync()
-	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(1), Sockets: socks}})
-
-	r := s.space(s.summary(1), upstream)
-	if r.TimeWait != 30 || r.Live != 5 || len(s.summary(1).Spaces) != 1 {
-		t.Fatalf("seeded: TIME_WAIT %d live %d spaces %d, want 30, 5, 1", r.TimeWait, r.Live, len(s.summary(1).Spaces))
-	}
-	// A TIME_WAIT entry the socket table already counted: the same port.
-	s.add(s.ev(at(1.1), curl, event_TimeWait, 40007, upstream))
-	if r := s.space(s.summary(2), upstream); r.TimeWait != 30 {
-		t.Errorf("TIME_WAIT %d after an entry the table had, want 30", r.TimeWait)
-	}
-	if r := s.space(s.summary(21.5), upstream); r.TimeWait != 0 {
-		t.Errorf("TIME_WAIT from the socket table must expire on its own timer (20 s): %d left", r.TimeWait)
-	}
-	// A new one.
-	s.add(s.ev(at(22), curl, event_TimeWait, 8, upstream))
-	// A socket of the table closes: porttrace saw its close.
-	s.state(at(22), curl, 50, upstream, event_Established, event_Close)
-	r = s.space(s.summary(23), upstream)
-	if r.TimeWait != 1 || r.Live != 4 || r.TotalTWIn != 2 {
-		t.Errorf("after events: TIME_WAIT %d live %d entries %d, want 1, 4, 2", r.TimeWait, r.Live, r.TotalTWIn)
-	}
-	// A followed socket whose close was lost, and one opened after the
-	// next dump began: only the first is dropped.
-	lost := s.open(at(24), curl, upstream, time.Microsecond)
-	late := s.open(at(26), curl, upstream, time.Microsecond)
-	s.a.BeginSync()
-	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(25), Sockets: socks[31:35]}})
-	r = s.space(s.summary(27), upstream)
-	if r.Live != 5 || r.TimeWait != 0 {
-		t.Errorf("after resync: live %d TIME_WAIT %d, want 4 from the table + 1 newer, 0", r.Live, r.TimeWait)
-	}
-	_, lostKept := s.a.socks[lost]
-	_, lateKept := s.a.socks[late]
-	if lostKept || !lateKept {
-		t.Errorf("resync dropped the wrong socket")
-	}
-}
-
-func TestEvictionBoundsMemory(t *testing.T) {
-	s := newStream(t, Limits{Spaces: 16, Processes: 4, Sockets: 50})
-	var total uint64
-	for i := 0; i < 40; i++ {
-		dst := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i))
-		s.churn(who{uint32(100 + i), "client"}, dst, 1, float64(i), float64(i+1), time.Millisecond)
-		s.a.Tick(at(float64(i) + 0.5))
-		total++
-	}
-	r := s.summary(41)
-	if len(s.a.spaces) > 16 || len(s.a.procs) > 4 {
-		t.Fatalf("tables grew past their limits: %d spaces, %d processes", len(s.a.spaces), len(s.a.procs))
-	}
-	var sum uint64
-	var other *summary.SpaceSummary
-	for i := range r.Spaces {
-		sum += r.Spaces[i].TotalConns
-		if r.Spaces[i].Other {
-			other = &r.Spaces[i]
-		}
-	}
-	if sum != total || other == nil || other.TotalConns == 0 {
-		t.Errorf("connections across rows %d, want %d, with an 'other' row (%v)", sum, total, other)
-	}
-	// The newest (hottest) destination keeps its own row.
-	s.space(r, netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), 1039))
-	for i := 0; i < 100; i++ {
-		s.open(at(42), curl, upstream, time.Microsecond)
-	}
-	if len(s.a.socks) > 50 || s.summary(43).Untracked != 50 {
-		t.Errorf("followed sockets %d (limit 50), untracked %d", len(s.a.socks), s.summary(43).Untracked)
-	}
-}
-
 // TestBindPool: bind(127.0.0.1, 0) then connect(), round-robin over three
 // destinations; a bind-then-connect is one attempt, and every socket with
 // the address holds a port of the pool, whatever its destination.
@@ -318,65 +228,6 @@ func TestBindPool(t *testing.T) {
 	// by bind(), so every destination sees all six as taken.
 	if r := s.space(rep, dsts[0]); r.Used != 6 || r.Bound != 6 {
 		t.Errorf("%s: used %d bound %d, want 6 and 6", dsts[0], r.Used, r.Bound)
-	}
-}
-
-// TestSyncDuringEvents: events that arrive while the tables are read are
-// neither lost nor doubled, whether or not the dump saw them.
-func TestSyncDuringEvents(t *testing.T) {
-	s := newStream(t, DefaultLimits)
-	a := s.open(at(1), curl, upstream, time.Microsecond)
-	b := s.open(at(1), curl, upstream, time.Microsecond)
-	s.a.BeginSync()
-	s.closeTW(at(2), curl, a, upstream) // the dump saw a in TIME_WAIT
-	s.closeTW(at(2), curl, b, upstream) // the dump saw b still open
-	c := s.open(at(2), curl, upstream, time.Microsecond)
-	s.state(at(2.1), curl, c, upstream, event_Established, event_Close) // the dump saw c open
-	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(1.5), Sockets: []event.Socket{
-		{Src: netip.AddrPortFrom(src, 40001), Dst: upstream, State: 6, TimeWait: true, Expires: 59 * time.Second, Cookie: a},
-		{Src: netip.AddrPortFrom(src, 40002), Dst: upstream, State: 1, Cookie: b},
-		{Src: netip.AddrPortFrom(src, 40003), Dst: upstream, State: 1, Cookie: c},
-	}}})
-	r := s.space(s.summary(3), upstream)
-	if r.TimeWait != 2 || r.Live != 0 {
-		t.Errorf("TIME_WAIT %d live %d, want 2 (a and b) and 0", r.TimeWait, r.Live)
-	}
-	// a's TIME_WAIT event again (a late duplicate) changes nothing.
-	s.add(s.ev(at(3), curl, event_TimeWait, a, upstream))
-	if r := s.space(s.summary(3), upstream); r.TimeWait != 2 {
-		t.Errorf("TIME_WAIT %d after a duplicate, want 2", r.TimeWait)
-	}
-}
-
-// TestOtherIsReconciled: with the space table full, the "other" row neither
-// grows with each socket table nor keeps sockets that are gone.
-func TestOtherIsReconciled(t *testing.T) {
-	s := newStream(t, Limits{Spaces: 1, Processes: 16, Sockets: 100})
-	s.open(at(1), curl, upstream, time.Microsecond) // fills the table
-	far := netip.MustParseAddrPort("10.0.0.9:443")
-	snap := []event.Socket{
-		{Src: netip.AddrPortFrom(src, 40010), Dst: far, State: 6, TimeWait: true, Expires: 50 * time.Second, Cookie: 10},
-		{Src: netip.AddrPortFrom(src, 40011), Dst: far, State: 1, Cookie: 11},
-	}
-	other := func(r *summary.Summary) *summary.SpaceSummary {
-		for i := range r.Spaces {
-			if r.Spaces[i].Other {
-				return &r.Spaces[i]
-			}
-		}
-		return &summary.SpaceSummary{}
-	}
-	for i := 0; i < 3; i++ {
-		s.a.BeginSync()
-		s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(2 + float64(i)), Sockets: snap}})
-	}
-	if o := other(s.summary(5)); o.TimeWait != 1 || o.Live != 1 {
-		t.Errorf("other after 3 socket tables: TIME_WAIT %d live %d, want 1 and 1", o.TimeWait, o.Live)
-	}
-	s.a.BeginSync()
-	s.a.Sync([]event.SocketTable{{Netns: testNetns, Time: at(6), Sockets: nil}})
-	if o := other(s.summary(7)); o.TimeWait != 0 || o.Live != 0 {
-		t.Errorf("other after its sockets went: TIME_WAIT %d live %d, want 0", o.TimeWait, o.Live)
 	}
 }
 
@@ -440,71 +291,5 @@ func TestTimeWaitCapped(t *testing.T) {
 		if r.TWCapped != tc.capped || (r.ETA == nil) != tc.capped {
 			t.Errorf("tcp_max_tw_buckets %d with %d in TIME_WAIT: capped %v, ETA %v; want capped %v", tc.max, r.TimeWait, r.TWCapped, r.ETA, tc.capped)
 		}
-	}
-}
-
-// TestGoneNamespace: a namespace that goes frees its ports at once, keeps
-// its rows as history for GoneFor (a job that exhausted its pod's ports and
-// ended is still shown), then takes them with it; one replaced by a new
-// namespace under the same inode is forgotten at once.
-func TestGoneNamespace(t *testing.T) {
-	host := netns.Settings{Inode: 4026531840, Cookie: 9, PortLow: 32768, PortHigh: 60999}
-	s := newStream(t, DefaultLimits)
-	s.a.SetNetns([]netns.Settings{{Inode: testNetns, Cookie: 1, PortLow: 40000, PortHigh: 40009}})
-	s.churn(nginx1, upstream, 10, 1, 2, time.Millisecond) // 10 ports in TIME_WAIT: all of them
-	for range 5 {
-		s.fail(at(2.5), nginx1, upstream, syscall.EADDRNOTAVAIL)
-	}
-	if sp := s.space(s.summary(3), upstream); sp.Used != 10 || !sp.Exhausted || sp.Gone {
-		t.Fatalf("before: used %d, exhausted %v, gone %v; want 10, true, false", sp.Used, sp.Exhausted, sp.Gone)
-	}
-
-	s.a.SetNetns(nil) // nothing listed: nothing learnt
-	if sp := s.space(s.summary(3), upstream); sp.Gone || sp.Used != 10 {
-		t.Fatalf("after an empty listing: gone %v, used %d; want false, 10", sp.Gone, sp.Used)
-	}
-	s.a.SetNetns([]netns.Settings{host}) // the namespace is gone, at second 3 (the last Tick)
-	r := s.summary(4)
-	sp := s.space(r, upstream)
-	if !sp.Gone || sp.Used != 0 || sp.TimeWait != 0 || sp.ETA != nil || sp.Exhausted || sp.TotalFailures != 5 || sp.TotalConns != 15 {
-		t.Errorf("gone: gone %v, used %d, TIME_WAIT %d, ETA %v, exhausted %v, %d failures, %d attempts; want true, 0, 0, nil, false, 5, 15",
-			sp.Gone, sp.Used, sp.TimeWait, sp.ETA, sp.Exhausted, sp.TotalFailures, sp.TotalConns)
-	}
-	if len(r.Netns) != 2 || r.Netns[0].Gone || !r.Netns[1].Gone {
-		t.Errorf("namespaces %+v: want the host's, and the test's gone", r.Netns)
-	}
-	if got := len(s.summary(3 + GoneFor.Seconds() - 1).Spaces); got != 1 {
-		t.Errorf("%d spaces a second before GoneFor, want 1", got)
-	}
-	if r := s.summary(3 + GoneFor.Seconds()); len(r.Spaces) != 0 || len(r.Netns) != 1 {
-		t.Errorf("after GoneFor: %d spaces, %d namespaces; want none and the host's", len(r.Spaces), len(r.Netns))
-	}
-
-	// A namespace never listed is gone only once two listings missed it:
-	// the first may have been read before it was made.
-	s = newStream(t, DefaultLimits)
-	s.a = New(t0, DefaultLimits, func(uint32, uint64) cgroup.Process { return cgroup.Process{} })
-	s.a.SetNetns([]netns.Settings{host})
-	s.fail(at(1), nginx1, upstream, syscall.EADDRNOTAVAIL)
-	if !s.a.Unknown() {
-		t.Errorf("a namespace with events and no settings is not unknown")
-	}
-	s.a.SetNetns([]netns.Settings{host})
-	if sp := s.space(s.summary(2), upstream); sp.Gone || !s.a.Unknown() {
-		t.Errorf("missed once: gone %v, unknown %v; want false, true", sp.Gone, s.a.Unknown())
-	}
-	s.a.SetNetns([]netns.Settings{host})
-	if sp := s.space(s.summary(3), upstream); !sp.Gone || s.a.Unknown() || sp.TotalFailures != 1 {
-		t.Errorf("missed twice: gone %v, unknown %v, %d failures; want true, false (nothing left to read), 1", sp.Gone, s.a.Unknown(), sp.TotalFailures)
-	}
-
-	// A new namespace under the same inode replaces the old one at once.
-	s = newStream(t, DefaultLimits)
-	s.a.SetNetns([]netns.Settings{{Inode: testNetns, Cookie: 1, PortLow: 40000, PortHigh: 40009}})
-	s.fail(at(1), nginx1, upstream, syscall.EADDRNOTAVAIL)
-	s.a.SetNetns([]netns.Settings{host})
-	s.a.SetNetns([]netns.Settings{host, {Inode: testNetns, Cookie: 2, PortLow: 40000, PortHigh: 40009}})
-	if r := s.summary(2); len(r.Spaces) != 0 || len(r.Netns) != 2 || r.Netns[1].Gone || r.Netns[1].Cookie != 2 {
-		t.Errorf("replaced: %d spaces, namespaces %+v; want none, the host's and the new one", len(r.Spaces), r.Netns)
 	}
 }

@@ -27,18 +27,18 @@ type holderStat struct {
 // process, as of the last Tick.
 type heldBy map[holderKey]*holderStat
 
-// sampleHeld sorts every followed socket with a port by space, state and
+// held sorts every followed socket with a port by space, state and
 // owner: one pass over the sockets, once a second.
-func (a *Aggregator) sampleHeld() {
-	a.held = map[*space]heldBy{}
-	for _, o := range a.socks {
+func (f *follower) held() map[*space]heldBy {
+	out := map[*space]heldBy{}
+	for _, o := range f.socks {
 		if o.port == 0 || o.state == 0 {
 			continue
 		}
-		h := a.held[o.space]
+		h := out[o.space]
 		if h == nil {
 			h = heldBy{}
-			a.held[o.space] = h
+			out[o.space] = h
 		}
 		k := holderKey{o.state, o.proc}
 		st := h[k]
@@ -51,6 +51,7 @@ func (a *Aggregator) sampleHeld() {
 			st.oldest = o.start
 		}
 	}
+	return out
 }
 
 // summary lists the holders, most sockets first, and counts the sockets

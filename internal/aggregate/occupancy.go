@@ -32,17 +32,53 @@ func (a *Aggregator) occupancies() map[*space]occupancy {
 		}
 	}
 	for k, s := range a.spaces {
-		n := a.ns[k.Netns]
-		switch {
-		case n == nil || !n.known:
-			out[s] = a.loose(s)
-		case k.IsBindPool():
-			out[s] = a.pool(k, n, bySrc[k])
-		default:
-			out[s] = a.connectSpace(s, n, bound[k.Netns])
-		}
+		out[s] = a.occupancy(s, a.ns[k.Netns], bySrc[k], bound[k.Netns], a.now)
 	}
 	out[a.other] = a.loose(a.other)
+	return out
+}
+
+// occupancy is one space's, by its kind, its time-wait sockets aged as
+// of second at.
+func (a *Aggregator) occupancy(s *space, n *nsState, pools []*space, bound map[uint16]bool, at int64) occupancy {
+	switch {
+	case s == a.other || n == nil || !n.known:
+		return a.loose(s)
+	case s.key.IsBindPool():
+		return a.pool(s.key, n, pools)
+	}
+	return a.connectSpace(s, n, bound, at)
+}
+
+// noteFull records what s held at second sec, when a call failed there
+// for want of a port, once a second: the next sample may come after the
+// sockets that held the ports are gone.
+func (a *Aggregator) noteFull(s *space, sec int64) {
+	m := &s.lastFull
+	m.n++
+	if m.n > 1 && m.at == sec {
+		return
+	}
+	m.at = sec
+	n := a.ns[s.key.Netns]
+	var pools []*space
+	var bound map[uint16]bool
+	if n != nil && s != a.other {
+		pools = a.sameSource(s.key)
+		bound = n.boundPorts()
+	}
+	m.used = a.occupancy(s, n, pools, bound, sec).used
+}
+
+// sameSource is the connect spaces of a bind() pool: those with its
+// namespace and source address.
+func (a *Aggregator) sameSource(pool summary.SpaceKey) []*space {
+	var out []*space
+	for k, s := range a.spaces {
+		if !k.IsBindPool() && k.Netns == pool.Netns && k.Src == pool.Src {
+			out = append(out, s)
+		}
+	}
 	return out
 }
 
@@ -58,9 +94,12 @@ func (a *Aggregator) loose(s *space) occupancy {
 // an open or time-wait socket holds, unless connect() may take it over
 // (TakeOver: tcp_tw_reuse, never an orphan in FIN_WAIT2).
 //
+// Time-wait sockets are aged as of second at: now, or the second a call
+// failed for want of a port, to tell what was taken then.
+//
 // For a space whose sockets set IP_LOCAL_PORT_RANGE, only the ports of
 // their window count (portWindow): the search looks nowhere else.
-func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) occupancy {
+func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool, at int64) occupancy {
 	lo, hi, _ := a.portWindow(s, n)
 	in := func(p uint16) bool { return int(p) >= lo && int(p) <= hi }
 	o := occupancy{tw: s.ports.tw, fin: s.ports.fin}
@@ -84,7 +123,7 @@ func (a *Aggregator) connectSpace(s *space, n *nsState, bound map[uint16]bool) o
 			// The time-wait socket entered at second twDue-TimeWaitLen
 			// (an orphan's timer is shorter, but it is never taken over).
 			rule.FinWait2 = x.fin
-			rule.Age = time.Duration(a.now-(int64(x.twDue)-summary.TimeWaitLen)) * time.Second
+			rule.Age = time.Duration(at-(int64(x.twDue)-summary.TimeWaitLen)) * time.Second
 			if rule.Allowed() {
 				o.reusable++
 				continue
@@ -158,7 +197,7 @@ func (a *Aggregator) pool(k summary.SpaceKey, n *nsState, spaces []*space) occup
 // that follows and for the fill rate (each space's Used, once a second).
 func (a *Aggregator) sample() {
 	a.occ = a.occupancies()
-	a.sampleHeld()
+	a.held = a.follower.held()
 	for s, o := range a.occ {
 		s.noteUsed(a.now, o.used)
 	}

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"syscall"
+	"time"
 
 	"github.com/porttrace/porttrace/internal/summary"
 	"github.com/porttrace/porttrace/internal/window"
@@ -91,6 +92,28 @@ type space struct {
 	sampled             bool
 	// sockRange is the last IP_LOCAL_PORT_RANGE an attempt carried.
 	sockRange sockRange
+	// lastFull is what it held when a call last failed for want of a
+	// port.
+	lastFull exhaustionMark
+}
+
+// exhaustionMark is what a port space held when calls failed for want of
+// a port: the ports Used as the model saw them at the first such failure
+// of the second of the last one. The sockets that held them may be gone
+// by the next sample: closed by a reset, or time-wait sockets grown old
+// enough for tcp_tw_reuse.
+type exhaustionMark struct {
+	n    uint64 // failures in all
+	at   int64  // the second of the last
+	used int
+}
+
+// merge keeps the later of two marks (an evicted space's, into "other").
+func (m *exhaustionMark) merge(o exhaustionMark) {
+	if o.n > 0 && (m.n == 0 || o.at >= m.at) {
+		m.at, m.used = o.at, o.used
+	}
+	m.n += o.n
 }
 
 // sockRange is a socket's own IP_LOCAL_PORT_RANGE, who set it, and the
@@ -186,6 +209,16 @@ func (s *space) fail(sec int64, p ProcKey, f failure) {
 	}
 }
 
+// closedAfter counts an established connection that closed at sec after
+// living life.
+func (s *space) closedAfter(sec int64, life time.Duration) {
+	s.closed.Add(sec, 1)
+	if life < time.Second {
+		s.short.Add(sec, 1)
+	}
+	s.lifetime.Add(sec, life)
+}
+
 // tick ages the space to sec.
 func (s *space) tick(sec int64, unbind func(k uint64)) {
 	s.ports.expire(sec, unbind)
@@ -208,4 +241,5 @@ func (s *space) merge(o *space, sec int64) {
 	s.lifetime.Merge(&o.lifetime)
 	s.latency.Merge(&o.latency)
 	s.active = max(s.active, o.active)
+	s.lastFull.merge(o.lastFull)
 }

@@ -34,61 +34,89 @@ func failureSummaries(m failures, now int64) []summary.Failure {
 // Summary is what the aggregator holds as of its last Tick, port spaces by
 // urgency and processes by churn; Tick first to age it to a moment.
 func (a *Aggregator) Summary() *summary.Summary {
-	r := &summary.Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.untracked, Dropped: a.dropped,
-		Netns: []summary.NetnsSummary{}, Spaces: []summary.SpaceSummary{}, Processes: []summary.ProcessSummary{}}
-	occ := a.occ // as of the last Tick
+	r := &summary.Summary{Time: a.tickedAt, Seconds: a.now, Events: a.events, Lost: a.lost, Untracked: a.follower.untracked,
+		Dropped: summary.Dropped{Namespaces: a.namespaces.dropped, ClockSteps: a.steps, LastStep: a.lastStep}}
 	tw := map[uint32]int{}
 	for k, s := range a.spaces {
 		tw[k.Netns] += s.ports.tw
 	}
+	r.Netns = a.netnsSummaries(tw)
+	r.Spaces = a.spaceSummaries(tw)
+	r.Processes = a.processSummaries()
+	return r
+}
+
+// netnsSummaries are the namespaces whose settings are known, by inode,
+// with tw their time-wait ports.
+func (a *Aggregator) netnsSummaries(tw map[uint32]int) []summary.NetnsSummary {
+	out := []summary.NetnsSummary{}
 	for ino, n := range a.ns {
 		if !n.known {
 			continue
 		}
 		st := n.settings
 		st.Names = append([]string{}, st.Names...)
-		r.Netns = append(r.Netns, summary.NetnsSummary{Settings: st, Usable: st.Usable(), TimeWait: tw[ino],
+		out = append(out, summary.NetnsSummary{Settings: st, Usable: st.Usable(), TimeWait: tw[ino],
 			Listeners: append([]summary.Listener{}, n.listeners...), Conflicts: n.conflictList(a.now), Gone: n.gone})
 	}
-	slices.SortFunc(r.Netns, func(x, y summary.NetnsSummary) int { return cmp.Compare(x.Inode, y.Inode) })
+	slices.SortFunc(out, func(x, y summary.NetnsSummary) int { return cmp.Compare(x.Inode, y.Inode) })
+	return out
+}
+
+// spaceSummaries are the port spaces by urgency, "other" among them if it
+// holds anything, with their occupancy as of the last Tick.
+func (a *Aggregator) spaceSummaries(tw map[uint32]int) []summary.SpaceSummary {
+	out := []summary.SpaceSummary{}
 	for _, s := range a.spaces {
-		r.Spaces = append(r.Spaces, a.spaceSummary(s, false, occ[s], tw))
+		out = append(out, a.spaceSummary(s, false, a.occ[s], tw))
 	}
 	if a.other.conns.Total > 0 || len(a.other.ports.m) > 0 {
-		r.Spaces = append(r.Spaces, a.spaceSummary(a.other, true, occ[a.other], tw))
+		out = append(out, a.spaceSummary(a.other, true, a.occ[a.other], tw))
 	}
-	procCount := map[summary.SpaceKey]int{}
-	for _, p := range a.procs {
-		for k, c := range p.spaces {
-			if c.Sum(a.now, 60) > 0 {
-				procCount[k]++
-			}
-		}
-	}
-	for i := range r.Spaces {
-		sp := &r.Spaces[i]
+	procCount := a.procCounts()
+	for i := range out {
+		sp := &out[i]
+		s := a.other
 		if !sp.Other {
 			sp.ProcessCount = max(procCount[sp.Key], len(sp.Processes))
-		}
-		s := a.lookup(sp.Key)
-		if sp.Other {
-			s = a.other
+			s = a.lookup(sp.Key)
 		}
 		if h := a.held[s]; len(h) > 0 {
 			sp.States, sp.Holders = h.summary(a.tickedAt)
 		}
 	}
-	slices.SortFunc(r.Spaces, summary.ByUrgency)
+	slices.SortFunc(out, summary.ByUrgency)
+	return out
+}
+
+// procCounts is how many processes connected in each space over the last
+// minute.
+func (a *Aggregator) procCounts() map[summary.SpaceKey]int {
+	out := map[summary.SpaceKey]int{}
 	for _, p := range a.procs {
-		r.Processes = append(r.Processes, a.processSummary(p, false))
+		for k, c := range p.spaces {
+			if c.Sum(a.now, 60) > 0 {
+				out[k]++
+			}
+		}
+	}
+	return out
+}
+
+// processSummaries are the processes, busiest first, "other" among them
+// if it connected.
+func (a *Aggregator) processSummaries() []summary.ProcessSummary {
+	out := []summary.ProcessSummary{}
+	for _, p := range a.procs {
+		out = append(out, a.processSummary(p, false))
 	}
 	if a.otherProc.conns.Total > 0 {
-		r.Processes = append(r.Processes, a.processSummary(a.otherProc, true))
+		out = append(out, a.processSummary(a.otherProc, true))
 	}
-	slices.SortFunc(r.Processes, func(x, y summary.ProcessSummary) int {
+	slices.SortFunc(out, func(x, y summary.ProcessSummary) int {
 		return cmp.Or(cmp.Compare(y.Conns.S10, x.Conns.S10), cmp.Compare(y.Total, x.Total), cmp.Compare(x.PID, y.PID))
 	})
-	return r
+	return out
 }
 
 func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint32]int) summary.SpaceSummary {
@@ -122,8 +150,19 @@ func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint
 		r.ShortPct = 100 * float64(s.short.Sum(now, 60)) / float64(r.Closed60)
 	}
 	a.headroom(s, &r, tw[s.key.Netns])
+	lastExhaustion(s.lastFull, now, &r)
 	r.Processes = a.procRefs(s)
 	return r
+}
+
+// lastExhaustion fills in when, within the last minute, a call last
+// failed for want of a port, and what was taken then.
+func lastExhaustion(m exhaustionMark, now int64, r *summary.SpaceSummary) {
+	if m.n == 0 || now-m.at >= 60 {
+		return
+	}
+	ago := float64(now - m.at)
+	r.LastExhaustion, r.UsedAtExhaustion = &ago, m.used
 }
 
 func maxUsed(g *window.Gauge, now int64) int {
@@ -143,13 +182,7 @@ func (a *Aggregator) headroom(s *space, r *summary.SpaceSummary, nsTimeWait int)
 	if !n.known {
 		return
 	}
-	r.Usable = n.settings.Usable()
-	if lo, hi, ok := a.portWindow(s, n); ok {
-		r.Usable = windowUsable(n, lo, hi)
-		p := s.sockRange.proc
-		r.SocketRange = &summary.SocketRange{Low: s.sockRange.r[0], High: s.sockRange.r[1], SearchLow: lo, SearchHigh: hi,
-			By: summary.ProcRef{PID: p.PID, Comm: p.Comm.String()}}
-	}
+	a.usable(s, n, r)
 	if r.Usable == 0 || n.gone {
 		return
 	}
@@ -162,9 +195,26 @@ func (a *Aggregator) headroom(s *space, r *summary.SpaceSummary, nsTimeWait int)
 		r.ETA = &zero
 		return
 	}
-	if r.Used >= r.Usable {
-		return // full, yet calls succeed: nothing left to run out of
+	if r.Used < r.Usable { // full, yet calls succeed: nothing left to run out of
+		a.eta(s, r, n, nsTimeWait)
 	}
+}
+
+// usable is the space's size: the namespace's range minus its reserved
+// ports, or the window of its sockets' own IP_LOCAL_PORT_RANGE.
+func (a *Aggregator) usable(s *space, n *nsState, r *summary.SpaceSummary) {
+	r.Usable = n.settings.Usable()
+	if lo, hi, ok := a.portWindow(s, n); ok {
+		r.Usable = windowUsable(n, lo, hi)
+		p := s.sockRange.proc
+		r.SocketRange = &summary.SocketRange{Low: s.sockRange.r[0], High: s.sockRange.r[1], SearchLow: lo, SearchHigh: hi,
+			By: summary.ProcRef{PID: p.PID, Comm: p.Comm.String()}}
+	}
+}
+
+// eta fills in the fill rate of a space with room left, and when it runs
+// out at that rate.
+func (a *Aggregator) eta(s *space, r *summary.SpaceSummary, n *nsState, nsTimeWait int) {
 	slope, ok := s.used.Slope(a.now, 10)
 	if !ok {
 		slope, ok = s.fillSince(a.now)

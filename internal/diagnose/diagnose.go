@@ -236,7 +236,7 @@ func (c *check) situation() string {
 	}
 	switch n := s.Exhaustion60(); {
 	case n > 0:
-		parts = append(parts, fmt.Sprintf("%s %s in the last minute", num(int(n)), s.ExhaustionErrno()))
+		parts = append(parts, fmt.Sprintf("%s %s in the last minute", num(int(n)), s.ExhaustionErrno())+heldThen(s))
 	case s.Key.IsBindPool() && s.Used >= s.Usable && !s.Exhausted && c.ns.AutobindReuse != 0:
 		parts = append(parts, "every port held, but bind() hands out those in TIME_WAIT (ip_autobind_reuse=1, SO_REUSEADDR) and no call has failed")
 	case s.ETA != nil && *s.ETA <= 0:
@@ -247,6 +247,16 @@ func (c *check) situation() string {
 		parts = append(parts, "TIME_WAIT is capped by tcp_max_tw_buckets")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// heldThen says what was taken when the last call failed for want of a
+// port, where ports were freed since: the failures and the figures now
+// are of different moments.
+func heldThen(s *summary.SpaceSummary) string {
+	if s.LastExhaustion == nil || s.UsedAtExhaustion <= s.Used {
+		return ""
+	}
+	return fmt.Sprintf(", the last %s ago, when %s of %s ports were in use", time.Duration(*s.LastExhaustion)*time.Second, num(s.UsedAtExhaustion), num(s.Usable))
 }
 
 // noSourceAddress: EADDRNOTAVAIL with no port search at all. Not

@@ -340,3 +340,24 @@ func TestGoneNamespace(t *testing.T) {
 		t.Fatalf("findings %v", fs)
 	}
 }
+
+// TestHeldThen: a finding says what was in use when the last call failed
+// for want of a port only where fewer ports are in use now; where as many
+// still are, the figures now say it.
+func TestHeldThen(t *testing.T) {
+	ago := 4.0
+	for used, want := range map[int]string{
+		1200:  "312 EADDRNOTAVAIL in the last minute, the last 4s ago, when 28,232 of 28,232 ports were in use",
+		28232: "312 EADDRNOTAVAIL in the last minute",
+	} {
+		s := incident()
+		s.Used, s.LastExhaustion, s.UsedAtExhaustion = used, &ago, 28232
+		fs := diagnose(1, s)
+		if len(fs) == 0 {
+			t.Fatalf("used %d: no finding", used)
+		}
+		if !strings.HasSuffix(fs[0].Situation, want) {
+			t.Errorf("used %d: situation %q, want it to end with %q", used, fs[0].Situation, want)
+		}
+	}
+}

@@ -121,12 +121,21 @@ type SpaceSummary struct {
 	Used int `json:"used"`
 	// UsedMax60 is the most ports Used was at any second of the last
 	// minute (sampled at each Tick).
-	UsedMax60 int      `json:"used_max_60s"`
-	Usable    int      `json:"usable"` // 0 when the namespace's settings are unknown
-	UsedPct   float64  `json:"used_percent"`
-	FillRate  float64  `json:"fill_per_second"` // net change of Used over 10 s
-	ETA       *float64 `json:"eta_seconds"`     // nil: not filling
-	Exhausted bool     `json:"exhausted"`
+	UsedMax60 int `json:"used_max_60s"`
+	// LastExhaustion is the seconds since the last call that failed for
+	// want of a port, within the last minute (nil: none), and
+	// UsedAtExhaustion the ports Used as of that second: what the kernel
+	// found taken. Used may be lower since while the failures still
+	// count (Exhausted holds for 10 s after them): ports went back, or
+	// time-wait sockets grew older than tcp_tw_reuse_delay and may now
+	// be taken over (FreedSince).
+	LastExhaustion   *float64 `json:"last_exhaustion_ago_seconds,omitempty"`
+	UsedAtExhaustion int      `json:"used_at_last_exhaustion,omitempty"`
+	Usable           int      `json:"usable"` // 0 when the namespace's settings are unknown
+	UsedPct          float64  `json:"used_percent"`
+	FillRate         float64  `json:"fill_per_second"` // net change of Used over 10 s
+	ETA              *float64 `json:"eta_seconds"`     // nil: not filling
+	Exhausted        bool     `json:"exhausted"`
 	// Gone: the namespace is gone (for less than GoneFor): its figures are
 	// history, no port is in use, and it runs out of nothing.
 	Gone bool `json:"netns_gone,omitempty"`
@@ -197,6 +206,14 @@ func (r *SpaceSummary) Failed60() uint64 { return r.SumFailures(nil).Last }
 // Errno is the failures of one errno over the last minute.
 func (r *SpaceSummary) Errno(name string) uint64 {
 	return r.SumFailures(func(f Failure) bool { return f.Errno == name }).Last
+}
+
+// FreedSince tells a space exhausted by calls that failed for want of a
+// port whose ports were freed since: Used is lower now than when they
+// failed. Its figures then are UsedAtExhaustion, LastExhaustion seconds
+// ago (0: within the second).
+func (r *SpaceSummary) FreedSince() bool {
+	return r.Exhausted && r.LastExhaustion != nil && r.Used < r.UsedAtExhaustion
 }
 
 // Exhaustion60 is the last minute's failures for want of a port.

@@ -61,7 +61,12 @@ var spaceColumns = []column[summary.SpaceSummary]{
 		return fmt.Sprintf("%.1f%%", r.UsedPct)
 	}},
 	{title: trendTitle, min: 9, max: 30, drop: 3, cell: func(r *summary.SpaceSummary, c *cellCtx) string { return c.trend(r.Where(), c.width) }},
-	{title: "ETA", min: 9, max: 9, cell: func(r *summary.SpaceSummary, _ *cellCtx) string { return eta(r) }},
+	{title: "ETA", min: 9, want: 12, max: 12, cell: func(r *summary.SpaceSummary, c *cellCtx) string {
+		if e := eta(r); len(e) <= c.width || !r.FreedSince() {
+			return e
+		}
+		return "was full" // too narrow for when
+	}},
 	{title: "ALLOC p50/p99", min: 13, max: 15, drop: 6, cell: func(r *summary.SpaceSummary, _ *cellCtx) string {
 		if r.AllocLatency.Count == 0 {
 			return "-"

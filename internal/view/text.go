@@ -116,7 +116,7 @@ func Header(s *frame.Frame, info Info, o Options) []string {
 }
 
 // SpaceHeader is the port space table's column header.
-const SpaceHeader = "PORT SPACE                                   NETNS       PROCESS             CONN/S   FAIL/S    TIME_WAIT  USED/USABLE        USED%  ETA       ALLOC p50/p99"
+const SpaceHeader = "PORT SPACE                                   NETNS       PROCESS             CONN/S   FAIL/S    TIME_WAIT  USED/USABLE        USED%  ETA          ALLOC p50/p99"
 
 // Spaces is the port space table's rows, sorted and filtered.
 func Spaces(s *frame.Frame, o Options) []string {
@@ -170,7 +170,7 @@ func spaceRow(r *summary.SpaceSummary, w int) string {
 	if r.Pod != "" { // a pod's namespace is the pod's
 		netns = clip(r.Pod, 11)
 	}
-	return fmt.Sprintf("%-44s %-11s %-19s %-8s %-9s %-10s %-18s %-6s %-9s %s",
+	return fmt.Sprintf("%-44s %-11s %-19s %-8s %-9s %-10s %-18s %-6s %-12s %s",
 		clip(name, 44), netns, clip(procNames(r.Processes), 19), rate(pick(r.Conns, w)), rate(failRate(r, w)),
 		count(r.TimeWait), count(r.Used)+"/"+usable, pct, eta(r), lat)
 }
@@ -265,12 +265,16 @@ func rate(f float64) string {
 
 func count(n int) string { return humanize.Comma(int64(n)) }
 
-// eta is the ETA cell: gone (the namespace is), EXHAUSTED, the time left,
-// or - when the space is not filling.
+// eta is the ETA cell: gone (the namespace is), EXHAUSTED, full some
+// seconds ago (exhausted, and ports freed since: the failures and Used
+// are of different moments), the time left, or - when the space is not
+// filling.
 func eta(r *summary.SpaceSummary) string {
 	switch {
 	case r.Gone:
 		return "gone"
+	case r.FreedSince():
+		return "full " + duration(*r.LastExhaustion) + " ago"
 	case r.Exhausted:
 		return "EXHAUSTED"
 	case r.ETA != nil:

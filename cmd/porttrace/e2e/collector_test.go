@@ -2,16 +2,11 @@ package e2e
 
 import (
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/porttrace/porttrace/internal/testkit/churn"
 	"github.com/porttrace/porttrace/internal/testkit/otlptest"
@@ -34,33 +29,7 @@ func TestCollectorPipeline(t *testing.T) {
 
 	grpcAddr, httpAddr := freePort(t), freePort(t)
 	cfg := collectorConfig(t, grpcAddr, httpAddr, prom.url+"/api/v1/write")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	col := exec.Command(otelcol, "--config", filepath.Join(dir, "config.yaml"))
-	log, _ := os.Create(filepath.Join(dir, "log"))
-	col.Stdout, col.Stderr = log, log
-	if err := col.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		col.Process.Kill()
-		col.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "log"))
-			t.Logf("collector log:\n%s\nconfig:\n%s", b, cfg)
-		}
-	})
-	if err := otlptest.Eventually(30*time.Second, func() bool {
-		c, err := net.Dial("tcp", httpAddr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}); err != nil {
-		t.Fatal("the Collector never listened")
-	}
+	otlptest.StartCollector(t, otelcol, t.TempDir(), cfg, nil, httpAddr)
 
 	pod := &fakePod{uid: "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d", container: strings.Repeat("ef56", 16), name: "api-7d9f", ns: "shop", cname: "envoy"}
 	pod.mount = cgroup2Mount(t)
@@ -100,35 +69,17 @@ func TestCollectorPipeline(t *testing.T) {
 // without k8sattributes and with the Collector's own telemetry off.
 func collectorConfig(t *testing.T, grpcAddr, httpAddr, remoteWrite string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../../../deploy/collector/otel-collector.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c map[string]any
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	get := func(m any, keys ...string) map[string]any {
-		for _, k := range keys {
-			m = m.(map[string]any)[k]
+	return otlptest.ReadCollectorConfig(t, "../../../deploy/collector/otel-collector.yaml", func(c otlptest.CollectorConfig) {
+		protos := c.Get("receivers", "otlp", "protocols")
+		protos["grpc"].(map[string]any)["endpoint"] = grpcAddr
+		protos["http"].(map[string]any)["endpoint"] = httpAddr
+		c.Get("exporters", "prometheus_remote_write")["endpoint"] = remoteWrite
+		delete(c.Get("processors"), "k8sattributes")
+		metrics := c.Get("service", "pipelines", "metrics")
+		procs := metrics["processors"].([]any)
+		metrics["processors"] = slices.DeleteFunc(procs, func(p any) bool { return p == "k8sattributes" })
+		if len(metrics["processors"].([]any)) != len(procs)-1 {
+			t.Fatal("deploy/collector/otel-collector.yaml: no k8sattributes in the metrics pipeline")
 		}
-		return m.(map[string]any)
-	}
-	protos := get(c, "receivers", "otlp", "protocols")
-	get(protos, "grpc")["endpoint"] = grpcAddr
-	get(protos, "http")["endpoint"] = httpAddr
-	get(c, "exporters", "prometheus_remote_write")["endpoint"] = remoteWrite
-	delete(get(c, "processors"), "k8sattributes")
-	metrics := get(c, "service", "pipelines", "metrics")
-	procs := metrics["processors"].([]any)
-	metrics["processors"] = slices.DeleteFunc(procs, func(p any) bool { return p == "k8sattributes" })
-	if len(metrics["processors"].([]any)) != len(procs)-1 {
-		t.Fatal("deploy/collector/otel-collector.yaml: no k8sattributes in the metrics pipeline")
-	}
-	get(c, "service")["telemetry"] = map[string]any{"metrics": map[string]any{"level": "none"}}
-	out, err := yaml.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	})
 }

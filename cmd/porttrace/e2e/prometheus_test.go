@@ -140,19 +140,7 @@ func startPrometheus(t *testing.T, bin, target string, extra ...string) *promSer
 	listen := freePort(t)
 	cmd := exec.Command(bin, append([]string{"--config.file", filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path", filepath.Join(dir, "data"), "--web.listen-address", listen}, extra...)...)
-	log, _ := os.Create(filepath.Join(dir, "log"))
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "log"))
-			t.Logf("prometheus log:\n%s", b)
-		}
-	})
+	otlptest.StartLogged(t, cmd, filepath.Join(dir, "log"), "prometheus")
 	p := &promServer{url: "http://" + listen}
 	if err := otlptest.Eventually(30*time.Second, func() bool {
 		resp, err := http.Get(p.url + "/-/ready")

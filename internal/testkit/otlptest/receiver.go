@@ -1,7 +1,9 @@
 // Package otlptest is an OTLP receiver for tests: it speaks the official
 // protocol (the opentelemetry-proto definitions) over gRPC and over
 // HTTP/protobuf, keeps what it receives, and can be stopped and restarted on
-// the same ports to play a collector that goes away and comes back.
+// the same ports to play a collector that goes away and comes back. It
+// also runs the real OpenTelemetry Collector (StartCollector) and the
+// servers around it (StartLogged) for the tests that need them.
 package otlptest
 
 import (
