@@ -333,6 +333,9 @@ func (a *Aggregator) Add(e *event.Event) {
 	a.events++
 	sec := a.clock(e.Time)
 	a.now = max(a.now, sec)
+	if e.Kind == event.NAT {
+		return // a NAT's port, not a socket's: internal/nat counts it
+	}
 	n := a.netns(e.Netns, e.NetnsCookie)
 	if n == nil {
 		return
