@@ -18,6 +18,7 @@ import (
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/testkit/churn"
 	"github.com/porttrace/porttrace/internal/testkit/testnet"
+	"github.com/porttrace/porttrace/tracer"
 )
 
 // TestTopNAT is the issue's situation seen through `porttrace top --json`
@@ -41,20 +42,7 @@ func TestTopNAT(t *testing.T) {
 	after := nn.Node.ConntrackS(t)
 	list := nn.Node.ConntrackL(t)
 
-	ok, failed := map[int]int{}, 0
-	for _, o := range outcomes {
-		if o.Err != nil {
-			failed++
-		} else {
-			ok[o.Pod]++
-		}
-	}
-	held := map[netip.Addr]int{}
-	for _, e := range list {
-		if e.Dst == dst && e.ReplyDst.Addr() == nn.NodeAddr && e.State != "TIME_WAIT" && e.State != "CLOSE" {
-			held[e.Src.Addr()]++
-		}
-	}
+	ok, failed, held := natOutcomes(nn, dst, outcomes, list)
 	insertFailed := after["insert_failed"] - before["insert_failed"]
 	t.Logf("clients %v connected, %d failed; conntrack -L held %v; conntrack -S insert_failed +%d drop +%d", ok, failed, held, insertFailed, after["drop"]-before["drop"])
 	if failed != 10 {
@@ -95,13 +83,14 @@ func TestTopNAT(t *testing.T) {
 	}
 	for _, c := range sp.Clients {
 		pod := slices.Index(nn.PodAddrs, c.Addr)
+		if c.Used == 0 {
+			continue // held none: checkNATFlows checks its refusals
+		}
 		if pod < 0 || c.Used != held[c.Addr] || c.Used != ok[pod] || c.Netns != nn.Pods[pod].Inode || len(c.Names) == 0 || c.PID != 0 && c.PID != uint32(os.Getpid()) {
 			t.Errorf("client %+v; conntrack -L %d, the pod connected %d", c, held[c.Addr], ok[pod])
 		}
 	}
-	if len(sp.Clients) != len(held) {
-		t.Errorf("%d clients, conntrack -L %d", len(sp.Clients), len(held))
-	}
+	checkNATFlows(t, sp, nn, held, insertFailed, failed, outcomes)
 	// The pods' failed connects toward the upstream, as their own spaces
 	// count them, are the NAT space's refusals.
 	var podFailures uint64
@@ -166,6 +155,11 @@ func TestAgentNATMetrics(t *testing.T) {
 		"porttrace_conntrack_drop_total":          float64(s["drop"]),
 		"porttrace_conntrack_entries":             float64(s["count"]),
 	}
+	// With the NAT probe, the space's refusals of the last minute: the
+	// node is new, so all of insert_failed's.
+	if b := os.Getenv("PORTTRACE_BACKEND"); b == "fentry" || b == "kprobe" {
+		want["porttrace_nat_failures"] = float64(s["insert_failed"])
+	}
 	var got map[string]float64
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
 		got = map[string]float64{}
@@ -217,20 +211,7 @@ func TestRecordNAT(t *testing.T) {
 	if err := rec.Wait(); err != nil {
 		t.Fatalf("record: %v\n%s", err, log)
 	}
-	ok, failed := map[int]int{}, 0
-	for _, o := range outcomes {
-		if o.Err != nil {
-			failed++
-		} else {
-			ok[o.Pod]++
-		}
-	}
-	held := map[netip.Addr]int{}
-	for _, e := range list {
-		if e.Dst == dst && e.ReplyDst.Addr() == nn.NodeAddr && e.State != "TIME_WAIT" && e.State != "CLOSE" {
-			held[e.Src.Addr()]++
-		}
-	}
+	ok, failed, held := natOutcomes(nn, dst, outcomes, list)
 	insertFailed, drop := after["insert_failed"]-before["insert_failed"], after["drop"]-before["drop"]
 	t.Logf("clients %v connected, %d failed; conntrack -L held %v; conntrack -S insert_failed +%d drop +%d, -C %d", ok, failed, held, insertFailed, drop, after["count"])
 	if failed != 10 {
@@ -264,11 +245,12 @@ func TestRecordNAT(t *testing.T) {
 			t.Errorf("conntrack table: insert_failed %d drop %d entries %d; conntrack -S %d %d, -C %d", c.Stats.InsertFailed, c.Stats.Drop, c.Count, after["insert_failed"], after["drop"], after["count"])
 		}
 	}
-	if len(sp.Clients) != len(held) {
-		t.Errorf("%d clients, conntrack -L %d", len(sp.Clients), len(held))
-	}
+	checkNATFlows(t, *sp, nn, held, insertFailed, failed, outcomes)
 	for _, c := range sp.Clients {
 		pod := slices.Index(nn.PodAddrs, c.Addr)
+		if c.Used == 0 {
+			continue // held none: checkNATFlows checks its refusals
+		}
 		if pod < 0 || c.Used != held[c.Addr] || c.Used != ok[pod] || c.Netns != nn.Pods[pod].Inode || c.PID != uint32(os.Getpid()) {
 			t.Errorf("client %+v; conntrack -L %d, the pod connected %d, pid %d", c, held[c.Addr], ok[pod], os.Getpid())
 		}
@@ -286,6 +268,85 @@ func TestRecordNAT(t *testing.T) {
 	}
 	if !strings.Contains(situation, fmt.Sprintf("clients' failed connects in the last minute (%d ", failed)) {
 		t.Errorf("the NAT finding does not tie the pods' %d failures to the space: %q", failed, situation)
+	}
+}
+
+// natOutcomes tallies a NAT test's ground truth: each pod's successful
+// connects, the failed ones, and the ports conntrack -L shows each client
+// holding toward dst through the node.
+func natOutcomes(nn *testnet.NATNet, dst netip.AddrPort, outcomes []testnet.Outcome, list []testnet.CTEntry) (ok map[int]int, failed int, held map[netip.Addr]int) {
+	ok, held = map[int]int{}, map[netip.Addr]int{}
+	for _, o := range outcomes {
+		if o.Err != nil {
+			failed++
+		} else {
+			ok[o.Pod]++
+		}
+	}
+	for _, e := range list {
+		if e.Dst == dst && e.ReplyDst.Addr() == nn.NodeAddr && e.State != "TIME_WAIT" && e.State != "CLOSE" {
+			held[e.Src.Addr()]++
+		}
+	}
+	return ok, failed, held
+}
+
+// checkNATFlows checks a NAT space's clients and per-flow figures against
+// the same run: as many clients hold ports as conntrack -L shows; with the fentry or kprobe backend, its refused flows are
+// insert_failed's rise (conntrack -S: one per SYN that found no port,
+// retransmissions included), the distinct tuples among them the clients'
+// failed connects, each pod's refusals its own failed connects, and the
+// NAT's port search was timed once per flow; with the tracepoint backend
+// there are none (no probe).
+func checkNATFlows(t *testing.T, sp nat.Space, nn *testnet.NATNet, held map[netip.Addr]int, insertFailed uint64, failed int, outcomes []testnet.Outcome) {
+	t.Helper()
+	holding := 0
+	for _, c := range sp.Clients {
+		if c.Used > 0 {
+			holding++
+		}
+	}
+	if holding != len(held) {
+		t.Errorf("%d clients hold ports, conntrack -L %d", holding, len(held))
+	}
+	podFailed := map[netip.Addr]uint64{}
+	for _, o := range outcomes {
+		if o.Err != nil {
+			podFailed[nn.PodAddrs[o.Pod]]++
+		}
+	}
+	got := map[netip.Addr]uint64{}
+	for _, c := range sp.Clients {
+		if c.Failures > 0 {
+			got[c.Addr] = c.Failures
+		}
+		if pod := slices.Index(nn.PodAddrs, c.Addr); c.Failures > 0 && (pod < 0 || c.Netns != nn.Pods[pod].Inode) {
+			t.Errorf("refused client %+v is no pod's", c)
+		}
+	}
+	t.Logf("per flow: %d flows, %d refused (%d distinct), search p50 %s p99 %s over %d; clients' refusals %v, failed connects %v",
+		sp.Flows, sp.Failures, sp.FailedFlows, sp.AllocLatency.P50, sp.AllocLatency.P99, sp.AllocLatency.Count, got, podFailed)
+	if b := os.Getenv("PORTTRACE_BACKEND"); b != "fentry" && b != "kprobe" {
+		if sp.Flows+sp.Failures != 0 {
+			t.Errorf("backend %q has no NAT probe, yet the space counts %d flows", b, sp.Flows)
+		}
+		return
+	}
+	if sp.Failures != insertFailed || sp.FailedFlows != failed || sp.AllocLatency.Count != sp.Flows || sp.Flows < sp.Failures+uint64(sp.Used) {
+		t.Errorf("per flow: %d refused, %d distinct, %d flows, %d timed; conntrack -S insert_failed +%d, the clients' failed connects %d, %d ports held", sp.Failures, sp.FailedFlows, sp.Flows, sp.AllocLatency.Count, insertFailed, failed, sp.Used)
+	}
+	// A pod's refusals are its SYNs: at least one per failed connect.
+	for a, n := range podFailed {
+		if got[a] < n {
+			t.Errorf("pod %s: %d refusals, %d failed connects", a, got[a], n)
+		}
+	}
+	var sum uint64
+	for _, n := range got {
+		sum += n
+	}
+	if sum != sp.Failures || len(got) != len(podFailed) {
+		t.Errorf("clients' refusals %v sum to %d of %d; the pods that failed: %v", got, sum, sp.Failures, podFailed)
 	}
 }
 
@@ -313,6 +374,12 @@ func TestWithoutConntrack(t *testing.T) {
 	f := top.wait(t)
 	if f.NAT != nil && len(f.NAT.Spaces)+len(f.NAT.Tables) > 0 || spaceToward(t, f, ns.Inode, dst).TotalConns != 5 {
 		t.Errorf("top: NAT %+v; its space toward %s should count the 5 connections", f.NAT, dst)
+	}
+	// The NAT probe's hooks are left out, said once, and the backend runs.
+	topLog := strings.Join(top.log, "\n")
+	t.Logf("top: %s", topLog)
+	if b := os.Getenv("PORTTRACE_BACKEND"); (b == "fentry" || b == "kprobe") && strings.Count(topLog, "missing ("+tracer.NATLoss+"): no source NAT here: nf_conntrack is not loaded") != 1 {
+		t.Errorf("top does not say once that the NAT hooks are missing for want of nf_conntrack")
 	}
 	file := filepath.Join(t.TempDir(), "nonat.ptcap")
 	rec, log := startRecord(t, "-o", file, "--duration", "2s")
