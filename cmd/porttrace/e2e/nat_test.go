@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/porttrace/porttrace/internal/frame"
 	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/testkit/churn"
 	"github.com/porttrace/porttrace/internal/testkit/testnet"
@@ -33,21 +34,8 @@ func TestTopNAT(t *testing.T) {
 	testnet.RequireRoot(t)
 	nn := testnet.NewNAT(t, 3)
 	nn.Node.Exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", testnet.UpLink, "-p", "tcp", "-j", "MASQUERADE", "--to-ports", "41000-41019")
-	dst := nn.Upstream.Serve(t, "10.78.0.2:8080", func(c net.Conn) { io.Copy(io.Discard, c) })
-	before := nn.Node.ConntrackS(t)
-
-	top := startTop(t, "12s")
-	outcomes := nn.Connect(t, dst, 10, 2500*time.Millisecond)
-	f := top.wait(t)
-	after := nn.Node.ConntrackS(t)
-	list := nn.Node.ConntrackL(t)
-
-	ok, failed, held := natOutcomes(nn, dst, outcomes, list)
-	insertFailed := after["insert_failed"] - before["insert_failed"]
-	t.Logf("clients %v connected, %d failed; conntrack -L held %v; conntrack -S insert_failed +%d drop +%d", ok, failed, held, insertFailed, after["drop"]-before["drop"])
-	if failed != 10 {
-		t.Fatalf("%d connects failed, want 10: the situation did not happen", failed)
-	}
+	r := topNAT(t, nn, "10.78.0.2:8080", "12s", 10, 10)
+	f, top, dst, outcomes, ok, failed, held, insertFailed, after := r.f, r.top, r.dst, r.outcomes, r.ok, r.failed, r.held, r.insertFailed, r.after
 	if f.NAT == nil {
 		t.Fatalf("top read no NAT spaces:\n%s", strings.Join(top.log, "\n"))
 	}
@@ -79,7 +67,7 @@ func TestTopNAT(t *testing.T) {
 		t.Errorf("conntrack table: insert_failed %d drop %d entries %d; conntrack -S %d %d, -C %d", node.Stats.InsertFailed, node.Stats.Drop, node.Count, after["insert_failed"], after["drop"], after["count"])
 	}
 	if sp.InsertFailed > insertFailed || sp.InsertFailed != node.Rise.InsertFailed || sp.Drop != node.Rise.Drop {
-		t.Errorf("insert_failed +%d drop +%d (table +%d +%d); conntrack -S +%d +%d", sp.InsertFailed, sp.Drop, node.Rise.InsertFailed, node.Rise.Drop, insertFailed, after["drop"]-before["drop"])
+		t.Errorf("insert_failed +%d drop +%d (table +%d +%d); conntrack -S +%d +%d", sp.InsertFailed, sp.Drop, node.Rise.InsertFailed, node.Rise.Drop, insertFailed, r.drop)
 	}
 	for _, c := range sp.Clients {
 		pod := slices.Index(nn.PodAddrs, c.Addr)
@@ -269,6 +257,81 @@ func TestRecordNAT(t *testing.T) {
 	if !strings.Contains(situation, fmt.Sprintf("clients' failed connects in the last minute (%d ", failed)) {
 		t.Errorf("the NAT finding does not tie the pods' %d failures to the space: %q", failed, situation)
 	}
+}
+
+// TestNATIPv6: two pods behind a node that masquerades IPv6 (nft, ip6
+// family) to one upstream with 10 ports open 15 connections each: 10
+// connect, 20 time out. top names the node's IPv6 NAT space, 10 of 10
+// ports held as conntrack -L shows, and (fentry, kprobe) its refusals as
+// conntrack -S's insert_failed rise and the clients' failed connects.
+func TestNATIPv6(t *testing.T) {
+	testnet.RequireRoot(t)
+	nn := testnet.NewNAT(t, 2)
+	node := netip.MustParseAddr("fd78::1")
+	nn.Node.Sysctl(t, "net/ipv6/conf/all/forwarding", "1")
+	nn.Node.Exec(t, "ip", "-6", "addr", "add", "fd78::1/64", "dev", testnet.UpLink, "nodad")
+	nn.Upstream.Exec(t, "ip", "-6", "addr", "add", "fd78::2/64", "dev", "eth0", "nodad")
+	for i, pod := range nn.Pods {
+		nn.Node.Exec(t, "ip", "-6", "addr", "add", fmt.Sprintf("fd77:%d::1/64", i+1), "dev", fmt.Sprintf("pod%d", i+1), "nodad")
+		pod.Exec(t, "ip", "-6", "addr", "add", fmt.Sprintf("fd77:%d::2/64", i+1), "dev", "eth0", "nodad")
+		pod.Exec(t, "ip", "-6", "route", "add", "default", "via", fmt.Sprintf("fd77:%d::1", i+1))
+		nn.PodAddrs[i] = netip.MustParseAddr(fmt.Sprintf("fd77:%d::2", i+1))
+	}
+	nn.NodeAddr = node
+	nn.Node.Exec(t, "nft", "add table ip6 nat; add chain ip6 nat post { type nat hook postrouting priority 100; }; add rule ip6 nat post oifname "+testnet.UpLink+" meta l4proto tcp masquerade to :41000-41009")
+	r := topNAT(t, nn, "[fd78::2]:8080", "10s", 15, 20)
+	f, top, dst := r.f, r.top, r.dst
+	var sp *nat.Space
+	if f.NAT != nil {
+		for i := range f.NAT.Spaces {
+			if f.NAT.Spaces[i].Netns == nn.Node.Inode {
+				sp = &f.NAT.Spaces[i]
+			}
+		}
+	}
+	if sp == nil {
+		t.Fatalf("top shows no NAT space of the node: %+v\n%s", f.NAT, strings.Join(top.log, "\n"))
+	}
+	t.Logf("top: NAT %s %s->%s %d/%d, rule %q, clients %+v", sp.Proto, sp.Addr, sp.Dst, sp.Used, sp.Ports, sp.Rule, sp.Clients)
+	if sp.Addr != node || sp.Dst != dst || sp.Ports != 10 || sp.Used != 10 {
+		t.Errorf("NAT space %s->%s %d/%d, want %s->%s 10/10", sp.Addr, sp.Dst, sp.Used, sp.Ports, node, dst)
+	}
+	checkNATFlows(t, *sp, nn, r.held, r.insertFailed, r.failed, r.outcomes)
+}
+
+// natRun is one run of the issue's situation under `porttrace top --json`
+// and its ground truth.
+type natRun struct {
+	f            frame.Frame
+	top          *topRun
+	dst          netip.AddrPort
+	outcomes     []testnet.Outcome
+	ok           map[int]int
+	failed       int
+	held         map[netip.Addr]int
+	insertFailed uint64 // conntrack -S's rise
+	drop         uint64
+	after        map[string]uint64
+}
+
+// topNAT serves upstream, runs top for interval while each pod opens
+// count connections to it (2.5 s each to connect), and reads conntrack
+// -S and -L in the node after: the test stops unless want connects failed.
+func topNAT(t *testing.T, nn *testnet.NATNet, upstream, interval string, count, want int) natRun {
+	t.Helper()
+	r := natRun{dst: nn.Upstream.Serve(t, upstream, func(c net.Conn) { io.Copy(io.Discard, c) })}
+	before := nn.Node.ConntrackS(t)
+	r.top = startTop(t, interval)
+	r.outcomes = nn.Connect(t, r.dst, count, 2500*time.Millisecond)
+	r.f = r.top.wait(t)
+	r.after = nn.Node.ConntrackS(t)
+	r.ok, r.failed, r.held = natOutcomes(nn, r.dst, r.outcomes, nn.Node.ConntrackL(t))
+	r.insertFailed, r.drop = r.after["insert_failed"]-before["insert_failed"], r.after["drop"]-before["drop"]
+	t.Logf("clients %v connected, %d failed; conntrack -L held %v; conntrack -S insert_failed +%d drop +%d", r.ok, r.failed, r.held, r.insertFailed, r.drop)
+	if r.failed != want {
+		t.Fatalf("%d connects failed, want %d: the situation did not happen", r.failed, want)
+	}
+	return r
 }
 
 // natOutcomes tallies a NAT test's ground truth: each pod's successful
