@@ -79,7 +79,7 @@ test-vm: ## the kernel tests under qemu on Debian's 6.1 and 6.12 kernels, for th
 			internal/vmtest/run.sh $(VM_CACHE)/conntrack.test $(VM_CACHE)/$$k -test.run '^(TestNAT.*|TestConntrackTableFull)$$'; \
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS="fentry kprobe" VM_EXTRA_BINS="$(VM_CACHE)/porttrace $(VM_NAT_BINS)" VM_EXTRA_FILES="$(VM_NAT_FILES)" \
 			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k \
-			-test.run '^(TestRecordReport|TestAgentExports|TestModel.*|TestTopNAT|TestRecordNAT|TestAgentNATMetrics)$$'; \
+			-test.run '^(TestRecordReport|TestAgentExports|TestModel.*|TestTopNAT|TestRecordNAT|TestAgentNATMetrics|TestNATIPv6)$$'; \
 		VM_KERNEL=$$k VM_SMP=1 VM_BACKENDS=fentry VM_SKIP_MODULES='^(nf|nft|x_|xt_|libcrc32c)' VM_EXTRA_BINS=$(VM_CACHE)/porttrace \
 			PORTTRACE_BINARY=$(VM_CACHE)/porttrace internal/vmtest/run.sh $(VM_CACHE)/cmd.test $(VM_CACHE)/$$k -test.run '^TestWithoutConntrack$$'; \
 	done

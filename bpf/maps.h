@@ -152,4 +152,44 @@ struct {
 	__type(value, struct sockcall);
 } binds SEC(".maps");
 
+/* ---- source NAT's port search (nat.h): fentry, kprobe ---- */
+
+/* A source-translated entry between nf_nat_setup_info and
+ * __nf_conntrack_confirm, keyed by the entry's address: the setup hooks
+ * insert it (fentry: at the entry, with start_ns), its return sets
+ * latency_ns or deletes it (not source-translated); the confirm hooks read
+ * and delete it. LRU: an entry dropped before confirmation (a filter rule,
+ * a full table) never reaches it. */
+struct nat_flow {
+	__u64 start_ns;
+	__u64 latency_ns;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct nat_flow);
+} nat_flows SEC(".maps");
+
+/* kprobe backend: nf_nat_setup_info's and __nf_conntrack_confirm's calls
+ * in progress, keyed by nat_call_key (the thread, or the CPU in softirq
+ * over the idle task): the kprobe inserts, the kretprobe reads and
+ * deletes. LRU, as calls. */
+struct nat_call {
+	__u64 ct;
+	__u64 start_ns;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct nat_call);
+} nat_calls SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct nat_call);
+} nat_confirms SEC(".maps");
+
 #endif

@@ -12,7 +12,10 @@
  *                                             TIME_WAIT
  *   fentry        fentry+fexit inet{,6}_hash_connect, inet_csk_get_port;
  *                 fexit tcp_v{4,6}_connect (connect()'s errno),
- *                 fexit inet{,6}_bind (bind()'s errno)
+ *                 fexit inet{,6}_bind (bind()'s errno);
+ *                 where nf_nat is loaded, fentry+fexit nf_nat_setup_info
+ *                 and fexit __nf_conntrack_confirm (nat.h: once per new
+ *                 conntrack entry)
  *   kprobe        the same as kprobe+kretprobe
  *   tracepoint    sock_ops TCP_CONNECT_CB ends the port search; a failed
  *                 search is SYN_SENT -> CLOSE before any segment was sent;
@@ -30,6 +33,7 @@
 #include "state.h"
 #include "syscalls.h"
 #include "bind.h"
+#include "nat.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -167,6 +171,27 @@ int BPF_PROG(pt_fexit_bind6, struct socket *sock, struct sockaddr *uaddr, int ad
 	return 0;
 }
 
+SEC("fentry/nf_nat_setup_info")
+int BPF_PROG(pt_fentry_nat_setup, struct nf_conn *ct, const void *range, int maniptype)
+{
+	nat_setup_begin(ct, maniptype);
+	return 0;
+}
+
+SEC("fexit/nf_nat_setup_info")
+int BPF_PROG(pt_fexit_nat_setup, struct nf_conn *ct, const void *range, int maniptype, unsigned int ret)
+{
+	nat_setup_end(ct);
+	return 0;
+}
+
+SEC("fexit/__nf_conntrack_confirm")
+int BPF_PROG(pt_fexit_nat_confirm, struct sk_buff *skb, int ret)
+{
+	nat_confirmed(skb_conn(skb), ret);
+	return 0;
+}
+
 /* ---- kprobe backend ---- */
 
 SEC("kprobe/tcp_v4_connect")
@@ -264,6 +289,34 @@ SEC("kretprobe/inet6_bind")
 int BPF_KRETPROBE(pt_kretprobe_bind6, int ret)
 {
 	bind_return(ret);
+	return 0;
+}
+
+SEC("kprobe/nf_nat_setup_info")
+int BPF_KPROBE(pt_kprobe_nat_setup, struct nf_conn *ct, const void *range, int maniptype)
+{
+	nat_setup_enter(ct, maniptype);
+	return 0;
+}
+
+SEC("kretprobe/nf_nat_setup_info")
+int BPF_KRETPROBE(pt_kretprobe_nat_setup, unsigned int ret)
+{
+	nat_setup_return();
+	return 0;
+}
+
+SEC("kprobe/__nf_conntrack_confirm")
+int BPF_KPROBE(pt_kprobe_nat_confirm, struct sk_buff *skb)
+{
+	nat_confirm_enter(skb);
+	return 0;
+}
+
+SEC("kretprobe/__nf_conntrack_confirm")
+int BPF_KRETPROBE(pt_kretprobe_nat_confirm, int ret)
+{
+	nat_confirm_return(ret);
 	return 0;
 }
 

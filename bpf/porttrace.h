@@ -29,6 +29,13 @@ enum event_kind {
 	/* A client socket's port entered TIME_WAIT; the socket itself is
 	 * closed (no CLOSE event follows). */
 	EV_TIME_WAIT = 5,
+	/* A flow that source NAT translated was confirmed by conntrack, or
+	 * refused (FLAG_INSERT_FAILED): __nf_conntrack_confirm's return, for
+	 * an entry with IPS_SRC_NAT (bpf/nat.h). saddr/sport and daddr/dport
+	 * are the original tuple, nat_addr/nat_port the translated source,
+	 * netns the namespace that translated; latency_ns is
+	 * nf_nat_setup_info's (the NAT's port search). No process. */
+	EV_NAT = 6,
 };
 
 enum event_flag {
@@ -45,6 +52,9 @@ enum event_flag {
 	FLAG_BOUND = 8,
 	/* EV_BIND for a port the caller named (not 0); sport is that port. */
 	FLAG_FIXED_PORT = 16,
+	/* EV_NAT: conntrack refused the translated tuple when it confirmed
+	 * the entry (insert_failed, drop): no free NAT port was found. */
+	FLAG_INSERT_FAILED = 32,
 };
 
 enum backend_kind {
@@ -79,6 +89,12 @@ struct event {
 	__u8 _pad[2];
 	char comm[TASK_COMM_LEN];        /* the process's name (its group leader's) */
 	char thread_comm[TASK_COMM_LEN]; /* the connecting thread's own */
+	/* EV_NAT: the translated source (the reply tuple's destination) and
+	 * the IP protocol. */
+	__u8 nat_addr[16];
+	__u16 nat_port;
+	__u8 protocol;
+	__u8 _pad2[5];
 };
 
 /* Who made a client socket, kept in the socket's storage from SYN_SENT on,

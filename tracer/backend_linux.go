@@ -2,10 +2,12 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -25,6 +27,7 @@ type hook struct {
 	prog     string // its name in the object: a bpfProg constant bpf2go generates
 	attach   func(p *ebpf.Program) (link.Link, error)
 	optional string // if set, a failure costs only this, and the backend still runs
+	nat      bool   // on a function of the nf_nat or nf_conntrack module (natHooks)
 }
 
 func (h hook) name() string { return strings.TrimPrefix(h.prog, "pt_") }
@@ -63,7 +66,9 @@ func hooks(b Backend, syscalls bool) []hook {
 			tracing(bpfProgPtFentryHash6Connect), tracing(bpfProgPtFexitHash6Connect),
 			tracing(bpfProgPtFexitV4Connect), tracing(bpfProgPtFexitV6Connect),
 			tracing(bpfProgPtFentryGetPort), tracing(bpfProgPtFexitGetPort),
-			tracing(bpfProgPtFexitBind), tracing(bpfProgPtFexitBind6))
+			tracing(bpfProgPtFexitBind), tracing(bpfProgPtFexitBind6),
+			natHook(tracing(bpfProgPtFentryNatSetup)), natHook(tracing(bpfProgPtFexitNatSetup)),
+			natHook(tracing(bpfProgPtFexitNatConfirm)))
 	case Kprobe:
 		return append(common,
 			kprobe(bpfProgPtKprobeV4Connect, "tcp_v4_connect", false),
@@ -79,7 +84,11 @@ func hooks(b Backend, syscalls bool) []hook {
 			kprobe(bpfProgPtKprobeBind, "inet_bind", false),
 			kprobe(bpfProgPtKretprobeBind, "inet_bind", true),
 			kprobe(bpfProgPtKprobeBind6, "inet6_bind", false),
-			kprobe(bpfProgPtKretprobeBind6, "inet6_bind", true))
+			kprobe(bpfProgPtKretprobeBind6, "inet6_bind", true),
+			natHook(kprobe(bpfProgPtKprobeNatSetup, "nf_nat_setup_info", false)),
+			natHook(kprobe(bpfProgPtKretprobeNatSetup, "nf_nat_setup_info", true)),
+			natHook(kprobe(bpfProgPtKprobeNatConfirm, "__nf_conntrack_confirm", false)),
+			natHook(kprobe(bpfProgPtKretprobeNatConfirm, "__nf_conntrack_confirm", true)))
 	}
 	sockops := hook{prog: bpfProgPtSockops, attach: attachSockops,
 		optional: "no latency for successful port searches"}
@@ -92,6 +101,46 @@ func hooks(b Backend, syscalls bool) []hook {
 	}
 	return out
 }
+
+// NATLoss is what a backend misses without its source NAT hooks
+// (bpf/nat.h): the tables and conntrack's counters still show NAT
+// exhaustion.
+const NATLoss = "no per-flow NAT failures or NAT port search latency"
+
+// natHook marks h as one of source NAT's hooks: on a module's function,
+// attached only where nf_nat and nf_conntrack are loaded (natMissing),
+// and optional.
+func natHook(h hook) hook {
+	h.nat, h.optional = true, NATLoss
+	return h
+}
+
+// natModules are the modules whose functions natHooks probe, and one
+// function of each.
+var natModules = [][2]string{{"nf_conntrack", "__nf_conntrack_confirm"}, {"nf_nat", "nf_nat_setup_info"}}
+
+// natMissing says which module the NAT hooks need is not loaded (nil
+// when both are): a module appears under /sys/module when loaded; one
+// built into the kernel has its functions in the kernel's BTF.
+func natMissing() error {
+	for _, m := range natModules {
+		if _, err := os.Stat("/sys/module/" + m[0]); err == nil {
+			continue
+		}
+		if spec, err := btf.LoadKernelSpec(); err == nil {
+			var fn *btf.Func
+			if spec.TypeByName(m[1], &fn) == nil {
+				continue
+			}
+		}
+		return fmt.Errorf("%w: %s is not loaded", ErrNATModule, m[0])
+	}
+	return nil
+}
+
+// ErrNATModule marks source NAT's hooks left out because a netfilter
+// module is not loaded: nothing to trace, as no namespace translates.
+var ErrNATModule = errors.New("no source NAT here")
 
 // bindHooks are the tracepoint backend's bind() syscall tracepoints:
 // attached for good with --syscalls, otherwise by WatchBind. The entry

@@ -57,6 +57,10 @@ type bpfEvent struct {
 	Pad         [2]uint8
 	Comm        [16]int8
 	ThreadComm  [16]int8
+	NatAddr     [16]uint8
+	NatPort     uint16
+	Protocol    uint8
+	Pad2        [5]uint8
 }
 
 type bpfEventFlag uint32
@@ -67,6 +71,7 @@ const (
 	bpfEventFlagFLAG_SEARCHED          bpfEventFlag = 4
 	bpfEventFlagFLAG_BOUND             bpfEventFlag = 8
 	bpfEventFlagFLAG_FIXED_PORT        bpfEventFlag = 16
+	bpfEventFlagFLAG_INSERT_FAILED     bpfEventFlag = 32
 )
 
 type bpfEventKind uint32
@@ -77,7 +82,20 @@ const (
 	bpfEventKindEV_BIND      bpfEventKind = 3
 	bpfEventKindEV_STATE     bpfEventKind = 4
 	bpfEventKindEV_TIME_WAIT bpfEventKind = 5
+	bpfEventKindEV_NAT       bpfEventKind = 6
 )
+
+type bpfNatCall struct {
+	_       structs.HostLayout
+	Ct      uint64
+	StartNs uint64
+}
+
+type bpfNatFlow struct {
+	_         structs.HostLayout
+	StartNs   uint64
+	LatencyNs uint64
+}
 
 type bpfOwner struct {
 	_           structs.HostLayout
@@ -126,6 +144,9 @@ const (
 	bpfMapConnects                 = "connects"
 	bpfMapEvents                   = "events"
 	bpfMapLost                     = "lost"
+	bpfMapNatCalls                 = "nat_calls"
+	bpfMapNatConfirms              = "nat_confirms"
+	bpfMapNatFlows                 = "nat_flows"
 	bpfMapOwners                   = "owners"
 	bpfMapStateCalls               = "state_calls"
 	bpfProgPtEnterBind             = "pt_enter_bind"
@@ -135,11 +156,14 @@ const (
 	bpfProgPtFentryGetPort         = "pt_fentry_get_port"
 	bpfProgPtFentryHash6Connect    = "pt_fentry_hash6_connect"
 	bpfProgPtFentryHashConnect     = "pt_fentry_hash_connect"
+	bpfProgPtFentryNatSetup        = "pt_fentry_nat_setup"
 	bpfProgPtFexitBind             = "pt_fexit_bind"
 	bpfProgPtFexitBind6            = "pt_fexit_bind6"
 	bpfProgPtFexitGetPort          = "pt_fexit_get_port"
 	bpfProgPtFexitHash6Connect     = "pt_fexit_hash6_connect"
 	bpfProgPtFexitHashConnect      = "pt_fexit_hash_connect"
+	bpfProgPtFexitNatConfirm       = "pt_fexit_nat_confirm"
+	bpfProgPtFexitNatSetup         = "pt_fexit_nat_setup"
 	bpfProgPtFexitV4Connect        = "pt_fexit_v4_connect"
 	bpfProgPtFexitV6Connect        = "pt_fexit_v6_connect"
 	bpfProgPtKprobeBind            = "pt_kprobe_bind"
@@ -147,6 +171,8 @@ const (
 	bpfProgPtKprobeGetPort         = "pt_kprobe_get_port"
 	bpfProgPtKprobeHash6Connect    = "pt_kprobe_hash6_connect"
 	bpfProgPtKprobeHashConnect     = "pt_kprobe_hash_connect"
+	bpfProgPtKprobeNatConfirm      = "pt_kprobe_nat_confirm"
+	bpfProgPtKprobeNatSetup        = "pt_kprobe_nat_setup"
 	bpfProgPtKprobeV4Connect       = "pt_kprobe_v4_connect"
 	bpfProgPtKprobeV6Connect       = "pt_kprobe_v6_connect"
 	bpfProgPtKretprobeBind         = "pt_kretprobe_bind"
@@ -154,6 +180,8 @@ const (
 	bpfProgPtKretprobeGetPort      = "pt_kretprobe_get_port"
 	bpfProgPtKretprobeHash6Connect = "pt_kretprobe_hash6_connect"
 	bpfProgPtKretprobeHashConnect  = "pt_kretprobe_hash_connect"
+	bpfProgPtKretprobeNatConfirm   = "pt_kretprobe_nat_confirm"
+	bpfProgPtKretprobeNatSetup     = "pt_kretprobe_nat_setup"
 	bpfProgPtKretprobeV4Connect    = "pt_kretprobe_v4_connect"
 	bpfProgPtKretprobeV6Connect    = "pt_kretprobe_v6_connect"
 	bpfProgPtSendReset             = "pt_send_reset"
@@ -218,11 +246,14 @@ type bpfProgramSpecs struct {
 	PtFentryGetPort         *ebpf.ProgramSpec `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.ProgramSpec `ebpf:"pt_fentry_hash_connect"`
+	PtFentryNatSetup        *ebpf.ProgramSpec `ebpf:"pt_fentry_nat_setup"`
 	PtFexitBind             *ebpf.ProgramSpec `ebpf:"pt_fexit_bind"`
 	PtFexitBind6            *ebpf.ProgramSpec `ebpf:"pt_fexit_bind6"`
 	PtFexitGetPort          *ebpf.ProgramSpec `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.ProgramSpec `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.ProgramSpec `ebpf:"pt_fexit_hash_connect"`
+	PtFexitNatConfirm       *ebpf.ProgramSpec `ebpf:"pt_fexit_nat_confirm"`
+	PtFexitNatSetup         *ebpf.ProgramSpec `ebpf:"pt_fexit_nat_setup"`
 	PtFexitV4Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v4_connect"`
 	PtFexitV6Connect        *ebpf.ProgramSpec `ebpf:"pt_fexit_v6_connect"`
 	PtKprobeBind            *ebpf.ProgramSpec `ebpf:"pt_kprobe_bind"`
@@ -230,6 +261,8 @@ type bpfProgramSpecs struct {
 	PtKprobeGetPort         *ebpf.ProgramSpec `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.ProgramSpec `ebpf:"pt_kprobe_hash_connect"`
+	PtKprobeNatConfirm      *ebpf.ProgramSpec `ebpf:"pt_kprobe_nat_confirm"`
+	PtKprobeNatSetup        *ebpf.ProgramSpec `ebpf:"pt_kprobe_nat_setup"`
 	PtKprobeV4Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v4_connect"`
 	PtKprobeV6Connect       *ebpf.ProgramSpec `ebpf:"pt_kprobe_v6_connect"`
 	PtKretprobeBind         *ebpf.ProgramSpec `ebpf:"pt_kretprobe_bind"`
@@ -237,6 +270,8 @@ type bpfProgramSpecs struct {
 	PtKretprobeGetPort      *ebpf.ProgramSpec `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.ProgramSpec `ebpf:"pt_kretprobe_hash_connect"`
+	PtKretprobeNatConfirm   *ebpf.ProgramSpec `ebpf:"pt_kretprobe_nat_confirm"`
+	PtKretprobeNatSetup     *ebpf.ProgramSpec `ebpf:"pt_kretprobe_nat_setup"`
 	PtKretprobeV4Connect    *ebpf.ProgramSpec `ebpf:"pt_kretprobe_v4_connect"`
 	PtKretprobeV6Connect    *ebpf.ProgramSpec `ebpf:"pt_kretprobe_v6_connect"`
 	PtSendReset             *ebpf.ProgramSpec `ebpf:"pt_send_reset"`
@@ -249,13 +284,16 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Binds      *ebpf.MapSpec `ebpf:"binds"`
-	Calls      *ebpf.MapSpec `ebpf:"calls"`
-	Connects   *ebpf.MapSpec `ebpf:"connects"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	Owners     *ebpf.MapSpec `ebpf:"owners"`
-	StateCalls *ebpf.MapSpec `ebpf:"state_calls"`
+	Binds       *ebpf.MapSpec `ebpf:"binds"`
+	Calls       *ebpf.MapSpec `ebpf:"calls"`
+	Connects    *ebpf.MapSpec `ebpf:"connects"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	NatCalls    *ebpf.MapSpec `ebpf:"nat_calls"`
+	NatConfirms *ebpf.MapSpec `ebpf:"nat_confirms"`
+	NatFlows    *ebpf.MapSpec `ebpf:"nat_flows"`
+	Owners      *ebpf.MapSpec `ebpf:"owners"`
+	StateCalls  *ebpf.MapSpec `ebpf:"state_calls"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -291,13 +329,16 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Binds      *ebpf.Map `ebpf:"binds"`
-	Calls      *ebpf.Map `ebpf:"calls"`
-	Connects   *ebpf.Map `ebpf:"connects"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	Owners     *ebpf.Map `ebpf:"owners"`
-	StateCalls *ebpf.Map `ebpf:"state_calls"`
+	Binds       *ebpf.Map `ebpf:"binds"`
+	Calls       *ebpf.Map `ebpf:"calls"`
+	Connects    *ebpf.Map `ebpf:"connects"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Lost        *ebpf.Map `ebpf:"lost"`
+	NatCalls    *ebpf.Map `ebpf:"nat_calls"`
+	NatConfirms *ebpf.Map `ebpf:"nat_confirms"`
+	NatFlows    *ebpf.Map `ebpf:"nat_flows"`
+	Owners      *ebpf.Map `ebpf:"owners"`
+	StateCalls  *ebpf.Map `ebpf:"state_calls"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -307,6 +348,9 @@ func (m *bpfMaps) Close() error {
 		m.Connects,
 		m.Events,
 		m.Lost,
+		m.NatCalls,
+		m.NatConfirms,
+		m.NatFlows,
 		m.Owners,
 		m.StateCalls,
 	)
@@ -336,11 +380,14 @@ type bpfPrograms struct {
 	PtFentryGetPort         *ebpf.Program `ebpf:"pt_fentry_get_port"`
 	PtFentryHash6Connect    *ebpf.Program `ebpf:"pt_fentry_hash6_connect"`
 	PtFentryHashConnect     *ebpf.Program `ebpf:"pt_fentry_hash_connect"`
+	PtFentryNatSetup        *ebpf.Program `ebpf:"pt_fentry_nat_setup"`
 	PtFexitBind             *ebpf.Program `ebpf:"pt_fexit_bind"`
 	PtFexitBind6            *ebpf.Program `ebpf:"pt_fexit_bind6"`
 	PtFexitGetPort          *ebpf.Program `ebpf:"pt_fexit_get_port"`
 	PtFexitHash6Connect     *ebpf.Program `ebpf:"pt_fexit_hash6_connect"`
 	PtFexitHashConnect      *ebpf.Program `ebpf:"pt_fexit_hash_connect"`
+	PtFexitNatConfirm       *ebpf.Program `ebpf:"pt_fexit_nat_confirm"`
+	PtFexitNatSetup         *ebpf.Program `ebpf:"pt_fexit_nat_setup"`
 	PtFexitV4Connect        *ebpf.Program `ebpf:"pt_fexit_v4_connect"`
 	PtFexitV6Connect        *ebpf.Program `ebpf:"pt_fexit_v6_connect"`
 	PtKprobeBind            *ebpf.Program `ebpf:"pt_kprobe_bind"`
@@ -348,6 +395,8 @@ type bpfPrograms struct {
 	PtKprobeGetPort         *ebpf.Program `ebpf:"pt_kprobe_get_port"`
 	PtKprobeHash6Connect    *ebpf.Program `ebpf:"pt_kprobe_hash6_connect"`
 	PtKprobeHashConnect     *ebpf.Program `ebpf:"pt_kprobe_hash_connect"`
+	PtKprobeNatConfirm      *ebpf.Program `ebpf:"pt_kprobe_nat_confirm"`
+	PtKprobeNatSetup        *ebpf.Program `ebpf:"pt_kprobe_nat_setup"`
 	PtKprobeV4Connect       *ebpf.Program `ebpf:"pt_kprobe_v4_connect"`
 	PtKprobeV6Connect       *ebpf.Program `ebpf:"pt_kprobe_v6_connect"`
 	PtKretprobeBind         *ebpf.Program `ebpf:"pt_kretprobe_bind"`
@@ -355,6 +404,8 @@ type bpfPrograms struct {
 	PtKretprobeGetPort      *ebpf.Program `ebpf:"pt_kretprobe_get_port"`
 	PtKretprobeHash6Connect *ebpf.Program `ebpf:"pt_kretprobe_hash6_connect"`
 	PtKretprobeHashConnect  *ebpf.Program `ebpf:"pt_kretprobe_hash_connect"`
+	PtKretprobeNatConfirm   *ebpf.Program `ebpf:"pt_kretprobe_nat_confirm"`
+	PtKretprobeNatSetup     *ebpf.Program `ebpf:"pt_kretprobe_nat_setup"`
 	PtKretprobeV4Connect    *ebpf.Program `ebpf:"pt_kretprobe_v4_connect"`
 	PtKretprobeV6Connect    *ebpf.Program `ebpf:"pt_kretprobe_v6_connect"`
 	PtSendReset             *ebpf.Program `ebpf:"pt_send_reset"`
@@ -372,11 +423,14 @@ func (p *bpfPrograms) Close() error {
 		p.PtFentryGetPort,
 		p.PtFentryHash6Connect,
 		p.PtFentryHashConnect,
+		p.PtFentryNatSetup,
 		p.PtFexitBind,
 		p.PtFexitBind6,
 		p.PtFexitGetPort,
 		p.PtFexitHash6Connect,
 		p.PtFexitHashConnect,
+		p.PtFexitNatConfirm,
+		p.PtFexitNatSetup,
 		p.PtFexitV4Connect,
 		p.PtFexitV6Connect,
 		p.PtKprobeBind,
@@ -384,6 +438,8 @@ func (p *bpfPrograms) Close() error {
 		p.PtKprobeGetPort,
 		p.PtKprobeHash6Connect,
 		p.PtKprobeHashConnect,
+		p.PtKprobeNatConfirm,
+		p.PtKprobeNatSetup,
 		p.PtKprobeV4Connect,
 		p.PtKprobeV6Connect,
 		p.PtKretprobeBind,
@@ -391,6 +447,8 @@ func (p *bpfPrograms) Close() error {
 		p.PtKretprobeGetPort,
 		p.PtKretprobeHash6Connect,
 		p.PtKretprobeHashConnect,
+		p.PtKretprobeNatConfirm,
+		p.PtKretprobeNatSetup,
 		p.PtKretprobeV4Connect,
 		p.PtKretprobeV6Connect,
 		p.PtSendReset,

@@ -78,6 +78,9 @@ func (t *Tracer) decode(raw []byte, ev *event.Event) error {
 		Dst:         netip.AddrPortFrom(addr(k.Family, &k.Daddr), k.Dport),
 		PortRange:   [2]uint16{k.RangeLow, k.RangeHigh},
 	}
+	if ev.Kind == event.NAT {
+		ev.NATSrc, ev.Proto = netip.AddrPortFrom(addr(k.Family, &k.NatAddr), k.NatPort), k.Protocol
+	}
 	if k.Ret > 0 {
 		ev.Errno = 0
 	}

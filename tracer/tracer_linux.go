@@ -71,7 +71,14 @@ func Open(opts Options) (*Tracer, error) {
 
 func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 	a := Attempt{Backend: b}
-	coll, err := load(b, opts)
+	natErr := natMissing()
+	coll, err := load(b, opts, natErr == nil)
+	if err != nil && natErr == nil && b != Tracepoint {
+		// The NAT programs alone may be what the kernel refuses (a
+		// module without BTF): the backend runs without them.
+		natErr = fmt.Errorf("load: %w", err)
+		coll, err = load(b, opts, false)
+	}
 	if err != nil {
 		a.Err = explain(b, err)
 		return nil, a
@@ -79,6 +86,10 @@ func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 	t := &Tracer{backend: b, probes: probes{coll: coll, poll: opts.Poll, clock: newClock(),
 		onDemand: b == Tracepoint && !opts.Syscalls}}
 	for _, h := range hooks(b, opts.Syscalls) {
+		if h.nat && natErr != nil {
+			a.Hooks = append(a.Hooks, HookStatus{Name: h.name(), Err: natErr, Optional: h.optional})
+			continue
+		}
 		l, err := h.attach(coll.Programs[h.prog])
 		a.Hooks = append(a.Hooks, HookStatus{Name: h.name(), Err: err, Optional: h.optional})
 		if err != nil && h.optional == "" {
@@ -124,15 +135,16 @@ func kprobesAvailable() bool {
 }
 
 // load prepares the object for one backend: its programs only (the kernel
-// may refuse to even load another backend's), its constants, the ring size.
-func load(b Backend, opts Options) (*ebpf.Collection, error) {
+// may refuse to even load another backend's), its constants, the ring size;
+// source NAT's programs only with nat.
+func load(b Backend, opts Options, nat bool) (*ebpf.Collection, error) {
 	spec, err := loadBpf()
 	if err != nil {
 		return nil, fmt.Errorf("read BPF object: %w", err)
 	}
 	keep := map[string]bool{}
 	for _, h := range loaded(b, opts.Syscalls) {
-		keep[h.prog] = true
+		keep[h.prog] = nat || !h.nat
 	}
 	for name := range spec.Programs {
 		if !keep[name] {

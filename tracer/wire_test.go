@@ -18,6 +18,8 @@ func TestEnumsMirrorC(t *testing.T) {
 		{"Bind", uint64(event.Bind), uint64(bpfEventKindEV_BIND)},
 		{"State", uint64(event.State), uint64(bpfEventKindEV_STATE)},
 		{"TimeWait", uint64(event.TimeWait), uint64(bpfEventKindEV_TIME_WAIT)},
+		{"NAT", uint64(event.NAT), uint64(bpfEventKindEV_NAT)},
+		{"InsertFailed", uint64(event.InsertFailed), uint64(bpfEventFlagFLAG_INSERT_FAILED)},
 		{"LatencyApprox", uint64(event.LatencyApprox), uint64(bpfEventFlagFLAG_LATENCY_APPROX)},
 		{"OwnerFromSocket", uint64(event.OwnerFromSocket), uint64(bpfEventFlagFLAG_OWNER_FROM_SOCKET)},
 		{"Searched", uint64(event.Searched), uint64(bpfEventFlagFLAG_SEARCHED)},

@@ -119,10 +119,25 @@ func backendLine(t *tracer.Tracer, syscalls bool) string {
 		if a.Err != nil {
 			why = append(why, fmt.Sprintf("%s refused: %v", a.Backend, a.Err))
 		}
+		// Hooks missing for one reason (the NAT hooks without nf_nat)
+		// share one entry.
+		var reasons []string
+		names := map[string][]string{}
 		for _, h := range a.Hooks {
 			if a.Err == nil && h.Err != nil {
-				why = append(why, fmt.Sprintf("optional hook %s missing (%s): %v", h.Name, h.Optional, h.Err))
+				r := fmt.Sprintf("(%s): %v", h.Optional, h.Err)
+				if names[r] == nil {
+					reasons = append(reasons, r)
+				}
+				names[r] = append(names[r], h.Name)
 			}
+		}
+		for _, r := range reasons {
+			hooks := "hook " + names[r][0]
+			if len(names[r]) > 1 {
+				hooks = "hooks " + strings.Join(names[r], ", ")
+			}
+			why = append(why, fmt.Sprintf("optional %s missing %s", hooks, r))
 		}
 	}
 	line := fmt.Sprintf("porttrace: tracing with the %s backend; %s", t.Backend(), note)

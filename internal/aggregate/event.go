@@ -11,6 +11,9 @@ import (
 func (a *Aggregator) Add(e *event.Event) {
 	a.events++
 	sec := a.clock.advance(e.Time)
+	if e.Kind == event.NAT {
+		return // a NAT's port, not a socket's: internal/nat counts it
+	}
 	n := a.namespaces.of(e.Netns, e.NetnsCookie)
 	if n == nil {
 		return

@@ -75,8 +75,8 @@ type space struct {
 	used     window.Gauge   // Used, each second: the fill rate
 	closed   window.Counter // established connections that closed
 	short    window.Counter // ... of which lived under a second
-	lifetime sketches
-	latency  sketches // port search
+	lifetime window.Sketch
+	latency  window.Sketch // port search
 	procs    map[ProcKey]*procStat
 	active   int64 // last second with an event
 	// orphans: most of the time-wait sockets the last socket table listed

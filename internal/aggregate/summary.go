@@ -128,7 +128,7 @@ func (a *Aggregator) spaceSummary(s *space, other bool, o occupancy, tw map[uint
 		TimeWait: o.tw - o.fin, FinWait2: o.fin, Reusable: o.reusable, Live: o.live, Bound: o.bound, Used: o.used,
 		PeerCloseWait: s.peerCloseWait,
 		UsedMax60:     max(o.used, maxUsed(&s.used, now)),
-		AllocLatency:  s.latency.summary(now), Lifetime: s.lifetime.summary(now),
+		AllocLatency:  s.latency.Summary(now), Lifetime: s.lifetime.Summary(now),
 		Closed60:   s.closed.Sum(now, 60),
 		TotalConns: s.conns.Total, TotalTWIn: s.twIn.Total,
 	}

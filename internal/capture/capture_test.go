@@ -23,7 +23,7 @@ var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
 func sample(i int) event.Event {
 	e := event.Event{
-		Time: t0.Add(time.Duration(i) * time.Millisecond), Kind: event.Kind(1 + i%5), Flags: event.LatencyApprox,
+		Time: t0.Add(time.Duration(i) * time.Millisecond), Kind: event.Kind(1 + i%6), Flags: event.LatencyApprox,
 		OldState: event.SynSent, NewState: event.Close, Errno: syscall.EADDRNOTAVAIL, Latency: time.Duration(i) * time.Microsecond,
 		Cookie: uint64(1000 + i), CgroupID: 77, Netns: 4026532177, TID: 812, PID: 811, Family: syscall.AF_INET,
 		Comm: event.MakeComm("nginx"),
@@ -38,6 +38,12 @@ func sample(i int) event.Event {
 	}
 	if i%5 == 3 {
 		e.PortRange = [2]uint16{40000, uint16(40004 + i)}
+	}
+	if e.Kind == event.NAT {
+		e.NATSrc, e.Proto = netip.MustParseAddrPort("192.0.2.1:41000"), 6
+		if e.Family == syscall.AF_INET6 {
+			e.NATSrc = netip.MustParseAddrPort("[2001:db8::9]:41001")
+		}
 	}
 	return e
 }

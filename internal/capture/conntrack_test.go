@@ -165,20 +165,28 @@ func tablesOver() [][]byte {
 	return out
 }
 
-// TestVersion2: captures from before conntrack rounds (format version 2)
-// and before events carried a port range (3) still read, their events
-// whole; a newer version than this porttrace's is refused in one line
-// naming both.
+// TestVersion2: captures from before conntrack rounds (format version 2),
+// before events carried a port range (3) and before NAT events carried
+// their translated source (4) still read, their events whole but for
+// what the version lacks; a newer version than this porttrace's is
+// refused in one line naming both.
 func TestVersion2(t *testing.T) {
-	for _, v := range []byte{2, 3} {
+	for _, v := range []byte{2, 3, 4, Version} {
 		_, evs, rounds, err := readAll(writeVersion(t, 50, true, v))
 		if err != nil || len(evs) != 50 || rounds != 1 {
 			t.Fatalf("version %d: %d events, %d rounds, %v", v, len(evs), rounds, err)
 		}
-		want := sample(49)
-		want.PortRange = [2]uint16{}
-		if evs[49] != want {
-			t.Errorf("version %d: event %+v, want %+v", v, evs[49], want)
+		for _, i := range []int{13, 23} { // a port range; a NAT event
+			want := sample(i)
+			if v < 4 {
+				want.PortRange = [2]uint16{}
+			}
+			if v < 5 {
+				want.NATSrc, want.Proto = netip.AddrPort{}, 0
+			}
+			if evs[i] != want {
+				t.Errorf("version %d: event %+v, want %+v", v, evs[i], want)
+			}
 		}
 	}
 	data := write(t, 50, true)

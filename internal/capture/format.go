@@ -19,7 +19,8 @@
 // round of socket tables may be followed by a round of conntrack tables
 // read with it (kindConntrack blocks: conntrack.go); version 2 captures,
 // which have none, are read as before. Since version 4, an event carries
-// its socket's IP_LOCAL_PORT_RANGE (4 bytes more).
+// its socket's IP_LOCAL_PORT_RANGE (4 bytes more); since version 5, a NAT
+// event's translated source and protocol (19 bytes more).
 package capture
 
 import (
@@ -39,8 +40,8 @@ import (
 const (
 	magic = "porttrace-capture\n"
 	// 2: netns cookie and thread name in events; 3: conntrack rounds;
-	// 4: a socket's IP_LOCAL_PORT_RANGE in events.
-	Version = 4
+	// 4: a socket's IP_LOCAL_PORT_RANGE in events; 5: NAT events.
+	Version = 5
 	// MinVersion is the oldest format this porttrace reads.
 	MinVersion = 2
 )
@@ -134,12 +135,24 @@ func (e *BlockError) Error() string {
 
 func (e *BlockError) Unwrap() error { return e.Err }
 
-// eventLen is an event's encoded size; before version 4, eventLen3 (no
-// port range).
+// eventLen is an event's encoded size; before version 5, eventLen4 (no
+// NAT source); before version 4, eventLen3 (no port range).
 const (
-	eventLen  = eventLen3 + 4
+	eventLen  = eventLen4 + 16 + 2 + 1
+	eventLen4 = eventLen3 + 4
 	eventLen3 = 8 + 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 16 + 1 + 16 + 2 + 16 + 2 + 8 + 16
 )
+
+// eventLenOf is an event's encoded size in a format version.
+func eventLenOf(version byte) int {
+	switch {
+	case version < 4:
+		return eventLen3
+	case version < 5:
+		return eventLen4
+	}
+	return eventLen
+}
 
 // Address flags in an encoded event.
 const (
@@ -147,6 +160,8 @@ const (
 	src4
 	dstValid
 	dst4
+	natValid
+	nat4
 )
 
 func putEvent(b []byte, e *event.Event) {
@@ -175,6 +190,12 @@ func putEvent(b []byte, e *event.Event) {
 			flags |= dst4
 		}
 	}
+	if e.NATSrc.Addr().IsValid() {
+		flags |= natValid
+		if e.NATSrc.Addr().Is4() {
+			flags |= nat4
+		}
+	}
 	b[68] = flags
 	a := e.Src.Addr().As16()
 	copy(b[69:85], a[:])
@@ -184,9 +205,15 @@ func putEvent(b []byte, e *event.Event) {
 	le.PutUint16(b[103:], e.Dst.Port())
 	le.PutUint64(b[105:], e.NetnsCookie)
 	copy(b[113:129], e.ThreadComm[:])
-	if len(b) >= eventLen {
+	if len(b) >= eventLen4 {
 		le.PutUint16(b[129:], e.PortRange[0])
 		le.PutUint16(b[131:], e.PortRange[1])
+	}
+	if len(b) >= eventLen {
+		a = e.NATSrc.Addr().As16()
+		copy(b[133:149], a[:])
+		le.PutUint16(b[149:], e.NATSrc.Port())
+		b[151] = e.Proto
 	}
 }
 
@@ -200,7 +227,7 @@ func getEvent(b []byte, e *event.Event) error {
 		Latency: time.Duration(le.Uint64(b[16:])), Cookie: le.Uint64(b[24:]), CgroupID: le.Uint64(b[32:]),
 		Netns: le.Uint32(b[40:]), TID: le.Uint32(b[44:]), PID: le.Uint32(b[48:]),
 	}
-	if e.Kind < event.Connect || e.Kind > event.TimeWait {
+	if e.Kind < event.Connect || e.Kind > event.NAT {
 		return fmt.Errorf("%w: event kind %d", ErrCorrupt, b[8])
 	}
 	copy(e.Comm[:], b[52:68])
@@ -208,8 +235,12 @@ func getEvent(b []byte, e *event.Event) error {
 	e.Dst = addrPort(b[68]&dstValid != 0, b[68]&dst4 != 0, b[87:103], le.Uint16(b[103:]))
 	e.NetnsCookie = le.Uint64(b[105:])
 	copy(e.ThreadComm[:], b[113:129])
-	if len(b) >= eventLen {
+	if len(b) >= eventLen4 {
 		e.PortRange = [2]uint16{le.Uint16(b[129:]), le.Uint16(b[131:])}
+	}
+	if len(b) >= eventLen {
+		e.NATSrc = addrPort(b[68]&natValid != 0, b[68]&nat4 != 0, b[133:149], le.Uint16(b[149:]))
+		e.Proto = b[151]
 	}
 	return nil
 }

@@ -72,10 +72,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if v < MinVersion || v > Version {
 		return nil, fmt.Errorf("capture format version %d, this porttrace reads versions %d to %d", v, MinVersion, Version)
 	}
-	cr.eventLen = eventLen
-	if v < 4 {
-		cr.eventLen = eventLen3
-	}
+	cr.eventLen = eventLenOf(v)
 	cr.offset = int64(len(head))
 	kind, b, err := cr.block()
 	if err == io.EOF {

@@ -46,10 +46,7 @@ func newWriter(w io.Writer, h Header, version byte) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cw := &Writer{w: w, enc: enc, sync: func() error { return nil }, evLen: eventLen}
-	if version < 4 {
-		cw.evLen = eventLen3
-	}
+	cw := &Writer{w: w, enc: enc, sync: func() error { return nil }, evLen: eventLenOf(version)}
 	if f, ok := w.(*os.File); ok {
 		cw.sync = f.Sync
 	}

@@ -34,9 +34,16 @@ const (
 	// TimeWait is a client socket's port entering TIME_WAIT; the socket
 	// itself is closed, and no CLOSE event follows.
 	TimeWait Kind = 5
+	// NAT is a flow that a namespace's source NAT translated, as conntrack
+	// confirmed it, or refused it (InsertFailed: no free NAT port). Src
+	// and Dst are the original tuple (the client, its destination), NATSrc
+	// the translated source, Netns the namespace that translated, Latency
+	// the NAT's port search (nf_nat_setup_info). No process: the kernel
+	// confirms in softirq. fentry and kprobe backends only.
+	NAT Kind = 6
 )
 
-var kindNames = [...]string{Connect: "connect", Alloc: "alloc", Bind: "bind", State: "state", TimeWait: "time_wait"}
+var kindNames = [...]string{Connect: "connect", Alloc: "alloc", Bind: "bind", State: "state", TimeWait: "time_wait", NAT: "nat"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -72,6 +79,9 @@ const (
 	Bound Flags = 8
 	// FixedPort: a Bind event for a port the caller named; Src's port is it.
 	FixedPort Flags = 16
+	// InsertFailed: a NAT event whose translated tuple conntrack refused
+	// (its insert_failed and drop counters rose, the packet was dropped).
+	InsertFailed Flags = 32
 )
 
 // TCPState is a kernel TCP state (include/net/tcp_states.h).
@@ -158,6 +168,11 @@ type Event struct {
 	// (setsockopt, Linux 6.3+): [low, high], each 0 when unset; zero on
 	// older kernels and for other events.
 	PortRange [2]uint16
+	// NATSrc is, for NAT events, the translated source address and port
+	// (the reply tuple's destination); Proto their IP protocol (6 TCP,
+	// 17 UDP). Zero for other events.
+	NATSrc netip.AddrPort
+	Proto  uint8
 }
 
 // Failed reports whether the event records a failed connection attempt or

@@ -47,6 +47,28 @@ func TestText(t *testing.T) {
 	}
 }
 
+// A NAT event prints its translated source and whether conntrack refused
+// it, with the search time; it is no client's failure or attempt.
+func TestNATEvent(t *testing.T) {
+	e := Event{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Kind: NAT, Flags: InsertFailed, Latency: 31 * time.Microsecond, Proto: 6,
+		Src: netip.MustParseAddrPort("10.77.1.2:50000"), Dst: netip.MustParseAddrPort("10.78.0.2:8080"), NATSrc: netip.MustParseAddrPort("10.78.0.1:41007")}
+	if line := e.Text(); !strings.HasSuffix(line, "insert_failed 10.78.0.1:41007 31µs") {
+		t.Errorf("NAT line %q", line)
+	}
+	b, _ := json.Marshal(&e)
+	var j JSON
+	if err := json.Unmarshal(b, &j); err != nil || j.Event != "nat" || j.NATSrc != "10.78.0.1:41007" || !j.InsertFailed || j.LatencyNS != 31000 {
+		t.Errorf("json %s (%v)", b, err)
+	}
+	if e.Failed() || e.Attempt() || e.Exhaustion() {
+		t.Error("a NAT event counted as a client's call")
+	}
+	e.Flags = 0
+	if line := e.Text(); !strings.HasSuffix(line, "as 10.78.0.1:41007 31µs") {
+		t.Errorf("NAT line %q", line)
+	}
+}
+
 func TestFilter(t *testing.T) {
 	e := sample()
 	for _, c := range []struct {

@@ -29,6 +29,10 @@ type JSON struct {
 	// PortRange is the socket's IP_LOCAL_PORT_RANGE, "low-high" (0 for
 	// a bound left unset), where it set one.
 	PortRange string `json:"ip_local_port_range,omitempty"`
+	// NATSrc is a NAT event's translated source; InsertFailed that
+	// conntrack refused it.
+	NATSrc       string `json:"nat_src,omitempty"`
+	InsertFailed bool   `json:"insert_failed,omitempty"`
 }
 
 // MarshalJSON writes the event as JSON.
@@ -38,7 +42,10 @@ func (e *Event) MarshalJSON() ([]byte, error) {
 		CgroupID: e.CgroupID, Netns: e.Netns, Src: e.Src.String(), Dst: e.Dst.String(),
 		Errno: ErrnoName(e.Errno), Cookie: e.Cookie,
 	}
-	if e.Kind == Alloc || e.Kind == Bind || e.Kind == Connect {
+	if e.Kind == NAT {
+		j.NATSrc, j.InsertFailed = e.NATSrc.String(), e.Flags&InsertFailed != 0
+	}
+	if e.Kind == Alloc || e.Kind == Bind || e.Kind == Connect || e.Kind == NAT {
 		j.LatencyNS = int64(e.Latency)
 		j.LatencyApprox = e.Flags&LatencyApprox != 0
 	}
@@ -67,6 +74,12 @@ func (e *Event) Text() string {
 		}
 	case TimeWait:
 		b.WriteString("TIME_WAIT")
+	case NAT:
+		result := "as " + addrPort(e.NATSrc)
+		if e.Flags&InsertFailed != 0 {
+			result = "insert_failed " + addrPort(e.NATSrc)
+		}
+		fmt.Fprintf(&b, "%s %s", result, e.Latency.Round(100*time.Nanosecond))
 	default:
 		if e.Errno == 0 {
 			b.WriteString("ok")

@@ -2,11 +2,13 @@ package export
 
 import (
 	"context"
+	"net/netip"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
+	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/nat"
 )
 
@@ -39,6 +41,7 @@ func (x *Exporter) ExportNAT(nats func() *nat.Summary) error {
 	insertFailed := counter("porttrace.conntrack.insert_failed", "{flow}", "New flows that found no unique tuple (conntrack -S insert_failed, summed over CPUs)")
 	drop := counter("porttrace.conntrack.drop", "{packet}", "Packets conntrack dropped (conntrack -S drop)")
 	earlyDrop := counter("porttrace.conntrack.early_drop", "{entry}", "Entries evicted because the table was full (conntrack -S early_drop)")
+	failures := gauge("porttrace.nat.failures", "{packet}", "Flows translated into the space that conntrack refused in the last minute (insert_failed; a SYN retransmission counts again): the NAT probe's, fentry and kprobe backends")
 	for _, err := range errs {
 		if err != nil {
 			return err
@@ -56,6 +59,9 @@ func (x *Exporter) ExportNAT(nats func() *nat.Summary) error {
 			set := metric.WithAttributeSet(attribute.NewSet(natAttrs(&sp)...))
 			o.ObserveInt64(used, int64(sp.Used), set)
 			o.ObserveInt64(usable, int64(sp.Ports), set)
+			if sp.Flows > 0 {
+				o.ObserveInt64(failures, int64(sp.Failures), set)
+			}
 		}
 		for i, c := range s.Tables {
 			if i == MaxNATTables {
@@ -69,8 +75,34 @@ func (x *Exporter) ExportNAT(nats func() *nat.Summary) error {
 			o.ObserveInt64(earlyDrop, int64(c.Stats.EarlyDrop), set)
 		}
 		return nil
-	}, used, usable, entries, limit, insertFailed, drop, earlyDrop)
+	}, used, usable, entries, limit, insertFailed, drop, earlyDrop, failures)
 	return err
+}
+
+// recordNAT records a NAT event's port search time (nf_nat_setup_info's)
+// in porttrace.port_alloc.duration, under its NAT space's attributes
+// (kind "nat"), for at most MaxNATSpaces spaces: the host's search and
+// the NAT's side by side.
+func (l *latencyRecorder) recordNAT(e *event.Event) {
+	k := natKey{e.Netns, e.Proto, e.NATSrc.Addr(), e.Dst}
+	l.mu.Lock()
+	opt, ok := l.nat[k]
+	if !ok && len(l.nat) < MaxNATSpaces {
+		sp := nat.Space{Netns: e.Netns, Proto: nat.ProtoName(e.Proto), Addr: e.NATSrc.Addr(), Dst: e.Dst}
+		opt, ok = metric.WithAttributeSet(attribute.NewSet(natAttrs(&sp)...)), true
+		l.nat[k] = opt
+	}
+	l.mu.Unlock()
+	if ok {
+		l.h.Record(context.Background(), e.Latency.Seconds(), opt)
+	}
+}
+
+type natKey struct {
+	netns uint32
+	proto uint8
+	addr  netip.Addr
+	dst   netip.AddrPort
 }
 
 // natAttrs names a NAT space as a host's is named, its kind "nat": the

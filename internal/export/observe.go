@@ -35,6 +35,8 @@ func (x *Exporter) Observe(e *event.Event) {
 	switch e.Kind {
 	case event.Alloc, event.Bind:
 		x.latency.record(e)
+	case event.NAT:
+		x.latency.recordNAT(e)
 	}
 	if e.Failed() {
 		x.logs.observe(e)
@@ -70,11 +72,12 @@ type latencyRecorder struct {
 	own    map[summary.SpaceKey]bool // as the last collection chose them
 	sets   map[summary.SpaceKey]metric.RecordOption
 	others map[uint32]metric.RecordOption // by namespace
+	nat    map[natKey]metric.RecordOption // NAT spaces (recordNAT)
 }
 
 func newLatencyRecorder(h metric.Float64Histogram, limit int, pods *netnsPods) *latencyRecorder {
 	return &latencyRecorder{h: h, limit: limit, pods: pods,
-		sets: map[summary.SpaceKey]metric.RecordOption{}, others: map[uint32]metric.RecordOption{}}
+		sets: map[summary.SpaceKey]metric.RecordOption{}, others: map[uint32]metric.RecordOption{}, nat: map[natKey]metric.RecordOption{}}
 }
 
 func (l *latencyRecorder) record(e *event.Event) {

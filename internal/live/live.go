@@ -139,6 +139,9 @@ func (m *Monitor) Add(e *event.Event) {
 		m.touched[e.Netns], m.last = true, e.Netns
 	}
 	m.mu.Unlock()
+	if m.nat != nil && e.Kind == event.NAT {
+		m.nat.observe(e)
+	}
 	if m.nat != nil && m.nat.pressure != nil && e.Failed() {
 		m.nat.pressure()
 	}

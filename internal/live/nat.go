@@ -64,6 +64,14 @@ func (m *Monitor) syncNAT(all []netns.Settings, sockets []event.SocketTable) err
 	return err
 }
 
+// observe counts a NAT event in the tracker: its space's figures show at
+// the next resync.
+func (n *natState) observe(e *event.Event) {
+	n.mu.Lock()
+	n.tr.Observe(e)
+	n.mu.Unlock()
+}
+
 // natSummary is the last NAT summary, nil when NAT is not tracked, with
 // each namespace named: by its pod where r labels it, else its names.
 func (m *Monitor) natSummary(r *summary.Summary) *nat.Summary {

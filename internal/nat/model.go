@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/porttrace/porttrace/internal/event"
+	"github.com/porttrace/porttrace/internal/summary"
+	"github.com/porttrace/porttrace/internal/window"
 )
 
 // Space is one NAT port space: the ports one translating namespace can
@@ -52,6 +54,20 @@ type Space struct {
 	// are the namespace's, not the space's alone.
 	InsertFailed uint64 `json:"insert_failed"`
 	Drop         uint64 `json:"drop"`
+	// Per flow, over the last minute, from the fentry and kprobe
+	// backends' NAT probe (zero elsewhere): Flows is the flows translated
+	// into this space that conntrack confirmed or refused; Failures those
+	// it refused (insert_failed: the NAT's port search found no free
+	// port), one per packet that tried, so a TCP client's SYN
+	// retransmissions each count; FailedFlows the distinct original
+	// tuples (client address and port) among them: the connection
+	// attempts that got no port. AllocLatency is the NAT's port search
+	// (nf_nat_setup_info's time), as the host spaces' alloc_latency.
+	Flows        uint64            `json:"flows,omitempty"`
+	Failures     uint64            `json:"failures,omitempty"`
+	FailedFlows  int               `json:"failed_flows,omitempty"`
+	AllocLatency summary.Durations `json:"alloc_latency"`
+	proto        uint8
 }
 
 // Full says whether every port of the space is held.
@@ -69,6 +85,9 @@ type Client struct {
 	// table of the client's namespace shows them.
 	PID  uint32 `json:"pid,omitempty"`
 	Comm string `json:"comm,omitempty"`
+	// Failures is its flows that the space refused over the last minute
+	// (the NAT probe's; see Space.Failures).
+	Failures uint64 `json:"failures,omitempty"`
 }
 
 // MaxClients bounds the clients listed per space.
@@ -143,6 +162,12 @@ type Tracker struct {
 	Window time.Duration
 	last   map[uint32]Table
 	hist   map[uint32][]stamp
+	// flows are the NAT probe's per-flow figures (Observe); flowSec the
+	// latest event's second. DroppedFlows counts events past the bound
+	// of spaces kept.
+	flows        map[flowKey]*flowSpace
+	flowSec      int64
+	DroppedFlows uint64
 }
 
 type stamp struct {
@@ -155,7 +180,7 @@ const maxStamps = 256
 
 // NewTracker returns a tracker whose counters rise over window.
 func NewTracker(window time.Duration) *Tracker {
-	return &Tracker{Window: window, last: map[uint32]Table{}, hist: map[uint32][]stamp{}}
+	return &Tracker{Window: window, last: map[uint32]Table{}, hist: map[uint32][]stamp{}, flows: map[flowKey]*flowSpace{}}
 }
 
 // Add takes one round of readings (every namespace read at one time);
@@ -186,6 +211,14 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 	out := &Summary{Spaces: []Space{}, Tables: []Conntrack{}}
 	owner := addrOwners(tr.last)
 	procs := socketOwners(sockets)
+	var readAt time.Time
+	for _, t := range tr.last {
+		if t.Time.After(readAt) {
+			readAt = t.Time
+		}
+	}
+	now := tr.flowNow(readAt)
+	tr.expireFlows(now)
 	var inodes []uint32
 	for ns := range tr.last {
 		inodes = append(inodes, ns)
@@ -212,7 +245,7 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 		out.Tables = append(out.Tables, c)
 		sp, dropped := spaces(&t, owner, procs)
 		out.Tables[len(out.Tables)-1].DroppedSpaces = dropped
-		for _, s := range sp {
+		for _, s := range tr.withFlows(&t, sp, owner, now) {
 			s.InsertFailed, s.Drop = c.Rise.InsertFailed, c.Rise.Drop
 			out.Spaces = append(out.Spaces, s)
 		}
@@ -221,6 +254,62 @@ func (tr *Tracker) Summary(sockets []event.SocketTable) *Summary {
 		return cmp.Compare(float64(b.Used)/float64(max(b.Ports, 1)), float64(a.Used)/float64(max(a.Ports, 1)))
 	})
 	return out
+}
+
+// withFlows adds to one namespace's spaces their per-flow figures, and
+// the spaces that refused flows but hold no entry in t (read before
+// them): sized by the rule that matches, with nothing used.
+func (tr *Tracker) withFlows(t *Table, sp []Space, owner map[netip.Addr]uint32, now int64) []Space {
+	if len(tr.flows) == 0 {
+		return sp
+	}
+	seen := map[spaceKey]bool{}
+	for i := range sp {
+		s := &sp[i]
+		k := spaceKey{s.proto, s.Addr, s.Dst}
+		seen[k] = true
+		if f := tr.flows[flowKey{t.Netns, k}]; f != nil {
+			f.fill(s, now, owner)
+			sortClients(s)
+		}
+	}
+	for k, f := range tr.flows {
+		if k.netns != t.Netns || seen[k.space] || f.failures.Recent(now, window.Span) == 0 || len(sp) >= MaxSpaces {
+			continue
+		}
+		e := Entry{Proto: k.space.proto, Dst: k.space.dst, NATSrc: netip.AddrPortFrom(k.space.addr, 0)}
+		s := Space{Netns: t.Netns, Proto: ProtoName(e.Proto), proto: e.Proto, Addr: e.NATSrc.Addr(), Dst: e.Dst, ByState: map[string]int{}, Addrs: 1, Ports: DefaultPorts(1024)}
+		if r := ruleForAddr(t.Rules, e); r != nil {
+			s.Rule, s.Ports, s.Addrs, s.FullyRandom, s.PortMin, s.PortMax = r.String(), r.Ports(1024), r.Addrs(), r.FullyRandom, r.PortMin, r.PortMax
+		}
+		f.fill(&s, now, owner)
+		sortClients(&s)
+		sp = append(sp, s)
+	}
+	return sp
+}
+
+// ruleForAddr is the first NAT rule that could have translated flows
+// toward e.Dst to e.NATSrc's address, whatever their source.
+func ruleForAddr(rules []Rule, e Entry) *Rule {
+	for i := range rules {
+		r := &rules[i]
+		if r.NAT() && (r.Proto == 0 || r.Proto == e.Proto) && r.Dst.ok(e.Dst.Addr()) && r.Covers(netip.AddrPortFrom(e.NATSrc.Addr(), max(r.PortMin, 1))) {
+			return r
+		}
+	}
+	return nil
+}
+
+// sortClients orders a space's clients by the ports they hold, then the
+// flows refused, and keeps MaxClients.
+func sortClients(s *Space) {
+	slices.SortFunc(s.Clients, func(x, y Client) int {
+		return cmp.Or(cmp.Compare(y.Used, x.Used), cmp.Compare(y.Failures, x.Failures), x.Addr.Compare(y.Addr))
+	})
+	if len(s.Clients) > MaxClients {
+		s.Clients = s.Clients[:MaxClients]
+	}
 }
 
 // MaxSpaces bounds the NAT spaces of one namespace that are computed:
@@ -299,7 +388,7 @@ func spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 		}
 		a := byKey[k]
 		if a == nil {
-			a = &acc{s: Space{Netns: t.Netns, Proto: ProtoName(e.Proto), Addr: k.addr, Dst: e.Dst, ByState: map[string]int{}, Addrs: 1}, ports: map[uint16]bool{}, clients: map[netip.Addr]*clientAcc{}}
+			a = &acc{s: Space{Netns: t.Netns, Proto: ProtoName(e.Proto), proto: e.Proto, Addr: k.addr, Dst: e.Dst, ByState: map[string]int{}, Addrs: 1}, ports: map[uint16]bool{}, clients: map[netip.Addr]*clientAcc{}}
 			a.rule = ruleFor(t.Rules, e)
 			a.s.Ports = DefaultPorts(e.Src.Port())
 			if a.rule != nil {
@@ -335,12 +424,7 @@ func spaces(t *Table, owner map[netip.Addr]uint32, procs map[[2]netip.AddrPort]p
 		for _, c := range a.clients {
 			a.s.Clients = append(a.s.Clients, c.named())
 		}
-		slices.SortFunc(a.s.Clients, func(x, y Client) int {
-			return cmp.Or(cmp.Compare(y.Used, x.Used), x.Addr.Compare(y.Addr))
-		})
-		if len(a.s.Clients) > MaxClients {
-			a.s.Clients = a.s.Clients[:MaxClients]
-		}
+		sortClients(&a.s)
 		out = append(out, a.s)
 	}
 	return out, dropped

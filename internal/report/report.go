@@ -208,6 +208,7 @@ func (f *feed) apply(rec capture.Record) {
 		f.nat.conntrack(rec.Conntrack)
 	case rec.Event != nil:
 		f.agg.Add(rec.Event)
+		f.nat.tr.Observe(rec.Event)
 	}
 }
 

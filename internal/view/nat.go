@@ -9,7 +9,10 @@ import (
 )
 
 // NATHeader is the NAT space table's column header.
-const NATHeader = "NAT SPACE (translated)                       NETNS       TOP CLIENTS                            INS_FAIL DROP     USED/PORTS   USED%   RULE"
+// FAILED and ALLOC p50/p99 are the NAT probe's (fentry, kprobe): the
+// flows refused in the last minute and the NAT's port search time; "-"
+// where no probe counted a flow.
+const NATHeader = "NAT SPACE (translated)                       NETNS       TOP CLIENTS                            INS_FAIL DROP     USED/PORTS   USED%   FAILED   ALLOC p50/p99   RULE"
 
 // NAT is the NAT space table and each translating namespace's conntrack
 // table, as lines under their headers; nil when the frame has none.
@@ -46,7 +49,19 @@ func natRow(r *nat.Space) string {
 		if len(c.Names) > 0 {
 			who = c.Names[0]
 		}
-		cl = append(cl, fmt.Sprintf("%s %d", who, c.Used))
+		if c.Failures > 0 {
+			who += fmt.Sprintf(" %d (%d failed)", c.Used, c.Failures)
+		} else {
+			who += fmt.Sprintf(" %d", c.Used)
+		}
+		cl = append(cl, who)
+	}
+	failed, lat := "-", "-"
+	if r.Flows > 0 {
+		failed = fmt.Sprint(r.Failures)
+	}
+	if r.AllocLatency.Count > 0 {
+		lat = micros(r.AllocLatency.P50) + "/" + micros(r.AllocLatency.P99)
 	}
 	rule := r.Rule
 	if rule == "" {
@@ -54,9 +69,9 @@ func natRow(r *nat.Space) string {
 	} else if _, after, ok := strings.Cut(rule, ": "); ok {
 		rule = after
 	}
-	return fmt.Sprintf("%-44s %-11s %-38s %-8d %-8d %-12s %-7s %s",
+	return fmt.Sprintf("%-44s %-11s %-38s %-8d %-8d %-12s %-7s %-8s %-15s %s",
 		clip(fmt.Sprintf("NAT %s %s->%s", r.Proto, r.Addr, r.Dst), 44), natNetns(r.Netns, r.Names), clip(strings.Join(cl, ", "), 38),
-		r.InsertFailed, r.Drop, count(r.Used)+"/"+count(r.Ports), fmt.Sprintf("%.1f%%", 100*float64(r.Used)/float64(max(r.Ports, 1))), rule)
+		r.InsertFailed, r.Drop, count(r.Used)+"/"+count(r.Ports), fmt.Sprintf("%.1f%%", 100*float64(r.Used)/float64(max(r.Ports, 1))), failed, lat, rule)
 }
 
 func natNetns(ino uint32, names []string) string {

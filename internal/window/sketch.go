@@ -1,4 +1,4 @@
-package aggregate
+package window
 
 import (
 	"time"
@@ -20,8 +20,9 @@ const (
 	sketchMaxBins  = 512
 )
 
-// sketches is a streaming histogram of durations over a rolling minute.
-type sketches struct {
+// Sketch is a streaming histogram of durations over a rolling minute,
+// by second index as Counter: at most 4 KiB per 10-second slot.
+type Sketch struct {
 	slots [sketchSlots]*ddsketch.DDSketch
 	max   [sketchSlots]time.Duration
 	epoch [sketchSlots]int64 // which 10 s period each slot holds
@@ -35,7 +36,8 @@ func newSketch() *ddsketch.DDSketch {
 	return s
 }
 
-func (d *sketches) Add(sec int64, v time.Duration) {
+// Add records v in second sec; a value a minute late is dropped.
+func (d *Sketch) Add(sec int64, v time.Duration) {
 	epoch := sec / sketchSlotLen
 	i := epoch % sketchSlots
 	if d.slots[i] == nil {
@@ -52,8 +54,8 @@ func (d *sketches) Add(sec int64, v time.Duration) {
 	d.max[i] = max(d.max[i], v)
 }
 
-// summary merges the slots of the last minute as seen at sec.
-func (d *sketches) summary(sec int64) summary.Durations {
+// Summary merges the slots of the last minute as seen at sec.
+func (d *Sketch) Summary(sec int64) summary.Durations {
 	var s summary.Durations
 	merged := newSketch()
 	epoch := sec / sketchSlotLen
@@ -74,7 +76,7 @@ func (d *sketches) summary(sec int64) summary.Durations {
 }
 
 // Merge adds o's slots into d (eviction into "other").
-func (d *sketches) Merge(o *sketches) {
+func (d *Sketch) Merge(o *Sketch) {
 	for i, sk := range o.slots {
 		if sk == nil {
 			continue
