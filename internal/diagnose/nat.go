@@ -44,7 +44,7 @@ func NAT(n *nat.Summary, host *summary.Summary) []Finding {
 		situation := natSituation(s, host, nets[s.Netns])
 		for _, rule := range natRules {
 			if f, ok := rule(s); ok {
-				f.Space, f.Situation = natWhere(s), situation
+				f.Space, f.Situation = NATWhere(s), situation
 				f.Netns, f.Src, f.Dst, f.DPort = s.Netns, s.Addr.String(), s.Dst.Addr().String(), s.Dst.Port()
 				out = append(out, f)
 			}
@@ -65,7 +65,15 @@ func natUnderPressure(s *nat.Space) bool {
 	return float64(s.Used) >= natPressure*float64(s.Ports) || s.InsertFailed > 0 && 2*s.Used >= s.Ports
 }
 
-func natWhere(s *nat.Space) string {
+// The rules about a namespace's conntrack table as a whole rather than
+// one NAT space.
+const (
+	RuleTableFull  = "conntrack-table-full"
+	RuleCollisions = "nat-port-collisions"
+)
+
+// NATWhere names a NAT space as its findings' Space does.
+func NATWhere(s *nat.Space) string {
 	return fmt.Sprintf("NAT %s %s->%s (netns %d)", s.Proto, s.Addr, s.Dst, s.Netns)
 }
 
@@ -232,7 +240,7 @@ func tableFull(c *nat.Conntrack) (Finding, bool) {
 		return Finding{}, false
 	}
 	return Finding{
-		Rule:      "conntrack-table-full",
+		Rule:      RuleTableFull,
 		Space:     fmt.Sprintf("conntrack table (netns %d)", c.Netns),
 		Netns:     c.Netns,
 		Situation: fmt.Sprintf("%s of %s entries (nf_conntrack_count of nf_conntrack_max); early_drop +%d, drop +%d in %.0f s", humanize.Comma(int64(c.Count)), humanize.Comma(int64(c.Max)), c.Rise.EarlyDrop, c.Rise.Drop, c.Seconds),
@@ -258,7 +266,7 @@ func collisions(c *nat.Conntrack, full bool, spaces []nat.Space) (Finding, bool)
 		return Finding{}, false
 	}
 	return Finding{
-		Rule:      "nat-port-collisions",
+		Rule:      RuleCollisions,
 		Space:     fmt.Sprintf("NAT (netns %d)", c.Netns),
 		Netns:     c.Netns,
 		Situation: fmt.Sprintf("conntrack insert_failed +%d, drop +%d in %.0f s with no NAT space full", c.Rise.InsertFailed, c.Rise.Drop, c.Seconds),

@@ -7,6 +7,7 @@ import (
 	"github.com/porttrace/porttrace/internal/frame"
 
 	"github.com/porttrace/porttrace/internal/diagnose"
+	"github.com/porttrace/porttrace/internal/nat"
 	"github.com/porttrace/porttrace/internal/summary"
 )
 
@@ -105,10 +106,76 @@ func (s Select) Filter(r *summary.Summary, findings []diagnose.Finding) (*summar
 	return &out, fs
 }
 
-// Apply is f with only what s keeps.
+// Apply is f with only what s keeps: of the NAT, the spaces FilterNAT
+// keeps, their namespaces' conntrack tables and their findings.
 func (s Select) Apply(f frame.Frame) frame.Frame {
+	all := f.Findings
 	f.Summary, f.Findings = s.Filter(f.Summary, f.Findings)
+	if f.NAT != nil && !s.Empty() {
+		f.NAT = s.FilterNAT(f.NAT, f.Summary)
+		f.Findings = append(f.Findings, natFindings(f.NAT, all)...)
+	}
 	return f
+}
+
+// FilterNAT is a copy of n with the NAT spaces s keeps, given the host
+// figures it kept (kept): those toward the destination asked for that
+// translate in the namespace asked for, or for a client there (a pod
+// behind the node); with processes asked for, those with a client in the
+// namespace of a kept port space or a client process that matches. The
+// conntrack tables kept are those of the namespace asked for and of the
+// spaces kept.
+func (s Select) FilterNAT(n *nat.Summary, kept *summary.Summary) *nat.Summary {
+	nets := map[uint32]bool{}
+	if s.byProcess() && kept != nil {
+		for i := range kept.Spaces {
+			nets[kept.Spaces[i].Netns] = true
+		}
+	}
+	out := &nat.Summary{Time: n.Time, Spaces: []nat.Space{}, Tables: []nat.Conntrack{}}
+	tables := map[uint32]bool{s.Netns: s.Netns != 0 && !s.byProcess()}
+	for i := range n.Spaces {
+		if sp := &n.Spaces[i]; s.natSpace(sp, nets) {
+			out.Spaces, tables[sp.Netns] = append(out.Spaces, *sp), true
+		}
+	}
+	for _, t := range n.Tables {
+		if tables[t.Netns] {
+			out.Tables = append(out.Tables, t)
+		}
+	}
+	return out
+}
+
+func (s Select) natSpace(sp *nat.Space, nets map[uint32]bool) bool {
+	if (s.DPort != 0 && sp.Dst.Port() != s.DPort) || (s.Dst.IsValid() && sp.Dst.Addr().Unmap() != s.Dst.Unmap()) {
+		return false
+	}
+	if s.Netns != 0 && sp.Netns != s.Netns && !slices.ContainsFunc(sp.Clients, func(c nat.Client) bool { return c.Netns == s.Netns }) {
+		return false
+	}
+	return !s.byProcess() || slices.ContainsFunc(sp.Clients, func(c nat.Client) bool {
+		return nets[c.Netns] || c.PID != 0 && s.process(who{pid: c.PID, comm: c.Comm})
+	})
+}
+
+// natFindings are the findings of all about the NAT spaces and conntrack
+// tables that n kept.
+func natFindings(n *nat.Summary, all []diagnose.Finding) []diagnose.Finding {
+	kept, tables := map[string]bool{}, map[uint32]bool{}
+	for i := range n.Spaces {
+		kept[diagnose.NATWhere(&n.Spaces[i])] = true
+	}
+	for _, t := range n.Tables {
+		tables[t.Netns] = true
+	}
+	var out []diagnose.Finding
+	for _, f := range all {
+		if kept[f.Space] || (f.Rule == diagnose.RuleTableFull || f.Rule == diagnose.RuleCollisions) && tables[f.Netns] {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Selected is a Source that shows only what Select keeps.
