@@ -327,10 +327,17 @@ func TestKernelNestedStateChanges(t *testing.T) {
 			synSent, tw, lost, res.Attempts, ssTW)
 	}
 	// Not yet required: pt_state_nested once in about 50,000 connections
-	// does a SYN_SENT that pt_state did too, and now and then a burst of a
-	// few dozen consecutive connections' TIME_WAIT transitions sends nothing with no skip counted
-	// (seen on 6.18 with and without pt_state_nested); the socket-table
-	// round after sets the counts right.
+	// does a SYN_SENT that pt_state did too. And the development VM's
+	// kernel (6.18.44-fc) calls no tracepoint probe while the current
+	// task is a thread of its PID 1 agent: in one run tp_btf sched_switch
+	// saw 37 switches to such a thread and none away from one, and
+	// sys_enter none of their syscalls. A softirq that runs on leaving an
+	// interrupt of that thread closes sockets unseen, a burst at a time:
+	// up to 9 TIME_WAIT transitions in 22,000 connections that sock_ops'
+	// STATE_CB saw and neither pt_state nor a perf program on the same
+	// tracepoint did, none counted as skipped. Mainline's
+	// __bpf_trace_run skips a program only for recursion, which it
+	// counts. The socket-table round after sets the counts right.
 	if tw < ssTW || synSent > res.Attempts {
 		t.Logf("%d SYN_SENT, %d TIME_WAIT events; ss lists %d", synSent, tw, ssTW)
 	}
