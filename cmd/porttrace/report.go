@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/porttrace/porttrace/internal/report"
+	"github.com/porttrace/porttrace/internal/view"
 )
 
 func newReport() *cobra.Command {
@@ -54,11 +55,7 @@ is printed first, then one line on stderr says where reading stopped.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			r.Final, _ = sel.Filter(r.Final, nil)
-			r.Peak, r.Findings = sel.Filter(r.Peak, r.Findings)
-			if r.Peak == nil {
-				_, r.Findings = sel.Filter(r.Final, r.Findings)
-			}
+			selectReport(r, sel)
 			if err := writeReport(cmd.OutOrStdout(), r, asJSON, markdown); err != nil {
 				return err
 			}
@@ -70,6 +67,26 @@ is printed first, then one line on stderr says where reading stopped.`,
 	registerMaxMemory(cmd, &mem)
 	ff.register(cmd, false)
 	return cmd
+}
+
+// selectReport keeps of r what sel keeps: its summaries, the NAT they
+// concern, and the findings of both.
+func selectReport(r *report.Report, sel view.Select) {
+	if sel.Empty() {
+		return
+	}
+	all := r.Findings
+	r.Final, _ = sel.Filter(r.Final, nil)
+	r.Peak, r.Findings = sel.Filter(r.Peak, r.Findings)
+	kept := r.Peak
+	if r.Peak == nil {
+		_, r.Findings = sel.Filter(r.Final, r.Findings)
+		kept = r.Final
+	}
+	if r.NAT != nil {
+		r.NAT = sel.FilterNAT(r.NAT, kept)
+		r.Findings = append(r.Findings, view.NATFindings(r.NAT, all)...)
+	}
 }
 
 // registerMaxMemory adds --max-memory, for the commands that read captures.

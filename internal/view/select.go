@@ -113,7 +113,7 @@ func (s Select) Apply(f frame.Frame) frame.Frame {
 	f.Summary, f.Findings = s.Filter(f.Summary, f.Findings)
 	if f.NAT != nil && !s.Empty() {
 		f.NAT = s.FilterNAT(f.NAT, f.Summary)
-		f.Findings = append(f.Findings, natFindings(f.NAT, all)...)
+		f.Findings = append(f.Findings, NATFindings(f.NAT, all)...)
 	}
 	return f
 }
@@ -159,9 +159,9 @@ func (s Select) natSpace(sp *nat.Space, nets map[uint32]bool) bool {
 	})
 }
 
-// natFindings are the findings of all about the NAT spaces and conntrack
-// tables that n kept.
-func natFindings(n *nat.Summary, all []diagnose.Finding) []diagnose.Finding {
+// NATFindings are the findings of all about the NAT spaces and conntrack
+// tables of n (as FilterNAT kept them).
+func NATFindings(n *nat.Summary, all []diagnose.Finding) []diagnose.Finding {
 	kept, tables := map[string]bool{}, map[uint32]bool{}
 	for i := range n.Spaces {
 		kept[diagnose.NATWhere(&n.Spaces[i])] = true
