@@ -45,6 +45,10 @@ func TestSumsRenamed(t *testing.T) {
 	// rename takes their counts along.
 	s.add(c, set("all"), 9)
 	checkSums(t, "b evicted, c renamed", collect(3*time.Second), map[string]uint64{"own+pod": 16, "shared": 10, "all": 4})
+	// b comes back, its count started again from 0: its series counts on.
+	s.add(b, set("all"), 2)
+	s.add(c, set("all"), 9)
+	checkSums(t, "b back", collect(4*time.Second), map[string]uint64{"own+pod": 16, "shared": 10, "all": 6})
 }
 
 func checkSums(t *testing.T, step string, got, want map[string]uint64) {
@@ -114,7 +118,7 @@ func TestSeriesKeepCountsWhenRelabelled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		named := false
+		found := false
 		for _, mf := range mfs {
 			if mf.GetName() != "porttrace_connect_failures_total" {
 				continue
@@ -138,13 +142,13 @@ func TestSeriesKeepCountsWhenRelabelled(t *testing.T) {
 					t.Errorf("%s: series %v, want own %v and the pod %q", st.name, l, st.own, st.proc.Pod())
 					continue
 				}
-				named = true
+				found = true
 				if v != 15 {
 					t.Errorf("%s: %v = %v, want the client's 15", st.name, l, v)
 				}
 			}
 		}
-		if !named {
+		if !found {
 			t.Errorf("%s: no failure series names the client's space", st.name)
 		}
 	}
