@@ -1,12 +1,18 @@
 package export
 
 import (
+	"context"
+	"net/netip"
 	"testing"
+	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/cri"
+	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/live"
 	"github.com/porttrace/porttrace/internal/summary"
 )
@@ -92,5 +98,50 @@ func TestPodLabelsAgree(t *testing.T) {
 				t.Errorf("%s: metrics label the space %q (events seen: %v), the live view %q", tc.name, got.Pod(), p != nil, want)
 			}
 		}
+	}
+}
+
+// TestLatencyPodLabelsArriveLate: the port search histogram of a pod's
+// space carries the pod's names once the runtime gives them, though the
+// space's first searches were recorded before it did (a two-container
+// pod on a node whose cgroup paths carry no pod UID is the pod's only
+// from then on).
+func TestLatencyPodLabelsArriveLate(t *testing.T) {
+	const netns = 4026532999
+	rd := sdkmetric.NewManualReader()
+	h, err := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd)).Meter("t").Float64Histogram(latencyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := false
+	pods := newNetnsPods(nil, cgroup.NewResolver())
+	pods.named = func(short string) (cri.Names, bool) {
+		return cri.Names{Pod: "client", Namespace: "shop", PodUID: "11111111-2222-4333-8444-555555555555"}, answers
+	}
+	pods.pods.Note(netns, cgroup.Process{Container: "aaaaaaaaaaaa"})
+	pods.pods.Note(netns, cgroup.Process{Container: "a2a2a2a2a2a2"})
+	rec := newLatencyRecorder(h, 10, pods)
+	e := event.Event{Kind: event.Alloc, Netns: netns, Latency: time.Microsecond,
+		Src: netip.MustParseAddrPort("10.0.0.2:40000"), Dst: upstream}
+	rec.record(&e)
+	answers = true
+	rec.keep(map[summary.SpaceKey]bool{summary.SpaceOf(&e): true}) // the next collection
+	rec.record(&e)
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	named := uint64(0)
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			for _, p := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				if v, ok := p.Attributes.Value(semconv.K8SPodNameKey); ok && v.AsString() == "client" {
+					named += p.Count
+				}
+			}
+		}
+	}
+	if named != 1 {
+		t.Errorf("%d searches recorded under the pod's name, want the 1 made after the runtime answered", named)
 	}
 }
