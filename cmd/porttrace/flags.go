@@ -97,7 +97,7 @@ func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
 		return nil, err
 	}
 	if !f.quiet {
-		fmt.Fprintln(stderr, backendLine(t, f.syscalls))
+		fmt.Fprintln(stderr, backendLine(t.Backend(), t.Attempts(), f.syscalls))
 	}
 	return t, nil
 }
@@ -105,17 +105,17 @@ func (f *tracerFlags) open(stderr io.Writer) (*tracer.Tracer, error) {
 // backendLine says, in one line, which backend traces, what it cannot
 // see, and why each better one was refused or which optional hook is
 // missing.
-func backendLine(t *tracer.Tracer, syscalls bool) string {
+func backendLine(b tracer.Backend, attempts []tracer.Attempt, syscalls bool) string {
 	note := "port search latency is exact"
-	if !t.Backend().ExactLatency() {
+	if !b.ExactLatency() {
 		note = "port search latency is approximate (bracketed by neighbouring hooks)"
 	}
-	if !t.Backend().SeesEarlyFailures() && !syscalls {
+	if !b.SeesEarlyFailures() && !syscalls {
 		note += "; connect() failures before any TCP state change are not seen (--syscalls adds them, at a cost to every syscall), " +
 			"bind() failures only while a bind() pool is under pressure (the bind() syscall tracepoints attach then)"
 	}
 	var why []string
-	for _, a := range t.Attempts() {
+	for _, a := range attempts {
 		if a.Err != nil {
 			why = append(why, fmt.Sprintf("%s refused: %v", a.Backend, a.Err))
 		}
@@ -140,7 +140,7 @@ func backendLine(t *tracer.Tracer, syscalls bool) string {
 			why = append(why, fmt.Sprintf("optional %s missing %s", hooks, r))
 		}
 	}
-	line := fmt.Sprintf("porttrace: tracing with the %s backend; %s", t.Backend(), note)
+	line := fmt.Sprintf("porttrace: tracing with the %s backend; %s", b, note)
 	if len(why) > 0 {
 		line += " [" + strings.Join(why, "; ") + "]"
 	}

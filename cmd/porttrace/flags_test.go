@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/porttrace/porttrace/tracer"
 )
 
 // TestParseSize checks the spellings operators type, with go-humanize's
@@ -25,6 +28,28 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		} else if !strings.Contains(err.Error(), "4.0 KiB") || !strings.Contains(err.Error(), "1.0 GiB") {
 			t.Errorf("%q: %v does not state the limits", bad, err)
+		}
+	}
+}
+
+// TestBackendLineRefused: with the better backends refused and an optional
+// hook missing, what the backend is, what it cannot see and every reason
+// stay one line (issue 23: it was three). TestBackendOneLine runs the
+// command on the machine's kernel, which may refuse none.
+func TestBackendLineRefused(t *testing.T) {
+	attempts := []tracer.Attempt{
+		{Backend: tracer.Fentry, Err: errors.New("BPF trampolines unsupported")},
+		{Backend: tracer.Kprobe, Err: errors.New("kprobes disabled")},
+		{Backend: tracer.Tracepoint, Hooks: []tracer.HookStatus{{Name: "sock_ops", Optional: "SYN_SENT timing", Err: errors.New("no cgroup2")}}},
+	}
+	line := backendLine(tracer.Tracepoint, attempts, false)
+	if strings.Contains(line, "\n") {
+		t.Fatalf("more than one line:\n%s", line)
+	}
+	for _, want := range []string{"tracing with the tracepoint backend", "approximate", "--syscalls",
+		"fentry refused: BPF trampolines unsupported", "kprobe refused: kprobes disabled", "optional hook sock_ops missing (SYN_SENT timing): no cgroup2"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%q lacks %q", line, want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/cri"
+	"github.com/porttrace/porttrace/internal/live"
 )
 
 // criFlag is --cri-socket, of top and agent.
@@ -37,14 +38,14 @@ func (f *criFlag) start(stderr io.Writer) (names *cri.Cache, stop func(), err er
 }
 
 // byShortID names a pod by its container's short id, the one summaries carry.
-func byShortID(c *cri.Cache, where *cgroup.Resolver) func(short string) (pod, namespace string, ok bool) {
-	return func(short string) (string, string, bool) {
+func byShortID(c *cri.Cache, where *cgroup.Resolver) func(short string) (live.PodNames, bool) {
+	return func(short string) (live.PodNames, bool) {
 		w, ok := where.Lookup(short)
 		if !ok {
-			return "", "", false
+			return live.PodNames{}, false
 		}
 		n, ok := c.Lookup(w.ContainerID)
-		return n.Pod, n.Namespace, ok
+		return live.PodNames{Pod: n.Pod, Namespace: n.Namespace, UID: n.PodUID}, ok
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -120,6 +121,7 @@ func traceJSON(e *event.Event, where *cgroup.Resolver, names *cri.Cache) string 
 		if names != nil {
 			if n, ok := names.Lookup(full.ContainerID); ok {
 				w.PodName, w.PodNamespace, w.ContainerName = n.Pod, n.Namespace, n.Container
+				w.PodUID = cmp.Or(w.PodUID, n.PodUID) // the cgroup path may lack it
 			}
 		}
 	}

@@ -23,6 +23,10 @@ import (
 // opens 15 connections that it holds, so 5 find no port.
 const clientPorts = "40000 40009"
 
+// sidecarRefused is how many connect()s the client pod's second container
+// makes to a closed port of the server pod.
+const sidecarRefused = 3
+
 type node struct {
 	t        *testing.T
 	run, bin string
@@ -67,7 +71,8 @@ func image(t *testing.T, name, archive string, entrypoint string) {
 // pod with 10 ports, so 5 connect()s fail with EADDRNOTAVAIL; Prometheus
 // from Debian, scraping the agent's pod (found through the API server),
 // must hold those 5 under the client's pod, namespace and
-// container, for the process and for the pod's port space. kubectl delete
+// container, for the process and for the pod's port space; the pod's
+// second container's refused connects under its own container. kubectl delete
 // and helm uninstall leave no pod or container; stopping the node leaves
 // no process, mount, interface, network namespace or NAT rule. Beside
 // that, the Collector's k8sattributes must name the client's failures
@@ -156,10 +161,16 @@ func TestCluster(t *testing.T) {
 	// off the node, through the masquerade, held 40 s.
 	script := fmt.Sprintf(`for i in $(seq 15); do (sleep 20 | nc %s 8080 2>&1 | grep -c 'Cannot assign requested address' | sed 's/^/server /') & done; `+
 		`for i in $(seq %d); do (sleep 40 | nc %s %d >/dev/null 2>&1) & done; wait`, serverIP, upConns, upAddr, upPort)
+	// A second container connects too, refused by the server pod's port
+	// 9 (a port space of its own): on this node the cgroup paths carry no
+	// pod UID, and the pod's namespace is the pod's only by the UID the
+	// runtime gives both containers.
+	sidecar := fmt.Sprintf(`sleep 2; for i in $(seq %d); do nc %s 9 </dev/null; done; sleep 30`, sidecarRefused, serverIP)
 	t0 = time.Now()
 	n.apply(fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"client","namespace":"shop","labels":{"app":"client"}},"spec":{"restartPolicy":"Never",
 		"securityContext":{"sysctls":[{"name":"net.ipv4.ip_local_port_range","value":%q}]},
-		"containers":[{"name":"nc","image":"localhost/busybox:local","imagePullPolicy":"Never","command":["/bin/busybox","sh","-c",%q]}]}}`, clientPorts, script))
+		"containers":[{"name":"nc","image":"localhost/busybox:local","imagePullPolicy":"Never","command":["/bin/busybox","sh","-c",%q]},
+		{"name":"sidecar","image":"localhost/busybox:local","imagePullPolicy":"Never","command":["/bin/busybox","sh","-c",%q]}]}}`, clientPorts, script, sidecar))
 	checkNAT(t, prom, up, host, n.waitRunning("shop", "app=client"))
 	t.Logf("NAT space checked %s after the client pod was applied", time.Since(t0).Round(time.Second))
 	t0 = time.Now()
@@ -193,15 +204,16 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("setup: the client saw %d EADDRNOTAVAIL, want 5 (15 connections, 10 ports)", failed)
 	}
 	pod := `k8s_pod_name="client",k8s_namespace_name="shop"`
-	for _, q := range []string{
-		`sum(porttrace_process_connect_failures_total{` + pod + `,k8s_container_name="nc",error_type="EADDRNOTAVAIL"})`,
-		`sum(porttrace_connect_failures_total{` + pod + `,error_type="EADDRNOTAVAIL",server_port="8080"})`,
+	for q, want := range map[string]int{
+		`sum(porttrace_process_connect_failures_total{` + pod + `,k8s_container_name="nc",error_type="EADDRNOTAVAIL"})`:     failed,
+		`sum(porttrace_connect_failures_total{` + pod + `,error_type="EADDRNOTAVAIL",server_port="8080"})`:                  failed,
+		`sum(porttrace_process_connect_failures_total{` + pod + `,k8s_container_name="sidecar",error_type="ECONNREFUSED"})`: sidecarRefused,
 	} {
-		prom.waitValue(t, q, failed)
+		prom.waitValue(t, q, want)
 	}
-	t.Logf("Prometheus holds the client's %d EADDRNOTAVAIL under its pod, namespace and container", failed)
+	t.Logf("Prometheus holds the client's %d EADDRNOTAVAIL under its pod, namespace and container, its two containers seen", failed)
 	checkCollector(t, rcv, n.kubectl("-n", "shop", "get", "pod", "client", "-o", "jsonpath={.metadata.uid}"),
-		strings.TrimPrefix(n.kubectl("-n", "shop", "get", "pod", "client", "-o", "jsonpath={.status.containerStatuses[0].containerID}"), "containerd://"), failed)
+		strings.TrimPrefix(n.kubectl("-n", "shop", "get", "pod", "client", "-o", `jsonpath={.status.containerStatuses[?(@.name=="nc")].containerID}`), "containerd://"), failed)
 	t.Logf("client's failures in, Prometheus and the Collector checked in %s", time.Since(t0).Round(time.Second))
 
 	t0 = time.Now()

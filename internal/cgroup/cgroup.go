@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -146,34 +147,89 @@ func (r *Resolver) Lookup(short string) (Workload, bool) {
 // NetnsPods labels network namespaces by pod, the one place porttrace
 // does: every container of a pod shares one network namespace, so a
 // namespace is a pod's when every process seen in it is that pod's (by
-// PodKey). A namespace in which processes of two pods, or of a pod and of
-// none, are seen (the host's, with hostNetwork pods) belongs to no pod.
-// The live view labels each summary's namespaces with a fresh one; the
-// exporter keeps one fed from events. Safe for concurrent use.
+// PodKey, with the pod UID that the container runtime gives a container
+// whose cgroup path has none). A namespace in which processes of two
+// pods, or of a pod and of none, are seen (the host's, with hostNetwork
+// pods) belongs to no pod. The live view labels each summary's namespaces
+// with a fresh one; the exporter keeps one fed from events. Safe for
+// concurrent use.
 type NetnsPods struct {
-	mu  sync.RWMutex
-	pod map[uint32]Process // by namespace inode; zero when shared
+	podUID func(container string) string
+	mu     sync.RWMutex
+	seen   map[uint32]*netnsSeen // by namespace inode
 }
 
-// NewNetnsPods returns a NetnsPods that has seen no process.
-func NewNetnsPods() *NetnsPods { return &NetnsPods{pod: map[uint32]Process{}} }
+// netnsSeen: the distinct processes seen in a namespace, or shared once
+// it is known to be no single pod's.
+type netnsSeen struct {
+	procs  []Process
+	shared bool
+}
+
+// MaxContainers bounds the containers NetnsPods remembers in one
+// namespace; a namespace with more belongs to no pod.
+const MaxContainers = 32
+
+// NewNetnsPods returns a NetnsPods that has seen no process. podUID, if
+// not nil, gives the pod UID that the container runtime knows for a
+// container, by its short id ("" when it does not know it): nodes whose
+// cgroup paths carry no pod UID (the kubelet's cgroupfs driver without
+// per-QoS cgroups) tell a pod's containers apart from other pods' only
+// by it. It is asked each time Pod is, as the runtime may answer late.
+func NewNetnsPods(podUID func(container string) string) *NetnsPods {
+	return &NetnsPods{podUID: podUID, seen: map[uint32]*netnsSeen{}}
+}
 
 // Note says that process p was seen in namespace netns.
 func (n *NetnsPods) Note(netns uint32, p Process) {
+	p.Path = "" // the container and pod tell workloads apart
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if cur, ok := n.pod[netns]; !ok {
-		n.pod[netns] = p
-	} else if cur.PodKey() != p.PodKey() {
-		n.pod[netns] = Process{}
+	s := n.seen[netns]
+	if s == nil {
+		s = &netnsSeen{}
+		n.seen[netns] = s
 	}
+	if s.shared || slices.Contains(s.procs, p) {
+		return
+	}
+	// What no later answer of the runtime changes: a process in no
+	// container, or two pod UIDs from the cgroup paths.
+	otherPod := func(q Process) bool { return q.PodUID != "" && q.PodUID != p.PodUID }
+	if p.Container == "" || p.PodUID != "" && slices.ContainsFunc(s.procs, otherPod) || len(s.procs) == MaxContainers {
+		s.procs, s.shared = nil, true
+		return
+	}
+	s.procs = append(s.procs, p)
 }
 
-// Pod is a process of the pod namespace netns belongs to; false when it
-// belongs to none (shared, only processes in no container, or not seen).
+// Pod is a process of the pod namespace netns belongs to, its PodUID
+// filled in from the runtime where its cgroup path has none; false when
+// the namespace belongs to no pod (shared, only processes in no
+// container, or not seen).
 func (n *NetnsPods) Pod(netns uint32) (Process, bool) {
 	n.mu.RLock()
-	defer n.mu.RUnlock()
-	p := n.pod[netns]
-	return p, p.PodKey() != ""
+	var procs []Process
+	if s := n.seen[netns]; s != nil {
+		procs = s.procs[:len(s.procs):len(s.procs)] // Note only appends
+	}
+	n.mu.RUnlock()
+	if len(procs) == 0 {
+		return Process{}, false
+	}
+	pod := n.withUID(procs[0])
+	for _, p := range procs[1:] {
+		if n.withUID(p).PodKey() != pod.PodKey() {
+			return Process{}, false
+		}
+	}
+	return pod, pod.PodKey() != ""
+}
+
+// withUID is p with the runtime's pod UID where its cgroup path has none.
+func (n *NetnsPods) withUID(p Process) Process {
+	if p.PodUID == "" && p.Container != "" && n.podUID != nil {
+		p.PodUID = n.podUID(p.Container)
+	}
+	return p
 }

@@ -1,6 +1,9 @@
 package cgroup
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestParse(t *testing.T) {
 	id := "3f4e1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
@@ -47,5 +50,51 @@ func TestParse(t *testing.T) {
 		if got := Parse(in).Path; got != want {
 			t.Errorf("Parse(%q).Path = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestNetnsPodsRuntimeUID: on a node whose cgroup paths carry no pod UID,
+// a pod's two containers make its namespace the pod's once the runtime
+// gives their UID, even when it answers after they were seen; what no
+// answer changes (a process in no container, two UIDs from the paths,
+// more than MaxContainers containers) makes it no pod's.
+func TestNetnsPodsRuntimeUID(t *testing.T) {
+	const uid = "11111111-2222-4333-8444-555555555555"
+	answers := false
+	pods := NewNetnsPods(func(container string) string {
+		if answers && (container == "cccccccccccc" || container == "c3c3c3c3c3c3") {
+			return uid
+		}
+		return ""
+	})
+	c, c3 := Process{Container: "cccccccccccc", Path: "/kubepods/besteffort/x"}, Process{Container: "c3c3c3c3c3c3"}
+	pods.Note(1, c)
+	pods.Note(1, c3)
+	pods.Note(1, c) // again: remembered once
+	if p, ok := pods.Pod(1); ok {
+		t.Errorf("before the runtime answers: pod %+v, want none", p)
+	}
+	answers = true
+	if p, ok := pods.Pod(1); !ok || p.PodUID != uid || p.Container != c.Container {
+		t.Errorf("once the runtime answers: %+v %v, want %s's pod %s", p, ok, c.Container, uid)
+	}
+	pods.Note(1, Process{}) // a process in no container: the host's namespace
+	if p, ok := pods.Pod(1); ok {
+		t.Errorf("with a process in no container: pod %+v, want none", p)
+	}
+	pods.Note(2, Process{Container: "aaaaaaaaaaaa", PodUID: uid})
+	pods.Note(2, Process{Container: "bbbbbbbbbbbb", PodUID: "66666666-7777-4888-8999-aaaaaaaaaaaa"})
+	pods.Note(2, Process{Container: "cccccccccccc"})
+	if p, ok := pods.Pod(2); ok {
+		t.Errorf("two pods by their paths: pod %+v, want none", p)
+	}
+	for i := range MaxContainers + 1 {
+		pods.Note(3, Process{Container: fmt.Sprintf("%012x", i), PodUID: uid})
+		if _, ok := pods.Pod(3); ok != (i < MaxContainers) {
+			t.Fatalf("%d containers of one pod: a pod's %v", i+1, ok)
+		}
+	}
+	if len(pods.seen[3].procs) != 0 {
+		t.Errorf("a namespace of no pod keeps %d processes", len(pods.seen[3].procs))
 	}
 }

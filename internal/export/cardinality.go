@@ -178,6 +178,11 @@ type memberState struct {
 	last   uint64
 	offset uint64 // the count already reported under another set
 	seen   bool
+	// moved: in this collection the member left from, where it had
+	// counted fromLast (settle decides what it takes along).
+	moved    bool
+	from     attribute.Distinct
+	fromLast uint64
 }
 
 type sumState struct {
@@ -186,10 +191,15 @@ type sumState struct {
 	value   uint64
 	changed time.Time
 	live    bool
+	fresh   bool // made in this collection: not exported yet
 }
 
 // sums turns per-member cumulative counts into cumulative counts per
-// attribute set that never go down: a member that leaves a set (its
+// attribute set that never go down and never count anything twice.
+// When every member of a set moves to a new one (a space's pod labels
+// arrive, or it gets its own series while it was alone in its namespace's
+// "other"), the series is renamed: the new set starts with the old one's
+// count and the old one ends. Otherwise a member that leaves a set (its
 // space got a series of its own, its process was evicted) leaves its
 // contribution behind, and a member that joins a set after reporting
 // under another adds only what it counts from then on. A set unchanged
@@ -206,23 +216,70 @@ func newSums() *sums {
 // add notes that m counts v under attrs in this collection.
 func (s *sums) add(m member, attrs attribute.Set, v uint64) {
 	d := attrs.Equivalent()
-	set := s.sets[d]
-	if set == nil {
-		set = &sumState{attrs: attrs}
-		s.sets[d] = set
+	if s.sets[d] == nil {
+		s.sets[d] = &sumState{attrs: attrs, fresh: true}
 	}
 	ms := s.members[m]
 	switch {
 	case ms == nil:
 		ms = &memberState{set: d}
 		s.members[m] = ms
-	case ms.set != d:
-		if old := s.sets[ms.set]; old != nil {
-			old.retired += ms.last - ms.offset
-		}
-		ms.set, ms.offset = d, ms.last
+	case ms.set != d && !ms.moved:
+		ms.moved, ms.from, ms.fromLast = true, ms.set, ms.last
+		fallthrough
+	default:
+		ms.set = d
 	}
 	ms.last, ms.seen = max(v, ms.last), true
+}
+
+// settle decides what the members that moved in this collection take
+// along. A new set continues the sets its members came from when each of
+// them moved into it whole (no member stayed or went elsewhere): it takes
+// their counts, and they end. Otherwise a member leaves what it had
+// counted in the set it left.
+func (s *sums) settle() {
+	// into: the one set a set's members all moved to; left: the sets
+	// some member stayed in or moved out of elsewhere.
+	into := map[attribute.Distinct]attribute.Distinct{}
+	left := map[attribute.Distinct]bool{}
+	for _, ms := range s.members {
+		if !ms.moved {
+			left[ms.set] = true
+			continue
+		}
+		if d, ok := into[ms.from]; ok && d != ms.set {
+			left[ms.from] = true
+		}
+		into[ms.from] = ms.set
+	}
+	continues := map[attribute.Distinct]bool{}
+	for d, set := range s.sets {
+		continues[d] = set.fresh
+	}
+	for _, ms := range s.members {
+		if ms.moved && left[ms.from] {
+			continues[ms.set] = false
+		}
+	}
+	for _, ms := range s.members {
+		if !ms.moved {
+			continue
+		}
+		ms.moved = false
+		old := s.sets[ms.from]
+		if continues[ms.set] {
+			if old != nil { // the first of its members to move takes it over
+				s.sets[ms.set].retired += old.retired
+				delete(s.sets, ms.from)
+			}
+			continue
+		}
+		if old != nil {
+			old.retired += ms.fromLast - ms.offset
+		}
+		ms.offset = ms.fromLast
+	}
 }
 
 // end retires the members not seen in this collection and calls emit
@@ -236,8 +293,9 @@ func (s *sums) end(now time.Time, idle time.Duration, emit func(attribute.Set, u
 			delete(s.members, m)
 		}
 	}
+	s.settle()
 	for _, set := range s.sets {
-		set.live = false
+		set.live, set.fresh = false, false
 	}
 	totals := map[attribute.Distinct]uint64{}
 	for _, ms := range s.members {

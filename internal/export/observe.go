@@ -105,18 +105,17 @@ func (l *latencyRecorder) record(e *event.Event) {
 
 // keep takes the spaces the last collection chose (own: true) or folded
 // (false): the folded ones record into their namespace's "other" series
-// from now on. The SDK keeps every series it has seen, up to the
-// histogram's own cardinality limit (readerOptions), beyond which it
-// folds new ones into its overflow series.
+// from now on. Every space's attributes are computed again at its next
+// event, so that a pod's labels that arrived since (the runtime answers
+// late) reach its series too. The SDK keeps every series it has seen, up
+// to the histogram's own cardinality limit (readerOptions), beyond which
+// it folds new ones into its overflow series.
 func (l *latencyRecorder) keep(own map[summary.SpaceKey]bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.own = own
-	for k := range l.sets {
-		if !own[k] {
-			delete(l.sets, k)
-		}
-	}
+	clear(l.sets)
+	clear(l.others)
 }
 
 // exeNames knows the executable name of the processes that connect, read

@@ -17,10 +17,14 @@ const maxSeen = 16384
 // netnsPods knows where the processes of events run (where, a resolver
 // the command passes in), their Kubernetes names (names), and which pod
 // owns a network namespace, as cgroup.NetnsPods tells from the processes
-// that make connections in it.
+// that make connections in it and the pod UIDs the runtime gives their
+// containers.
 type netnsPods struct {
 	names func(string) (cri.Names, bool)
 	where *cgroup.Resolver
+	// named gives a container's names by its short id; nil without a
+	// runtime.
+	named func(short string) (cri.Names, bool)
 	pods  *cgroup.NetnsPods
 
 	mu   sync.RWMutex
@@ -33,7 +37,24 @@ type netnsCgroup struct {
 }
 
 func newNetnsPods(names func(string) (cri.Names, bool), where *cgroup.Resolver) *netnsPods {
-	return &netnsPods{names: names, where: where, pods: cgroup.NewNetnsPods(), seen: map[netnsCgroup]bool{}}
+	n := &netnsPods{names: names, where: where, seen: map[netnsCgroup]bool{}}
+	if names != nil {
+		n.named = func(short string) (cri.Names, bool) {
+			w, ok := where.Lookup(short)
+			if !ok {
+				return cri.Names{}, false
+			}
+			return names(w.ContainerID)
+		}
+	}
+	n.pods = cgroup.NewNetnsPods(func(short string) string {
+		if n.named == nil {
+			return ""
+		}
+		names, _ := n.named(short)
+		return names.PodUID
+	})
+	return n
 }
 
 // observe notes the pod of the event's process, once per namespace and
@@ -72,17 +93,10 @@ func (n *netnsPods) attrs(netns uint32) []attribute.KeyValue {
 	if p.PodUID != "" {
 		attrs = append(attrs, semconv.K8SPodUID(p.PodUID))
 	}
-	if n.names == nil {
+	if n.named == nil {
 		return attrs
 	}
-	w, ok := n.where.Lookup(p.Container)
-	if !ok {
-		return attrs
-	}
-	if names, ok := n.names(w.ContainerID); ok && names.Pod != "" {
-		if w.PodUID == "" && names.PodUID != "" {
-			attrs = append(attrs, semconv.K8SPodUID(names.PodUID)) // the cgroup path lacks it
-		}
+	if names, ok := n.named(p.Container); ok && names.Pod != "" {
 		attrs = append(attrs, semconv.K8SPodName(names.Pod), semconv.K8SNamespaceName(names.Namespace))
 	}
 	return attrs

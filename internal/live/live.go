@@ -5,6 +5,7 @@
 package live
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +34,7 @@ type Monitor struct {
 	src     event.Source
 	tables  Tables
 	observe func(*event.Event)
-	names   func(container string) (pod, namespace string, ok bool)
+	names   func(container string) (PodNames, bool)
 	where   *cgroup.Resolver
 	mu      sync.Mutex
 	agg     *aggregate.Aggregator
@@ -118,10 +119,14 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}))
 }
 
-// Pods names pods: names returns the pod and Kubernetes namespace of a
-// container by its short id, as the container runtime tells them.
-// Summaries carry them from then on. Call it before Run.
-func (m *Monitor) Pods(names func(container string) (pod, namespace string, ok bool)) {
+// PodNames are a container's pod as the container runtime names it: its
+// name, Kubernetes namespace and UID.
+type PodNames struct{ Pod, Namespace, UID string }
+
+// Pods names pods: names returns the pod of a container by its short id,
+// as the container runtime tells it. Summaries carry the names from then
+// on, and the UID where the cgroup path has none. Call it before Run.
+func (m *Monitor) Pods(names func(container string) (PodNames, bool)) {
 	m.names = names
 }
 
@@ -293,8 +298,8 @@ func (m *Monitor) sync() (int, error) {
 // all belong to one pod (cgroup.NetnsPods, the rule the exporter's
 // metrics follow too), by that pod's name (ProcRef.Pod).
 func LabelByPod(r *summary.Summary) {
-	pods := cgroup.NewNetnsPods()
-	named := map[string]string{} // a pod's name by its PodKey
+	pods := cgroup.NewNetnsPods(nil) // the processes carry the runtime's UIDs (NamePods)
+	named := map[string]string{}     // a pod's name by its PodKey
 	for i := range r.Spaces {
 		sp := &r.Spaces[i]
 		if sp.Other {
@@ -322,6 +327,35 @@ func LabelByPod(r *summary.Summary) {
 	}
 }
 
+// NamePods fills in the pods' names, where names (the container runtime,
+// by short container id; nil for none) knows them, and their UIDs where
+// the cgroup path has none; then it labels each namespace by its pod
+// (LabelByPod).
+func NamePods(r *summary.Summary, names func(container string) (PodNames, bool)) {
+	defer LabelByPod(r)
+	if names == nil {
+		return
+	}
+	name := func(container string, pod, ns, uid *string) {
+		if container == "" {
+			return
+		}
+		if n, ok := names(container); ok {
+			*pod, *ns, *uid = n.Pod, n.Namespace, cmp.Or(*uid, n.UID)
+		}
+	}
+	for i := range r.Processes {
+		p := &r.Processes[i]
+		name(p.Container, &p.PodName, &p.PodNamespace, &p.PodUID)
+	}
+	for i := range r.Spaces {
+		for j := range r.Spaces[i].Processes {
+			p := &r.Spaces[i].Processes[j]
+			name(p.Container, &p.PodName, &p.PodNamespace, &p.PodUID)
+		}
+	}
+}
+
 // tick moves the aggregator's clock to now (every second, from
 // Background) and makes the summary that Summary gives until the next
 // tick; it says whether a namespace of unknown size was seen. Only
@@ -336,7 +370,7 @@ func (m *Monitor) tick(now time.Time) (unknown bool) {
 	unknown = m.agg.Unknown()
 	r := m.agg.Summary()
 	m.mu.Unlock()
-	m.namePods(r)
+	NamePods(r, m.names)
 	m.snap.Store(r)
 	return unknown
 }
@@ -348,32 +382,6 @@ func (m *Monitor) tick(now time.Time) (unknown bool) {
 func (m *Monitor) Summary() *summary.Summary {
 	r := *m.snap.Load()
 	return &r
-}
-
-// namePods fills in the pods' names, where the runtime knows them, and
-// labels a namespace by its pod where all its processes are that pod's.
-func (m *Monitor) namePods(r *summary.Summary) {
-	defer LabelByPod(r)
-	if m.names == nil {
-		return
-	}
-	name := func(container string, pod, ns *string) {
-		if container != "" {
-			if p, n, ok := m.names(container); ok {
-				*pod, *ns = p, n
-			}
-		}
-	}
-	for i := range r.Processes {
-		p := &r.Processes[i]
-		name(p.Container, &p.PodName, &p.PodNamespace)
-	}
-	for i := range r.Spaces {
-		for j := range r.Spaces[i].Processes {
-			p := &r.Spaces[i].Processes[j]
-			name(p.Container, &p.PodName, &p.PodNamespace)
-		}
-	}
 }
 
 func (m *Monitor) setWarn(err error) error {

@@ -37,7 +37,11 @@ func TestCollectorPipeline(t *testing.T) {
 		"kubepods-besteffort-pod"+strings.ReplaceAll(pod.uid, "-", "_")+".slice", "cri-containerd-"+pod.container+".scope")
 	makeCgroup(t, pod.dir)
 	socket := startCRI(t, pod)
-	agent := startAgent(t, nil, "--otlp-endpoint", "http://"+httpAddr, "--export-interval", "1s", "--cri-socket", socket)
+	// The agent sees every port space of the machine, and other tests'
+	// exhausted spaces could fold the client's into its namespace's
+	// "other" series (TestSeriesKeepCountsWhenRelabelled): with room for
+	// a thousand spaces of their own, the client's space always has its.
+	agent := startAgent(t, nil, "--otlp-endpoint", "http://"+httpAddr, "--export-interval", "1s", "--cri-socket", socket, "--metric-spaces", "1000")
 
 	ns := testnet.New(t, 40000, 40009)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
@@ -50,14 +54,18 @@ func TestCollectorPipeline(t *testing.T) {
 	byPod := fmt.Sprintf(`porttrace_process_connect_failures_total{k8s_pod_uid=%q,k8s_pod_name=%q,k8s_namespace_name=%q,k8s_container_name=%q,error_type="EADDRNOTAVAIL"}`,
 		pod.uid, pod.name, pod.ns, pod.cname)
 	prom.waitValue(t, byPod, 15)
-	bySpace := fmt.Sprintf(`porttrace_connect_failures_total{porttrace_netns="%d",server_port="8080",error_type="EADDRNOTAVAIL"}`, ns.Inode)
+	// The port space's own series, named by its pod: every label given,
+	// so that no other series of the namespace can answer.
+	space := fmt.Sprintf(`porttrace_netns="%d",porttrace_port_space_kind="connect",server_port="8080",k8s_pod_uid=%q,k8s_pod_name=%q,k8s_namespace_name=%q`,
+		ns.Inode, pod.uid, pod.name, pod.ns)
+	bySpace := fmt.Sprintf(`porttrace_connect_failures_total{%s,error_type="EADDRNOTAVAIL"}`, space)
 	prom.waitValue(t, bySpace, 15)
 	for q, want := range map[string]float64{
-		fmt.Sprintf(`porttrace_ports_usable{porttrace_netns="%d"}`, ns.Inode):           10,
-		fmt.Sprintf(`porttrace_connect_attempts_total{porttrace_netns="%d"}`, ns.Inode): 25,
+		fmt.Sprintf(`porttrace_ports_usable{%s}`, space):           10,
+		fmt.Sprintf(`porttrace_connect_attempts_total{%s}`, space): 25,
 		// The exponential histogram, as a native histogram: every attempt
 		// searched for a port.
-		fmt.Sprintf(`histogram_count(porttrace_port_alloc_duration_seconds{porttrace_netns="%d"})`, ns.Inode): 25,
+		fmt.Sprintf(`histogram_count(porttrace_port_alloc_duration_seconds{%s})`, space): 25,
 	} {
 		prom.waitValue(t, q, int(want))
 	}

@@ -86,12 +86,28 @@ func TestBackendOneLine(t *testing.T) {
 
 // TestTraceNamesPods: trace --json gives each event of a client that runs
 // in a pod's container cgroup the container's id, the pod's UID, and the
-// names the CRI server knows.
+// names the CRI server knows; the UID from the runtime's label where the
+// cgroup path has none (the kubelet's cgroupfs driver without per-QoS
+// cgroups, as on TestCluster's node).
 func TestTraceNamesPods(t *testing.T) {
 	testnet.RequireRoot(t)
 	v2 := cgroup2Mount(t)
-	p := &fakePod{uid: "3c1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", container: strings.Repeat("be57", 16), name: "api-2", ns: "shop", cname: "api", mount: v2}
-	p.dir = filepath.Join(v2, "kubepods.slice", "kubepods-pod"+strings.ReplaceAll(p.uid, "-", "_")+".slice", "cri-containerd-"+p.container+".scope")
+	uid := "3c1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+	for name, path := range map[string]func(container string) string{
+		"systemd": func(c string) string {
+			return filepath.Join("kubepods.slice", "kubepods-pod"+strings.ReplaceAll(uid, "-", "_")+".slice", "cri-containerd-"+c+".scope")
+		},
+		"no pod in the path": func(c string) string { return filepath.Join("kubepods", c) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := &fakePod{uid: uid, container: strings.Repeat("be57", 16), name: "api-2", ns: "shop", cname: "api", mount: v2}
+			p.dir = filepath.Join(v2, path(p.container))
+			testTraceNamesPod(t, p)
+		})
+	}
+}
+
+func testTraceNamesPod(t *testing.T, p *fakePod) {
 	makeCgroup(t, p.dir)
 	socket := startCRI(t, p)
 	_, lines, stderr := startLines(t, false, "trace", "--json", "--cri-socket", socket)

@@ -35,7 +35,10 @@ func TestAgentPrometheus(t *testing.T) {
 	promtool := testnet.RequireTool(t, "promtool")
 	ns := testnet.New(t, 40000, 40019)
 	dst := ns.Listen(t, "127.0.0.1:8080", 20*time.Millisecond)
-	agent := startAgent(t, nil, "--metrics-addr", "127.0.0.1:0")
+	// Room for a thousand spaces of their own: other tests' exhausted
+	// spaces, which the agent sees too, must not fold this one into its
+	// namespace's "other" series (TestCollectorPipeline).
+	agent := startAgent(t, nil, "--metrics-addr", "127.0.0.1:0", "--metric-spaces", "1000")
 	addr := agent.metricsAddr(t)
 	if !regexp.MustCompile(`(?m)^porttrace: exporting Prometheus metrics$`).MatchString(agent.stderr()) {
 		t.Errorf("OTLP is on with --metrics-addr alone:\n%s", agent.stderr())
