@@ -4,9 +4,9 @@ BIN       := bin/porttrace
 VM_CACHE  ?= $(HOME)/.cache/porttrace-vm
 ARGS      ?= top
 VM_KERNELS ?= 6.1 6.12
-# The NAT tests' tools in the VM: iptables (nft backend, with the extensions
+# The NAT tests' tools in the VM: iptables and ip6tables (nft backend, with the extensions
 # it dlopens), nft and conntrack, as Debian installs them.
-VM_NAT_BINS ?= /usr/sbin/iptables /usr/sbin/nft /usr/sbin/conntrack
+VM_NAT_BINS ?= /usr/sbin/iptables /usr/sbin/ip6tables /usr/sbin/nft /usr/sbin/conntrack
 VM_NAT_FILES ?= /usr/lib/x86_64-linux-gnu/xtables /etc/protocols
 DEB_VERSION ?= 0.1.0
 

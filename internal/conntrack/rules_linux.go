@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
 
 	"github.com/porttrace/porttrace/internal/nat"
 )
@@ -191,7 +192,11 @@ func applyTarget(r *nat.Rule, e *expr.Target) {
 	var flags xt.NatRangeFlags
 	var minIP, maxIP []byte
 	var minPort, maxPort uint16
-	switch info := e.Info.(type) {
+	info := e.Info
+	if raw, ok := info.(*xt.Unknown); ok && r.Family == "ip6" {
+		info = ip6Range(e.Name, e.Rev, *raw)
+	}
+	switch info := info.(type) {
 	case *xt.NatIPv4MultiRangeCompat:
 		if len(*info) == 0 {
 			return
@@ -226,6 +231,25 @@ func applyTarget(r *nat.Rule, e *expr.Target) {
 	if flags&xt.NatRangeProtoSpecified != 0 {
 		r.PortMin, r.PortMax = minPort, maxPort
 	}
+}
+
+// ip6Range decodes the range of ip6tables-nft's MASQUERADE or SNAT,
+// which the nftables library leaves raw for IPv6: nf_nat_range
+// (MASQUERADE, SNAT revision 1) or nf_nat_range2 (SNAT revision 2), the
+// layouts it decodes for IPv6 DNAT. nil for any other target or a range
+// that does not decode.
+func ip6Range(name string, rev uint32, raw []byte) xt.InfoAny {
+	switch {
+	case name == "MASQUERADE":
+		rev = 1
+	case name != "SNAT":
+		return nil
+	}
+	info, err := xt.Unmarshal("DNAT", xt.TableFamily(unix.NFPROTO_IPV6), rev, raw)
+	if err != nil {
+		return nil
+	}
+	return info
 }
 
 // applyCmp turns a comparison of a loaded field into the rule's

@@ -259,13 +259,27 @@ func TestRecordNAT(t *testing.T) {
 	}
 }
 
-// TestNATIPv6: two pods behind a node that masquerades IPv6 (nft, ip6
-// family) to one upstream with 10 ports open 15 connections each: 10
+// TestNATIPv6: two pods behind a node that masquerades IPv6 (nft's ip6
+// family, and ip6tables-nft, whose range the nftables library leaves
+// undecoded) to one upstream with 10 ports open 15 connections each: 10
 // connect, 20 time out. top names the node's IPv6 NAT space, 10 of 10
-// ports held as conntrack -L shows, and (fentry, kprobe) its refusals as
-// conntrack -S's insert_failed rise and the clients' failed connects.
+// ports held as conntrack -L shows, the rule it comes from, and (fentry,
+// kprobe) its refusals as conntrack -S's insert_failed rise and the
+// clients' failed connects.
 func TestNATIPv6(t *testing.T) {
 	testnet.RequireRoot(t)
+	for _, c := range []struct {
+		name, rule string
+		add        []string
+	}{
+		{"nft", "masquerade to :41000-41009", []string{"nft", "add table ip6 nat; add chain ip6 nat post { type nat hook postrouting priority 100; }; add rule ip6 nat post oifname " + testnet.UpLink + " meta l4proto tcp masquerade to :41000-41009"}},
+		{"ip6tables", "masquerade to :41000-41009 (iptables-nft)", []string{"ip6tables", "-t", "nat", "-A", "POSTROUTING", "-o", testnet.UpLink, "-p", "tcp", "-j", "MASQUERADE", "--to-ports", "41000-41009"}},
+	} {
+		t.Run(c.name, func(t *testing.T) { natIPv6(t, c.add, c.rule) })
+	}
+}
+
+func natIPv6(t *testing.T, add []string, rule string) {
 	nn := testnet.NewNAT(t, 2)
 	node := netip.MustParseAddr("fd78::1")
 	nn.Node.Sysctl(t, "net/ipv6/conf/all/forwarding", "1")
@@ -278,7 +292,7 @@ func TestNATIPv6(t *testing.T) {
 		nn.PodAddrs[i] = netip.MustParseAddr(fmt.Sprintf("fd77:%d::2", i+1))
 	}
 	nn.NodeAddr = node
-	nn.Node.Exec(t, "nft", "add table ip6 nat; add chain ip6 nat post { type nat hook postrouting priority 100; }; add rule ip6 nat post oifname "+testnet.UpLink+" meta l4proto tcp masquerade to :41000-41009")
+	nn.Node.Exec(t, add[0], add[1:]...)
 	r := topNAT(t, nn, "[fd78::2]:8080", "10s", 15, 20)
 	f, top, dst := r.f, r.top, r.dst
 	var sp *nat.Space
@@ -293,8 +307,8 @@ func TestNATIPv6(t *testing.T) {
 		t.Fatalf("top shows no NAT space of the node: %+v\n%s", f.NAT, strings.Join(top.log, "\n"))
 	}
 	t.Logf("top: NAT %s %s->%s %d/%d, rule %q, clients %+v", sp.Proto, sp.Addr, sp.Dst, sp.Used, sp.Ports, sp.Rule, sp.Clients)
-	if sp.Addr != node || sp.Dst != dst || sp.Ports != 10 || sp.Used != 10 {
-		t.Errorf("NAT space %s->%s %d/%d, want %s->%s 10/10", sp.Addr, sp.Dst, sp.Used, sp.Ports, node, dst)
+	if sp.Addr != node || sp.Dst != dst || sp.Ports != 10 || sp.Used != 10 || !strings.Contains(sp.Rule, rule) {
+		t.Errorf("NAT space %s->%s %d/%d, rule %q; want %s->%s 10/10, a rule with %q", sp.Addr, sp.Dst, sp.Used, sp.Ports, sp.Rule, node, dst, rule)
 	}
 	checkNATFlows(t, *sp, nn, r.held, r.insertFailed, r.failed, r.outcomes)
 }
