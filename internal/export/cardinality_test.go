@@ -32,40 +32,29 @@ func TestSumsNeverGoDown(t *testing.T) {
 		})
 		return got
 	}
-	check := func(step string, got map[string]uint64, want map[string]uint64) {
-		t.Helper()
-		if len(got) != len(want) {
-			t.Fatalf("%s: %v, want %v", step, got, want)
-		}
-		for k, v := range want {
-			if got[k] != v {
-				t.Fatalf("%s: %v, want %v", step, got, want)
-			}
-		}
-	}
 	s.add(a, own, 10)
 	s.add(b, other, 5)
-	check("start", collect(0), map[string]uint64{"own": 10, "other": 5})
+	checkSums(t, "start", collect(0), map[string]uint64{"own": 10, "other": 5})
 	// a is folded into other: other adds what a counted since own last
 	// reported it (10), own stays at 10.
 	s.add(a, other, 12)
 	s.add(b, other, 6)
-	check("a folded", collect(time.Second), map[string]uint64{"own": 10, "other": 8})
+	checkSums(t, "a folded", collect(time.Second), map[string]uint64{"own": 10, "other": 8})
 	s.add(a, other, 20)
 	s.add(b, other, 6)
-	check("a counts in other", collect(2*time.Second), map[string]uint64{"own": 10, "other": 16})
+	checkSums(t, "a counts in other", collect(2*time.Second), map[string]uint64{"own": 10, "other": 16})
 	// b is evicted: other keeps what b had counted.
 	s.add(a, other, 21)
-	check("b gone", collect(3*time.Second), map[string]uint64{"own": 10, "other": 17})
+	checkSums(t, "b gone", collect(3*time.Second), map[string]uint64{"own": 10, "other": 17})
 	// a gets its own series back: own goes on from 10, other keeps a's
 	// share; the sum of both is a's and b's total, 25 + 6.
 	s.add(a, own, 25)
-	check("a own again", collect(4*time.Second), map[string]uint64{"own": 14, "other": 17})
+	checkSums(t, "a own again", collect(4*time.Second), map[string]uint64{"own": 14, "other": 17})
 	// Unchanged for idle: other (no members) goes; own is idle too.
 	s.add(a, own, 25)
-	check("idle", collect(4*time.Second+idle), map[string]uint64{})
+	checkSums(t, "idle", collect(4*time.Second+idle), map[string]uint64{})
 	s.add(a, own, 26)
-	check("back", collect(5*time.Second+idle), map[string]uint64{"own": 1})
+	checkSums(t, "back", collect(5*time.Second+idle), map[string]uint64{"own": 1})
 }
 
 // TestPickBounded: a hundred spaces under pressure and a hundred active
