@@ -59,17 +59,22 @@ func Run(ctx context.Context, mode string, ready func()) (events, lost uint64, e
 }
 
 // stream reads every record every Poll until ctx ends, then what is left.
+// It sleeps on a Go timer and drains without blocking, as porttrace's
+// reader does (tracer.Run): a reader blocked in epoll_wait would have Go's
+// sysmon wake every 20 µs, a cost no minimal streamer has.
 func stream(ctx context.Context, m *ebpf.Map) (uint64, error) {
 	rd, err := ringbuf.NewReader(m)
 	if err != nil {
 		return 0, err
 	}
 	defer rd.Close()
+	tick := time.NewTicker(Poll)
+	defer tick.Stop()
 	var rec ringbuf.Record
 	var n uint64
 	for {
 		done := ctx.Err() != nil
-		rd.SetDeadline(time.Now().Add(Poll))
+		rd.SetDeadline(time.Now())
 		for {
 			err := rd.ReadInto(&rec)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -82,6 +87,10 @@ func stream(ctx context.Context, m *ebpf.Map) (uint64, error) {
 		}
 		if done {
 			return n, nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
 		}
 	}
 }
