@@ -18,9 +18,10 @@ type Options struct {
 	// RingSize is the ring buffer size in bytes, rounded up to a power of
 	// two of at least one page. Zero means DefaultRingSize.
 	RingSize int
-	// Poll is how often the reader looks at the ring buffer. Probes do not
-	// wake it per event (that would cost the traced machine most of its
-	// connect rate); they do once the ring is a quarter full.
+	// Poll is how often the reader empties the ring buffer. Probes never
+	// wake it (a wakeup per event would cost the traced machine most of its
+	// connect rate); a ring still a quarter full after a drain is drained
+	// again at once.
 	Poll time.Duration
 	// Syscalls attaches the connect() and bind() syscall tracepoints on the
 	// tracepoint backend, for what only they show there: a connect() that
