@@ -21,10 +21,6 @@ volatile const __u8 syscalls = 0;
 /* porttrace's own process: its export connections are not the traced
  * machine's, and reporting them would feed back into what it exports. */
 volatile const __u32 self_pid = 0;
-/* Wake the reader only as the backlog crosses a multiple of this: a wakeup
- * per event costs 7-14 us of IRQ work inside the probe
- * (docs/performance.md), the reader polls on a timer instead. */
-volatile const __u32 wakeup_bytes = 1 << 20;
 
 /* ---- to user space ---- */
 
@@ -57,7 +53,7 @@ struct {
  * skipped call's socket and state are missing here when pt_state_nested, attached after
  * pt_state, looks, and it does that call's work. pt_state writes a call,
  * pt_state_nested clears it. */
-#define STATE_CALLS 8
+#define STATE_CALLS 8 /* a power of two: indexes are masked */
 struct state_calls {
 	__u64 sk[STATE_CALLS];
 	__u32 state[STATE_CALLS];

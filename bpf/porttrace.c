@@ -50,7 +50,7 @@ int BPF_PROG(pt_state, struct sock *sk, const int oldstate, const int newstate)
 	__u32 zero = 0;
 	volatile struct state_calls *c = bpf_map_lookup_elem(&state_calls, &zero);
 	if (c) {
-		__u32 i = c->next++ % STATE_CALLS;
+		__u32 i = c->next++ & (STATE_CALLS - 1);
 		c->sk[i] = (__u64)sk;
 		c->state[i] = newstate;
 	}
@@ -70,7 +70,10 @@ int BPF_PROG(pt_state_nested, struct sock *sk, const int oldstate, const int new
 	volatile struct state_calls *c = bpf_map_lookup_elem(&state_calls, &zero);
 	if (!c)
 		return 0;
-	for (int i = 0; i < STATE_CALLS; i++) {
+	/* Newest first: outside an interrupt, the call is the last one written. */
+	__u32 next = c->next;
+	for (__u32 k = 1; k <= STATE_CALLS; k++) {
+		__u32 i = (next - k) & (STATE_CALLS - 1);
 		if (c->sk[i] == (__u64)sk && c->state[i] == newstate) {
 			c->sk[i] = 0;
 			return 0;

@@ -47,24 +47,12 @@ static __always_inline struct event *reserve(void)
 	return e;
 }
 
-/* A record's size in the ring: the event and the ring's 8-byte header. */
-#define RECORD_BYTES (sizeof(struct event) + 8)
-
-/* Submits e without waking the reader, which polls on a timer, unless the
- * backlog just crossed a multiple of wakeup_bytes: then the reader is
- * behind, and one wakeup brings it before the ring fills. Once per
- * crossing, not per event while the backlog stays high: a reader starved
- * of CPU (a loaded machine) would otherwise cost every event an IRQ-work
- * wakeup, measured at 3x the program's time (docs/performance.md). Two
- * CPUs crossing at once may both wake it, or (their records interleaved)
- * neither, and then the next multiple does. */
+/* Submits e without waking the reader: it empties the ring on a timer
+ * (tracer.Run). A wakeup costs 7-14 us of IRQ work inside the probe
+ * (docs/performance.md), and the reader needs none. */
 static __always_inline void submit(struct event *e)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (avail >= wakeup_bytes && (avail - RECORD_BYTES) / wakeup_bytes != avail / wakeup_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline int sk_is_tcp(const struct sock *sk)

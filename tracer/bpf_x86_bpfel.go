@@ -194,7 +194,6 @@ const (
 	bpfVarUnusedEvent              = "unused_event"
 	bpfVarUnusedFlag               = "unused_flag"
 	bpfVarUnusedKind               = "unused_kind"
-	bpfVarWakeupBytes              = "wakeup_bytes"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -306,7 +305,6 @@ type bpfVariableSpecs struct {
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind  *ebpf.VariableSpec `ebpf:"unused_kind"`
-	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -366,7 +364,6 @@ type bpfVariables struct {
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind  *ebpf.Variable `ebpf:"unused_kind"`
-	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

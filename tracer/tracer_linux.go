@@ -164,7 +164,6 @@ func load(b Backend, opts Options, nat bool) (*ebpf.Collection, error) {
 		value any
 	}{
 		{objs.Backend, b.kind()},
-		{objs.WakeupBytes, uint32(opts.RingSize / 4)},
 		{objs.SelfPid, uint32(os.Getpid())},
 		{objs.Syscalls, opts.Syscalls && b == Tracepoint},
 	} {
