@@ -171,7 +171,7 @@ func tablesOver() [][]byte {
 // what the version lacks; a newer version than this porttrace's is
 // refused in one line naming both.
 func TestVersion2(t *testing.T) {
-	for _, v := range []byte{2, 3, 4, Version} {
+	for _, v := range []byte{2, 3, 4, 5, Version} {
 		_, evs, rounds, err := readAll(writeVersion(t, 50, true, v))
 		if err != nil || len(evs) != 50 || rounds != 1 {
 			t.Fatalf("version %d: %d events, %d rounds, %v", v, len(evs), rounds, err)

@@ -9,7 +9,8 @@
 //
 //	magic "porttrace-capture\n", version (1 byte)
 //	block*: kind (1 byte), raw length (u32), stored length (u32),
-//	        CRC-32C of the stored bytes (u32), stored bytes (zstd frame)
+//	        CRC-32C of the stored bytes (u32), stored bytes (an S2 block;
+//	        a zstd frame before version 6: codec.go)
 //
 // The first block is the header (JSON). Then, in the order they happened:
 // events, and rounds of socket tables, the first right after the header.
@@ -20,7 +21,8 @@
 // read with it (kindConntrack blocks: conntrack.go); version 2 captures,
 // which have none, are read as before. Since version 4, an event carries
 // its socket's IP_LOCAL_PORT_RANGE (4 bytes more); since version 5, a NAT
-// event's translated source and protocol (19 bytes more).
+// event's translated source and protocol (19 bytes more); since version 6,
+// blocks are S2, not zstd.
 package capture
 
 import (
@@ -40,8 +42,9 @@ import (
 const (
 	magic = "porttrace-capture\n"
 	// 2: netns cookie and thread name in events; 3: conntrack rounds;
-	// 4: a socket's IP_LOCAL_PORT_RANGE in events; 5: NAT events.
-	Version = 5
+	// 4: a socket's IP_LOCAL_PORT_RANGE in events; 5: NAT events; 6: S2
+	// blocks.
+	Version = 6
 	// MinVersion is the oldest format this porttrace reads.
 	MinVersion = 2
 )

@@ -10,8 +10,6 @@ import (
 	"hash/crc32"
 	"io"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/porttrace/porttrace/internal/cgroup"
 	"github.com/porttrace/porttrace/internal/event"
 	"github.com/porttrace/porttrace/internal/netns"
@@ -21,7 +19,7 @@ import (
 // Reader reads a capture block by block.
 type Reader struct {
 	r          *bufio.Reader
-	dec        *zstd.Decoder
+	dec        decompressor
 	Header     Header
 	Trailer    *Trailer // set once the trailer is read; nil if recording did not end cleanly
 	index      int
@@ -55,11 +53,7 @@ const DefaultRoundSockets = 1 << 18
 
 // NewReader checks the magic and version and reads the header.
 func NewReader(r io.Reader) (*Reader, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBlock))
-	if err != nil {
-		return nil, err
-	}
-	cr := &Reader{r: bufio.NewReaderSize(r, 1<<20), dec: dec}
+	cr := &Reader{r: bufio.NewReaderSize(r, 1<<20)}
 	head := make([]byte, len(magic)+1)
 	n, err := io.ReadFull(cr.r, head)
 	if n == 0 && err != nil {
@@ -73,6 +67,9 @@ func NewReader(r io.Reader) (*Reader, error) {
 		return nil, fmt.Errorf("capture format version %d, this porttrace reads versions %d to %d", v, MinVersion, Version)
 	}
 	cr.eventLen = eventLenOf(v)
+	if cr.dec, err = newDecompressor(v); err != nil {
+		return nil, err
+	}
 	cr.offset = int64(len(head))
 	kind, b, err := cr.block()
 	if err == io.EOF {
@@ -265,8 +262,8 @@ func (c *Reader) block() (byte, []byte, error) {
 	if crc32.Checksum(c.stored, crcTable) != binary.LittleEndian.Uint32(h[9:]) {
 		return fail(fmt.Errorf("%w: checksum mismatch", ErrCorrupt))
 	}
-	raw, err := c.dec.DecodeAll(c.stored, c.raw[:0])
-	if err != nil || len(raw) != int(rawLen) {
+	raw, err := c.dec(c.raw, c.stored, int(rawLen))
+	if err != nil {
 		return fail(fmt.Errorf("%w: block does not decompress to its length (%v)", ErrCorrupt, err))
 	}
 	c.raw = raw

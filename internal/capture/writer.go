@@ -7,8 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-
-	"github.com/klauspost/compress/zstd"
+	"slices"
 
 	"github.com/porttrace/porttrace/internal/event"
 )
@@ -24,7 +23,7 @@ const blockTarget = 1 << 20
 type Writer struct {
 	w       io.Writer
 	sync    func() error // fsync, when w is a file
-	enc     *zstd.Encoder
+	enc     compressor
 	buf     []byte // encoded events not yet written
 	scratch []byte
 	written int64 // bytes in the file
@@ -42,7 +41,7 @@ func NewWriter(w io.Writer, h Header) (*Writer, error) {
 // newWriter writes a capture of an older version too, for the tests that
 // read one.
 func newWriter(w io.Writer, h Header, version byte) (*Writer, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	enc, err := newCompressor(version)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +77,7 @@ func (c *Writer) Event(e *event.Event) error {
 		return c.err
 	}
 	n := len(c.buf)
-	c.buf = append(c.buf, make([]byte, c.evLen)...)
+	c.buf = slices.Grow(c.buf, c.evLen)[:n+c.evLen]
 	putEvent(c.buf[n:], e)
 	c.events++
 	if len(c.buf) >= blockTarget {
@@ -194,7 +193,7 @@ func (c *Writer) blockAfter(prefix []byte, kind byte, raw []byte) error {
 		c.err = fmt.Errorf("capture block of %d bytes is over the %d a reader accepts", len(raw), maxBlock)
 		return c.err
 	}
-	c.scratch = c.enc.EncodeAll(raw, c.scratch[:0])
+	c.scratch = c.enc(c.scratch, raw)
 	var h [blockHeaderLen]byte
 	h[0] = kind
 	binary.LittleEndian.PutUint32(h[1:], uint32(len(raw)))
