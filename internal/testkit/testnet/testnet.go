@@ -6,6 +6,7 @@ package testnet
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,7 +68,8 @@ type Netns struct {
 func New(t testing.TB, lo, hi int) *Netns {
 	t.Helper()
 	share(t)
-	n := &Netns{Name: fmt.Sprintf("porttrace-test-%d-%d", os.Getpid(), rand.IntN(1<<30))}
+	sweep.Do(removeStale)
+	n := &Netns{Name: fmt.Sprintf("%s%d-%d", namePrefix, os.Getpid(), rand.IntN(1<<30))}
 	run(t, "ip", "netns", "add", n.Name)
 	t.Cleanup(func() { n.Close(t) })
 	run(t, "ip", "-n", n.Name, "link", "set", "lo", "up")
@@ -78,6 +81,29 @@ func New(t testing.TB, lo, hi int) *Netns {
 	n.Sysctl(t, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", lo, hi))
 	n.Sysctl(t, "net/ipv4/tcp_tw_reuse", "0")
 	return n
+}
+
+// namePrefix begins the name of every namespace New makes; the test
+// process's PID follows.
+const namePrefix = "porttrace-test-"
+
+var sweep sync.Once
+
+// removeStale removes the namespaces of test processes that are gone: a
+// test binary killed (a go test timeout, SIGKILL) runs no cleanup, and its
+// namespaces would stay, and be traced and dumped by every porttrace that
+// runs after. A PID reused since is left alone.
+func removeStale() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		pid, _, ok := strings.Cut(strings.TrimPrefix(e.Name(), namePrefix), "-")
+		if !strings.HasPrefix(e.Name(), namePrefix) || !ok {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pid); errors.Is(err, os.ErrNotExist) {
+			exec.Command("ip", "netns", "del", e.Name()).Run()
+		}
+	}
 }
 
 // lockPath serialises, through flock, the tests of one go test run that
