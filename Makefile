@@ -106,8 +106,8 @@ bench: deps ## what porttrace costs the machine it traces, beside a bare BPF pro
 	$(GO) build -o bin/porttrace ./cmd/porttrace
 	$(GO) build -o bin/churn ./cmd/churn
 	$(GO) build -o bin/portbench ./cmd/portbench
-	# The decode + aggregate path, fed from a capture, on one core.
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./internal/aggregate ./internal/report
+	# The decode + aggregate path, fed from a capture, and the capture codecs, on one core.
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./internal/aggregate ./internal/report ./internal/capture
 	./bin/portbench --bcc-kernel-source "$$(sh .ci/bench-deps | sed -n 's/^BCC_KERNEL_SOURCE=//p')" $(BENCH_ARGS)
 
 deb: ## build bin/porttrace_VERSION_amd64.deb with nfpm: static binary, systemd unit, man pages, completions
