@@ -30,7 +30,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.porttrace, "porttrace", "bin/porttrace", "the porttrace binary")
 	flag.StringVar(&o.churn, "churn", "bin/churn", "the churn load generator")
-	flag.IntVar(&o.rounds, "rounds", 3, "rounds of every condition, alternated")
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds of every condition, alternated")
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "churn per measurement")
 	flag.StringVar(&o.bccSource, "bcc-kernel-source", os.Getenv("BCC_KERNEL_SOURCE"), "kernel headers for BCC, when this kernel has none")
 	flag.StringVar(&o.floor, "floor", "", "run only the floor program, count or stream, until interrupted (how portbench runs the floor conditions)")
