@@ -22,6 +22,12 @@ volatile const __u8 syscalls = 0;
  * machine's, and reporting them would feed back into what it exports. */
 volatile const __u32 self_pid = 0;
 
+/* ---- set by tracer/ at run time ---- */
+
+/* The sock_ops program is attached: connect_cb will send a record right
+ * after every successful port search, which a SYN_SENT can wait for. */
+volatile __u32 sockops_on = 0;
+
 /* ---- to user space ---- */
 
 /* struct event records. Every hook reserves and submits them (sock.h's

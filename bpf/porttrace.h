@@ -69,6 +69,10 @@ struct event {
 	__u64 cgroup_id;
 	__u64 latency_ns;   /* EV_ALLOC, EV_BIND: time spent finding a port */
 	__u64 netns_cookie; /* never reused, unlike the inode */
+	/* Tracepoint backend: nonzero when this record also stands for its
+	 * socket's SYN_SENT, which waited for the socket's first record
+	 * (state.h): when the socket entered SYN_SENT. */
+	__u64 syn_sent_ns;
 	__u32 netns;        /* inode */
 	__u32 tid;          /* thread that connected */
 	__u32 pid;          /* its process (tgid) */
@@ -82,8 +86,9 @@ struct event {
 	__u8 flags;         /* enum event_flag */
 	__u8 old_state;     /* EV_STATE */
 	__u8 new_state;
-	/* EV_STATE to SYN_SENT: the socket's own IP_LOCAL_PORT_RANGE
-	 * (Linux 6.3+), each bound 0 when unset. */
+	/* EV_STATE to SYN_SENT, or a record that stands for it too
+	 * (syn_sent_ns): the socket's own IP_LOCAL_PORT_RANGE (Linux 6.3+),
+	 * each bound 0 when unset. */
 	__u16 range_low;
 	__u16 range_high;
 	__u8 _pad[2];
@@ -107,10 +112,11 @@ struct owner {
 	__u32 tid;
 	__u32 pid;
 	__u32 netns;
+	__u32 port_range;  /* IP_LOCAL_PORT_RANGE at SYN_SENT, for a SYN_SENT sent late */
 	__u8 reset;        /* an RST was sent: CLOSE from FIN_WAIT2 is not TIME_WAIT */
 	__u8 bound;        /* the port came from bind(), before connect() */
 	__u8 port_sent;    /* an event already told the socket's port */
-	__u8 _pad[1];
+	__u8 syn_told;     /* SYN_SENT's record is sent; 0: it rides on the next one */
 	char comm[TASK_COMM_LEN];
 	char thread_comm[TASK_COMM_LEN];
 };

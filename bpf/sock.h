@@ -261,15 +261,21 @@ struct inet_sock___v63 {
 	} local_port_range;
 } __attribute__((preserve_access_index));
 
-/* The socket's own IP_LOCAL_PORT_RANGE (setsockopt, Linux 6.3+) into
- * e's range_low and range_high; nothing on a kernel without it. */
-static __always_inline void fill_port_range(struct event *e, const struct sock *sk)
+/* The socket's own IP_LOCAL_PORT_RANGE (setsockopt, Linux 6.3+): the low
+ * bound in the low 16 bits; 0 on a kernel without it. */
+static __always_inline __u32 sk_port_range(const struct sock *sk)
 {
 	__u32 r = 0;
 	if (bpf_core_field_exists(struct inet_sock, local_port_range))
 		r = BPF_CORE_READ((struct inet_sock *)sk, local_port_range);
 	else if (bpf_core_field_exists(struct inet_sock___v63, local_port_range))
 		bpf_probe_read_kernel(&r, sizeof(r), __builtin_preserve_access_index(&((struct inet_sock___v63 *)sk)->local_port_range));
+	return r;
+}
+
+/* r (sk_port_range) into e's range_low and range_high. */
+static __always_inline void set_port_range(struct event *e, __u32 r)
+{
 	e->range_low = r & 0xffff;
 	e->range_high = r >> 16;
 }

@@ -35,6 +35,8 @@ static __always_inline struct owner *remember_owner(struct sock *sk)
 	o->netns_cookie = sk_netns_cookie(sk);
 	o->reset = 0;
 	o->port_sent = 0;
+	o->syn_told = 1; /* on_state defers it */
+	o->port_range = sk_port_range(sk);
 	/* A port before the search means bind() took it. */
 	o->bound = sk->__sk_common.skc_num != 0;
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -43,16 +45,28 @@ static __always_inline struct owner *remember_owner(struct sock *sk)
 	return o;
 }
 
+/* carry_syn_sent makes e stand for its socket's SYN_SENT too, if that
+ * record was deferred (on_state) and not sent yet: tracer/ splits it. */
+static __always_inline void carry_syn_sent(struct event *e, struct owner *o)
+{
+	if (o->syn_told)
+		return;
+	o->syn_told = 1;
+	e->syn_sent_ns = o->syn_sent_ns;
+	set_port_range(e, o->port_range);
+}
+
 /* state_event reserves an event about a followed socket, filled from the
  * socket (direct reads) and its owner; NULL when the ring is full. */
 static __always_inline struct event *state_event(__u8 kind, const struct sock *sk, __u64 cookie, int ret,
-						 __u8 flags, const struct owner *o)
+						 __u8 flags, struct owner *o)
 {
 	struct event *e = new_event(kind, cookie, ret, flags);
 	if (!e)
 		return NULL;
 	fill_sock_btf(e, sk, o->netns, o->netns_cookie);
 	fill_owner(e, o);
+	carry_syn_sent(e, o);
 	return e;
 }
 
@@ -146,6 +160,15 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 		if (!o)
 			return;
 		note_connect_source(sk);
+		/* With sock_ops on, the tracepoint backend's SYN_SENT rides on
+		 * connect_cb's record right after the port search (or on the
+		 * socket's next record: a failed search, ESTABLISHED, CLOSE):
+		 * one ring record less per connection. A bound socket has no
+		 * connect_cb record. */
+		if (backend == BACKEND_TRACEPOINT && sockops_on && !o->bound) {
+			o->syn_told = 0;
+			return;
+		}
 	} else if (newstate == TCP_CLOSE || (newstate == TCP_ESTABLISHED && backend == BACKEND_TRACEPOINT)) {
 		/* Only a TCP socket that entered SYN_SENT has an owner. */
 		o = bpf_sk_storage_get(&owners, sk, 0, 0);
@@ -167,7 +190,7 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 	e->old_state = oldstate;
 	e->new_state = newstate;
 	if (newstate == TCP_SYN_SENT)
-		fill_port_range(e, sk); /* the range the port search will use */
+		set_port_range(e, o->port_range); /* the range the port search will use */
 	submit(e);
 }
 
@@ -186,6 +209,7 @@ static __always_inline void connect_cb(struct bpf_sock_ops *skops)
 	if (!e)
 		return;
 	o->port_sent = 1;
+	carry_syn_sent(e, o);
 	e->kind = EV_ALLOC;
 	e->cookie = bpf_get_socket_cookie(skops);
 	e->latency_ns = e->ts_ns - o->syn_sent_ns;

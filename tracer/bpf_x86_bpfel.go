@@ -39,6 +39,7 @@ type bpfEvent struct {
 	CgroupId    uint64
 	LatencyNs   uint64
 	NetnsCookie uint64
+	SynSentNs   uint64
 	Netns       uint32
 	Tid         uint32
 	Pid         uint32
@@ -105,12 +106,14 @@ type bpfOwner struct {
 	Tid         uint32
 	Pid         uint32
 	Netns       uint32
+	PortRange   uint32
 	Reset       uint8
 	Bound       uint8
 	PortSent    uint8
-	Pad         [1]uint8
+	SynTold     uint8
 	Comm        [16]int8
 	ThreadComm  [16]int8
+	_           [4]byte
 }
 
 type bpfSockcall struct {
@@ -190,6 +193,7 @@ const (
 	bpfProgPtStateNested           = "pt_state_nested"
 	bpfVarBackend                  = "backend"
 	bpfVarSelfPid                  = "self_pid"
+	bpfVarSockopsOn                = "sockops_on"
 	bpfVarSyscalls                 = "syscalls"
 	bpfVarUnusedEvent              = "unused_event"
 	bpfVarUnusedFlag               = "unused_flag"
@@ -301,6 +305,7 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	Backend     *ebpf.VariableSpec `ebpf:"backend"`
 	SelfPid     *ebpf.VariableSpec `ebpf:"self_pid"`
+	SockopsOn   *ebpf.VariableSpec `ebpf:"sockops_on"`
 	Syscalls    *ebpf.VariableSpec `ebpf:"syscalls"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.VariableSpec `ebpf:"unused_flag"`
@@ -360,6 +365,7 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	Backend     *ebpf.Variable `ebpf:"backend"`
 	SelfPid     *ebpf.Variable `ebpf:"self_pid"`
+	SockopsOn   *ebpf.Variable `ebpf:"sockops_on"`
 	Syscalls    *ebpf.Variable `ebpf:"syscalls"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag  *ebpf.Variable `ebpf:"unused_flag"`

@@ -57,3 +57,35 @@ func BenchmarkDecode(b *testing.B) {
 		tr.decode(r, &ev)
 	}
 }
+
+// TestDecodeSynSent: a record that also stands for its socket's deferred
+// SYN_SENT is read as two events, the SYN_SENT first, at its own time,
+// without the source port the search found later, with the port range.
+func TestDecodeSynSent(t *testing.T) {
+	tr := &Tracer{probes: probes{clock: clock{offset: 1_000_000_000}}}
+	k := bpfEvent{TsNs: 9000, SynSentNs: 4000, Kind: uint8(bpfEventKindEV_ALLOC), LatencyNs: 5000, Cookie: 77,
+		Tid: 11, Pid: 10, Netns: 42, Family: syscall.AF_INET, Sport: 40001, Dport: 8080, RangeLow: 40000, RangeHigh: 40009,
+		Flags: uint8(bpfEventFlagFLAG_LATENCY_APPROX | bpfEventFlagFLAG_OWNER_FROM_SOCKET)}
+	copy(k.Saddr[:], []uint8{127, 0, 0, 1})
+	copy(k.Daddr[:], []uint8{127, 0, 0, 2})
+	var ev, syn event.Event
+	if err := tr.decode(raw(&k), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.synSent(raw(&k), &ev, &syn) {
+		t.Fatal("no SYN_SENT from a record that carries one")
+	}
+	want := event.Event{Time: time.Unix(1, 4000), Kind: event.State, OldState: event.Close, NewState: event.SynSent,
+		Flags: event.OwnerFromSocket, Cookie: 77, TID: 11, PID: 10, Netns: 42, Family: syscall.AF_INET,
+		Src: netip.MustParseAddrPort("127.0.0.1:0"), Dst: netip.MustParseAddrPort("127.0.0.2:8080"), PortRange: [2]uint16{40000, 40009}}
+	if syn != want {
+		t.Errorf("SYN_SENT %+v\nwant     %+v", syn, want)
+	}
+	if ev.Kind != event.Alloc || ev.Src.Port() != 40001 || ev.Latency != 5000 || ev.PortRange != [2]uint16{} || !ev.Time.Equal(time.Unix(1, 9000)) {
+		t.Errorf("the record itself: %+v", ev)
+	}
+	k.SynSentNs = 0
+	if tr.decode(raw(&k), &ev); tr.synSent(raw(&k), &ev, &syn) {
+		t.Error("a SYN_SENT from a record that carries none")
+	}
+}

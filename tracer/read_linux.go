@@ -27,12 +27,12 @@ import (
 // under churn, docs/performance.md).
 func (t *Tracer) Run(ctx context.Context, fn func(*event.Event)) error {
 	var rec ringbuf.Record
-	var ev event.Event
+	var ev, syn event.Event
 	tick := time.NewTicker(t.poll)
 	defer tick.Stop()
 	for {
 		done := ctx.Err() != nil
-		if err := t.drain(&rec, &ev, fn); err != nil {
+		if err := t.drain(&rec, &ev, &syn, fn); err != nil {
 			return err
 		}
 		if done {
@@ -50,8 +50,9 @@ func (t *Tracer) Run(ctx context.Context, fn func(*event.Event)) error {
 	}
 }
 
-// drain passes fn every record in the ring now, without waiting.
-func (t *Tracer) drain(rec *ringbuf.Record, ev *event.Event, fn func(*event.Event)) error {
+// drain passes fn every record in the ring now, without waiting: two
+// events for a record that also stands for its socket's SYN_SENT.
+func (t *Tracer) drain(rec *ringbuf.Record, ev, syn *event.Event, fn func(*event.Event)) error {
 	t.reader.SetDeadline(time.Now())
 	for {
 		err := t.reader.ReadInto(rec)
@@ -63,6 +64,9 @@ func (t *Tracer) drain(rec *ringbuf.Record, ev *event.Event, fn func(*event.Even
 		}
 		if err := t.decode(rec.RawSample, ev); err != nil {
 			return err
+		}
+		if t.synSent(rec.RawSample, ev, syn) {
+			fn(syn)
 		}
 		fn(ev)
 	}
@@ -105,6 +109,25 @@ func (t *Tracer) decode(raw []byte, ev *event.Event) error {
 		ev.Errno = 0
 	}
 	return nil
+}
+
+// synSent fills syn with the SYN_SENT transition a record also stands for
+// (bpf/state.h defers it, on the tracepoint backend, to the socket's first
+// record after the port search) and reports whether there is one. ev is
+// the record, decoded; its port range, which only a SYN_SENT carries, moves
+// to syn. The port search had not run at SYN_SENT: syn has no source port.
+func (t *Tracer) synSent(raw []byte, ev, syn *event.Event) bool {
+	k := (*bpfEvent)(unsafe.Pointer(&raw[0]))
+	if k.SynSentNs == 0 {
+		return false
+	}
+	*syn = *ev
+	syn.Time = t.clock.wall(k.SynSentNs)
+	syn.Kind, syn.OldState, syn.NewState = event.State, event.Close, event.SynSent
+	syn.Errno, syn.Latency, syn.Flags = 0, 0, event.OwnerFromSocket
+	syn.Src = netip.AddrPortFrom(ev.Src.Addr(), 0)
+	ev.PortRange = [2]uint16{}
+	return true
 }
 
 // addr reads a kernel address; a v4-mapped IPv6 address is the IPv4 address

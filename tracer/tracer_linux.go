@@ -100,6 +100,11 @@ func openBackend(b Backend, opts Options) (*Tracer, Attempt) {
 		if err == nil {
 			t.links = append(t.links, l)
 		}
+		if err == nil && h.prog == bpfProgPtSockops {
+			// SYN_SENT records may now wait for connect_cb's (bpf/state.h).
+			// If this fails they are sent at once, as without sock_ops.
+			_ = coll.Variables[bpfVarSockopsOn].Set(uint32(1))
+		}
 	}
 	t.reader, err = ringbuf.NewReader(coll.Maps[bpfMapEvents])
 	if err != nil {
