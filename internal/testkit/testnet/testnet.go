@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,9 +97,10 @@ var sweep sync.Once
 func removeStale() {
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
-		pid, _, ok := strings.Cut(strings.TrimPrefix(e.Name(), namePrefix), "-")
-		if !strings.HasPrefix(e.Name(), namePrefix) || !ok {
-			continue
+		rest, ours := strings.CutPrefix(e.Name(), namePrefix)
+		pid, _, _ := strings.Cut(rest, "-")
+		if _, err := strconv.Atoi(pid); !ours || err != nil {
+			continue // not a name New made
 		}
 		if _, err := os.Stat("/proc/" + pid); errors.Is(err, os.ErrNotExist) {
 			exec.Command("ip", "netns", "del", e.Name()).Run()
