@@ -85,16 +85,14 @@ func cmpErr(a, b error) error {
 	return b
 }
 
-// compare alternates every condition over the rounds, in a rotated order
-// each round so that no condition always follows the same one.
+// compare alternates every condition over the rounds (roundOrder).
 func (b *bench) compare(mode string, conds []condition) error {
 	if b.results == nil {
 		b.results = map[string]map[string][]sample{}
 	}
 	b.results[mode] = map[string][]sample{}
 	for round := range b.o.rounds {
-		for i := range conds {
-			c := conds[(i+round)%len(conds)]
+		for _, c := range roundOrder(conds, round) {
 			fmt.Fprintf(os.Stderr, "portbench: %s close, round %d/%d: %s\n", mode, round+1, b.o.rounds, c.name)
 			s, err := b.measure(c, "--mode", mode, "--duration", b.o.duration.String())
 			if err != nil {
@@ -105,6 +103,44 @@ func (b *bench) compare(mode string, conds []condition) error {
 	}
 	b.table(mode, conds)
 	return nil
+}
+
+// Names of the conditions porttrace's rates are judged against round by
+// round (pairedVerdict).
+const (
+	bareName   = "bare program (counts)"
+	streamName = "minimal streamer"
+)
+
+// roundOrder is the order of the conditions in a round. porttrace runs
+// between the bare program and the streamer, first one then the other
+// ahead as the rounds alternate, so that each round's ratios to them are
+// of runs seconds apart: the machine's speed drifts over tens of seconds
+// (its other tenants), more than the targets' margins. The other
+// conditions follow, rotated each round so that none always follows the
+// same one.
+func roundOrder(conds []condition, round int) []condition {
+	var before, after, porttrace, rest []condition
+	for _, c := range conds {
+		switch {
+		case c.name == bareName:
+			before = append(before, c)
+		case c.name == streamName:
+			after = append(after, c)
+		case c.porttrace:
+			porttrace = append(porttrace, c)
+		default:
+			rest = append(rest, c)
+		}
+	}
+	group := slices.Concat(before, porttrace, after)
+	if round%2 == 1 {
+		slices.Reverse(group)
+	}
+	for i := range rest {
+		group = append(group, rest[(i+round)%len(rest)])
+	}
+	return group
 }
 
 func median[T float64 | time.Duration | uint64](xs []T) T {
@@ -128,7 +164,7 @@ func (b *bench) table(mode string, conds []condition) {
 	base := b.results[mode]["no tracer"]
 	baseRate := median(column(base, func(s sample) float64 { return s.churn.Rate }))
 	baseP50 := median(column(base, func(s sample) time.Duration { return s.churn.P50 }))
-	bareRate := b.rate(mode, "bare program (counts)")
+	bareRate := b.rate(mode, bareName)
 	for _, c := range conds {
 		ss := b.results[mode][c.name]
 		rates := column(ss, func(s sample) float64 { return s.churn.Rate })

@@ -37,7 +37,7 @@ func (b *bench) bpfCost(conds []condition) error {
 	defer os.WriteFile(statsSysctl, old, 0o644)
 	runs := []condition{c}
 	for _, f := range floorConditions() {
-		if f.name == "minimal streamer" {
+		if f.name == streamName {
 			runs = append(runs, f)
 		}
 	}

@@ -23,8 +23,8 @@ func floorConditions() []condition {
 		return nil
 	}
 	return []condition{
-		{name: "bare program (counts)", argv: []string{self, "-floor", "count"}, ready: floorReady, jsonStats: true},
-		{name: "minimal streamer", argv: []string{self, "-floor", "stream"}, ready: floorReady, jsonStats: true},
+		{name: bareName, argv: []string{self, "-floor", "count"}, ready: floorReady, jsonStats: true},
+		{name: streamName, argv: []string{self, "-floor", "stream"}, ready: floorReady, jsonStats: true},
 	}
 }
 

@@ -25,8 +25,8 @@ func (b *bench) verdicts() {
 				lost += s.stats.Lost
 			}
 			if mode == "reset" {
-				b.pairedVerdict(mode, name, "bare program (counts)", 0.97, "connects/s at least 0.97x of the bare program's")
-				b.pairedVerdict(mode, name, "minimal streamer", 1, "connects/s at least the minimal streamer's")
+				b.pairedVerdict(mode, name, bareName, 0.97, "connects/s at least 0.97x of the bare program's")
+				b.pairedVerdict(mode, name, streamName, 1, "connects/s at least the minimal streamer's")
 			} else {
 				verdict(rate >= 0.99, "%s, TIME_WAIT close: connects/s 1.00x of no tracer (at least 0.99x): %.3fx", name, rate)
 				verdict(lost == 0, "%s, TIME_WAIT close: 0 lost events: %d", name, lost)

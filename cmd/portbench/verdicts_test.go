@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func rates(rs ...float64) []sample {
 	out := make([]sample, len(rs))
@@ -29,6 +32,31 @@ func TestPaired(t *testing.T) {
 		mark, med, _, _ := paired(c.a, c.ref, 0.97)
 		if mark != c.mark || med < c.med-0.001 || med > c.med+0.001 {
 			t.Errorf("%s: %q %.4f, want %q %.4f", c.name, mark, med, c.mark, c.med)
+		}
+	}
+}
+
+// TestRoundOrder: each round runs porttrace right between the bare
+// program and the streamer, which go first in turn; every condition runs
+// once a round, and the others do not always follow the same one.
+func TestRoundOrder(t *testing.T) {
+	conds := []condition{{name: "no tracer"}, {name: bareName}, {name: streamName},
+		{name: "porttrace (fentry)", porttrace: true}, {name: "porttrace (tracepoint)", porttrace: true},
+		{name: "BCC tcpstates"}, {name: "bpftrace printf"}}
+	names := func(cs []condition) (out []string) {
+		for _, c := range cs {
+			out = append(out, c.name)
+		}
+		return out
+	}
+	want := [][]string{
+		{bareName, "porttrace (fentry)", "porttrace (tracepoint)", streamName, "no tracer", "BCC tcpstates", "bpftrace printf"},
+		{streamName, "porttrace (tracepoint)", "porttrace (fentry)", bareName, "BCC tcpstates", "bpftrace printf", "no tracer"},
+		{bareName, "porttrace (fentry)", "porttrace (tracepoint)", streamName, "bpftrace printf", "no tracer", "BCC tcpstates"},
+	}
+	for round, w := range want {
+		if got := names(roundOrder(conds, round)); !slices.Equal(got, w) {
+			t.Errorf("round %d: %q, want %q", round, got, w)
 		}
 	}
 }
