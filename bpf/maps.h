@@ -39,10 +39,12 @@ struct {
 
 /* Per CPU: [LOST_RING] events the ring buffer could not take (reserve()
  * adds to it when the ring is full), [LOST_REDONE] runs of pt_state that
- * the kernel skipped and pt_state_nested did instead. tracer.Lost sums
- * them. Nothing resets them: a reader that wants a rate takes deltas, and
- * so loses no count to a race with a reset. */
-enum { LOST_RING, LOST_REDONE, LOST_SLOTS };
+ * the kernel skipped and pt_state_nested did instead, [LOST_UNFOLLOWED]
+ * sockets that entered SYN_SENT with no room in owners (remember_owner):
+ * none of their events is sent. tracer.Lost sums them. Nothing resets
+ * them: a reader that wants a rate takes deltas, and so loses no count to
+ * a race with a reset. */
+enum { LOST_RING, LOST_REDONE, LOST_UNFOLLOWED, LOST_SLOTS };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, LOST_SLOTS);
@@ -72,16 +74,28 @@ struct {
 	__type(value, struct state_calls);
 } state_calls SEC(".maps");
 
-/* Client sockets' owners, in the socket itself. pt_state creates the entry
- * when a socket enters SYN_SENT (remember_owner); pt_send_reset marks a
- * reset and the sock_ops hook a port already told; every hook reads it. The
- * kernel frees it with the socket, so nothing can leak. A socket without one
- * (a listener, a server-side child) leaves every hook after one lookup that
- * touches no shared table. */
+/* Client sockets' owners, keyed by the socket's address. pt_state
+ * inserts the entry when a socket enters SYN_SENT (remember_owner) and
+ * deletes it at the socket's CLOSE, the last state a socket takes;
+ * pt_send_reset marks a reset and the sock_ops hook a port already told;
+ * every hook reads it (owner_of). A socket without one (a listener, a
+ * server-side child) leaves every hook after one lookup.
+ *
+ * A hash map, not socket storage: the first storage of a socket is two
+ * allocations, each charged to the memory cgroup, and a third step to
+ * free it with the socket (about 1 us a connection in all, docs/
+ * performance.md); this map's elements come from per-CPU caches. An entry
+ * outlives its socket only where the socket's CLOSE went unseen (a run
+ * the kernel skipped); the cookie it keeps tells it from a later socket
+ * at the same address, whose first lookup deletes it. At most 2^18 open
+ * client sockets (from SYN_SENT to CLOSE; TIME_WAIT is not one): the
+ * kernel makes the map's 2^18 buckets (4 MiB) at once, the entries as
+ * sockets connect. */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(max_entries, 1 << 18);
+	__type(key, __u64);
 	__type(value, struct owner);
 } owners SEC(".maps");
 

@@ -90,7 +90,7 @@ int BPF_PROG(pt_state_nested, struct sock *sk, const int oldstate, const int new
 /* Only a reset sent from FIN_WAIT2 or CLOSING changes what the CLOSE that
  * follows means (on_close); most resets (an abort, a close with unread
  * data, one for a segment with no socket) are sent from other states, and
- * leave after one read of the state instead of a storage lookup. */
+ * leave after one read of the state instead of a lookup in owners. */
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(pt_send_reset, struct sock *sk)
 {

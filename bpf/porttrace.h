@@ -42,7 +42,7 @@ enum event_flag {
 	/* latency_ns is measured around the port search from neighbouring hooks
 	 * rather than from its own entry and exit. */
 	FLAG_LATENCY_APPROX = 1,
-	/* The owner comes from the socket's storage (state changes in softirq). */
+	/* The owner is the one SYN_SENT recorded (owners; state changes in softirq). */
 	FLAG_OWNER_FROM_SOCKET = 2,
 	/* A failure of the port search itself: every port was taken (or, for
 	 * a socket bound before connect(), its 4-tuple was). Without it, an
@@ -102,10 +102,11 @@ struct event {
 	__u8 _pad2[5];
 };
 
-/* Who made a client socket, kept in the socket's storage from SYN_SENT on,
+/* Who made a client socket, kept in owners (maps.h) from SYN_SENT to CLOSE,
  * so that later transitions (run in softirq, where current is whoever was
  * interrupted) are attributed to the right process. */
 struct owner {
+	__u64 cookie;      /* the socket's: tells a stale entry (maps.h) */
 	__u64 cgroup_id;
 	__u64 syn_sent_ns; /* when the socket entered SYN_SENT, just before the port search */
 	__u64 netns_cookie;

@@ -19,30 +19,58 @@
  * an ephemeral port. tcp_v{4,6}_connect sets SYN_SENT in the connecting task,
  * right before the port search. What stays true for the socket's life (its
  * owner, names, namespace) is read here once, and later events copy it. */
-static __always_inline struct owner *remember_owner(struct sock *sk)
+static __always_inline void remember_owner(struct owner *o, struct sock *sk, __u64 cookie)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	if ((id >> 32) == self_pid)
-		return NULL;
-	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!o)
-		return NULL;
+	o->cookie = cookie;
 	o->tid = (__u32)id;
 	o->pid = id >> 32;
 	o->cgroup_id = bpf_get_current_cgroup_id();
 	o->syn_sent_ns = bpf_ktime_get_ns();
 	o->netns = sk_netns_btf(sk);
 	o->netns_cookie = sk_netns_cookie(sk);
-	o->reset = 0;
-	o->port_sent = 0;
-	o->syn_told = 1; /* on_state defers it */
 	o->port_range = sk_port_range(sk);
 	/* A port before the search means bind() took it. */
 	o->bound = sk->__sk_common.skc_num != 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	bpf_probe_read_kernel(o->comm, TASK_COMM_LEN, &task->group_leader->comm);
 	bpf_get_current_comm(o->thread_comm, TASK_COMM_LEN);
+}
+
+/* insert_owner puts o in owners for sk, and reports whether it could
+ * (the map full, or its bucket busy on this CPU: LOST_UNFOLLOWED). Any
+ * entry there goes: a socket that connects again after a failed attempt
+ * starts over, and one left by a socket gone unseen is stale. */
+static __always_inline int insert_owner(struct sock *sk, const struct owner *o)
+{
+	__u64 key = (__u64)sk;
+	if (bpf_map_update_elem(&owners, &key, o, BPF_ANY) == 0)
+		return 1;
+	__u32 slot = LOST_UNFOLLOWED;
+	__u64 *n = bpf_map_lookup_elem(&lost, &slot);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	return 0;
+}
+
+/* owner_of is sk's entry in owners, if it has one. An entry whose cookie
+ * is not sk's belonged to an earlier socket at this address whose CLOSE
+ * went unseen: it is deleted. cookie is sk's as the kernel stored it
+ * (0 if nothing asked for one yet). */
+static __always_inline struct owner *owner_of(__u64 key, __u64 cookie)
+{
+	struct owner *o = bpf_map_lookup_elem(&owners, &key);
+	if (o && o->cookie != cookie) {
+		bpf_map_delete_elem(&owners, &key);
+		return NULL;
+	}
 	return o;
+}
+
+/* owner_of for a BTF sk (tp_btf), whose cookie is a direct read. */
+static __always_inline struct owner *owner_of_sk(const struct sock *sk)
+{
+	return owner_of((__u64)sk, sk->__sk_common.skc_cookie.counter);
 }
 
 /* carry_syn_sent makes e stand for its socket's SYN_SENT too, if that
@@ -72,7 +100,7 @@ static __always_inline struct event *state_event(__u8 kind, const struct sock *s
 
 static __always_inline void mark_reset(struct sock *sk)
 {
-	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
+	struct owner *o = owner_of_sk(sk);
 	if (o)
 		o->reset = 1;
 }
@@ -149,39 +177,45 @@ static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct
  * The rest cost a ring record each and say nothing more. Every other
  * transition, and every socket that never entered SYN_SENT (the server
  * side: half of all runs), leaves after comparing the new state, or after
- * one lookup of the socket's own storage. */
+ * one lookup in owners. */
 static __always_inline void on_state(struct sock *sk, int oldstate, int newstate)
 {
-	struct owner *o;
+	struct owner *o, mine = {};
+	__u64 cookie;
 	if (newstate == TCP_SYN_SENT) {
-		if (!sk_is_tcp_btf(sk))
+		if (!sk_is_tcp_btf(sk) || current_is_self())
 			return;
-		o = remember_owner(sk);
-		if (!o)
-			return;
-		note_connect_source(sk);
+		cookie = bpf_get_socket_cookie(sk);
+		o = &mine;
+		remember_owner(o, sk, cookie);
 		/* With sock_ops on, the tracepoint backend's SYN_SENT rides on
 		 * connect_cb's record right after the port search (or on the
 		 * socket's next record: a failed search, ESTABLISHED, CLOSE):
 		 * one ring record less per connection. A bound socket has no
 		 * connect_cb record. */
-		if (backend == BACKEND_TRACEPOINT && sockops_on && !o->bound) {
-			o->syn_told = 0;
+		o->syn_told = !(backend == BACKEND_TRACEPOINT && sockops_on && !o->bound);
+		if (!insert_owner(sk, o))
 			return;
-		}
+		note_connect_source(sk);
+		if (!o->syn_told)
+			return;
 	} else if (newstate == TCP_CLOSE || (newstate == TCP_ESTABLISHED && backend == BACKEND_TRACEPOINT)) {
 		/* Only a TCP socket that entered SYN_SENT has an owner. */
-		o = bpf_sk_storage_get(&owners, sk, 0, 0);
+		o = owner_of_sk(sk);
 		if (!o)
 			return;
 		if (newstate == TCP_ESTABLISHED && (o->bound || o->port_sent))
 			return;
+		cookie = o->cookie;
 	} else {
 		return;
 	}
-	__u64 cookie = bpf_get_socket_cookie(sk);
 	if (newstate == TCP_CLOSE) {
 		on_close(sk, cookie, o, oldstate);
+		/* CLOSE is the socket's last state, but for a new connect()
+		 * (SYN_SENT again), which makes a new entry. */
+		__u64 key = (__u64)sk;
+		bpf_map_delete_elem(&owners, &key);
 		return;
 	}
 	struct event *e = state_event(EV_STATE, sk, cookie, 0, o->bound ? FLAG_BOUND : 0, o);
@@ -202,7 +236,8 @@ static __always_inline void connect_cb(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk = skops->sk;
 	if (!sk)
 		return;
-	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct owner *o = owner_of((__u64)sk, cookie);
 	if (!o || o->bound)
 		return;
 	struct event *e = reserve();
@@ -211,7 +246,7 @@ static __always_inline void connect_cb(struct bpf_sock_ops *skops)
 	o->port_sent = 1;
 	carry_syn_sent(e, o);
 	e->kind = EV_ALLOC;
-	e->cookie = bpf_get_socket_cookie(skops);
+	e->cookie = cookie;
 	e->latency_ns = e->ts_ns - o->syn_sent_ns;
 	e->flags = FLAG_LATENCY_APPROX;
 	e->family = skops->family;

@@ -100,6 +100,7 @@ type bpfNatFlow struct {
 
 type bpfOwner struct {
 	_           structs.HostLayout
+	Cookie      uint64
 	CgroupId    uint64
 	SynSentNs   uint64
 	NetnsCookie uint64

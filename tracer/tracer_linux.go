@@ -188,13 +188,14 @@ func load(b Backend, opts Options, nat bool) (*ebpf.Collection, error) {
 }
 
 // Lost is how many events porttrace may have missed since Open: those the
-// probes could not put in the ring buffer because it was full (the lost
-// map), plus the probe runs the kernel skipped (Missed) that no other
-// program did instead. A skipped run may have been one that sends nothing,
-// so this is an upper bound.
+// probes could not put in the ring buffer because it was full, and the
+// sockets they could not follow for want of room in the owners map (one
+// each, though each had several: the lost map), plus the probe runs the
+// kernel skipped (Missed) that no other program did instead. A skipped
+// run may have been one that sends nothing, so this is an upper bound.
 func (t *Tracer) Lost() (uint64, error) {
 	var perCPU []uint64
-	var slots [2]uint64 // the lost map's LOST_RING and LOST_REDONE
+	var slots [3]uint64 // the lost map's LOST_RING, LOST_REDONE, LOST_UNFOLLOWED
 	for i := range slots {
 		if err := t.coll.Maps[bpfMapLost].Lookup(uint32(i), &perCPU); err != nil {
 			return 0, fmt.Errorf("read lost events: %w", err)
@@ -204,7 +205,7 @@ func (t *Tracer) Lost() (uint64, error) {
 		}
 	}
 	missed := t.Missed()
-	return slots[0] + missed - min(missed, slots[1]), nil
+	return slots[0] + slots[2] + missed - min(missed, slots[1]), nil
 }
 
 // Missed is how many times since Open the kernel did not run one of
