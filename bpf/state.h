@@ -199,8 +199,11 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 		note_connect_source(sk);
 		if (!o->syn_told)
 			return;
-	} else if (newstate == TCP_CLOSE || (newstate == TCP_ESTABLISHED && backend == BACKEND_TRACEPOINT)) {
-		/* Only a TCP socket that entered SYN_SENT has an owner. */
+	} else if (newstate == TCP_CLOSE ||
+		   (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT && backend == BACKEND_TRACEPOINT)) {
+		/* Only a TCP socket that entered SYN_SENT has an owner. A
+		 * server's socket becomes ESTABLISHED from SYN_RECV: it leaves
+		 * without a lookup. */
 		o = owner_of_sk(sk);
 		if (!o)
 			return;
