@@ -83,8 +83,8 @@ struct {
  *
  * A hash map, not socket storage: the first storage of a socket is two
  * allocations, each charged to the memory cgroup, and a third step to
- * free it with the socket (about 1 us a connection in all, docs/
- * performance.md); this map's elements come from per-CPU caches. An entry
+ * free it with the socket (about 0.9 us a connection in all,
+ * docs/performance.md); this map's elements come from per-CPU caches. An entry
  * outlives its socket only where the socket's CLOSE went unseen (a run
  * the kernel skipped); the cookie it keeps tells it from a later socket
  * at the same address, whose first lookup deletes it. At most 2^18 open
