@@ -40,8 +40,9 @@ struct {
 /* Per CPU: [LOST_RING] events the ring buffer could not take (reserve()
  * adds to it when the ring is full), [LOST_REDONE] runs of pt_state that
  * the kernel skipped and pt_state_nested did instead, [LOST_UNFOLLOWED]
- * sockets that entered SYN_SENT with no room in owners (remember_owner):
- * none of their events is sent. tracer.Lost sums them. Nothing resets
+ * sockets that entered SYN_SENT and found no room in owners (insert_owner:
+ * the map full, or its per-CPU cache of elements empty in a burst): none
+ * of their events is sent. tracer.Lost sums them. Nothing resets
  * them: a reader that wants a rate takes deltas, and so loses no count to
  * a race with a reset. */
 enum { LOST_RING, LOST_REDONE, LOST_UNFOLLOWED, LOST_SLOTS };
@@ -87,7 +88,8 @@ struct {
  * docs/performance.md); this map's elements come from per-CPU caches. An entry
  * outlives its socket only where the socket's CLOSE went unseen (a run
  * the kernel skipped); the cookie it keeps tells it from a later socket
- * at the same address, whose first lookup deletes it. At most 2^18 open
+ * at the same address, whose first lookup deletes it, and until then it
+ * only takes room. At most 2^18 open
  * client sockets (from SYN_SENT to CLOSE; TIME_WAIT is not one): the
  * kernel makes the map's 2^18 buckets (4 MiB) at once, the entries as
  * sockets connect. */

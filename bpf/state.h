@@ -203,7 +203,9 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 		   (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT && backend == BACKEND_TRACEPOINT)) {
 		/* Only a TCP socket that entered SYN_SENT has an owner. A
 		 * server's socket becomes ESTABLISHED from SYN_RECV: it leaves
-		 * without a lookup. */
+		 * without a lookup. So does a simultaneous open's client
+		 * (SYN_SENT -> SYN_RECV -> ESTABLISHED), whose port then comes
+		 * with sock_ops' record or its CLOSE. */
 		o = owner_of_sk(sk);
 		if (!o)
 			return;

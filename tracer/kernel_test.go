@@ -422,7 +422,31 @@ func TestKernelOwnersFreed(t *testing.T) {
 	ns := testnet.New(t, 40000, 40999)
 	dst := ns.Listen(t, "127.0.0.1:8080", 0)
 	closed := netip.MustParseAddrPort("127.0.0.1:9") // nothing listens: refused
-	attempts := 0
+	owners := func() int {
+		n, err := tracer.OwnersIn(tr, ns.Inode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// waitOwners polls until ok(owners()), or 5 s: a closed socket's
+	// entry goes once its peer has closed too.
+	waitOwners := func(ok func(int) bool) int {
+		n := owners()
+		for deadline := time.Now().Add(5 * time.Second); !ok(n) && time.Now().Before(deadline); n = owners() {
+			time.Sleep(50 * time.Millisecond)
+		}
+		return n
+	}
+	// Open connections have their entries (another process's: porttrace
+	// leaves its own, and this test's, alone).
+	holder := ns.StartScenario(t, "hold", testnet.HoldArgs{Target: dst, Count: 3, Hold: 2 * time.Second})
+	holder.WaitLine(t, "holding 3")
+	if n := waitOwners(func(n int) bool { return n == 3 }); n != 3 {
+		t.Fatalf("%d entries in owners for the namespace with 3 connections open, want 3", n)
+	}
+	holder.Wait(t, &testnet.HoldResult{})
+	attempts := 3
 	for _, c := range []struct {
 		churn.Config
 		failed int // how many of them fail at least
@@ -438,11 +462,8 @@ func TestKernelOwnersFreed(t *testing.T) {
 		}
 		attempts += res.Attempts
 	}
+	n := waitOwners(func(n int) bool { return n <= attempts/1000 })
 	stop()
-	n, err := tracer.OwnersIn(tr, ns.Inode)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if n > attempts/1000 {
 		t.Errorf("%d entries left in owners after %d attempts, all closed", n, attempts)
 	}
