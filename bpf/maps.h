@@ -76,7 +76,7 @@ struct {
 } state_calls SEC(".maps");
 
 /* Client sockets' owners, keyed by the socket's address. pt_state
- * inserts the entry when a socket enters SYN_SENT (remember_owner) and
+ * inserts the entry when a socket enters SYN_SENT (insert_owner) and
  * deletes it at the socket's CLOSE, the last state a socket takes;
  * pt_send_reset marks a reset and the sock_ops hook a port already told;
  * every hook reads it (owner_of). A socket without one (a listener, a
@@ -85,14 +85,13 @@ struct {
  * A hash map, not socket storage: the first storage of a socket is two
  * allocations, each charged to the memory cgroup, and a third step to
  * free it with the socket (about 0.9 us a connection in all,
- * docs/performance.md); this map's elements come from per-CPU caches. An entry
- * outlives its socket only where the socket's CLOSE went unseen (a run
- * the kernel skipped); the cookie it keeps tells it from a later socket
- * at the same address, whose first lookup deletes it, and until then it
- * only takes room. At most 2^18 open
- * client sockets (from SYN_SENT to CLOSE; TIME_WAIT is not one): the
- * kernel makes the map's 2^18 buckets (4 MiB) at once, the entries as
- * sockets connect. */
+ * docs/performance.md); this map's elements come from per-CPU caches.
+ * An entry outlives its socket only where the socket's CLOSE went unseen
+ * (a run the kernel skipped); the cookie it keeps tells it from a later
+ * socket at the same address, whose first lookup deletes it, and until
+ * then it only takes room. At most 2^18 client sockets are open at once
+ * (SYN_SENT to CLOSE; TIME_WAIT is not one): the kernel makes the map's
+ * 2^18 buckets (4 MiB) at once, the entries as sockets connect. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -79,10 +79,7 @@ int BPF_PROG(pt_state_nested, struct sock *sk, const int oldstate, const int new
 			return 0;
 		}
 	}
-	__u32 slot = LOST_REDONE;
-	__u64 *n = bpf_map_lookup_elem(&lost, &slot);
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	count_lost(LOST_REDONE);
 	on_state(sk, oldstate, newstate);
 	return 0;
 }

@@ -32,14 +32,19 @@ static __always_inline int current_is_self(void)
 	return (bpf_get_current_pid_tgid() >> 32) == self_pid;
 }
 
+/* Adds one to the lost map's slot (LOST_RING...) on this CPU. */
+static __always_inline void count_lost(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&lost, &slot);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
 static __always_inline struct event *reserve(void)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 slot = LOST_RING;
-		__u64 *n = bpf_map_lookup_elem(&lost, &slot);
-		if (n)
-			__sync_fetch_and_add(n, 1);
+		count_lost(LOST_RING);
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));

@@ -19,9 +19,8 @@
  * an ephemeral port. tcp_v{4,6}_connect sets SYN_SENT in the connecting task,
  * right before the port search. What stays true for the socket's life (its
  * owner, names, namespace) is read here once, and later events copy it. */
-static __always_inline void remember_owner(struct owner *o, struct sock *sk, __u64 cookie)
+static __always_inline void remember_owner(struct owner *o, struct sock *sk, __u64 cookie, __u64 id)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	o->cookie = cookie;
 	o->tid = (__u32)id;
 	o->pid = id >> 32;
@@ -37,19 +36,17 @@ static __always_inline void remember_owner(struct owner *o, struct sock *sk, __u
 	bpf_get_current_comm(o->thread_comm, TASK_COMM_LEN);
 }
 
-/* insert_owner puts o in owners for sk, and reports whether it could
- * (the map full, or its bucket busy on this CPU: LOST_UNFOLLOWED). Any
- * entry there goes: a socket that connects again after a failed attempt
- * starts over, and one left by a socket gone unseen is stale. */
+/* insert_owner puts o in owners for sk, and reports whether it could (not
+ * when the map is full or its per-CPU cache of elements empty: counted in
+ * LOST_UNFOLLOWED). Any entry there goes: a socket that connects again
+ * after a failed attempt starts over, and one left by a socket gone unseen
+ * is stale. */
 static __always_inline int insert_owner(struct sock *sk, const struct owner *o)
 {
 	__u64 key = (__u64)sk;
 	if (bpf_map_update_elem(&owners, &key, o, BPF_ANY) == 0)
 		return 1;
-	__u32 slot = LOST_UNFOLLOWED;
-	__u64 *n = bpf_map_lookup_elem(&lost, &slot);
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	count_lost(LOST_UNFOLLOWED);
 	return 0;
 }
 
@@ -183,11 +180,12 @@ static __always_inline void on_state(struct sock *sk, int oldstate, int newstate
 	struct owner *o, mine = {};
 	__u64 cookie;
 	if (newstate == TCP_SYN_SENT) {
-		if (!sk_is_tcp_btf(sk) || current_is_self())
+		__u64 id = bpf_get_current_pid_tgid();
+		if (!sk_is_tcp_btf(sk) || (id >> 32) == self_pid)
 			return;
 		cookie = bpf_get_socket_cookie(sk);
 		o = &mine;
-		remember_owner(o, sk, cookie);
+		remember_owner(o, sk, cookie, id);
 		/* With sock_ops on, the tracepoint backend's SYN_SENT rides on
 		 * connect_cb's record right after the port search (or on the
 		 * socket's next record: a failed search, ESTABLISHED, CLOSE):
