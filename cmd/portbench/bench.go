@@ -32,6 +32,7 @@ type bench struct {
 	o       options
 	conds   []condition
 	results map[string]map[string][]sample // mode → condition → samples
+	paired  map[string]map[string][]sample // the pair rounds: mode → condition → samples
 	max     struct {
 		eventsPerSec, connsPerSec float64
 		lost                      uint64

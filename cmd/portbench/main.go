@@ -20,6 +20,8 @@ type options struct {
 	porttrace, churn string
 	rounds           int
 	duration         time.Duration
+	pairs            int
+	pairDuration     time.Duration
 	bccSource        string
 	floor            string
 	idle             string
@@ -32,6 +34,8 @@ func main() {
 	flag.StringVar(&o.churn, "churn", "bin/churn", "the churn load generator")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds of every condition, alternated")
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "churn per measurement")
+	flag.IntVar(&o.pairs, "pairs", 16, "rounds of the short runs the targets are judged by: porttrace between the bare program and the streamer (reset close), beside no tracer (TIME_WAIT close)")
+	flag.DurationVar(&o.pairDuration, "pair-duration", 3*time.Second, "churn per short run")
 	flag.StringVar(&o.bccSource, "bcc-kernel-source", os.Getenv("BCC_KERNEL_SOURCE"), "kernel headers for BCC, when this kernel has none")
 	flag.StringVar(&o.floor, "floor", "", "run only the floor program, count or stream, until interrupted (how portbench runs the floor conditions)")
 	flag.StringVar(&o.idle, "idle", "0,200,1000", "idle network namespaces to measure the idle agent with, comma-separated")
@@ -74,6 +78,12 @@ func run(o options) error {
 		if err := b.compare(mode, conds); err != nil {
 			return err
 		}
+	}
+	for _, mode := range []string{"reset", "fin"} {
+		if err := b.pairs(mode, conds); err != nil {
+			return err
+		}
+		b.pairTable(mode)
 	}
 	if err := b.maxChurn(conds); err != nil {
 		return err

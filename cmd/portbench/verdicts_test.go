@@ -13,25 +13,69 @@ func rates(rs ...float64) []sample {
 	return out
 }
 
-// TestPaired: rounds are compared pairwise, so a machine that speeds up
-// over the run does not pass for a tracer's cost; a target the rounds
-// fall on both sides of is unsure.
-func TestPaired(t *testing.T) {
+// ratiosOf are rounds whose reference ran at rates that drift by a
+// factor of 3 over the run, and whose other condition ran at ratio[i] of
+// its round's reference.
+func ratiosOf(ratio ...float64) (a, ref []sample) {
+	for i, r := range ratio {
+		base := 10000 * (1 + 2*float64(i)/float64(len(ratio)))
+		a, ref = append(a, rates(base*r)...), append(ref, rates(base)...)
+	}
+	return a, ref
+}
+
+// TestJudge: rounds are compared pairwise (ratiosOf's reference triples
+// its rate over the run, which a ratio of medians would carry); a target inside the
+// median's confidence interval is unsure, and so is any target with too
+// few rounds to bound the median.
+func TestJudge(t *testing.T) {
 	for _, c := range []struct {
-		name   string
-		a, ref []sample
-		mark   string
-		med    float64
+		name    string
+		ratios  []float64
+		target  float64
+		atLeast bool
+		mark    string
+		med     float64
 	}{
-		// Medians alone would say 20,000 / 20,500 = 0.976x: met.
-		{"drift", rates(10000, 20000, 30000), rates(9000, 20500, 33000), "UNSURE", 0.9756},
-		{"all above", rates(9800, 19600, 29700), rates(10000, 20000, 30000), "met   ", 0.98},
-		{"all below", rates(9000, 18000, 27300), rates(10000, 20000, 30000), "MISSED", 0.90},
-		{"median below, one above", rates(9000, 18000, 30000), rates(10000, 20000, 30000), "UNSURE", 0.90},
+		{"above", []float64{0.99, 0.98, 1.01, 0.975, 1.0, 0.985, 0.995, 1.02, 0.98, 0.99, 1.0, 0.97}, 0.97, true, "met   ", 0.99},
+		{"below", []float64{0.93, 0.95, 0.91, 0.96, 0.94, 0.92, 0.99, 0.95, 0.93, 0.94, 0.92, 0.96}, 0.97, true, "MISSED", 0.94},
+		{"straddles", []float64{0.93, 0.99, 0.95, 1.01, 0.96, 0.98, 0.97, 1.0, 0.94, 0.99, 0.96, 0.98}, 0.97, true, "UNSURE", 0.97},
+		{"too few rounds", []float64{0.99, 0.99, 1.0, 0.98, 1.01}, 0.97, true, "UNSURE", 0.99},
+		{"at most, below", []float64{1.05, 1.02, 1.08, 1.04, 1.06, 1.01, 1.03, 1.05, 1.07, 1.04, 1.02, 1.06}, 1.10, false, "met   ", 1.05},
+		{"at most, above", []float64{1.15, 1.22, 1.18, 1.16, 1.2, 1.12, 1.19, 1.17, 1.21, 1.14, 1.18, 1.16}, 1.10, false, "MISSED", 1.17},
 	} {
-		mark, med, _, _ := paired(c.a, c.ref, 0.97)
-		if mark != c.mark || med < c.med-0.001 || med > c.med+0.001 {
-			t.Errorf("%s: %q %.4f, want %q %.4f", c.name, mark, med, c.mark, c.med)
+		a, ref := ratiosOf(c.ratios...)
+		s := ratioSummary(a, ref, rateOf)
+		if mark := judge(s, c.target, c.atLeast); mark != c.mark || s.Center < c.med-0.006 || s.Center > c.med+0.006 {
+			t.Errorf("%s: %q %.4f (%.3f-%.3f), want %q %.4f", c.name, mark, s.Center, s.Lo, s.Hi, c.mark, c.med)
+		}
+	}
+}
+
+// TestPairConditions: reset churn's rounds run porttrace between the bare
+// program and the streamer, TIME_WAIT churn's beside no tracer, and every
+// other round in the reverse order.
+func TestPairConditions(t *testing.T) {
+	conds := []condition{{name: "no tracer"}, {name: bareName}, {name: streamName},
+		{name: "porttrace (tracepoint)", porttrace: true}, {name: "BCC tcpstates"}}
+	names := func(cs []condition) (out []string) {
+		for _, c := range cs {
+			out = append(out, c.name)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		mode  string
+		round int
+		want  []string
+	}{
+		{"reset", 0, []string{bareName, "porttrace (tracepoint)", streamName}},
+		{"reset", 1, []string{streamName, "porttrace (tracepoint)", bareName}},
+		{"fin", 0, []string{"no tracer", "porttrace (tracepoint)"}},
+		{"fin", 1, []string{"porttrace (tracepoint)", "no tracer"}},
+	} {
+		if got := names(pairOrder(pairConditions(c.mode, conds), c.round)); !slices.Equal(got, c.want) {
+			t.Errorf("%s round %d: %q, want %q", c.mode, c.round, got, c.want)
 		}
 	}
 }

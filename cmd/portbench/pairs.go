@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/perf/benchmath"
+)
+
+// pairConditions are what the targets compare porttrace with in a mode:
+// reset churn against the bare program and the streamer, TIME_WAIT churn
+// against no tracer.
+func pairConditions(mode string, conds []condition) []condition {
+	var first, porttrace, last []condition
+	for _, c := range conds {
+		switch {
+		case c.porttrace:
+			porttrace = append(porttrace, c)
+		case mode == "reset" && c.name == bareName, mode == "fin" && c.name == "no tracer":
+			first = append(first, c)
+		case mode == "reset" && c.name == streamName:
+			last = append(last, c)
+		}
+	}
+	return slices.Concat(first, porttrace, last)
+}
+
+// pairOrder is the order of a pair round: reversed every other round, so
+// that no condition always runs first after the one before.
+func pairOrder(conds []condition, round int) []condition {
+	out := slices.Clone(conds)
+	if round%2 == 1 {
+		slices.Reverse(out)
+	}
+	return out
+}
+
+// pairs measures the conditions the verdicts need in short runs, a few
+// seconds apart, over many rounds (--pairs, --pair-duration). The
+// machine's speed drifts over tens of seconds (its other tenants), by
+// more than the targets' margins: a ratio of two runs seconds apart
+// cancels most of the drift, and many rounds give the median of those
+// ratios a confidence interval (verdicts).
+func (b *bench) pairs(mode string, conds []condition) error {
+	if b.paired == nil {
+		b.paired = map[string]map[string][]sample{}
+	}
+	b.paired[mode] = map[string][]sample{}
+	pc := pairConditions(mode, conds)
+	for round := range b.o.pairs {
+		for _, c := range pairOrder(pc, round) {
+			fmt.Fprintf(os.Stderr, "portbench: %s close, pair round %d/%d: %s\n", mode, round+1, b.o.pairs, c.name)
+			s, err := b.measure(c, "--mode", mode, "--duration", b.o.pairDuration.String())
+			if err != nil {
+				return err
+			}
+			b.paired[mode][c.name] = append(b.paired[mode][c.name], s)
+		}
+	}
+	return nil
+}
+
+// confidence is the confidence level of the verdicts' intervals.
+const confidence = 0.95
+
+// ratioSummary is the median over rounds of f(a) / f(ref), each round's
+// two runs taken seconds apart, with its confidence interval: order
+// statistics, which assume nothing about the ratios' distribution
+// (benchmath.AssumeNothing, as benchstat uses).
+func ratioSummary(as, rs []sample, f func(sample) float64) benchmath.Summary {
+	ratios := make([]float64, min(len(as), len(rs)))
+	for i := range ratios {
+		ratios[i] = f(as[i]) / f(rs[i])
+	}
+	return benchmath.AssumeNothing.Summary(benchmath.NewSample(ratios, &benchmath.DefaultThresholds), confidence)
+}
+
+// judge says whether s's median is on the good side of target (at least
+// target when atLeast, at most otherwise), and with what certainty:
+// "met" and "MISSED" when the whole interval is on one side, "UNSURE"
+// when it straddles the target.
+func judge(s benchmath.Summary, target float64, atLeast bool) string {
+	lo, hi := s.Lo, s.Hi
+	if !atLeast {
+		lo, hi = -hi, -lo
+		target = -target
+	}
+	switch {
+	case lo >= target:
+		return "met   "
+	case hi < target:
+		return "MISSED"
+	default:
+		return "UNSURE"
+	}
+}
+
+// pairedVerdict prints the verdict on a's f against ref's, round by round.
+func (b *bench) pairedVerdict(mode, a, ref string, f func(sample) float64, target float64, atLeast bool, what string) {
+	as, rs := b.paired[mode][a], b.paired[mode][ref]
+	if len(as) == 0 || len(rs) == 0 {
+		return
+	}
+	s := ratioSummary(as, rs, f)
+	fmt.Printf("  %s %s, %s close: %s: %.3fx (%.0f%% interval %.3f-%.3f, %d rounds of %s)\n",
+		judge(s, target, atLeast), a, mode, what, s.Center, 100*s.Confidence, s.Lo, s.Hi, len(as), b.o.pairDuration)
+}
+
+func rateOf(s sample) float64 { return s.churn.Rate }
+func p50Of(s sample) float64  { return float64(s.churn.P50) }
+
+// pairTable prints each condition's median rate and connect() p50 over the
+// pair rounds.
+func (b *bench) pairTable(mode string) {
+	fmt.Printf("%s close, %d rounds of %s, seconds apart: medians\n", mode, b.o.pairs, b.o.pairDuration)
+	for _, c := range pairConditions(mode, b.conds) {
+		ss := b.paired[mode][c.name]
+		fmt.Printf("  %-24s %12.0f connects/s %12s connect p50\n", c.name,
+			median(column(ss, rateOf)), time.Duration(median(column(ss, p50Of))).Round(100*time.Nanosecond))
+	}
+	fmt.Println()
+}
