@@ -80,7 +80,8 @@ struct {
  * deletes it at the socket's CLOSE, the last state a socket takes;
  * pt_send_reset marks a reset and the sock_ops hook a port already told;
  * every hook reads it (owner_of). A socket without one (a listener, a
- * server-side child) leaves every hook after one lookup.
+ * server-side child) leaves every hook after reading its cookie (none,
+ * mostly) or one lookup.
  *
  * A hash map, not socket storage: the first storage of a socket is two
  * allocations, each charged to the memory cgroup, and a third step to
@@ -88,8 +89,8 @@ struct {
  * docs/performance.md); this map's elements come from per-CPU caches.
  * An entry outlives its socket only where the socket's CLOSE went unseen
  * (a run the kernel skipped); the cookie it keeps tells it from a later
- * socket at the same address, whose first lookup deletes it, and until
- * then it only takes room. At most 2^18 client sockets are open at once
+ * socket at the same address, whose first lookup deletes it (or whose
+ * SYN_SENT replaces it), and until then it only takes room. At most 2^18 client sockets are open at once
  * (SYN_SENT to CLOSE; TIME_WAIT is not one): the kernel makes the map's
  * 2^18 buckets (4 MiB) at once, the entries as sockets connect. */
 struct {

@@ -64,10 +64,17 @@ static __always_inline struct owner *owner_of(__u64 key, __u64 cookie)
 	return o;
 }
 
-/* owner_of for a BTF sk (tp_btf), whose cookie is a direct read. */
+/* owner_of for a BTF sk (tp_btf), whose cookie is a direct read. A
+ * socket without a cookie never entered SYN_SENT while porttrace ran (on
+ * SYN_SENT pt_state asks for one, and a cookie is never cleared): it
+ * leaves without a lookup. Most server sockets do, unless a socket-table
+ * dump (sock_diag) gave them one. */
 static __always_inline struct owner *owner_of_sk(const struct sock *sk)
 {
-	return owner_of((__u64)sk, sk->__sk_common.skc_cookie.counter);
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie)
+		return NULL;
+	return owner_of((__u64)sk, cookie);
 }
 
 /* carry_syn_sent makes e stand for its socket's SYN_SENT too, if that
