@@ -20,8 +20,11 @@ const Poll = 10 * time.Millisecond
 
 // Run attaches the program of mode, "count" or "stream", calls ready once
 // it is attached, and runs until ctx ends. It returns the state changes
-// counted (count) or read from the ring (stream), and those the ring could
-// not take.
+// counted (count) or read from the ring (stream), and those lost: the
+// ring could not take them, or the kernel skipped the program's run (its
+// recursion_misses: the tracepoint fired while the program ran on that
+// CPU, from an interrupt). A minimal tracer loses those silently;
+// porttrace's pt_state_nested does their work.
 func Run(ctx context.Context, mode string, ready func()) (events, lost uint64, err error) {
 	prog := map[string]string{"count": floorProgFloorCount, "stream": floorProgFloorStream}[mode]
 	if prog == "" {
@@ -52,10 +55,16 @@ func Run(ctx context.Context, mode string, ready func()) (events, lost uint64, e
 	ready()
 	if mode == "count" {
 		<-ctx.Done()
-		return sum(coll.Maps[floorMapCounts], 0), 0, nil
+		events = sum(coll.Maps[floorMapCounts], 0)
+	} else {
+		events, err = stream(ctx, coll.Maps[floorMapChanges])
+		lost = sum(coll.Maps[floorMapCounts], 1)
 	}
-	events, err = stream(ctx, coll.Maps[floorMapChanges])
-	return events, sum(coll.Maps[floorMapCounts], 1), err
+	st, serr := coll.Programs[prog].Stats()
+	if serr != nil {
+		return events, lost, errors.Join(err, fmt.Errorf("%s's skipped runs: %w", prog, serr))
+	}
+	return events, lost + st.RecursionMisses, err
 }
 
 // stream reads every record every Poll until ctx ends, then what is left.
