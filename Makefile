@@ -102,7 +102,7 @@ bench-vm: ## what the fentry and kprobe backends cost, as ratios, under qemu on 
 			| grep -E 'PORTTRACE-COST|PORTTRACE-VM-RESULT|FAIL'; \
 	done
 
-bench: deps ## what porttrace costs the machine it traces, beside a bare BPF program, a minimal streamer, BCC tcpstates and bpftrace, and the idle agent's cost (root, about 20 minutes)
+bench: deps ## what porttrace costs the machine it traces, beside a bare BPF program, a minimal streamer, BCC tcpstates and bpftrace, and the idle agent's cost (root, about 26 minutes)
 	$(GO) build -o bin/porttrace ./cmd/porttrace
 	$(GO) build -o bin/churn ./cmd/churn
 	$(GO) build -o bin/portbench ./cmd/portbench
