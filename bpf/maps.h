@@ -89,8 +89,9 @@ struct {
  * docs/performance.md); this map's elements come from per-CPU caches.
  * An entry outlives its socket only where the socket's CLOSE went unseen
  * (a run the kernel skipped); the cookie it keeps tells it from a later
- * socket at the same address, whose first lookup deletes it (or whose
- * SYN_SENT replaces it), and until then it only takes room. At most 2^18 client sockets are open at once
+ * socket at the same address. A later socket with a cookie deletes it at
+ * its first lookup, a client's SYN_SENT replaces it, and a socket without
+ * a cookie passes it by (owner_of_sk); until then it only takes room. At most 2^18 client sockets are open at once
  * (SYN_SENT to CLOSE; TIME_WAIT is not one): the kernel makes the map's
  * 2^18 buckets (4 MiB) at once, the entries as sockets connect. */
 struct {

@@ -181,7 +181,7 @@ static __always_inline void on_close(const struct sock *sk, __u64 cookie, struct
  * The rest cost a ring record each and say nothing more. Every other
  * transition, and every socket that never entered SYN_SENT (the server
  * side: half of all runs), leaves after comparing the new state, or after
- * one lookup in owners. */
+ * reading its cookie (none, mostly) or one lookup in owners. */
 static __always_inline void on_state(struct sock *sk, int oldstate, int newstate)
 {
 	struct owner *o, mine = {};

@@ -106,20 +106,20 @@ func (b *bench) compare(mode string, conds []condition) error {
 	return nil
 }
 
-// Names of the conditions porttrace's rates are judged against round by
-// round (pairedVerdict).
+// Names of the conditions porttrace's rates are judged against, in the
+// pair rounds (pairTargets).
 const (
 	bareName   = "bare program (counts)"
 	streamName = "minimal streamer"
 )
 
-// roundOrder is the order of the conditions in a round. porttrace runs
-// between the bare program and the streamer, first one then the other
-// ahead as the rounds alternate, so that each round's ratios to them are
-// of runs seconds apart: the machine's speed drifts over tens of seconds
-// (its other tenants), more than the targets' margins. The other
-// conditions follow, rotated each round so that none always follows the
-// same one.
+// roundOrder is the order of the conditions in a round of the table (the
+// verdicts have rounds of their own: pairs). porttrace runs between the
+// bare program and the streamer, first one then the other ahead as the
+// rounds alternate, so that the table's ratios to them are of runs
+// seconds apart: the machine's speed drifts over tens of seconds (its
+// other tenants). The other conditions follow, rotated each round so
+// that none always follows the same one.
 func roundOrder(conds []condition, round int) []condition {
 	var before, after, porttrace, rest []condition
 	for _, c := range conds {

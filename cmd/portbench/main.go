@@ -55,6 +55,9 @@ func main() {
 }
 
 func run(o options) error {
+	if o.pairs < minPairs {
+		return fmt.Errorf("--pairs %d: at least %d rounds give the verdicts' median a %.0f%% interval", o.pairs, minPairs, 100*confidence)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: tracers attach BPF programs and churn makes a network namespace")
 	}

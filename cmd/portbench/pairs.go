@@ -38,7 +38,9 @@ func pairOrder(conds []condition, round int) []condition {
 }
 
 // pairs measures the conditions the verdicts need in short runs, a few
-// seconds apart, over many rounds (--pairs, --pair-duration). The
+// seconds apart, over many rounds (--pairs, --pair-duration). Where
+// several porttrace backends attach, a round runs them all between its
+// references, and each is paired with the references of its round. The
 // machine's speed drifts over tens of seconds (its other tenants), by
 // more than the targets' margins: a ratio of two runs seconds apart
 // cancels most of the drift, and many rounds give the median of those
@@ -62,15 +64,20 @@ func (b *bench) pairs(mode string, conds []condition) error {
 	return nil
 }
 
-// confidence is the confidence level of the verdicts' intervals.
-const confidence = 0.95
+// confidence is the confidence level of the verdicts' intervals; with
+// fewer than minPairs rounds, order statistics give none.
+const (
+	confidence = 0.95
+	minPairs   = 6
+)
 
-// ratioSummary is the median over rounds of f(a) / f(ref), each round's
+// ratioSummary is the median over rounds of f(as[i]) / f(rs[i]) (as and rs
+// of the same length, one sample per round), each round's
 // two runs taken seconds apart, with its confidence interval: order
 // statistics, which assume nothing about the ratios' distribution
 // (benchmath.AssumeNothing, as benchstat uses).
 func ratioSummary(as, rs []sample, f func(sample) float64) benchmath.Summary {
-	ratios := make([]float64, min(len(as), len(rs)))
+	ratios := make([]float64, len(as))
 	for i := range ratios {
 		ratios[i] = f(as[i]) / f(rs[i])
 	}
@@ -97,15 +104,41 @@ func judge(s benchmath.Summary, target float64, atLeast bool) string {
 	}
 }
 
-// pairedVerdict prints the verdict on a's f against ref's, round by round.
-func (b *bench) pairedVerdict(mode, a, ref string, f func(sample) float64, target float64, atLeast bool, what string) {
-	as, rs := b.paired[mode][a], b.paired[mode][ref]
-	if len(as) == 0 || len(rs) == 0 {
-		return
+// pairTarget is a target judged by the pair rounds: porttrace's f against
+// ref's in a mode, at least (or at most) target.
+type pairTarget struct {
+	mode, ref string
+	f         func(sample) float64
+	target    float64
+	atLeast   bool
+	what      string
+}
+
+// pairTargets are issue 22's targets for churn (docs/performance.md).
+var pairTargets = []pairTarget{
+	{"reset", bareName, rateOf, 0.97, true, "connects/s at least 0.97x of the bare program's"},
+	{"reset", streamName, rateOf, 1, true, "connects/s at least the minimal streamer's"},
+	{"fin", "no tracer", rateOf, 0.99, true, "connects/s 1.00x of no tracer (at least 0.99x)"},
+	{"fin", "no tracer", p50Of, 1.10, false, "connect() p50 within 10% of no tracer's"},
+}
+
+// pairedVerdict prints the verdict on condition a against t, round by
+// round, and returns its mark ("" when a or t's reference was not
+// measured in the same rounds).
+func (b *bench) pairedVerdict(a string, t pairTarget) string {
+	as, rs := b.paired[t.mode][a], b.paired[t.mode][t.ref]
+	if len(as) == 0 || len(as) != len(rs) {
+		fmt.Printf("  (no verdict for %s against %s, %s close: %d and %d pair rounds)\n", a, t.ref, t.mode, len(as), len(rs))
+		return ""
 	}
-	s := ratioSummary(as, rs, f)
+	s := ratioSummary(as, rs, t.f)
+	mark := judge(s, t.target, t.atLeast)
 	fmt.Printf("  %s %s, %s close: %s: %.3fx (%.0f%% interval %.3f-%.3f, %d rounds of %s)\n",
-		judge(s, target, atLeast), a, mode, what, s.Center, 100*s.Confidence, s.Lo, s.Hi, len(as), b.o.pairDuration)
+		mark, a, t.mode, t.what, s.Center, 100*s.Confidence, s.Lo, s.Hi, len(as), b.o.pairDuration)
+	for _, w := range s.Warnings {
+		fmt.Printf("         %v\n", w)
+	}
+	return mark
 }
 
 func rateOf(s sample) float64 { return s.churn.Rate }

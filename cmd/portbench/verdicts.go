@@ -12,10 +12,9 @@ func (b *bench) verdicts() {
 		if !c.porttrace {
 			continue
 		}
-		b.pairedVerdict("reset", c.name, bareName, rateOf, 0.97, true, "connects/s at least 0.97x of the bare program's")
-		b.pairedVerdict("reset", c.name, streamName, rateOf, 1, true, "connects/s at least the minimal streamer's")
-		b.pairedVerdict("fin", c.name, "no tracer", rateOf, 0.99, true, "connects/s 1.00x of no tracer (at least 0.99x)")
-		b.pairedVerdict("fin", c.name, "no tracer", p50Of, 1.10, false, "connect() p50 within 10% of no tracer's")
+		for _, t := range pairTargets {
+			b.pairedVerdict(c.name, t)
+		}
 		var lost uint64
 		for _, s := range slices.Concat(b.results["fin"][c.name], b.paired["fin"][c.name]) {
 			lost += s.stats.Lost

@@ -3,6 +3,7 @@ package main
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 func rates(rs ...float64) []sample {
@@ -43,11 +44,42 @@ func TestJudge(t *testing.T) {
 		{"too few rounds", []float64{0.99, 0.99, 1.0, 0.98, 1.01}, 0.97, true, "UNSURE", 0.99},
 		{"at most, below", []float64{1.05, 1.02, 1.08, 1.04, 1.06, 1.01, 1.03, 1.05, 1.07, 1.04, 1.02, 1.06}, 1.10, false, "met   ", 1.05},
 		{"at most, above", []float64{1.15, 1.22, 1.18, 1.16, 1.2, 1.12, 1.19, 1.17, 1.21, 1.14, 1.18, 1.16}, 1.10, false, "MISSED", 1.17},
+		// The interval's end on the target counts as on the good side.
+		{"low end at the target", []float64{0.97, 0.97, 0.97, 0.98, 0.98, 0.98, 0.99, 0.99, 0.99, 1.0, 1.0, 1.0}, 0.97, true, "met   ", 0.985},
+		{"high end at the target", []float64{1.05, 1.05, 1.05, 1.06, 1.06, 1.06, 1.08, 1.08, 1.08, 1.10, 1.10, 1.10}, 1.10, false, "met   ", 1.07},
 	} {
 		a, ref := ratiosOf(c.ratios...)
 		s := ratioSummary(a, ref, rateOf)
 		if mark := judge(s, c.target, c.atLeast); mark != c.mark || s.Center < c.med-0.006 || s.Center > c.med+0.006 {
 			t.Errorf("%s: %q %.4f (%.3f-%.3f), want %q %.4f", c.name, mark, s.Center, s.Lo, s.Hi, c.mark, c.med)
+		}
+	}
+}
+
+// TestPairTargets: each target is judged in the right direction against
+// the right reference: porttrace a tenth slower than every reference, in
+// rate and in p50, misses all four; a hundredth faster meets all four.
+func TestPairTargets(t *testing.T) {
+	for _, c := range []struct {
+		factor float64
+		want   string
+	}{{0.9, "MISSED"}, {1.01, "met   "}} {
+		b := &bench{o: options{pairDuration: 3 * time.Second}, paired: map[string]map[string][]sample{"reset": {}, "fin": {}}}
+		for _, ref := range []struct{ mode, name string }{{"reset", bareName}, {"reset", streamName}, {"fin", "no tracer"}} {
+			var pt, rs []sample
+			for i := range 12 {
+				r := sample{}
+				r.churn.Rate, r.churn.P50 = 30000+float64(100*i), 25*time.Microsecond
+				p := r
+				p.churn.Rate, p.churn.P50 = r.churn.Rate*c.factor, time.Duration(float64(r.churn.P50)/c.factor)
+				pt, rs = append(pt, p), append(rs, r)
+			}
+			b.paired[ref.mode][ref.name], b.paired[ref.mode]["porttrace"] = rs, pt
+		}
+		for _, target := range pairTargets {
+			if got := b.pairedVerdict("porttrace", target); got != c.want {
+				t.Errorf("%.2fx: %s, %s: %q, want %q", c.factor, target.mode, target.what, got, c.want)
+			}
 		}
 	}
 }
