@@ -91,9 +91,10 @@ struct {
  * (a run the kernel skipped); the cookie it keeps tells it from a later
  * socket at the same address. A later socket with a cookie deletes it at
  * its first lookup, a client's SYN_SENT replaces it, and a socket without
- * a cookie passes it by (owner_of_sk); until then it only takes room. At most 2^18 client sockets are open at once
- * (SYN_SENT to CLOSE; TIME_WAIT is not one): the kernel makes the map's
- * 2^18 buckets (4 MiB) at once, the entries as sockets connect. */
+ * a cookie passes it by (owner_of_sk); until then it only takes room.
+ * At most 2^18 client sockets are open at once (SYN_SENT to CLOSE;
+ * TIME_WAIT is not one): the kernel makes the map's 2^18 buckets
+ * (4 MiB) at once, the entries as sockets connect. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -91,19 +91,31 @@ func (b *bench) compare(mode string, conds []condition) error {
 	if b.results == nil {
 		b.results = map[string]map[string][]sample{}
 	}
-	b.results[mode] = map[string][]sample{}
-	for round := range b.o.rounds {
-		for _, c := range roundOrder(conds, round) {
-			fmt.Fprintf(os.Stderr, "portbench: %s close, round %d/%d: %s\n", mode, round+1, b.o.rounds, c.name)
-			s, err := b.measure(c, "--mode", mode, "--duration", b.o.duration.String())
-			if err != nil {
-				return err
-			}
-			b.results[mode][c.name] = append(b.results[mode][c.name], s)
-		}
+	var err error
+	b.results[mode], err = b.rounds(mode, "round", b.o.rounds, b.o.duration, func(round int) []condition { return roundOrder(conds, round) })
+	if err != nil {
+		return err
 	}
 	b.table(mode, conds)
 	return nil
+}
+
+// rounds runs churn in mode for d under each condition order(round)
+// gives, for n rounds, and returns the samples by condition, one per
+// round in which it ran.
+func (b *bench) rounds(mode, label string, n int, d time.Duration, order func(round int) []condition) (map[string][]sample, error) {
+	out := map[string][]sample{}
+	for round := range n {
+		for _, c := range order(round) {
+			fmt.Fprintf(os.Stderr, "portbench: %s close, %s %d/%d: %s\n", mode, label, round+1, n, c.name)
+			s, err := b.measure(c, "--mode", mode, "--duration", d.String())
+			if err != nil {
+				return nil, err
+			}
+			out[c.name] = append(out[c.name], s)
+		}
+	}
+	return out, nil
 }
 
 // Names of the conditions porttrace's rates are judged against, in the
@@ -163,12 +175,12 @@ func (b *bench) table(mode string, conds []condition) {
 	fmt.Printf("%s, 1 client thread\n", title)
 	fmt.Printf("  %-24s %12s %7s %8s %9s %12s %7s %12s %9s %7s\n", "condition", "connects/s", "ratio", "of bare", "spread", "connect p50", "ratio", "events", "lost", "lost %")
 	base := b.results[mode]["no tracer"]
-	baseRate := median(column(base, func(s sample) float64 { return s.churn.Rate }))
+	baseRate := median(column(base, rateOf))
 	baseP50 := median(column(base, func(s sample) time.Duration { return s.churn.P50 }))
 	bareRate := b.rate(mode, bareName)
 	for _, c := range conds {
 		ss := b.results[mode][c.name]
-		rates := column(ss, func(s sample) float64 { return s.churn.Rate })
+		rates := column(ss, rateOf)
 		rate := median(rates)
 		p50 := median(column(ss, func(s sample) time.Duration { return s.churn.P50 }))
 		line := fmt.Sprintf("  %-24s %12s %6.3fx %7.3fx %9s %12s %6.2fx", c.name, humanize.Comma(int64(rate)), rate/baseRate, rate/bareRate,
@@ -190,7 +202,7 @@ func (b *bench) rate(mode, name string) float64 {
 	if len(ss) == 0 {
 		return 0
 	}
-	return median(column(ss, func(s sample) float64 { return s.churn.Rate }))
+	return median(column(ss, rateOf))
 }
 
 // best is the first porttrace condition: the backend auto would choose.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"time"
 
@@ -49,19 +48,10 @@ func (b *bench) pairs(mode string, conds []condition) error {
 	if b.paired == nil {
 		b.paired = map[string]map[string][]sample{}
 	}
-	b.paired[mode] = map[string][]sample{}
 	pc := pairConditions(mode, conds)
-	for round := range b.o.pairs {
-		for _, c := range pairOrder(pc, round) {
-			fmt.Fprintf(os.Stderr, "portbench: %s close, pair round %d/%d: %s\n", mode, round+1, b.o.pairs, c.name)
-			s, err := b.measure(c, "--mode", mode, "--duration", b.o.pairDuration.String())
-			if err != nil {
-				return err
-			}
-			b.paired[mode][c.name] = append(b.paired[mode][c.name], s)
-		}
-	}
-	return nil
+	var err error
+	b.paired[mode], err = b.rounds(mode, "pair round", b.o.pairs, b.o.pairDuration, func(round int) []condition { return pairOrder(pc, round) })
+	return err
 }
 
 // confidence is the confidence level of the verdicts' intervals; with

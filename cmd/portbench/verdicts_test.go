@@ -6,6 +6,14 @@ import (
 	"time"
 )
 
+// names are the conditions' names, in order.
+func names(cs []condition) (out []string) {
+	for _, c := range cs {
+		out = append(out, c.name)
+	}
+	return out
+}
+
 func rates(rs ...float64) []sample {
 	out := make([]sample, len(rs))
 	for i, r := range rs {
@@ -90,12 +98,6 @@ func TestPairTargets(t *testing.T) {
 func TestPairConditions(t *testing.T) {
 	conds := []condition{{name: "no tracer"}, {name: bareName}, {name: streamName},
 		{name: "porttrace (tracepoint)", porttrace: true}, {name: "BCC tcpstates"}}
-	names := func(cs []condition) (out []string) {
-		for _, c := range cs {
-			out = append(out, c.name)
-		}
-		return out
-	}
 	for _, c := range []struct {
 		mode  string
 		round int
@@ -119,12 +121,6 @@ func TestRoundOrder(t *testing.T) {
 	conds := []condition{{name: "no tracer"}, {name: bareName}, {name: streamName},
 		{name: "porttrace (fentry)", porttrace: true}, {name: "porttrace (tracepoint)", porttrace: true},
 		{name: "BCC tcpstates"}, {name: "bpftrace printf"}}
-	names := func(cs []condition) (out []string) {
-		for _, c := range cs {
-			out = append(out, c.name)
-		}
-		return out
-	}
 	want := [][]string{
 		{bareName, "porttrace (fentry)", "porttrace (tracepoint)", streamName, "no tracer", "BCC tcpstates", "bpftrace printf"},
 		{streamName, "porttrace (tracepoint)", "porttrace (fentry)", bareName, "BCC tcpstates", "bpftrace printf", "no tracer"},
