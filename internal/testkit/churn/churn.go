@@ -64,6 +64,12 @@ type Config struct {
 	// PortRange, if set, is each socket's own IP_LOCAL_PORT_RANGE
 	// (Linux 6.3+): [low, high], set before bind() and connect().
 	PortRange [2]uint16 `json:",omitempty"`
+	// FastOpenConnect sets TCP_FASTOPEN_CONNECT before connect(). Where
+	// the client has a Fast Open cookie or needs none (the namespace's
+	// net.ipv4.tcp_fastopen has bit 0x4), connect() takes a port and
+	// returns 0 without sending a SYN, which waits for a first write: the
+	// client never writes, so each socket closes with no segment sent.
+	FastOpenConnect bool `json:",omitempty"`
 }
 
 // Result is what the client saw. Failures count both bind() and connect()
@@ -217,6 +223,11 @@ func once(target netip.AddrPort, c Config, bindAddr netip.Addr) (int, error) {
 	if r := c.PortRange; r != ([2]uint16{}) {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(r[0])|int(r[1])<<16); err != nil {
 			return 0, fmt.Errorf("setsockopt IP_LOCAL_PORT_RANGE: %w", err)
+		}
+	}
+	if c.FastOpenConnect {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1); err != nil {
+			return 0, fmt.Errorf("setsockopt TCP_FASTOPEN_CONNECT: %w", err)
 		}
 	}
 	if bindFirst {
