@@ -115,12 +115,14 @@ struct call {
 	__u16 snum;        /* inet_csk_get_port: the port asked for */
 	__u8 searched;     /* the port search of this connect() failed */
 	__u8 reported;     /* pt_state reported that failure at SYN_SENT -> CLOSE */
+	__u8 found;        /* the port search of this connect() found a port */
+	__u8 saddr[16];    /* found, and the socket closed before a segment: its source (attempt_result) */
 };
 
 /* Keyed by thread id. The entry hooks insert (call_begin: kprobe
  * tcp_v{4,6}_connect, fentry inet{,6}_hash_connect, inet_csk_get_port's
- * entry); the search's return hook records a failure in it and, on fentry,
- * deletes it after a success; pt_state reads it at SYN_SENT -> CLOSE and
+ * entry); the search's return hook records its outcome in it; pt_state
+ * reads it at SYN_SENT -> CLOSE and
  * marks the failure reported; connect()'s and inet_csk_get_port's return
  * hooks read and delete it. LRU, because a kretprobe can miss its return
  * (maxactive exceeded) and must not leak the entry. */
@@ -146,7 +148,8 @@ struct sockcall {
 	__u16 family;
 	__u16 port;
 	__u8 have_saddr;
-	__u8 _pad[3];
+	__u8 after_search; /* the search found a port, and connect() failed later (attempt_result) */
+	__u8 _pad[2];
 };
 
 /* connect() calls on TCP sockets, keyed by thread id: sys_enter_connect

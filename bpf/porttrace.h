@@ -55,6 +55,10 @@ enum event_flag {
 	/* EV_NAT: conntrack refused the translated tuple when it confirmed
 	 * the entry (insert_failed, drop): no free NAT port was found. */
 	FLAG_INSERT_FAILED = 32,
+	/* EV_CONNECT for a failure after the port search found a port (a
+	 * route refused for that port, tcp_connect() failed): the attempt
+	 * began at SYN_SENT, which counted it. */
+	FLAG_AFTER_SEARCH = 64,
 };
 
 enum backend_kind {
@@ -118,6 +122,7 @@ struct owner {
 	__u8 bound;        /* the port came from bind(), before connect() */
 	__u8 port_sent;    /* an event already told the socket's port */
 	__u8 syn_told;     /* SYN_SENT's record is sent; 0: it rides on the next one */
+	__u16 sport_syn;   /* inet_sport at SYN_SENT: 0, or left by an earlier connect() */
 	char comm[TASK_COMM_LEN];
 	char thread_comm[TASK_COMM_LEN];
 };

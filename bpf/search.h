@@ -70,9 +70,9 @@ static __always_inline void search_end(const struct sock *sk, int ret)
 	if (ret) {
 		c->searched = 1;
 		c->search_ret = ret;
+	} else {
+		c->found = 1;
 	}
-	else if (backend == BACKEND_FENTRY)
-		bpf_map_delete_elem(&calls, &tid);
 	emit_search(EV_ALLOC, sk, ret, start, 0);
 }
 
@@ -90,7 +90,7 @@ static __always_inline void connect_end(const struct sock *sk, const struct sock
 			bpf_map_delete_elem(&calls, &tid);
 		return;
 	}
-	__u8 flags = 0;
+	__u8 flags = 0, saddr[16] = {};
 	if (c && c->reported) {
 		bpf_map_delete_elem(&calls, &tid);
 		return;
@@ -102,6 +102,11 @@ static __always_inline void connect_end(const struct sock *sk, const struct sock
 			uaddr = (const struct sockaddr *)c->uaddr;
 		if (c->searched)
 			flags = FLAG_SEARCHED;
+		else if (c->found && c->sk == (__u64)sk) {
+			/* The failure reset the socket's source address. */
+			flags = FLAG_AFTER_SEARCH;
+			__builtin_memcpy(saddr, c->saddr, 16);
+		}
 		bpf_map_delete_elem(&calls, &tid);
 	}
 	if (!sk || !sk_is_tcp(sk))
@@ -109,6 +114,8 @@ static __always_inline void connect_end(const struct sock *sk, const struct sock
 	struct event *e = sock_event(EV_CONNECT, sk, sk_cookie_field(sk), ret, flags);
 	if (!e)
 		return;
+	if (flags == FLAG_AFTER_SEARCH)
+		__builtin_memcpy(e->saddr, saddr, 16);
 	if (uaddr) {
 		/* What the caller asked for: a failure before the route
 		 * lookup leaves nothing on the socket. */

@@ -99,6 +99,16 @@ static __always_inline __u16 sk_sport(const struct sock *sk)
 	return port ? port : BPF_CORE_READ(sk, __sk_common.skc_num);
 }
 
+/* copy_saddr copies sk's source address (IPv4 in the first 4 bytes) into
+ * saddr, 16 bytes. */
+static __always_inline void copy_saddr(__u8 *saddr, const struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6)
+		BPF_CORE_READ_INTO((struct in6_addr *)saddr, sk, __sk_common.skc_v6_rcv_saddr);
+	else
+		BPF_CORE_READ_INTO((__u32 *)saddr, sk, __sk_common.skc_rcv_saddr);
+}
+
 static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 {
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -276,6 +286,26 @@ static __always_inline __u32 sk_port_range(const struct sock *sk)
 	else if (bpf_core_field_exists(struct inet_sock___v63, local_port_range))
 		bpf_probe_read_kernel(&r, sizeof(r), __builtin_preserve_access_index(&((struct inet_sock___v63 *)sk)->local_port_range));
 	return r;
+}
+
+/* inet_sock's defer_connect as Linux 4.11-6.5 declared it: a bit field;
+ * since 6.6 a bit of inet_flags. */
+struct inet_sock___v411 {
+	__u8 defer_connect : 1;
+} __attribute__((preserve_access_index));
+
+/* connect_deferred says whether connect() found a port and returned
+ * without sending the SYN: TCP_FASTOPEN_CONNECT with a Fast Open cookie
+ * (or none needed), which leaves the SYN to the first write.
+ * INET_FLAGS_DEFER_CONNECT is from an anonymous enum, which CO-RE cannot
+ * relocate: it is 19 in every kernel with inet_flags (6.6 to 6.18). */
+static __always_inline int connect_deferred(const struct sock *sk)
+{
+	if (bpf_core_field_exists(struct inet_sock___v411, defer_connect))
+		return BPF_CORE_READ_BITFIELD_PROBED((struct inet_sock___v411 *)sk, defer_connect);
+	if (bpf_core_field_exists(struct inet_sock, inet_flags))
+		return (BPF_CORE_READ((struct inet_sock *)sk, inet_flags) >> INET_FLAGS_DEFER_CONNECT) & 1;
+	return 0;
 }
 
 /* r (sk_port_range) into e's range_low and range_high. */

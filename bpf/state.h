@@ -31,6 +31,8 @@ static __always_inline void remember_owner(struct owner *o, struct sock *sk, __u
 	o->port_range = sk_port_range(sk);
 	/* A port before the search means bind() took it. */
 	o->bound = sk->__sk_common.skc_num != 0;
+	if (backend == BACKEND_TRACEPOINT) /* for search_found_port */
+		o->sport_syn = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
 	struct task_struct *task = bpf_get_current_task_btf();
 	bpf_probe_read_kernel(o->comm, TASK_COMM_LEN, &task->group_leader->comm);
 	bpf_get_current_comm(o->thread_comm, TASK_COMM_LEN);
@@ -109,24 +111,48 @@ static __always_inline void mark_reset(struct sock *sk)
 		o->reset = 1;
 }
 
+/* search_found_port tells, on the tracepoint backend, whether connect()'s
+ * port search found sk a port: sock_ops told it (port_sent), or the search
+ * set a source port that SYN_SENT had not seen. That port stays when the
+ * CLOSE after a later failure releases it (a route refused for it, a
+ * failed tcp_connect()). Taken for a failed search: a failure after a
+ * search that found the very port the socket's earlier connect() left. */
+static __always_inline int search_found_port(const struct sock *sk, const struct owner *o)
+{
+	__u16 sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
+	return o->port_sent || (sport && sport != o->sport_syn);
+}
+
 /* How an attempt that never got established ended, as -errno. No segment
- * sent means connect() itself failed. On the tracepoint backend nothing else
- * tells, and it is the port search, which fails with EADDRNOTAVAIL (or
- * ENOMEM for a bucket, which is rare). The other backends know the search's
- * own result from its return hook; any other failure is left to connect()'s
- * return hook (0 here), which has the errno but no longer the source
- * address. Otherwise the handshake's outcome is the socket's error
- * (refused, unreachable, timed out), and no error means its owner closed it
- * first (a client timeout, a killed process): ECANCELED. */
+ * sent means connect() itself failed, or the socket closed before the
+ * first write that a TCP_FASTOPEN_CONNECT connect() left the SYN to: that
+ * connect() found a port and returned 0, and so is 0 here. On the
+ * tracepoint backend nothing else tells a failure apart: it is the port
+ * search, which fails with EADDRNOTAVAIL (or ENOMEM for a bucket, which is
+ * rare), unless the search found a port (search_found_port: a failure
+ * after the search, left to connect()'s return hook). The other backends
+ * know the search's own result from its return hook; any other failure is
+ * left to connect()'s return hook (0 here), which has the errno but no
+ * longer the source address. Otherwise the handshake's outcome is the
+ * socket's error (refused, unreachable, timed out), and no error means its
+ * owner closed it first (a client timeout, a killed process): ECANCELED. */
 static __always_inline int attempt_result(const struct sock *sk, struct owner *o, __u8 *flags)
 {
 	if (BPF_CORE_READ((struct tcp_sock *)sk, segs_out) == 0) {
+		if (connect_deferred(sk))
+			return 0;
 		if (backend == BACKEND_TRACEPOINT) {
+			if (search_found_port(sk, o)) {
+				connect_failed_after_search();
+				return 0;
+			}
 			*flags |= FLAG_SEARCHED;
 			return -EADDRNOTAVAIL;
 		}
 		__u32 tid = current_tid();
 		struct call *c = bpf_map_lookup_elem(&calls, &tid);
+		if (c && c->found && c->sk == (__u64)sk)
+			copy_saddr(c->saddr, sk); /* for connect()'s return hook */
 		if (!c || !c->searched)
 			return 0;
 		c->reported = 1;

@@ -79,10 +79,7 @@ static __always_inline void note_connect_source(const struct sock *sk)
 	struct sockcall *a = bpf_map_lookup_elem(&connects, &tid);
 	if (!a)
 		return;
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6)
-		BPF_CORE_READ_INTO(&a->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-	else
-		BPF_CORE_READ_INTO((__u32 *)a->saddr, sk, __sk_common.skc_rcv_saddr);
+	copy_saddr(a->saddr, sk);
 	a->have_saddr = 1;
 }
 
@@ -92,22 +89,40 @@ static __always_inline struct sockcall *take_args(void *map, __u32 *tid)
 	return bpf_map_lookup_elem(map, tid);
 }
 
-/* Only a failure before the socket reached SYN_SENT: from there on, the
- * states report the attempt and its outcome. */
+/* connect_failed_after_search tells the running connect() that its socket
+ * closed after a port search that found a port, with no segment sent: its
+ * failure is left to exit_connect. */
+static __always_inline void connect_failed_after_search(void)
+{
+	if (!syscalls)
+		return;
+	__u32 tid = current_tid();
+	struct sockcall *a = bpf_map_lookup_elem(&connects, &tid);
+	if (a)
+		a->after_search = 1;
+}
+
+/* A failure before the socket reached SYN_SENT, or after a search that
+ * found a port (connect_failed_after_search): otherwise the states report
+ * the attempt and its outcome. */
 static __always_inline void exit_connect(long ret)
 {
 	__u32 tid;
 	struct sockcall *a = take_args(&connects, &tid);
 	if (!a)
 		return;
-	if (!a->have_saddr && user_errno(ret) && ret != -EINPROGRESS) {
+	if ((!a->have_saddr || a->after_search) && user_errno(ret) && ret != -EINPROGRESS) {
 		const struct sock *sk = (const struct sock *)a->sk;
-		struct event *e = sock_event(EV_CONNECT, sk, sk_cookie_field(sk), ret, 0);
+		struct event *e = sock_event(EV_CONNECT, sk, sk_cookie_field(sk), ret,
+					     a->after_search ? FLAG_AFTER_SEARCH : 0);
 		if (e) {
 			e->latency_ns = e->ts_ns - a->ts_ns;
 			/* What the caller asked for. */
 			e->dport = a->port;
 			__builtin_memcpy(e->daddr, a->addr, 16);
+			/* The failure reset the socket's source address. */
+			if (a->after_search)
+				__builtin_memcpy(e->saddr, a->saddr, 16);
 			if (BPF_CORE_READ(sk, __sk_common.skc_num))
 				e->flags |= FLAG_BOUND;
 			fill_current(e);

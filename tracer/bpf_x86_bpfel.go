@@ -30,6 +30,9 @@ type bpfCall struct {
 	Snum      uint16
 	Searched  uint8
 	Reported  uint8
+	Found     uint8
+	Saddr     [16]uint8
+	_         [7]byte
 }
 
 type bpfEvent struct {
@@ -73,6 +76,7 @@ const (
 	bpfEventFlagFLAG_BOUND             bpfEventFlag = 8
 	bpfEventFlagFLAG_FIXED_PORT        bpfEventFlag = 16
 	bpfEventFlagFLAG_INSERT_FAILED     bpfEventFlag = 32
+	bpfEventFlagFLAG_AFTER_SEARCH      bpfEventFlag = 64
 )
 
 type bpfEventKind uint32
@@ -112,23 +116,25 @@ type bpfOwner struct {
 	Bound       uint8
 	PortSent    uint8
 	SynTold     uint8
+	SportSyn    uint16
 	Comm        [16]int8
 	ThreadComm  [16]int8
-	_           [4]byte
+	_           [2]byte
 }
 
 type bpfSockcall struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Sk        uint64
-	Uaddr     uint64
-	AddrLen   int64
-	Addr      [16]uint8
-	Saddr     [16]uint8
-	Family    uint16
-	Port      uint16
-	HaveSaddr uint8
-	Pad       [3]uint8
+	_           structs.HostLayout
+	TsNs        uint64
+	Sk          uint64
+	Uaddr       uint64
+	AddrLen     int64
+	Addr        [16]uint8
+	Saddr       [16]uint8
+	Family      uint16
+	Port        uint16
+	HaveSaddr   uint8
+	AfterSearch uint8
+	Pad         [2]uint8
 }
 
 type bpfStateCalls struct {

@@ -25,6 +25,7 @@ func TestEnumsMirrorC(t *testing.T) {
 		{"Searched", uint64(event.Searched), uint64(bpfEventFlagFLAG_SEARCHED)},
 		{"Bound", uint64(event.Bound), uint64(bpfEventFlagFLAG_BOUND)},
 		{"FixedPort", uint64(event.FixedPort), uint64(bpfEventFlagFLAG_FIXED_PORT)},
+		{"AfterSearch", uint64(event.AfterSearch), uint64(bpfEventFlagFLAG_AFTER_SEARCH)},
 	} {
 		if p.goV != p.cV {
 			t.Errorf("%s is %d in Go, %d in bpf/porttrace.h", p.name, p.goV, p.cV)

@@ -68,15 +68,15 @@ func (a *Aggregator) alloc(e *event.Event, sec int64, s *space) {
 	}
 }
 
-// connectFailed is a connect() that failed before SYN_SENT: an attempt of
-// its own. A failed search had its SYN_SENT, and counted there.
+// connectFailed is a connect() that failed: before SYN_SENT, an attempt
+// of its own; in or after the port search, one that SYN_SENT counted.
 func (a *Aggregator) connectFailed(e *event.Event, sec int64, k summary.SpaceKey) {
 	if !e.Failed() {
 		return
 	}
 	pk := procOf(e)
 	s := a.space(k, sec)
-	if e.Flags&event.Searched == 0 {
+	if e.Attempt() {
 		s.attempt(sec, pk, e.Flags&event.Bound != 0)
 		a.proc(pk, sec).connect(sec, k)
 	}

@@ -21,7 +21,8 @@ type Kind uint8
 const (
 	// Connect is a connect() that failed synchronously, with the errno the
 	// caller got: before the socket reached SYN_SENT (no route, no source
-	// address) or in the port search itself (Searched).
+	// address), in the port search itself (Searched), or after it found
+	// a port (AfterSearch).
 	Connect Kind = 1
 	// Alloc is the kernel's search for a source port inside connect().
 	Alloc Kind = 2
@@ -82,6 +83,10 @@ const (
 	// InsertFailed: a NAT event whose translated tuple conntrack refused
 	// (its insert_failed and drop counters rose, the packet was dropped).
 	InsertFailed Flags = 32
+	// AfterSearch: a Connect failure after the port search found a port
+	// (a route refused for that port, tcp_connect() failed): the attempt
+	// began at the socket's SYN_SENT, which counted it.
+	AfterSearch Flags = 64
 )
 
 // TCPState is a kernel TCP state (include/net/tcp_states.h).
@@ -197,7 +202,7 @@ func (e *Event) Attempt() bool {
 	case State:
 		return e.NewState == SynSent
 	case Connect:
-		return e.Failed() && e.Flags&Searched == 0
+		return e.Failed() && e.Flags&(Searched|AfterSearch) == 0
 	case Bind:
 		return e.Failed() && (e.Flags&FixedPort == 0 || e.Errno != EADDRINUSE)
 	}

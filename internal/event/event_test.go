@@ -69,6 +69,30 @@ func TestNATEvent(t *testing.T) {
 	}
 }
 
+// A connect() failure is an attempt of its own only where SYN_SENT did
+// not count one: not in the port search (Searched) nor after it found a
+// port (AfterSearch). Only the search's own EADDRNOTAVAIL is exhaustion.
+func TestConnectAttempt(t *testing.T) {
+	for _, c := range []struct {
+		errno               syscall.Errno
+		flags               Flags
+		attempt, exhaustion bool
+	}{
+		{syscall.ENETUNREACH, 0, true, false},
+		{EADDRNOTAVAIL, 0, true, false},
+		{EADDRNOTAVAIL, Searched, false, true},
+		{EADDRNOTAVAIL, Searched | Bound, false, false},
+		{syscall.ENETUNREACH, AfterSearch, false, false},
+		{0, 0, false, false},
+	} {
+		e := sample()
+		e.Errno, e.Flags = c.errno, c.flags
+		if e.Attempt() != c.attempt || e.Exhaustion() != c.exhaustion {
+			t.Errorf("%v flags %d: attempt %v exhaustion %v, want %v %v", c.errno, c.flags, e.Attempt(), e.Exhaustion(), c.attempt, c.exhaustion)
+		}
+	}
+}
+
 func TestFilter(t *testing.T) {
 	e := sample()
 	for _, c := range []struct {

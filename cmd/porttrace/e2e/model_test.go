@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -278,6 +279,108 @@ func TestModelAsyncFailures(t *testing.T) {
 	if fs := findingsIn(snap, ns.Inode); len(fs) != 0 {
 		t.Errorf("findings about ports for failures that are not about ports: %v", fs)
 	}
+}
+
+// TestModelFastOpenDeferred: with TCP_FASTOPEN_CONNECT, and a namespace
+// where a client needs no Fast Open cookie, connect() takes a port and
+// returns 0 without sending a SYN; each socket closes before a first
+// write. Like a failed port search, no segment was sent, but nothing
+// failed: every attempt is a connection, none a failure, no finding.
+func TestModelFastOpenDeferred(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	ns.Sysctl(t, "net/ipv4/tcp_fastopen", "5") // client on (1), no cookie needed (4); IPv6 too
+	dsts := []netip.AddrPort{ns.Listen(t, "127.0.0.1:8080", 0), ns.Listen(t, "[::1]:8080", 0)}
+	top := watch(t)
+	for _, dst := range dsts {
+		if res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin, FastOpenConnect: true}).Wait(t); res.Connected != 5 {
+			t.Fatalf("setup: client toward %s %+v, want 5 connected", dst, res)
+		}
+	}
+	snap := top.done(t)
+	invariants(t, snap)
+	// The kernel's count of SYNs sent (tcp_connect) is the ground truth
+	// that no attempt left the host.
+	if opens := tcpActiveOpens(t, ns); opens != 0 {
+		t.Fatalf("setup: %d SYNs sent, want none", opens)
+	}
+	for _, dst := range dsts {
+		sp := onlySpaceToward(t, snap, ns.Inode, dst)
+		if len(sp.Failures) != 0 || sp.TotalFailures != 0 || sp.TotalConns != 5 || sp.Used != 0 {
+			t.Errorf("%s: failures %+v (total %d), %d connections, %d used; want none failed of 5, none used",
+				sp.Name, sp.Failures, sp.TotalFailures, sp.TotalConns, sp.Used)
+		}
+	}
+	if fs := findingsIn(snap, ns.Inode); len(fs) != 0 {
+		t.Errorf("findings with no port short and nothing failed: %v", fs)
+	}
+}
+
+// TestModelRouteFailsAfterSearch: a policy rule refuses a route to the
+// ports the search finds (ip rule sport, ahead of the local table), so
+// each connect() fails with ENETUNREACH after its search found a port,
+// before any segment. That is not exhaustion: connect()'s errno, once per
+// attempt, no EADDRNOTAVAIL, and a finding that says more ports would not
+// help.
+func TestModelRouteFailsAfterSearch(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.New(t, 40000, 40019)
+	dst := ns.Listen(t, "127.0.0.1:8080", 0)
+	ns.Exec(t, "ip", "rule", "add", "pref", "10", "sport", "40000-40019", "unreachable")
+	ns.Exec(t, "ip", "rule", "add", "pref", "100", "lookup", "local")
+	ns.Exec(t, "ip", "rule", "del", "pref", "0")
+	top := watch(t)
+	res := ns.StartClient(t, churn.Config{Target: dst, Count: 5, Close: churn.CloseFin}).Wait(t)
+	snap := top.done(t)
+	invariants(t, snap)
+	if opens := tcpActiveOpens(t, ns); res.Failures["ENETUNREACH"] != 5 || opens != 0 {
+		t.Fatalf("setup: client %+v, %d SYNs sent; want 5 ENETUNREACH and none sent", res, opens)
+	}
+	sp := onlySpaceToward(t, snap, ns.Inode, dst)
+	if len(sp.Failures) != 1 || sp.Failures[0].Errno != "ENETUNREACH" || sp.Failures[0].Exhaustion || sp.Failures[0].Total != 5 || sp.TotalConns != 5 {
+		t.Errorf("failures %+v of %d attempts, want 5 ENETUNREACH, not exhaustion, of 5", sp.Failures, sp.TotalConns)
+	}
+	if got := rules(findingsIn(snap, ns.Inode)); !slices.Equal(got, []string{"not_port_exhaustion"}) {
+		t.Errorf("findings %v, want not_port_exhaustion alone", got)
+	}
+}
+
+// onlySpaceToward is the one port space toward dst in namespace ino: a
+// failure with a source address other than its attempt's would make a
+// second.
+func onlySpaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) summary.SpaceSummary {
+	t.Helper()
+	var names []string
+	for _, sp := range netnsSpaces(s, ino) {
+		if sp.Dst == dst.String() {
+			names = append(names, sp.Name)
+		}
+	}
+	if len(names) != 1 {
+		t.Fatalf("port spaces toward %s: %q, want one", dst, names)
+	}
+	return spaceToward(t, s, ino, dst)
+}
+
+// tcpActiveOpens is the namespace's Tcp ActiveOpens (/proc/net/snmp): how
+// many SYNs its sockets sent to open a connection.
+func tcpActiveOpens(t *testing.T, ns *testnet.Netns) int {
+	lines := strings.Split(ns.Exec(t, "cat", "/proc/net/snmp"), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "Tcp:" || len(values) != len(names) || values[0] != "Tcp:" {
+			continue
+		}
+		if k := slices.Index(names, "ActiveOpens"); k > 0 {
+			n, err := strconv.Atoi(values[k])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no Tcp ActiveOpens in /proc/net/snmp")
+	return 0
 }
 
 // TestModelThreadNames: one process whose connecting threads have names
