@@ -305,7 +305,7 @@ func TestModelFastOpenDeferred(t *testing.T) {
 		t.Fatalf("setup: %d SYNs sent, want none", opens)
 	}
 	for _, dst := range dsts {
-		sp := onlySpaceToward(t, snap, ns.Inode, dst)
+		sp := spaceToward(t, snap, ns.Inode, dst)
 		if len(sp.Failures) != 0 || sp.TotalFailures != 0 || sp.TotalConns != 5 || sp.Used != 0 {
 			t.Errorf("%s: failures %+v (total %d), %d connections, %d used; want none failed of 5, none used",
 				sp.Name, sp.Failures, sp.TotalFailures, sp.TotalConns, sp.Used)
@@ -336,30 +336,13 @@ func TestModelRouteFailsAfterSearch(t *testing.T) {
 	if opens := tcpActiveOpens(t, ns); res.Failures["ENETUNREACH"] != 5 || opens != 0 {
 		t.Fatalf("setup: client %+v, %d SYNs sent; want 5 ENETUNREACH and none sent", res, opens)
 	}
-	sp := onlySpaceToward(t, snap, ns.Inode, dst)
+	sp := spaceToward(t, snap, ns.Inode, dst)
 	if len(sp.Failures) != 1 || sp.Failures[0].Errno != "ENETUNREACH" || sp.Failures[0].Exhaustion || sp.Failures[0].Total != 5 || sp.TotalConns != 5 {
 		t.Errorf("failures %+v of %d attempts, want 5 ENETUNREACH, not exhaustion, of 5", sp.Failures, sp.TotalConns)
 	}
 	if got := rules(findingsIn(snap, ns.Inode)); !slices.Equal(got, []string{"not_port_exhaustion"}) {
 		t.Errorf("findings %v, want not_port_exhaustion alone", got)
 	}
-}
-
-// onlySpaceToward is the one port space toward dst in namespace ino: a
-// failure with a source address other than its attempt's would make a
-// second.
-func onlySpaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) summary.SpaceSummary {
-	t.Helper()
-	var names []string
-	for _, sp := range netnsSpaces(s, ino) {
-		if sp.Dst == dst.String() {
-			names = append(names, sp.Name)
-		}
-	}
-	if len(names) != 1 {
-		t.Fatalf("port spaces toward %s: %q, want one", dst, names)
-	}
-	return spaceToward(t, s, ino, dst)
 }
 
 // tcpActiveOpens is the namespace's Tcp ActiveOpens (/proc/net/snmp): how

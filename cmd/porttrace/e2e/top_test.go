@@ -72,15 +72,25 @@ func (r *topRun) wait(t *testing.T) frame.Frame {
 	return s
 }
 
+// spaceToward is the one port space toward dst in namespace ino. A
+// second one toward dst fails the test: its events would have another
+// source address than their attempts' (an address a failure reset).
 func spaceToward(t *testing.T, s frame.Frame, ino uint32, dst netip.AddrPort) summary.SpaceSummary {
 	t.Helper()
+	var found []summary.SpaceSummary
 	for _, sp := range s.Spaces {
 		if sp.Netns == ino && sp.Dst == dst.String() {
-			return sp
+			found = append(found, sp)
 		}
 	}
-	t.Fatalf("no port space toward %s in netns %d:\n%+v", dst, ino, s.Spaces)
-	return summary.SpaceSummary{}
+	if len(found) != 1 {
+		names := make([]string, len(found))
+		for i, sp := range found {
+			names[i] = sp.Name
+		}
+		t.Fatalf("port spaces toward %s in netns %d: %q, want one:\n%+v", dst, ino, names, s.Spaces)
+	}
+	return found[0]
 }
 
 func failures(sp summary.SpaceSummary, errno string) uint64 {
