@@ -106,7 +106,9 @@ struct {
 /* ---- between a kernel function's entry and return: fentry, kprobe ---- */
 
 /* A connect() (tcp_v{4,6}_connect, inet{,6}_hash_connect) or bind()
- * (inet_csk_get_port) in progress in one thread; calls do not nest. */
+ * (inet_csk_get_port) in progress in one thread. Calls do not nest, but
+ * for tcp_v6_connect calling tcp_v4_connect for a v4-mapped address
+ * (ended). */
 struct call {
 	__u64 ts_ns;       /* when the search began */
 	__u64 sk;          /* kprobe backend: the arguments, gone at return */
@@ -116,7 +118,9 @@ struct call {
 	__u8 searched;     /* the port search of this connect() failed */
 	__u8 reported;     /* pt_state reported that failure at SYN_SENT -> CLOSE */
 	__u8 found;        /* the port search of this connect() found a port */
-	__u8 saddr[16];    /* found, and the socket closed before a segment: its source (attempt_result) */
+	__u8 after_search; /* found, then closed before a segment: connect()'s errno tells why */
+	__u8 ended;        /* tcp_v4_connect's return hook ended the call inside tcp_v6_connect */
+	__u8 saddr[16];    /* after_search: the source address the failure reset */
 };
 
 /* Keyed by thread id. The entry hooks insert (call_begin: kprobe

@@ -18,7 +18,8 @@
  *                 conntrack entry)
  *   kprobe        the same as kprobe+kretprobe
  *   tracepoint    sock_ops TCP_CONNECT_CB ends the port search; a failed
- *                 search is SYN_SENT -> CLOSE before any segment was sent;
+ *                 search is SYN_SENT -> CLOSE before any segment was sent
+ *                 and without a source port found (search_found_port);
  *                 sys_{enter,exit}_bind while a bind() pool is under
  *                 pressure; with --syscalls, sys_{enter,exit}_{connect,bind}
  *                 always
@@ -132,14 +133,14 @@ int BPF_PROG(pt_fexit_hash6_connect, struct inet_timewait_death_row *dr, struct 
 SEC("fexit/tcp_v4_connect")
 int BPF_PROG(pt_fexit_v4_connect, struct sock *sk, struct sockaddr *uaddr, int addr_len, int ret)
 {
-	connect_end(sk, uaddr, ret);
+	connect_end(sk, uaddr, ret, 1);
 	return 0;
 }
 
 SEC("fexit/tcp_v6_connect")
 int BPF_PROG(pt_fexit_v6_connect, struct sock *sk, struct sockaddr *uaddr, int addr_len, int ret)
 {
-	connect_end(sk, uaddr, ret);
+	connect_end(sk, uaddr, ret, 0);
 	return 0;
 }
 
@@ -204,7 +205,7 @@ int BPF_KPROBE(pt_kprobe_v4_connect, struct sock *sk, struct sockaddr *uaddr)
 SEC("kretprobe/tcp_v4_connect")
 int BPF_KRETPROBE(pt_kretprobe_v4_connect, int ret)
 {
-	connect_end(NULL, NULL, ret);
+	connect_end(NULL, NULL, ret, 1);
 	return 0;
 }
 
@@ -218,7 +219,7 @@ int BPF_KPROBE(pt_kprobe_v6_connect, struct sock *sk, struct sockaddr *uaddr)
 SEC("kretprobe/tcp_v6_connect")
 int BPF_KRETPROBE(pt_kretprobe_v6_connect, int ret)
 {
-	connect_end(NULL, NULL, ret);
+	connect_end(NULL, NULL, ret, 0);
 	return 0;
 }
 

@@ -122,6 +122,7 @@ struct owner {
 	__u8 bound;        /* the port came from bind(), before connect() */
 	__u8 port_sent;    /* an event already told the socket's port */
 	__u8 syn_told;     /* SYN_SENT's record is sent; 0: it rides on the next one */
+	__u8 port_found;   /* sock_ops' TCP_CONNECT_CB ran: the search had found the port */
 	__u16 sport_syn;   /* inet_sport at SYN_SENT: 0, or left by an earlier connect() */
 	char comm[TASK_COMM_LEN];
 	char thread_comm[TASK_COMM_LEN];

@@ -76,39 +76,56 @@ static __always_inline void search_end(const struct sock *sk, int ret)
 	emit_search(EV_ALLOC, sk, ret, start, 0);
 }
 
+/* end_call forgets tid's call at connect()'s return. tcp_v6_connect calls
+ * tcp_v4_connect for a v4-mapped address: tcp_v4_connect's return hook (v4)
+ * sees an AF_INET6 socket there, ends the call, and leaves it marked so
+ * that tcp_v6_connect's return hook does not report it again. */
+static __always_inline void end_call(__u32 tid, const struct sock *sk, int v4)
+{
+	if (v4 && sk && BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6) {
+		struct call ended = {.ended = 1};
+		bpf_map_update_elem(&calls, &tid, &ended, BPF_ANY);
+		return;
+	}
+	bpf_map_delete_elem(&calls, &tid);
+}
+
 /* fexit or kretprobe of tcp_v{4,6}_connect: a failure with the errno that
  * connect() returns. Success ends here without an event: the states tell
- * the rest. */
-static __always_inline void connect_end(const struct sock *sk, const struct sockaddr *uaddr, long ret)
+ * the rest. So does a failure whose socket's CLOSE told it: the port
+ * search's own (reported), or one after a segment went out. */
+static __always_inline void connect_end(const struct sock *sk, const struct sockaddr *uaddr, long ret, int v4)
 {
 	if (current_is_self())
 		return;
 	__u32 tid = current_tid();
 	struct call *c = bpf_map_lookup_elem(&calls, &tid);
-	if (ret == 0 || !user_errno(ret)) {
-		if (c)
-			bpf_map_delete_elem(&calls, &tid);
+	if (c && c->ended) {
+		bpf_map_delete_elem(&calls, &tid);
+		return;
+	}
+	if (c && !sk)
+		sk = (const struct sock *)c->sk;
+	if (ret == 0 || !user_errno(ret) || (c && c->reported)) {
+		end_call(tid, sk, v4);
 		return;
 	}
 	__u8 flags = 0, saddr[16] = {};
-	if (c && c->reported) {
-		bpf_map_delete_elem(&calls, &tid);
-		return;
-	}
 	if (c) {
-		if (!sk)
-			sk = (const struct sock *)c->sk;
 		if (!uaddr)
 			uaddr = (const struct sockaddr *)c->uaddr;
-		if (c->searched)
+		if (c->searched) {
 			flags = FLAG_SEARCHED;
-		else if (c->found && c->sk == (__u64)sk) {
-			/* The failure reset the socket's source address. */
+		} else if (c->found && c->sk == (__u64)sk) {
+			if (!c->after_search) {
+				end_call(tid, sk, v4);
+				return;
+			}
 			flags = FLAG_AFTER_SEARCH;
 			__builtin_memcpy(saddr, c->saddr, 16);
 		}
-		bpf_map_delete_elem(&calls, &tid);
 	}
+	end_call(tid, sk, v4);
 	if (!sk || !sk_is_tcp(sk))
 		return;
 	struct event *e = sock_event(EV_CONNECT, sk, sk_cookie_field(sk), ret, flags);
@@ -123,7 +140,7 @@ static __always_inline void connect_end(const struct sock *sk, const struct sock
 		bpf_probe_read_kernel(&sa, sizeof(sa), uaddr);
 		e->dport = bpf_ntohs(sa.sin6_port);
 		if (sa.sin6_family == AF_INET)
-			*(__u32 *)e->daddr = ((struct sockaddr_in *)&sa)->sin_addr.s_addr;
+			put_v4(e->daddr, ((struct sockaddr_in *)&sa)->sin_addr.s_addr, e->family);
 		else
 			__builtin_memcpy(e->daddr, &sa.sin6_addr, 16);
 	}

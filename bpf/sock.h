@@ -99,14 +99,36 @@ static __always_inline __u16 sk_sport(const struct sock *sk)
 	return port ? port : BPF_CORE_READ(sk, __sk_common.skc_num);
 }
 
-/* copy_saddr copies sk's source address (IPv4 in the first 4 bytes) into
- * saddr, 16 bytes. */
+/* put_v4 writes IPv4 address a into a, 16 bytes, as an event of family
+ * holds it: in the first 4 bytes for AF_INET, v4-mapped for AF_INET6. */
+static __always_inline void put_v4(__u8 *a, __u32 v4, __u16 family)
+{
+	__u32 *w = (__u32 *)a;
+	if (family != AF_INET6) {
+		w[0] = v4;
+		return;
+	}
+	w[0] = 0;
+	w[1] = 0;
+	w[2] = bpf_htonl(0xffff);
+	w[3] = v4;
+}
+
+/* copy_saddr copies sk's source address into saddr, 16 bytes, as an event
+ * of sk's family holds it. An AF_INET6 socket connecting to a v4-mapped
+ * address has only its IPv4 source inside tcp_v4_connect (tcp_v6_connect
+ * sets the IPv6 form after it returns). */
 static __always_inline void copy_saddr(__u8 *saddr, const struct sock *sk)
 {
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6)
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u32 v4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+	if (family == AF_INET6) {
 		BPF_CORE_READ_INTO((struct in6_addr *)saddr, sk, __sk_common.skc_v6_rcv_saddr);
-	else
-		BPF_CORE_READ_INTO((__u32 *)saddr, sk, __sk_common.skc_rcv_saddr);
+		__u32 *w = (__u32 *)saddr;
+		if ((w[0] | w[1] | w[2] | w[3]) || !v4)
+			return;
+	}
+	put_v4(saddr, v4, family);
 }
 
 static __always_inline void fill_sock(struct event *e, const struct sock *sk)

@@ -112,15 +112,15 @@ static __always_inline void mark_reset(struct sock *sk)
 }
 
 /* search_found_port tells, on the tracepoint backend, whether connect()'s
- * port search found sk a port: sock_ops told it (port_sent), or the search
- * set a source port that SYN_SENT had not seen. That port stays when the
+ * port search found sk a port: sock_ops' TCP_CONNECT_CB ran (port_found),
+ * or the search set a source port that SYN_SENT had not seen. That port stays when the
  * CLOSE after a later failure releases it (a route refused for it, a
  * failed tcp_connect()). Taken for a failed search: a failure after a
  * search that found the very port the socket's earlier connect() left. */
 static __always_inline int search_found_port(const struct sock *sk, const struct owner *o)
 {
 	__u16 sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
-	return o->port_sent || (sport && sport != o->sport_syn);
+	return o->port_found || (sport && sport != o->sport_syn);
 }
 
 /* How an attempt that never got established ended, as -errno. No segment
@@ -151,8 +151,10 @@ static __always_inline int attempt_result(const struct sock *sk, struct owner *o
 		}
 		__u32 tid = current_tid();
 		struct call *c = bpf_map_lookup_elem(&calls, &tid);
-		if (c && c->found && c->sk == (__u64)sk)
+		if (c && c->found && c->sk == (__u64)sk) {
+			c->after_search = 1;
 			copy_saddr(c->saddr, sk); /* for connect()'s return hook */
+		}
 		if (!c || !c->searched)
 			return 0;
 		c->reported = 1;
@@ -274,7 +276,10 @@ static __always_inline void connect_cb(struct bpf_sock_ops *skops)
 		return;
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct owner *o = owner_of((__u64)sk, cookie);
-	if (!o || o->bound)
+	if (!o)
+		return;
+	o->port_found = 1;
+	if (o->bound)
 		return;
 	struct event *e = reserve();
 	if (!e)

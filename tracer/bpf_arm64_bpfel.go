@@ -22,17 +22,19 @@ const (
 )
 
 type bpfCall struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Sk        uint64
-	Uaddr     uint64
-	SearchRet int32
-	Snum      uint16
-	Searched  uint8
-	Reported  uint8
-	Found     uint8
-	Saddr     [16]uint8
-	_         [7]byte
+	_           structs.HostLayout
+	TsNs        uint64
+	Sk          uint64
+	Uaddr       uint64
+	SearchRet   int32
+	Snum        uint16
+	Searched    uint8
+	Reported    uint8
+	Found       uint8
+	AfterSearch uint8
+	Ended       uint8
+	Saddr       [16]uint8
+	_           [5]byte
 }
 
 type bpfEvent struct {
@@ -116,10 +118,11 @@ type bpfOwner struct {
 	Bound       uint8
 	PortSent    uint8
 	SynTold     uint8
+	PortFound   uint8
+	_           [1]byte
 	SportSyn    uint16
 	Comm        [16]int8
 	ThreadComm  [16]int8
-	_           [2]byte
 }
 
 type bpfSockcall struct {
