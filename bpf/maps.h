@@ -114,13 +114,13 @@ struct call {
 	__u64 sk;          /* kprobe backend: the arguments, gone at return */
 	__u64 uaddr;
 	__s32 search_ret;  /* the failed search's result */
+	__u8 saddr[16];    /* after_search: the source address the failure reset (4-byte aligned) */
 	__u16 snum;        /* inet_csk_get_port: the port asked for */
 	__u8 searched;     /* the port search of this connect() failed */
 	__u8 reported;     /* pt_state reported that failure at SYN_SENT -> CLOSE */
 	__u8 found;        /* the port search of this connect() found a port */
 	__u8 after_search; /* found, then closed before a segment: connect()'s errno tells why */
 	__u8 ended;        /* tcp_v4_connect's return hook ended the call inside tcp_v6_connect */
-	__u8 saddr[16];    /* after_search: the source address the failure reset */
 };
 
 /* Keyed by thread id. The entry hooks insert (call_begin: kprobe

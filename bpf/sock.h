@@ -115,20 +115,15 @@ static __always_inline void put_v4(__u8 *a, __u32 v4, __u16 family)
 }
 
 /* copy_saddr copies sk's source address into saddr, 16 bytes, as an event
- * of sk's family holds it. An AF_INET6 socket connecting to a v4-mapped
- * address has only its IPv4 source inside tcp_v4_connect (tcp_v6_connect
- * sets the IPv6 form after it returns). */
+ * of sk's family holds it (IPv4 in the first 4 bytes). An AF_INET6 socket
+ * connecting to a v4-mapped address has it v4-mapped already inside
+ * tcp_v4_connect (sk_rcv_saddr_set). */
 static __always_inline void copy_saddr(__u8 *saddr, const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__u32 v4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-	if (family == AF_INET6) {
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6)
 		BPF_CORE_READ_INTO((struct in6_addr *)saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		__u32 *w = (__u32 *)saddr;
-		if ((w[0] | w[1] | w[2] | w[3]) || !v4)
-			return;
-	}
-	put_v4(saddr, v4, family);
+	else
+		BPF_CORE_READ_INTO((__u32 *)saddr, sk, __sk_common.skc_rcv_saddr);
 }
 
 static __always_inline void fill_sock(struct event *e, const struct sock *sk)

@@ -27,13 +27,13 @@ type bpfCall struct {
 	Sk          uint64
 	Uaddr       uint64
 	SearchRet   int32
+	Saddr       [16]uint8
 	Snum        uint16
 	Searched    uint8
 	Reported    uint8
 	Found       uint8
 	AfterSearch uint8
 	Ended       uint8
-	Saddr       [16]uint8
 	_           [5]byte
 }
 

@@ -347,6 +347,14 @@ func TestModelRouteFailsAfterSearch(t *testing.T) {
 	if len(sp.Failures) != 1 || sp.Failures[0].Errno != "ENETUNREACH" || sp.Failures[0].Exhaustion || sp.Failures[0].Total != 10 || sp.TotalConns != 10 {
 		t.Errorf("failures %+v of %d attempts, want 10 ENETUNREACH, not exhaustion, of 10", sp.Failures, sp.TotalConns)
 	}
+	// Nor in another space: an address the failure reset, or misread.
+	var conns, failed uint64
+	for _, sp := range netnsSpaces(snap, ns.Inode) {
+		conns, failed = conns+sp.TotalConns, failed+sp.TotalFailures
+	}
+	if conns != 10 || failed != 10 {
+		t.Errorf("the namespace's spaces count %d attempts and %d failures, want 10 and 10", conns, failed)
+	}
 	if got := rules(findingsIn(snap, ns.Inode)); !slices.Equal(got, []string{"not_port_exhaustion"}) {
 		t.Errorf("findings %v, want not_port_exhaustion alone", got)
 	}
