@@ -113,10 +113,11 @@ static __always_inline void mark_reset(struct sock *sk)
 
 /* search_found_port tells, on the tracepoint backend, whether connect()'s
  * port search found sk a port: sock_ops' TCP_CONNECT_CB ran (port_found),
- * or the search set a source port that SYN_SENT had not seen. That port stays when the
- * CLOSE after a later failure releases it (a route refused for it, a
- * failed tcp_connect()). Taken for a failed search: a failure after a
- * search that found the very port the socket's earlier connect() left. */
+ * or the search set a source port that SYN_SENT had not seen. That port
+ * stays when the CLOSE after a later failure releases it (a route refused
+ * for it, a failed tcp_connect()). Taken for a failed search: a failure
+ * after a search that found the very port the socket's earlier connect()
+ * left. */
 static __always_inline int search_found_port(const struct sock *sk, const struct owner *o)
 {
 	__u16 sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);

@@ -293,3 +293,26 @@ func TestTimeWaitCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectFailures: connect()'s own failures, as the return hooks
+// report them (event.Connect). One before SYN_SENT (no route) is an
+// attempt of its own; one after a search that found a port (a route
+// refused for that port: SYN_SENT -> CLOSE with no error, then
+// connect()'s ENETUNREACH, AfterSearch) is the attempt SYN_SENT counted.
+// Neither is exhaustion.
+func TestConnectFailures(t *testing.T) {
+	s := newStream(t, DefaultLimits)
+	early := s.ev(at(1), nginx1, event.Connect, 0, upstream)
+	early.Errno = syscall.ENETUNREACH
+	s.add(early)
+	s.cookie++
+	s.state(at(2), nginx1, s.cookie, upstream, event.Close, event.SynSent)
+	s.state(at(2), nginx1, s.cookie, upstream, event.SynSent, event.Close)
+	late := s.ev(at(2), nginx1, event.Connect, s.cookie, upstream)
+	late.Errno, late.Flags = syscall.ENETUNREACH, event.AfterSearch
+	s.add(late)
+	r := s.space(s.summary(5), upstream)
+	if r.TotalConns != 2 || len(r.Failures) != 1 || r.Failures[0].Total != 2 || r.Failures[0].Exhaustion || r.Exhausted {
+		t.Errorf("%d attempts, failures %+v, exhausted %v; want 2 attempts, 2 ENETUNREACH, not exhaustion", r.TotalConns, r.Failures, r.Exhausted)
+	}
+}
